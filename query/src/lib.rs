@@ -1,0 +1,24 @@
+//! The span store and the SQL engine.
+//!
+//! ```text
+//!  span batch ──> WAL (group commit, fsync) ──> memtable ──> Parquet segments (hourly, zstd)
+//!                                                  │               │
+//!                         SQL ──> SqlEngine ──> SpansTable (memory + Parquet, pruned) ──> rows
+//! ```
+//!
+//! **Invariant:** a span is acknowledged only after its WAL record is written (and fsynced
+//! under the default policy); the WAL is truncated only after the Parquet flush holding
+//! its spans is committed.
+
+pub mod error;
+pub mod hex_id;
+pub mod segment;
+pub mod sql;
+pub mod store;
+pub mod table;
+pub mod wal;
+
+pub use error::{QueryError, StoreError};
+pub use sql::{QueryOutput, SqlConfig, SqlEngine};
+pub use store::{SpanStore, StoreConfig, StoreStats};
+pub use wal::WalSync;

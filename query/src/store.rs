@@ -1,0 +1,518 @@
+//! The span store: WAL, memtable and Parquet segments behind one handle.
+//!
+//! ```text
+//!  write(batch) ──try_send──> writer thread ──> WAL group commit (fsync) ──> memtable ──> ack
+//!                 (bounded)        │ every flush_rows or flush_interval: seal the WAL segment,
+//!                                  ▼ freeze the memtable
+//!                            flusher thread ──> Parquet per hour ──> _committed ──> delete WAL
+//!                                  └── retention: delete segments older than the horizon
+//! ```
+//!
+//! Queries read a [`View`]: memtable batches (active and frozen) plus committed segments,
+//! swapped atomically under one lock, so a span is never seen twice nor missed while it
+//! moves from memory to Parquet.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use flowscope_model::storage_schema;
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
+use crate::segment::{self, Segment};
+use crate::wal::{self, Wal, WalSync};
+
+/// How the store writes and keeps spans.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub wal_sync: WalSync,
+    /// Flush the memtable to Parquet once it holds this many spans...
+    pub flush_rows: usize,
+    /// ...or once its oldest span has waited this long.
+    pub flush_interval: Duration,
+    /// Segments whose newest span started longer ago than this are deleted.
+    pub retention: Duration,
+    /// Spans waiting in memory (queued, in the memtable, being flushed) may take this many
+    /// bytes; past it, writes are refused as retryable until flushes catch up.
+    pub max_buffered_bytes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            wal_sync: WalSync::Always,
+            flush_rows: 256 * 1024,
+            flush_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 86_400),
+            max_buffered_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What a query reads: spans in memory and committed Parquet segments.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub memory: Vec<RecordBatch>,
+    pub frozen: Vec<Arc<Frozen>>,
+    pub segments: Vec<Arc<Segment>>,
+}
+
+impl View {
+    /// Every in-memory batch, active and frozen.
+    pub fn memory_batches(&self) -> Vec<RecordBatch> {
+        let frozen = self.frozen.iter().flat_map(|f| f.batches.iter().cloned());
+        frozen.chain(self.memory.iter().cloned()).collect()
+    }
+}
+
+/// A memtable sealed for flushing, covered by WAL segments up to `wal_seq`.
+#[derive(Debug)]
+pub struct Frozen {
+    pub wal_seq: u64,
+    pub batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+/// Counters for logs, health and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub spans_written: u64,
+    pub spans_in_memory: u64,
+    pub segments: u64,
+    pub segment_bytes: u64,
+    pub spans_in_segments: u64,
+    pub buffered_bytes: u64,
+    pub replayed_records: u64,
+}
+
+struct Shared {
+    view: RwLock<View>,
+    buffered_bytes: AtomicUsize,
+    spans_written: AtomicU64,
+    replayed_records: AtomicU64,
+    config: StoreConfig,
+}
+
+enum Command {
+    Append {
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        bytes: usize,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Flush {
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+struct FlushJob {
+    frozen: Option<Arc<Frozen>>,
+    acks: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The handle receivers write to and queries read from.
+pub struct SpanStore {
+    shared: Arc<Shared>,
+    commands: Mutex<Option<SyncSender<Command>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SpanStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanStore").field("data_dir", &self.shared.config.data_dir).finish()
+    }
+}
+
+const COMMAND_QUEUE: usize = 256;
+const MAX_GROUP: usize = 512;
+
+fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Arrow IPC stream bytes of one batch: the WAL record payload.
+pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
+    let reader = StreamReader::try_new(Cursor::new(payload), None)?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        if batch.schema() != storage_schema() {
+            return Err(StoreError::Corrupt("a WAL record has a schema this version does not know".into()));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+impl SpanStore {
+    /// Opens the store: loads committed segments, replays the WAL, starts the writer and
+    /// flusher threads. Returns once every acknowledged span is readable again.
+    pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
+        let spans_dir = segment::spans_dir(&config.data_dir);
+        std::fs::create_dir_all(&spans_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}; check --data-dir and its permissions", spans_dir.display()))
+        })?;
+        let committed = segment::read_committed(&spans_dir)?;
+        let segments = segment::load_segments(&spans_dir, committed)?;
+        let mut replayed = Vec::new();
+        let mut undecodable = 0usize;
+        let report = wal::replay(&wal_dir(&config.data_dir), committed, &mut |payload| match decode_batches(payload) {
+            Ok(batches) => replayed.extend(batches),
+            Err(error) => {
+                undecodable += 1;
+                tracing::error!(%error, "wal: skipping a record that does not decode");
+            }
+        })?;
+        let replayed_bytes: usize = replayed.iter().map(RecordBatch::get_array_memory_size).sum();
+        tracing::info!(
+            segments = segments.len(),
+            wal_records = report.records,
+            undecodable,
+            cut_bytes = report.truncated_bytes,
+            "span store opened"
+        );
+        let wal = Wal::create(&wal_dir(&config.data_dir), report.last_seq + 1, config.wal_sync)?;
+        let memory_rows: usize = replayed.iter().map(RecordBatch::num_rows).sum();
+        let shared = Arc::new(Shared {
+            view: RwLock::new(View {
+                memory: replayed,
+                frozen: Vec::new(),
+                segments: segments.into_iter().map(Arc::new).collect(),
+            }),
+            buffered_bytes: AtomicUsize::new(replayed_bytes),
+            spans_written: AtomicU64::new(0),
+            replayed_records: AtomicU64::new(report.records as u64),
+            config,
+        });
+        let (command_tx, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (flush_tx, flush_rx) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            wal,
+            flush_tx,
+            active_rows: memory_rows,
+            active_bytes: replayed_bytes,
+            oldest: (memory_rows > 0).then(Instant::now),
+        };
+        let flusher = Flusher { shared: shared.clone() };
+        let threads = vec![
+            std::thread::Builder::new().name("flowscope-wal".into()).spawn(move || writer.run(command_rx))?,
+            std::thread::Builder::new().name("flowscope-flush".into()).spawn(move || flusher.run(flush_rx))?,
+        ];
+        Ok(Arc::new(Self {
+            shared,
+            commands: Mutex::new(Some(command_tx)),
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    fn sender(&self) -> Result<SyncSender<Command>, StoreError> {
+        let guard = self.commands.lock().map_err(|_| StoreError::Internal("store lock poisoned".into()))?;
+        guard.clone().ok_or_else(|| StoreError::Unavailable("the server is shutting down".into()))
+    }
+
+    /// Makes `batch` durable and visible. Resolves once it is in the WAL (fsynced under
+    /// `WalSync::Always`) and in the memtable; only then may the client be acknowledged.
+    pub async fn write(&self, batch: RecordBatch) -> Result<(), StoreError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let bytes = batch.get_array_memory_size();
+        let max = self.shared.config.max_buffered_bytes;
+        let before = self.shared.buffered_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before + bytes > max {
+            self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(StoreError::Overloaded(
+                format!("{} MiB of spans wait for Parquet flushes", before >> 20),
+                Duration::from_secs(2),
+            ));
+        }
+        let release = |error| {
+            self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            error
+        };
+        let payload = encode_batch(&batch).map_err(release)?;
+        let (ack, done) = oneshot::channel();
+        let command = Command::Append { payload, batch, bytes, ack };
+        match self.sender().map_err(release)?.try_send(command) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(release(StoreError::Overloaded(
+                    "the write-ahead log queue is full".into(),
+                    Duration::from_secs(1),
+                )));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(release(StoreError::Unavailable("the server is shutting down".into())));
+            }
+        }
+        done.await.map_err(|_| StoreError::Unavailable("the store stopped before the spans were written".into()))?
+    }
+
+    /// Flushes everything in memory to Parquet and waits until it is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        // Blocking send: a flush request must not be refused because ingest is busy.
+        let sender = self.sender()?;
+        tokio::task::spawn_blocking(move || sender.send(Command::Flush { ack }))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
+        done.await.map_err(|_| StoreError::Unavailable("the store stopped during the flush".into()))?
+    }
+
+    /// Flushes, stops the threads and waits for them.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let flushed = self.flush().await;
+        if let Ok(mut guard) = self.commands.lock() {
+            guard.take();
+        }
+        let threads = match self.threads.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(_) => Vec::new(),
+        };
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        flushed
+    }
+
+    /// A consistent picture of everything stored, for one query.
+    pub fn view(&self) -> View {
+        match self.shared.view.read() {
+            Ok(view) => view.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let view = self.view();
+        StoreStats {
+            spans_written: self.shared.spans_written.load(Ordering::Relaxed),
+            spans_in_memory: view.memory_batches().iter().map(|b| b.num_rows() as u64).sum(),
+            segments: view.segments.len() as u64,
+            segment_bytes: view.segments.iter().map(|s| s.bytes).sum(),
+            spans_in_segments: view.segments.iter().map(|s| s.rows).sum(),
+            buffered_bytes: self.shared.buffered_bytes.load(Ordering::Relaxed) as u64,
+            replayed_records: self.shared.replayed_records.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.config.data_dir
+    }
+}
+
+fn write_view(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, View> {
+    match shared.view.write() {
+        Ok(view) => view,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The WAL stage: one thread owns the log and the active memtable.
+struct Writer {
+    shared: Arc<Shared>,
+    wal: Wal,
+    flush_tx: mpsc::Sender<FlushJob>,
+    active_rows: usize,
+    active_bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, commands: Receiver<Command>) {
+        let interval = self.shared.config.flush_interval;
+        loop {
+            let wait = self.oldest.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            let first = match commands.recv_timeout(wait.max(Duration::from_millis(10))) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut appends = Vec::new();
+            let mut flush_acks = Vec::new();
+            let mut next = first;
+            while let Some(command) = next {
+                match command {
+                    Command::Append { payload, batch, bytes, ack } => appends.push((payload, batch, bytes, ack)),
+                    Command::Flush { ack } => flush_acks.push(ack),
+                }
+                next = if appends.len() < MAX_GROUP { commands.try_recv().ok() } else { None };
+            }
+            if !appends.is_empty() {
+                self.commit_group(appends);
+            }
+            let due = self.active_rows >= self.shared.config.flush_rows
+                || self.oldest.is_some_and(|t| t.elapsed() >= interval);
+            if due || !flush_acks.is_empty() {
+                self.freeze(flush_acks);
+            }
+        }
+    }
+
+    fn commit_group(&mut self, appends: Vec<(Vec<u8>, RecordBatch, usize, oneshot::Sender<Result<(), StoreError>>)>) {
+        for (payload, ..) in &appends {
+            self.wal.append(payload);
+        }
+        if let Err(error) = self.wal.commit() {
+            tracing::error!(%error, "wal: group commit failed; refusing the group");
+            for (_, _, bytes, ack) in appends {
+                self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                let _ = ack.send(Err(StoreError::Unavailable(format!("cannot write the write-ahead log: {error}"))));
+            }
+            return;
+        }
+        let batches: Vec<RecordBatch> = appends.iter().map(|(_, batch, ..)| batch.clone()).collect();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        // One batch per group keeps the memtable from fragmenting into thousands of tiny
+        // batches; if concatenation fails the batches are kept as they are.
+        let merged = concat_batches(&storage_schema(), &batches).map(|b| vec![b]).unwrap_or(batches);
+        write_view(&self.shared).memory.extend(merged);
+        self.active_rows += rows;
+        self.active_bytes += appends.iter().map(|(_, _, bytes, _)| bytes).sum::<usize>();
+        self.oldest.get_or_insert_with(Instant::now);
+        self.shared.spans_written.fetch_add(rows as u64, Ordering::Relaxed);
+        for (.., ack) in appends {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    /// Seals the WAL segment and hands the memtable to the flusher.
+    fn freeze(&mut self, acks: Vec<oneshot::Sender<Result<(), StoreError>>>) {
+        if self.active_rows == 0 {
+            let _ = self.flush_tx.send(FlushJob { frozen: None, acks });
+            return;
+        }
+        let sealed = match self.wal.rotate() {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::error!(%error, "wal: cannot seal the segment; will retry");
+                for ack in acks {
+                    let _ = ack.send(Err(StoreError::Unavailable(format!("cannot seal the write-ahead log: {error}"))));
+                }
+                return;
+            }
+        };
+        let frozen = {
+            let mut view = write_view(&self.shared);
+            let frozen = Arc::new(Frozen {
+                wal_seq: sealed,
+                batches: std::mem::take(&mut view.memory),
+                bytes: self.active_bytes,
+            });
+            view.frozen.push(frozen.clone());
+            frozen
+        };
+        self.active_rows = 0;
+        self.active_bytes = 0;
+        self.oldest = None;
+        let _ = self.flush_tx.send(FlushJob { frozen: Some(frozen), acks });
+    }
+}
+
+/// The Parquet stage: writes frozen memtables, commits them, deletes their WAL, applies
+/// retention.
+struct Flusher {
+    shared: Arc<Shared>,
+}
+
+const RETENTION_CHECK: Duration = Duration::from_secs(60);
+
+impl Flusher {
+    fn run(self, jobs: Receiver<FlushJob>) {
+        let mut last_retention = Instant::now() - RETENTION_CHECK;
+        loop {
+            if last_retention.elapsed() >= RETENTION_CHECK {
+                self.apply_retention();
+                last_retention = Instant::now();
+            }
+            match jobs.recv_timeout(RETENTION_CHECK) {
+                Ok(job) => self.flush(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn flush(&self, job: FlushJob) {
+        if let Some(frozen) = job.frozen {
+            self.write_until_done(&frozen);
+        }
+        for ack in job.acks {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    fn write_until_done(&self, frozen: &Arc<Frozen>) {
+        let data_dir = &self.shared.config.data_dir;
+        let spans_dir = segment::spans_dir(data_dir);
+        let mut backoff = Duration::from_millis(100);
+        let segments = loop {
+            match segment::write_flush(&spans_dir, &frozen.batches, frozen.wal_seq) {
+                Ok(segments) => break segments,
+                Err(error) => {
+                    // The spans stay in memory and in the WAL; ingest is refused once the
+                    // buffer fills, and resumes when the disk accepts writes again.
+                    tracing::error!(%error, retry_in = ?backoff, "flush to Parquet failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        {
+            let mut view = write_view(&self.shared);
+            view.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+            view.segments.extend(segments.into_iter().map(Arc::new));
+        }
+        self.shared.buffered_bytes.fetch_sub(frozen.bytes, Ordering::SeqCst);
+        if let Err(error) = wal::remove_through(&wal_dir(data_dir), frozen.wal_seq) {
+            tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
+        }
+    }
+
+    fn apply_retention(&self) {
+        let retention = self.shared.config.retention;
+        let cutoff = now_ns().saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64);
+        let expired: Vec<Arc<Segment>> = {
+            let mut view = write_view(&self.shared);
+            let (old, keep): (Vec<_>, Vec<_>) = view.segments.drain(..).partition(|s| s.max_start_ns < cutoff);
+            view.segments = keep;
+            old
+        };
+        for segment in expired {
+            match segment::delete_segment(&segment) {
+                Ok(()) => tracing::info!(path = %segment.path.display(), rows = segment.rows, "retention: deleted segment"),
+                Err(error) => tracing::warn!(%error, path = %segment.path.display(), "retention: cannot delete segment"),
+            }
+        }
+    }
+}
