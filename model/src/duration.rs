@@ -34,12 +34,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration in the largest unit that divides it exactly (`90s`, `7d`).
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
     let seconds = duration.as_secs();
     for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if seconds != 0 && seconds % size == 0 {
+        if seconds != 0 && seconds.is_multiple_of(size) {
             return format!("{}{unit}", seconds / size);
         }
     }

@@ -80,7 +80,11 @@ fn link_fields() -> Fields {
 }
 
 fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), false)))
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields),
+        false,
+    )))
 }
 
 fn build_schema(trace_id: DataType, span_id: DataType) -> Schema {
@@ -229,7 +233,9 @@ pub struct SpanBatchBuilder {
 
 impl std::fmt::Debug for SpanBatchBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanBatchBuilder").field("rows", &self.rows).finish()
+        f.debug_struct("SpanBatchBuilder")
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
@@ -312,14 +318,18 @@ impl SpanBatchBuilder {
         self.service_name.append_value(span.service_name);
         self.start_time.append_value(span.start_time_unix_nano);
         self.end_time.append_value(span.end_time_unix_nano);
-        self.duration_ns
-            .append_value(span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano));
+        self.duration_ns.append_value(
+            span.end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano),
+        );
         self.status_code.append_value(span.status_code);
-        self.status_message.append_option(non_empty(span.status_message));
+        self.status_message
+            .append_option(non_empty(span.status_message));
         append_map(&mut self.attributes, attributes)?;
         append_map(&mut self.resource_attributes, resource_attributes)?;
         self.scope_name.append_option(non_empty(span.scope_name));
-        self.scope_version.append_option(non_empty(span.scope_version));
+        self.scope_version
+            .append_option(non_empty(span.scope_version));
         for event in events {
             self.events.time.append_value(event.time_unix_nano);
             self.events.name.append_value(&event.name);
@@ -330,14 +340,19 @@ impl SpanBatchBuilder {
             self.links.time.append_value(0);
             self.links.name.append_value(&link.trace_id);
             self.links.extra.append_value(&link.span_id);
-            self.links.extra2.append_option(non_empty(&link.trace_state));
+            self.links
+                .extra2
+                .append_option(non_empty(&link.trace_state));
             append_map(&mut self.links.attributes, &link.attributes)?;
         }
         self.links.end_row(links.len());
         self.flags.append_value(span.flags);
-        self.dropped_attributes_count.append_value(span.dropped_attributes_count);
-        self.dropped_events_count.append_value(span.dropped_events_count);
-        self.dropped_links_count.append_value(span.dropped_links_count);
+        self.dropped_attributes_count
+            .append_value(span.dropped_attributes_count);
+        self.dropped_events_count
+            .append_value(span.dropped_events_count);
+        self.dropped_links_count
+            .append_value(span.dropped_links_count);
         self.rows += 1;
         Ok(())
     }
@@ -431,7 +446,11 @@ impl NestedListBuilder {
         self.finish_list(fields, children)
     }
 
-    fn finish_list(&mut self, fields: Fields, children: Vec<ArrayRef>) -> Result<ArrayRef, ArrowError> {
+    fn finish_list(
+        &mut self,
+        fields: Fields,
+        children: Vec<ArrayRef>,
+    ) -> Result<ArrayRef, ArrowError> {
         let items = StructArray::try_new(fields.clone(), children, None)?;
         let item_field = Arc::new(Field::new("item", DataType::Struct(fields), false));
         let list = ListArray::try_new(item_field, self.take_offsets(), Arc::new(items), None)?;
@@ -493,13 +512,28 @@ mod tests {
         let batch = builder.finish().expect("finish");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), storage_schema());
-        let parent = batch.column_by_name(columns::PARENT_SPAN_ID).expect("parent column");
+        let parent = batch
+            .column_by_name(columns::PARENT_SPAN_ID)
+            .expect("parent column");
         assert!(parent.is_null(0) && parent.is_valid(1));
-        let duration = batch.column_by_name(columns::DURATION_NS).expect("duration");
-        assert_eq!(duration.as_primitive::<arrow::datatypes::Int64Type>().value(0), 2_500);
-        let events = batch.column_by_name(columns::EVENTS).expect("events").as_list::<i32>();
+        let duration = batch
+            .column_by_name(columns::DURATION_NS)
+            .expect("duration");
+        assert_eq!(
+            duration
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            2_500
+        );
+        let events = batch
+            .column_by_name(columns::EVENTS)
+            .expect("events")
+            .as_list::<i32>();
         assert_eq!((events.value_length(0), events.value_length(1)), (1, 0));
-        let links = batch.column_by_name(columns::LINKS).expect("links").as_list::<i32>();
+        let links = batch
+            .column_by_name(columns::LINKS)
+            .expect("links")
+            .as_list::<i32>();
         assert_eq!((links.value_length(0), links.value_length(1)), (0, 1));
         assert!(builder.is_empty(), "finish leaves the builder empty");
     }

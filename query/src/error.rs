@@ -29,10 +29,12 @@ impl From<arrow::error::ArrowError> for StoreError {
 impl From<parquet::errors::ParquetError> for StoreError {
     fn from(error: parquet::errors::ParquetError) -> Self {
         match error {
-            parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
-                Ok(io) => Self::Io(*io),
-                Err(other) => Self::Internal(other.to_string()),
-            },
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => Self::Io(*io),
+                    Err(other) => Self::Internal(other.to_string()),
+                }
+            }
             other => Self::Internal(other.to_string()),
         }
     }

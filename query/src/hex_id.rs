@@ -6,7 +6,8 @@ use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -71,7 +72,9 @@ impl ScalarUDFImpl for HexId {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(hex_array(&array)?)),
             ColumnarValue::Scalar(scalar) => {
                 let array = hex_array(&scalar.to_array()?)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
             }
         }
     }

@@ -51,7 +51,8 @@ pub struct Segment {
 impl Segment {
     /// Whether the file may hold spans starting in `[from, to]` (inclusive bounds, ns).
     pub fn overlaps(&self, from: Option<i64>, to: Option<i64>) -> bool {
-        from.is_none_or(|from| self.max_start_ns >= from) && to.is_none_or(|to| self.min_start_ns <= to)
+        from.is_none_or(|from| self.max_start_ns >= from)
+            && to.is_none_or(|to| self.min_start_ns <= to)
     }
 
     /// Whether the file may hold spans of any of `services`.
@@ -98,7 +99,10 @@ pub fn load_segments(spans_dir: &Path, committed: u64) -> Result<Vec<Segment>, S
     collect_files(spans_dir, &mut files)?;
     let mut segments = Vec::new();
     for path in files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.ends_with(".tmp") {
             fs::remove_file(&path)?;
             continue;
@@ -140,12 +144,22 @@ fn read_segment_meta(path: &Path) -> Result<Segment, StoreError> {
     };
     let file = File::open(path)?;
     let bytes = file.metadata()?.len();
-    let reader = SerializedFileReader::new(file).map_err(|e| corrupt(&format!("is not readable Parquet ({e})")))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| corrupt(&format!("is not readable Parquet ({e})")))?;
     let meta = reader.metadata().file_metadata();
     let kv = meta.key_value_metadata().cloned().unwrap_or_default();
-    let get = |key: &str| kv.iter().find(|k| k.key == key).and_then(|k| k.value.clone());
-    let number = |key: &str| get(key).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(&format!("lacks {key}")));
-    let services = get(KEY_SERVICES).and_then(|v| serde_json::from_str::<BTreeSet<String>>(&v).ok());
+    let get = |key: &str| {
+        kv.iter()
+            .find(|k| k.key == key)
+            .and_then(|k| k.value.clone())
+    };
+    let number = |key: &str| {
+        get(key)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| corrupt(&format!("lacks {key}")))
+    };
+    let services =
+        get(KEY_SERVICES).and_then(|v| serde_json::from_str::<BTreeSet<String>>(&v).ok());
     Ok(Segment {
         path: path.to_path_buf(),
         bytes,
@@ -174,7 +188,8 @@ fn writer_properties(metadata: Vec<KeyValue>, rows: usize) -> WriterProperties {
 fn hour_partition(start_ns: i64) -> PathBuf {
     let hour_start = start_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
     match arrow::temporal_conversions::timestamp_ns_to_datetime(hour_start) {
-        Some(time) => PathBuf::from(format!("date={}", time.format("%Y-%m-%d"))).join(format!("hour={}", time.format("%H"))),
+        Some(time) => PathBuf::from(format!("date={}", time.format("%Y-%m-%d")))
+            .join(format!("hour={}", time.format("%H"))),
         None => PathBuf::from("date=invalid"),
     }
 }
@@ -182,7 +197,11 @@ fn hour_partition(start_ns: i64) -> PathBuf {
 /// Writes `batches` (all covered by WAL segments up to `wal_seq`) as one Parquet file per
 /// hour of `start_time`, sorted by `start_time`, then commits the flush. Returns the new
 /// segments. Nothing is visible as committed until every file is durable.
-pub fn write_flush(spans_dir: &Path, batches: &[RecordBatch], wal_seq: u64) -> Result<Vec<Segment>, StoreError> {
+pub fn write_flush(
+    spans_dir: &Path,
+    batches: &[RecordBatch],
+    wal_seq: u64,
+) -> Result<Vec<Segment>, StoreError> {
     let schema = storage_schema();
     let all = concat_batches(&schema, batches)?;
     let mut segments = Vec::new();
@@ -196,7 +215,9 @@ pub fn write_flush(spans_dir: &Path, batches: &[RecordBatch], wal_seq: u64) -> R
     Ok(segments)
 }
 
-fn start_times(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<TimestampNanosecondType>, StoreError> {
+fn start_times(
+    batch: &RecordBatch,
+) -> Result<&arrow::array::PrimitiveArray<TimestampNanosecondType>, StoreError> {
     batch
         .column_by_name(columns::START_TIME)
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
@@ -205,7 +226,10 @@ fn start_times(batch: &RecordBatch) -> Result<&arrow::array::PrimitiveArray<Time
 
 fn sort_by_start(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
     let start: Arc<dyn Array> = Arc::new(start_times(batch)?.clone());
-    let sort = arrow::compute::SortColumn { values: start, options: Some(SortOptions::default()) };
+    let sort = arrow::compute::SortColumn {
+        values: start,
+        options: Some(SortOptions::default()),
+    };
     let indices = lexsort_to_indices(&[sort], None)?;
     Ok(take_record_batch(batch, &indices)?)
 }
@@ -217,7 +241,8 @@ fn split_by_hour(sorted: &RecordBatch) -> Result<Vec<RecordBatch>, StoreError> {
     let mut run_start = 0;
     for row in 1..=start.len() {
         let boundary = row == start.len()
-            || start.value(row).div_euclid(NANOS_PER_HOUR) != start.value(run_start).div_euclid(NANOS_PER_HOUR);
+            || start.value(row).div_euclid(NANOS_PER_HOUR)
+                != start.value(run_start).div_euclid(NANOS_PER_HOUR);
         if boundary {
             parts.push(sorted.slice(run_start, row - run_start));
             run_start = row;
@@ -226,7 +251,11 @@ fn split_by_hour(sorted: &RecordBatch) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(parts)
 }
 
-fn write_segment(spans_dir: &Path, part: &RecordBatch, wal_seq: u64) -> Result<Segment, StoreError> {
+fn write_segment(
+    spans_dir: &Path,
+    part: &RecordBatch,
+    wal_seq: u64,
+) -> Result<Segment, StoreError> {
     let start = start_times(part)?;
     let (min_start_ns, max_start_ns) = (start.value(0), start.value(start.len() - 1));
     let services = distinct_services(part);
@@ -236,14 +265,21 @@ fn write_segment(spans_dir: &Path, part: &RecordBatch, wal_seq: u64) -> Result<S
         KeyValue::new(KEY_MAX_START.into(), max_start_ns.to_string()),
     ];
     if let Some(services) = &services {
-        metadata.push(KeyValue::new(KEY_SERVICES.into(), serde_json::to_string(services).unwrap_or_default()));
+        metadata.push(KeyValue::new(
+            KEY_SERVICES.into(),
+            serde_json::to_string(services).unwrap_or_default(),
+        ));
     }
     let dir = spans_dir.join(hour_partition(min_start_ns));
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("part-{wal_seq:020}.parquet"));
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, part.schema(), Some(writer_properties(metadata, part.num_rows())))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        part.schema(),
+        Some(writer_properties(metadata, part.num_rows())),
+    )?;
     writer.write(part)?;
     let file = writer.into_inner()?;
     file.sync_all()?;
@@ -266,7 +302,9 @@ fn write_segment(spans_dir: &Path, part: &RecordBatch, wal_seq: u64) -> Result<S
 }
 
 fn distinct_services(batch: &RecordBatch) -> Option<BTreeSet<String>> {
-    let column = batch.column_by_name(columns::SERVICE_NAME)?.as_string_opt::<i32>()?;
+    let column = batch
+        .column_by_name(columns::SERVICE_NAME)?
+        .as_string_opt::<i32>()?;
     let mut services = BTreeSet::new();
     for name in column.iter().flatten() {
         if services.len() == MAX_LISTED_SERVICES && !services.contains(name) {

@@ -90,12 +90,17 @@ pub struct SqlEngine {
 
 impl std::fmt::Debug for SqlEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlEngine").field("config", &self.config).finish()
+        f.debug_struct("SqlEngine")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 fn sandbox_options() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 fn classify(error: DataFusionError, config: &SqlConfig) -> QueryError {
@@ -106,9 +111,9 @@ fn classify(error: DataFusionError, config: &SqlConfig) -> QueryError {
             config.memory_limit >> 20
         )),
         DataFusionError::Internal(message) => QueryError::Internal(message.clone()),
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::ParquetError(_) => {
-            QueryError::Internal(root.to_string())
-        }
+        DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::ParquetError(_) => QueryError::Internal(root.to_string()),
         _ => QueryError::Invalid(root.to_string()),
     }
 }
@@ -119,7 +124,9 @@ impl SqlEngine {
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             // No spilling: a query that does not fit in memory fails instead of filling the disk.
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(|e| internal(&e))?;
         let session_config = SessionConfig::new()
@@ -160,7 +167,11 @@ impl SqlEngine {
     }
 
     /// Adds a table (the graph tables, later) to the SQL namespace.
-    pub fn register_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<(), QueryError> {
+    pub fn register_table(
+        &self,
+        name: &str,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<(), QueryError> {
         self.context
             .register_table(name, table)
             .map(|_| ())
@@ -192,7 +203,8 @@ impl SqlEngine {
             let Some(runtime) = self.runtime.0.as_ref() else {
                 return Err(QueryError::Busy("the SQL engine is shutting down".into()));
             };
-            let mut handle = runtime.spawn(async move { run(&context, &sql, max_rows, &config).await });
+            let mut handle =
+                runtime.spawn(async move { run(&context, &sql, max_rows, &config).await });
             // Dropping the handle would not stop the query: abort it if our caller gives up.
             let outcome = tokio::time::timeout(timeout, &mut handle).await;
             match outcome {
@@ -210,18 +222,32 @@ impl SqlEngine {
     }
 }
 
-async fn run(context: &SessionContext, sql: &str, max_rows: usize, config: &SqlConfig) -> Result<QueryOutput, QueryError> {
+async fn run(
+    context: &SessionContext,
+    sql: &str,
+    max_rows: usize,
+    config: &SqlConfig,
+) -> Result<QueryOutput, QueryError> {
     let plan = context
         .state()
         .create_logical_plan(sql)
         .await
         .map_err(|e| classify(e, config))?;
-    sandbox_options()
-        .verify_plan(&plan)
-        .map_err(|e| QueryError::NotAllowed(format!("{}; flowscope SQL is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run", e.find_root())))?;
-    let frame = context.execute_logical_plan(plan).await.map_err(|e| classify(e, config))?;
+    sandbox_options().verify_plan(&plan).map_err(|e| {
+        QueryError::NotAllowed(format!(
+            "{}; flowscope SQL is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run",
+            e.find_root()
+        ))
+    })?;
+    let frame = context
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| classify(e, config))?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    let mut stream = frame.execute_stream().await.map_err(|e| classify(e, config))?;
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|e| classify(e, config))?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
     let mut truncated = false;
@@ -235,5 +261,9 @@ async fn run(context: &SessionContext, sql: &str, max_rows: usize, config: &SqlC
         rows += batch.num_rows();
         batches.push(batch);
     }
-    Ok(QueryOutput { schema, batches, truncated })
+    Ok(QueryOutput {
+        schema,
+        batches,
+        truncated,
+    })
 }

@@ -104,13 +104,19 @@ struct Shared {
     config: StoreConfig,
 }
 
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+/// One acknowledged-on-commit write: the WAL record, the batch for the memtable, its size
+/// in the buffer budget, and whom to tell.
+struct Append {
+    payload: Vec<u8>,
+    batch: RecordBatch,
+    bytes: usize,
+    ack: Ack,
+}
+
 enum Command {
-    Append {
-        payload: Vec<u8>,
-        batch: RecordBatch,
-        bytes: usize,
-        ack: oneshot::Sender<Result<(), StoreError>>,
-    },
+    Append(Append),
     Flush {
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -130,7 +136,9 @@ pub struct SpanStore {
 
 impl std::fmt::Debug for SpanStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanStore").field("data_dir", &self.shared.config.data_dir).finish()
+        f.debug_struct("SpanStore")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish()
     }
 }
 
@@ -142,7 +150,10 @@ fn wal_dir(data_dir: &Path) -> PathBuf {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// Arrow IPC stream bytes of one batch: the WAL record payload.
@@ -161,7 +172,9 @@ fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
     for batch in reader {
         let batch = batch?;
         if batch.schema() != storage_schema() {
-            return Err(StoreError::Corrupt("a WAL record has a schema this version does not know".into()));
+            return Err(StoreError::Corrupt(
+                "a WAL record has a schema this version does not know".into(),
+            ));
         }
         batches.push(batch);
     }
@@ -174,20 +187,31 @@ impl SpanStore {
     pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
         let spans_dir = segment::spans_dir(&config.data_dir);
         std::fs::create_dir_all(&spans_dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}; check --data-dir and its permissions", spans_dir.display()))
+            StoreError::Unavailable(format!(
+                "cannot create {}: {e}; check --data-dir and its permissions",
+                spans_dir.display()
+            ))
         })?;
         let committed = segment::read_committed(&spans_dir)?;
         let segments = segment::load_segments(&spans_dir, committed)?;
         let mut replayed = Vec::new();
         let mut undecodable = 0usize;
-        let report = wal::replay(&wal_dir(&config.data_dir), committed, &mut |payload| match decode_batches(payload) {
-            Ok(batches) => replayed.extend(batches),
-            Err(error) => {
-                undecodable += 1;
-                tracing::error!(%error, "wal: skipping a record that does not decode");
-            }
-        })?;
-        let replayed_bytes: usize = replayed.iter().map(RecordBatch::get_array_memory_size).sum();
+        let report =
+            wal::replay(
+                &wal_dir(&config.data_dir),
+                committed,
+                &mut |payload| match decode_batches(payload) {
+                    Ok(batches) => replayed.extend(batches),
+                    Err(error) => {
+                        undecodable += 1;
+                        tracing::error!(%error, "wal: skipping a record that does not decode");
+                    }
+                },
+            )?;
+        let replayed_bytes: usize = replayed
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
         tracing::info!(
             segments = segments.len(),
             wal_records = report.records,
@@ -195,7 +219,11 @@ impl SpanStore {
             cut_bytes = report.truncated_bytes,
             "span store opened"
         );
-        let wal = Wal::create(&wal_dir(&config.data_dir), report.last_seq + 1, config.wal_sync)?;
+        let wal = Wal::create(
+            &wal_dir(&config.data_dir),
+            report.last_seq + 1,
+            config.wal_sync,
+        )?;
         let memory_rows: usize = replayed.iter().map(RecordBatch::num_rows).sum();
         let shared = Arc::new(Shared {
             view: RwLock::new(View {
@@ -218,10 +246,16 @@ impl SpanStore {
             active_bytes: replayed_bytes,
             oldest: (memory_rows > 0).then(Instant::now),
         };
-        let flusher = Flusher { shared: shared.clone() };
+        let flusher = Flusher {
+            shared: shared.clone(),
+        };
         let threads = vec![
-            std::thread::Builder::new().name("flowscope-wal".into()).spawn(move || writer.run(command_rx))?,
-            std::thread::Builder::new().name("flowscope-flush".into()).spawn(move || flusher.run(flush_rx))?,
+            std::thread::Builder::new()
+                .name("flowscope-wal".into())
+                .spawn(move || writer.run(command_rx))?,
+            std::thread::Builder::new()
+                .name("flowscope-flush".into())
+                .spawn(move || flusher.run(flush_rx))?,
         ];
         Ok(Arc::new(Self {
             shared,
@@ -231,8 +265,13 @@ impl SpanStore {
     }
 
     fn sender(&self) -> Result<SyncSender<Command>, StoreError> {
-        let guard = self.commands.lock().map_err(|_| StoreError::Internal("store lock poisoned".into()))?;
-        guard.clone().ok_or_else(|| StoreError::Unavailable("the server is shutting down".into()))
+        let guard = self
+            .commands
+            .lock()
+            .map_err(|_| StoreError::Internal("store lock poisoned".into()))?;
+        guard
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the server is shutting down".into()))
     }
 
     /// Makes `batch` durable and visible. Resolves once it is in the WAL (fsynced under
@@ -243,21 +282,33 @@ impl SpanStore {
         }
         let bytes = batch.get_array_memory_size();
         let max = self.shared.config.max_buffered_bytes;
-        let before = self.shared.buffered_bytes.fetch_add(bytes, Ordering::SeqCst);
+        let before = self
+            .shared
+            .buffered_bytes
+            .fetch_add(bytes, Ordering::SeqCst);
         if before + bytes > max {
-            self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            self.shared
+                .buffered_bytes
+                .fetch_sub(bytes, Ordering::SeqCst);
             return Err(StoreError::Overloaded(
                 format!("{} MiB of spans wait for Parquet flushes", before >> 20),
                 Duration::from_secs(2),
             ));
         }
         let release = |error| {
-            self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            self.shared
+                .buffered_bytes
+                .fetch_sub(bytes, Ordering::SeqCst);
             error
         };
         let payload = encode_batch(&batch).map_err(release)?;
         let (ack, done) = oneshot::channel();
-        let command = Command::Append { payload, batch, bytes, ack };
+        let command = Command::Append(Append {
+            payload,
+            batch,
+            bytes,
+            ack,
+        });
         match self.sender().map_err(release)?.try_send(command) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -267,10 +318,14 @@ impl SpanStore {
                 )));
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(release(StoreError::Unavailable("the server is shutting down".into())));
+                return Err(release(StoreError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
             }
         }
-        done.await.map_err(|_| StoreError::Unavailable("the store stopped before the spans were written".into()))?
+        done.await.map_err(|_| {
+            StoreError::Unavailable("the store stopped before the spans were written".into())
+        })?
     }
 
     /// Flushes everything in memory to Parquet and waits until it is committed.
@@ -282,7 +337,8 @@ impl SpanStore {
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
-        done.await.map_err(|_| StoreError::Unavailable("the store stopped during the flush".into()))?
+        done.await
+            .map_err(|_| StoreError::Unavailable("the store stopped during the flush".into()))?
     }
 
     /// Flushes, stops the threads and waits for them.
@@ -317,7 +373,11 @@ impl SpanStore {
         let view = self.view();
         StoreStats {
             spans_written: self.shared.spans_written.load(Ordering::Relaxed),
-            spans_in_memory: view.memory_batches().iter().map(|b| b.num_rows() as u64).sum(),
+            spans_in_memory: view
+                .memory_batches()
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum(),
             segments: view.segments.len() as u64,
             segment_bytes: view.segments.iter().map(|s| s.bytes).sum(),
             spans_in_segments: view.segments.iter().map(|s| s.rows).sum(),
@@ -352,7 +412,9 @@ impl Writer {
     fn run(mut self, commands: Receiver<Command>) {
         let interval = self.shared.config.flush_interval;
         loop {
-            let wait = self.oldest.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            let wait = self
+                .oldest
+                .map_or(interval, |t| interval.saturating_sub(t.elapsed()));
             let first = match commands.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(command) => Some(command),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -363,10 +425,14 @@ impl Writer {
             let mut next = first;
             while let Some(command) = next {
                 match command {
-                    Command::Append { payload, batch, bytes, ack } => appends.push((payload, batch, bytes, ack)),
+                    Command::Append(append) => appends.push(append),
                     Command::Flush { ack } => flush_acks.push(ack),
                 }
-                next = if appends.len() < MAX_GROUP { commands.try_recv().ok() } else { None };
+                next = if appends.len() < MAX_GROUP {
+                    commands.try_recv().ok()
+                } else {
+                    None
+                };
             }
             if !appends.is_empty() {
                 self.commit_group(appends);
@@ -379,30 +445,38 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, appends: Vec<(Vec<u8>, RecordBatch, usize, oneshot::Sender<Result<(), StoreError>>)>) {
-        for (payload, ..) in &appends {
-            self.wal.append(payload);
+    fn commit_group(&mut self, appends: Vec<Append>) {
+        for append in &appends {
+            self.wal.append(&append.payload);
         }
         if let Err(error) = self.wal.commit() {
             tracing::error!(%error, "wal: group commit failed; refusing the group");
-            for (_, _, bytes, ack) in appends {
-                self.shared.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
-                let _ = ack.send(Err(StoreError::Unavailable(format!("cannot write the write-ahead log: {error}"))));
+            for append in appends {
+                self.shared
+                    .buffered_bytes
+                    .fetch_sub(append.bytes, Ordering::SeqCst);
+                let _ = append.ack.send(Err(StoreError::Unavailable(format!(
+                    "cannot write the write-ahead log: {error}"
+                ))));
             }
             return;
         }
-        let batches: Vec<RecordBatch> = appends.iter().map(|(_, batch, ..)| batch.clone()).collect();
+        let batches: Vec<RecordBatch> = appends.iter().map(|a| a.batch.clone()).collect();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         // One batch per group keeps the memtable from fragmenting into thousands of tiny
         // batches; if concatenation fails the batches are kept as they are.
-        let merged = concat_batches(&storage_schema(), &batches).map(|b| vec![b]).unwrap_or(batches);
+        let merged = concat_batches(&storage_schema(), &batches)
+            .map(|b| vec![b])
+            .unwrap_or(batches);
         write_view(&self.shared).memory.extend(merged);
         self.active_rows += rows;
-        self.active_bytes += appends.iter().map(|(_, _, bytes, _)| bytes).sum::<usize>();
+        self.active_bytes += appends.iter().map(|a| a.bytes).sum::<usize>();
         self.oldest.get_or_insert_with(Instant::now);
-        self.shared.spans_written.fetch_add(rows as u64, Ordering::Relaxed);
-        for (.., ack) in appends {
-            let _ = ack.send(Ok(()));
+        self.shared
+            .spans_written
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        for append in appends {
+            let _ = append.ack.send(Ok(()));
         }
     }
 
@@ -417,7 +491,9 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "wal: cannot seal the segment; will retry");
                 for ack in acks {
-                    let _ = ack.send(Err(StoreError::Unavailable(format!("cannot seal the write-ahead log: {error}"))));
+                    let _ = ack.send(Err(StoreError::Unavailable(format!(
+                        "cannot seal the write-ahead log: {error}"
+                    ))));
                 }
                 return;
             }
@@ -435,7 +511,10 @@ impl Writer {
         self.active_rows = 0;
         self.active_bytes = 0;
         self.oldest = None;
-        let _ = self.flush_tx.send(FlushJob { frozen: Some(frozen), acks });
+        let _ = self.flush_tx.send(FlushJob {
+            frozen: Some(frozen),
+            acks,
+        });
     }
 }
 
@@ -493,7 +572,9 @@ impl Flusher {
             view.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
             view.segments.extend(segments.into_iter().map(Arc::new));
         }
-        self.shared.buffered_bytes.fetch_sub(frozen.bytes, Ordering::SeqCst);
+        self.shared
+            .buffered_bytes
+            .fetch_sub(frozen.bytes, Ordering::SeqCst);
         if let Err(error) = wal::remove_through(&wal_dir(data_dir), frozen.wal_seq) {
             tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
         }
@@ -504,14 +585,21 @@ impl Flusher {
         let cutoff = now_ns().saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64);
         let expired: Vec<Arc<Segment>> = {
             let mut view = write_view(&self.shared);
-            let (old, keep): (Vec<_>, Vec<_>) = view.segments.drain(..).partition(|s| s.max_start_ns < cutoff);
+            let (old, keep): (Vec<_>, Vec<_>) = view
+                .segments
+                .drain(..)
+                .partition(|s| s.max_start_ns < cutoff);
             view.segments = keep;
             old
         };
         for segment in expired {
             match segment::delete_segment(&segment) {
-                Ok(()) => tracing::info!(path = %segment.path.display(), rows = segment.rows, "retention: deleted segment"),
-                Err(error) => tracing::warn!(%error, path = %segment.path.display(), "retention: cannot delete segment"),
+                Ok(()) => {
+                    tracing::info!(path = %segment.path.display(), rows = segment.rows, "retention: deleted segment")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, path = %segment.path.display(), "retention: cannot delete segment")
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
@@ -32,7 +33,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::catalog::TableProvider;
 use flowscope_model::{columns, sql_schema, storage_schema};
 
 use crate::hex_id::HexId;
@@ -63,7 +63,12 @@ fn is_id_column(expr: &Expr) -> Option<usize> {
 
 fn string_literal(expr: &Expr) -> Option<&str> {
     match expr {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => Some(s),
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
         _ => None,
     }
 }
@@ -75,7 +80,10 @@ fn id_literal(column: usize, text: &str) -> Option<Expr> {
     if bytes.len() != len {
         return Some(Expr::Literal(ScalarValue::Boolean(Some(false)), None));
     }
-    Some(Expr::Literal(ScalarValue::FixedSizeBinary(len as i32, Some(bytes)), None))
+    Some(Expr::Literal(
+        ScalarValue::FixedSizeBinary(len as i32, Some(bytes)),
+        None,
+    ))
 }
 
 fn references_id(expr: &Expr) -> bool {
@@ -95,7 +103,11 @@ fn references_id(expr: &Expr) -> bool {
 /// Returns `None` for any other use of an id column: such a filter stays above the scan.
 fn rewrite_id_filter(expr: &Expr) -> Option<Expr> {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
             let (column, text) = match (is_id_column(left), is_id_column(right)) {
                 (Some(c), None) => (c, string_literal(right)?),
                 (None, Some(c)) => (c, string_literal(left)?),
@@ -105,8 +117,16 @@ fn rewrite_id_filter(expr: &Expr) -> Option<Expr> {
             if matches!(literal, Expr::Literal(ScalarValue::Boolean(_), _)) {
                 return Some(literal);
             }
-            let column_expr = if is_id_column(left).is_some() { left } else { right };
-            Some(Expr::BinaryExpr(BinaryExpr::new(column_expr.clone(), Operator::Eq, Box::new(literal))))
+            let column_expr = if is_id_column(left).is_some() {
+                left
+            } else {
+                right
+            };
+            Some(Expr::BinaryExpr(BinaryExpr::new(
+                column_expr.clone(),
+                Operator::Eq,
+                Box::new(literal),
+            )))
         }
         Expr::InList(list) if !list.negated => {
             let column = is_id_column(&list.expr)?;
@@ -122,19 +142,25 @@ fn rewrite_id_filter(expr: &Expr) -> Option<Expr> {
             }
             Some(list.expr.as_ref().clone().in_list(values, false))
         }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            match (rewrite_or_keep(left), rewrite_or_keep(right)) {
-                (Some(l), Some(r)) => Some(l.and(r)),
-                (Some(one), None) | (None, Some(one)) => Some(one),
-                (None, None) => None,
-            }
-        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => match (rewrite_or_keep(left), rewrite_or_keep(right)) {
+            (Some(l), Some(r)) => Some(l.and(r)),
+            (Some(one), None) | (None, Some(one)) => Some(one),
+            (None, None) => None,
+        },
         _ => None,
     }
 }
 
 fn rewrite_or_keep(expr: &Expr) -> Option<Expr> {
-    if references_id(expr) { rewrite_id_filter(expr) } else { Some(expr.clone()) }
+    if references_id(expr) {
+        rewrite_id_filter(expr)
+    } else {
+        Some(expr.clone())
+    }
 }
 
 /// The time range (inclusive, ns) and services that every row passing `filters` must have.
@@ -192,24 +218,38 @@ impl Pruning {
                     }
                     return;
                 };
-                let Some(ns) = timestamp_ns(value) else { return };
+                let Some(ns) = timestamp_ns(value) else {
+                    return;
+                };
                 match op {
-                    Operator::Gt | Operator::GtEq | Operator::Eq => self.from = Some(self.from.map_or(ns, |f| f.max(ns))),
+                    Operator::Gt | Operator::GtEq | Operator::Eq => {
+                        self.from = Some(self.from.map_or(ns, |f| f.max(ns)))
+                    }
                     _ => {}
                 }
                 match op {
-                    Operator::Lt | Operator::LtEq | Operator::Eq => self.to = Some(self.to.map_or(ns, |t| t.min(ns))),
+                    Operator::Lt | Operator::LtEq | Operator::Eq => {
+                        self.to = Some(self.to.map_or(ns, |t| t.min(ns)))
+                    }
                     _ => {}
                 }
             }
-            Expr::Between(between) if !between.negated && is_column(&between.expr, columns::START_TIME) => {
-                if let (Some(low), Some(high)) = (timestamp_ns(&between.low), timestamp_ns(&between.high)) {
+            Expr::Between(between)
+                if !between.negated && is_column(&between.expr, columns::START_TIME) =>
+            {
+                if let (Some(low), Some(high)) =
+                    (timestamp_ns(&between.low), timestamp_ns(&between.high))
+                {
                     self.from = Some(self.from.map_or(low, |f| f.max(low)));
                     self.to = Some(self.to.map_or(high, |t| t.min(high)));
                 }
             }
             Expr::InList(list) if !list.negated && is_column(&list.expr, columns::SERVICE_NAME) => {
-                let names: Option<Vec<String>> = list.list.iter().map(|e| string_literal(e).map(str::to_string)).collect();
+                let names: Option<Vec<String>> = list
+                    .list
+                    .iter()
+                    .map(|e| string_literal(e).map(str::to_string))
+                    .collect();
                 if let Some(names) = names {
                     self.services = Some(names);
                 }
@@ -233,19 +273,30 @@ impl Pruning {
 
     fn keeps(&self, segment: &Segment) -> bool {
         segment.overlaps(self.from, self.to)
-            && self.services.as_ref().is_none_or(|services| segment.may_contain_service(services))
+            && self
+                .services
+                .as_ref()
+                .is_none_or(|services| segment.may_contain_service(services))
     }
 }
 
-fn parquet_predicate(state: &dyn Session, filters: &[Expr]) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+fn parquet_predicate(
+    state: &dyn Session,
+    filters: &[Expr],
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
     let kept: Vec<Expr> = filters.iter().filter_map(rewrite_or_keep).collect();
-    let Some(predicate) = conjunction(kept) else { return Ok(None) };
+    let Some(predicate) = conjunction(kept) else {
+        return Ok(None);
+    };
     let df_schema = DFSchema::try_from(storage_schema())?;
     // A filter this rewrite cannot express on the stored types is simply not pushed down.
     Ok(state.create_physical_expr(predicate, &df_schema).ok())
 }
 
-fn hex_projection(input: &Arc<dyn ExecutionPlan>, state: &dyn Session) -> Result<Vec<(Arc<dyn PhysicalExpr>, String)>> {
+fn hex_projection(
+    input: &Arc<dyn ExecutionPlan>,
+    state: &dyn Session,
+) -> Result<Vec<(Arc<dyn PhysicalExpr>, String)>> {
     let schema = input.schema();
     let hex = HexId::udf();
     let config = Arc::new(state.config_options().clone());
@@ -255,11 +306,17 @@ fn hex_projection(input: &Arc<dyn ExecutionPlan>, state: &dyn Session) -> Result
         .enumerate()
         .map(|(index, field)| {
             let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), index));
-            let expr: Arc<dyn PhysicalExpr> = if matches!(field.data_type(), DataType::FixedSizeBinary(_)) {
-                Arc::new(ScalarFunctionExpr::try_new(hex.clone(), vec![column], &schema, config.clone())?)
-            } else {
-                column
-            };
+            let expr: Arc<dyn PhysicalExpr> =
+                if matches!(field.data_type(), DataType::FixedSizeBinary(_)) {
+                    Arc::new(ScalarFunctionExpr::try_new(
+                        hex.clone(),
+                        vec![column],
+                        &schema,
+                        config.clone(),
+                    )?)
+                } else {
+                    column
+                };
             Ok((expr, field.name().clone()))
         })
         .collect()
@@ -275,7 +332,10 @@ impl TableProvider for SpansTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -287,7 +347,9 @@ impl TableProvider for SpansTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = storage_schema();
-        let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let projection: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
         let view = self.store.view();
         let pruning = Pruning::from_filters(filters);
         let partitions = state.config().target_partitions().max(1);
@@ -300,10 +362,15 @@ impl TableProvider for SpansTable {
                 let slot = i % parts.len();
                 parts[slot].push(batch);
             }
-            inputs.push(MemorySourceConfig::try_new_exec(&parts, schema.clone(), Some(projection.clone()))?);
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &parts,
+                schema.clone(),
+                Some(projection.clone()),
+            )?);
         }
 
-        let segments: Vec<&Arc<Segment>> = view.segments.iter().filter(|s| pruning.keeps(s)).collect();
+        let segments: Vec<&Arc<Segment>> =
+            view.segments.iter().filter(|s| pruning.keeps(s)).collect();
         if !segments.is_empty() {
             let mut source = ParquetSource::new(schema.clone());
             if let Some(predicate) = parquet_predicate(state, filters)? {
@@ -312,13 +379,17 @@ impl TableProvider for SpansTable {
             let mut groups = vec![Vec::new(); partitions.min(segments.len())];
             for (i, segment) in segments.iter().enumerate() {
                 let slot = i % groups.len();
-                groups[slot].push(PartitionedFile::new(segment.path.to_string_lossy(), segment.bytes));
+                groups[slot].push(PartitionedFile::new(
+                    segment.path.to_string_lossy(),
+                    segment.bytes,
+                ));
             }
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_projection_indices(Some(projection.clone()))?
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_limit(if filters.is_empty() { limit } else { None })
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_projection_indices(Some(projection.clone()))?
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_limit(if filters.is_empty() { limit } else { None })
+                    .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 
@@ -338,7 +409,10 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn ts(ns: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(ns),
+            Some("UTC".into()),
+        ))
     }
 
     fn check_pruning(filters: Vec<Expr>, expected: Pruning) {
@@ -347,17 +421,37 @@ mod tests {
 
     #[test]
     fn pruning_reads_time_ranges_and_services_from_filters() {
-        check_pruning(vec![col("start_time").gt(ts(100))], Pruning { from: Some(100), ..Pruning::default() });
         check_pruning(
-            vec![ts(500).gt(col("start_time")).and(col("start_time").gt_eq(ts(100)))],
-            Pruning { from: Some(100), to: Some(500), ..Pruning::default() },
+            vec![col("start_time").gt(ts(100))],
+            Pruning {
+                from: Some(100),
+                ..Pruning::default()
+            },
+        );
+        check_pruning(
+            vec![
+                ts(500)
+                    .gt(col("start_time"))
+                    .and(col("start_time").gt_eq(ts(100))),
+            ],
+            Pruning {
+                from: Some(100),
+                to: Some(500),
+                ..Pruning::default()
+            },
         );
         check_pruning(
             vec![col("service_name").eq(lit("orders"))],
-            Pruning { services: Some(vec!["orders".into()]), ..Pruning::default() },
+            Pruning {
+                services: Some(vec!["orders".into()]),
+                ..Pruning::default()
+            },
         );
         check_pruning(vec![col("end_time").gt(ts(100))], Pruning::default());
-        check_pruning(vec![col("start_time").gt(ts(1)).or(col("name").eq(lit("x")))], Pruning::default());
+        check_pruning(
+            vec![col("start_time").gt(ts(1)).or(col("name").eq(lit("x")))],
+            Pruning::default(),
+        );
     }
 
     #[test]
@@ -365,7 +459,10 @@ mod tests {
         let hex = "5b8efff798038103d269b633813fc60c";
         let rewritten = rewrite_or_keep(&col("trace_id").eq(lit(hex))).expect("rewritten");
         let bytes = flowscope_model::ids::from_hex(hex).expect("hex");
-        assert_eq!(rewritten, col("trace_id").eq(lit(ScalarValue::FixedSizeBinary(16, Some(bytes)))));
+        assert_eq!(
+            rewritten,
+            col("trace_id").eq(lit(ScalarValue::FixedSizeBinary(16, Some(bytes))))
+        );
         assert_eq!(
             rewrite_or_keep(&col("span_id").eq(lit("abc"))),
             None,

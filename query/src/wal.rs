@@ -33,7 +33,9 @@ impl std::str::FromStr for WalSync {
         match text {
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            _ => Err(format!("wal sync policy `{text}` is unknown; use `always` or `never`")),
+            _ => Err(format!(
+                "wal sync policy `{text}` is unknown; use `always` or `never`"
+            )),
         }
     }
 }
@@ -68,7 +70,10 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -171,10 +176,18 @@ pub fn replay(
                 file.set_len(good_len)?;
                 file.sync_all()?;
             }
-            tracing::warn!(segment = seq, cut_bytes = report.truncated_bytes, "wal: cut a torn write from the newest segment");
+            tracing::warn!(
+                segment = seq,
+                cut_bytes = report.truncated_bytes,
+                "wal: cut a torn write from the newest segment"
+            );
         } else {
             report.corrupt_segments += 1;
-            tracing::error!(segment = seq, offset = good_len, "wal: segment is corrupt after this offset; records past it are lost");
+            tracing::error!(
+                segment = seq,
+                offset = good_len,
+                "wal: segment is corrupt after this offset; records past it are lost"
+            );
         }
     }
     sync_dir(dir)?;
@@ -198,7 +211,10 @@ impl Wal {
 
     fn new_segment(dir: &Path, seq: u64) -> io::Result<File> {
         let path = segment_path(dir, seq);
-        let mut file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
         file.write_all(MAGIC)?;
         file.sync_all()?;
         sync_dir(dir)?;
@@ -230,7 +246,12 @@ impl Wal {
             }
             Err(error) => {
                 let committed = self.committed_len;
-                if self.file.set_len(committed).and_then(|()| self.file.seek(SeekFrom::Start(committed))).is_err() {
+                if self
+                    .file
+                    .set_len(committed)
+                    .and_then(|()| self.file.seek(SeekFrom::Start(committed)))
+                    .is_err()
+                {
                     // The file can no longer be trusted to end at a frame boundary: start a new
                     // segment so that later records do not follow a torn one.
                     let next = self.seq + 1;
@@ -311,8 +332,14 @@ mod tests {
         wal.commit().expect("commit");
         drop(wal);
         let (records, report) = collect(dir.path(), 0);
-        assert_eq!(records, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
-        assert_eq!((report.segments, report.last_seq, report.truncated_bytes), (2, 2, 0));
+        assert_eq!(
+            records,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        assert_eq!(
+            (report.segments, report.last_seq, report.truncated_bytes),
+            (2, 2, 0)
+        );
     }
 
     #[test]

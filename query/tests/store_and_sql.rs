@@ -1,6 +1,9 @@
 //! The store and the SQL engine together, without a network: spans written are queryable
 //! at once, survive a flush and a reopen, and the sandbox refuses anything but reading.
 
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +15,10 @@ use flowscope_query::{QueryError, SpanStore, SqlConfig, SqlEngine, StoreConfig, 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
 }
 
 /// `count` spans of one trace per service, starting at `start_ns`, one millisecond apart.
@@ -41,7 +47,13 @@ fn batch(services: &[&str], count: usize, start_ns: i64, seed: u8) -> arrow::arr
                 ..SpanRecord::default()
             };
             builder
-                .append(&record, &[("http.route", "/orders")], &[("service.name", *service)], &[], &[])
+                .append(
+                    &record,
+                    &[("http.route", "/orders")],
+                    &[("service.name", *service)],
+                    &[],
+                    &[],
+                )
                 .expect("append");
         }
     }
@@ -55,7 +67,10 @@ fn config(dir: &std::path::Path) -> StoreConfig {
 }
 
 async fn count(engine: &SqlEngine, sql: &str) -> i64 {
-    let output = engine.query(sql, 100).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let output = engine
+        .query(sql, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let batch = &output.batches[0];
     batch.column(0).as_primitive::<Int64Type>().value(0)
 }
@@ -67,22 +82,44 @@ async fn spans_are_queryable_before_and_after_flush_and_reopen() {
     let store = SpanStore::open(config(dir.path())).expect("open");
     let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
 
-    store.write(batch(&["orders", "billing"], 50, now - 2 * HOUR_NS, 1)).await.expect("write");
-    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 100, "visible on acknowledgement");
+    store
+        .write(batch(&["orders", "billing"], 50, now - 2 * HOUR_NS, 1))
+        .await
+        .expect("write");
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM spans").await,
+        100,
+        "visible on acknowledgement"
+    );
 
     store.flush().await.expect("flush");
     assert!(store.stats().segments >= 1, "flush wrote Parquet");
-    store.write(batch(&["orders"], 10, now, 2)).await.expect("write");
-    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 110, "memory + Parquet, no duplicates");
+    store
+        .write(batch(&["orders"], 10, now, 2))
+        .await
+        .expect("write");
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM spans").await,
+        110,
+        "memory + Parquet, no duplicates"
+    );
 
     let hex = "0101000000000000000000000000000000";
     let trace = &hex[..32];
     let by_trace = format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'");
-    assert_eq!(count(&engine, &by_trace).await, 50, "hex comparison against binary storage");
+    assert_eq!(
+        count(&engine, &by_trace).await,
+        50,
+        "hex comparison against binary storage"
+    );
     let recent = "SELECT count(*) FROM spans WHERE start_time > now() - INTERVAL '5 minutes'";
     assert_eq!(count(&engine, recent).await, 10, "time filter");
     let by_attr = "SELECT count(*) FROM spans WHERE attributes['http.route'] = '/orders' AND service_name = 'billing'";
-    assert_eq!(count(&engine, by_attr).await, 50, "attributes indexed by key");
+    assert_eq!(
+        count(&engine, by_attr).await,
+        50,
+        "attributes indexed by key"
+    );
     let errors = "SELECT count(*) FROM spans WHERE status_code = 'ERROR'";
     assert_eq!(count(&engine, errors).await, 11);
 
@@ -91,10 +128,19 @@ async fn spans_are_queryable_before_and_after_flush_and_reopen() {
         .await
         .expect("ids");
     let row = &output.batches[0];
-    assert_eq!(row.column(0).as_string::<i32>().value(0), "01020000000000000000000000000000");
-    assert_eq!(row.column(1).as_string::<i32>().value(0), "0102000000000001");
+    assert_eq!(
+        row.column(0).as_string::<i32>().value(0),
+        "01020000000000000000000000000000"
+    );
+    assert_eq!(
+        row.column(1).as_string::<i32>().value(0),
+        "0102000000000001"
+    );
     assert!(row.column(2).is_null(0), "root span has no parent");
-    assert_eq!(row.column(3).as_primitive::<Int64Type>().value(0), 5_000_000);
+    assert_eq!(
+        row.column(3).as_primitive::<Int64Type>().value(0),
+        5_000_000
+    );
 
     store.close().await.expect("close");
     drop(engine);
@@ -102,8 +148,16 @@ async fn spans_are_queryable_before_and_after_flush_and_reopen() {
 
     let store = SpanStore::open(config(dir.path())).expect("reopen");
     let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
-    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 110, "all spans after reopen");
-    assert_eq!(count(&engine, "SELECT count(DISTINCT span_id) FROM spans").await, 110, "none twice");
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM spans").await,
+        110,
+        "all spans after reopen"
+    );
+    assert_eq!(
+        count(&engine, "SELECT count(DISTINCT span_id) FROM spans").await,
+        110,
+        "none twice"
+    );
     store.close().await.expect("close");
 }
 
@@ -111,7 +165,10 @@ async fn spans_are_queryable_before_and_after_flush_and_reopen() {
 async fn unflushed_spans_come_back_from_the_wal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SpanStore::open(config(dir.path())).expect("open");
-    store.write(batch(&["orders"], 25, now_ns(), 3)).await.expect("write");
+    store
+        .write(batch(&["orders"], 25, now_ns(), 3))
+        .await
+        .expect("write");
     // No close: the store is dropped as a killed process would leave it (threads detached).
     drop(store);
     let store = SpanStore::open(config(dir.path())).expect("reopen");
@@ -125,8 +182,14 @@ async fn retention_deletes_old_segments_only() {
     let mut config = config(dir.path());
     config.retention = Duration::from_secs(86_400);
     let store = SpanStore::open(config.clone()).expect("open");
-    store.write(batch(&["old"], 5, now_ns() - 3 * 86_400 * 1_000_000_000, 4)).await.expect("write");
-    store.write(batch(&["new"], 5, now_ns(), 5)).await.expect("write");
+    store
+        .write(batch(&["old"], 5, now_ns() - 3 * 86_400 * 1_000_000_000, 4))
+        .await
+        .expect("write");
+    store
+        .write(batch(&["new"], 5, now_ns(), 5))
+        .await
+        .expect("write");
     store.close().await.expect("close");
     drop(store);
     // Retention runs when the flusher starts.
@@ -140,7 +203,10 @@ async fn retention_deletes_old_segments_only() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(remaining, 5, "the 3-day-old segment is gone, today's is kept");
+    assert_eq!(
+        remaining, 5,
+        "the 3-day-old segment is gone, today's is kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +237,13 @@ async fn the_sandbox_refuses_writes_settings_and_files() {
         }
     }
     assert!(!std::path::Path::new("/tmp/flowscope-copy-test.csv").exists());
-    let listed = engine.query("SELECT table_name FROM information_schema.tables WHERE table_name = 'spans'", 10).await.expect("information_schema");
+    let listed = engine
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_name = 'spans'",
+            10,
+        )
+        .await
+        .expect("information_schema");
     assert_eq!(listed.num_rows(), 1);
 }
 
@@ -179,14 +251,35 @@ async fn the_sandbox_refuses_writes_settings_and_files() {
 async fn expensive_queries_stop_at_their_limits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SpanStore::open(config(dir.path())).expect("open");
-    let limits = SqlConfig { timeout: Duration::from_millis(500), memory_limit: 32 << 20, ..SqlConfig::default() };
+    let limits = SqlConfig {
+        timeout: Duration::from_millis(500),
+        memory_limit: 32 << 20,
+        ..SqlConfig::default()
+    };
     let engine = Arc::new(SqlEngine::new(store, limits).expect("engine"));
     let started = std::time::Instant::now();
-    let slow = engine.query("SELECT count(*) FROM generate_series(1, 100000000000) a", 10).await;
+    let slow = engine
+        .query(
+            "SELECT count(*) FROM generate_series(1, 100000000000) a",
+            10,
+        )
+        .await;
     assert!(matches!(slow, Err(QueryError::TooExpensive(_))), "{slow:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "timeout honoured: {:?}", started.elapsed());
-    let big = engine.query("SELECT array_agg(value) FROM generate_series(1, 50000000)", 10).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeout honoured: {:?}",
+        started.elapsed()
+    );
+    let big = engine
+        .query(
+            "SELECT array_agg(value) FROM generate_series(1, 50000000)",
+            10,
+        )
+        .await;
     assert!(matches!(big, Err(QueryError::TooExpensive(_))), "{big:?}");
-    let output = engine.query("SELECT * FROM generate_series(1, 100)", 10).await.expect("small query");
+    let output = engine
+        .query("SELECT * FROM generate_series(1, 100)", 10)
+        .await
+        .expect("small query");
     assert_eq!((output.num_rows(), output.truncated), (10, true));
 }

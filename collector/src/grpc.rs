@@ -1,0 +1,431 @@
+//! The OTLP/gRPC receiver: the `TraceService/Export` unary call, gzip accepted, with the
+//! status codes the OTLP specification asks for.
+//!
+//! tonic decodes the request before our handler runs and reports its own codec errors; a
+//! response layer (`rewrite_codec_status`) translates the ones OTLP clients would misread
+//! (an over-size message is OUT_OF_RANGE, which clients retry) into [`CollectorError`]s and
+//! sends them through the same mapping as ours, `grpc_status`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::decode::{DecodedTraces, convert};
+use crate::sink::SpanSink;
+use crate::{CollectorConfig, CollectorError};
+
+/// Requests with more spans than this are converted on the blocking pool.
+const INLINE_CONVERT_SPANS: usize = 64;
+/// The OTLP specification's recommended cap on response size.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Concurrent export calls per HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a client may open and reset before they are accepted (HTTP/2 rapid reset).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
+
+/// Serves OTLP/gRPC TraceService on an already-bound listener until `shutdown` resolves.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    sink: Arc<dyn SpanSink>,
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    let limit = config.max_request_bytes;
+    let service = TraceServiceServer::new(TraceReceiver { sink })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    // `Server::tcp_nodelay` is ignored with an incoming stream, so set it on the stream.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .layer(tower::util::MapResponseLayer::new(
+            move |response: http::Response<tonic::body::Body>| {
+                rewrite_codec_status(response, limit)
+            },
+        ))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+struct TraceReceiver {
+    sink: Arc<dyn SpanSink>,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.receive(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|error| grpc_status(&error))
+    }
+}
+
+impl TraceReceiver {
+    async fn receive(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, CollectorError> {
+        let decoded = convert_off_runtime(request).await?;
+        let response = decoded.export_response();
+        if let Some(batch) = decoded.batch {
+            self.sink.write(batch).await?;
+        }
+        Ok(response)
+    }
+}
+
+async fn convert_off_runtime(
+    request: ExportTraceServiceRequest,
+) -> Result<DecodedTraces, CollectorError> {
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|resource_spans| &resource_spans.scope_spans)
+        .map(|scope_spans| scope_spans.spans.len())
+        .sum();
+    if spans <= INLINE_CONVERT_SPANS {
+        return Ok(convert(request));
+    }
+    tokio::task::spawn_blocking(move || convert(request))
+        .await
+        .map_err(|error| CollectorError::Internal(format!("convert task failed: {error}")))
+}
+
+/// The one place where errors become gRPC statuses.
+fn grpc_status(error: &CollectorError) -> Status {
+    let message = error.to_string();
+    let code = match error {
+        CollectorError::InvalidRequest(_) | CollectorError::UnsupportedMediaType(_) => {
+            Code::InvalidArgument
+        }
+        // Non-retryable: RESOURCE_EXHAUSTED without RetryInfo, as the OTLP spec requires.
+        CollectorError::TooLarge { .. } => Code::ResourceExhausted,
+        CollectorError::MethodNotAllowed(_) => Code::Unimplemented,
+        CollectorError::Sink(sink_error) => match sink_error.retry_after() {
+            Some(retry_after) => {
+                tracing::debug!(%message, "otlp/grpc export deferred");
+                return Status::with_error_details(
+                    Code::Unavailable,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                );
+            }
+            None => Code::Internal,
+        },
+        CollectorError::Server(_) | CollectorError::Internal(_) => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::warn!(%message, "otlp/grpc export failed");
+    }
+    Status::new(code, message)
+}
+
+/// Translates the tonic codec errors that OTLP clients would misread, in a trailers-only
+/// response (which is how tonic reports errors found before the handler runs).
+fn rewrite_codec_status(
+    mut response: http::Response<tonic::body::Body>,
+    limit: usize,
+) -> http::Response<tonic::body::Body> {
+    let Some(error) = codec_error(response.headers(), limit) else {
+        return response;
+    };
+    let status = grpc_status(&error);
+    let headers = response.headers_mut();
+    headers.remove(Status::GRPC_STATUS);
+    headers.remove(Status::GRPC_MESSAGE);
+    headers.remove(Status::GRPC_STATUS_DETAILS);
+    if let Err(failed) = status.add_header(headers) {
+        tracing::error!(%failed, "could not rewrite a grpc status");
+    }
+    response.extensions_mut().insert(status);
+    response
+}
+
+/// The [`CollectorError`] behind a tonic codec status, or `None` to leave the response alone.
+fn codec_error(headers: &http::HeaderMap, limit: usize) -> Option<CollectorError> {
+    // tonic puts no details on codec errors; a details header means the status is ours.
+    if headers.contains_key(Status::GRPC_STATUS_DETAILS) {
+        return None;
+    }
+    let status = Status::from_header_map(headers)?;
+    let message = status.message();
+    match status.code() {
+        // tonic: "Error, decoded message length too large: found N bytes, the limit is: M bytes"
+        Code::OutOfRange if message.contains("message length too large") => {
+            Some(CollectorError::TooLarge { limit })
+        }
+        // tonic: "Error decompressing: size limit, of M bytes, exceeded while decompressing message"
+        Code::ResourceExhausted if message.contains("exceeded while decompressing") => {
+            Some(CollectorError::TooLarge { limit })
+        }
+        // tonic-prost maps every prost::DecodeError to INTERNAL; it is the client's bad data.
+        Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            Some(CollectorError::InvalidRequest(format!(
+                "request is not a valid OTLP ExportTraceServiceRequest protobuf: {message}"
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkError;
+    use crate::test_support::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+    use tonic::transport::Channel;
+
+    const MIB: usize = 1024 * 1024;
+
+    /// A server on 127.0.0.1:0 and a client connected to it.
+    struct Running {
+        client: TraceServiceClient<Channel>,
+        stop: oneshot::Sender<()>,
+        server: JoinHandle<Result<(), CollectorError>>,
+        channel: Channel,
+    }
+
+    impl Running {
+        async fn start(sink: Arc<TestSink>, limit: usize) -> Running {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let address = listener.local_addr().expect("address");
+            let (stop, stopped) = oneshot::channel::<()>();
+            let config = CollectorConfig {
+                max_request_bytes: limit,
+            };
+            let server = tokio::spawn(serve_grpc(listener, sink, config, async {
+                let _ = stopped.await;
+            }));
+            let channel = Channel::from_shared(format!("http://{address}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            let client = TraceServiceClient::new(channel.clone())
+                .max_encoding_message_size(64 * MIB)
+                .accept_compressed(CompressionEncoding::Gzip);
+            Running {
+                client,
+                stop,
+                server,
+                channel,
+            }
+        }
+
+        async fn export(
+            &self,
+            request: ExportTraceServiceRequest,
+        ) -> Result<ExportTraceServiceResponse, Status> {
+            self.client
+                .clone()
+                .export(request)
+                .await
+                .map(Response::into_inner)
+        }
+
+        async fn export_gzip(
+            &self,
+            request: ExportTraceServiceRequest,
+        ) -> Result<ExportTraceServiceResponse, Status> {
+            self.client
+                .clone()
+                .send_compressed(CompressionEncoding::Gzip)
+                .export(request)
+                .await
+                .map(Response::into_inner)
+        }
+
+        async fn stop(self) {
+            drop(self.client);
+            drop(self.channel);
+            let _ = self.stop.send(());
+            let served = self.server.await.expect("server task");
+            assert!(served.is_ok(), "{served:?}");
+        }
+    }
+
+    /// A request whose encoding is about `bytes` long, in one attribute of one valid span.
+    fn request_of_size(bytes: usize) -> ExportTraceServiceRequest {
+        let mut span = valid_span(1);
+        span.attributes = vec![key_value("payload", &"x".repeat(bytes))];
+        request_with(vec![span])
+    }
+
+    #[tokio::test]
+    async fn export_stores_spans_and_leaves_partial_success_unset() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start(sink.clone(), MIB).await;
+        let spans = (1..=100).map(valid_span).collect();
+        let response = server.export(request_with(spans)).await.expect("export");
+        assert_eq!(response.partial_success, None);
+        assert_eq!(sink.rows(), 100);
+        let response = server
+            .export(ExportTraceServiceRequest::default())
+            .await
+            .expect("empty");
+        assert_eq!(response.partial_success, None);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn export_reports_partial_success() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start(sink.clone(), MIB).await;
+        let mut bad = valid_span(2);
+        bad.end_time_unix_nano = 0;
+        let response = server
+            .export(request_with(vec![valid_span(1), bad]))
+            .await
+            .expect("export");
+        let partial = response.partial_success.expect("partial success");
+        assert_eq!(partial.rejected_spans, 1);
+        assert_eq!(
+            partial.error_message,
+            "rejected 1 of 2 spans: 1 with end_time before start_time"
+        );
+        assert_eq!(sink.rows(), 1);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn gzip_requests_are_accepted() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start(sink.clone(), MIB).await;
+        let response = server
+            .export_gzip(request_of_size(100 * 1024))
+            .await
+            .expect("export");
+        assert_eq!(response.partial_success, None);
+        assert_eq!(sink.rows(), 1);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn over_size_requests_are_resource_exhausted_not_out_of_range() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start(sink.clone(), MIB).await;
+        for (name, compressed) in [("plain", false), ("gzip", true)] {
+            let request = request_of_size(2 * MIB);
+            let result = if compressed {
+                server.export_gzip(request).await
+            } else {
+                server.export(request).await
+            };
+            let status = result.expect_err(name);
+            assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+            assert_eq!(
+                status.message(),
+                "request is larger than the 1048576-byte limit after decompression: send smaller batches",
+                "{name}"
+            );
+            assert!(
+                status.get_details_retry_info().is_none(),
+                "{name}: non-retryable"
+            );
+        }
+        assert_eq!(sink.rows(), 0);
+        // A request just under the limit still goes through.
+        server
+            .export(request_of_size(MIB - 1024))
+            .await
+            .expect("under the limit");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn undecodable_requests_are_invalid_argument() {
+        /// Field 1 of ExportTraceServiceRequest is `resource_spans`; these bytes are not one.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct NotARequest {
+            #[prost(bytes = "vec", tag = "1")]
+            resource_spans: Vec<u8>,
+        }
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start(sink.clone(), MIB).await;
+        let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+        grpc.ready().await.expect("ready");
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        let result: Result<Response<ExportTraceServiceResponse>, Status> = grpc
+            .unary(
+                Request::new(NotARequest {
+                    resource_spans: vec![0xff, 0xff, 0xff],
+                }),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        let status = result.expect_err("garbage");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("request is not a valid OTLP ExportTraceServiceRequest protobuf: failed to decode Protobuf message"),
+            "{status:?}"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sink_errors_map_to_unavailable_with_retry_info_or_internal() {
+        let cases: [(Outcome, Code, Option<Duration>); 3] = [
+            (
+                || {
+                    Err(SinkError::Overloaded {
+                        retry_after: Duration::from_millis(1_500),
+                    })
+                },
+                Code::Unavailable,
+                Some(Duration::from_millis(1_500)),
+            ),
+            (
+                || Err(SinkError::Unavailable("shutting down".into())),
+                Code::Unavailable,
+                Some(Duration::from_secs(5)),
+            ),
+            (
+                || Err(SinkError::Internal("wal corrupt".into())),
+                Code::Internal,
+                None,
+            ),
+        ];
+        for (outcome, code, retry_delay) in cases {
+            let server = Running::start(Arc::new(TestSink::answering(outcome)), MIB).await;
+            let status = server
+                .export(request_with(vec![valid_span(1)]))
+                .await
+                .expect_err("sink refused");
+            assert_eq!(status.code(), code, "{status:?}");
+            let retry_info = status.get_details_retry_info();
+            assert_eq!(retry_info.and_then(|info| info.retry_delay), retry_delay);
+            server.stop().await;
+        }
+    }
+}

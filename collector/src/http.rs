@@ -1,0 +1,832 @@
+//! The OTLP/HTTP receiver: `POST /v1/traces` with a protobuf or JSON body, optionally gzipped.
+//!
+//! The size limit applies to the body after decompression, and gzip is inflated through a
+//! buffer that never grows past `max_request_bytes + 1`, so a gzip bomb costs at most the limit.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use flate2::read::MultiGzDecoder;
+use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message as _;
+
+use crate::decode::{DecodedTraces, decode_json, decode_protobuf};
+use crate::sink::SpanSink;
+use crate::{CollectorConfig, CollectorError};
+
+/// The OTLP/HTTP path for traces.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Bodies up to this size are decoded on the async runtime; bigger or gzipped ones go to the
+/// blocking pool, because decoding them takes longer than an async task may block.
+const INLINE_DECODE_BYTES: usize = 16 * 1024;
+
+/// The OTLP/HTTP router: POST /v1/traces. The binary serves it with axum::serve on its own listener.
+pub fn http_router(sink: Arc<dyn SpanSink>, config: CollectorConfig) -> Router {
+    let state = HttpState { sink, config };
+    Router::new()
+        .route(
+            TRACES_PATH,
+            post(export_traces).fallback(method_not_allowed),
+        )
+        // The limit is enforced by `read_body` and `gunzip`, after decompression.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct HttpState {
+    sink: Arc<dyn SpanSink>,
+    config: CollectorConfig,
+}
+
+/// The two OTLP/HTTP payload encodings; responses, errors included, use the request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadEncoding {
+    Protobuf,
+    Json,
+}
+
+impl PayloadEncoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            PayloadEncoding::Protobuf => PROTOBUF_CONTENT_TYPE,
+            PayloadEncoding::Json => JSON_CONTENT_TYPE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Identity,
+    Gzip,
+}
+
+async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = match payload_encoding(&headers) {
+        Ok(encoding) => encoding,
+        Err(error) => return error_response(&error, None),
+    };
+    match receive(&state, &headers, body, encoding).await {
+        Ok(response) => success_response(&response, encoding),
+        Err(error) => error_response(&error, Some(encoding)),
+    }
+}
+
+async fn method_not_allowed(method: Method, headers: HeaderMap) -> Response {
+    let error = CollectorError::MethodNotAllowed(method.to_string());
+    error_response(&error, payload_encoding(&headers).ok())
+}
+
+async fn receive(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: PayloadEncoding,
+) -> Result<ExportTraceServiceResponse, CollectorError> {
+    let compression = compression(headers)?;
+    let limit = state.config.max_request_bytes;
+    let raw = read_body(body, headers, limit).await?;
+    let decoded = if compression == Compression::Identity && raw.len() <= INLINE_DECODE_BYTES {
+        decode_body(&raw, compression, encoding, limit)?
+    } else {
+        tokio::task::spawn_blocking(move || decode_body(&raw, compression, encoding, limit))
+            .await
+            .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))??
+    };
+    let response = decoded.export_response();
+    if let Some(batch) = decoded.batch {
+        state.sink.write(batch).await?;
+    }
+    Ok(response)
+}
+
+/// The payload encoding from Content-Type, ignoring parameters such as `charset`.
+fn payload_encoding(headers: &HeaderMap) -> Result<PayloadEncoding, CollectorError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case(PROTOBUF_CONTENT_TYPE) {
+        Ok(PayloadEncoding::Protobuf)
+    } else if media_type.eq_ignore_ascii_case(JSON_CONTENT_TYPE) {
+        Ok(PayloadEncoding::Json)
+    } else {
+        Err(CollectorError::UnsupportedMediaType(format!(
+            "unsupported content type {content_type:?}: send {PROTOBUF_CONTENT_TYPE} or {JSON_CONTENT_TYPE}"
+        )))
+    }
+}
+
+fn compression(headers: &HeaderMap) -> Result<Compression, CollectorError> {
+    let Some(value) = headers.get(CONTENT_ENCODING) else {
+        return Ok(Compression::Identity);
+    };
+    let encoding = String::from_utf8_lossy(value.as_bytes());
+    let encoding = encoding.trim();
+    if encoding.eq_ignore_ascii_case("gzip") {
+        Ok(Compression::Gzip)
+    } else if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        Ok(Compression::Identity)
+    } else {
+        Err(CollectorError::UnsupportedMediaType(format!(
+            "unsupported content encoding {encoding:?}: send gzip or identity"
+        )))
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, CollectorError> {
+    let declared_length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > limit as u64) {
+        return Err(CollectorError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(CollectorError::TooLarge { limit })
+        }
+        Err(error) => Err(CollectorError::InvalidRequest(format!(
+            "could not read the request body: {error}"
+        ))),
+    }
+}
+
+fn decode_body(
+    raw: &[u8],
+    compression: Compression,
+    encoding: PayloadEncoding,
+    limit: usize,
+) -> Result<DecodedTraces, CollectorError> {
+    let inflated;
+    let body = match compression {
+        Compression::Identity => raw,
+        Compression::Gzip => {
+            inflated = gunzip(raw, limit)?;
+            &inflated[..]
+        }
+    };
+    match encoding {
+        PayloadEncoding::Protobuf => decode_protobuf(body),
+        PayloadEncoding::Json => decode_json(body),
+    }
+}
+
+/// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CollectorError> {
+    const FIRST_CHUNK: usize = 64 * 1024;
+    let cap = limit.saturating_add(1);
+    let mut decoder = MultiGzDecoder::new(compressed);
+    let mut out = vec![0; compressed.len().saturating_mul(4).max(FIRST_CHUNK).min(cap)];
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if out.len() >= cap {
+                break;
+            }
+            let grown = out.len().saturating_mul(2).max(FIRST_CHUNK).min(cap);
+            out.resize(grown, 0);
+        }
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                return Err(CollectorError::InvalidRequest(format!(
+                    "request body is not valid gzip: {error}"
+                )));
+            }
+        }
+    }
+    if filled > limit {
+        return Err(CollectorError::TooLarge { limit });
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+fn success_response(response: &ExportTraceServiceResponse, encoding: PayloadEncoding) -> Response {
+    let body = match encoding {
+        PayloadEncoding::Protobuf => response.encode_to_vec(),
+        PayloadEncoding::Json => export_response_json(response).into_bytes(),
+    };
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+/// OTLP/JSON for the response, written by hand: the opentelemetry-proto serde derive writes
+/// `"partialSuccess":null` on full success (the spec wants the field absent) and
+/// `rejectedSpans` as a number (OTLP/JSON writes 64-bit integers as strings).
+fn export_response_json(response: &ExportTraceServiceResponse) -> String {
+    let Some(partial) = &response.partial_success else {
+        return "{}".to_string();
+    };
+    serde_json::json!({
+        "partialSuccess": {
+            "rejectedSpans": partial.rejected_spans.to_string(),
+            "errorMessage": partial.error_message,
+        }
+    })
+    .to_string()
+}
+
+/// The one place where errors become OTLP/HTTP responses. The body is a `google.rpc.Status`
+/// in the request's encoding, or plain text when the request's encoding is unknown.
+fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> Response {
+    use tonic::Code;
+    let (status, code) = match error {
+        CollectorError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+        CollectorError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
+        CollectorError::UnsupportedMediaType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument)
+        }
+        CollectorError::MethodNotAllowed(_) => {
+            (StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented)
+        }
+        CollectorError::Sink(sink_error) if sink_error.retry_after().is_some() => {
+            (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
+        }
+        CollectorError::Sink(_) | CollectorError::Server(_) | CollectorError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal)
+        }
+    };
+    let message = error.to_string();
+    if status.is_server_error() {
+        tracing::warn!(%status, %message, "otlp/http export failed");
+    } else {
+        tracing::debug!(%status, %message, "otlp/http export refused");
+    }
+    let mut response = match encoding {
+        None => (
+            status,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message,
+        )
+            .into_response(),
+        Some(encoding) => {
+            let body = match encoding {
+                PayloadEncoding::Protobuf => tonic_types::Status {
+                    code: code.into(),
+                    message,
+                    details: Vec::new(),
+                }
+                .encode_to_vec(),
+                PayloadEncoding::Json => {
+                    serde_json::json!({ "code": i32::from(code), "message": message })
+                        .to_string()
+                        .into_bytes()
+                }
+            };
+            (status, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
+        }
+    };
+    if let CollectorError::Sink(sink_error) = error
+        && let Some(retry_after) = sink_error.retry_after()
+    {
+        // Retry-After is whole seconds; round up so the client never comes back too early.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    if let CollectorError::MethodNotAllowed(_) = error {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkError;
+    use crate::test_support::*;
+    use flate2::Compression as GzipLevel;
+    use flate2::write::GzEncoder;
+    use std::io::Write as _;
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+
+    const MIB: usize = 1024 * 1024;
+
+    struct Reply {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Reply {
+        fn content_type(&self) -> &str {
+            self.headers
+                .get(CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+        }
+
+        fn protobuf_status(&self) -> tonic_types::Status {
+            assert_eq!(self.content_type(), PROTOBUF_CONTENT_TYPE);
+            tonic_types::Status::decode(self.body.clone()).expect("body is a google.rpc.Status")
+        }
+
+        fn json(&self) -> serde_json::Value {
+            assert_eq!(self.content_type(), JSON_CONTENT_TYPE);
+            serde_json::from_slice(&self.body).expect("body is JSON")
+        }
+    }
+
+    async fn send(
+        sink: Arc<TestSink>,
+        limit: usize,
+        method: Method,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let config = CollectorConfig {
+            max_request_bytes: limit,
+        };
+        let mut request = http::Request::builder().method(method).uri(TRACES_PATH);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Body::from(body)).expect("request");
+        let response = http_router(sink, config)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("response body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn post(sink: Arc<TestSink>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        send(sink, 64 * MIB, Method::POST, headers, body).await
+    }
+
+    fn protobuf_body(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Vec<u8> {
+        request_with(spans).encode_to_vec()
+    }
+
+    fn json_body(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Vec<u8> {
+        serde_json::to_vec(&request_with(spans)).expect("serialize")
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), GzipLevel::default());
+        encoder.write_all(bytes).expect("gzip");
+        encoder.finish().expect("gzip")
+    }
+
+    fn with_invalid_trace_id() -> opentelemetry_proto::tonic::trace::v1::Span {
+        let mut span = valid_span(2);
+        span.trace_id = vec![0; 16];
+        span
+    }
+
+    #[tokio::test]
+    async fn protobuf_export_is_stored_and_acknowledged() {
+        let sink = Arc::new(TestSink::accepting());
+        let reply = post(
+            sink.clone(),
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            protobuf_body(vec![valid_span(1), valid_span(2)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.content_type(), PROTOBUF_CONTENT_TYPE);
+        let response = ExportTraceServiceResponse::decode(reply.body).expect("response");
+        assert_eq!(response.partial_success, None);
+        assert_eq!(sink.rows(), 2);
+    }
+
+    #[tokio::test]
+    async fn json_export_is_answered_in_json() {
+        let sink = Arc::new(TestSink::accepting());
+        let reply = post(
+            sink.clone(),
+            &[("content-type", "Application/JSON; charset=utf-8")],
+            json_body(vec![valid_span(1)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(&reply.body[..], b"{}");
+        assert_eq!(reply.content_type(), JSON_CONTENT_TYPE);
+        assert_eq!(sink.rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn partial_success_reports_rejected_spans_in_the_request_encoding() {
+        let spans = || vec![valid_span(1), with_invalid_trace_id()];
+        let sink = Arc::new(TestSink::accepting());
+        let reply = post(
+            sink.clone(),
+            &[("content-type", JSON_CONTENT_TYPE)],
+            json_body(spans()),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.json(),
+            serde_json::json!({"partialSuccess": {
+                "rejectedSpans": "1",
+                "errorMessage": "rejected 1 of 2 spans: 1 with an invalid trace_id"
+            }})
+        );
+        let reply = post(
+            sink.clone(),
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            protobuf_body(spans()),
+        )
+        .await;
+        let response = ExportTraceServiceResponse::decode(reply.body).expect("response");
+        let partial = response.partial_success.expect("partial success");
+        assert_eq!(partial.rejected_spans, 1);
+        assert_eq!(sink.rows(), 2, "the valid span of each request is stored");
+    }
+
+    #[tokio::test]
+    async fn an_empty_request_succeeds_without_touching_the_sink() {
+        let sink = Arc::new(TestSink::answering(|| {
+            Err(SinkError::Internal("unused".into()))
+        }));
+        let reply = post(
+            sink.clone(),
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(sink.batches.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_content_type_or_encoding_is_415() {
+        let cases: [(Headers, &str, Option<&str>); 4] = [
+            (&[], "text/plain; charset=utf-8", None),
+            (
+                &[("content-type", "text/plain")],
+                "text/plain; charset=utf-8",
+                None,
+            ),
+            (
+                &[("content-type", "application/protobuf")],
+                "text/plain; charset=utf-8",
+                None,
+            ),
+            (
+                &[
+                    ("content-type", JSON_CONTENT_TYPE),
+                    ("content-encoding", "br"),
+                ],
+                JSON_CONTENT_TYPE,
+                Some("unsupported content encoding \"br\": send gzip or identity"),
+            ),
+        ];
+        for (headers, content_type, json_message) in cases {
+            let sink = Arc::new(TestSink::accepting());
+            let reply = post(sink, headers, protobuf_body(vec![valid_span(1)])).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{headers:?}"
+            );
+            assert_eq!(reply.content_type(), content_type, "{headers:?}");
+            match json_message {
+                Some(message) => assert_eq!(reply.json()["message"], message),
+                None => {
+                    let text = String::from_utf8_lossy(&reply.body);
+                    assert!(
+                        text.contains("application/x-protobuf or application/json"),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let sink = Arc::new(TestSink::accepting());
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let reply = send(
+                sink.clone(),
+                MIB,
+                method.clone(),
+                &[("content-type", PROTOBUF_CONTENT_TYPE)],
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(
+                reply.headers.get(ALLOW).map(|v| v.as_bytes()),
+                Some(&b"POST"[..])
+            );
+            assert_eq!(
+                reply.protobuf_status().code,
+                i32::from(tonic::Code::Unimplemented)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_is_400_with_a_status_in_the_request_encoding() {
+        let sink = Arc::new(TestSink::accepting());
+        let reply = post(
+            sink.clone(),
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            vec![0xff, 0xff, 0xff, 0xff],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        let status = reply.protobuf_status();
+        assert_eq!(status.code, i32::from(tonic::Code::InvalidArgument));
+        assert!(
+            status.message.starts_with(
+                "request body is not a valid OTLP ExportTraceServiceRequest protobuf: "
+            ),
+            "{}",
+            status.message
+        );
+
+        let reply = post(
+            sink.clone(),
+            &[("content-type", JSON_CONTENT_TYPE)],
+            b"{\"resourceSpans\": 7}".to_vec(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        let json = reply.json();
+        assert_eq!(json["code"], i32::from(tonic::Code::InvalidArgument));
+        let message = json["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("request body is not valid OTLP/JSON: "),
+            "{message}"
+        );
+        assert!(message.contains("line 1 column"), "{message}");
+
+        let reply = post(
+            sink.clone(),
+            &[
+                ("content-type", PROTOBUF_CONTENT_TYPE),
+                ("content-encoding", "gzip"),
+            ],
+            b"not gzip at all".to_vec(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert!(
+            reply
+                .protobuf_status()
+                .message
+                .starts_with("request body is not valid gzip")
+        );
+        assert!(sink.batches.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn gzip_bodies_are_inflated() {
+        let sink = Arc::new(TestSink::accepting());
+        for encoding in ["gzip", "GZIP"] {
+            let reply = post(
+                sink.clone(),
+                &[
+                    ("content-type", PROTOBUF_CONTENT_TYPE),
+                    ("content-encoding", encoding),
+                ],
+                gzip(&protobuf_body(vec![valid_span(1)])),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let reply = post(
+            sink.clone(),
+            &[
+                ("content-type", JSON_CONTENT_TYPE),
+                ("content-encoding", "identity"),
+            ],
+            json_body(vec![valid_span(1)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(sink.rows(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_decoded_off_the_runtime() {
+        let sink = Arc::new(TestSink::accepting());
+        let spans: Vec<_> = (1..=200)
+            .map(|id| {
+                let mut span = valid_span(id);
+                span.attributes = vec![key_value("payload", &"x".repeat(100))];
+                span
+            })
+            .collect();
+        let body = protobuf_body(spans);
+        assert!(body.len() > INLINE_DECODE_BYTES);
+        let reply = post(
+            sink.clone(),
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(sink.rows(), 200);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_413_before_and_after_decompression() {
+        let over_raw = vec![0u8; MIB + 1];
+        let bomb = gzip(&vec![0u8; 10 * MIB]);
+        assert!(bomb.len() < 64 * 1024, "the bomb is small on the wire");
+        let exactly_at_limit_then_one_more = gzip(&vec![0u8; MIB + 1]);
+        let cases: [(&str, Headers, Vec<u8>); 5] = [
+            (
+                "declared length over the limit",
+                &[
+                    ("content-type", PROTOBUF_CONTENT_TYPE),
+                    ("content-length", "1048577"),
+                ],
+                vec![0u8; MIB + 1],
+            ),
+            (
+                "raw protobuf",
+                &[("content-type", PROTOBUF_CONTENT_TYPE)],
+                over_raw.clone(),
+            ),
+            ("raw json", &[("content-type", JSON_CONTENT_TYPE)], over_raw),
+            (
+                "gzip bomb",
+                &[
+                    ("content-type", PROTOBUF_CONTENT_TYPE),
+                    ("content-encoding", "gzip"),
+                ],
+                bomb,
+            ),
+            (
+                "one byte over after inflating",
+                &[
+                    ("content-type", PROTOBUF_CONTENT_TYPE),
+                    ("content-encoding", "gzip"),
+                ],
+                exactly_at_limit_then_one_more,
+            ),
+        ];
+        for (name, headers, body) in cases {
+            let sink = Arc::new(TestSink::accepting());
+            let reply = send(sink.clone(), MIB, Method::POST, headers, body).await;
+            assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{name}");
+            let (code, message) = if reply.content_type() == JSON_CONTENT_TYPE {
+                let json = reply.json();
+                (
+                    json["code"].as_i64(),
+                    json["message"].as_str().map(str::to_string),
+                )
+            } else {
+                let status = reply.protobuf_status();
+                (Some(i64::from(status.code)), Some(status.message))
+            };
+            assert_eq!(
+                code,
+                Some(i64::from(i32::from(tonic::Code::ResourceExhausted))),
+                "{name}"
+            );
+            assert_eq!(
+                message.as_deref(),
+                Some(
+                    "request is larger than the 1048576-byte limit after decompression: send smaller batches"
+                ),
+                "{name}"
+            );
+            assert!(sink.batches.lock().expect("lock").is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_serde_derive_would_write_a_null_partial_success() {
+        // Why `export_response_json` exists: the derive does not omit an unset field.
+        let derived = serde_json::to_string(&ExportTraceServiceResponse::default()).expect("json");
+        assert_eq!(derived, r#"{"partialSuccess":null}"#);
+        assert_eq!(
+            export_response_json(&ExportTraceServiceResponse::default()),
+            "{}"
+        );
+    }
+
+    #[test]
+    fn gunzip_stops_at_the_limit() {
+        let compressed = gzip(&vec![7u8; 1000]);
+        assert_eq!(
+            gunzip(&compressed, 1000).map(|out| out.len()).ok(),
+            Some(1000)
+        );
+        assert!(matches!(
+            gunzip(&compressed, 999),
+            Err(CollectorError::TooLarge { limit: 999 })
+        ));
+        assert!(matches!(
+            gunzip(&compressed, 0),
+            Err(CollectorError::TooLarge { limit: 0 })
+        ));
+        let two_members = [gzip(b"ab"), gzip(b"cd")].concat();
+        assert_eq!(gunzip(&two_members, 10).ok(), Some(b"abcd".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn sink_errors_map_to_retryable_or_not() {
+        let cases: [(Outcome, StatusCode, Option<&str>); 4] = [
+            (
+                || {
+                    Err(SinkError::Overloaded {
+                        retry_after: Duration::from_millis(2_500),
+                    })
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("3"),
+            ),
+            (
+                || {
+                    Err(SinkError::Overloaded {
+                        retry_after: Duration::from_millis(10),
+                    })
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+            ),
+            (
+                || Err(SinkError::Unavailable("disk full".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("5"),
+            ),
+            (
+                || Err(SinkError::Internal("wal corrupt".into())),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (outcome, status, retry_after) in cases {
+            let sink = Arc::new(TestSink::answering(outcome));
+            let reply = post(
+                sink,
+                &[("content-type", JSON_CONTENT_TYPE)],
+                json_body(vec![valid_span(1)]),
+            )
+            .await;
+            assert_eq!(reply.status, status);
+            assert_eq!(
+                reply.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()),
+                retry_after
+            );
+            let expected_code = if status == StatusCode::SERVICE_UNAVAILABLE {
+                tonic::Code::Unavailable
+            } else {
+                tonic::Code::Internal
+            };
+            assert_eq!(reply.json()["code"], i32::from(expected_code));
+        }
+        let sink = Arc::new(TestSink::answering(|| {
+            Err(SinkError::Overloaded {
+                retry_after: Duration::from_secs(2),
+            })
+        }));
+        let reply = post(
+            sink,
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            protobuf_body(vec![valid_span(1)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            reply.protobuf_status().message,
+            "span pipeline is full: retry in 2000 ms"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! OTLP trace receivers (gRPC and HTTP) that decode spans into Arrow batches and hand them
+//! to a [`SpanSink`], acknowledging the client only once the sink says the batch is durable.
+//!
+//! ```text
+//!  OTLP/gRPC :4317 ──> grpc.rs ─┐
+//!                               ├─> decode.rs (protobuf | JSON ──> ExportTraceServiceRequest
+//!  OTLP/HTTP :4318 ──> http.rs ─┘               ──convert──> RecordBatch in storage_schema())
+//!                                        │
+//!                                        └──> SpanSink::write(batch) ──Ok──> 200 / OK to the client
+//! ```
+//!
+//! **Invariant:** OTLP types and wire formats never leave this crate; what goes out is an Arrow
+//! `RecordBatch` in `flowscope_model::storage_schema()`.
+//!
+//! **Invariant:** each protocol maps [`CollectorError`] to its status codes in exactly one
+//! function: `grpc::grpc_status` and `http::error_response`.
+
+pub mod decode;
+mod grpc;
+mod http;
+pub mod sink;
+
+#[cfg(test)]
+mod test_support;
+
+pub use decode::{DecodedTraces, convert, decode_json, decode_protobuf};
+pub use grpc::serve_grpc;
+pub use http::{TRACES_PATH, http_router};
+pub use sink::{SinkError, SpanSink};
+
+/// The receivers' settings, shared by gRPC and HTTP.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Largest request accepted, in bytes, measured after decompression (gRPC: the decoded
+    /// message; HTTP: the body). The OTLP specification recommends 64 MiB.
+    pub max_request_bytes: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything that can go wrong while receiving spans; each variant says whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The client sent bytes that are not a valid OTLP request; retrying will not help.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The client sent a request over `max_request_bytes` (after decompression).
+    #[error(
+        "request is larger than the {limit}-byte limit after decompression: send smaller batches"
+    )]
+    TooLarge { limit: usize },
+    /// The client used a Content-Type or Content-Encoding this receiver does not speak.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client used an HTTP method other than POST.
+    #[error("method {0} is not allowed on this path: send OTLP exports with POST")]
+    MethodNotAllowed(String),
+    /// The sink did not take the batch; [`SinkError`] says whether retrying can help.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The gRPC server itself failed (for example the listener broke): the operator's problem.
+    #[error("grpc server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// A bug in this crate.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

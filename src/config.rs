@@ -1,0 +1,316 @@
+//! The one typed configuration: command-line flags, `FLOWSCOPE_*` environment variables and
+//! an optional TOML file, validated once and split into each crate's own config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flowscope_collector::CollectorConfig;
+use flowscope_model::parse_duration;
+use flowscope_query::{SqlConfig, StoreConfig, WalSync};
+use flowscope_web::ApiConfig;
+use serde::Deserialize;
+
+/// Flags of `flowscope serve`. Each also reads an environment variable; a flag given on the
+/// command line wins over the variable, which wins over the config file.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `data_dir = "/var/lib/flowscope"`).
+    #[arg(long, env = "FLOWSCOPE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the write-ahead log and Parquet segments [default: ./flowscope-data]
+    #[arg(long, env = "FLOWSCOPE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317]
+    #[arg(long, env = "FLOWSCOPE_OTLP_GRPC_ADDR")]
+    otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (POST /v1/traces) [default: 0.0.0.0:4318]
+    #[arg(long, env = "FLOWSCOPE_OTLP_HTTP_ADDR")]
+    otlp_http_addr: Option<SocketAddr>,
+    /// API and dashboard listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "FLOWSCOPE_API_ADDR")]
+    api_addr: Option<SocketAddr>,
+    /// Delete spans that started longer ago than this, e.g. 7d, 12h [default: 7d]
+    #[arg(long, env = "FLOWSCOPE_RETENTION")]
+    retention: Option<String>,
+    /// Largest OTLP request accepted, after decompression, e.g. 64MiB [default: 64MiB]
+    #[arg(long, env = "FLOWSCOPE_MAX_REQUEST_SIZE")]
+    max_request_size: Option<String>,
+    /// `always`: fsync the WAL before acknowledging (survives power loss); `never`: write
+    /// before acknowledging, fsync when a segment is sealed (survives a crash) [default: always]
+    #[arg(long, env = "FLOWSCOPE_WAL_SYNC")]
+    wal_sync: Option<String>,
+    /// Flush in-memory spans to Parquet at least this often [default: 60s]
+    #[arg(long, env = "FLOWSCOPE_FLUSH_INTERVAL")]
+    flush_interval: Option<String>,
+    /// Flush in-memory spans to Parquet once this many are waiting [default: 262144]
+    #[arg(long, env = "FLOWSCOPE_FLUSH_ROWS")]
+    flush_rows: Option<usize>,
+    /// Memory for spans waiting to be flushed; past it ingest answers "retry later" [default: 1GiB]
+    #[arg(long, env = "FLOWSCOPE_INGEST_BUFFER")]
+    ingest_buffer: Option<String>,
+    /// Longest a SQL query may run [default: 30s]
+    #[arg(long, env = "FLOWSCOPE_SQL_TIMEOUT")]
+    sql_timeout: Option<String>,
+    /// Memory all running SQL queries may use together [default: 1GiB]
+    #[arg(long, env = "FLOWSCOPE_SQL_MEMORY_LIMIT")]
+    sql_memory_limit: Option<String>,
+    /// Rows in a JSON answer of /api/sql; more sets "truncated": true [default: 10000]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_ROWS")]
+    sql_max_rows: Option<usize>,
+}
+
+/// The same settings as a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    otlp_grpc_addr: Option<SocketAddr>,
+    otlp_http_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    retention: Option<String>,
+    max_request_size: Option<String>,
+    wal_sync: Option<String>,
+    flush_interval: Option<String>,
+    flush_rows: Option<usize>,
+    ingest_buffer: Option<String>,
+    sql_timeout: Option<String>,
+    sql_memory_limit: Option<String>,
+    sql_max_rows: Option<usize>,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub store: StoreConfig,
+    pub collector: CollectorConfig,
+    pub sql: SqlConfig,
+    pub api: ApiConfig,
+}
+
+/// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> anyhow::Result<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .with_context(|| format!("size `{text}` must start with a whole number, e.g. `64MiB`"))?;
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => bail!("size `{text}` has unknown unit `{other}`; use B, KiB, MiB or GiB"),
+    };
+    number
+        .checked_mul(multiplier)
+        .with_context(|| format!("size `{text}` is too large"))
+}
+
+fn duration(name: &str, text: Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    match text {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+    }
+}
+
+fn size(name: &str, text: Option<String>, default: usize) -> anyhow::Result<usize> {
+    match text {
+        None => Ok(default),
+        Some(text) => parse_size(&text).with_context(|| format!("--{name}")),
+    }
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config file {} is not valid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./flowscope-data"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        // Parquet segments are read through an object store that needs absolute paths.
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
+
+        let wal_sync = match args.wal_sync.or(file.wal_sync) {
+            None => WalSync::Always,
+            Some(text) => text
+                .parse::<WalSync>()
+                .map_err(|e| anyhow::anyhow!("--wal-sync: {e}"))?,
+        };
+        let mut store = StoreConfig::new(data_dir);
+        store.wal_sync = wal_sync;
+        store.retention = duration(
+            "retention",
+            args.retention.or(file.retention),
+            store.retention,
+        )?;
+        store.flush_interval = duration(
+            "flush-interval",
+            args.flush_interval.or(file.flush_interval),
+            store.flush_interval,
+        )?;
+        store.flush_rows = args
+            .flush_rows
+            .or(file.flush_rows)
+            .unwrap_or(store.flush_rows);
+        store.max_buffered_bytes = size(
+            "ingest-buffer",
+            args.ingest_buffer.or(file.ingest_buffer),
+            store.max_buffered_bytes,
+        )?;
+        if store.flush_rows == 0 || store.flush_interval.is_zero() {
+            bail!("--flush-rows and --flush-interval must be greater than zero");
+        }
+        if store.retention < Duration::from_secs(60) {
+            bail!("--retention must be at least 1m");
+        }
+
+        let collector = CollectorConfig {
+            max_request_bytes: size(
+                "max-request-size",
+                args.max_request_size.or(file.max_request_size),
+                64 << 20,
+            )?,
+        };
+        if collector.max_request_bytes < 1024 {
+            bail!("--max-request-size must be at least 1KiB");
+        }
+
+        let mut sql = SqlConfig::default();
+        sql.timeout = duration(
+            "sql-timeout",
+            args.sql_timeout.or(file.sql_timeout),
+            sql.timeout,
+        )?;
+        sql.memory_limit = size(
+            "sql-memory-limit",
+            args.sql_memory_limit.or(file.sql_memory_limit),
+            sql.memory_limit,
+        )?;
+        let mut api = ApiConfig::default();
+        api.max_json_rows = args
+            .sql_max_rows
+            .or(file.sql_max_rows)
+            .unwrap_or(api.max_json_rows);
+
+        Ok(Self {
+            otlp_grpc_addr: args
+                .otlp_grpc_addr
+                .or(file.otlp_grpc_addr)
+                .unwrap_or_else(|| default_addr("0.0.0.0:4317")),
+            otlp_http_addr: args
+                .otlp_http_addr
+                .or(file.otlp_http_addr)
+                .unwrap_or_else(|| default_addr("0.0.0.0:4318")),
+            api_addr: args
+                .api_addr
+                .or(file.api_addr)
+                .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
+            store,
+            collector,
+            sql,
+            api,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB").ok(), Some(64 << 20));
+        assert_eq!(parse_size("1GiB").ok(), Some(1 << 30));
+        assert_eq!(parse_size("1500").ok(), Some(1500));
+        assert_eq!(parse_size("2MB").ok(), Some(2_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flowscope.toml");
+        std::fs::write(
+            &file,
+            "retention = \"2d\"\nsql_max_rows = 5\napi_addr = \"127.0.0.1:9999\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            data_dir: Some(dir.path().join("data")),
+            sql_max_rows: Some(7),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args).expect("resolve");
+        assert_eq!(config.api.max_json_rows, 7, "flag beats file");
+        assert_eq!(
+            config.store.retention,
+            Duration::from_secs(2 * 86_400),
+            "file beats default"
+        );
+        assert_eq!(
+            config.api_addr,
+            "127.0.0.1:9999".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(
+            config.otlp_grpc_addr,
+            "0.0.0.0:4317".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(config.collector.max_request_bytes, 64 << 20);
+        assert!(config.store.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused_with_the_setting_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "retension = \"2d\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            data_dir: Some(dir.path().into()),
+            ..ServeArgs::default()
+        };
+        let error = format!("{:#}", ServeConfig::resolve(args).expect_err("unknown key"));
+        assert!(error.contains("retension"), "{error}");
+
+        let args = ServeArgs {
+            wal_sync: Some("sometimes".into()),
+            data_dir: Some(dir.path().into()),
+            ..ServeArgs::default()
+        };
+        let error = format!("{:#}", ServeConfig::resolve(args).expect_err("bad policy"));
+        assert!(
+            error.contains("--wal-sync") && error.contains("always"),
+            "{error}"
+        );
+    }
+}

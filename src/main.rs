@@ -1,0 +1,50 @@
+//! The `flowscope` binary: command line, configuration, and the wiring of every crate.
+//!
+//! ```text
+//!  flowscope serve ──> config (flags > env > TOML file > defaults)
+//!      ├── SpanStore::open (replays the WAL before anything listens)
+//!      ├── OTLP/gRPC  :4317 ─┐
+//!      ├── OTLP/HTTP  :4318 ─┴─> StoreSink ──> SpanStore
+//!      └── API        :8080 ──> SqlEngine ──> SpanStore
+//! ```
+
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// flowscope: system-wide flow observability. OTLP traces in; a live dependency graph,
+/// SQL and alerts out.
+#[derive(Debug, Parser)]
+#[command(name = "flowscope", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, the span store, the SQL API.
+    Serve(Box<config::ServeArgs>),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => config::ServeConfig::resolve(*args).and_then(serve::run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flowscope: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

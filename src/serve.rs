@@ -1,0 +1,158 @@
+//! `flowscope serve`: opens the store, binds every listener, runs until SIGINT or SIGTERM,
+//! then stops accepting, flushes memory to Parquet and exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use arrow::record_batch::RecordBatch;
+use flowscope_collector::{SinkError, SpanSink};
+use flowscope_query::{SpanStore, SqlEngine, StoreError};
+use flowscope_web::ApiState;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+
+/// Writes decoded spans into the store; the store's errors become the collector's.
+struct StoreSink(Arc<SpanStore>);
+
+fn sink_error(error: StoreError) -> SinkError {
+    match error {
+        StoreError::Overloaded(_, retry_after) => SinkError::Overloaded { retry_after },
+        StoreError::Unavailable(message) => SinkError::Unavailable(message),
+        // An I/O error on the WAL (disk full, read-only filesystem) is the machine's state,
+        // not a bad request: the client should keep the spans and retry.
+        StoreError::Io(error) => SinkError::Unavailable(error.to_string()),
+        other => SinkError::Internal(other.to_string()),
+    }
+}
+
+impl SpanSink for StoreSink {
+    fn write(&self, batch: RecordBatch) -> BoxFuture<'static, Result<(), SinkError>> {
+        let store = self.0.clone();
+        Box::pin(async move { store.write(batch).await.map_err(sink_error) })
+    }
+}
+
+async fn bind(name: &str, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for {name}; pick another address with {flag}")
+    })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(service = name, addr = %bound, "listening");
+    Ok(listener)
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flowscope")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let data_dir = config.store.data_dir.clone();
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || SpanStore::open(store_config))
+        .await?
+        .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    let stats = store.stats();
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        segments = stats.segments,
+        spans_in_segments = stats.spans_in_segments,
+        replayed_wal_records = stats.replayed_records,
+        "span store ready"
+    );
+    let engine = Arc::new(
+        SqlEngine::new(store.clone(), config.sql.clone()).context("cannot start the SQL engine")?,
+    );
+
+    let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
+    let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
+    let api = bind("api", config.api_addr, "--api-addr").await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sink: Arc<dyn SpanSink> = Arc::new(StoreSink(store.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let grpc_task = tokio::spawn(flowscope_collector::serve_grpc(
+        grpc,
+        sink.clone(),
+        config.collector.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let http_router = flowscope_collector::http_router(sink, config.collector.clone());
+    let http_task = tokio::spawn(
+        axum::serve(http, http_router)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let api_state = ApiState {
+        engine,
+        config: config.api.clone(),
+        ready: ready.clone(),
+    };
+    let api_task = tokio::spawn(
+        axum::serve(api, flowscope_web::router(api_state))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!("flowscope is ready");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new requests; flushing spans to Parquet");
+    let _ = stop_tx.send(true);
+    // Requests in flight get a few seconds to finish; the store flush comes after them.
+    let drain = async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+        let _ = api_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests did not finish within 10s of shutdown");
+    }
+    store
+        .close()
+        .await
+        .context("flushing spans at shutdown failed; they remain in the WAL")?;
+    tracing::info!("stopped");
+    Ok(())
+}

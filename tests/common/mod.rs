@@ -1,0 +1,200 @@
+//! Starts the real `flowscope` binary on free ports and talks to it like a user would.
+
+#![allow(dead_code)]
+
+pub mod otlp;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running `flowscope serve` child process.
+pub struct Server {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    line[start..].split_whitespace().next()
+}
+
+impl Server {
+    /// Starts the server on `data_dir` and waits for its "ready" line (no sleeps).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowscope"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--api-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("FLOWSCOPE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flowscope");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
+            let mut announced = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let plain = strip_ansi(&line);
+                let service = field(&plain, "service=");
+                let addr = field(&plain, "addr=").and_then(|a| a.parse::<SocketAddr>().ok());
+                if let (true, Some(service), Some(addr)) =
+                    (plain.contains("listening"), service, addr)
+                {
+                    addrs.push((service.trim_matches('"').to_string(), addr));
+                }
+                if !announced && plain.contains("flowscope is ready") {
+                    announced = true;
+                    let _ = tx.send(Ok(addrs.clone()));
+                }
+                sink.lock().expect("log").push(plain);
+            }
+            if !announced {
+                let _ = tx.send(Err(()));
+            }
+        });
+        let addrs = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addrs)) => addrs,
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "flowscope did not become ready:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+        };
+        let find = |name: &str| {
+            addrs
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, a)| *a)
+                .expect(name)
+        };
+        Self {
+            grpc: find("otlp-grpc"),
+            http: find("otlp-http"),
+            api: find("api"),
+            child,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.http)
+    }
+
+    /// Runs SQL through `/api/sql` and returns the JSON answer; panics on an error status.
+    pub fn sql(&self, sql: &str) -> Value {
+        let (status, body) = self.sql_status(sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+        body
+    }
+
+    pub fn sql_status(&self, sql: &str) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("http://{}/api/sql", self.api))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .expect("POST /api/sql");
+        let status = response.status().as_u16();
+        (status, response.json().expect("JSON body"))
+    }
+
+    /// The single number a `SELECT count(*) ...` returns.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql(sql)["rows"][0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{sql}: not a count"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect(field)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM and wait for a clean exit (the store flushes to Parquet).
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        assert!(
+            exit.success(),
+            "flowscope exited with {exit}:\n{}",
+            self.log.lock().expect("log").join("\n")
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,46 @@
+//! API errors and the one place that maps them to HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use flowscope_query::QueryError;
+
+/// An error answered as `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Query(QueryError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            Self::Query(QueryError::NotAllowed(_)) => StatusCode::FORBIDDEN,
+            Self::Query(QueryError::TooExpensive(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Query(QueryError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Query(QueryError::Internal(_)) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "api request failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP API on the API address: health, SQL, and (later) the graph and the dashboard.
+//!
+//! ```text
+//!  GET  /healthz  ──> 200 once the store has replayed its WAL
+//!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
+//! ```
+//!
+//! JSON for the browser is made here and nowhere else; every error becomes
+//! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
+
+pub mod error;
+mod sql;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use flowscope_query::SqlEngine;
+
+/// Limits of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Rows a JSON answer may hold; more sets `"truncated": true`.
+    pub max_json_rows: usize,
+    /// Rows a CSV or Arrow answer may hold.
+    pub max_export_rows: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_json_rows: 10_000,
+            max_export_rows: 1_000_000,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub engine: Arc<SqlEngine>,
+    pub config: ApiConfig,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// SQL text is small; a larger body is a mistake or an attack.
+const MAX_SQL_BODY: usize = 1 << 20;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/api/sql",
+            post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
+        )
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
