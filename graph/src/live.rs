@@ -1,0 +1,822 @@
+//! The live graph: spans go into a pairing store, a call is inferred as soon as both of its
+//! halves are there (whatever their arrival order), its statistics go to the bucket of its
+//! event time, and a trace idle for the pairing TTL is finalized (unpaired spans, per-trace
+//! loops, amplification) and leaves the store.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, SpanRow, TraceId};
+use crate::trace_paths::{CallRecord, Entered, TraceSpan, caller_groups, trace_cycles};
+use crate::types::{EdgeKind, GraphConfig, GraphCounters, NodeKind, Snapshot};
+use crate::window::{Bucket, EdgeKey, NodeKey, WindowStats};
+
+/// The live dependency graph. One instance sees every span of a trace (route by trace id
+/// when there are several); it is not thread-safe by itself: the owner serializes calls.
+pub struct LiveGraph {
+    config: GraphConfig,
+    bucket_ns: i64,
+    ttl_ns: i64,
+    horizon_ns: i64,
+    /// The pairing store: every span of every trace not yet finalized.
+    spans: HashMap<SpanKey, StoredSpan>,
+    traces: HashMap<TraceId, TraceState>,
+    /// Traces by last activity: the order of expiry and of eviction.
+    idle_order: BTreeSet<(i64, TraceId)>,
+    /// Spans not yet seen that others wait for (a SERVER's parent, a CONSUMER's producers).
+    waiting: HashMap<SpanKey, Vec<SpanKey>>,
+    buckets: BTreeMap<i64, Bucket>,
+    /// Buckets starting before this were trimmed; statistics for them are dropped.
+    trimmed_before_ns: Option<i64>,
+    /// Service, queue and peer names, shared by spans and buckets.
+    names: HashSet<Arc<str>>,
+    counters: GraphCounters,
+}
+
+impl std::fmt::Debug for LiveGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveGraph")
+            .field("config", &self.config)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+struct StoredSpan {
+    parent: Option<SpanId>,
+    kind: SpanKind,
+    service: Arc<str>,
+    start_ns: i64,
+    duration_ns: i64,
+    error: bool,
+    bytes: Option<u64>,
+    /// CLIENT: the database or external node it called, used when no SERVER answers.
+    /// PRODUCER and CONSUMER: the queue named by `messaging.destination.name`.
+    target: Option<NodeKey>,
+    /// A CLIENT with `db.system`: its call is counted at once, to the database node.
+    database: bool,
+    /// CLIENT: a SERVER child was found. PRODUCER: a CONSUMER found it.
+    paired: bool,
+    waiting: Waiting,
+    entered: Entered,
+}
+
+enum Waiting {
+    Nothing,
+    /// A SERVER span whose parent has not arrived.
+    Parent,
+    /// A CONSUMER span whose parent or linked producers have not all arrived.
+    Producers(Box<ConsumerProgress>),
+}
+
+struct ConsumerProgress {
+    /// The parent first (when there is one), then the links, without repeats.
+    candidates: Vec<SpanKey>,
+    has_parent: bool,
+    found: Vec<Candidate>,
+    /// The missing candidates are in `LiveGraph::waiting`.
+    registered: bool,
+}
+
+enum Candidate {
+    Missing,
+    NotProducer,
+    Producer(ProducerSeen),
+}
+
+/// What a consumer needs of its producer, copied when both are present.
+struct ProducerSeen {
+    service: Arc<str>,
+    start_ns: i64,
+    queue: Option<NodeKey>,
+    bytes: Option<u64>,
+}
+
+struct TraceState {
+    last_activity_ns: i64,
+    spans: Vec<SpanId>,
+    /// Calls whose caller is a span of this trace, for amplification.
+    calls: Vec<CallRecord>,
+    /// Keys this trace's spans registered in `LiveGraph::waiting`.
+    awaited: Vec<SpanKey>,
+}
+
+/// One inferred call.
+struct Call {
+    edge: EdgeKey,
+    time_ns: i64,
+    latency_ns: i64,
+    error: bool,
+    bytes: Option<u64>,
+    caller: Option<SpanKey>,
+}
+
+impl LiveGraph {
+    pub fn new(config: GraphConfig) -> Self {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Self {
+            bucket_ns: nanos(config.bucket).max(1),
+            ttl_ns: nanos(config.pairing_ttl),
+            horizon_ns: nanos(config.horizon),
+            config,
+            spans: HashMap::new(),
+            traces: HashMap::new(),
+            idle_order: BTreeSet::new(),
+            waiting: HashMap::new(),
+            buckets: BTreeMap::new(),
+            trimmed_before_ns: None,
+            names: HashSet::new(),
+            counters: GraphCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GraphConfig {
+        &self.config
+    }
+
+    /// Feeds spans (storage schema). Edges are inferred as soon as both halves are present,
+    /// whatever the arrival order; stats go to the bucket of the edge's event time. Rows
+    /// with invalid ids, or a batch in another schema, are counted in `rows_rejected`.
+    pub fn ingest(&mut self, batch: &RecordBatch, now_ns: i64) {
+        let Some(columns) = SpanColumns::new(batch) else {
+            self.counters.rows_rejected += batch.num_rows() as u64;
+            return;
+        };
+        for row in 0..columns.len() {
+            match columns.row(row) {
+                Some(span) => self.add_span(span, now_ns),
+                None => self.counters.rows_rejected += 1,
+            }
+        }
+    }
+
+    /// Finalizes traces idle for the pairing TTL (an unpaired CLIENT becomes an edge to a
+    /// virtual database or external node; per-trace loops and amplification are counted),
+    /// then drops buckets older than the horizon.
+    pub fn advance(&mut self, now_ns: i64) {
+        while let Some(&(last_activity_ns, trace)) = self.idle_order.first() {
+            if now_ns.saturating_sub(last_activity_ns) < self.ttl_ns {
+                break;
+            }
+            self.idle_order.pop_first();
+            self.finalize_trace(trace, false);
+        }
+        let first_kept = self.bucket_start(now_ns.saturating_sub(self.horizon_ns));
+        if self.trimmed_before_ns.is_none_or(|t| first_kept > t) {
+            self.trimmed_before_ns = Some(first_kept);
+            self.buckets = self.buckets.split_off(&first_kept);
+        }
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+        // Give back what a burst took: hash tables never shrink by themselves.
+        shrink_if_sparse(&mut self.spans);
+        shrink_if_sparse(&mut self.traces);
+        shrink_if_sparse(&mut self.waiting);
+    }
+
+    /// The graph for the window `[from_ns, to_ns)`: the buckets whose start lies in it,
+    /// merged. A window finer than a bucket is widened to whole buckets by this rule.
+    pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
+        let mut window = WindowStats::default();
+        if from_ns < to_ns {
+            for bucket in self.buckets.range(from_ns..to_ns).map(|(_, b)| b) {
+                window.add(bucket);
+            }
+        }
+        window.into_snapshot(from_ns, to_ns)
+    }
+
+    pub fn counters(&self) -> GraphCounters {
+        GraphCounters {
+            pending_spans: self.spans.len() as u64,
+            pending_traces: self.traces.len() as u64,
+            buckets: self.buckets.len() as u64,
+            ..self.counters
+        }
+    }
+
+    /// Oldest bucket start still in memory (older windows must come from SQL).
+    pub fn horizon_start_ns(&self) -> Option<i64> {
+        self.buckets.first_key_value().map(|(start, _)| *start)
+    }
+
+    /// A rough count of the heap bytes held, for a gauge: the pairing store (with its hash
+    /// tables' slack) and the buckets.
+    pub fn approximate_memory_bytes(&self) -> usize {
+        let store = self.spans.capacity() * (std::mem::size_of::<(SpanKey, StoredSpan)>() + 1);
+        let traces: usize = self.traces.capacity()
+            * (std::mem::size_of::<(TraceId, TraceState)>() + 1)
+            + self
+                .traces
+                .values()
+                .map(|t| {
+                    t.spans.capacity() * std::mem::size_of::<SpanId>()
+                        + t.calls.capacity() * std::mem::size_of::<CallRecord>()
+                })
+                .sum::<usize>();
+        let buckets: usize = self.buckets.values().map(Bucket::heap_bytes).sum();
+        store + traces + buckets
+    }
+
+    fn add_span(&mut self, row: SpanRow<'_>, now_ns: i64) {
+        let key = row.key;
+        if self.spans.contains_key(&key) {
+            self.counters.duplicate_spans += 1;
+            return;
+        }
+        self.counters.spans_seen += 1;
+        let service = self.intern(row.service);
+        self.record_service_span(&service, &row);
+        let target = match row.kind {
+            SpanKind::Client => virtual_target(&row.attributes).map(|(kind, name)| NodeKey {
+                kind,
+                name: self.intern(name),
+            }),
+            SpanKind::Producer | SpanKind::Consumer => row
+                .attributes
+                .destination
+                .map(|name| NodeKey::queue(&self.intern(name))),
+            _ => None,
+        };
+        let waiting = match row.kind {
+            SpanKind::Consumer => {
+                Waiting::Producers(Box::new(ConsumerProgress::new(key, row.parent, &row.links)))
+            }
+            _ => Waiting::Nothing,
+        };
+        let span = StoredSpan {
+            parent: row.parent,
+            kind: row.kind,
+            service,
+            start_ns: row.start_ns,
+            duration_ns: row.duration_ns,
+            error: row.error,
+            bytes: row.attributes.bytes,
+            target,
+            database: row.kind == SpanKind::Client && row.attributes.db_system.is_some(),
+            paired: false,
+            waiting,
+            entered: Entered::NoHop,
+        };
+        let immediate = immediate_call(&key, &span);
+        self.spans.insert(key, span);
+        self.touch_trace(key.trace, now_ns).spans.push(key.span);
+
+        if let Some(call) = immediate {
+            if call.edge.target.kind == NodeKind::Database {
+                self.counters.virtual_edges += 1;
+            }
+            self.record_call(call);
+        }
+        match row.kind {
+            SpanKind::Server => self.resolve_server(key),
+            SpanKind::Consumer => self.resolve_consumer(key),
+            _ => {}
+        }
+        if let Some(waiters) = self.waiting.remove(&key) {
+            for waiter in waiters {
+                self.resolve_waiter(waiter);
+            }
+        }
+        self.evict_beyond_bound();
+    }
+
+    fn resolve_waiter(&mut self, key: SpanKey) {
+        match self.spans.get(&key).map(|s| s.kind) {
+            Some(SpanKind::Server) => self.resolve_server(key),
+            Some(SpanKind::Consumer) => self.resolve_consumer(key),
+            _ => {}
+        }
+    }
+
+    /// A SERVER span and its parent: a CLIENT's call (even in the same service: a service
+    /// calling itself over the network is a self-loop), or a call made without a CLIENT
+    /// span from another service. A SERVER under a database CLIENT was already counted.
+    fn resolve_server(&mut self, key: SpanKey) {
+        let Some(server) = self.spans.get(&key) else {
+            return;
+        };
+        let Some(parent_id) = server.parent else {
+            return;
+        };
+        let parent_key = SpanKey {
+            trace: key.trace,
+            span: parent_id,
+        };
+        let Some(parent) = self.spans.get(&parent_key) else {
+            if matches!(server.waiting, Waiting::Nothing) {
+                self.wait_for(parent_key, key);
+                if let Some(server) = self.spans.get_mut(&key) {
+                    server.waiting = Waiting::Parent;
+                }
+            }
+            return;
+        };
+        let edge = EdgeKey {
+            source: NodeKey::service(&parent.service),
+            target: NodeKey::service(&server.service),
+            kind: EdgeKind::Sync,
+        };
+        let is_client = parent.kind == SpanKind::Client;
+        let call = if is_client && parent.database {
+            None
+        } else if is_client {
+            Some(Call {
+                edge,
+                time_ns: parent.start_ns,
+                latency_ns: parent.duration_ns,
+                error: parent.error || server.error,
+                bytes: parent.bytes.or(server.bytes),
+                caller: parent.parent.map(|span| SpanKey {
+                    trace: key.trace,
+                    span,
+                }),
+            })
+        } else if parent.service != server.service {
+            Some(Call {
+                edge,
+                time_ns: server.start_ns,
+                latency_ns: server.duration_ns,
+                error: server.error,
+                bytes: server.bytes,
+                caller: Some(parent_key),
+            })
+        } else {
+            None
+        };
+        if is_client && let Some(parent) = self.spans.get_mut(&parent_key) {
+            parent.paired = true;
+        }
+        if let Some(server) = self.spans.get_mut(&key) {
+            server.waiting = Waiting::Nothing;
+            if call.is_some() {
+                server.entered = Entered::Direct;
+            }
+        }
+        if let Some(call) = call {
+            self.record_call(call);
+        }
+    }
+
+    /// A CONSUMER span waits until its parent and every linked span have arrived (or its
+    /// trace is finalized), then is placed after the producers among them.
+    fn resolve_consumer(&mut self, key: SpanKey) {
+        let Some(consumer) = self.spans.get_mut(&key) else {
+            return;
+        };
+        let Waiting::Producers(mut progress) =
+            std::mem::replace(&mut consumer.waiting, Waiting::Nothing)
+        else {
+            return;
+        };
+        let mut missing = Vec::new();
+        for (candidate, found) in progress.candidates.iter().zip(progress.found.iter_mut()) {
+            if !matches!(found, Candidate::Missing) {
+                continue;
+            }
+            let Some(span) = self.spans.get_mut(candidate) else {
+                missing.push(*candidate);
+                continue;
+            };
+            if span.kind != SpanKind::Producer {
+                *found = Candidate::NotProducer;
+                continue;
+            }
+            span.paired = true;
+            *found = Candidate::Producer(ProducerSeen {
+                service: span.service.clone(),
+                start_ns: span.start_ns,
+                queue: span.target.clone(),
+                bytes: span.bytes,
+            });
+        }
+        if missing.is_empty() {
+            self.place_consumer(key, &progress);
+            return;
+        }
+        if !progress.registered {
+            progress.registered = true;
+            for awaited in missing {
+                self.wait_for(awaited, key);
+            }
+        }
+        if let Some(consumer) = self.spans.get_mut(&key) {
+            consumer.waiting = Waiting::Producers(progress);
+        }
+    }
+
+    /// The consumer's own queue (`messaging.destination.name`) when it has one; otherwise
+    /// one call per queue of its producers, and per service of producers without a queue.
+    /// Latency is publish to consume (consumer start - first producer start) when a producer
+    /// is known, else the consumer's own duration.
+    fn place_consumer(&mut self, key: SpanKey, progress: &ConsumerProgress) {
+        let Some(consumer) = self.spans.get(&key) else {
+            return;
+        };
+        let parent_producer = match progress.found.first() {
+            Some(Candidate::Producer(producer)) if progress.has_parent => Some(producer),
+            _ => None,
+        };
+        let parent_caller = parent_producer.map(|_| progress.candidates[0]);
+        let producers: Vec<(usize, &ProducerSeen)> = progress
+            .found
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Candidate::Producer(p) => Some((i, p)),
+                _ => None,
+            })
+            .collect();
+        let consumer_node = NodeKey::service(&consumer.service);
+        let call_from = |source: NodeKey, first_publish_ns: Option<i64>, bytes, caller| Call {
+            edge: EdgeKey {
+                source,
+                target: consumer_node.clone(),
+                kind: EdgeKind::Async,
+            },
+            time_ns: consumer.start_ns,
+            latency_ns: first_publish_ns.map_or(consumer.duration_ns, |t| consumer.start_ns - t),
+            error: consumer.error,
+            bytes,
+            caller,
+        };
+        let sum_bytes = |items: &mut dyn Iterator<Item = Option<u64>>| {
+            items.fold(None, |sum: Option<u64>, b| match (sum, b) {
+                (Some(s), Some(b)) => Some(s.saturating_add(b)),
+                (s, b) => s.or(b),
+            })
+        };
+
+        let mut calls = Vec::new();
+        let entered;
+        if let Some(queue) = &consumer.target {
+            let first_publish = producers.iter().map(|(_, p)| p.start_ns).min();
+            let bytes = consumer
+                .bytes
+                .or_else(|| sum_bytes(&mut producers.iter().map(|(_, p)| p.bytes)));
+            calls.push(call_from(
+                queue.clone(),
+                first_publish,
+                bytes,
+                parent_caller,
+            ));
+            entered = match parent_producer {
+                Some(_) => Entered::ViaQueue(queue.clone()),
+                None => Entered::NoHop,
+            };
+        } else {
+            // source -> (first publish, producers' bytes, includes the parent)
+            let mut groups: BTreeMap<NodeKey, (i64, Option<u64>, bool)> = BTreeMap::new();
+            for (index, producer) in &producers {
+                let source = producer
+                    .queue
+                    .clone()
+                    .unwrap_or_else(|| NodeKey::service(&producer.service));
+                let is_parent = *index == 0 && progress.has_parent;
+                let group = groups
+                    .entry(source)
+                    .or_insert((producer.start_ns, None, false));
+                group.0 = group.0.min(producer.start_ns);
+                group.1 = sum_bytes(&mut [group.1, producer.bytes].into_iter());
+                group.2 |= is_parent;
+            }
+            let single = groups.len() == 1;
+            for (source, (first_publish, bytes, has_parent)) in groups {
+                let bytes = if single {
+                    consumer.bytes.or(bytes)
+                } else {
+                    bytes
+                };
+                let caller = if has_parent { parent_caller } else { None };
+                calls.push(call_from(source, Some(first_publish), bytes, caller));
+            }
+            entered = match parent_producer {
+                Some(ProducerSeen { queue: Some(q), .. }) => Entered::ViaQueue(q.clone()),
+                Some(_) => Entered::Direct,
+                None => Entered::NoHop,
+            };
+        }
+        if calls.is_empty() {
+            self.counters.unplaced += 1;
+        }
+        if let Some(consumer) = self.spans.get_mut(&key) {
+            consumer.entered = entered;
+        }
+        for call in calls {
+            self.record_call(call);
+        }
+    }
+
+    fn finalize_trace(&mut self, trace: TraceId, evicted: bool) {
+        let Some(state) = self.traces.get(&trace) else {
+            return;
+        };
+        let span_ids = state.spans.clone();
+        for span in &span_ids {
+            self.expire_span(SpanKey { trace, span: *span });
+        }
+        let Some(state) = self.traces.remove(&trace) else {
+            return;
+        };
+        self.idle_order.remove(&(state.last_activity_ns, trace));
+
+        for group in caller_groups(&state.calls) {
+            if let Some(bucket) = self.existing_bucket(group.time_ns)
+                && let Some(stats) = bucket.edges.get_mut(&group.edge)
+            {
+                stats.amplified_calls += group.calls;
+                stats.callers += 1;
+            }
+        }
+
+        let cycles = {
+            let trace_spans: Vec<TraceSpan<'_>> = span_ids
+                .iter()
+                .filter_map(|id| {
+                    let span = self.spans.get(&SpanKey { trace, span: *id })?;
+                    Some(TraceSpan {
+                        id: *id,
+                        parent: span.parent,
+                        service: &span.service,
+                        start_ns: span.start_ns,
+                        entered: &span.entered,
+                    })
+                })
+                .collect();
+            trace_cycles(&trace_spans)
+        };
+        for (cycle, time_ns) in cycles {
+            match self.bucket_for(time_ns) {
+                Some(bucket) => *bucket.trace_loops.entry(cycle).or_default() += 1,
+                None => self.counters.late_events += 1,
+            }
+        }
+
+        for span in &span_ids {
+            self.spans.remove(&SpanKey { trace, span: *span });
+        }
+        for awaited in &state.awaited {
+            if let Some(waiters) = self.waiting.get_mut(awaited) {
+                waiters.retain(|w| w.trace != trace);
+                if waiters.is_empty() {
+                    self.waiting.remove(awaited);
+                }
+            }
+        }
+        self.counters.traces_finalized += 1;
+        if evicted {
+            self.counters.evicted += span_ids.len() as u64;
+        }
+    }
+
+    /// A span still waiting for its other half when its trace is finalized.
+    fn expire_span(&mut self, key: SpanKey) {
+        let Some(span) = self.spans.get_mut(&key) else {
+            return;
+        };
+        match span.kind {
+            SpanKind::Client if !span.database && !span.paired => {
+                self.counters.unpaired_expired += 1;
+                let Some(target) = span.target.clone() else {
+                    self.counters.unplaced += 1;
+                    return;
+                };
+                self.counters.virtual_edges += 1;
+                let call = Call {
+                    edge: EdgeKey {
+                        source: NodeKey::service(&span.service),
+                        target,
+                        kind: EdgeKind::Sync,
+                    },
+                    time_ns: span.start_ns,
+                    latency_ns: span.duration_ns,
+                    error: span.error,
+                    bytes: span.bytes,
+                    caller: span.parent.map(|p| SpanKey {
+                        trace: key.trace,
+                        span: p,
+                    }),
+                };
+                self.record_call(call);
+            }
+            SpanKind::Producer if span.target.is_none() && !span.paired => {
+                self.counters.unpaired_expired += 1;
+            }
+            SpanKind::Server if matches!(span.waiting, Waiting::Parent) => {
+                span.waiting = Waiting::Nothing;
+                self.counters.unpaired_expired += 1;
+            }
+            SpanKind::Consumer => {
+                if let Waiting::Producers(progress) =
+                    std::mem::replace(&mut span.waiting, Waiting::Nothing)
+                {
+                    self.counters.unpaired_expired += 1;
+                    self.place_consumer(key, &progress);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn evict_beyond_bound(&mut self) {
+        while self.spans.len() > self.config.max_pending_spans {
+            let Some((_, trace)) = self.idle_order.pop_first() else {
+                break;
+            };
+            self.finalize_trace(trace, true);
+        }
+    }
+
+    fn record_call(&mut self, call: Call) {
+        self.counters.edges_inferred += 1;
+        if let Some(caller) = call.caller
+            && let Some(state) = self.traces.get_mut(&caller.trace)
+        {
+            state.calls.push(CallRecord {
+                edge: call.edge.clone(),
+                caller: caller.span,
+                time_ns: call.time_ns,
+            });
+        }
+        let Some(bucket) = self.bucket_for(call.time_ns) else {
+            self.counters.late_events += 1;
+            return;
+        };
+        let stats = bucket.edges.entry(call.edge).or_default();
+        stats.calls += 1;
+        stats.errors += u64::from(call.error);
+        stats.latency.add(call.latency_ns);
+        stats.bytes = stats.bytes.saturating_add(call.bytes.unwrap_or(0));
+    }
+
+    /// Every span makes its service a node of the bucket; SERVER and CONSUMER spans are the
+    /// calls it received.
+    fn record_service_span(&mut self, service: &Arc<str>, row: &SpanRow<'_>) {
+        let Some(bucket) = self.bucket_for(row.start_ns) else {
+            self.counters.late_events += 1;
+            return;
+        };
+        let stats = match bucket.services.get_mut(service) {
+            Some(stats) => stats,
+            None => bucket.services.entry(service.clone()).or_default(),
+        };
+        if matches!(row.kind, SpanKind::Server | SpanKind::Consumer) {
+            stats.calls_in += 1;
+            stats.errors_in += u64::from(row.error);
+            stats.latency.add(row.duration_ns);
+        }
+    }
+
+    fn touch_trace(&mut self, trace: TraceId, now_ns: i64) -> &mut TraceState {
+        match self.traces.entry(trace) {
+            Entry::Vacant(vacant) => {
+                self.idle_order.insert((now_ns, trace));
+                vacant.insert(TraceState {
+                    last_activity_ns: now_ns,
+                    spans: Vec::new(),
+                    calls: Vec::new(),
+                    awaited: Vec::new(),
+                })
+            }
+            Entry::Occupied(occupied) => {
+                let state = occupied.into_mut();
+                if now_ns > state.last_activity_ns {
+                    self.idle_order.remove(&(state.last_activity_ns, trace));
+                    self.idle_order.insert((now_ns, trace));
+                    state.last_activity_ns = now_ns;
+                }
+                state
+            }
+        }
+    }
+
+    fn wait_for(&mut self, awaited: SpanKey, waiter: SpanKey) {
+        self.waiting.entry(awaited).or_default().push(waiter);
+        if let Some(state) = self.traces.get_mut(&waiter.trace) {
+            state.awaited.push(awaited);
+        }
+    }
+
+    fn bucket_start(&self, time_ns: i64) -> i64 {
+        time_ns.div_euclid(self.bucket_ns) * self.bucket_ns
+    }
+
+    /// The bucket of `time_ns`, created if needed; `None` when it was already trimmed.
+    fn bucket_for(&mut self, time_ns: i64) -> Option<&mut Bucket> {
+        let start = self.bucket_start(time_ns);
+        if self.trimmed_before_ns.is_some_and(|t| start < t) {
+            return None;
+        }
+        Some(self.buckets.entry(start).or_default())
+    }
+
+    fn existing_bucket(&mut self, time_ns: i64) -> Option<&mut Bucket> {
+        let start = self.bucket_start(time_ns);
+        self.buckets.get_mut(&start)
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(interned) = self.names.get(name) {
+            return interned.clone();
+        }
+        let interned: Arc<str> = Arc::from(name);
+        self.names.insert(interned.clone());
+        interned
+    }
+}
+
+impl ConsumerProgress {
+    fn new(key: SpanKey, parent: Option<SpanId>, links: &[SpanKey]) -> Self {
+        let mut candidates: Vec<SpanKey> = parent
+            .map(|span| SpanKey {
+                trace: key.trace,
+                span,
+            })
+            .into_iter()
+            .collect();
+        for link in links {
+            if !candidates.contains(link) {
+                candidates.push(*link);
+            }
+        }
+        Self {
+            found: candidates.iter().map(|_| Candidate::Missing).collect(),
+            has_parent: parent.is_some(),
+            candidates,
+            registered: false,
+        }
+    }
+}
+
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let wanted = map.len().max(1024);
+    if map.capacity() > 4 * wanted {
+        map.shrink_to(2 * wanted);
+    }
+}
+
+/// Calls counted the moment their span arrives: a PRODUCER to its queue, and a CLIENT with
+/// `db.system` to its database (databases never report SERVER spans, so waiting for one
+/// would only delay the edge by the TTL).
+fn immediate_call(key: &SpanKey, span: &StoredSpan) -> Option<Call> {
+    let wanted = match span.kind {
+        SpanKind::Producer => EdgeKind::Async,
+        SpanKind::Client if span.database => EdgeKind::Sync,
+        _ => return None,
+    };
+    Some(Call {
+        edge: EdgeKey {
+            source: NodeKey::service(&span.service),
+            target: span.target.clone()?,
+            kind: wanted,
+        },
+        time_ns: span.start_ns,
+        latency_ns: span.duration_ns,
+        error: span.error,
+        bytes: span.bytes,
+        caller: span.parent.map(|p| SpanKey {
+            trace: key.trace,
+            span: p,
+        }),
+    })
+}
+
+/// The node a CLIENT span calls when no SERVER span answers: named from `peer.service`,
+/// then `server.address`, then `db.name` / `db.namespace`, then `db.system`; a database
+/// when `db.system` is set, else an external peer.
+fn virtual_target<'a>(attributes: &GraphAttributes<'a>) -> Option<(NodeKind, &'a str)> {
+    let kind = match attributes.db_system {
+        Some(_) => NodeKind::Database,
+        None => NodeKind::External,
+    };
+    let name = attributes
+        .peer_service
+        .or(attributes.server_address)
+        .or(attributes.db_name)
+        .or(attributes.db_namespace)
+        .or(attributes.db_system)?;
+    Some((kind, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_graph_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<LiveGraph>();
+    }
+
+    #[test]
+    fn pending_spans_and_edge_stats_stay_small() {
+        // The memory figures in the crate docs rest on these sizes.
+        let span = std::mem::size_of::<(SpanKey, StoredSpan)>();
+        let edge = std::mem::size_of::<(EdgeKey, crate::window::EdgeStats)>();
+        println!("pending span entry: {span} bytes, edge stats entry: {edge} bytes");
+        assert!(span <= 160, "{span}");
+        assert!(edge <= 160, "{edge}");
+    }
+}

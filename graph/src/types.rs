@@ -1,0 +1,168 @@
+//! The graph as callers see it: nodes, edges, feedback loops, the snapshot of a window and
+//! the counters of the live builder. Plain values, no serde: JSON is made in `web`.
+
+use std::time::Duration;
+
+/// What a node stands for. Only services send spans; the other kinds are inferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKind {
+    Service,
+    Database,
+    Queue,
+    External,
+}
+
+impl NodeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeKind::Service => "service",
+            NodeKind::Database => "database",
+            NodeKind::Queue => "queue",
+            NodeKind::External => "external",
+        }
+    }
+}
+
+/// A request that waits for its answer (`Sync`), or a message handed over (`Async`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EdgeKind {
+    Sync,
+    Async,
+}
+
+impl EdgeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EdgeKind::Sync => "sync",
+            EdgeKind::Async => "async",
+        }
+    }
+}
+
+/// One node of a window's graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The service name; a queue, database or external node whose name is also used by
+    /// another node of the window is shown as `"queue:<name>"`, `"database:<name>"`, ...
+    pub id: String,
+    pub kind: NodeKind,
+    /// Services: their SERVER and CONSUMER spans. Other kinds: the calls of incoming edges.
+    pub calls_in: u64,
+    pub errors_in: u64,
+    /// Durations of the service's SERVER and CONSUMER spans; 0 for other kinds.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// One edge of a window's graph: all calls from `source` to `target` of one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub source: String,
+    pub target: String,
+    pub kind: EdgeKind,
+    pub calls: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Payload bytes summed over the calls that reported a body size.
+    pub bytes: u64,
+    /// Calls per calling parent span (5.0 when each caller makes five calls); 0 when unknown.
+    pub amplification: f64,
+    /// Per-trace loops that went through this edge.
+    pub trace_loops: u64,
+}
+
+impl Edge {
+    /// The identity of an edge across windows.
+    pub fn key(&self) -> (&str, &str, EdgeKind) {
+        (&self.source, &self.target, self.kind)
+    }
+}
+
+/// A cycle in the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackLoop {
+    /// The nodes joined by `" -> "`, starting from the smallest id: stable across windows.
+    pub id: String,
+    /// In cycle order, starting from the smallest id; a self-loop has one node.
+    pub nodes: Vec<String>,
+    /// `(nodes[0], nodes[1])`, ..., `(nodes[last], nodes[0])`.
+    pub edges: Vec<(String, String)>,
+    /// Traffic round the loop: the smallest call count of its edges (sync and async calls
+    /// between the same two nodes are added), 0 when one of its edges is not in the window.
+    pub calls: u64,
+    /// Traces that went round it.
+    pub trace_loops: u64,
+}
+
+/// The graph of the window `[from_ns, to_ns)`, sorted: nodes by id, edges by
+/// (source, target, kind), loops by id.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+    pub loops: Vec<FeedbackLoop>,
+}
+
+/// The live graph's own configuration; the binary builds it from its typed config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphConfig {
+    /// Width of a statistics bucket: the finest window the live graph can answer.
+    pub bucket: Duration,
+    /// How long buckets are kept in memory; older windows come from SQL.
+    pub horizon: Duration,
+    /// How long a trace may stay idle before its spans stop waiting for their other half.
+    pub pairing_ttl: Duration,
+    /// Bound of the pairing store; beyond it whole traces are finalized early, the least
+    /// recently active first, and their spans counted as evicted.
+    pub max_pending_spans: usize,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            bucket: Duration::from_secs(10),
+            horizon: Duration::from_secs(3600),
+            pairing_ttl: Duration::from_secs(30),
+            max_pending_spans: 500_000,
+        }
+    }
+}
+
+/// What the live graph has done so far; all totals except the `pending_*` and `buckets` gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GraphCounters {
+    /// Spans accepted (duplicates and rejected rows excluded).
+    pub spans_seen: u64,
+    /// Rows that were not spans: bad ids, or a batch not in the storage schema.
+    pub rows_rejected: u64,
+    /// Spans seen again while the first copy was still pending (OTLP retries).
+    pub duplicate_spans: u64,
+    /// Calls added to edges, of every kind.
+    pub edges_inferred: u64,
+    /// Of those, calls to database and external nodes.
+    pub virtual_edges: u64,
+    /// Spans waiting in the pairing store now.
+    pub pending_spans: u64,
+    /// Traces with spans in the pairing store now.
+    pub pending_traces: u64,
+    /// Spans whose other half never came before their trace was finalized: CLIENTs without
+    /// a SERVER (even when they became a virtual edge), SERVERs and CONSUMERs whose parent or
+    /// linked producer never came, PRODUCERs without destination that nobody consumed.
+    pub unpaired_expired: u64,
+    /// Spans that gave no edge at all: unpaired CLIENTs with nothing to name a peer from,
+    /// CONSUMERs with neither a destination nor a known producer.
+    pub unplaced: u64,
+    /// Spans finalized early because the pairing store was full.
+    pub evicted: u64,
+    /// Traces finalized (idle for the pairing TTL, or evicted).
+    pub traces_finalized: u64,
+    /// Statistics whose event time was older than the horizon already trimmed: dropped.
+    pub late_events: u64,
+    /// Statistics buckets in memory now.
+    pub buckets: u64,
+}

@@ -1,0 +1,285 @@
+//! Statistics per time bucket (calls, errors, latency sketches, bytes, amplification and
+//! per-trace loops), and the merge of a window's buckets into a [`Snapshot`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
+use crate::sketch::LatencySketch;
+use crate::types::{Edge, EdgeKind, FeedbackLoop, Node, NodeKind, Snapshot};
+
+/// A node before display names are chosen: a queue and a service may share a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct NodeKey {
+    pub kind: NodeKind,
+    pub name: Arc<str>,
+}
+
+impl NodeKey {
+    pub fn service(name: &Arc<str>) -> Self {
+        Self {
+            kind: NodeKind::Service,
+            name: name.clone(),
+        }
+    }
+
+    pub fn queue(name: &Arc<str>) -> Self {
+        Self {
+            kind: NodeKind::Queue,
+            name: name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct EdgeKey {
+    pub source: NodeKey,
+    pub target: NodeKey,
+    pub kind: EdgeKind,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EdgeStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub latency: LatencySketch,
+    pub bytes: u64,
+    /// Calls made by callers whose trace was finalized, and the number of those callers:
+    /// `amplified_calls / callers` is the amplification.
+    pub amplified_calls: u64,
+    pub callers: u64,
+}
+
+impl EdgeStats {
+    fn merge(&mut self, other: &EdgeStats) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+        self.bytes += other.bytes;
+        self.amplified_calls += other.amplified_calls;
+        self.callers += other.callers;
+    }
+}
+
+/// A service's own SERVER and CONSUMER spans. Any span of the service creates the entry,
+/// so a service with only INTERNAL or CLIENT spans still appears.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct NodeStats {
+    pub calls_in: u64,
+    pub errors_in: u64,
+    pub latency: LatencySketch,
+}
+
+impl NodeStats {
+    fn merge(&mut self, other: &NodeStats) {
+        self.calls_in += other.calls_in;
+        self.errors_in += other.errors_in;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// A cycle of nodes, distinct, rotated to start at its smallest key.
+pub(crate) type Cycle = Vec<NodeKey>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Bucket {
+    pub edges: HashMap<EdgeKey, EdgeStats>,
+    pub services: HashMap<Arc<str>, NodeStats>,
+    /// Traces that went round a cycle, by cycle.
+    pub trace_loops: HashMap<Cycle, u64>,
+}
+
+impl Bucket {
+    /// Rough heap size: hash table slots (with their slack) and sketch bins.
+    pub fn heap_bytes(&self) -> usize {
+        let slots = self.edges.capacity() * (std::mem::size_of::<(EdgeKey, EdgeStats)>() + 1)
+            + self.services.capacity() * (std::mem::size_of::<(Arc<str>, NodeStats)>() + 1);
+        let bins: usize = self
+            .edges
+            .values()
+            .map(|s| s.latency.heap_bytes())
+            .sum::<usize>()
+            + self
+                .services
+                .values()
+                .map(|s| s.latency.heap_bytes())
+                .sum::<usize>();
+        slots + bins
+    }
+}
+
+/// The buckets of one window, merged.
+#[derive(Debug, Default)]
+pub(crate) struct WindowStats {
+    edges: BTreeMap<EdgeKey, EdgeStats>,
+    services: BTreeMap<Arc<str>, NodeStats>,
+    trace_loops: BTreeMap<Cycle, u64>,
+}
+
+impl WindowStats {
+    pub fn add(&mut self, bucket: &Bucket) {
+        for (key, stats) in &bucket.edges {
+            self.edges.entry(key.clone()).or_default().merge(stats);
+        }
+        for (name, stats) in &bucket.services {
+            self.services.entry(name.clone()).or_default().merge(stats);
+        }
+        for (cycle, count) in &bucket.trace_loops {
+            *self.trace_loops.entry(cycle.clone()).or_default() += count;
+        }
+    }
+
+    pub fn into_snapshot(self, from_ns: i64, to_ns: i64) -> Snapshot {
+        let names = DisplayNames::new(
+            self.services
+                .keys()
+                .map(NodeKey::service)
+                .chain(
+                    self.edges
+                        .keys()
+                        .flat_map(|e| [e.source.clone(), e.target.clone()]),
+                )
+                .chain(self.trace_loops.keys().flatten().cloned()),
+        );
+
+        let mut edges: Vec<Edge> = self
+            .edges
+            .iter()
+            .map(|(key, stats)| Edge {
+                source: names.of(&key.source),
+                target: names.of(&key.target),
+                kind: key.kind,
+                calls: stats.calls,
+                errors: stats.errors,
+                p50_ms: stats.latency.quantile_ms(0.50),
+                p95_ms: stats.latency.quantile_ms(0.95),
+                p99_ms: stats.latency.quantile_ms(0.99),
+                bytes: stats.bytes,
+                amplification: if stats.callers == 0 {
+                    0.0
+                } else {
+                    stats.amplified_calls as f64 / stats.callers as f64
+                },
+                trace_loops: 0,
+            })
+            .collect();
+        edges.sort_by(|a, b| a.key().cmp(&b.key()));
+
+        let mut incoming: HashMap<&NodeKey, (u64, u64)> = HashMap::new();
+        for (key, stats) in &self.edges {
+            let entry = incoming.entry(&key.target).or_default();
+            entry.0 += stats.calls;
+            entry.1 += stats.errors;
+        }
+        let no_stats = NodeStats::default();
+        let mut nodes: Vec<Node> = names
+            .keys()
+            .map(|key| {
+                let id = names.of(key);
+                if key.kind != NodeKind::Service {
+                    let (calls_in, errors_in) = incoming.get(key).copied().unwrap_or_default();
+                    return Node {
+                        id,
+                        kind: key.kind,
+                        calls_in,
+                        errors_in,
+                        p50_ms: 0.0,
+                        p95_ms: 0.0,
+                        p99_ms: 0.0,
+                    };
+                }
+                let stats = self.services.get(&key.name).unwrap_or(&no_stats);
+                Node {
+                    id,
+                    kind: key.kind,
+                    calls_in: stats.calls_in,
+                    errors_in: stats.errors_in,
+                    p50_ms: stats.latency.quantile_ms(0.50),
+                    p95_ms: stats.latency.quantile_ms(0.95),
+                    p99_ms: stats.latency.quantile_ms(0.99),
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let loops = attach_trace_loops(&mut edges, &self.trace_loops, &names);
+        Snapshot {
+            from_ns,
+            to_ns,
+            nodes,
+            edges,
+            loops,
+        }
+    }
+}
+
+/// The graph's loops, plus the per-trace loops: counted on their loop and on each of its
+/// edges. A per-trace loop whose edges are not all in the window still gets its entry.
+fn attach_trace_loops(
+    edges: &mut [Edge],
+    trace_loops: &BTreeMap<Cycle, u64>,
+    names: &DisplayNames,
+) -> Vec<FeedbackLoop> {
+    let mut loops: BTreeMap<String, FeedbackLoop> = feedback_loops(edges)
+        .into_iter()
+        .map(|l| (l.id.clone(), l))
+        .collect();
+    let calls = pair_calls(edges);
+    let mut edges_by_pair: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (position, edge) in edges.iter().enumerate() {
+        edges_by_pair
+            .entry((edge.source.clone(), edge.target.clone()))
+            .or_default()
+            .push(position);
+    }
+    for (cycle, count) in trace_loops {
+        let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
+        for pair in &found.edges {
+            for position in edges_by_pair.get(pair).into_iter().flatten() {
+                edges[*position].trace_loops += count;
+            }
+        }
+        loops.entry(found.id.clone()).or_insert(found).trace_loops += count;
+    }
+    loops.into_values().collect()
+}
+
+/// Ids for a window's nodes: a service keeps its name; another node whose name is also
+/// used by a node of the window is prefixed with its kind (`"queue:orders"`).
+struct DisplayNames {
+    ids: BTreeMap<NodeKey, String>,
+}
+
+impl DisplayNames {
+    fn new(keys: impl Iterator<Item = NodeKey>) -> Self {
+        let keys: BTreeSet<NodeKey> = keys.collect();
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for key in &keys {
+            *uses.entry(&key.name).or_default() += 1;
+        }
+        let ids = keys
+            .iter()
+            .map(|key| {
+                let shared = uses.get(&*key.name).copied().unwrap_or(0) > 1;
+                let id = if key.kind == NodeKind::Service || !shared {
+                    key.name.to_string()
+                } else {
+                    format!("{}:{}", key.kind.as_str(), key.name)
+                };
+                (key.clone(), id)
+            })
+            .collect();
+        Self { ids }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &NodeKey> {
+        self.ids.keys()
+    }
+
+    fn of(&self, key: &NodeKey) -> String {
+        self.ids
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.name.to_string())
+    }
+}
