@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use flowscope_collector::CollectorConfig;
+use flowscope_graph::GraphConfig;
 use flowscope_model::parse_duration;
 use flowscope_query::{SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
@@ -59,6 +60,16 @@ pub struct ServeArgs {
     /// Rows in a JSON answer of /api/sql; more sets "truncated": true [default: 10000]
     #[arg(long, env = "FLOWSCOPE_SQL_MAX_ROWS")]
     sql_max_rows: Option<usize>,
+    /// How long a span waits for its other half (client for server, producer for consumer)
+    /// before a lone CLIENT span becomes an edge to a database or external node [default: 30s]
+    #[arg(long, env = "FLOWSCOPE_GRAPH_PAIRING_TTL")]
+    graph_pairing_ttl: Option<String>,
+    /// Width of the live graph's statistics buckets: its finest time window [default: 10s]
+    #[arg(long, env = "FLOWSCOPE_GRAPH_BUCKET")]
+    graph_bucket: Option<String>,
+    /// How long the live graph keeps its buckets in memory [default: 1h]
+    #[arg(long, env = "FLOWSCOPE_GRAPH_HORIZON")]
+    graph_horizon: Option<String>,
 }
 
 /// The same settings as a TOML file.
@@ -78,6 +89,9 @@ struct FileConfig {
     sql_timeout: Option<String>,
     sql_memory_limit: Option<String>,
     sql_max_rows: Option<usize>,
+    graph_pairing_ttl: Option<String>,
+    graph_bucket: Option<String>,
+    graph_horizon: Option<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -90,6 +104,7 @@ pub struct ServeConfig {
     pub collector: CollectorConfig,
     pub sql: SqlConfig,
     pub api: ApiConfig,
+    pub graph: GraphConfig,
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
@@ -220,7 +235,33 @@ impl ServeConfig {
             .or(file.sql_max_rows)
             .unwrap_or(api.max_json_rows);
 
+        let mut graph = GraphConfig::default();
+        graph.pairing_ttl = duration(
+            "graph-pairing-ttl",
+            args.graph_pairing_ttl.or(file.graph_pairing_ttl),
+            graph.pairing_ttl,
+        )?;
+        graph.bucket = duration(
+            "graph-bucket",
+            args.graph_bucket.or(file.graph_bucket),
+            graph.bucket,
+        )?;
+        graph.horizon = duration(
+            "graph-horizon",
+            args.graph_horizon.or(file.graph_horizon),
+            graph.horizon,
+        )?;
+        if graph.bucket < Duration::from_secs(1)
+            || graph.horizon < graph.bucket
+            || graph.pairing_ttl.is_zero()
+        {
+            bail!(
+                "--graph-bucket must be at least 1s, --graph-horizon at least one bucket, --graph-pairing-ttl above zero"
+            );
+        }
+
         Ok(Self {
+            graph,
             otlp_grpc_addr: args
                 .otlp_grpc_addr
                 .or(file.otlp_grpc_addr)

@@ -9,6 +9,7 @@
 //! ```
 
 mod config;
+mod graph_stage;
 mod serve;
 
 use clap::{Parser, Subcommand};

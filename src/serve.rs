@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use flowscope_collector::{SinkError, SpanSink};
+use flowscope_query::graph_tables::{self, GraphView};
 use flowscope_query::{SpanStore, SqlEngine, StoreError};
 use flowscope_web::ApiState;
 use futures::future::BoxFuture;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
+use crate::graph_stage;
 
 /// Writes decoded spans into the store; the store's errors become the collector's.
 struct StoreSink(Arc<SpanStore>);
@@ -86,9 +88,17 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.store.data_dir.clone();
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || SpanStore::open(store_config))
-        .await?
-        .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    // The graph stage starts first: the store feeds it the spans it replays while opening.
+    let graph_stage::GraphStage {
+        graph,
+        input: graph_input,
+        thread: graph_thread,
+    } = graph_stage::start(config.graph.clone()).context("cannot start the graph stage")?;
+    let store = tokio::task::spawn_blocking(move || {
+        SpanStore::open_with_listener(store_config, Some(graph_input))
+    })
+    .await?
+    .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
     let stats = store.stats();
     tracing::info!(
         data_dir = %data_dir.display(),
@@ -97,9 +107,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         replayed_wal_records = stats.replayed_records,
         "span store ready"
     );
+    let graph = GraphView::new(graph);
     let engine = Arc::new(
         SqlEngine::new(store.clone(), config.sql.clone()).context("cannot start the SQL engine")?,
     );
+    graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
 
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
@@ -123,6 +135,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let api_state = ApiState {
         engine,
+        graph,
         config: config.api.clone(),
         ready: ready.clone(),
     };
@@ -153,6 +166,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .close()
         .await
         .context("flushing spans at shutdown failed; they remain in the WAL")?;
+    // The store's writer held the only sender: the graph stage ends with it.
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || graph_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -55,6 +55,23 @@ fn model_is_arrow_only() {
 }
 
 #[test]
+fn graph_knows_nothing_of_tokio_io_or_http() {
+    check_absent(
+        "flowscope-graph",
+        &[
+            "tokio",
+            "datafusion",
+            "parquet",
+            "tonic",
+            "axum",
+            "hyper",
+            "flowscope-query",
+            "flowscope-collector",
+        ],
+    );
+}
+
+#[test]
 fn otlp_stays_in_the_collector_and_sql_in_query() {
     check_absent(
         "flowscope-collector",

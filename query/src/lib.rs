@@ -11,6 +11,7 @@
 //! its spans is committed.
 
 pub mod error;
+pub mod graph_tables;
 pub mod hex_id;
 pub mod segment;
 pub mod sql;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionStateDefaults;
@@ -176,6 +176,11 @@ impl SqlEngine {
             .register_table(name, table)
             .map(|_| ())
             .map_err(|e| QueryError::Internal(e.to_string()))
+    }
+
+    /// Adds a table function (`edges_between(from, to)`, ...) to the SQL namespace.
+    pub fn register_table_function(&self, name: &str, function: Arc<dyn TableFunctionImpl>) {
+        self.context.register_udtf(name, function);
     }
 
     pub fn config(&self) -> &SqlConfig {

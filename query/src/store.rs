@@ -185,6 +185,16 @@ impl SpanStore {
     /// Opens the store: loads committed segments, replays the WAL, starts the writer and
     /// flusher threads. Returns once every acknowledged span is readable again.
     pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
+        Self::open_with_listener(config, None)
+    }
+
+    /// Like [`SpanStore::open`], and every batch that becomes durable (replayed ones first)
+    /// is also sent to `on_commit`, in commit order. The send blocks when the listener falls
+    /// behind, so a slow listener slows ingest instead of losing spans.
+    pub fn open_with_listener(
+        config: StoreConfig,
+        on_commit: Option<SyncSender<RecordBatch>>,
+    ) -> Result<Arc<Self>, StoreError> {
         let spans_dir = segment::spans_dir(&config.data_dir);
         std::fs::create_dir_all(&spans_dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -208,6 +218,11 @@ impl SpanStore {
                     }
                 },
             )?;
+        if let Some(listener) = &on_commit {
+            for batch in &replayed {
+                let _ = listener.send(batch.clone());
+            }
+        }
         let replayed_bytes: usize = replayed
             .iter()
             .map(RecordBatch::get_array_memory_size)
@@ -239,6 +254,7 @@ impl SpanStore {
         let (command_tx, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (flush_tx, flush_rx) = mpsc::channel();
         let writer = Writer {
+            on_commit,
             shared: shared.clone(),
             wal,
             flush_tx,
@@ -403,6 +419,7 @@ struct Writer {
     shared: Arc<Shared>,
     wal: Wal,
     flush_tx: mpsc::Sender<FlushJob>,
+    on_commit: Option<SyncSender<RecordBatch>>,
     active_rows: usize,
     active_bytes: usize,
     oldest: Option<Instant>,
@@ -468,6 +485,11 @@ impl Writer {
         let merged = concat_batches(&storage_schema(), &batches)
             .map(|b| vec![b])
             .unwrap_or(batches);
+        if let Some(listener) = &self.on_commit {
+            for batch in &merged {
+                let _ = listener.send(batch.clone());
+            }
+        }
         write_view(&self.shared).memory.extend(merged);
         self.active_rows += rows;
         self.active_bytes += appends.iter().map(|a| a.bytes).sum::<usize>();

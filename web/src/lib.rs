@@ -3,12 +3,14 @@
 //! ```text
 //!  GET  /healthz  ──> 200 once the store has replayed its WAL
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
+//!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //! ```
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
 //! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
 
 pub mod error;
+mod graph;
 mod sql;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use flowscope_query::SqlEngine;
+use flowscope_query::graph_tables::GraphView;
 
 /// Limits of the API.
 #[derive(Debug, Clone)]
@@ -42,6 +45,7 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub engine: Arc<SqlEngine>,
+    pub graph: GraphView,
     pub config: ApiConfig,
     pub ready: Arc<AtomicBool>,
 }
@@ -52,6 +56,9 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/graph", get(graph::get_graph))
+        .route("/api/graph/diff", get(graph::get_diff))
+        .route("/api/graph/stream", get(graph::stream))
         .route(
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),

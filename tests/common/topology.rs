@@ -1,0 +1,125 @@
+//! Builds OTLP requests for a small event-driven system, trace by trace, with exact control
+//! over parents, kinds, links and attributes.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use super::otlp::{base_time_ns, string_attribute};
+
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
+pub const PRODUCER: i32 = 4;
+pub const CONSUMER: i32 = 5;
+
+/// Spans grouped by service, ready to become one request.
+#[derive(Default)]
+pub struct Topology {
+    spans: BTreeMap<String, Vec<Span>>,
+    next_id: u64,
+}
+
+/// A span's identity, to parent or link other spans to it.
+#[derive(Clone)]
+pub struct SpanRef {
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+}
+
+impl Topology {
+    /// A topology whose ids start after `first_id`, so that it shares none with another.
+    pub fn starting_at(first_id: u64) -> Self {
+        Self {
+            spans: BTreeMap::new(),
+            next_id: first_id,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn new_trace(&mut self) -> Vec<u8> {
+        let mut trace = vec![0xAB; 16];
+        trace[8..].copy_from_slice(&self.id().to_be_bytes());
+        trace
+    }
+
+    /// Adds a span of `service`; `offset_ms` from the base time, lasting `duration_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn span(
+        &mut self,
+        service: &str,
+        trace_id: &[u8],
+        parent: Option<&SpanRef>,
+        kind: i32,
+        name: &str,
+        offset_ms: u64,
+        duration_ms: u64,
+        error: bool,
+        attributes: &[(&str, &str)],
+        links: &[&SpanRef],
+    ) -> SpanRef {
+        let span_id = self.id().to_be_bytes().to_vec();
+        let start = base_time_ns() + offset_ms * 1_000_000;
+        let span = Span {
+            trace_id: trace_id.to_vec(),
+            span_id: span_id.clone(),
+            parent_span_id: parent.map(|p| p.span_id.clone()).unwrap_or_default(),
+            name: name.into(),
+            kind,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + duration_ms * 1_000_000,
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| string_attribute(k, v))
+                .collect(),
+            links: links
+                .iter()
+                .map(|l| Link {
+                    trace_id: l.trace_id.clone(),
+                    span_id: l.span_id.clone(),
+                    ..Link::default()
+                })
+                .collect(),
+            status: Some(Status {
+                code: if error { 2 } else { 1 },
+                message: String::new(),
+            }),
+            ..Span::default()
+        };
+        self.spans
+            .entry(service.to_string())
+            .or_default()
+            .push(span);
+        SpanRef {
+            trace_id: trace_id.to_vec(),
+            span_id,
+        }
+    }
+
+    /// One request per service, in reverse service order (children often before parents).
+    pub fn requests(self) -> Vec<ExportTraceServiceRequest> {
+        self.spans
+            .into_iter()
+            .rev()
+            .map(|(service, spans)| ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![string_attribute("service.name", &service)],
+                        ..Resource::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..ScopeSpans::default()
+                    }],
+                    ..ResourceSpans::default()
+                }],
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,486 @@
+//! The live graph end to end: a small event-driven system sent over OTLP/gRPC shows exactly
+//! its nodes, edges, counts, errors and its feedback loop in `/api/graph`, in the SQL graph
+//! tables and in the server-sent event stream; and the live graph agrees with a SQL
+//! self-join over the stored spans (the oracle).
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::topology::{CLIENT, CONSUMER, PRODUCER, SERVER, Topology};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use serde_json::Value;
+
+const TRACES: u64 = 20;
+
+/// gateway → orders → inventory; orders → order-events → billing → orders (a loop through a
+/// queue, the consumer linked to the producer across traces); orders → orders-db, a database
+/// that sends no spans.
+fn shop() -> Vec<ExportTraceServiceRequest> {
+    let mut t = Topology::default();
+    for i in 0..TRACES {
+        let trace = t.new_trace();
+        let root = t.span(
+            "gateway",
+            &trace,
+            None,
+            SERVER,
+            "GET /checkout",
+            0,
+            50,
+            false,
+            &[],
+            &[],
+        );
+        let call = t.span(
+            "gateway",
+            &trace,
+            Some(&root),
+            CLIENT,
+            "POST /orders",
+            1,
+            40,
+            false,
+            &[],
+            &[],
+        );
+        let orders = t.span(
+            "orders",
+            &trace,
+            Some(&call),
+            SERVER,
+            "POST /orders",
+            2,
+            35,
+            false,
+            &[],
+            &[],
+        );
+        let stock = t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "GET /stock",
+            3,
+            10,
+            false,
+            &[],
+            &[],
+        );
+        t.span(
+            "inventory",
+            &trace,
+            Some(&stock),
+            SERVER,
+            "GET /stock",
+            4,
+            5,
+            i % 5 == 0,
+            &[],
+            &[],
+        );
+        let db = [("db.system", "postgresql"), ("db.name", "orders-db")];
+        t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "INSERT orders",
+            15,
+            3,
+            false,
+            &db,
+            &[],
+        );
+        let topic = [
+            ("messaging.system", "kafka"),
+            ("messaging.destination.name", "order-events"),
+        ];
+        let publish = t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            PRODUCER,
+            "publish order",
+            20,
+            1,
+            false,
+            &topic,
+            &[],
+        );
+
+        let billing_trace = t.new_trace();
+        let consume = t.span(
+            "billing",
+            &billing_trace,
+            None,
+            CONSUMER,
+            "process order",
+            100,
+            20,
+            false,
+            &[],
+            &[&publish],
+        );
+        let paid = t.span(
+            "billing",
+            &billing_trace,
+            Some(&consume),
+            CLIENT,
+            "POST /orders/paid",
+            105,
+            8,
+            false,
+            &[],
+            &[],
+        );
+        t.span(
+            "orders",
+            &billing_trace,
+            Some(&paid),
+            SERVER,
+            "POST /orders/paid",
+            106,
+            6,
+            false,
+            &[],
+            &[],
+        );
+    }
+    t.requests()
+}
+
+fn send(server: &Server, requests: Vec<ExportTraceServiceRequest>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc_url())
+            .await
+            .unwrap();
+        for request in requests {
+            let answer = client.export(request).await.unwrap().into_inner();
+            assert!(answer.partial_success.is_none(), "{answer:?}");
+        }
+    });
+}
+
+fn graph(server: &Server) -> Value {
+    reqwest::blocking::get(format!("http://{}/api/graph", server.api))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+type EdgeKey = (String, String, String);
+
+fn edges_of(graph: &Value) -> BTreeMap<EdgeKey, (u64, u64)> {
+    graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let key = (
+                e["source"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["kind"].as_str().unwrap().to_string(),
+            );
+            (
+                key,
+                (e["calls"].as_u64().unwrap(), e["errors"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Polls `/api/graph` until `done` holds (the graph settles after the pairing TTL).
+fn wait_for_graph(server: &Server, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let current = graph(server);
+        if done(&current) {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the graph did not settle: {current:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn key(source: &str, target: &str, kind: &str) -> EdgeKey {
+    (source.into(), target.into(), kind.into())
+}
+
+#[test]
+fn a_small_event_driven_system_shows_exactly_its_graph_and_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "2s"]);
+
+    // Watch the stream from the start: the first event is the (empty) snapshot.
+    let stream = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/api/graph/stream", server.api))
+        .send()
+        .unwrap();
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut events = BufReader::new(stream).lines();
+
+    send(&server, shop());
+    let expected: BTreeMap<EdgeKey, (u64, u64)> = [
+        (key("gateway", "orders", "sync"), (TRACES, 0)),
+        (key("orders", "inventory", "sync"), (TRACES, TRACES / 5)),
+        (key("orders", "orders-db", "sync"), (TRACES, 0)),
+        (key("orders", "order-events", "async"), (TRACES, 0)),
+        (key("order-events", "billing", "async"), (TRACES, 0)),
+        (key("billing", "orders", "sync"), (TRACES, 0)),
+    ]
+    .into_iter()
+    .collect();
+    let settled = wait_for_graph(&server, |g| edges_of(g) == expected);
+
+    let mut nodes: Vec<(String, String)> = settled["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    let want: Vec<(String, String)> = [
+        ("billing", "service"),
+        ("gateway", "service"),
+        ("inventory", "service"),
+        ("order-events", "queue"),
+        ("orders", "service"),
+        ("orders-db", "database"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(nodes, want);
+    let loops = settled["loops"].as_array().unwrap();
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let mut members: Vec<&str> = loops[0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    members.sort();
+    assert_eq!(members, ["billing", "order-events", "orders"]);
+    for edge in settled["edges"].as_array().unwrap() {
+        for field in ["p50_ms", "p95_ms", "p99_ms"] {
+            assert!(edge[field].as_f64().unwrap() > 0.0, "{field} of {edge}");
+        }
+    }
+    let inventory = settled["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["target"] == "inventory")
+        .unwrap();
+    let p50 = inventory["p50_ms"].as_f64().unwrap();
+    assert!(
+        (p50 - 10.0).abs() < 0.5,
+        "client-observed latency of orders → inventory is 10 ms: {p50}"
+    );
+
+    // The same graph in SQL, live and through the table function.
+    let rows =
+        server.sql("SELECT source, target, kind, calls, errors FROM edges ORDER BY source, target")
+            ["rows"]
+            .clone();
+    let from_sql: BTreeMap<EdgeKey, (u64, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key = (
+                r[0].as_str().unwrap().into(),
+                r[1].as_str().unwrap().into(),
+                r[2].as_str().unwrap().into(),
+            );
+            (key, (r[3].as_u64().unwrap(), r[4].as_u64().unwrap()))
+        })
+        .collect();
+    assert_eq!(from_sql, expected);
+    let windowed =
+        server.count("SELECT sum(calls) FROM edges_between(now() - INTERVAL '1 hour', now())");
+    assert_eq!(windowed, 6 * TRACES as i64);
+    assert_eq!(
+        server.count("SELECT count(*) FROM feedback_loops WHERE length = 3"),
+        1
+    );
+    assert_eq!(
+        server.count("SELECT count(*) FROM nodes WHERE kind = 'database'"),
+        1
+    );
+    // Graph and spans join in one query.
+    let joined = server.count(
+        "SELECT count(*) FROM spans s JOIN edges e ON s.service_name = e.source \
+         WHERE e.target = 'inventory' AND s.kind = 'CLIENT' AND s.name = 'GET /stock'",
+    );
+    assert_eq!(joined, TRACES as i64);
+    let listed = server.count("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('nodes', 'edges', 'feedback_loops')");
+    assert_eq!(listed, 3);
+
+    // The stream pushed the first snapshot, then deltas; a new edge arrives without a reload.
+    // (Fresh ids: a span id seen before is a duplicate and adds nothing.)
+    let mut t = Topology::starting_at(1_000_000);
+    let trace = t.new_trace();
+    let call = t.span(
+        "gateway",
+        &trace,
+        None,
+        CLIENT,
+        "GET /promo",
+        0,
+        4,
+        false,
+        &[],
+        &[],
+    );
+    t.span(
+        "promotions",
+        &trace,
+        Some(&call),
+        SERVER,
+        "GET /promo",
+        1,
+        2,
+        false,
+        &[],
+        &[],
+    );
+    send(&server, t.requests());
+    let mut saw_snapshot = false;
+    let mut saw_new_edge = false;
+    let mut event = String::new();
+    for line in events.by_ref() {
+        let line = line.unwrap();
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+            saw_snapshot |= event == "snapshot";
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "delta"
+            && data.contains("\"promotions\"")
+        {
+            let delta: Value = serde_json::from_str(data).unwrap();
+            let added = delta["edges_added"].as_array().unwrap();
+            saw_new_edge = added
+                .iter()
+                .any(|e| e["source"] == "gateway" && e["target"] == "promotions");
+            if saw_new_edge {
+                break;
+            }
+        }
+    }
+    assert!(saw_snapshot, "the stream starts with a snapshot");
+    assert!(saw_new_edge, "a new edge arrives as a delta");
+}
+
+#[test]
+fn the_live_graph_equals_a_sql_self_join_over_the_stored_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "1s"]);
+    let services = ["web", "cart", "pricing", "stock", "search", "auth"];
+    let mut t = Topology::default();
+    // A deterministic pseudo-random workload: call trees of depth up to 3.
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..2000 {
+        let trace = t.new_trace();
+        let first = services[next(services.len() as u64) as usize];
+        let mut frontier = vec![(
+            first,
+            t.span(first, &trace, None, SERVER, "entry", 0, 30, false, &[], &[]),
+        )];
+        for depth in 0..3 {
+            let mut children = Vec::new();
+            for (service, parent) in &frontier {
+                for _ in 0..next(3) {
+                    let callee = services[next(services.len() as u64) as usize];
+                    let error = next(10) == 0;
+                    let offset = depth * 5 + 1;
+                    let call = t.span(
+                        service,
+                        &trace,
+                        Some(parent),
+                        CLIENT,
+                        "call",
+                        offset,
+                        8,
+                        error,
+                        &[],
+                        &[],
+                    );
+                    let served = t.span(
+                        callee,
+                        &trace,
+                        Some(&call),
+                        SERVER,
+                        "serve",
+                        offset + 1,
+                        5,
+                        false,
+                        &[],
+                        &[],
+                    );
+                    children.push((callee, served));
+                }
+            }
+            frontier = children;
+        }
+    }
+    send(&server, t.requests());
+
+    let sql = "SELECT c.service_name AS source, s.service_name AS target, count(*) AS calls, \
+               sum(CASE WHEN c.status_code = 'ERROR' OR s.status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors \
+               FROM spans s JOIN spans c ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id \
+               WHERE s.kind = 'SERVER' AND c.kind = 'CLIENT' \
+               GROUP BY 1, 2 ORDER BY 1, 2";
+    let oracle: BTreeMap<EdgeKey, (u64, u64)> = server.sql(sql)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key = (
+                r[0].as_str().unwrap().into(),
+                r[1].as_str().unwrap().into(),
+                "sync".to_string(),
+            );
+            (key, (r[2].as_u64().unwrap(), r[3].as_u64().unwrap()))
+        })
+        .collect();
+    assert!(
+        oracle.len() >= 20,
+        "the workload covers most service pairs: {}",
+        oracle.len()
+    );
+    let settled = wait_for_graph(&server, |g| edges_of(g) == oracle);
+    assert_eq!(edges_of(&settled), oracle);
+}
