@@ -1,0 +1,294 @@
+//! `flowscope-bench ingest`: how many spans per second and per server CPU-second the server
+//! acknowledges durably, against how fast this machine can merely decode them.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use flowscope_collector::decode_protobuf;
+
+use crate::report::{Report, millis, percentile, thousands};
+use crate::send::{Protocol, Source, send_all};
+use crate::server::{self, DataDir, Server};
+use crate::spans::{Encoded, Generator};
+
+/// Spans decoded for the decode-only figure (or all of them, if fewer).
+const DECODE_SAMPLE_SPANS: u64 = 500_000;
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The flowscope binary [default: the one next to this binary, else target-release/release/flowscope]
+    #[arg(long)]
+    server: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+    /// Spans to send in total
+    #[arg(long, default_value_t = 2_000_000)]
+    spans: u64,
+    /// Spans per export request
+    #[arg(long, default_value_t = 512)]
+    batch: u64,
+    /// Concurrent connections, each with one request in flight
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, value_enum, default_value_t = WalSync::Always)]
+    wal_sync: WalSync,
+    /// Data directory, which must be empty or absent [default: a temporary directory, removed at the end]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep the temporary data directory
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WalSync {
+    Always,
+    Never,
+}
+
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    if args.spans == 0 || args.batch == 0 {
+        bail!("--spans and --batch must be greater than zero");
+    }
+    let binary = server::resolve_binary(args.server.as_deref())?;
+    let data_dir = DataDir::new(args.data_dir.as_deref(), args.keep)?;
+    let generator = Generator {
+        total_spans: args.spans,
+        batch: args.batch,
+        window_ns: 3_600 * 1_000_000_000,
+    };
+
+    eprintln!(
+        "generating {} spans in {} requests of {} ...",
+        thousands(args.spans),
+        thousands(generator.requests()),
+        args.batch
+    );
+    let started = Instant::now();
+    let end_ns = server::now_ns();
+    let requests: Vec<Encoded> = (0..generator.requests())
+        .map(|index| generator.encoded(index, end_ns))
+        .collect();
+    let encoded_bytes: usize = requests.iter().map(|r| r.body.len()).sum();
+    eprintln!(
+        "  generated in {:.1}s, {:.0} protobuf bytes per span",
+        started.elapsed().as_secs_f64(),
+        encoded_bytes as f64 / args.spans as f64
+    );
+
+    let decode_rate = decode_only(&requests)?;
+    eprintln!(
+        "decode only (decode_protobuf, one thread): {} spans per CPU-second",
+        thousands(decode_rate as u64)
+    );
+
+    let wal_sync = match args.wal_sync {
+        WalSync::Always => "always",
+        WalSync::Never => "never",
+    };
+    let protocol = match args.protocol {
+        Protocol::Grpc => "grpc",
+        Protocol::Http => "http",
+    };
+    let server = Server::start(&binary, data_dir.path(), &["--wal-sync", wal_sync])?;
+    eprintln!(
+        "sending to {} (pid {}) over {protocol} with {} connections, wal-sync {wal_sync} ...",
+        binary.display(),
+        server.pid(),
+        args.connections
+    );
+    let runtime = server::runtime()?;
+    let server_cpu_before = server.cpu_seconds()?;
+    let client_cpu_before = server::own_cpu_seconds()?;
+    let source = Source::ready(requests);
+    let sent = runtime.block_on(send_all(
+        args.protocol,
+        &server,
+        source,
+        args.connections,
+        args.spans,
+    ))?;
+    let server_cpu = server.cpu_seconds()? - server_cpu_before;
+    let client_cpu = server::own_cpu_seconds()? - client_cpu_before;
+    let peak_rss = server.peak_rss_bytes()?;
+    let rss = server::memory_bytes(server.pid(), "VmRSS")?;
+
+    let http = server::http_client();
+    let counted = runtime.block_on(server.count(&http, "SELECT count(*) FROM spans"))?;
+    let stopped = server.stop()?;
+    let (parquet_bytes, parquet_files) =
+        server::dir_size(&data_dir.path().join("spans"), ".parquet")?;
+    let (wal_bytes, wal_files) = server::dir_size(&data_dir.path().join("wal"), "")?;
+
+    let wall = sent.wall.as_secs_f64();
+    let server_rate = sent.acked_spans as f64 / server_cpu;
+    let quantile = |p| percentile(&sent.latencies, p).map_or(0.0, millis);
+    let mut report = Report::new("ingest");
+    report.add("protocol", "protocol", protocol);
+    report.add("wal_sync", "wal sync", wal_sync);
+    report.add("connections", "connections", args.connections);
+    report.add("batch", "spans per request", args.batch);
+    report.add("spans_sent", "spans sent", args.spans);
+    report.add("spans_acked", "spans acked", sent.acked_spans);
+    report.add(
+        "spans_rejected",
+        "spans rejected (partial success)",
+        sent.rejected_spans,
+    );
+    report.add(
+        "requests_refused",
+        "requests refused, then retried",
+        sent.refused_requests,
+    );
+    report.add("requests_failed", "requests failed", sent.failed_requests);
+    report.add_float("wall_seconds", "wall time (s)", wall, 2);
+    report.add_float(
+        "spans_per_second",
+        "spans/s (wall)",
+        sent.acked_spans as f64 / wall,
+        0,
+    );
+    report.add_float(
+        "server_cpu_seconds",
+        "server CPU while sending (s)",
+        server_cpu,
+        2,
+    );
+    report.add_float(
+        "server_cores",
+        "server cores busy (CPU/wall)",
+        server_cpu / wall,
+        2,
+    );
+    report.add_float(
+        "spans_per_server_cpu_second",
+        "spans per server CPU-second",
+        server_rate,
+        0,
+    );
+    report.add_float(
+        "client_cpu_seconds",
+        "client CPU while sending (s)",
+        client_cpu,
+        2,
+    );
+    report.add_float("ack_p50_ms", "ack latency p50 (ms)", quantile(50.0), 2);
+    report.add_float("ack_p99_ms", "ack latency p99 (ms)", quantile(99.0), 2);
+    report.add_float("ack_max_ms", "ack latency max (ms)", quantile(100.0), 2);
+    report.add_float(
+        "server_peak_rss_mib",
+        "server peak RSS, VmHWM (MiB)",
+        mib(peak_rss),
+        1,
+    );
+    report.add_float(
+        "server_rss_after_send_mib",
+        "server RSS when sending ended (MiB)",
+        mib(rss),
+        1,
+    );
+    report.add_float(
+        "decode_only_spans_per_cpu_second",
+        "decode only: spans per CPU-second",
+        decode_rate,
+        0,
+    );
+    report.add_float(
+        "server_vs_decode_only",
+        "server ÷ decode-only per CPU-second",
+        server_rate / decode_rate,
+        3,
+    );
+    report.add("spans_counted", "SELECT count(*) FROM spans", counted);
+    report.add_float(
+        "shutdown_seconds",
+        "SIGTERM to exit, final flush (s)",
+        stopped.shutdown.as_secs_f64(),
+        2,
+    );
+    report.add_float(
+        "server_lifetime_cpu_seconds",
+        "server CPU over its whole life (s)",
+        stopped.lifetime_cpu_seconds,
+        2,
+    );
+    report.add("parquet_files", "parquet files", parquet_files);
+    report.add("parquet_bytes", "parquet bytes", parquet_bytes);
+    report.add_float(
+        "parquet_bytes_per_span",
+        "parquet bytes per span",
+        parquet_bytes as f64 / counted.max(1) as f64,
+        1,
+    );
+    report.add_float(
+        "protobuf_bytes_per_span",
+        "protobuf bytes per span (wire)",
+        encoded_bytes as f64 / args.spans as f64,
+        1,
+    );
+    report.add("wal_files_after_stop", "wal files after stop", wal_files);
+    report.add("wal_bytes_after_stop", "wal bytes after stop", wal_bytes);
+    report.add("server_warnings", "server WARN lines", stopped.log.warnings);
+    report.add("server_errors", "server ERROR lines", stopped.log.errors);
+    report.print();
+    data_dir.finish();
+
+    for line in &stopped.log.notable {
+        eprintln!("server: {line}");
+    }
+    if let Some(failure) = &sent.first_failure {
+        eprintln!("first failure: {failure}");
+    }
+    if counted != sent.acked_spans {
+        bail!(
+            "the server acknowledged {} spans but SELECT count(*) finds {}",
+            sent.acked_spans,
+            counted
+        );
+    }
+    Ok(())
+}
+
+/// Spans per CPU-second of `decode_protobuf` (decode and convert to Arrow) on one thread: the
+/// ceiling for a server that also has to write, sync and flush what it decodes.
+fn decode_only(requests: &[Encoded]) -> anyhow::Result<f64> {
+    let mut sample = Vec::new();
+    let mut sample_spans = 0;
+    for request in requests {
+        if sample_spans >= DECODE_SAMPLE_SPANS {
+            break;
+        }
+        sample.push(request);
+        sample_spans += request.spans;
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // Warm the allocator and caches so the measurement is of the steady state.
+                for request in sample.iter().take(10) {
+                    decode_protobuf(&request.body)
+                        .context("a generated request does not decode")?;
+                }
+                let started = server::thread_cpu_seconds()?;
+                for request in &sample {
+                    let decoded = decode_protobuf(&request.body)
+                        .context("a generated request does not decode")?;
+                    if decoded.rejected_spans > 0 {
+                        bail!(
+                            "the generator made spans the server rejects: {}",
+                            decoded.error_message
+                        );
+                    }
+                }
+                let cpu = server::thread_cpu_seconds()? - started;
+                Ok(sample_spans as f64 / cpu.max(f64::EPSILON))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the decode thread panicked"))?
+    })
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,334 @@
+//! `flowscope-bench query`: loads spans spread over a day, restarts the server so everything
+//! is read back from Parquet, and times typical queries through `/api/sql`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::ingest::mib;
+use crate::report::{Report, millis, percentile, thousands};
+use crate::send::{Protocol, Source, send_all};
+use crate::server::{self, DataDir, HttpClient, Server};
+use crate::spans::{Encoded, Generator, SPANS_PER_TRACE};
+
+const BATCH: u64 = 512;
+const CONNECTIONS: usize = 4;
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
+/// Loading favours speed: durability per request is not what this benchmark measures.
+const LOAD_FLAGS: [&str; 4] = ["--wal-sync", "never", "--flush-rows", "1000000"];
+
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The flowscope binary [default: the one next to this binary, else target-release/release/flowscope]
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Spans to load, start times spread evenly over the last 24 hours
+    #[arg(long, default_value_t = 10_000_000)]
+    spans: u64,
+    /// Data directory, which must be empty or absent [default: a temporary directory, removed at the end]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Times each query is run; the median is reported
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Keep the temporary data directory
+    #[arg(long)]
+    keep: bool,
+}
+
+/// What one query returned and how long it took, over all runs.
+struct Timed {
+    times: Vec<Duration>,
+    rows: usize,
+    first_value: serde_json::Value,
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<()> {
+    if args.spans == 0 || args.runs == 0 {
+        bail!("--spans and --runs must be greater than zero");
+    }
+    let binary = server::resolve_binary(args.server.as_deref())?;
+    let data_dir = DataDir::new(args.data_dir.as_deref(), args.keep)?;
+    let generator = Generator {
+        total_spans: args.spans,
+        batch: BATCH,
+        window_ns: DAY_NS,
+    };
+    let runtime = server::runtime()?;
+
+    let server = Server::start(&binary, data_dir.path(), &LOAD_FLAGS)?;
+    eprintln!(
+        "loading {} spans over gRPC with {CONNECTIONS} connections into {} (pid {}, {}) ...",
+        thousands(args.spans),
+        data_dir.path().display(),
+        server.pid(),
+        LOAD_FLAGS.join(" ")
+    );
+    let (requests, receiver) = mpsc::channel::<Encoded>(2 * CONNECTIONS);
+    // Requests are built while sending, since 10M encoded spans would take gigabytes; each
+    // window ends at the moment its request is built, so the newest spans are always recent.
+    let producer = std::thread::spawn(move || -> anyhow::Result<f64> {
+        let started = server::thread_cpu_seconds()?;
+        for index in 0..generator.requests() {
+            if requests
+                .blocking_send(generator.encoded(index, server::now_ns()))
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(server::thread_cpu_seconds()? - started)
+    });
+    let server_cpu_before = server.cpu_seconds()?;
+    let source = Source::Generated(tokio::sync::Mutex::new(receiver));
+    let sent = runtime.block_on(send_all(
+        Protocol::Grpc,
+        &server,
+        source,
+        CONNECTIONS,
+        args.spans,
+    ))?;
+    let load_server_cpu = server.cpu_seconds()? - server_cpu_before;
+    let load_peak_rss = server.peak_rss_bytes()?;
+    let generation_cpu = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
+    if let Some(failure) = &sent.first_failure {
+        eprintln!("first failure while loading: {failure}");
+    }
+    eprintln!(
+        "  loaded {} spans in {:.1}s; stopping to flush everything to Parquet ...",
+        thousands(sent.acked_spans),
+        sent.wall.as_secs_f64()
+    );
+    let load_stopped = server.stop()?;
+    let (parquet_bytes, parquet_files) =
+        server::dir_size(&data_dir.path().join("spans"), ".parquet")?;
+
+    let restart_started = Instant::now();
+    let server = Server::start(&binary, data_dir.path(), &[])?;
+    let restart = restart_started.elapsed();
+    eprintln!(
+        "restarted with default flags in {:.2}s; timing queries, {} runs each ...",
+        restart.as_secs_f64(),
+        args.runs
+    );
+    let trace = args.spans / SPANS_PER_TRACE / 2;
+    let trace_id = generator.trace_id_hex(trace);
+    let trace_spans = (args.spans - trace * SPANS_PER_TRACE).min(SPANS_PER_TRACE);
+    let queries = [
+        (
+            "recent",
+            "SELECT count(*) FROM spans WHERE start_time > now() - INTERVAL '5 minutes'"
+                .to_string(),
+        ),
+        ("count", "SELECT count(*) FROM spans".to_string()),
+        (
+            "by_service",
+            "SELECT service_name, count(*) FROM spans GROUP BY service_name".to_string(),
+        ),
+        (
+            "trace",
+            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
+        ),
+    ];
+    let http = server::http_client();
+    let mut timed = Vec::new();
+    for (name, sql) in &queries {
+        let result = runtime.block_on(time_query(&server, &http, sql, args.runs))?;
+        eprintln!(
+            "  {name}: median {:.1} ms, {} rows",
+            percentile(&result.times, 50.0).map_or(0.0, millis),
+            result.rows
+        );
+        timed.push((*name, result));
+    }
+    let query_peak_rss = server.peak_rss_bytes()?;
+    let query_stopped = server.stop()?;
+
+    let mut report = Report::new("query");
+    report.add("spans_loaded", "spans loaded (acked)", sent.acked_spans);
+    report.add("load_flags", "load server flags", LOAD_FLAGS.join(" "));
+    report.add_float(
+        "load_seconds",
+        "load wall time (s)",
+        sent.wall.as_secs_f64(),
+        1,
+    );
+    report.add_float(
+        "load_spans_per_second",
+        "load spans/s (wall)",
+        sent.acked_spans as f64 / sent.wall.as_secs_f64(),
+        0,
+    );
+    report.add_float(
+        "load_server_cpu_seconds",
+        "load server CPU (s)",
+        load_server_cpu,
+        1,
+    );
+    report.add_float(
+        "load_client_generation_cpu_seconds",
+        "load client CPU generating requests (s)",
+        generation_cpu,
+        1,
+    );
+    report.add(
+        "load_requests_refused",
+        "load requests refused, then retried",
+        sent.refused_requests,
+    );
+    report.add(
+        "load_requests_failed",
+        "load requests failed",
+        sent.failed_requests,
+    );
+    report.add_float(
+        "load_ack_p99_ms",
+        "load ack latency p99 (ms)",
+        percentile(&sent.latencies, 99.0).map_or(0.0, millis),
+        1,
+    );
+    report.add_float(
+        "load_server_peak_rss_mib",
+        "load server peak RSS (MiB)",
+        mib(load_peak_rss),
+        1,
+    );
+    report.add_float(
+        "load_shutdown_seconds",
+        "SIGTERM to exit after load, final flush (s)",
+        load_stopped.shutdown.as_secs_f64(),
+        2,
+    );
+    report.add("parquet_files", "parquet files", parquet_files);
+    report.add("parquet_bytes", "parquet bytes", parquet_bytes);
+    report.add_float(
+        "parquet_bytes_per_span",
+        "parquet bytes per span",
+        parquet_bytes as f64 / sent.acked_spans.max(1) as f64,
+        1,
+    );
+    report.add_float(
+        "restart_seconds",
+        "restart to ready (s)",
+        restart.as_secs_f64(),
+        2,
+    );
+    report.add("runs", "runs per query", args.runs);
+    for (name, result) in &timed {
+        add_query(&mut report, name, result);
+    }
+    report.add("trace_id", "trace looked up", trace_id);
+    report.add_float(
+        "query_server_peak_rss_mib",
+        "query server peak RSS (MiB)",
+        mib(query_peak_rss),
+        1,
+    );
+    report.add(
+        "server_warnings",
+        "server WARN lines (load + queries)",
+        load_stopped.log.warnings + query_stopped.log.warnings,
+    );
+    report.add(
+        "server_errors",
+        "server ERROR lines (load + queries)",
+        load_stopped.log.errors + query_stopped.log.errors,
+    );
+    report.print();
+    data_dir.finish();
+
+    for line in load_stopped
+        .log
+        .notable
+        .iter()
+        .chain(&query_stopped.log.notable)
+    {
+        eprintln!("server: {line}");
+    }
+    check(&timed, sent.acked_spans, trace_spans)
+}
+
+async fn time_query(
+    server: &Server,
+    http: &HttpClient,
+    sql: &str,
+    runs: usize,
+) -> anyhow::Result<Timed> {
+    let mut times = Vec::with_capacity(runs);
+    let mut answer = serde_json::Value::Null;
+    for _ in 0..runs {
+        let started = Instant::now();
+        answer = server.sql(http, sql).await?;
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    let rows = answer["rows"]
+        .as_array()
+        .with_context(|| format!("`{sql}` answered without rows: {answer}"))?;
+    Ok(Timed {
+        times,
+        rows: rows.len(),
+        first_value: rows
+            .first()
+            .and_then(|row| row.get(0))
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+fn add_query(report: &mut Report, name: &str, result: &Timed) {
+    let figure = |p| percentile(&result.times, p).map_or(0.0, millis);
+    report.add_float(
+        format!("{name}_median_ms"),
+        format!("{name}: median (ms)"),
+        figure(50.0),
+        1,
+    );
+    report.add_float(
+        format!("{name}_min_ms"),
+        format!("{name}: min (ms)"),
+        figure(0.0),
+        1,
+    );
+    report.add_float(
+        format!("{name}_max_ms"),
+        format!("{name}: max (ms)"),
+        figure(100.0),
+        1,
+    );
+    report.add(
+        format!("{name}_rows"),
+        format!("{name}: rows returned"),
+        result.rows,
+    );
+    if name != "trace" {
+        let value = result.first_value.clone();
+        report.add(
+            format!("{name}_value"),
+            format!("{name}: first value"),
+            value,
+        );
+    }
+}
+
+/// The answers must match what was loaded, or the timings are of the wrong thing.
+fn check(timed: &[(&str, Timed)], loaded: u64, trace_spans: u64) -> anyhow::Result<()> {
+    for (name, result) in timed {
+        match *name {
+            "count" if result.first_value.as_u64() != Some(loaded) => bail!(
+                "SELECT count(*) FROM spans found {} spans, but {loaded} were acknowledged",
+                result.first_value
+            ),
+            "trace" if result.rows as u64 != trace_spans => bail!(
+                "the trace lookup found {} spans, expected {trace_spans}",
+                result.rows
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
