@@ -260,6 +260,9 @@ impl ServeConfig {
             );
         }
 
+        // After a restart the live graph is rebuilt from the spans of its horizon.
+        store.listener_backfill = graph.horizon;
+
         Ok(Self {
             graph,
             otlp_grpc_addr: args

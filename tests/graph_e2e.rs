@@ -484,3 +484,19 @@ fn the_live_graph_equals_a_sql_self_join_over_the_stored_spans() {
     let settled = wait_for_graph(&server, |g| edges_of(g) == oracle);
     assert_eq!(edges_of(&settled), oracle);
 }
+
+#[test]
+fn the_graph_is_rebuilt_from_stored_spans_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--graph-pairing-ttl", "1s"];
+    let server = Server::start(dir.path(), &args);
+    send(&server, shop());
+    let before = edges_of(&wait_for_graph(&server, |g| edges_of(g).len() == 6));
+    // A clean stop flushes every span to Parquet and empties the WAL: the graph after the
+    // restart can only come from the segments.
+    server.stop();
+    let server = Server::start(dir.path(), &args);
+    let after = wait_for_graph(&server, |g| edges_of(g) == before);
+    assert_eq!(edges_of(&after), before);
+    assert_eq!(after["loops"].as_array().unwrap().len(), 1);
+}

@@ -45,6 +45,9 @@ pub struct StoreConfig {
     /// Spans waiting in memory (queued, in the memtable, being flushed) may take this many
     /// bytes; past it, writes are refused as retryable until flushes catch up.
     pub max_buffered_bytes: usize,
+    /// On open, a commit listener first receives the spans of Parquet segments that started
+    /// within this long before now (the live graph rebuilds its horizon after a restart).
+    pub listener_backfill: Duration,
 }
 
 impl StoreConfig {
@@ -56,6 +59,7 @@ impl StoreConfig {
             flush_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 86_400),
             max_buffered_bytes: 1 << 30,
+            listener_backfill: Duration::ZERO,
         }
     }
 }
@@ -181,6 +185,54 @@ fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(batches)
 }
 
+/// Sends the rows of `segments` that started at or after `since_ns` to `listener`, oldest
+/// segment first.
+fn backfill(
+    segments: &[Segment],
+    since_ns: i64,
+    listener: &SyncSender<RecordBatch>,
+) -> Result<usize, StoreError> {
+    let mut sent = 0;
+    for segment in segments.iter().filter(|s| s.max_start_ns >= since_ns) {
+        let file = std::fs::File::open(&segment.path)?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?;
+        for batch in reader {
+            let batch = batch?;
+            let start = batch
+                .column_by_name(flowscope_model::columns::START_TIME)
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                })
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "{} has no start_time column",
+                        segment.path.display()
+                    ))
+                })?;
+            let keep = arrow::compute::kernels::cmp::gt_eq(
+                start,
+                &arrow::array::Scalar::new(
+                    arrow::array::TimestampNanosecondArray::from(vec![since_ns])
+                        .with_timezone("UTC"),
+                ),
+            )?;
+            let batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            // Parquet gives back the schema it stored; the listener expects the storage schema.
+            let batch = RecordBatch::try_new(storage_schema(), batch.columns().to_vec())?;
+            sent += batch.num_rows();
+            if listener.send(batch).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
+
 impl SpanStore {
     /// Opens the store: loads committed segments, replays the WAL, starts the writer and
     /// flusher threads. Returns once every acknowledged span is readable again.
@@ -219,6 +271,15 @@ impl SpanStore {
                 },
             )?;
         if let Some(listener) = &on_commit {
+            let since = now_ns()
+                .saturating_sub(config.listener_backfill.as_nanos().min(i64::MAX as u128) as i64);
+            let sent = backfill(&segments, since, listener)?;
+            if sent > 0 {
+                tracing::info!(
+                    spans = sent,
+                    "sent stored spans of the recent past to the graph"
+                );
+            }
             for batch in &replayed {
                 let _ = listener.send(batch.clone());
             }
