@@ -1,8 +1,7 @@
 //! The graph in SQL: tables `nodes`, `edges`, `feedback_loops` over the live window (the last
 //! 15 minutes) and table functions `nodes_between(from, to)`, `edges_between(from, to)`,
-//! `feedback_loops_between(from, to)` over any window the live graph still holds (its
-//! horizon, one hour by default, and only since the server started: older windows are not
-//! rebuilt from stored spans yet).
+//! `feedback_loops_between(from, to)` over any window the live graph holds (its horizon, one
+//! hour by default; windows older than that are not computed from stored spans yet).
 //!
 //! ```text
 //!  SELECT ... FROM edges ──> GraphTable::scan ──> LiveGraph::snapshot(window) ──> Arrow batch
