@@ -8,8 +8,10 @@
 //! ```
 //!
 //! `ingest` measures acknowledged spans per second and per server CPU-second; `query` loads
-//! millions of spans and times typical SQL against them after a restart.
+//! millions of spans and times typical SQL against them after a restart; `graph` times edge
+//! inference, snapshots and loops in process, then `/api/graph` and ack-to-edge delay.
 
+mod graph;
 mod ingest;
 mod query;
 mod report;
@@ -32,11 +34,14 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Load spans spread over 24 hours, restart, and time typical queries
     Query(query::QueryArgs),
+    /// Edge inference rate, memory per edge, snapshot and loop time, /api/graph latency, ack-to-edge delay
+    Graph(graph::GraphArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ingest(args) => ingest::run(args),
         Command::Query(args) => query::run(args),
+        Command::Graph(args) => graph::run(args),
     }
 }
