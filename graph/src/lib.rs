@@ -21,7 +21,7 @@
 //! ```
 //!
 //! **Invariant:** graph knows nothing of tokio, I/O or HTTP; time is always passed in
-//! (`tests/invariants.rs` checks the dependency tree).
+//! (the workspace test `tests/architecture.rs` checks the dependency tree).
 //!
 //! **Invariant:** any permutation and any batching of the same spans, all arriving within the
 //! pairing TTL, give the same [`Snapshot`] once [`LiveGraph::advance`] has passed the TTL
