@@ -198,3 +198,43 @@ fn grpc_over_the_limit_is_resource_exhausted_not_retryable_out_of_range() {
     );
     assert_still_serving(&server, "after-grpc-errors");
 }
+
+#[test]
+fn a_full_store_refuses_with_retryable_codes_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 1 KiB ingest buffer cannot hold any real batch: every write finds the store full.
+    let server = Server::start(dir.path(), &["--ingest-buffer", "1KiB"]);
+    let body = numbered_request("overloaded", 0, 50).encode_to_vec();
+    let response = post(&server, "application/x-protobuf", None, body);
+    assert_eq!(response.status().as_u16(), 503, "HTTP: retryable 503");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc_url())
+            .await
+            .expect("connect");
+        let status = client
+            .export(numbered_request("overloaded", 100, 50))
+            .await
+            .expect_err("full");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "gRPC: retryable UNAVAILABLE: {status:?}"
+        );
+        assert!(
+            !status.details().is_empty(),
+            "UNAVAILABLE carries RetryInfo"
+        );
+    });
+    assert_eq!(
+        server.count("SELECT count(*) FROM spans"),
+        0,
+        "a refused span is not stored"
+    );
+}
