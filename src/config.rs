@@ -17,6 +17,10 @@ use serde::Deserialize;
 /// command line wins over the variable, which wins over the config file.
 #[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
+    /// Also run a simulated event-driven system (a shop with a queue, a feedback loop and a
+    /// scheduled incident) that sends its traces to this server over OTLP/gRPC
+    #[arg(long, env = "FLOWSCOPE_DEMO")]
+    demo: bool,
     /// TOML file with any of the settings below (snake_case keys, e.g. `data_dir = "/var/lib/flowscope"`).
     #[arg(long, env = "FLOWSCOPE_CONFIG")]
     config: Option<PathBuf>,
@@ -92,6 +96,7 @@ struct FileConfig {
     graph_pairing_ttl: Option<String>,
     graph_bucket: Option<String>,
     graph_horizon: Option<String>,
+    demo: Option<bool>,
 }
 
 /// Everything `serve` needs, validated.
@@ -105,6 +110,8 @@ pub struct ServeConfig {
     pub sql: SqlConfig,
     pub api: ApiConfig,
     pub graph: GraphConfig,
+    /// Run the simulated shop against this server.
+    pub demo: bool,
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
@@ -264,6 +271,7 @@ impl ServeConfig {
         store.listener_backfill = graph.horizon;
 
         Ok(Self {
+            demo: args.demo || file.demo.unwrap_or(false),
             graph,
             otlp_grpc_addr: args
                 .otlp_grpc_addr

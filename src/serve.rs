@@ -114,6 +114,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
 
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
+    let grpc_addr = grpc.local_addr()?;
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
     let api = bind("api", config.api_addr, "--api-addr").await?;
 
@@ -144,6 +145,22 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    if config.demo {
+        // The demo is a client like any other: it reaches the gRPC port over loopback.
+        let target = SocketAddr::new(
+            if grpc_addr.ip().is_unspecified() {
+                [127, 0, 0, 1].into()
+            } else {
+                grpc_addr.ip()
+            },
+            grpc_addr.port(),
+        );
+        tokio::spawn(flowscope_demo::run(
+            format!("http://{target}"),
+            flowscope_demo::DemoConfig::default(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     ready.store(true, Ordering::SeqCst);
     tracing::info!("flowscope is ready");
 

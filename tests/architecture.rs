@@ -72,6 +72,19 @@ fn graph_knows_nothing_of_tokio_io_or_http() {
 }
 
 #[test]
+fn the_demo_is_only_an_otlp_client() {
+    check_absent(
+        "flowscope-demo",
+        &[
+            "datafusion",
+            "parquet",
+            "flowscope-query",
+            "flowscope-graph",
+        ],
+    );
+}
+
+#[test]
 fn otlp_stays_in_the_collector_and_sql_in_query() {
     check_absent(
         "flowscope-collector",
