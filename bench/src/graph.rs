@@ -28,7 +28,7 @@ use crate::ingest::mib;
 use crate::report::{Report, millis, percentile, thousands};
 use crate::send::{Protocol, Source, send_all};
 use crate::server::{self, DataDir, HttpClient, Server};
-use crate::spans::Encoded;
+use crate::spans::{Encoded, mix};
 
 /// Spans per batch, in process and per export request.
 const BATCH: usize = 512;
@@ -588,14 +588,6 @@ fn encode_request<'a>(spans: &[GenSpan], name: impl Fn(u64) -> &'a str) -> Encod
         body: Bytes::from(request.encode_to_vec()),
         spans: spans.len() as u64,
     }
-}
-
-/// splitmix64's finaliser, a bijection: distinct numbers give distinct, non-zero-looking ids.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn trace_id(trace: u64) -> [u8; 16] {

@@ -584,21 +584,7 @@ impl LiveGraph {
                     return;
                 };
                 self.counters.virtual_edges += 1;
-                let call = Call {
-                    edge: EdgeKey {
-                        source: NodeKey::service(&span.service),
-                        target,
-                        kind: EdgeKind::Sync,
-                    },
-                    time_ns: span.start_ns,
-                    latency_ns: span.duration_ns,
-                    error: span.error,
-                    bytes: span.bytes,
-                    caller: span.parent.map(|p| SpanKey {
-                        trace: key.trace,
-                        span: p,
-                    }),
-                };
+                let call = own_call(&key, span, target, EdgeKind::Sync);
                 self.record_call(call);
             }
             SpanKind::Producer if span.target.is_none() && !span.paired => {
@@ -766,11 +752,17 @@ fn immediate_call(key: &SpanKey, span: &StoredSpan) -> Option<Call> {
         SpanKind::Client if span.database => EdgeKind::Sync,
         _ => return None,
     };
-    Some(Call {
+    Some(own_call(key, span, span.target.clone()?, wanted))
+}
+
+/// A call measured entirely by one span (no other half): its service to `target`, with its
+/// own start, duration, status and payload, attributed to its parent span.
+fn own_call(key: &SpanKey, span: &StoredSpan, target: NodeKey, kind: EdgeKind) -> Call {
+    Call {
         edge: EdgeKey {
             source: NodeKey::service(&span.service),
-            target: span.target.clone()?,
-            kind: wanted,
+            target,
+            kind,
         },
         time_ns: span.start_ns,
         latency_ns: span.duration_ns,
@@ -780,7 +772,7 @@ fn immediate_call(key: &SpanKey, span: &StoredSpan) -> Option<Call> {
             trace: key.trace,
             span: p,
         }),
-    })
+    }
 }
 
 /// The node a CLIENT span calls when no SERVER span answers: named from `peer.service`,
