@@ -14,7 +14,7 @@ use flowscope_graph::{GraphConfig, LiveGraph};
 const QUEUE: usize = 256;
 const TICK: Duration = Duration::from_secs(1);
 
-fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

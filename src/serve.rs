@@ -94,6 +94,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         input: graph_input,
         thread: graph_thread,
     } = graph_stage::start(config.graph.clone()).context("cannot start the graph stage")?;
+    // The store backfills the live graph with the spans of its horizon before this moment;
+    // windows starting earlier are rebuilt from the stored spans.
+    let graph_covers_from = graph_stage::now_ns().saturating_sub(
+        config
+            .store
+            .listener_backfill
+            .as_nanos()
+            .min(i64::MAX as u128) as i64,
+    );
     let store = tokio::task::spawn_blocking(move || {
         SpanStore::open_with_listener(store_config, Some(graph_input))
     })
@@ -107,7 +116,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         replayed_wal_records = stats.replayed_records,
         "span store ready"
     );
-    let graph = GraphView::new(graph);
+    let graph =
+        GraphView::with_history(graph, store.clone(), graph_covers_from, config.sql.timeout);
     let engine = Arc::new(
         SqlEngine::new(store.clone(), config.sql.clone()).context("cannot start the SQL engine")?,
     );

@@ -88,7 +88,7 @@ mod test_support;
 pub use diff::{
     ERROR_RATE_FLOOR, EdgeChange, GraphDelta, GraphDiff, LATENCY_FLOOR_MS, MIN_CALLS, delta, diff,
 };
-pub use live::LiveGraph;
+pub use live::{LiveGraph, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};
 pub use types::{

@@ -28,12 +28,16 @@ pub struct LiveGraph {
     idle_order: BTreeSet<(i64, TraceId)>,
     /// Spans not yet seen that others wait for (a SERVER's parent, a CONSUMER's producers).
     waiting: HashMap<SpanKey, Vec<SpanKey>>,
-    buckets: BTreeMap<i64, Bucket>,
+    /// Shared with readers' windows: a bucket written while a reader holds it is copied.
+    buckets: BTreeMap<i64, Arc<Bucket>>,
     /// Buckets starting before this were trimmed; statistics for them are dropped.
     trimmed_before_ns: Option<i64>,
     /// Service, queue and peer names, shared by spans and buckets.
     names: HashSet<Arc<str>>,
     counters: GraphCounters,
+    /// A graph of one window ([`LiveGraph::for_window`]): the bucket starts `[lo, hi)` that
+    /// `snapshot(from, to)` would merge all go to the bucket `lo`; other times are dropped.
+    fold: Option<(i64, i64)>,
 }
 
 impl std::fmt::Debug for LiveGraph {
@@ -42,6 +46,25 @@ impl std::fmt::Debug for LiveGraph {
             .field("config", &self.config)
             .field("counters", &self.counters())
             .finish()
+    }
+}
+
+/// A window's buckets, taken from the graph but not yet merged into a [`Snapshot`].
+#[derive(Debug)]
+pub struct Window {
+    buckets: Vec<Arc<Bucket>>,
+    from_ns: i64,
+    to_ns: i64,
+}
+
+impl Window {
+    /// Merges the buckets, chooses display names and finds the loops.
+    pub fn into_snapshot(self) -> Snapshot {
+        let mut stats = WindowStats::default();
+        for bucket in &self.buckets {
+            stats.add(bucket);
+        }
+        stats.into_snapshot(self.from_ns, self.to_ns)
     }
 }
 
@@ -130,7 +153,22 @@ impl LiveGraph {
             trimmed_before_ns: None,
             names: HashSet::new(),
             counters: GraphCounters::default(),
+            fold: None,
         }
+    }
+
+    /// A graph that keeps only the statistics of `[from_ns, to_ns)`, in a single bucket: what
+    /// rebuilding an old window from stored spans needs. Fed the same spans, its
+    /// `snapshot(from_ns, to_ns)` equals a live graph's (same bucket rule, same pairing), in
+    /// the memory of one bucket whatever the window's length. It never trims by horizon.
+    pub fn for_window(config: GraphConfig, from_ns: i64, to_ns: i64) -> Self {
+        let mut graph = Self::new(config);
+        let bucket = graph.bucket_ns;
+        let ceil = |t: i64| {
+            t.div_euclid(bucket) * bucket + if t.rem_euclid(bucket) == 0 { 0 } else { bucket }
+        };
+        graph.fold = Some((ceil(from_ns), ceil(to_ns.max(from_ns))));
+        graph
     }
 
     pub fn config(&self) -> &GraphConfig {
@@ -165,7 +203,7 @@ impl LiveGraph {
             self.finalize_trace(trace, false);
         }
         let first_kept = self.bucket_start(now_ns.saturating_sub(self.horizon_ns));
-        if self.trimmed_before_ns.is_none_or(|t| first_kept > t) {
+        if self.fold.is_none() && self.trimmed_before_ns.is_none_or(|t| first_kept > t) {
             self.trimmed_before_ns = Some(first_kept);
             self.buckets = self.buckets.split_off(&first_kept);
         }
@@ -179,13 +217,27 @@ impl LiveGraph {
     /// The graph for the window `[from_ns, to_ns)`: the buckets whose start lies in it,
     /// merged. A window finer than a bucket is widened to whole buckets by this rule.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
-        let mut window = WindowStats::default();
-        if from_ns < to_ns {
-            for bucket in self.buckets.range(from_ns..to_ns).map(|(_, b)| b) {
-                window.add(bucket);
-            }
+        self.window(from_ns, to_ns).into_snapshot()
+    }
+
+    /// The first half of [`LiveGraph::snapshot`]: the window's buckets, shared, not copied.
+    /// A reader holding a lock on the graph takes only this under it (microseconds), and
+    /// merges, names and finds loops with [`Window::into_snapshot`] after letting go; the
+    /// writer copies a bucket only if it must change one a reader still holds.
+    pub fn window(&self, from_ns: i64, to_ns: i64) -> Window {
+        let buckets = if from_ns < to_ns {
+            self.buckets
+                .range(from_ns..to_ns)
+                .map(|(_, b)| b.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Window {
+            buckets,
+            from_ns,
+            to_ns,
         }
-        window.into_snapshot(from_ns, to_ns)
     }
 
     pub fn counters(&self) -> GraphCounters {
@@ -202,6 +254,12 @@ impl LiveGraph {
         self.buckets.first_key_value().map(|(start, _)| *start)
     }
 
+    /// Buckets starting before this were dropped by the horizon: a window starting earlier
+    /// must be rebuilt from stored spans. `None` until the first trim.
+    pub fn trimmed_before_ns(&self) -> Option<i64> {
+        self.trimmed_before_ns
+    }
+
     /// A rough count of the heap bytes held, for a gauge: the pairing store (with its hash
     /// tables' slack) and the buckets.
     pub fn approximate_memory_bytes(&self) -> usize {
@@ -216,7 +274,7 @@ impl LiveGraph {
                         + t.calls.capacity() * std::mem::size_of::<CallRecord>()
                 })
                 .sum::<usize>();
-        let buckets: usize = self.buckets.values().map(Bucket::heap_bytes).sum();
+        let buckets: usize = self.buckets.values().map(|b| b.heap_bytes()).sum();
         store + traces + buckets
     }
 
@@ -548,9 +606,8 @@ impl LiveGraph {
             trace_cycles(&trace_spans)
         };
         for (cycle, time_ns) in cycles {
-            match self.bucket_for(time_ns) {
-                Some(bucket) => *bucket.trace_loops.entry(cycle).or_default() += 1,
-                None => self.counters.late_events += 1,
+            if let Some(bucket) = self.bucket_for(time_ns) {
+                *bucket.trace_loops.entry(cycle).or_default() += 1;
             }
         }
 
@@ -627,7 +684,6 @@ impl LiveGraph {
             });
         }
         let Some(bucket) = self.bucket_for(call.time_ns) else {
-            self.counters.late_events += 1;
             return;
         };
         let stats = bucket.edges.entry(call.edge).or_default();
@@ -641,7 +697,6 @@ impl LiveGraph {
     /// calls it received.
     fn record_service_span(&mut self, service: &Arc<str>, row: &SpanRow<'_>) {
         let Some(bucket) = self.bucket_for(row.start_ns) else {
-            self.counters.late_events += 1;
             return;
         };
         let stats = match bucket.services.get_mut(service) {
@@ -689,18 +744,29 @@ impl LiveGraph {
         time_ns.div_euclid(self.bucket_ns) * self.bucket_ns
     }
 
-    /// The bucket of `time_ns`, created if needed; `None` when it was already trimmed.
-    fn bucket_for(&mut self, time_ns: i64) -> Option<&mut Bucket> {
+    /// The key of the bucket `time_ns` counts in; `None` outside a one-window graph's window.
+    fn bucket_key(&self, time_ns: i64) -> Option<i64> {
         let start = self.bucket_start(time_ns);
+        match self.fold {
+            None => Some(start),
+            Some((lo, hi)) => (lo..hi).contains(&start).then_some(lo),
+        }
+    }
+
+    /// The bucket of `time_ns`, created if needed; `None` (counted in `late_events`) when it
+    /// was already trimmed, or outside a one-window graph's window (not counted).
+    fn bucket_for(&mut self, time_ns: i64) -> Option<&mut Bucket> {
+        let start = self.bucket_key(time_ns)?;
         if self.trimmed_before_ns.is_some_and(|t| start < t) {
+            self.counters.late_events += 1;
             return None;
         }
-        Some(self.buckets.entry(start).or_default())
+        Some(Arc::make_mut(self.buckets.entry(start).or_default()))
     }
 
     fn existing_bucket(&mut self, time_ns: i64) -> Option<&mut Bucket> {
-        let start = self.bucket_start(time_ns);
-        self.buckets.get_mut(&start)
+        let start = self.bucket_key(time_ns)?;
+        self.buckets.get_mut(&start).map(Arc::make_mut)
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {

@@ -1028,3 +1028,50 @@ fn the_workload_generator_exercises_every_rule() {
     let counters = graph.counters();
     assert!(counters.unplaced > 0 && counters.virtual_edges > 0);
 }
+
+/// The same spans as [`run_shuffled`], into a one-window graph of `[from, to)`.
+fn run_for_window(spans: &[TestSpan], from: i64, to: i64) -> LiveGraph {
+    let mut graph = LiveGraph::for_window(GraphConfig::default(), from, to);
+    graph.ingest(&batch(spans), NOW);
+    graph.advance(NOW + TTL);
+    graph
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_one_window_graph_answers_its_window_like_the_live_graph(
+        seed in any::<u64>(),
+        traces in 1usize..8,
+        from_ms in -5_000i64..45_000,
+        length_ms in 1i64..50_000,
+    ) {
+        // Windows of any alignment: the bucket rule must be the same in both.
+        let spans = Workload::traces(seed, traces);
+        let (from, to) = (from_ms * 1_000_000, (from_ms + length_ms) * 1_000_000);
+        let live = run(&spans).snapshot(from, to);
+        let rebuilt = run_for_window(&spans, from, to);
+        prop_assert_eq!(rebuilt.snapshot(from, to), live);
+        prop_assert!(rebuilt.counters().buckets <= 1);
+    }
+}
+
+#[test]
+fn a_one_window_graph_keeps_nothing_outside_its_window() {
+    let spans = Workload::traces(11, 30);
+    let graph = run_for_window(&spans, 10 * SECOND, 20 * SECOND);
+    assert_eq!(graph.counters().late_events, 0);
+    assert!(whole(&graph).edges.iter().all(|e| e.calls > 0));
+    let (everything, window) = (whole(&graph), graph.snapshot(10 * SECOND, 20 * SECOND));
+    assert_eq!(
+        (everything.edges, everything.nodes),
+        (window.edges, window.nodes),
+        "everything it holds is in its window"
+    );
+    let live = run(&spans);
+    assert!(
+        whole(&live).edges.iter().map(|e| e.calls).sum::<u64>()
+            > whole(&graph).edges.iter().map(|e| e.calls).sum::<u64>()
+    );
+}

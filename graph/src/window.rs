@@ -81,7 +81,7 @@ impl NodeStats {
 /// A cycle of nodes, distinct, rotated to start at its smallest key.
 pub(crate) type Cycle = Vec<NodeKey>;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Bucket {
     pub edges: HashMap<EdgeKey, EdgeStats>,
     pub services: HashMap<Arc<str>, NodeStats>,

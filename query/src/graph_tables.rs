@@ -1,14 +1,19 @@
 //! The graph in SQL: tables `nodes`, `edges`, `feedback_loops` over the live window (the last
 //! 15 minutes) and table functions `nodes_between(from, to)`, `edges_between(from, to)`,
-//! `feedback_loops_between(from, to)` over any window the live graph holds (its horizon, one
-//! hour by default; windows older than that are not computed from stored spans yet).
+//! `feedback_loops_between(from, to)` over any window: the live graph answers windows in its
+//! horizon (one hour by default), older ones are rebuilt from the stored spans (`history.rs`)
+//! with the same code, so both give the same answer.
 //!
 //! ```text
-//!  SELECT ... FROM edges ──> GraphTable::scan ──> LiveGraph::snapshot(window) ──> Arrow batch
+//!  SELECT ... FROM edges ──> GraphTable::scan ──> GraphView::snapshot(window)
+//!                                 ├─ in the horizon: LiveGraph::window (shares the buckets
+//!                                 │    under the read lock), then merge, names, loops
+//!                                 └─ older: history::rebuild from Parquet + memtable
+//!                            ──> Arrow batch
 //! ```
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
@@ -17,24 +22,52 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
-use flowscope_graph::{LiveGraph, Snapshot};
+use flowscope_graph::{GraphConfig, LiveGraph, Snapshot};
 
 use crate::error::QueryError;
+use crate::history;
 use crate::sql::SqlEngine;
+use crate::store::SpanStore;
 
 /// The live window the plain graph tables show.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// The live graph, shared by the graph stage (which writes it) and readers.
+/// How long a computed live window is shared by polling readers (event streams).
+const LIVE_REUSE: Duration = Duration::from_millis(500);
+/// Rebuilt windows kept, most recent use first.
+const REBUILT_KEPT: usize = 16;
+
+/// The live graph, shared by the graph stage (which writes it) and readers, plus what it
+/// takes to rebuild windows older than its horizon from the stored spans.
 #[derive(Debug, Clone)]
-pub struct GraphView(Arc<RwLock<LiveGraph>>);
+pub struct GraphView {
+    live: Arc<RwLock<LiveGraph>>,
+    history: Option<Arc<History>>,
+    last_live: Arc<Mutex<Option<Computed>>>,
+}
+
+/// A snapshot and when it was computed.
+type Computed = (Instant, Arc<Snapshot>);
+/// A rebuilt window by its `(from_ns, to_ns)`.
+type Rebuilt = ((i64, i64), Arc<Snapshot>);
+
+#[derive(Debug)]
+struct History {
+    store: Arc<SpanStore>,
+    config: GraphConfig,
+    /// The live graph holds every window starting at or after this (and after its trim).
+    covered_from_ns: i64,
+    time_limit: Duration,
+    /// Rebuilt windows that had ended (plus the pairing TTL) when they were rebuilt.
+    rebuilt: Mutex<Vec<Rebuilt>>,
+}
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -43,27 +76,149 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl GraphView {
+    /// A view of the live graph alone: windows older than its horizon come out empty.
     pub fn new(graph: Arc<RwLock<LiveGraph>>) -> Self {
-        Self(graph)
-    }
-
-    pub fn shared(&self) -> &Arc<RwLock<LiveGraph>> {
-        &self.0
-    }
-
-    /// The graph of `[from_ns, to_ns)`.
-    pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
-        match self.0.read() {
-            Ok(graph) => graph.snapshot(from_ns, to_ns),
-            Err(poisoned) => poisoned.into_inner().snapshot(from_ns, to_ns),
+        Self {
+            live: graph,
+            history: None,
+            last_live: Arc::default(),
         }
     }
 
-    /// The graph of the last `LIVE_WINDOW`.
-    pub fn live(&self) -> Snapshot {
+    /// A view that rebuilds windows starting before `covered_from_ns` (or before what the
+    /// live graph has trimmed) from `store`, within `time_limit` each.
+    pub fn with_history(
+        graph: Arc<RwLock<LiveGraph>>,
+        store: Arc<SpanStore>,
+        covered_from_ns: i64,
+        time_limit: Duration,
+    ) -> Self {
+        let config = match graph.read() {
+            Ok(g) => g.config().clone(),
+            Err(poisoned) => poisoned.into_inner().config().clone(),
+        };
+        Self {
+            live: graph,
+            history: Some(Arc::new(History {
+                store,
+                config,
+                covered_from_ns,
+                time_limit,
+                rebuilt: Mutex::new(Vec::new()),
+            })),
+            last_live: Arc::default(),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<RwLock<LiveGraph>> {
+        &self.live
+    }
+
+    /// The graph of `[from_ns, to_ns)`: from the live graph when it holds the window, else
+    /// rebuilt from the stored spans (which may take seconds; call it off the async runtime).
+    pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+        match &self.history {
+            Some(history) if from_ns < self.live_covers_from(history) => {
+                history.snapshot(from_ns, to_ns)
+            }
+            _ => Ok(Arc::new(self.live_snapshot(from_ns, to_ns))),
+        }
+    }
+
+    /// The graph of `[from_ns, to_ns)` rebuilt from the stored spans, even when the live
+    /// graph holds it: what tests compare the live graph with.
+    pub fn rebuild(&self, from_ns: i64, to_ns: i64) -> Result<Snapshot, QueryError> {
+        let Some(history) = &self.history else {
+            return Err(QueryError::Internal(
+                "this graph view has no span store to rebuild from".into(),
+            ));
+        };
+        let view = history.store.view();
+        history::rebuild(&view, &history.config, from_ns, to_ns, history.time_limit)
+            .map(|(snapshot, _)| snapshot)
+    }
+
+    fn live_covers_from(&self, history: &History) -> i64 {
+        let trimmed = match self.live.read() {
+            Ok(graph) => graph.trimmed_before_ns(),
+            Err(poisoned) => poisoned.into_inner().trimmed_before_ns(),
+        };
+        history.covered_from_ns.max(trimmed.unwrap_or(i64::MIN))
+    }
+
+    /// Takes the window's buckets under the read lock (shared, not copied) and merges them,
+    /// names nodes and finds loops after letting it go: a big graph never holds up the
+    /// graph stage.
+    fn live_snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
+        let window = match self.live.read() {
+            Ok(graph) => graph.window(from_ns, to_ns),
+            Err(poisoned) => poisoned.into_inner().window(from_ns, to_ns),
+        };
+        window.into_snapshot()
+    }
+
+    /// The graph of the last `LIVE_WINDOW`, as of now.
+    pub fn live(&self) -> Arc<Snapshot> {
         let now = now_ns();
-        self.snapshot(now - LIVE_WINDOW.as_nanos() as i64, now + 1)
+        Arc::new(self.live_snapshot(now - LIVE_WINDOW.as_nanos() as i64, now + 1))
+    }
+
+    /// Like [`GraphView::live`], but a result computed less than `LIVE_REUSE` ago is shared:
+    /// for readers that poll (every event stream asks once a second), so a hundred open
+    /// dashboards cost one computation, not a hundred.
+    pub fn live_shared(&self) -> Arc<Snapshot> {
+        let mut last = lock(&self.last_live);
+        if let Some((at, snapshot)) = last.as_ref()
+            && at.elapsed() < LIVE_REUSE
+        {
+            return snapshot.clone();
+        }
+        let snapshot = self.live();
+        *last = Some((Instant::now(), snapshot.clone()));
+        snapshot
+    }
+}
+
+impl History {
+    fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+        if let Some(found) = self.cached(from_ns, to_ns) {
+            return Ok(found);
+        }
+        let started = Instant::now();
+        let view = self.store.view();
+        let (snapshot, stats) =
+            history::rebuild(&view, &self.config, from_ns, to_ns, self.time_limit)?;
+        tracing::debug!(
+            spans = stats.spans_read,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuilt a graph window from stored spans"
+        );
+        let snapshot = Arc::new(snapshot);
+        // A window is final once its spans can no longer arrive; only then is it kept.
+        let ttl_ns = i64::try_from(self.config.pairing_ttl.as_nanos()).unwrap_or(i64::MAX);
+        if to_ns.saturating_add(ttl_ns.saturating_mul(2)) < now_ns() {
+            let mut rebuilt = lock(&self.rebuilt);
+            rebuilt.insert(0, ((from_ns, to_ns), snapshot.clone()));
+            rebuilt.truncate(REBUILT_KEPT);
+        }
+        Ok(snapshot)
+    }
+
+    fn cached(&self, from_ns: i64, to_ns: i64) -> Option<Arc<Snapshot>> {
+        let mut rebuilt = lock(&self.rebuilt);
+        let position = rebuilt.iter().position(|(w, _)| *w == (from_ns, to_ns))?;
+        let entry = rebuilt.remove(position);
+        let snapshot = entry.1.clone();
+        rebuilt.insert(0, entry);
+        Some(snapshot)
     }
 }
 
@@ -240,7 +395,14 @@ impl TableProvider for GraphTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = match self.window {
             Window::Live => self.graph.live(),
-            Window::Fixed(from, to) => self.graph.snapshot(from, to),
+            Window::Fixed(from, to) => {
+                // A window older than the horizon is rebuilt from Parquet: off the runtime.
+                let graph = self.graph.clone();
+                tokio::task::spawn_blocking(move || graph.snapshot(from, to))
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+            }
         };
         let batch = batch_of(self.which, &snapshot)?;
         Ok(MemorySourceConfig::try_new_exec(

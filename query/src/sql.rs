@@ -111,6 +111,17 @@ fn classify(error: DataFusionError, config: &SqlConfig) -> QueryError {
             config.memory_limit >> 20
         )),
         DataFusionError::Internal(message) => QueryError::Internal(message.clone()),
+        // Our own table providers fail with a QueryError that already says whose fault it is.
+        DataFusionError::External(inner) if inner.is::<QueryError>() => {
+            match inner.downcast_ref::<QueryError>() {
+                Some(QueryError::Invalid(m)) => QueryError::Invalid(m.clone()),
+                Some(QueryError::NotAllowed(m)) => QueryError::NotAllowed(m.clone()),
+                Some(QueryError::TooExpensive(m)) => QueryError::TooExpensive(m.clone()),
+                Some(QueryError::Busy(m)) => QueryError::Busy(m.clone()),
+                Some(QueryError::Internal(m)) => QueryError::Internal(m.clone()),
+                None => QueryError::Internal(inner.to_string()),
+            }
+        }
         DataFusionError::IoError(_)
         | DataFusionError::ObjectStore(_)
         | DataFusionError::ParquetError(_) => QueryError::Internal(root.to_string()),

@@ -28,6 +28,7 @@ use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
+use crate::history;
 use crate::segment::{self, Segment};
 use crate::wal::{self, Wal, WalSync};
 
@@ -194,40 +195,14 @@ fn backfill(
 ) -> Result<usize, StoreError> {
     let mut sent = 0;
     for segment in segments.iter().filter(|s| s.max_start_ns >= since_ns) {
-        let file = std::fs::File::open(&segment.path)?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-            .build()?;
-        for batch in reader {
-            let batch = batch?;
-            let start = batch
-                .column_by_name(flowscope_model::columns::START_TIME)
-                .and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
-                })
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "{} has no start_time column",
-                        segment.path.display()
-                    ))
-                })?;
-            let keep = arrow::compute::kernels::cmp::gt_eq(
-                start,
-                &arrow::array::Scalar::new(
-                    arrow::array::TimestampNanosecondArray::from(vec![since_ns])
-                        .with_timezone("UTC"),
-                ),
-            )?;
-            let batch = arrow::compute::filter_record_batch(&batch, &keep)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
+        let mut send = |batch: RecordBatch| -> Result<bool, StoreError> {
             // Parquet gives back the schema it stored; the listener expects the storage schema.
             let batch = RecordBatch::try_new(storage_schema(), batch.columns().to_vec())?;
             sent += batch.num_rows();
-            if listener.send(batch).is_err() {
-                break;
-            }
+            Ok(listener.send(batch).is_ok())
+        };
+        if !history::read_segment(segment, None, since_ns, i64::MAX, &mut send)? {
+            break;
         }
     }
     Ok(sent)

@@ -1,12 +1,14 @@
 //! `GET /api/graph`, `GET /api/graph/diff` and `GET /api/graph/stream` (server-sent events).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
+use flowscope_query::QueryError;
 use flowscope_query::graph_tables::LIVE_WINDOW;
 use futures::Stream;
 use serde::Deserialize;
@@ -133,6 +135,7 @@ fn delta_json(delta: &GraphDelta) -> Value {
         "edges_changed": delta.changed.iter().map(edge_json).collect::<Vec<_>>(),
         "edges_removed": delta.removed.iter().map(|(s, t, k)| json!({"source": s, "target": t, "kind": k.as_str()})).collect::<Vec<_>>(),
         "nodes_added": delta.nodes_added.iter().map(node_json).collect::<Vec<_>>(),
+        "nodes_changed": delta.nodes_changed.iter().map(node_json).collect::<Vec<_>>(),
         "nodes_removed": delta.nodes_removed,
         "loops": delta.loops.as_ref().map(|loops| loops.iter().map(loop_json).collect::<Vec<_>>()),
     })
@@ -157,7 +160,7 @@ pub async fn get_graph(
     let graph = state.graph.clone();
     let snapshot = tokio::task::spawn_blocking(move || graph.snapshot(from, to))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(snapshot_json(&snapshot)))
 }
 
@@ -203,12 +206,12 @@ pub async fn get_diff(
     }
     let graph = state.graph.clone();
     let changes = tokio::task::spawn_blocking(move || {
-        let before = graph.snapshot(before_from, before_to);
-        let after = graph.snapshot(after_from, after_to);
-        diff(&before, &after, ratio)
+        let before = graph.snapshot(before_from, before_to)?;
+        let after = graph.snapshot(after_from, after_to)?;
+        Ok::<_, QueryError>(diff(&before, &after, ratio))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({
         "before": { "from": nanos_json(before_from), "to": nanos_json(before_to) },
         "after": { "from": nanos_json(after_from), "to": nanos_json(after_to) },
@@ -227,14 +230,15 @@ pub async fn stream(
     State(state): State<ApiState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let graph = state.graph.clone();
-    let events =
-        futures::stream::unfold((None::<Snapshot>, graph), |(previous, graph)| async move {
+    let events = futures::stream::unfold(
+        (None::<Arc<Snapshot>>, graph),
+        |(previous, graph)| async move {
             loop {
                 if previous.is_some() {
                     tokio::time::sleep(STREAM_PERIOD).await;
                 }
                 let reader = graph.clone();
-                let next = match tokio::task::spawn_blocking(move || reader.live()).await {
+                let next = match tokio::task::spawn_blocking(move || reader.live_shared()).await {
                     Ok(next) => next,
                     Err(_) => return None,
                 };
@@ -254,7 +258,8 @@ pub async fn stream(
                 };
                 return Some((Ok(event), (Some(next), graph)));
             }
-        });
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
