@@ -587,3 +587,56 @@ fn a_window_older_than_the_horizon_is_rebuilt_from_stored_spans_with_the_same_an
     assert_eq!(content(&graph_of(&server, old.0, old.1)), content(&rebuilt));
     assert_eq!(server.sql(&sql)["rows"], by_sql);
 }
+
+#[test]
+fn the_pairing_counters_are_exposed_as_json_and_prometheus_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "1s"]);
+    // A CLIENT whose server never reports: after the TTL it is unpaired, and an edge to an
+    // external node named from server.address.
+    let mut t = Topology::default();
+    let trace = t.new_trace();
+    t.span(
+        "checkout",
+        &trace,
+        None,
+        CLIENT,
+        "POST /charge",
+        0,
+        30,
+        false,
+        &[("server.address", "api.stripe.example")],
+        &[],
+    );
+    send(&server, t.requests());
+    wait_for_graph(&server, |g| {
+        edges_of(g).contains_key(&key("checkout", "api.stripe.example", "sync"))
+    });
+
+    let status: Value = reqwest::blocking::get(format!("http://{}/api/status", server.api))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["graph"]["spans_seen"], 1, "{status:#}");
+    assert_eq!(status["graph"]["unpaired_spans"], 1, "{status:#}");
+    assert_eq!(status["graph"]["virtual_calls"], 1, "{status:#}");
+    assert_eq!(status["graph"]["pending_spans"], 0, "{status:#}");
+    assert_eq!(status["store"]["spans_written"], 1, "{status:#}");
+
+    let metrics = reqwest::blocking::get(format!("http://{}/metrics", server.api)).unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().unwrap();
+    for line in [
+        "# TYPE flowscope_graph_unpaired_spans_total counter",
+        "flowscope_graph_unpaired_spans_total 1",
+        "flowscope_graph_pending_spans 0",
+        "flowscope_store_spans_written_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}

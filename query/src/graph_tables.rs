@@ -29,7 +29,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
-use flowscope_graph::{GraphConfig, LiveGraph, Snapshot};
+use flowscope_graph::{GraphConfig, GraphCounters, LiveGraph, Snapshot};
 
 use crate::error::QueryError;
 use crate::history;
@@ -120,6 +120,15 @@ impl GraphView {
 
     pub fn shared(&self) -> &Arc<RwLock<LiveGraph>> {
         &self.live
+    }
+
+    /// The live graph's counters and its approximate heap size in bytes.
+    pub fn counters(&self) -> (GraphCounters, usize) {
+        let read = |graph: &LiveGraph| (graph.counters(), graph.approximate_memory_bytes());
+        match self.live.read() {
+            Ok(graph) => read(&graph),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
     }
 
     /// The graph of `[from_ns, to_ns)`: from the live graph when it holds the window, else

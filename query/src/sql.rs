@@ -86,6 +86,7 @@ pub struct SqlEngine {
     runtime: SqlRuntime,
     permits: Arc<Semaphore>,
     config: SqlConfig,
+    store: Arc<SpanStore>,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -161,7 +162,7 @@ impl SqlEngine {
         let context = SessionContext::new_with_state(state);
         context.register_udf(HexId::udf().as_ref().clone());
         context
-            .register_table("spans", Arc::new(SpansTable::new(store)))
+            .register_table("spans", Arc::new(SpansTable::new(store.clone())))
             .map_err(|e| internal(&e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
@@ -174,7 +175,13 @@ impl SqlEngine {
             runtime: SqlRuntime(Some(runtime)),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
+            store,
         })
+    }
+
+    /// The store the `spans` table reads.
+    pub fn store(&self) -> &Arc<SpanStore> {
+        &self.store
     }
 
     /// Adds a table (the graph tables, later) to the SQL namespace.

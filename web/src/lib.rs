@@ -4,6 +4,7 @@
 //!  GET  /healthz  ──> 200 once the store has replayed its WAL
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
+//!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
 //! ```
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
@@ -12,6 +13,7 @@
 pub mod error;
 mod graph;
 mod sql;
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +58,8 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/status", get(status::get_status))
+        .route("/metrics", get(status::get_metrics))
         .route("/api/graph", get(graph::get_graph))
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))

@@ -1,0 +1,221 @@
+//! `GET /api/status` (JSON) and `GET /metrics` (Prometheus text format): what the store and
+//! the live graph are doing, from the same counters.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Map, Value, json};
+
+use crate::ApiState;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Type {
+    Counter,
+    Gauge,
+}
+
+/// One figure: its JSON section and key, its metric name, type and help text.
+struct Figure {
+    section: &'static str,
+    key: &'static str,
+    kind: Type,
+    help: &'static str,
+    value: u64,
+}
+
+fn figures(state: &ApiState) -> Vec<Figure> {
+    let store = state.engine.store().stats();
+    let (graph, graph_bytes) = state.graph.counters();
+    let figure = |section, key, kind, help, value| Figure {
+        section,
+        key,
+        kind,
+        help,
+        value,
+    };
+    use Type::{Counter, Gauge};
+    vec![
+        figure(
+            "store",
+            "spans_written",
+            Counter,
+            "Spans made durable since start.",
+            store.spans_written,
+        ),
+        figure(
+            "store",
+            "spans_in_memory",
+            Gauge,
+            "Spans in the memtable, not yet in Parquet.",
+            store.spans_in_memory,
+        ),
+        figure(
+            "store",
+            "buffered_bytes",
+            Gauge,
+            "Bytes of spans held in memory (the ingest budget counts these).",
+            store.buffered_bytes,
+        ),
+        figure(
+            "store",
+            "segments",
+            Gauge,
+            "Parquet segment files.",
+            store.segments,
+        ),
+        figure(
+            "store",
+            "segment_bytes",
+            Gauge,
+            "Bytes of Parquet segment files.",
+            store.segment_bytes,
+        ),
+        figure(
+            "store",
+            "spans_in_segments",
+            Gauge,
+            "Spans in Parquet segment files.",
+            store.spans_in_segments,
+        ),
+        figure(
+            "store",
+            "replayed_wal_records",
+            Counter,
+            "WAL records replayed at start.",
+            store.replayed_records,
+        ),
+        figure(
+            "graph",
+            "spans_seen",
+            Counter,
+            "Spans the live graph took in.",
+            graph.spans_seen,
+        ),
+        figure(
+            "graph",
+            "rows_rejected",
+            Counter,
+            "Rows that were not valid spans.",
+            graph.rows_rejected,
+        ),
+        figure(
+            "graph",
+            "duplicate_spans",
+            Counter,
+            "Spans seen again while the first copy was pending (client retries).",
+            graph.duplicate_spans,
+        ),
+        figure(
+            "graph",
+            "calls_inferred",
+            Counter,
+            "Calls added to edges.",
+            graph.edges_inferred,
+        ),
+        figure(
+            "graph",
+            "virtual_calls",
+            Counter,
+            "Calls to database and external nodes.",
+            graph.virtual_edges,
+        ),
+        figure(
+            "graph",
+            "pending_spans",
+            Gauge,
+            "Spans waiting in the pairing store.",
+            graph.pending_spans,
+        ),
+        figure(
+            "graph",
+            "pending_traces",
+            Gauge,
+            "Traces with spans in the pairing store.",
+            graph.pending_traces,
+        ),
+        figure(
+            "graph",
+            "unpaired_spans",
+            Counter,
+            "Spans whose other half never came within the pairing TTL.",
+            graph.unpaired_expired,
+        ),
+        figure(
+            "graph",
+            "unplaced_spans",
+            Counter,
+            "Spans that gave no edge at all (nothing names their peer).",
+            graph.unplaced,
+        ),
+        figure(
+            "graph",
+            "evicted_spans",
+            Counter,
+            "Spans finalized early because the pairing store was full.",
+            graph.evicted,
+        ),
+        figure(
+            "graph",
+            "traces_finalized",
+            Counter,
+            "Traces finalized (idle for the pairing TTL, or evicted).",
+            graph.traces_finalized,
+        ),
+        figure(
+            "graph",
+            "late_events",
+            Counter,
+            "Statistics older than the horizon already trimmed: dropped.",
+            graph.late_events,
+        ),
+        figure(
+            "graph",
+            "buckets",
+            Gauge,
+            "Statistics buckets in memory.",
+            graph.buckets,
+        ),
+        figure(
+            "graph",
+            "memory_bytes",
+            Gauge,
+            "Approximate heap bytes of the live graph.",
+            graph_bytes as u64,
+        ),
+    ]
+}
+
+/// `{"store": {...}, "graph": {...}}`, every figure under its plain name.
+pub async fn get_status(State(state): State<ApiState>) -> Json<Value> {
+    let mut sections: Map<String, Value> = Map::new();
+    for figure in figures(&state) {
+        let section = sections.entry(figure.section).or_insert_with(|| json!({}));
+        section[figure.key] = json!(figure.value);
+    }
+    Json(Value::Object(sections))
+}
+
+/// The same figures as Prometheus metrics: `flowscope_<section>_<key>`, counters with
+/// `_total`.
+pub async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut text = String::new();
+    for figure in figures(&state) {
+        let (kind, suffix) = match figure.kind {
+            Type::Counter => ("counter", "_total"),
+            Type::Gauge => ("gauge", ""),
+        };
+        let name = format!("flowscope_{}_{}{suffix}", figure.section, figure.key);
+        text.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} {kind}\n{name} {}\n",
+            figure.help, figure.value
+        ));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
