@@ -36,6 +36,150 @@ pub struct QueryArgs {
     /// Keep the temporary data directory
     #[arg(long)]
     keep: bool,
+    /// A Python with `duckdb` (and optionally `chdb`) installed: runs
+    /// bench/peers/duckdb_peer.py over the same Parquet files and reports ratios
+    #[arg(long)]
+    peer_python: Option<PathBuf>,
+}
+
+/// The fixed five queries, in flowscope's dialect; `bench/peers/duckdb_peer.py` has the same
+/// five, by the same names, in DuckDB's.
+fn queries(end: &str, trace_id: &str) -> [(&'static str, String); 5] {
+    let t = format!("TIMESTAMP '{end}'");
+    let parent =
+        "FROM spans c JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id";
+    [
+        (
+            "count_by_service_1h",
+            format!("SELECT service_name, count(*) AS spans FROM spans WHERE start_time >= {t} - INTERVAL '1 hour' GROUP BY service_name ORDER BY service_name"),
+        ),
+        (
+            "p99_by_edge_1h",
+            format!("SELECT p.service_name AS caller, c.service_name AS callee, c.name, approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY c.duration_ns) AS p99_ns, count(*) AS calls {parent} WHERE c.start_time >= {t} - INTERVAL '1 hour' AND p.start_time >= {t} - INTERVAL '61 minutes' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+        ),
+        (
+            "error_rate_series_24h",
+            "SELECT date_trunc('hour', start_time) AS hour, count(*) AS spans, avg(CASE WHEN status_code = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate FROM spans GROUP BY 1 ORDER BY 1".to_string(),
+        ),
+        (
+            "service_pairs_6h",
+            format!("SELECT p.service_name AS caller, c.service_name AS callee, count(*) AS calls, sum(CASE WHEN c.status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors {parent} WHERE c.start_time >= {t} - INTERVAL '6 hours' AND p.start_time >= {t} - INTERVAL '361 minutes' GROUP BY 1, 2 ORDER BY 1, 2"),
+        ),
+        (
+            "trace_lookup",
+            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
+        ),
+    ]
+}
+
+fn rfc3339(ns: i64) -> anyhow::Result<String> {
+    let time = arrow::temporal_conversions::timestamp_ns_to_datetime(ns)
+        .with_context(|| format!("{ns} ns is not a time"))?;
+    Ok(format!("{}Z", time.format("%Y-%m-%dT%H:%M:%S")))
+}
+
+/// Runs the DuckDB/chDB peer script over the same files and adds its figures, with ratios
+/// (peer time / flowscope time: above 1 means flowscope is faster).
+#[allow(clippy::too_many_arguments)]
+fn peer(
+    python: &std::path::Path,
+    data_dir: &std::path::Path,
+    end: &str,
+    trace_id: &str,
+    runs: usize,
+    timed: &[(&str, Timed)],
+    parquet_bytes: u64,
+    spans: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/duckdb_peer.py");
+    eprintln!(
+        "running the peers: {} {} ...",
+        python.display(),
+        script.display()
+    );
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .arg(data_dir)
+        .args([
+            "--end",
+            end,
+            "--trace-id",
+            trace_id,
+            "--runs",
+            &runs.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}); is duckdb installed? `{} -m pip install duckdb chdb`",
+            script.display(),
+            output.status,
+            python.display()
+        );
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} did not print JSON", script.display()))?;
+    report.add(
+        "duckdb_version",
+        "DuckDB version",
+        answer["duckdb_version"].clone(),
+    );
+    for (name, ours) in timed {
+        let theirs = &answer["queries"][*name];
+        let (Some(their_ms), Some(their_rows)) =
+            (theirs["median_ms"].as_f64(), theirs["rows"].as_u64())
+        else {
+            bail!("the peer did not time {name}: {answer}");
+        };
+        if their_rows != ours.rows as u64 {
+            bail!(
+                "{name}: DuckDB returned {their_rows} rows, flowscope {}: the queries differ",
+                ours.rows
+            );
+        }
+        let our_ms = percentile(&ours.times, 50.0).map_or(0.0, millis);
+        report.add_float(
+            format!("{name}_duckdb_median_ms"),
+            format!("{name}: DuckDB median (ms)"),
+            their_ms,
+            1,
+        );
+        report.add_float(
+            format!("{name}_duckdb_ratio"),
+            format!("{name}: DuckDB time / flowscope time"),
+            their_ms / our_ms.max(f64::EPSILON),
+            2,
+        );
+    }
+    let per_span = |bytes: u64| bytes as f64 / spans.max(1) as f64;
+    report.add_float(
+        "flowscope_bytes_per_span",
+        "storage: flowscope Parquet bytes per span",
+        per_span(parquet_bytes),
+        1,
+    );
+    for (key, label) in [
+        ("duckdb_storage", "DuckDB native"),
+        ("chdb_storage", "ClickHouse MergeTree (chDB)"),
+    ] {
+        match answer[key]["bytes"].as_u64() {
+            Some(bytes) => report.add_float(
+                format!("{key}_bytes_per_span"),
+                format!("storage: {label} bytes per span"),
+                per_span(bytes),
+                1,
+            ),
+            None => report.add(
+                format!("{key}_error"),
+                format!("storage: {label}"),
+                answer[key].clone(),
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// What one query returned and how long it took, over all runs.
@@ -43,6 +187,8 @@ struct Timed {
     times: Vec<Duration>,
     rows: usize,
     first_value: serde_json::Value,
+    /// The sum of the second column, when every row has a count there.
+    total: Option<u64>,
 }
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
@@ -118,32 +264,26 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let trace = args.spans / SPANS_PER_TRACE / 2;
     let trace_id = generator.trace_id_hex(trace);
     let trace_spans = (args.spans - trace * SPANS_PER_TRACE).min(SPANS_PER_TRACE);
-    let queries = [
-        (
-            "recent",
-            "SELECT count(*) FROM spans WHERE start_time > now() - INTERVAL '5 minutes'"
-                .to_string(),
-        ),
-        ("count", "SELECT count(*) FROM spans".to_string()),
-        (
-            "by_service",
-            "SELECT service_name, count(*) FROM spans GROUP BY service_name".to_string(),
-        ),
-        (
-            "trace",
-            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
-        ),
-    ];
     let http = server::http_client();
+    // Every window ends at the newest span (rounded up to the second), written out, so a
+    // peer run later over the same files answers exactly the same question.
+    let newest = runtime.block_on(server.sql(
+        &http,
+        "SELECT CAST(max(start_time) AS BIGINT) AS ns FROM spans",
+    ))?;
+    let newest_ns = newest["rows"][0][0]
+        .as_i64()
+        .with_context(|| format!("no newest span: {newest}"))?;
+    let end = rfc3339(newest_ns.div_euclid(1_000_000_000) * 1_000_000_000 + 1_000_000_000)?;
     let mut timed = Vec::new();
-    for (name, sql) in &queries {
-        let result = runtime.block_on(time_query(&server, &http, sql, args.runs))?;
+    for (name, sql) in queries(&end, &trace_id) {
+        let result = runtime.block_on(time_query(&server, &http, &sql, args.runs))?;
         eprintln!(
             "  {name}: median {:.1} ms, {} rows",
             percentile(&result.times, 50.0).map_or(0.0, millis),
             result.rows
         );
-        timed.push((*name, result));
+        timed.push((name, result));
     }
     let query_peak_rss = server.peak_rss_bytes()?;
     let query_stopped = server.stop()?;
@@ -221,7 +361,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     for (name, result) in &timed {
         add_query(&mut report, name, result);
     }
-    report.add("trace_id", "trace looked up", trace_id);
+    report.add("trace_id", "trace looked up", trace_id.clone());
+    report.add("window_end", "windows end at", end.clone());
     report.add_float(
         "query_server_peak_rss_mib",
         "query server peak RSS (MiB)",
@@ -238,6 +379,19 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         "server ERROR lines (load + queries)",
         load_stopped.log.errors + query_stopped.log.errors,
     );
+    if let Some(python) = &args.peer_python {
+        peer(
+            python,
+            data_dir.path(),
+            &end,
+            &trace_id,
+            args.runs,
+            &timed,
+            parquet_bytes,
+            sent.acked_spans,
+            &mut report,
+        )?;
+    }
     report.print();
     data_dir.finish();
 
@@ -271,6 +425,10 @@ async fn time_query(
         .with_context(|| format!("`{sql}` answered without rows: {answer}"))?;
     Ok(Timed {
         times,
+        total: rows
+            .iter()
+            .map(|row| row.get(1).and_then(|v| v.as_u64()))
+            .sum(),
         rows: rows.len(),
         first_value: rows
             .first()
@@ -305,7 +463,7 @@ fn add_query(report: &mut Report, name: &str, result: &Timed) {
         format!("{name}: rows returned"),
         result.rows,
     );
-    if name != "trace" {
+    if name != "trace_lookup" {
         let value = result.first_value.clone();
         report.add(
             format!("{name}_value"),
@@ -319,11 +477,11 @@ fn add_query(report: &mut Report, name: &str, result: &Timed) {
 fn check(timed: &[(&str, Timed)], loaded: u64, trace_spans: u64) -> anyhow::Result<()> {
     for (name, result) in timed {
         match *name {
-            "count" if result.first_value.as_u64() != Some(loaded) => bail!(
-                "SELECT count(*) FROM spans found {} spans, but {loaded} were acknowledged",
-                result.first_value
+            "error_rate_series_24h" if result.total != Some(loaded) => bail!(
+                "the hourly series counts {:?} spans, but {loaded} were acknowledged",
+                result.total
             ),
-            "trace" if result.rows as u64 != trace_spans => bail!(
+            "trace_lookup" if result.rows as u64 != trace_spans => bail!(
                 "the trace lookup found {} spans, expected {trace_spans}",
                 result.rows
             ),
