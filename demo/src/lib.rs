@@ -1,10 +1,13 @@
-//! Simulated event-driven systems: what `flowscope serve --demo` runs so that a newcomer sees
-//! a living graph within seconds.
+//! Simulated event-driven systems, and the OTLP client that sends their traces: what
+//! `flowscope serve --demo` runs so that a newcomer sees a living graph within seconds, and
+//! what `flowscope loadgen` and `flowscope-bench` send.
 //!
 //! ```text
 //!  topology.toml / preset ──> topology: parse + check ──> simulate: Simulator::request(now, traces)
 //!                                                                  │ ExportTraceServiceRequest
-//!       run (serve --demo): twice a second over OTLP/gRPC <────────┘
+//!       run (serve --demo): twice a second over OTLP/gRPC <────────┤
+//!       send (loadgen, bench): N connections, gRPC or HTTP, ───────┘
+//!             protobuf or JSON, gzip, paced or flat out            cpu: /proc CPU-seconds
 //! ```
 //!
 //! The shop preset (`presets/shop.toml`), behind `serve --demo`:
@@ -17,9 +20,11 @@
 //!                                                                    the consumer LINKS to the producer)
 //! ```
 //!
-//! Generation is a plain function of a seed and the time it is given; only [`run`] talks to
-//! the network.
+//! Generation is a plain function of a seed and the time it is given; only [`run`] and
+//! [`send`] talk to the network.
 
+pub mod cpu;
+pub mod send;
 pub mod simulate;
 pub mod topology;
 
