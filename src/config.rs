@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use flowscope_collector::CollectorConfig;
+use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
 use flowscope_model::parse_duration;
 use flowscope_query::{SqlConfig, StoreConfig, WalSync};
@@ -21,6 +22,10 @@ pub struct ServeArgs {
     /// scheduled incident) that sends its traces to this server over OTLP/gRPC
     #[arg(long, env = "FLOWSCOPE_DEMO")]
     demo: bool,
+    /// The system `--demo` simulates: a preset (shop, city) or a topology file; implies
+    /// `--demo` [default: shop]
+    #[arg(long, env = "FLOWSCOPE_DEMO_TOPOLOGY")]
+    demo_topology: Option<String>,
     /// TOML file with any of the settings below (snake_case keys, e.g. `data_dir = "/var/lib/flowscope"`).
     #[arg(long, env = "FLOWSCOPE_CONFIG")]
     config: Option<PathBuf>,
@@ -97,6 +102,7 @@ struct FileConfig {
     graph_bucket: Option<String>,
     graph_horizon: Option<String>,
     demo: Option<bool>,
+    demo_topology: Option<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -110,8 +116,8 @@ pub struct ServeConfig {
     pub sql: SqlConfig,
     pub api: ApiConfig,
     pub graph: GraphConfig,
-    /// Run the simulated shop against this server.
-    pub demo: bool,
+    /// The simulated system to run against this server, if any.
+    pub demo: Option<Topology>,
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
@@ -270,8 +276,17 @@ impl ServeConfig {
         // After a restart the live graph is rebuilt from the spans of its horizon.
         store.listener_backfill = graph.horizon;
 
+        let demo_topology = args.demo_topology.or(file.demo_topology);
+        let demo = if args.demo || file.demo.unwrap_or(false) || demo_topology.is_some() {
+            let topology = Topology::load(demo_topology.as_deref().unwrap_or("shop"))
+                .context("--demo-topology")?;
+            Some(topology)
+        } else {
+            None
+        };
+
         Ok(Self {
-            demo: args.demo || file.demo.unwrap_or(false),
+            demo,
             graph,
             otlp_grpc_addr: args
                 .otlp_grpc_addr
@@ -362,6 +377,43 @@ mod tests {
         let error = format!("{:#}", ServeConfig::resolve(args).expect_err("bad policy"));
         assert!(
             error.contains("--wal-sync") && error.contains("always"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_demo_runs_the_shop_unless_a_topology_is_named_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolve = |demo: bool, topology: Option<&str>| {
+            ServeConfig::resolve(ServeArgs {
+                data_dir: Some(dir.path().into()),
+                demo,
+                demo_topology: topology.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        let name = |demo: bool, topology: Option<&str>| {
+            resolve(demo, topology)
+                .expect("resolve")
+                .demo
+                .map(|topology| topology.name)
+        };
+        assert_eq!(name(false, None), None);
+        assert_eq!(name(true, None).as_deref(), Some("shop"));
+        assert_eq!(
+            name(false, Some("city")).as_deref(),
+            Some("city"),
+            "implies --demo"
+        );
+
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[[services]]\nname = \"a\"\n").expect("write");
+        let error = format!(
+            "{:#}",
+            resolve(true, file.to_str()).expect_err("a topology without entries")
+        );
+        assert!(
+            error.contains("--demo-topology") && error.contains("bad.toml"),
             "{error}"
         );
     }

@@ -5,11 +5,14 @@
 //!      ├── SpanStore::open (replays the WAL before anything listens)
 //!      ├── OTLP/gRPC  :4317 ─┐
 //!      ├── OTLP/HTTP  :4318 ─┴─> StoreSink ──> SpanStore
-//!      └── API        :8080 ──> SqlEngine ──> SpanStore
+//!      ├── API        :8080 ──> SqlEngine ──> SpanStore
+//!      └── --demo: flowscope_demo::run ──> its own OTLP/gRPC port
+//!  flowscope loadgen ──> flowscope_demo: Simulator ──> send (N connections) ──> any OTLP endpoint
 //! ```
 
 mod config;
 mod graph_stage;
+mod loadgen;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the server: OTLP receivers, the span store, the SQL API.
     Serve(Box<config::ServeArgs>),
+    /// Send a simulated system's traces to an OTLP endpoint and report what was acknowledged.
+    Loadgen(Box<loadgen::LoadgenArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +45,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => config::ServeConfig::resolve(*args).and_then(serve::run),
+        Command::Loadgen(args) => loadgen::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

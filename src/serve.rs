@@ -155,7 +155,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    if config.demo {
+    if let Some(topology) = config.demo.clone() {
         // The demo is a client like any other: it reaches the gRPC port over loopback.
         let target = SocketAddr::new(
             if grpc_addr.ip().is_unspecified() {
@@ -167,7 +167,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(flowscope_demo::run(
             format!("http://{target}"),
-            flowscope_demo::DemoConfig::default(),
+            flowscope_demo::DemoConfig::new(topology),
             stopped(stop_rx.clone()),
         ));
     }

@@ -80,6 +80,7 @@ fn the_demo_is_only_an_otlp_client() {
             "parquet",
             "flowscope-query",
             "flowscope-graph",
+            "flowscope-collector",
         ],
     );
 }

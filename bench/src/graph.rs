@@ -26,9 +26,10 @@ use serde_json::Value;
 
 use crate::ingest::mib;
 use crate::report::{Report, millis, percentile, thousands};
-use crate::send::{Protocol, Source, send_all};
+use crate::send::{Protocol, send_all};
 use crate::server::{self, DataDir, HttpClient, Server};
 use crate::spans::{Encoded, mix};
+use flowscope_demo::send::Source;
 
 /// Spans per batch, in process and per export request.
 const BATCH: usize = 512;
@@ -293,10 +294,10 @@ fn against_server(
         4,
         total_spans,
     ))?;
-    if sent.acked_spans != total_spans {
+    if sent.totals.spans_acked != total_spans {
         bail!(
             "the server acked {} of {} spans (first failure: {:?})",
-            sent.acked_spans,
+            sent.totals.spans_acked,
             total_spans,
             sent.first_failure
         );
@@ -338,7 +339,7 @@ fn against_server(
     report.add_float(
         "server_load_spans_per_second",
         "server: spans/s acked while loading",
-        sent.acked_spans as f64 / sent.wall.as_secs_f64(),
+        sent.totals.spans_acked as f64 / sent.wall.as_secs_f64(),
         0,
     );
     report.add_float(
@@ -414,7 +415,7 @@ async fn probe(server: &Server, http: &HttpClient, probes: usize) -> anyhow::Res
         });
         let sent = send_all(Protocol::Grpc, server, Source::ready(vec![request]), 1, 2).await?;
         let acked = Instant::now();
-        if sent.acked_spans != 2 {
+        if sent.totals.spans_acked != 2 {
             bail!("probe {probe} was not acked: {:?}", sent.first_failure);
         }
         loop {

@@ -8,9 +8,10 @@ use anyhow::{Context, bail};
 use flowscope_collector::decode_protobuf;
 
 use crate::report::{Report, millis, percentile, thousands};
-use crate::send::{Protocol, Source, send_all};
+use crate::send::{Protocol, send_all};
 use crate::server::{self, DataDir, Server};
 use crate::spans::{Encoded, Generator};
+use flowscope_demo::send::Source;
 
 /// Spans decoded for the decode-only figure (or all of them, if fewer).
 const DECODE_SAMPLE_SPANS: u64 = 500_000;
@@ -20,7 +21,8 @@ pub struct IngestArgs {
     /// The flowscope binary [default: the one next to this binary, else target-release/release/flowscope]
     #[arg(long)]
     server: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    /// grpc or http
+    #[arg(long, default_value = "grpc")]
     protocol: Protocol,
     /// Spans to send in total
     #[arg(long, default_value_t = 2_000_000)]
@@ -87,10 +89,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         WalSync::Always => "always",
         WalSync::Never => "never",
     };
-    let protocol = match args.protocol {
-        Protocol::Grpc => "grpc",
-        Protocol::Http => "http",
-    };
+    let protocol = args.protocol.to_string();
     let server = Server::start(&binary, data_dir.path(), &["--wal-sync", wal_sync])?;
     eprintln!(
         "sending to {} (pid {}) over {protocol} with {} connections, wal-sync {wal_sync} ...",
@@ -122,7 +121,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let (wal_bytes, wal_files) = server::dir_size(&data_dir.path().join("wal"), "")?;
 
     let wall = sent.wall.as_secs_f64();
-    let server_rate = sent.acked_spans as f64 / server_cpu;
+    let server_rate = sent.totals.spans_acked as f64 / server_cpu;
     let quantile = |p| percentile(&sent.latencies, p).map_or(0.0, millis);
     let mut report = Report::new("ingest");
     report.add("protocol", "protocol", protocol);
@@ -130,23 +129,27 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     report.add("connections", "connections", args.connections);
     report.add("batch", "spans per request", args.batch);
     report.add("spans_sent", "spans sent", args.spans);
-    report.add("spans_acked", "spans acked", sent.acked_spans);
+    report.add("spans_acked", "spans acked", sent.totals.spans_acked);
     report.add(
         "spans_rejected",
-        "spans rejected (partial success)",
-        sent.rejected_spans,
+        "spans rejected (partial success or for good)",
+        sent.totals.spans_rejected,
     );
     report.add(
         "requests_refused",
         "requests refused, then retried",
-        sent.refused_requests,
+        sent.totals.requests_refused,
     );
-    report.add("requests_failed", "requests failed", sent.failed_requests);
+    report.add(
+        "requests_failed",
+        "requests failed",
+        sent.totals.requests_failed,
+    );
     report.add_float("wall_seconds", "wall time (s)", wall, 2);
     report.add_float(
         "spans_per_second",
         "spans/s (wall)",
-        sent.acked_spans as f64 / wall,
+        sent.totals.spans_acked as f64 / wall,
         0,
     );
     report.add_float(
@@ -240,10 +243,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     if let Some(failure) = &sent.first_failure {
         eprintln!("first failure: {failure}");
     }
-    if counted != sent.acked_spans {
+    if counted != sent.totals.spans_acked {
         bail!(
             "the server acknowledged {} spans but SELECT count(*) finds {}",
-            sent.acked_spans,
+            sent.totals.spans_acked,
             counted
         );
     }

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 
 use crate::ingest::mib;
 use crate::report::{Report, millis, percentile, thousands};
-use crate::send::{Protocol, Source, send_all};
+use crate::send::{Protocol, send_all};
 use crate::server::{self, DataDir, HttpClient, Server};
 use crate::spans::{Encoded, Generator, SPANS_PER_TRACE};
+use flowscope_demo::send::Source;
 
 const BATCH: u64 = 512;
 const CONNECTIONS: usize = 4;
@@ -228,7 +229,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         Ok(server::thread_cpu_seconds()? - started)
     });
     let server_cpu_before = server.cpu_seconds()?;
-    let source = Source::Generated(tokio::sync::Mutex::new(receiver));
+    let source = Source::generated(receiver);
     let sent = runtime.block_on(send_all(
         Protocol::Grpc,
         &server,
@@ -246,7 +247,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "  loaded {} spans in {:.1}s; stopping to flush everything to Parquet ...",
-        thousands(sent.acked_spans),
+        thousands(sent.totals.spans_acked),
         sent.wall.as_secs_f64()
     );
     let load_stopped = server.stop()?;
@@ -289,7 +290,11 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let query_stopped = server.stop()?;
 
     let mut report = Report::new("query");
-    report.add("spans_loaded", "spans loaded (acked)", sent.acked_spans);
+    report.add(
+        "spans_loaded",
+        "spans loaded (acked)",
+        sent.totals.spans_acked,
+    );
     report.add("load_flags", "load server flags", LOAD_FLAGS.join(" "));
     report.add_float(
         "load_seconds",
@@ -300,7 +305,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     report.add_float(
         "load_spans_per_second",
         "load spans/s (wall)",
-        sent.acked_spans as f64 / sent.wall.as_secs_f64(),
+        sent.totals.spans_acked as f64 / sent.wall.as_secs_f64(),
         0,
     );
     report.add_float(
@@ -318,12 +323,12 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     report.add(
         "load_requests_refused",
         "load requests refused, then retried",
-        sent.refused_requests,
+        sent.totals.requests_refused,
     );
     report.add(
         "load_requests_failed",
         "load requests failed",
-        sent.failed_requests,
+        sent.totals.requests_failed,
     );
     report.add_float(
         "load_ack_p99_ms",
@@ -348,7 +353,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     report.add_float(
         "parquet_bytes_per_span",
         "parquet bytes per span",
-        parquet_bytes as f64 / sent.acked_spans.max(1) as f64,
+        parquet_bytes as f64 / sent.totals.spans_acked.max(1) as f64,
         1,
     );
     report.add_float(
@@ -403,7 +408,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     {
         eprintln!("server: {line}");
     }
-    check(&timed, sent.acked_spans, trace_spans)
+    check(&timed, sent.totals.spans_acked, trace_spans)
 }
 
 async fn time_query(

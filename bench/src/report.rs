@@ -73,14 +73,7 @@ impl Report {
     }
 }
 
-/// The nearest-rank percentile `p` (0 to 100) of `sorted`, which must be in ascending order.
-pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
+pub use flowscope_demo::send::percentile;
 
 pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
@@ -102,32 +95,6 @@ pub fn thousands(number: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(values: &[u64]) -> Vec<Duration> {
-        values.iter().map(|&v| Duration::from_millis(v)).collect()
-    }
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let check = |values: &[u64], p: f64, expected: Option<u64>| {
-            assert_eq!(
-                percentile(&ms(values), p),
-                expected.map(Duration::from_millis),
-                "p{p} of {values:?}"
-            );
-        };
-        check(&[], 50.0, None);
-        check(&[7], 0.0, Some(7));
-        check(&[7], 99.0, Some(7));
-        check(&[1, 2, 3, 4, 5], 50.0, Some(3));
-        check(&[1, 2, 3, 4], 50.0, Some(2));
-        check(&[1, 2, 3, 4], 100.0, Some(4));
-        check(&[1, 2, 3, 4], 0.0, Some(1));
-        let hundred: Vec<u64> = (1..=100).collect();
-        check(&hundred, 99.0, Some(99));
-        check(&hundred, 99.5, Some(100));
-        check(&hundred, 50.0, Some(50));
-    }
 
     #[test]
     fn thousands_are_separated_by_commas() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
+use flowscope_demo::cpu;
 use http_body_util::{BodyExt as _, Full};
 use hyper::StatusCode;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -120,12 +121,7 @@ impl Server {
 
     /// User plus system CPU the server has used so far, all threads.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = read_proc(&format!("/proc/{}/stat", self.pid()))?;
-        let ticks = stat_field(&stat, UTIME)
-            .zip(stat_field(&stat, STIME))
-            .map(|(user, system)| user + system)
-            .context("cannot parse utime and stime in the server's /proc/PID/stat")?;
-        ticks_to_seconds(ticks)
+        Ok(cpu::process_cpu_seconds(self.pid())?)
     }
 
     /// Peak resident memory so far (VmHWM).
@@ -164,7 +160,7 @@ impl Server {
 
     /// SIGTERM, then waits for a clean exit, by which time memory is flushed to Parquet.
     pub fn stop(mut self) -> anyhow::Result<Stopped> {
-        let children_before = children_cpu_seconds()?;
+        let children_before = cpu::children_cpu_seconds()?;
         let started = Instant::now();
         // `kill(1)` rather than `kill(2)`: the workspace forbids the unsafe a syscall needs.
         let sent = Command::new("kill")
@@ -186,7 +182,7 @@ impl Server {
         }
         Ok(Stopped {
             shutdown,
-            lifetime_cpu_seconds: children_cpu_seconds()? - children_before,
+            lifetime_cpu_seconds: cpu::children_cpu_seconds()? - children_before,
             log,
         })
     }
@@ -352,76 +348,10 @@ pub async fn post(
     Ok((status, body))
 }
 
-/// CPU this process has used so far, all threads.
-pub fn own_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = read_proc("/proc/self/stat")?;
-    let ticks = stat_field(&stat, UTIME)
-        .zip(stat_field(&stat, STIME))
-        .map(|(user, system)| user + system)
-        .context("cannot parse utime and stime in /proc/self/stat")?;
-    ticks_to_seconds(ticks)
-}
-
-/// CPU the calling thread has used, to the nanosecond: the first field of its schedstat is
-/// the same counter `CLOCK_THREAD_CPUTIME_ID` reads, without the unsafe a syscall would need.
-pub fn thread_cpu_seconds() -> anyhow::Result<f64> {
-    let schedstat = read_proc("/proc/thread-self/schedstat")?;
-    let nanos: u64 = schedstat
-        .split_whitespace()
-        .next()
-        .and_then(|field| field.parse().ok())
-        .context("cannot parse /proc/thread-self/schedstat")?;
-    Ok(nanos as f64 / 1e9)
-}
-
-/// Field numbers in proc(5)'s /proc/PID/stat.
-const UTIME: usize = 14;
-const STIME: usize = 15;
-const CUTIME: usize = 16;
-const CSTIME: usize = 17;
-/// The auxiliary vector entry holding `sysconf(_SC_CLK_TCK)`, the unit of those fields.
-const AT_CLKTCK: usize = 17;
-
-/// CPU of this process's children that have been waited for.
-fn children_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = read_proc("/proc/self/stat")?;
-    let ticks = stat_field(&stat, CUTIME)
-        .zip(stat_field(&stat, CSTIME))
-        .map(|(user, system)| user + system)
-        .context("cannot parse cutime and cstime in /proc/self/stat")?;
-    ticks_to_seconds(ticks)
-}
-
-fn ticks_to_seconds(ticks: u64) -> anyhow::Result<f64> {
-    let auxv = std::fs::read("/proc/self/auxv").context("cannot read /proc/self/auxv")?;
-    let per_second = auxv_value(&auxv, AT_CLKTCK)
-        .filter(|&per_second| per_second > 0)
-        .context("no clock tick rate (AT_CLKTCK) in /proc/self/auxv")?;
-    Ok(ticks as f64 / per_second as f64)
-}
+pub use cpu::{own_cpu_seconds, thread_cpu_seconds};
 
 fn read_proc(path: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
-}
-
-/// The value of entry `key` in an auxiliary vector: native-endian (key, value) word pairs.
-pub fn auxv_value(auxv: &[u8], key: usize) -> Option<usize> {
-    const WORD: usize = size_of::<usize>();
-    let word = |bytes: &[u8]| bytes.try_into().ok().map(usize::from_ne_bytes);
-    auxv.chunks_exact(2 * WORD)
-        .map(|pair| (word(&pair[..WORD]), word(&pair[WORD..])))
-        .find_map(|(k, v)| (k? == key).then_some(v)?)
-}
-
-/// Field `number` (1-based, as proc(5) counts) of a /proc/PID/stat line. The command name in
-/// field 2 may hold spaces and parentheses, so counting starts after its last `)`.
-pub fn stat_field(stat: &str, number: usize) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name
-        .split_whitespace()
-        .nth(number.checked_sub(3)?)?
-        .parse()
-        .ok()
 }
 
 /// A `Name:   1234 kB` line of /proc/PID/status, in KiB.
@@ -485,22 +415,6 @@ fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
 mod tests {
     use super::*;
 
-    const STAT: &str = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1200 0 3 0 \
-        731 95 12 4 20 0 9 0 1234567 987654321 4567 18446744073709551615";
-
-    #[test]
-    fn stat_fields_count_from_one_past_a_name_with_spaces_and_parentheses() {
-        let check = |number, expected| assert_eq!(stat_field(STAT, number), expected, "{number}");
-        check(UTIME, Some(731));
-        check(STIME, Some(95));
-        check(CUTIME, Some(12));
-        check(CSTIME, Some(4));
-        check(4, Some(1));
-        check(3, None); // the state letter is not a number
-        check(2, None);
-        check(99, None);
-    }
-
     #[test]
     fn status_lines_give_kib_and_other_names_do_not_match() {
         let status = "Name:\tflowscope\nVmPeak:\t 900 kB\nVmHWM:\t  524288 kB\nVmRSS:\t 1000 kB\n";
@@ -508,19 +422,6 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS"), Some(1000));
         assert_eq!(status_kib(status, "VmSwap"), None);
         assert_eq!(status_kib(status, "Vm"), None);
-    }
-
-    #[test]
-    fn auxv_entries_are_found_by_key_in_word_pairs() {
-        let auxv: Vec<u8> = [33, 7, AT_CLKTCK, 100, 6, 4096, 0, 0]
-            .iter()
-            .flat_map(|word: &usize| word.to_ne_bytes())
-            .collect();
-        assert_eq!(auxv_value(&auxv, AT_CLKTCK), Some(100));
-        assert_eq!(auxv_value(&auxv, 6), Some(4096));
-        assert_eq!(auxv_value(&auxv, 5), None);
-        // A trailing half pair is ignored, not misread.
-        assert_eq!(auxv_value(&auxv[..3 * size_of::<usize>()], AT_CLKTCK), None);
     }
 
     #[test]

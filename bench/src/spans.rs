@@ -11,6 +11,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
 use prost::Message as _;
 
+pub use flowscope_demo::send::Encoded;
+pub use flowscope_demo::simulate::mix;
+
 /// Spans per trace: a SERVER root, three CLIENT calls, then INTERNAL, PRODUCER and CONSUMER work.
 pub const SPANS_PER_TRACE: u64 = 8;
 
@@ -45,13 +48,6 @@ const USER_AGENTS: [&str; 4] = [
 ];
 
 const CLIENT_CALLS: [&str; 3] = ["SELECT orders", "redis GET", "POST /v1/charges"];
-
-/// One encoded export request and the number of spans in it.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    pub body: Bytes,
-    pub spans: u64,
-}
 
 /// Builds the requests of one run: `total_spans` spans, `batch` per request, start times
 /// spread evenly over a window of `window_ns` that ends at the time given to each request.
@@ -198,14 +194,6 @@ impl Generator {
             ..Span::default()
         }
     }
-}
-
-/// splitmix64's finaliser: a bijection, so distinct inputs give distinct, random-looking ids.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn trace_id(trace: u64) -> [u8; 16] {
