@@ -1,6 +1,8 @@
-//! The HTTP API on the API address: health, SQL, and (later) the graph and the dashboard.
+//! The HTTP API on the API address: health, SQL, the graph and the dashboard.
 //!
 //! ```text
+//!  GET  /, /assets/...  ──> the dashboard (static files embedded in the binary)
+//!  GET  /api/info ──> where OTLP is received, how far back the live graph reaches
 //!  GET  /healthz  ──> 200 once the store has replayed its WAL
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
@@ -9,9 +11,13 @@
 //! JSON for the browser is made here and nowhere else; every error becomes
 //! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
 
+mod assets;
 pub mod error;
 mod graph;
+mod info;
 mod sql;
+
+pub use info::ServerInfo;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +54,7 @@ pub struct ApiState {
     pub graph: GraphView,
     pub config: ApiConfig,
     pub ready: Arc<AtomicBool>,
+    pub info: ServerInfo,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.
@@ -56,6 +63,7 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/info", get(info::get_info))
         .route("/api/graph", get(graph::get_graph))
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
@@ -63,6 +71,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
         )
+        .merge(assets::routes())
         .with_state(state)
 }
 
