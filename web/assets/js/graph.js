@@ -30,6 +30,8 @@ const DAGRE_LIMIT = 150;
 export const MAX_NODES = 2000;
 /** Above this many nodes, drawing trades detail for speed while panning. */
 const BIG_GRAPH = 400;
+/** Edges added per task while a big graph loads (about 50 ms each on a busy 2-core machine). */
+const EDGE_SLICE = 500;
 /** The live stream describes this window (the server's live window). */
 const LIVE_WINDOW = '15m';
 /** Wider or narrower live windows are re-read at most this often while deltas arrive. */
@@ -356,13 +358,15 @@ export class GraphView {
     this.state.window = w;
     this.render(snapshot);
     await this.applyCompare();
+    await this.app.infoReady;
     this.horizonNotice(w);
     this.showEmptyIfNeeded();
+    this.state.timings.compare = performance.now() - started;
     await nextFrame();
     this.state.ready = true;
     this.state.readyMs = performance.now() - started;
     this.state.navigationToReadyMs = performance.now();
-    document.dispatchEvent(new CustomEvent('flowscope:graph-ready'));
+    this.startPendingEdges();
     if (live) this.startLive();
     else this.liveBadge.textContent = 'fixed window';
     if (this.params.focus) this.focus(this.params.focus);
@@ -398,19 +402,18 @@ export class GraphView {
     this.state.timings = timings;
     const {nodes, edges} = this.collapse(snapshot.nodes, snapshot.edges);
     const big = nodes.length > BIG_GRAPH;
-    const elements = [
-      ...nodes.map((n) => ({group: 'nodes', data: this.nodeData(n), classes: big ? '' : 'lbl'})),
-      ...edges.map((e) => ({group: 'edges', data: this.edgeData(e), classes: big ? 'fast' : ''})),
-    ];
+    const nodeElements = nodes.map((n) => ({group: 'nodes', data: this.nodeData(n), classes: big ? '' : 'lbl'}));
+    const edgeElements = edges.map((e) => ({group: 'edges', data: this.edgeData(e), classes: big ? 'fast' : ''}));
+    // A big graph draws its nodes first and adds its edges in slices between frames, so the
+    // page answers clicks while they arrive instead of freezing until all are in.
+    const elements = big ? nodeElements : [...nodeElements, ...edgeElements];
     let positions = null;
     if (nodes.length > DAGRE_LIMIT) {
       positions = layeredPositions(
         nodes.map((n) => n.id),
         edges.map((e) => [e.source, e.target]),
       );
-      for (const element of elements) {
-        if (element.group === 'nodes') element.position = positions.get(element.data.id);
-      }
+      for (const element of nodeElements) element.position = positions.get(element.data.id);
     }
     timings.layout = performance.now() - t0;
     if (this.cy) this.cy.destroy();
@@ -449,6 +452,49 @@ export class GraphView {
     this.bindEvents();
     this.afterChange();
     timings.done = performance.now() - t0;
+    this.pendingEdges = big ? {edgeElements, loops: snapshot.loops || [], t0} : null;
+    this.state.complete = !big;
+  }
+
+  /** After the nodes' first frame: the edges of a big graph, in slices. */
+  startPendingEdges() {
+    if (!this.pendingEdges) return;
+    const {edgeElements, loops, t0} = this.pendingEdges;
+    this.pendingEdges = null;
+    this.addEdgesInSlices(edgeElements, loops, t0);
+  }
+
+  addEdgesInSlices(edgeElements, loops, t0) {
+    const token = (this.edgeLoad = (this.edgeLoad || 0) + 1);
+    this.state.complete = false;
+    let next = 0;
+    // One batch across the slices: cytoscape draws once at the end instead of after each.
+    this.cy.startBatch();
+    const slice = () => {
+      const cy = this.cy;
+      if (token !== this.edgeLoad || !cy) return;
+      const batch = edgeElements
+        .slice(next, next + EDGE_SLICE)
+        .filter(
+          (e) =>
+            cy.getElementById(e.data.id).empty() &&
+            cy.getElementById(e.data.source).nonempty() &&
+            cy.getElementById(e.data.target).nonempty(),
+        );
+      cy.add(batch);
+      next += EDGE_SLICE;
+      if (next < edgeElements.length) {
+        setTimeout(slice, 0);
+        return;
+      }
+      cy.endBatch();
+      this.setLoops(loops);
+      this.afterChange();
+      this.state.complete = true;
+      this.state.timings.complete = performance.now() - t0;
+      this.state.navigationToCompleteMs = performance.now();
+    };
+    setTimeout(slice, 0);
   }
 
   /** Keeps the busiest `MAX_NODES` and folds the rest into one node per kind. */
@@ -698,6 +744,11 @@ export class GraphView {
 
   applyDelta(delta, exact) {
     if (!this.cy) return;
+    if (this.cy.nodes().length === 0) {
+      // The first spans of an empty system: lay the whole picture out once.
+      this.refreshNow();
+      return;
+    }
     if (exact) {
       this.mergeDelta(delta);
       return;
@@ -716,18 +767,23 @@ export class GraphView {
 
   scheduleRefresh() {
     if (this.refreshTimer) return;
-    this.refreshTimer = setTimeout(async () => {
+    this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
-      const {from, to} = this.apiWindow();
-      try {
-        const snapshot = await getJson('/api/graph', {from, to});
-        this.state.window = resolveWindow(this.params);
-        this.merge(snapshot.nodes, snapshot.edges, snapshot.loops, true);
-        if (this.params.compare) await this.applyCompare();
-      } catch (error) {
-        this.showNotice(`cannot refresh the graph: ${error.message}`);
-      }
+      this.refreshNow();
     }, REFRESH_MS);
+  }
+
+  /** Re-reads the window and merges it in place. */
+  async refreshNow() {
+    const {from, to} = this.apiWindow();
+    try {
+      const snapshot = await getJson('/api/graph', {from, to});
+      this.state.window = resolveWindow(this.params);
+      this.merge(snapshot.nodes, snapshot.edges, snapshot.loops, true);
+      if (this.params.compare) await this.applyCompare();
+    } catch (error) {
+      this.showNotice(`cannot refresh the graph: ${error.message}`);
+    }
   }
 
   mergeDelta(delta) {
@@ -771,6 +827,7 @@ export class GraphView {
     if (cy.nodes().length === 0 && nodes.length) {
       // Nothing on screen yet: a first layout moves nothing under the user.
       this.render({nodes, edges, loops});
+      this.startPendingEdges();
       return;
     }
     const collapsed = this.collapse(nodes, edges);
@@ -862,9 +919,10 @@ export class GraphView {
 
   async applyCompare() {
     const cy = this.cy;
-    cy.elements().removeClass('appeared vanished grew shrank');
-    cy.elements('.vanished').remove();
     this.compareLegend.classList.toggle('hidden', !this.params.compare);
+    if (!this.params.compare && !this.state.diff) return;
+    cy.elements('.vanished').remove();
+    cy.elements('.appeared, .grew, .shrank').removeClass('appeared grew shrank');
     this.state.diff = null;
     const w = this.state.window;
     const before = this.compareWindow(w);

@@ -24,12 +24,16 @@ class App {
   }
 
   async start() {
-    try {
-      this.info = await getJson('/api/info');
-      this.state.info = this.info;
-    } catch {
-      this.info = null;
-    }
+    // Asked for alongside the first view's data, not before it.
+    this.infoReady = getJson('/api/info').then(
+      (info) => {
+        this.info = info;
+        this.state.info = info;
+      },
+      () => {
+        this.info = null;
+      },
+    );
     this.views.graph = new GraphView(this.sections.graph, this);
     this.views.sql = new SqlView(this.sections.sql, this);
     this.views.trace = new TraceView(this.sections.trace, this);
