@@ -653,6 +653,19 @@ fn an_empty_server_shows_where_to_send_traces_and_2000_nodes_are_interactive_wit
         }
     }
     let best = best.unwrap();
+
+    // Beyond 2,000 nodes the quietest are folded into one node per kind, not drawn one by one.
+    let result = drive("many", &url, |what| panic!("unexpected wait for {what}"));
+    let many = &result["many"];
+    assert_eq!(many["total"], 3000, "{many}");
+    let drawn = many["nodes"].as_u64().unwrap();
+    let groups = many["collapsed_nodes"].as_array().unwrap().len() as u64;
+    assert!(drawn <= 2000 && groups >= 1, "{many}");
+    assert_eq!(
+        drawn - groups + many["collapsed_members"].as_u64().unwrap(),
+        3000,
+        "every node is drawn or folded: {many}"
+    );
     let ready = best["page_navigation_to_ready_ms"].as_f64().unwrap();
     assert!(
         ready < 2000.0,

@@ -3,7 +3,8 @@
 //   node dashboard.mjs <scenario> <dashboard url> <artefact dir>
 //
 // Scenarios: `shop` (graph, edge panel, loop, live update, SQL, trace view, escaping),
-// `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive).
+// `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive),
+// `many` (3,000 nodes: the quietest folded into one node per kind).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -74,6 +75,7 @@ try {
   if (scenario === 'shop') await shop(page);
   else if (scenario === 'empty') await empty(page);
   else if (scenario === 'big') await big(page);
+  else if (scenario === 'many') await many(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -352,4 +354,24 @@ async function big(page) {
     timings: await page.evaluate(() => ({fetch: window.flowscope.state.graph.fetchMs, ...window.flowscope.state.graph.timings})),
   };
   await page.screenshot({path: join(artefacts, 'graph-2000.png')});
+}
+
+async function many(page) {
+  step('many');
+  const graph = JSON.stringify(bigGraph(3000));
+  await page.route((url) => url.pathname === '/api/graph', (route) => route.fulfill({contentType: 'application/json', body: graph}));
+  await page.goto(`${baseUrl}/#/graph?from=1h`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.state.graph.complete === true);
+  result.many = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const collapsed = [...window.flowscope.state.graph.collapsed.entries()];
+    return {
+      nodes: cy.nodes().length,
+      collapsed_nodes: cy.nodes('[?collapsed]').map((n) => n.data('label')).sort(),
+      collapsed_members: collapsed.reduce((sum, [, members]) => sum + members.length, 0),
+      total: window.flowscope.state.graph.totalNodes,
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'graph-3000.png')});
 }

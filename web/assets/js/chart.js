@@ -1,11 +1,17 @@
 // Small charts with uPlot: the panel's sparklines and the SQL console's time series.
+// uPlot is loaded on first use, so that the graph's first picture does not wait for it.
 
-import uPlot from '../vendor/uplot/uPlot.esm.js';
+let loading = null;
+function uPlotModule() {
+  loading ||= import('../vendor/uplot/uPlot.esm.js').then((module) => module.default);
+  return loading;
+}
 
 const PALETTE = ['#58a6ff', '#d29922', '#3fb950', '#e5484d', '#c678dd', '#56d4dd', '#f78166'];
 
 /** A line without axes, `xs` in Unix seconds. */
-export function sparkline(container, xs, ys, colour) {
+export async function sparkline(container, xs, ys, colour) {
+  const uPlot = await uPlotModule();
   const width = Math.max(120, container.clientWidth || 220);
   return new uPlot(
     {
@@ -24,7 +30,8 @@ export function sparkline(container, xs, ys, colour) {
 }
 
 /** A time-series chart of every numeric column against the time column `x`. */
-export function timeSeries(container, xs, series) {
+export async function timeSeries(container, xs, series) {
+  const uPlot = await uPlotModule();
   const width = Math.max(300, container.clientWidth || 800);
   return new uPlot(
     {

@@ -7,7 +7,6 @@
 //   /api/sql           ──> environment and namespace of each service (resource attributes)
 
 import cytoscape from '../vendor/cytoscape/cytoscape.esm.min.mjs';
-import dagre from '../vendor/cytoscape-dagre/cytoscape-dagre.min.mjs';
 import {getJson, records, sql} from './api.js';
 import {
   formatCount,
@@ -22,7 +21,16 @@ import {
 import {layeredPositions} from './layout.js';
 import {openPanel, closePanel, refreshPanel} from './panel.js';
 
-cytoscape.use(dagre);
+/** dagre is only needed for graphs small enough for it; big ones never load it. */
+let dagreLoaded = null;
+let dagreReady = false;
+function loadDagre() {
+  dagreLoaded ||= import('../vendor/cytoscape-dagre/cytoscape-dagre.min.mjs').then((module) => {
+    cytoscape.use(module.default);
+    dagreReady = true;
+  });
+  return dagreLoaded;
+}
 
 /** Above this many nodes dagre is too slow; the linear layered layout takes over. */
 const DAGRE_LIMIT = 150;
@@ -353,6 +361,7 @@ export class GraphView {
       this.showNotice(`cannot load the graph: ${error.message}`);
       return;
     }
+    if (snapshot.nodes.length && snapshot.nodes.length <= DAGRE_LIMIT) await loadDagre();
     if (loadId !== this.state.loads) return;
     this.state.fetchMs = performance.now() - started;
     this.state.window = w;
@@ -408,7 +417,7 @@ export class GraphView {
     // page answers clicks while they arrive instead of freezing until all are in.
     const elements = big ? nodeElements : [...nodeElements, ...edgeElements];
     let positions = null;
-    if (nodes.length > DAGRE_LIMIT) {
+    if (nodes.length > DAGRE_LIMIT || !dagreReady) {
       positions = layeredPositions(
         nodes.map((n) => n.id),
         edges.map((e) => [e.source, e.target]),
@@ -826,6 +835,10 @@ export class GraphView {
     if (!cy) return;
     if (cy.nodes().length === 0 && nodes.length) {
       // Nothing on screen yet: a first layout moves nothing under the user.
+      if (nodes.length <= DAGRE_LIMIT && !dagreReady) {
+        loadDagre().then(() => this.merge(nodes, edges, loops, removeMissing));
+        return;
+      }
       this.render({nodes, edges, loops});
       this.startPendingEdges();
       return;

@@ -21,11 +21,9 @@ const BUCKETS_S = [10, 30, 60, 300, 900, 1800, 3600];
 export function openPanel(view, element) {
   view.cy.elements(':selected').unselect();
   element.select();
-  view.state.panel = {
-    group: element.isEdge() ? 'edge' : 'node',
-    id: element.id(),
-    token: (view.state.panel?.token || 0) + 1,
-  };
+  // Answers to an earlier panel's queries must not land in this one.
+  view.panelToken = (view.panelToken || 0) + 1;
+  view.state.panel = {group: element.isEdge() ? 'edge' : 'node', id: element.id(), token: view.panelToken};
   view.panel.classList.remove('hidden');
   draw(view, element, true);
 }
