@@ -190,7 +190,8 @@ ORDER BY ${order} LIMIT 5`;
   ]);
   if (stale()) return;
   if (seriesResult.status === 'fulfilled') {
-    drawSeries(series, records(seriesResult.value), w, bucket);
+    await drawSeries(series, records(seriesResult.value), w, bucket);
+    if (stale()) return;
   } else {
     replace(series, h('pre', {class: 'error'}, seriesResult.reason.message));
   }
@@ -222,18 +223,21 @@ function drawSeries(container, rows, w, bucket) {
     errors.push(r && r.calls ? r.errors / r.calls : 0);
     p95.push(r ? r.p95_ms : null);
   }
+  const drawn = [];
   replace(
     container,
-    spark('rate /s', xs, calls, '#58a6ff'),
-    spark('error rate', xs, errors, '#e5484d'),
-    spark('p95 ms', xs, p95, '#d29922'),
+    spark('rate /s', xs, calls, '#58a6ff', drawn),
+    spark('error rate', xs, errors, '#e5484d', drawn),
+    spark('p95 ms', xs, p95, '#d29922', drawn),
   );
+  return Promise.all(drawn);
 }
 
-function spark(label, xs, ys, colour) {
+/** A labelled sparkline; the promise of its drawing (after layout gives it a width) goes to `drawn`. */
+function spark(label, xs, ys, colour, drawn) {
   const box = h('div', {class: 'spark'});
   const holder = h('div', {class: 'spark-row'}, h('span', {class: 'spark-label'}, label), box);
-  requestAnimationFrame(() => sparkline(box, xs, ys, colour));
+  drawn.push(new Promise((resolve) => requestAnimationFrame(() => resolve(sparkline(box, xs, ys, colour)))));
   return holder;
 }
 

@@ -205,8 +205,11 @@ export class SqlView {
       values: points.map(([, row]) => (row[i] === null ? null : Number(row[i]))),
     }));
     this.chart.classList.remove('hidden');
-    this.state.chart = true;
-    requestAnimationFrame(() => timeSeries(this.chart, xs, series));
+    const run = this.state.runs;
+    requestAnimationFrame(async () => {
+      await timeSeries(this.chart, xs, series);
+      if (run === this.state.runs) this.state.chart = true;
+    });
   }
 }
 
