@@ -114,7 +114,7 @@ const STYLE = [
   {selector: 'edge.shrank', style: {'line-color': '#d29922', 'target-arrow-color': '#d29922'}},
   {selector: 'node.appeared', style: {'border-color': '#3fb950', 'border-width': 4}},
   {selector: 'node.vanished', style: {'border-style': 'dotted', opacity: 0.55}},
-  {selector: '.faded', style: {opacity: 0.1}},
+  {selector: '.faded', style: {opacity: 0.1, 'underlay-opacity': 0}},
   {selector: '.hidden', style: {display: 'none'}},
   {selector: 'node:selected', style: {'border-color': '#ffffff', 'border-width': 4}},
   {selector: 'edge:selected', style: {'overlay-color': '#ffffff', 'overlay-opacity': 0.2}},
@@ -691,7 +691,7 @@ export class GraphView {
     this.cy.elements('.loop-selected').removeClass('loop-selected');
     const elements = this.loopElements(loop);
     elements.addClass('loop-selected');
-    this.cy.animate({fit: {eles: elements, padding: 60}, duration: 250});
+    this.fitTo(elements, 60);
     for (const item of this.loopList.querySelectorAll('.loop-item')) {
       item.classList.toggle('selected', item.dataset.loop === loop.id);
     }
@@ -911,11 +911,15 @@ export class GraphView {
 
   /** Fits everything, without blowing a handful of nodes up to poster size. */
   fitAll() {
+    this.fitTo(this.cy.elements(), 40);
+  }
+
+  fitTo(elements, padding) {
     const cy = this.cy;
-    cy.fit(undefined, 40);
+    cy.fit(elements, padding);
     if (cy.zoom() > 1.3) {
       cy.zoom(1.3);
-      cy.center();
+      cy.center(elements);
     }
   }
 
@@ -995,6 +999,11 @@ export class GraphView {
     const cy = this.cy;
     if (!cy) return;
     this.state.focus = name || '';
+    // The focus goes into the URL, so that a focused view can be shared.
+    if ((this.params.focus || '') !== this.state.focus) {
+      this.params = {...this.params, focus: this.state.focus || undefined};
+      this.app.replaceParams('graph', this.params);
+    }
     cy.elements().removeClass('faded');
     if (!name) return;
     const start = cy.getElementById(name);
@@ -1020,13 +1029,15 @@ export class GraphView {
     }
     cy.elements().not(keep).addClass('faded');
     start.select();
-    cy.animate({fit: {eles: keep, padding: 60}, duration: 250});
+    this.fitTo(keep, 60);
     this.searchInput.value = name;
     openPanel(this, start);
   }
 
   clearFocus() {
     this.state.focus = '';
+    this.params = {...this.params, focus: undefined};
+    this.app.replaceParams('graph', this.params);
     this.searchInput.value = '';
     if (!this.cy) return;
     this.cy.elements().removeClass('faded loop-selected');
