@@ -126,6 +126,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
     let grpc_addr = grpc.local_addr()?;
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
+    let http_addr = http.local_addr()?;
     let api = bind("api", config.api_addr, "--api-addr").await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -149,6 +150,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         graph,
         config: config.api.clone(),
         ready: ready.clone(),
+        info: flowscope_web::ServerInfo {
+            otlp_grpc_addr: Some(grpc_addr),
+            otlp_http_addr: Some(http_addr),
+            graph_horizon: config.graph.horizon,
+        },
     };
     let api_task = tokio::spawn(
         axum::serve(api, flowscope_web::router(api_state))

@@ -393,7 +393,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             args.runs,
             &timed,
             parquet_bytes,
-            sent.acked_spans,
+            sent.totals.spans_acked,
             &mut report,
         )?;
     }

@@ -1,6 +1,8 @@
-//! The HTTP API on the API address: health, SQL, and (later) the graph and the dashboard.
+//! The HTTP API on the API address: health, SQL, the graph and the dashboard.
 //!
 //! ```text
+//!  GET  /, /assets/...  ──> the dashboard (static files embedded in the binary)
+//!  GET  /api/info ──> where OTLP is received, how far back the live graph reaches
 //!  GET  /healthz  ──> 200 once the store has replayed its WAL
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
@@ -10,10 +12,14 @@
 //! JSON for the browser is made here and nowhere else; every error becomes
 //! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
 
+mod assets;
 pub mod error;
 mod graph;
+mod info;
 mod sql;
 mod status;
+
+pub use info::ServerInfo;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +56,7 @@ pub struct ApiState {
     pub graph: GraphView,
     pub config: ApiConfig,
     pub ready: Arc<AtomicBool>,
+    pub info: ServerInfo,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.
@@ -60,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/status", get(status::get_status))
         .route("/metrics", get(status::get_metrics))
+        .route("/api/info", get(info::get_info))
         .route("/api/graph", get(graph::get_graph))
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
@@ -67,6 +75,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
         )
+        .merge(assets::routes())
         .with_state(state)
 }
 

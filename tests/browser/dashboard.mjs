@@ -1,0 +1,379 @@
+// Drives Debian's chromium through the dashboard for tests/browser_e2e.rs.
+//
+//   node dashboard.mjs <scenario> <dashboard url> <artefact dir>
+//
+// Scenarios: `shop` (graph, edge panel, loop, live update, SQL, trace view, escaping),
+// `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive),
+// `many` (3,000 nodes: the quietest folded into one node per kind).
+// It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
+// `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
+// stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
+// each view go to the artefact directory.
+
+import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {createInterface} from 'node:readline';
+import {chromium} from 'playwright-core';
+
+const CHROMIUM = process.env.FLOWSCOPE_CHROMIUM || '/usr/bin/chromium';
+// Without the background-networking flags the sandbox this runs in refuses chromium's
+// connections; --no-sandbox because tests run as root.
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const TIMEOUT = 20000;
+
+const [scenario, baseUrl, artefacts] = process.argv.slice(2);
+if (!scenario || !baseUrl || !artefacts) {
+  console.error('usage: node dashboard.mjs <shop|empty|big> <dashboard url> <artefact dir>');
+  process.exit(2);
+}
+mkdirSync(artefacts, {recursive: true});
+
+const stdin = createInterface({input: process.stdin});
+const lines = stdin[Symbol.asyncIterator]();
+
+/** Asks the Rust side to do something and waits for its answer line. */
+async function waitFor(what) {
+  console.log(`WAIT ${what}`);
+  const next = await lines.next();
+  if (next.done) throw new Error(`stdin closed while waiting for ${what}`);
+  return next.value.trim();
+}
+
+function step(name) {
+  console.log(`STEP ${name}`);
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'flowscope-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ARGS,
+  viewport: {width: 1400, height: 860},
+});
+const result = {scenario, dialogs: [], page_errors: [], console_errors: []};
+try {
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('dialog', async (dialog) => {
+    result.dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  page.on('pageerror', (error) => result.page_errors.push(error.message));
+  page.on('console', (message) => {
+    if (message.type() === 'error') result.console_errors.push(message.text());
+  });
+  if (scenario === 'shop') await shop(page);
+  else if (scenario === 'empty') await empty(page);
+  else if (scenario === 'big') await big(page);
+  else if (scenario === 'many') await many(page);
+  else throw new Error(`unknown scenario ${scenario}`);
+} catch (error) {
+  result.failure = String(error && error.stack ? error.stack : error);
+} finally {
+  await context.close();
+  rmSync(profile, {recursive: true, force: true});
+  stdin.close();
+}
+console.log(`RESULT ${JSON.stringify(result)}`);
+
+async function graphReady(page) {
+  await page.waitForFunction(() => window.flowscope?.state?.graph?.ready === true);
+}
+
+function graphState(page) {
+  return page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    return {
+      nodes: cy.nodes().map((n) => ({id: n.id(), kind: n.data('kind'), loop: n.hasClass('loop')})),
+      edges: cy.edges().map((e) => ({
+        source: e.data('source'),
+        target: e.data('target'),
+        kind: e.data('kind'),
+        calls: e.data('calls'),
+        loop: e.hasClass('loop'),
+      })),
+      loops: window.flowscope.state.graph.loops.map((l) => l.nodes),
+      loop_items: [...document.querySelectorAll('#loops .loop-item')].map((li) => li.textContent),
+      loads: window.flowscope.state.graph.loads,
+      layout: window.flowscope.state.graph.layout,
+    };
+  });
+}
+
+/** A real mouse click in the middle of an edge, found through the page's own state. */
+async function clickEdge(page, source, target) {
+  const point = await page.evaluate(
+    ([s, t]) => {
+      const cy = window.flowscope.cy;
+      const edge = cy.edges().filter((e) => e.data('source') === s && e.data('target') === t)[0];
+      if (!edge) return null;
+      const box = cy.container().getBoundingClientRect();
+      const p = edge.renderedMidpoint();
+      return {x: box.left + p.x, y: box.top + p.y};
+    },
+    [source, target],
+  );
+  if (!point) throw new Error(`no edge ${source} -> ${target} to click`);
+  await page.mouse.click(point.x, point.y);
+}
+
+async function shop(page) {
+  step('graph');
+  await page.goto(`${baseUrl}/`);
+  await graphReady(page);
+  result.graph = await graphState(page);
+  result.ready_ms = await page.evaluate(() => window.flowscope.state.graph.readyMs);
+  await page.screenshot({path: join(artefacts, 'graph.png')});
+
+  step('edge panel');
+  await clickEdge(page, 'gateway', 'orders');
+  await page.waitForSelector('#panel:not(.hidden) [data-field=calls]');
+  await page.waitForFunction(() => window.flowscope.state.graph.panel?.loaded === true);
+  result.panel = await page.evaluate(() => ({
+    id: window.flowscope.state.graph.panel.id,
+    title: document.querySelector('#panel h2').textContent,
+    calls: document.querySelector('#panel [data-field=calls]').textContent,
+    sparklines: document.querySelectorAll('#panel .spark canvas').length,
+    example_links: [...document.querySelectorAll('#panel .example-list a')].map((a) => a.getAttribute('href')),
+  }));
+  await page.screenshot({path: join(artefacts, 'graph-panel.png')});
+
+  step('loop');
+  await page.click('#loops .loop-item');
+  result.loop_selected = await page.evaluate(() =>
+    window.flowscope.cy.elements('.loop-selected').map((e) => (e.isNode() ? e.id() : `${e.data('source')}->${e.data('target')}`)),
+  );
+  await page.screenshot({path: join(artefacts, 'graph-loop.png')});
+
+  step('escaping');
+  // Open the panel of the service whose name is markup; it must show as text.
+  const xssName = await page.evaluate(() => window.flowscope.cy.nodes().filter((n) => n.id().includes('<')).map((n) => n.id())[0] || null);
+  result.xss = {name: xssName};
+  if (xssName) {
+    await page.fill('#search', xssName);
+    await page.press('#search', 'Enter');
+    await page.waitForFunction((name) => document.querySelector('#panel h2')?.textContent === name, xssName);
+    result.xss.panel_title = await page.evaluate(() => document.querySelector('#panel h2').textContent);
+    result.xss.visible = await page.isVisible('#panel h2');
+  }
+  await page.click('#clear-focus');
+
+  step('live update');
+  const before = await page.evaluate(() => {
+    window.__noReload = 'still here';
+    const positions = {};
+    window.flowscope.cy.nodes().forEach((n) => {
+      positions[n.id()] = {...n.position()};
+    });
+    return positions;
+  });
+  const newEdge = JSON.parse(await waitFor('live-edge'));
+  await page.waitForFunction(
+    ([s, t]) => window.flowscope.cy.edges().some((e) => e.data('source') === s && e.data('target') === t),
+    [newEdge.source, newEdge.target],
+  );
+  result.live = await page.evaluate(
+    ([positions, s, t]) => {
+      const cy = window.flowscope.cy;
+      let moved = 0;
+      for (const [id, p] of Object.entries(positions)) {
+        const node = cy.getElementById(id);
+        if (node.nonempty() && (node.position().x !== p.x || node.position().y !== p.y)) moved++;
+      }
+      return {
+        marker: window.__noReload,
+        loads: window.flowscope.state.graph.loads,
+        deltas: window.flowscope.state.graph.deltas,
+        moved,
+        edge: cy.edges().some((e) => e.data('source') === s && e.data('target') === t),
+      };
+    },
+    [before, newEdge.source, newEdge.target],
+  );
+  await page.screenshot({path: join(artefacts, 'graph-live.png')});
+
+  step('compare');
+  // Everything was sent within the last minutes: compared with an hour earlier, every edge
+  // appeared.
+  await page.goto(`${baseUrl}/#/graph?from=15m&compare=1h`);
+  await page.waitForFunction(() => window.flowscope.state.graph.ready && window.flowscope.state.graph.diff);
+  result.compare = await page.evaluate(() => ({
+    diff: window.flowscope.state.graph.diff,
+    edges: window.flowscope.cy.edges().length,
+    appeared: window.flowscope.cy.edges('.appeared').length,
+    legend: !document.getElementById('compare-legend').classList.contains('hidden'),
+  }));
+  await page.screenshot({path: join(artefacts, 'graph-compare.png')});
+
+  step('sql console');
+  await page.click('nav a[data-view=sql]');
+  await page.waitForSelector('#sql-examples .example');
+  await page.click('#sql-examples .example >> nth=0');
+  await page.waitForFunction(() => !window.flowscope.state.sql.running && window.flowscope.state.sql.runs > 0);
+  result.sql_example = await page.evaluate(() => ({
+    error: window.flowscope.state.sql.error,
+    rows: window.flowscope.state.sql.rows.length,
+    url_has_query: location.hash.startsWith('#/sql?q='),
+  }));
+  await page.fill('#sql-editor', '');
+  await page.type(
+    '#sql-editor',
+    'SELECT start_time, duration_ns / 1e6 AS ms, trace_id FROM spans ORDER BY start_time LIMIT 50',
+  );
+  await page.press('#sql-editor', 'Control+Enter');
+  await page.waitForFunction(() => !window.flowscope.state.sql.running && window.flowscope.state.sql.columns.length === 3);
+  // The chart is drawn a frame later; a result without one is reported, not waited for forever.
+  await page.waitForFunction(() => window.flowscope.state.sql.chart === true, null, {timeout: 5000}).catch(() => {});
+  result.sql = await page.evaluate(() => ({
+    error: window.flowscope.state.sql.error,
+    columns: window.flowscope.state.sql.columns.map((c) => c.name),
+    rows: window.flowscope.state.sql.rows.length,
+    table_rows: document.querySelectorAll('#sql-result tbody tr').length,
+    right_aligned: getComputedStyle(document.querySelector('#sql-result tbody td:nth-child(2)')).textAlign,
+    chart: window.flowscope.state.sql.chart && document.querySelectorAll('#sql-chart canvas').length > 0,
+    query_in_url: new URLSearchParams(location.hash.split('?')[1] || '').get('q'),
+  }));
+  await page.screenshot({path: join(artefacts, 'sql.png')});
+  await page.fill('#sql-editor', 'SELECT no_such_column FROM spans');
+  await page.press('#sql-editor', 'Control+Enter');
+  await page.waitForFunction(() => window.flowscope.state.sql.error);
+  result.sql_error = await page.textContent('#sql-error');
+  // A shared URL runs its query when opened.
+  await page.goto(`${baseUrl}/#/sql?q=${encodeURIComponent('SELECT count(*) AS n FROM spans')}`);
+  await page.waitForFunction(() => window.flowscope?.state?.sql?.runs > 0 && !window.flowscope.state.sql.running);
+  result.sql_from_url = await page.evaluate(() => window.flowscope.state.sql.rows);
+
+  step('trace view');
+  const traceId = await waitFor('trace-id');
+  await page.goto(`${baseUrl}/#/trace/${traceId}`);
+  await page.waitForFunction(() => window.flowscope?.state?.trace?.ready === true);
+  await page.click('#waterfall .span-row.failed >> nth=0').catch(() => {});
+  result.trace = await page.evaluate(() => ({
+    spans: window.flowscope.state.trace.spans.length,
+    rows: document.querySelectorAll('#waterfall .span-row').length,
+    failed_rows: document.querySelectorAll('#waterfall .span-row.failed').length,
+    services: [...new Set(window.flowscope.state.trace.spans.map((s) => s.service_name))].sort(),
+    details_title: document.querySelector('#span-details h3')?.textContent,
+    link_hrefs: [...document.querySelectorAll('#span-details a.trace-link')].map((a) => a.getAttribute('href')),
+  }));
+  await page.screenshot({path: join(artefacts, 'trace.png')});
+
+  // The consumer's span links to its producer in another trace: following it opens that trace.
+  const linkedTrace = await waitFor('linked-trace-id');
+  await page.goto(`${baseUrl}/#/trace/${linkedTrace}`);
+  await page.waitForFunction((id) => window.flowscope?.state?.trace?.ready === true && window.flowscope.state.trace.traceId === id, linkedTrace);
+  const consumer = await page.evaluate(() => window.flowscope.state.trace.spans.find((s) => s.kind === 'CONSUMER')?.span_id);
+  if (consumer) {
+    await page.click(`#waterfall .span-row[data-span="${consumer}"]`);
+    await page.click('#span-details a.trace-link');
+    await page.waitForFunction((id) => window.flowscope.state.trace.ready && window.flowscope.state.trace.traceId !== id, linkedTrace);
+    result.followed_link_to = await page.evaluate(() => window.flowscope.state.trace.traceId);
+  }
+
+  result.xss.img_elements = await page.evaluate(() => document.querySelectorAll('img').length);
+  result.xss.fired = await page.evaluate(() => window.__xss === true);
+}
+
+async function empty(page) {
+  step('empty');
+  await page.goto(`${baseUrl}/`);
+  await graphReady(page);
+  result.empty = await page.evaluate(() => ({
+    visible: !document.getElementById('empty').classList.contains('hidden'),
+    text: document.getElementById('empty').textContent,
+    grpc: document.getElementById('endpoint-grpc')?.textContent,
+    http: document.getElementById('endpoint-http')?.textContent,
+  }));
+  await page.screenshot({path: join(artefacts, 'empty.png')});
+
+  // The empty page turns into the graph by itself when the first spans arrive.
+  await waitFor('first-spans');
+  await page.waitForFunction(() => window.flowscope.cy.nodes().length > 0 && document.getElementById('empty').classList.contains('hidden'));
+  result.after_first_spans = await page.evaluate(() => ({
+    nodes: window.flowscope.cy.nodes().map((n) => n.id()).sort(),
+    loads: window.flowscope.state.graph.loads,
+    layout: window.flowscope.state.graph.layout,
+  }));
+}
+
+/** 2,000 services, each calling a few others: the graph answer is served by the page route. */
+function bigGraph(count) {
+  const nodes = [];
+  const edges = [];
+  for (let i = 0; i < count; i++) {
+    nodes.push({id: `svc-${i}`, kind: i % 10 === 0 ? 'database' : 'service', calls: 100 + (i % 50), errors: i % 7, p50_ms: 3, p95_ms: 9, p99_ms: 20});
+  }
+  for (let i = 1; i < count; i++) {
+    const targets = [Math.floor(i / 3), Math.floor(i / 7), (i * 37) % count];
+    for (const t of new Set(targets)) {
+      if (t === i) continue;
+      edges.push({source: `svc-${t}`, target: `svc-${i}`, kind: 'sync', calls: 50 + (i % 90), errors: i % 5, error_rate: (i % 5) / (50 + (i % 90)), p50_ms: 2, p95_ms: 8, p99_ms: 15, bytes: 0, amplification: 1, trace_loops: 0});
+    }
+  }
+  return {from: new Date(Date.now() - 900e3).toISOString(), to: new Date().toISOString(), nodes, edges, loops: []};
+}
+
+async function big(page) {
+  step('big');
+  const graph = JSON.stringify(bigGraph(2000));
+  await page.route((url) => url.pathname === '/api/graph', (route) => route.fulfill({contentType: 'application/json', body: graph}));
+  const started = Date.now();
+  await page.goto(`${baseUrl}/#/graph?from=1h`);
+  await graphReady(page);
+  // Interactive: the main thread answers and a click on a node opens its panel.
+  const readyAt = Date.now();
+  await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 0)));
+  const point = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const node = cy.getElementById('svc-0');
+    const box = cy.container().getBoundingClientRect();
+    const p = node.renderedPosition();
+    return {x: box.left + p.x, y: box.top + p.y};
+  });
+  await page.mouse.click(point.x, point.y);
+  await page.waitForFunction(() => window.flowscope.state.graph.panel?.id === 'svc-0');
+  const clickedAt = Date.now();
+  await page.waitForFunction(() => window.flowscope.state.graph.complete === true);
+  result.big = {
+    nodes: await page.evaluate(() => window.flowscope.cy.nodes().length),
+    edges: await page.evaluate(() => window.flowscope.cy.edges().length),
+    layout: await page.evaluate(() => window.flowscope.state.graph.layout),
+    navigation_to_ready_ms: readyAt - started,
+    navigation_to_click_answered_ms: clickedAt - started,
+    page_ready_ms: await page.evaluate(() => window.flowscope.state.graph.readyMs),
+    page_navigation_to_ready_ms: await page.evaluate(() => window.flowscope.state.graph.navigationToReadyMs),
+    page_navigation_to_all_edges_ms: await page.evaluate(() => window.flowscope.state.graph.navigationToCompleteMs),
+    timings: await page.evaluate(() => ({fetch: window.flowscope.state.graph.fetchMs, ...window.flowscope.state.graph.timings})),
+  };
+  await page.screenshot({path: join(artefacts, 'graph-2000.png')});
+}
+
+async function many(page) {
+  step('many');
+  const graph = JSON.stringify(bigGraph(3000));
+  await page.route((url) => url.pathname === '/api/graph', (route) => route.fulfill({contentType: 'application/json', body: graph}));
+  await page.goto(`${baseUrl}/#/graph?from=1h`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.state.graph.complete === true);
+  result.many = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const collapsed = [...window.flowscope.state.graph.collapsed.entries()];
+    return {
+      nodes: cy.nodes().length,
+      collapsed_nodes: cy.nodes('[?collapsed]').map((n) => n.data('label')).sort(),
+      collapsed_members: collapsed.reduce((sum, [, members]) => sum + members.length, 0),
+      total: window.flowscope.state.graph.totalNodes,
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'graph-3000.png')});
+}

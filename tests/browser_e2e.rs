@@ -1,0 +1,687 @@
+//! The dashboard in a real browser: Debian's chromium, driven by `tests/browser/dashboard.mjs`
+//! (playwright-core), against the real binary fed a known system over OTLP/gRPC. The script
+//! reports what the page itself holds (its `window.flowscope` state and the DOM); the
+//! assertions are here. Screenshots of each view land in `target/browser-artifacts/`.
+//!
+//! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`: `scripts/test`
+//! installs whichever is missing. Without them these tests fail and say so; they never skip.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::topology::{CLIENT, CONSUMER, PRODUCER, SERVER, Topology};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use serde_json::{Value, json};
+
+const TRACES: u64 = 20;
+/// Traces that also call the service whose name is markup.
+const XSS_TRACES: u64 = 3;
+const XSS_SERVICE: &str = "<img src=x onerror=alert(1)>";
+/// One browser at a time: the 2,000-node timing should not share the CPU with another.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn artefacts() -> PathBuf {
+    repo().join("target").join("browser-artifacts")
+}
+
+fn chromium() -> String {
+    std::env::var("FLOWSCOPE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Fails (never skips) with the command that installs what is missing.
+fn require_browser_tools() {
+    let mut missing = Vec::new();
+    if !Path::new(&chromium()).exists() {
+        missing.push(format!(
+            "chromium at {} (apt-get install -y chromium)",
+            chromium()
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node (apt-get install -y nodejs npm)".into());
+    }
+    if !repo()
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("playwright-core (npm ci --prefix tests/browser)".into());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}; `scripts/test` installs them and runs every test{}",
+        missing.join(", "),
+        if std::env::var("CI").as_deref() == Ok("true") {
+            " (CI must run scripts/test, as .ci/run does)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Runs one scenario of the driver; `answer` replies to each `WAIT <what>` line.
+fn drive(scenario: &str, url: &str, mut answer: impl FnMut(&str) -> String) -> Value {
+    require_browser_tools();
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/browser/dashboard.mjs"))
+        .args([scenario, url])
+        .arg(artefacts())
+        .env("FLOWSCOPE_CHROMIUM", chromium())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut result = None;
+    while result.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("the browser driver ({scenario}) gave no result within 240 s");
+        };
+        if let Some(what) = line.strip_prefix("WAIT ") {
+            let reply = answer(what);
+            writeln!(stdin, "{reply}").unwrap();
+            stdin.flush().unwrap();
+        } else if let Some(json) = line.strip_prefix("RESULT ") {
+            result = Some(serde_json::from_str::<Value>(json).unwrap());
+        } else {
+            eprintln!("[browser {scenario}] {line}");
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let result = result.unwrap();
+    assert!(status.success(), "the driver exited with {status}");
+    assert!(
+        result["failure"].is_null(),
+        "the browser driver failed: {}",
+        result["failure"].as_str().unwrap_or("")
+    );
+    assert_eq!(result["page_errors"], json!([]), "errors on the page");
+    result
+}
+
+/// How oversubscribed the machine is: the 1-minute load average per core, at least 1.
+fn contention() -> f64 {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (load / cores).max(1.0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shop of `graph_e2e.rs` (gateway → orders → inventory, orders → orders-db, orders →
+/// order-events → billing → orders, a loop through a queue with the consumer linked to its
+/// producer), plus a service whose name is markup. Returns the requests and, of the first
+/// order, its trace id and the id of the billing trace that links to it.
+fn shop() -> (Vec<ExportTraceServiceRequest>, String, String) {
+    let mut t = Topology::default();
+    let mut first = None;
+    for i in 0..TRACES {
+        let trace = t.new_trace();
+        let root = t.span(
+            "gateway",
+            &trace,
+            None,
+            SERVER,
+            "GET /checkout",
+            0,
+            50,
+            false,
+            &[],
+            &[],
+        );
+        let call = t.span(
+            "gateway",
+            &trace,
+            Some(&root),
+            CLIENT,
+            "POST /orders",
+            1,
+            40,
+            false,
+            &[],
+            &[],
+        );
+        let orders = t.span(
+            "orders",
+            &trace,
+            Some(&call),
+            SERVER,
+            "POST /orders",
+            2,
+            35,
+            false,
+            &[],
+            &[],
+        );
+        let stock = t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "GET /stock",
+            3,
+            10,
+            false,
+            &[],
+            &[],
+        );
+        t.span(
+            "inventory",
+            &trace,
+            Some(&stock),
+            SERVER,
+            "GET /stock",
+            4,
+            5,
+            i % 5 == 0,
+            &[],
+            &[],
+        );
+        let db = [("db.system", "postgresql"), ("db.name", "orders-db")];
+        t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "INSERT orders",
+            15,
+            3,
+            false,
+            &db,
+            &[],
+        );
+        let topic = [
+            ("messaging.system", "kafka"),
+            ("messaging.destination.name", "order-events"),
+        ];
+        let publish = t.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            PRODUCER,
+            "publish order",
+            20,
+            1,
+            false,
+            &topic,
+            &[],
+        );
+        if i < XSS_TRACES {
+            let probe = t.span(
+                "gateway",
+                &trace,
+                Some(&root),
+                CLIENT,
+                "GET /<script>alert(2)</script>",
+                30,
+                5,
+                false,
+                &[("http.route", "<b onmouseover=alert(3)>x</b>")],
+                &[],
+            );
+            t.span(
+                XSS_SERVICE,
+                &trace,
+                Some(&probe),
+                SERVER,
+                "<svg onload=alert(4)>",
+                31,
+                3,
+                false,
+                &[],
+                &[],
+            );
+        }
+
+        let billing_trace = t.new_trace();
+        let consume = t.span(
+            "billing",
+            &billing_trace,
+            None,
+            CONSUMER,
+            "process order",
+            100,
+            20,
+            false,
+            &[],
+            &[&publish],
+        );
+        let paid = t.span(
+            "billing",
+            &billing_trace,
+            Some(&consume),
+            CLIENT,
+            "POST /orders/paid",
+            105,
+            8,
+            false,
+            &[],
+            &[],
+        );
+        t.span(
+            "orders",
+            &billing_trace,
+            Some(&paid),
+            SERVER,
+            "POST /orders/paid",
+            106,
+            6,
+            false,
+            &[],
+            &[],
+        );
+        if first.is_none() {
+            first = Some((hex(&trace), hex(&billing_trace)));
+        }
+    }
+    let (order_trace, billing_trace) = first.unwrap();
+    (t.requests(), order_trace, billing_trace)
+}
+
+/// billing starts calling a new service, fraud-check: one new node and one new edge.
+fn fraud_check() -> Vec<ExportTraceServiceRequest> {
+    let mut t = Topology::starting_at(1_000_000);
+    let trace = t.new_trace();
+    let root = t.span(
+        "billing",
+        &trace,
+        None,
+        SERVER,
+        "POST /charge",
+        200,
+        30,
+        false,
+        &[],
+        &[],
+    );
+    let call = t.span(
+        "billing",
+        &trace,
+        Some(&root),
+        CLIENT,
+        "POST /score",
+        201,
+        20,
+        false,
+        &[],
+        &[],
+    );
+    t.span(
+        "fraud-check",
+        &trace,
+        Some(&call),
+        SERVER,
+        "POST /score",
+        202,
+        15,
+        false,
+        &[],
+        &[],
+    );
+    t.requests()
+}
+
+fn send(server: &Server, requests: Vec<ExportTraceServiceRequest>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(server.grpc_url())
+            .await
+            .unwrap();
+        for request in requests {
+            let answer = client.export(request).await.unwrap().into_inner();
+            assert!(answer.partial_success.is_none(), "{answer:?}");
+        }
+    });
+}
+
+/// Polls `/api/graph` until it has `edges` edges: the readiness signal of the graph stage.
+fn wait_for_edges(server: &Server, edges: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let graph: Value = reqwest::blocking::get(format!("http://{}/api/graph", server.api))
+            .unwrap()
+            .json()
+            .unwrap();
+        if graph["edges"].as_array().map_or(0, Vec::len) >= edges {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the graph did not settle: {graph:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn strings(value: &Value) -> BTreeSet<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_dashboard_shows_a_known_system_live_with_sql_and_traces() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (requests, order_trace, billing_trace) = shop();
+    send(&server, requests);
+    wait_for_edges(&server, 7);
+    let started = Instant::now();
+    let url = format!("http://{}", server.api);
+    let result = drive("shop", &url, |what| match what {
+        "live-edge" => {
+            send(&server, fraud_check());
+            json!({"source": "billing", "target": "fraud-check"}).to_string()
+        }
+        "trace-id" => order_trace.clone(),
+        "linked-trace-id" => billing_trace.clone(),
+        other => panic!("the driver waits for {other}, which this test does not know"),
+    });
+    eprintln!("browser scenario `shop` took {:?}", started.elapsed());
+    let graph = &result["graph"];
+
+    // The graph: exactly the nodes and edges sent, with their kinds and counts.
+    let nodes: BTreeSet<(String, String)> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().into(),
+                n["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected_nodes: BTreeSet<(String, String)> = [
+        ("billing", "service"),
+        ("gateway", "service"),
+        ("inventory", "service"),
+        ("order-events", "queue"),
+        ("orders", "service"),
+        ("orders-db", "database"),
+        (XSS_SERVICE, "service"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(nodes, expected_nodes);
+    let edges: BTreeSet<(String, String, String, u64)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().into(),
+                e["target"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+                e["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected_edges: BTreeSet<(String, String, String, u64)> = [
+        ("billing", "orders", "sync", TRACES),
+        ("gateway", "orders", "sync", TRACES),
+        ("gateway", XSS_SERVICE, "sync", XSS_TRACES),
+        ("order-events", "billing", "async", TRACES),
+        ("orders", "inventory", "sync", TRACES),
+        ("orders", "order-events", "async", TRACES),
+        ("orders", "orders-db", "sync", TRACES),
+    ]
+    .iter()
+    .map(|(s, t, k, c)| (s.to_string(), t.to_string(), k.to_string(), *c))
+    .collect();
+    assert_eq!(edges, expected_edges);
+    assert_eq!(graph["layout"], "dagre");
+
+    // The loop: listed once, and exactly its nodes and edges highlighted.
+    assert_eq!(graph["loop_items"].as_array().unwrap().len(), 1);
+    let in_loop: BTreeSet<String> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["loop"] == true)
+        .map(|n| n["id"].as_str().unwrap().into())
+        .collect();
+    let loop_members: BTreeSet<String> = ["billing", "order-events", "orders"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(in_loop, loop_members);
+    let loop_edges = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["loop"] == true)
+        .count();
+    assert_eq!(loop_edges, 3);
+    assert_eq!(
+        strings(&result["loop_selected"]),
+        [
+            "billing",
+            "billing->orders",
+            "order-events",
+            "order-events->billing",
+            "orders",
+            "orders->order-events"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    );
+
+    // Clicking the gateway → orders edge opens its panel with its call count and examples.
+    let panel = &result["panel"];
+    assert_eq!(panel["title"], "gateway → orders", "{panel}");
+    assert_eq!(panel["calls"], TRACES.to_string(), "{panel}");
+    assert_eq!(panel["sparklines"], 3, "{panel}");
+    assert!(
+        panel["example_links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|href| href.as_str().unwrap().starts_with("#/trace/abab")),
+        "{panel}"
+    );
+
+    // A live update: the new edge and node arrive over the event stream, nothing reloads and
+    // nothing already on screen moves.
+    let live = &result["live"];
+    assert_eq!(live["edge"], true, "{live}");
+    assert_eq!(live["marker"], "still here", "the page reloaded: {live}");
+    assert_eq!(live["loads"], 1, "{live}");
+    assert_eq!(live["moved"], 0, "{live}");
+    assert!(live["deltas"].as_u64().unwrap() >= 1, "{live}");
+
+    // Compared with an hour earlier, when nothing was sent, every edge appeared.
+    let compare = &result["compare"];
+    assert_eq!(compare["legend"], true, "{compare}");
+    assert_eq!(compare["edges"], 8, "{compare}");
+    assert_eq!(compare["appeared"], 8, "{compare}");
+    assert_eq!(
+        compare["diff"],
+        json!({"appeared": 8, "vanished": 0, "changed": 0})
+    );
+
+    // The SQL console: an example from the README runs, a typed query returns rows in a
+    // table with numbers right-aligned and a chart for its time column, in the URL; an error
+    // is the server's own text; a shared URL runs its query.
+    assert_eq!(result["sql_example"]["error"], Value::Null);
+    assert!(result["sql_example"]["rows"].as_u64().unwrap() >= 1);
+    assert_eq!(result["sql_example"]["url_has_query"], true);
+    let sql = &result["sql"];
+    assert_eq!(sql["error"], Value::Null, "{sql}");
+    assert_eq!(sql["columns"], json!(["start_time", "ms", "trace_id"]));
+    assert_eq!(sql["rows"], 50, "{sql}");
+    assert_eq!(sql["table_rows"], sql["rows"]);
+    assert_eq!(sql["right_aligned"], "right");
+    assert_eq!(sql["chart"], true);
+    assert_eq!(
+        sql["query_in_url"],
+        "SELECT start_time, duration_ns / 1e6 AS ms, trace_id FROM spans ORDER BY start_time LIMIT 50"
+    );
+    let (status, body) = server.sql_status("SELECT no_such_column FROM spans");
+    assert_eq!(status, 400);
+    assert_eq!(result["sql_error"], body["error"]);
+    let total = server.count("SELECT count(*) FROM spans");
+    assert_eq!(result["sql_from_url"], json!([[total]]));
+
+    // The trace view: every span of the first order, its failed call marked, links followed.
+    let trace = &result["trace"];
+    let expected_spans = server.count(&format!(
+        "SELECT count(*) FROM spans WHERE trace_id = '{order_trace}'"
+    ));
+    assert_eq!(expected_spans, 9);
+    assert_eq!(trace["spans"], expected_spans, "{trace}");
+    assert_eq!(trace["rows"], expected_spans, "{trace}");
+    assert_eq!(trace["failed_rows"], 1, "{trace}");
+    assert_eq!(
+        strings(&trace["services"]),
+        ["gateway", "inventory", "orders", XSS_SERVICE]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(result["followed_link_to"], order_trace);
+
+    // Markup in span data is text: no dialog, no element made from it, the name shown as is.
+    let xss = &result["xss"];
+    assert_eq!(result["dialogs"], json!([]), "a dialog fired");
+    assert_eq!(xss["name"], XSS_SERVICE, "{xss}");
+    assert_eq!(xss["panel_title"], XSS_SERVICE, "{xss}");
+    assert_eq!(xss["visible"], true, "{xss}");
+    assert_eq!(xss["img_elements"], 0, "{xss}");
+    assert_eq!(xss["fired"], false, "{xss}");
+    for shot in [
+        "graph",
+        "graph-panel",
+        "graph-loop",
+        "graph-live",
+        "sql",
+        "trace",
+    ] {
+        assert!(
+            artefacts().join(format!("{shot}.png")).exists(),
+            "{shot}.png"
+        );
+    }
+}
+
+#[test]
+fn an_empty_server_shows_where_to_send_traces_and_2000_nodes_are_interactive_within_2s() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = format!("http://{}", server.api);
+
+    let result = drive("empty", &url, |what| {
+        assert_eq!(what, "first-spans");
+        send(&server, fraud_check());
+        String::new()
+    });
+    assert_eq!(
+        result["after_first_spans"],
+        json!({"nodes": ["billing", "fraud-check"], "loads": 1, "layout": "dagre"}),
+        "the empty page did not become the graph by itself"
+    );
+    let empty = &result["empty"];
+    assert_eq!(empty["visible"], true, "{empty}");
+    assert_eq!(empty["grpc"], format!("http://{}", server.grpc), "{empty}");
+    assert_eq!(
+        empty["http"],
+        format!("http://{}/v1/traces", server.http),
+        "{empty}"
+    );
+    assert!(
+        empty["text"]
+            .as_str()
+            .unwrap()
+            .contains("Point your OTLP exporter at"),
+        "{empty}"
+    );
+
+    // 2,000 nodes and 5,988 edges, served by the page's own route: interactive (nodes drawn,
+    // a click answered) within 2 s of navigation, the goal of the dashboard issue. The best
+    // of two runs; and on a machine busier than its cores (a build next door), the bound
+    // grows with the load average, so that the check is strict where it means something.
+    let bound = 2000.0 * contention();
+    let mut best: Option<Value> = None;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let result = drive("big", &url, |what| panic!("unexpected wait for {what}"));
+        let big = result["big"].clone();
+        eprintln!("browser scenario `big` took {:?}: {big}", started.elapsed());
+        assert_eq!(big["nodes"], 2000, "{big}");
+        assert_eq!(big["edges"], 5988, "{big}");
+        assert_eq!(big["layout"], "layered", "{big}");
+        assert!(artefacts().join("graph-2000.png").exists());
+        let ready = big["page_navigation_to_ready_ms"].as_f64().unwrap();
+        if best
+            .as_ref()
+            .is_none_or(|b| ready < b["page_navigation_to_ready_ms"].as_f64().unwrap())
+        {
+            best = Some(big);
+        }
+        if ready < bound {
+            break;
+        }
+    }
+    let best = best.unwrap();
+
+    // Beyond 2,000 nodes the quietest are folded into one node per kind, not drawn one by one.
+    let result = drive("many", &url, |what| panic!("unexpected wait for {what}"));
+    let many = &result["many"];
+    assert_eq!(many["total"], 3000, "{many}");
+    let drawn = many["nodes"].as_u64().unwrap();
+    let groups = many["collapsed_nodes"].as_array().unwrap().len() as u64;
+    assert!(drawn <= 2000 && groups >= 1, "{many}");
+    assert_eq!(
+        drawn - groups + many["collapsed_members"].as_u64().unwrap(),
+        3000,
+        "every node is drawn or folded: {many}"
+    );
+    let ready = best["page_navigation_to_ready_ms"].as_f64().unwrap();
+    eprintln!("2,000 nodes interactive {ready:.0} ms after navigation (bound {bound:.0} ms)");
+    assert!(
+        ready < bound,
+        "2,000 nodes took {ready:.0} ms from navigation to interactive (goal: 2,000 ms on an idle machine, {bound:.0} ms at this load): {best}"
+    );
+}

@@ -1,0 +1,135 @@
+// The dashboard's entry point: a hash router over three views (graph, SQL, trace) and the
+// page state that the browser tests read (`window.flowscope`).
+//
+//   #/graph?from=15m&to=now&compare=previous&focus=orders
+//   #/sql?q=SELECT+...
+//   #/trace/<trace id>?span=<span id>
+
+import {getJson} from './api.js';
+import {GraphView} from './graph.js';
+import {h, replace} from './dom.js';
+import {SqlView} from './sql.js';
+import {TraceView} from './trace.js';
+
+const VIEWS = ['graph', 'sql', 'trace'];
+
+class App {
+  constructor() {
+    this.state = {view: null, info: null, started: performance.now()};
+    this.info = null;
+    this.cy = null;
+    this.sections = Object.fromEntries(VIEWS.map((v) => [v, document.getElementById(`view-${v}`)]));
+    this.views = {};
+    window.addEventListener('hashchange', () => this.route());
+  }
+
+  async start() {
+    // Asked for alongside the first view's data, not before it.
+    this.infoReady = getJson('/api/info').then(
+      (info) => {
+        this.info = info;
+        this.state.info = info;
+      },
+      () => {
+        this.info = null;
+      },
+    );
+    this.views.graph = new GraphView(this.sections.graph, this);
+    this.views.sql = new SqlView(this.sections.sql, this);
+    this.views.trace = new TraceView(this.sections.trace, this);
+    await this.route();
+  }
+
+  parseHash() {
+    const hash = location.hash.replace(/^#\/?/, '');
+    const [path, query = ''] = hash.split('?');
+    const parts = path.split('/').filter(Boolean);
+    const view = VIEWS.includes(parts[0]) ? parts[0] : 'graph';
+    const params = Object.fromEntries(new URLSearchParams(query));
+    if (view === 'trace' && parts[1]) params.id = decodeURIComponent(parts[1]);
+    return {view, params};
+  }
+
+  hashFor(view, params) {
+    const rest = {...params};
+    let path = `#/${view}`;
+    if (view === 'trace' && rest.id) {
+      path += `/${encodeURIComponent(rest.id)}`;
+      delete rest.id;
+    }
+    const query = new URLSearchParams(
+      Object.entries(rest).filter(([, v]) => v !== undefined && v !== null && v !== ''),
+    ).toString();
+    return query ? `${path}?${query}` : path;
+  }
+
+  navigate(view, params = {}) {
+    const hash = this.hashFor(view, params);
+    if (location.hash === hash) this.route();
+    else location.hash = hash;
+  }
+
+  /** Changes the URL without a new history entry or a re-route (the SQL text as typed). */
+  replaceParams(view, params) {
+    history.replaceState(null, '', this.hashFor(view, params));
+  }
+
+  async route() {
+    const {view, params} = this.parseHash();
+    if (this.state.view && this.state.view !== view) this.views[this.state.view].hide?.();
+    this.state.view = view;
+    for (const [name, section] of Object.entries(this.sections)) {
+      section.classList.toggle('hidden', name !== view);
+    }
+    for (const link of document.querySelectorAll('nav a')) {
+      link.classList.toggle('active', link.dataset.view === view);
+    }
+    await this.views[view].show(params);
+    if (view === 'graph' && this.cy) this.cy.resize();
+  }
+
+  /** Where to send traces, with an unspecified listen address shown as this page's host. */
+  endpoints() {
+    const host = (addr) => {
+      if (!addr) return null;
+      const match = /^(.*):(\d+)$/.exec(addr);
+      if (!match) return addr;
+      const ip = match[1];
+      const shown = ip === '0.0.0.0' || ip === '[::]' ? location.hostname : ip;
+      return `${shown}:${match[2]}`;
+    };
+    const info = this.info || {};
+    return {
+      grpc: host(info.otlp_grpc_addr),
+      http: host(info.otlp_http_addr),
+      path: info.otlp_http_path || '/v1/traces',
+    };
+  }
+
+  renderEmpty(container, live) {
+    const {grpc, http, path} = this.endpoints();
+    replace(
+      container,
+      h('h2', {}, live ? 'No traces yet' : 'No traffic in this window'),
+      h('p', {}, 'Point your OTLP exporter at this server:'),
+      h(
+        'table',
+        {class: 'endpoints'},
+        h('tr', {}, h('th', {}, 'OTLP/gRPC'), h('td', {class: 'mono', id: 'endpoint-grpc'}, grpc ? `http://${grpc}` : 'unknown')),
+        h('tr', {}, h('th', {}, 'OTLP/HTTP'), h('td', {class: 'mono', id: 'endpoint-http'}, http ? `http://${http}${path}` : 'unknown')),
+      ),
+      h('p', {}, 'With any OpenTelemetry SDK, through the standard environment variables:'),
+      h(
+        'pre',
+        {class: 'mono'},
+        `export OTEL_EXPORTER_OTLP_ENDPOINT=http://${grpc || 'localhost:4317'}\n` +
+          `# or: OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://${http || 'localhost:4318'}`,
+      ),
+      h('p', {class: 'muted'}, 'The graph appears here as soon as spans arrive; this page updates itself.'),
+    );
+  }
+}
+
+const app = new App();
+window.flowscope = app;
+app.start();

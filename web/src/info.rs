@@ -1,0 +1,54 @@
+//! `GET /api/info`: what the dashboard needs to know about this server, such as where to
+//! send traces (shown on the empty page) and how far back the live graph reaches.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::ApiState;
+
+/// Facts about the running server, fixed at start.
+#[derive(Debug, Clone, Default)]
+pub struct ServerInfo {
+    /// The bound OTLP/gRPC address (a configured port 0 shows as the port picked).
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// The bound OTLP/HTTP address; traces go to `POST /v1/traces` on it.
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// How far back the live graph answers `/api/graph`.
+    pub graph_horizon: Duration,
+}
+
+pub async fn get_info(State(state): State<ApiState>) -> Json<Value> {
+    Json(info_json(&state.info))
+}
+
+fn info_json(info: &ServerInfo) -> Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "otlp_grpc_addr": info.otlp_grpc_addr.map(|a| a.to_string()),
+        "otlp_http_addr": info.otlp_http_addr.map(|a| a.to_string()),
+        "otlp_http_path": "/v1/traces",
+        "graph_horizon_s": info.graph_horizon.as_secs(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_names_the_bound_addresses() {
+        let info = ServerInfo {
+            otlp_grpc_addr: Some(([127, 0, 0, 1], 4317).into()),
+            otlp_http_addr: Some(([0, 0, 0, 0], 4318).into()),
+            graph_horizon: Duration::from_secs(3600),
+        };
+        let value = info_json(&info);
+        assert_eq!(value["otlp_grpc_addr"], "127.0.0.1:4317");
+        assert_eq!(value["otlp_http_addr"], "0.0.0.0:4318");
+        assert_eq!(value["graph_horizon_s"], 3600);
+    }
+}
