@@ -41,6 +41,10 @@ pub struct IngestArgs {
     /// Keep the temporary data directory
     #[arg(long)]
     keep: bool,
+    /// rotel's `rotel-agent` binary (`pip install rotel`): the same requests are then also
+    /// sent to rotel discarding them (blackhole exporter), and the costs compared
+    #[arg(long)]
+    rotel: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -100,6 +104,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let runtime = server::runtime()?;
     let server_cpu_before = server.cpu_seconds()?;
     let client_cpu_before = server::own_cpu_seconds()?;
+    let peer_requests = args.rotel.as_ref().map(|_| requests.clone());
     let source = Source::ready(requests);
     let sent = runtime.block_on(send_all(
         args.protocol,
@@ -203,6 +208,27 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server_rate / decode_rate,
         3,
     );
+    if let (Some(binary), Some(requests)) = (&args.rotel, peer_requests) {
+        let (rotel_rate, rotel_wall_rate) = rotel_discarding(binary, &runtime, requests, &args)?;
+        report.add_float(
+            "rotel_spans_per_cpu_second",
+            "rotel (blackhole): spans per CPU-second",
+            rotel_rate,
+            0,
+        );
+        report.add_float(
+            "rotel_spans_per_second",
+            "rotel (blackhole): spans/s (wall)",
+            rotel_wall_rate,
+            0,
+        );
+        report.add_float(
+            "server_vs_rotel",
+            "server ÷ rotel per CPU-second",
+            server_rate / rotel_rate,
+            3,
+        );
+    }
     report.add("spans_counted", "SELECT count(*) FROM spans", counted);
     report.add_float(
         "shutdown_seconds",
@@ -251,6 +277,44 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The same requests, same protocol and connections, to rotel discarding them: its spans per
+/// CPU-second and per second of wall time.
+fn rotel_discarding(
+    binary: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+    requests: Vec<Encoded>,
+    args: &IngestArgs,
+) -> anyhow::Result<(f64, f64)> {
+    use flowscope_demo::send::{self as demo_send, Load, Target};
+    let rotel = crate::rotel::Rotel::start(binary)?;
+    let endpoint = match args.protocol {
+        Protocol::Grpc => format!("http://{}", rotel.grpc),
+        Protocol::Http => format!("http://{}", rotel.http),
+    };
+    eprintln!(
+        "sending the same requests to rotel (pid {}, blackhole exporter) at {endpoint} ...",
+        rotel.pid()
+    );
+    let target = Target::new(args.protocol, endpoint);
+    let cpu_before = rotel.cpu_seconds()?;
+    let sent = runtime.block_on(demo_send::send_all(
+        &target,
+        Source::ready(requests),
+        &Load::new(args.connections),
+        |_| {},
+    ))?;
+    let cpu = rotel.cpu_seconds()? - cpu_before;
+    let acked = sent.totals.spans_acked;
+    if acked != args.spans {
+        bail!(
+            "rotel acknowledged {acked} of {} spans ({:?})",
+            args.spans,
+            sent.first_failure
+        );
+    }
+    Ok((acked as f64 / cpu, acked as f64 / sent.wall.as_secs_f64()))
 }
 
 /// Spans per CPU-second of `decode_protobuf` (decode and convert to Arrow) on one thread: the

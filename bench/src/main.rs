@@ -15,9 +15,11 @@ mod graph;
 mod ingest;
 mod query;
 mod report;
+mod rotel;
 mod send;
 mod server;
 mod spans;
+mod sustained;
 
 use clap::Parser as _;
 
@@ -36,6 +38,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Edge inference rate, memory per edge, snapshot and loop time, /api/graph latency, ack-to-edge delay
     Graph(graph::GraphArgs),
+    /// Hold a steady rate for minutes and sample the server's RSS: does memory stay flat?
+    Sustained(sustained::SustainedArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::Query(args) => query::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Sustained(args) => sustained::run(args),
     }
 }
