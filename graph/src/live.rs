@@ -4,7 +4,9 @@
 //! loops, amplification) and leaves the store.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -145,13 +147,13 @@ impl LiveGraph {
             ttl_ns: nanos(config.pairing_ttl),
             horizon_ns: nanos(config.horizon),
             config,
-            spans: HashMap::new(),
-            traces: HashMap::new(),
+            spans: HashMap::default(),
+            traces: HashMap::default(),
             idle_order: BTreeSet::new(),
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             buckets: BTreeMap::new(),
             trimmed_before_ns: None,
-            names: HashSet::new(),
+            names: HashSet::default(),
             counters: GraphCounters::default(),
             fold: None,
         }
