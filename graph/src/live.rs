@@ -4,9 +4,7 @@
 //! loops, amplification) and leaves the store.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -147,13 +145,13 @@ impl LiveGraph {
             ttl_ns: nanos(config.pairing_ttl),
             horizon_ns: nanos(config.horizon),
             config,
-            spans: HashMap::default(),
-            traces: HashMap::default(),
+            spans: HashMap::new(),
+            traces: HashMap::new(),
             idle_order: BTreeSet::new(),
-            waiting: HashMap::default(),
+            waiting: HashMap::new(),
             buckets: BTreeMap::new(),
             trimmed_before_ns: None,
-            names: HashSet::default(),
+            names: HashSet::new(),
             counters: GraphCounters::default(),
             fold: None,
         }

@@ -1,9 +1,7 @@
 //! Statistics per time bucket (calls, errors, latency sketches, bytes, amplification and
 //! per-trace loops), and the merge of a window's buckets into a [`Snapshot`].
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
@@ -167,7 +165,7 @@ impl WindowStats {
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));
 
-        let mut incoming: HashMap<&NodeKey, (u64, u64)> = HashMap::default();
+        let mut incoming: HashMap<&NodeKey, (u64, u64)> = HashMap::new();
         for (key, stats) in &self.edges {
             let entry = incoming.entry(&key.target).or_default();
             entry.0 += stats.calls;
@@ -227,7 +225,7 @@ fn attach_trace_loops(
         .map(|l| (l.id.clone(), l))
         .collect();
     let calls = pair_calls(edges);
-    let mut edges_by_pair: HashMap<(String, String), Vec<usize>> = HashMap::default();
+    let mut edges_by_pair: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for (position, edge) in edges.iter().enumerate() {
         edges_by_pair
             .entry((edge.source.clone(), edge.target.clone()))
@@ -255,7 +253,7 @@ struct DisplayNames {
 impl DisplayNames {
     fn new(keys: impl Iterator<Item = NodeKey>) -> Self {
         let keys: BTreeSet<NodeKey> = keys.collect();
-        let mut uses: HashMap<&str, usize> = HashMap::default();
+        let mut uses: HashMap<&str, usize> = HashMap::new();
         for key in &keys {
             *uses.entry(&key.name).or_default() += 1;
         }
