@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use flowscope_demo::send::{self, Encoding, Load, Protocol, Sent, Source, Target, Totals};
+use flowscope_demo::send::{
+    self, Encoding, Load, Protocol, Sent, Source, Target, Totals, thousands,
+};
 use flowscope_demo::{Error, Simulator, Topology, cpu};
 use flowscope_model::parse_duration;
 use serde_json::json;
@@ -328,19 +330,6 @@ fn print_table(report: &serde_json::Value) {
 fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 fn now_ns() -> i64 {

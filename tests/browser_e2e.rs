@@ -20,9 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::topology::{CLIENT, CONSUMER, PRODUCER, SERVER, Topology};
+use common::topology::{CLIENT, SERVER, Topology};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::{Value, json};
 
 const TRACES: u64 = 20;
@@ -143,109 +142,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The shop of `graph_e2e.rs` (gateway → orders → inventory, orders → orders-db, orders →
-/// order-events → billing → orders, a loop through a queue with the consumer linked to its
-/// producer), plus a service whose name is markup. Returns the requests and, of the first
-/// order, its trace id and the id of the billing trace that links to it.
+/// The shop of `Topology::shop_order` plus a service whose name is markup. Returns the requests
+/// and, of the first order, its trace id and the id of the billing trace that links to it.
 fn shop() -> (Vec<ExportTraceServiceRequest>, String, String) {
     let mut t = Topology::default();
     let mut first = None;
     for i in 0..TRACES {
-        let trace = t.new_trace();
-        let root = t.span(
-            "gateway",
-            &trace,
-            None,
-            SERVER,
-            "GET /checkout",
-            0,
-            50,
-            false,
-            &[],
-            &[],
-        );
-        let call = t.span(
-            "gateway",
-            &trace,
-            Some(&root),
-            CLIENT,
-            "POST /orders",
-            1,
-            40,
-            false,
-            &[],
-            &[],
-        );
-        let orders = t.span(
-            "orders",
-            &trace,
-            Some(&call),
-            SERVER,
-            "POST /orders",
-            2,
-            35,
-            false,
-            &[],
-            &[],
-        );
-        let stock = t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            CLIENT,
-            "GET /stock",
-            3,
-            10,
-            false,
-            &[],
-            &[],
-        );
-        t.span(
-            "inventory",
-            &trace,
-            Some(&stock),
-            SERVER,
-            "GET /stock",
-            4,
-            5,
-            i % 5 == 0,
-            &[],
-            &[],
-        );
-        let db = [("db.system", "postgresql"), ("db.name", "orders-db")];
-        t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            CLIENT,
-            "INSERT orders",
-            15,
-            3,
-            false,
-            &db,
-            &[],
-        );
-        let topic = [
-            ("messaging.system", "kafka"),
-            ("messaging.destination.name", "order-events"),
-        ];
-        let publish = t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            PRODUCER,
-            "publish order",
-            20,
-            1,
-            false,
-            &topic,
-            &[],
-        );
+        let order = t.shop_order(i);
         if i < XSS_TRACES {
             let probe = t.span(
                 "gateway",
-                &trace,
-                Some(&root),
+                &order.trace,
+                Some(&order.root),
                 CLIENT,
                 "GET /<script>alert(2)</script>",
                 30,
@@ -256,7 +164,7 @@ fn shop() -> (Vec<ExportTraceServiceRequest>, String, String) {
             );
             t.span(
                 XSS_SERVICE,
-                &trace,
+                &order.trace,
                 Some(&probe),
                 SERVER,
                 "<svg onload=alert(4)>",
@@ -267,47 +175,7 @@ fn shop() -> (Vec<ExportTraceServiceRequest>, String, String) {
                 &[],
             );
         }
-
-        let billing_trace = t.new_trace();
-        let consume = t.span(
-            "billing",
-            &billing_trace,
-            None,
-            CONSUMER,
-            "process order",
-            100,
-            20,
-            false,
-            &[],
-            &[&publish],
-        );
-        let paid = t.span(
-            "billing",
-            &billing_trace,
-            Some(&consume),
-            CLIENT,
-            "POST /orders/paid",
-            105,
-            8,
-            false,
-            &[],
-            &[],
-        );
-        t.span(
-            "orders",
-            &billing_trace,
-            Some(&paid),
-            SERVER,
-            "POST /orders/paid",
-            106,
-            6,
-            false,
-            &[],
-            &[],
-        );
-        if first.is_none() {
-            first = Some((hex(&trace), hex(&billing_trace)));
-        }
+        first.get_or_insert_with(|| (hex(&order.trace), hex(&order.billing_trace)));
     }
     let (order_trace, billing_trace) = first.unwrap();
     (t.requests(), order_trace, billing_trace)
@@ -356,19 +224,6 @@ fn fraud_check() -> Vec<ExportTraceServiceRequest> {
     t.requests()
 }
 
-fn send(server: &Server, requests: Vec<ExportTraceServiceRequest>) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(server.grpc_url())
-            .await
-            .unwrap();
-        for request in requests {
-            let answer = client.export(request).await.unwrap().into_inner();
-            assert!(answer.partial_success.is_none(), "{answer:?}");
-        }
-    });
-}
-
 /// Polls `/api/graph` until it has `edges` edges: the readiness signal of the graph stage.
 fn wait_for_edges(server: &Server, edges: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -403,13 +258,13 @@ fn the_dashboard_shows_a_known_system_live_with_sql_and_traces() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let (requests, order_trace, billing_trace) = shop();
-    send(&server, requests);
+    server.export(requests);
     wait_for_edges(&server, 7);
     let started = Instant::now();
     let url = format!("http://{}", server.api);
     let result = drive("shop", &url, |what| match what {
         "live-edge" => {
-            send(&server, fraud_check());
+            server.export(fraud_check());
             json!({"source": "billing", "target": "fraud-check"}).to_string()
         }
         "trace-id" => order_trace.clone(),
@@ -420,17 +275,7 @@ fn the_dashboard_shows_a_known_system_live_with_sql_and_traces() {
     let graph = &result["graph"];
 
     // The graph: exactly the nodes and edges sent, with their kinds and counts.
-    let nodes: BTreeSet<(String, String)> = graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().into(),
-                n["kind"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let nodes = common::node_kinds(graph);
     let expected_nodes: BTreeSet<(String, String)> = [
         ("billing", "service"),
         ("gateway", "service"),
@@ -614,7 +459,7 @@ fn an_empty_server_shows_where_to_send_traces_and_2000_nodes_are_interactive_wit
 
     let result = drive("empty", &url, |what| {
         assert_eq!(what, "first-spans");
-        send(&server, fraud_check());
+        server.export(fraud_check());
         String::new()
     });
     assert_eq!(

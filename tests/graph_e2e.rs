@@ -13,9 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::topology::{CLIENT, CONSUMER, PRODUCER, SERVER, Topology};
+use common::topology::{CLIENT, SERVER, Topology};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
 
 const TRACES: u64 = 20;
@@ -29,149 +28,9 @@ fn shop() -> Vec<ExportTraceServiceRequest> {
 
 fn shop_from(mut t: Topology) -> Vec<ExportTraceServiceRequest> {
     for i in 0..TRACES {
-        let trace = t.new_trace();
-        let root = t.span(
-            "gateway",
-            &trace,
-            None,
-            SERVER,
-            "GET /checkout",
-            0,
-            50,
-            false,
-            &[],
-            &[],
-        );
-        let call = t.span(
-            "gateway",
-            &trace,
-            Some(&root),
-            CLIENT,
-            "POST /orders",
-            1,
-            40,
-            false,
-            &[],
-            &[],
-        );
-        let orders = t.span(
-            "orders",
-            &trace,
-            Some(&call),
-            SERVER,
-            "POST /orders",
-            2,
-            35,
-            false,
-            &[],
-            &[],
-        );
-        let stock = t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            CLIENT,
-            "GET /stock",
-            3,
-            10,
-            false,
-            &[],
-            &[],
-        );
-        t.span(
-            "inventory",
-            &trace,
-            Some(&stock),
-            SERVER,
-            "GET /stock",
-            4,
-            5,
-            i % 5 == 0,
-            &[],
-            &[],
-        );
-        let db = [("db.system", "postgresql"), ("db.name", "orders-db")];
-        t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            CLIENT,
-            "INSERT orders",
-            15,
-            3,
-            false,
-            &db,
-            &[],
-        );
-        let topic = [
-            ("messaging.system", "kafka"),
-            ("messaging.destination.name", "order-events"),
-        ];
-        let publish = t.span(
-            "orders",
-            &trace,
-            Some(&orders),
-            PRODUCER,
-            "publish order",
-            20,
-            1,
-            false,
-            &topic,
-            &[],
-        );
-
-        let billing_trace = t.new_trace();
-        let consume = t.span(
-            "billing",
-            &billing_trace,
-            None,
-            CONSUMER,
-            "process order",
-            100,
-            20,
-            false,
-            &[],
-            &[&publish],
-        );
-        let paid = t.span(
-            "billing",
-            &billing_trace,
-            Some(&consume),
-            CLIENT,
-            "POST /orders/paid",
-            105,
-            8,
-            false,
-            &[],
-            &[],
-        );
-        t.span(
-            "orders",
-            &billing_trace,
-            Some(&paid),
-            SERVER,
-            "POST /orders/paid",
-            106,
-            6,
-            false,
-            &[],
-            &[],
-        );
+        t.shop_order(i);
     }
     t.requests()
-}
-
-fn send(server: &Server, requests: Vec<ExportTraceServiceRequest>) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(server.grpc_url())
-            .await
-            .unwrap();
-        for request in requests {
-            let answer = client.export(request).await.unwrap().into_inner();
-            assert!(answer.partial_success.is_none(), "{answer:?}");
-        }
-    });
 }
 
 fn graph(server: &Server) -> Value {
@@ -243,7 +102,7 @@ fn a_small_event_driven_system_shows_exactly_its_graph_and_loop() {
     );
     let mut events = BufReader::new(stream).lines();
 
-    send(&server, shop());
+    server.export(shop());
     let expected: BTreeMap<EdgeKey, (u64, u64)> = [
         (key("gateway", "orders", "sync"), (TRACES, 0)),
         (key("orders", "inventory", "sync"), (TRACES, TRACES / 5)),
@@ -256,19 +115,8 @@ fn a_small_event_driven_system_shows_exactly_its_graph_and_loop() {
     .collect();
     let settled = wait_for_graph(&server, |g| edges_of(g) == expected);
 
-    let mut nodes: Vec<(String, String)> = settled["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().to_string(),
-                n["kind"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    nodes.sort();
-    let want: Vec<(String, String)> = [
+    let nodes = common::node_kinds(&settled);
+    let want: std::collections::BTreeSet<(String, String)> = [
         ("billing", "service"),
         ("gateway", "service"),
         ("inventory", "service"),
@@ -374,7 +222,7 @@ fn a_small_event_driven_system_shows_exactly_its_graph_and_loop() {
         &[],
         &[],
     );
-    send(&server, t.requests());
+    server.export(t.requests());
     let mut saw_snapshot = false;
     let mut saw_new_edge = false;
     let mut event = String::new();
@@ -459,7 +307,7 @@ fn the_live_graph_equals_a_sql_self_join_over_the_stored_spans() {
             frontier = children;
         }
     }
-    send(&server, t.requests());
+    server.export(t.requests());
 
     let sql = "SELECT c.service_name AS source, s.service_name AS target, count(*) AS calls, \
                sum(CASE WHEN c.status_code = 'ERROR' OR s.status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors \
@@ -493,7 +341,7 @@ fn the_graph_is_rebuilt_from_stored_spans_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--graph-pairing-ttl", "1s"];
     let server = Server::start(dir.path(), &args);
-    send(&server, shop());
+    server.export(shop());
     let before = edges_of(&wait_for_graph(&server, |g| edges_of(g).len() == 6));
     // A clean stop flushes every span to Parquet and empties the WAL: the graph after the
     // restart can only come from the segments.
@@ -550,8 +398,8 @@ fn a_window_older_than_the_horizon_is_rebuilt_from_stored_spans_with_the_same_an
     // its statistics) and now, with other ids.
     let base_ms = common::otlp::base_time_ns() / 1_000_000;
     let ago_ms = 30 * 60 * 1000;
-    send(&server, moved_back(shop(), ago_ms * 1_000_000));
-    send(&server, shop_from(Topology::starting_at(1_000_000)));
+    server.export(moved_back(shop(), ago_ms * 1_000_000));
+    server.export(shop_from(Topology::starting_at(1_000_000)));
     let recent = (base_ms - 10_000, base_ms + 60_000);
     let old = (recent.0 - ago_ms, recent.1 - ago_ms);
 
@@ -608,7 +456,7 @@ fn the_pairing_counters_are_exposed_as_json_and_prometheus_metrics() {
         &[("server.address", "api.stripe.example")],
         &[],
     );
-    send(&server, t.requests());
+    server.export(t.requests());
     wait_for_graph(&server, |g| {
         edges_of(g).contains_key(&key("checkout", "api.stripe.example", "sync"))
     });

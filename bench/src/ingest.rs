@@ -140,16 +140,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         "spans rejected (partial success or for good)",
         sent.totals.spans_rejected,
     );
-    report.add(
-        "requests_refused",
-        "requests refused, then retried",
-        sent.totals.requests_refused,
-    );
-    report.add(
-        "requests_failed",
-        "requests failed",
-        sent.totals.requests_failed,
-    );
+    report.add_refusals(&sent.totals);
     report.add_float("wall_seconds", "wall time (s)", wall, 2);
     report.add_float(
         "spans_per_second",

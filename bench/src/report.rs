@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use flowscope_demo::send::thousands;
 use serde_json::{Map, Value};
 
 /// Named figures in the order they were measured.
@@ -15,6 +16,16 @@ impl Report {
         Self {
             rows: vec![("bench".into(), "benchmark".into(), Value::from(bench))],
         }
+    }
+
+    /// The requests a load run had refused (then retried) and lost.
+    pub fn add_refusals(&mut self, totals: &flowscope_demo::send::Totals) {
+        self.add(
+            "requests_refused",
+            "requests refused, then retried",
+            totals.requests_refused,
+        );
+        self.add("requests_failed", "requests failed", totals.requests_failed);
     }
 
     /// Adds a figure; `key` names it in the JSON, `label` (with its unit) in the table.
@@ -77,19 +88,6 @@ pub use flowscope_demo::send::percentile;
 
 pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-/// `1234567` as `1,234,567`.
-pub fn thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 #[cfg(test)]

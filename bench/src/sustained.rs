@@ -158,16 +158,7 @@ pub fn run(args: SustainedArgs) -> anyhow::Result<()> {
     report.add_float("seconds", "seconds", wall, 0);
     report.add("spans_acked", "spans acked", sent.totals.spans_acked);
     report.add("spans_counted", "SELECT count(*) FROM spans", counted);
-    report.add(
-        "requests_refused",
-        "requests refused, then retried",
-        sent.totals.requests_refused,
-    );
-    report.add(
-        "requests_failed",
-        "requests failed",
-        sent.totals.requests_failed,
-    );
+    report.add_refusals(&sent.totals);
     report.add_float(
         "server_cores",
         "server cores busy (CPU/wall)",

@@ -137,6 +137,28 @@ impl Server {
             .unwrap_or_else(|| panic!("{sql}: not a count"))
     }
 
+    /// Sends `requests` over OTLP/gRPC one by one; each must be accepted whole.
+    pub fn export(
+        &self,
+        requests: Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            let mut client = TraceServiceClient::connect(self.grpc_url())
+                .await
+                .expect("the OTLP/gRPC port answers");
+            for request in requests {
+                let answer = client
+                    .export(request)
+                    .await
+                    .expect("the export is accepted")
+                    .into_inner();
+                assert!(answer.partial_success.is_none(), "{answer:?}");
+            }
+        });
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -198,4 +220,19 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// The `(id, kind)` of every node of a `/api/graph` answer (or of the page's graph), sorted.
+pub fn node_kinds(graph: &Value) -> std::collections::BTreeSet<(String, String)> {
+    graph["nodes"]
+        .as_array()
+        .expect("a graph has nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().expect("a node id").to_string(),
+                n["kind"].as_str().expect("a node kind").to_string(),
+            )
+        })
+        .collect()
 }

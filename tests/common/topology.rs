@@ -123,3 +123,153 @@ impl Topology {
             .collect()
     }
 }
+
+/// One order of the shop the graph and browser tests share: gateway → orders → inventory
+/// (every fifth stock check fails), orders → orders-db (PostgreSQL, sends no spans), orders →
+/// order-events (Kafka) → billing → orders, a loop through a queue whose consumer LINKS to the
+/// producer from a trace of its own.
+pub struct ShopOrder {
+    pub trace: Vec<u8>,
+    /// The gateway's SERVER span, the root of `trace`.
+    pub root: SpanRef,
+    pub billing_trace: Vec<u8>,
+}
+
+impl Topology {
+    /// Adds order number `i` of the shop (see [`ShopOrder`]).
+    pub fn shop_order(&mut self, i: u64) -> ShopOrder {
+        let trace = self.new_trace();
+        let root = self.span(
+            "gateway",
+            &trace,
+            None,
+            SERVER,
+            "GET /checkout",
+            0,
+            50,
+            false,
+            &[],
+            &[],
+        );
+        let call = self.span(
+            "gateway",
+            &trace,
+            Some(&root),
+            CLIENT,
+            "POST /orders",
+            1,
+            40,
+            false,
+            &[],
+            &[],
+        );
+        let orders = self.span(
+            "orders",
+            &trace,
+            Some(&call),
+            SERVER,
+            "POST /orders",
+            2,
+            35,
+            false,
+            &[],
+            &[],
+        );
+        let stock = self.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "GET /stock",
+            3,
+            10,
+            false,
+            &[],
+            &[],
+        );
+        self.span(
+            "inventory",
+            &trace,
+            Some(&stock),
+            SERVER,
+            "GET /stock",
+            4,
+            5,
+            i.is_multiple_of(5),
+            &[],
+            &[],
+        );
+        let db = [("db.system", "postgresql"), ("db.name", "orders-db")];
+        self.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            CLIENT,
+            "INSERT orders",
+            15,
+            3,
+            false,
+            &db,
+            &[],
+        );
+        let topic = [
+            ("messaging.system", "kafka"),
+            ("messaging.destination.name", "order-events"),
+        ];
+        let publish = self.span(
+            "orders",
+            &trace,
+            Some(&orders),
+            PRODUCER,
+            "publish order",
+            20,
+            1,
+            false,
+            &topic,
+            &[],
+        );
+
+        let billing_trace = self.new_trace();
+        let consume = self.span(
+            "billing",
+            &billing_trace,
+            None,
+            CONSUMER,
+            "process order",
+            100,
+            20,
+            false,
+            &[],
+            &[&publish],
+        );
+        let paid = self.span(
+            "billing",
+            &billing_trace,
+            Some(&consume),
+            CLIENT,
+            "POST /orders/paid",
+            105,
+            8,
+            false,
+            &[],
+            &[],
+        );
+        self.span(
+            "orders",
+            &billing_trace,
+            Some(&paid),
+            SERVER,
+            "POST /orders/paid",
+            106,
+            6,
+            false,
+            &[],
+            &[],
+        );
+        ShopOrder {
+            trace,
+            root,
+            billing_trace,
+        }
+    }
+}
