@@ -423,6 +423,20 @@ fn a_window_older_than_the_horizon_is_rebuilt_from_stored_spans_with_the_same_an
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A window across the horizon: the old half rebuilt, the recent half from memory,
+    // joined at a bucket edge. Every call counts once: twice the shop's calls per edge.
+    let both = graph_of(&server, old.0, recent.1);
+    let doubled: BTreeMap<EdgeKey, (u64, u64)> = edges_of(&rebuilt)
+        .into_iter()
+        .map(|(key, (calls, errors))| (key, (2 * calls, 2 * errors)))
+        .collect();
+    assert_eq!(edges_of(&both), doubled, "{both:#}");
+    assert_eq!(
+        both["nodes"].as_array().unwrap().len(),
+        rebuilt["nodes"].as_array().unwrap().len()
+    );
+    assert_eq!(both["loops"].as_array().unwrap().len(), 1);
+
     // The same through SQL, and after a restart, when the spans are in Parquet only.
     let sql = format!(
         "SELECT source, target, calls FROM edges_between(to_timestamp_millis({}), to_timestamp_millis({})) ORDER BY source, target",

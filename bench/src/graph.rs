@@ -250,13 +250,14 @@ fn rebuild_from_store(
         store.flush().await
     })?;
     let started = Instant::now();
-    let (snapshot, stats) = flowscope_query::history::rebuild(
+    let (window, stats) = flowscope_query::history::rebuild(
         &store.view(),
         &GraphConfig::default(),
         now - LIVE_WINDOW_NS,
         now + 1,
         Duration::from_secs(600),
     )?;
+    let snapshot = window.into_snapshot();
     let elapsed = started.elapsed();
     runtime.block_on(store.close())?;
     Ok((snapshot, stats.spans_read, elapsed))

@@ -50,7 +50,7 @@ impl std::fmt::Debug for LiveGraph {
 }
 
 /// A window's buckets, taken from the graph but not yet merged into a [`Snapshot`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Window {
     buckets: Vec<Arc<Bucket>>,
     from_ns: i64,
@@ -65,6 +65,17 @@ impl Window {
             stats.add(bucket);
         }
         stats.into_snapshot(self.from_ns, self.to_ns)
+    }
+
+    /// This window followed by `later` (which should start where this one ends): one window
+    /// over both, e.g. an old part rebuilt from stored spans and a recent part from memory.
+    pub fn join(mut self, later: Window) -> Window {
+        self.buckets.extend(later.buckets);
+        Window {
+            buckets: self.buckets,
+            from_ns: self.from_ns,
+            to_ns: later.to_ns,
+        }
     }
 }
 

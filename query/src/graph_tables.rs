@@ -8,7 +8,8 @@
 //!  SELECT ... FROM edges ──> GraphTable::scan ──> GraphView::snapshot(window)
 //!                                 ├─ in the horizon: LiveGraph::window (shares the buckets
 //!                                 │    under the read lock), then merge, names, loops
-//!                                 └─ older: history::rebuild from Parquet + memtable
+//!                                 └─ older: history::rebuild from Parquet + memtable,
+//!                                    joined at a bucket edge with the live part
 //!                            ──> Arrow batch
 //! ```
 
@@ -29,7 +30,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
-use flowscope_graph::{GraphConfig, GraphCounters, LiveGraph, Snapshot};
+use flowscope_graph::{GraphConfig, GraphCounters, LiveGraph, Snapshot, Window};
 
 use crate::error::QueryError;
 use crate::history;
@@ -56,7 +57,7 @@ pub struct GraphView {
 /// A snapshot and when it was computed.
 type Computed = (Instant, Arc<Snapshot>);
 /// A rebuilt window by its `(from_ns, to_ns)`.
-type Rebuilt = ((i64, i64), Arc<Snapshot>);
+type Rebuilt = ((i64, i64), Window);
 
 #[derive(Debug)]
 struct History {
@@ -131,15 +132,34 @@ impl GraphView {
         }
     }
 
-    /// The graph of `[from_ns, to_ns)`: from the live graph when it holds the window, else
-    /// rebuilt from the stored spans (which may take seconds; call it off the async runtime).
+    /// The graph of `[from_ns, to_ns)`: from the live graph for the part it holds, rebuilt
+    /// from the stored spans for any part before that (which may take seconds; call it off
+    /// the async runtime). A window across the boundary joins the two at a bucket edge, so
+    /// every call is counted once and by the same bucket rule as a live window.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
-        match &self.history {
-            Some(history) if from_ns < self.live_covers_from(history) => {
-                history.snapshot(from_ns, to_ns)
-            }
-            _ => Ok(Arc::new(self.live_snapshot(from_ns, to_ns))),
+        let Some(history) = &self.history else {
+            return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
+        };
+        let covered = self.live_covers_from(history);
+        if from_ns >= covered {
+            return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
         }
+        // The first whole bucket the live graph holds.
+        let bucket = i64::try_from(history.config.bucket.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let boundary = covered.div_euclid(bucket) * bucket
+            + if covered.rem_euclid(bucket) == 0 {
+                0
+            } else {
+                bucket
+            };
+        if to_ns <= boundary {
+            return Ok(Arc::new(history.window(from_ns, to_ns)?.into_snapshot()));
+        }
+        let old = history.window(from_ns, boundary)?;
+        let recent = self.live_window(boundary, to_ns);
+        Ok(Arc::new(old.join(recent).into_snapshot()))
     }
 
     /// The graph of `[from_ns, to_ns)` rebuilt from the stored spans, even when the live
@@ -152,7 +172,7 @@ impl GraphView {
         };
         let view = history.store.view();
         history::rebuild(&view, &history.config, from_ns, to_ns, history.time_limit)
-            .map(|(snapshot, _)| snapshot)
+            .map(|(window, _)| window.into_snapshot())
     }
 
     fn live_covers_from(&self, history: &History) -> i64 {
@@ -163,21 +183,23 @@ impl GraphView {
         history.covered_from_ns.max(trimmed.unwrap_or(i64::MIN))
     }
 
-    /// Takes the window's buckets under the read lock (shared, not copied) and merges them,
-    /// names nodes and finds loops after letting it go: a big graph never holds up the
-    /// graph stage.
-    fn live_snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
-        let window = match self.live.read() {
+    /// Takes the window's buckets under the read lock (shared, not copied); merging them,
+    /// naming nodes and finding loops happen after letting it go, so a big graph never holds
+    /// up the graph stage.
+    fn live_window(&self, from_ns: i64, to_ns: i64) -> Window {
+        match self.live.read() {
             Ok(graph) => graph.window(from_ns, to_ns),
             Err(poisoned) => poisoned.into_inner().window(from_ns, to_ns),
-        };
-        window.into_snapshot()
+        }
     }
 
     /// The graph of the last `LIVE_WINDOW`, as of now.
     pub fn live(&self) -> Arc<Snapshot> {
         let now = now_ns();
-        Arc::new(self.live_snapshot(now - LIVE_WINDOW.as_nanos() as i64, now + 1))
+        Arc::new(
+            self.live_window(now - LIVE_WINDOW.as_nanos() as i64, now + 1)
+                .into_snapshot(),
+        )
     }
 
     /// Like [`GraphView::live`], but a result computed less than `LIVE_REUSE` ago is shared:
@@ -197,37 +219,38 @@ impl GraphView {
 }
 
 impl History {
-    fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+    /// The buckets of `[from_ns, to_ns)` rebuilt from the stored spans, or kept from an
+    /// earlier rebuild of the same window.
+    fn window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
         if let Some(found) = self.cached(from_ns, to_ns) {
             return Ok(found);
         }
         let started = Instant::now();
         let view = self.store.view();
-        let (snapshot, stats) =
+        let (window, stats) =
             history::rebuild(&view, &self.config, from_ns, to_ns, self.time_limit)?;
         tracing::debug!(
             spans = stats.spans_read,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "rebuilt a graph window from stored spans"
         );
-        let snapshot = Arc::new(snapshot);
         // A window is final once its spans can no longer arrive; only then is it kept.
         let ttl_ns = i64::try_from(self.config.pairing_ttl.as_nanos()).unwrap_or(i64::MAX);
         if to_ns.saturating_add(ttl_ns.saturating_mul(2)) < now_ns() {
             let mut rebuilt = lock(&self.rebuilt);
-            rebuilt.insert(0, ((from_ns, to_ns), snapshot.clone()));
+            rebuilt.insert(0, ((from_ns, to_ns), window.clone()));
             rebuilt.truncate(REBUILT_KEPT);
         }
-        Ok(snapshot)
+        Ok(window)
     }
 
-    fn cached(&self, from_ns: i64, to_ns: i64) -> Option<Arc<Snapshot>> {
+    fn cached(&self, from_ns: i64, to_ns: i64) -> Option<Window> {
         let mut rebuilt = lock(&self.rebuilt);
         let position = rebuilt.iter().position(|(w, _)| *w == (from_ns, to_ns))?;
         let entry = rebuilt.remove(position);
-        let snapshot = entry.1.clone();
+        let window = entry.1.clone();
         rebuilt.insert(0, entry);
-        Some(snapshot)
+        Some(window)
     }
 }
 
@@ -372,7 +395,7 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Window {
+enum TableWindow {
     Live,
     Fixed(i64, i64),
 }
@@ -382,7 +405,7 @@ enum Window {
 pub struct GraphTable {
     which: Which,
     graph: GraphView,
-    window: Window,
+    window: TableWindow,
 }
 
 #[async_trait]
@@ -403,8 +426,8 @@ impl TableProvider for GraphTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = match self.window {
-            Window::Live => self.graph.live(),
-            Window::Fixed(from, to) => {
+            TableWindow::Live => self.graph.live(),
+            TableWindow::Fixed(from, to) => {
                 // A window older than the horizon is rebuilt from Parquet: off the runtime.
                 let graph = self.graph.clone();
                 tokio::task::spawn_blocking(move || graph.snapshot(from, to))
@@ -462,7 +485,7 @@ impl TableFunctionImpl for GraphTableFunction {
         Ok(Arc::new(GraphTable {
             which: self.which,
             graph: self.graph.clone(),
-            window: Window::Fixed(from, to),
+            window: TableWindow::Fixed(from, to),
         }))
     }
 }
@@ -477,7 +500,7 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
         let table = GraphTable {
             which,
             graph: graph.clone(),
-            window: Window::Live,
+            window: TableWindow::Live,
         };
         engine.register_table(name, Arc::new(table))?;
         let function = GraphTableFunction {

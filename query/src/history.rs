@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{RecordBatch, Scalar, TimestampNanosecondArray};
 use arrow::compute::kernels::{boolean, cmp};
 use arrow::compute::{filter_record_batch, max};
-use flowscope_graph::{GraphConfig, LiveGraph, Snapshot};
+use flowscope_graph::{GraphConfig, LiveGraph, Window};
 use flowscope_model::columns;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -149,14 +149,15 @@ pub struct RebuildStats {
 }
 
 /// The graph of `[from_ns, to_ns)` computed from the stored spans, giving up with
-/// `TooExpensive` after `time_limit`.
+/// `TooExpensive` after `time_limit`: its buckets, to become a snapshot or to be joined with
+/// a more recent window from memory.
 pub fn rebuild(
     view: &View,
     config: &GraphConfig,
     from_ns: i64,
     to_ns: i64,
     time_limit: Duration,
-) -> Result<(Snapshot, RebuildStats), QueryError> {
+) -> Result<(Window, RebuildStats), QueryError> {
     let started = Instant::now();
     let ttl_ns = i64::try_from(config.pairing_ttl.as_nanos()).unwrap_or(i64::MAX);
     let mut graph = LiveGraph::for_window(config.clone(), from_ns, to_ns);
@@ -198,5 +199,5 @@ pub fn rebuild(
     }
     // Everything read: let every trace finish as if the pairing TTL had passed.
     graph.advance(clock.max(to_ns).saturating_add(ttl_ns.saturating_mul(2)));
-    Ok((graph.snapshot(from_ns, to_ns), stats))
+    Ok((graph.window(from_ns, to_ns), stats))
 }
