@@ -171,12 +171,40 @@ fn read_segment_meta(path: &Path) -> Result<Segment, StoreError> {
     })
 }
 
+/// Columns queries filter on: page statistics (the page index) let a scan skip pages.
+const PAGE_STATISTICS: [&str; 6] = [
+    columns::START_TIME,
+    columns::SERVICE_NAME,
+    columns::TRACE_ID,
+    columns::KIND,
+    columns::STATUS_CODE,
+    columns::NAME,
+];
+/// Columns of (nearly) unique values: a dictionary never pays for itself, and building one
+/// before falling back costs the flusher CPU.
+const NO_DICTIONARY: [&str; 6] = [
+    columns::TRACE_ID,
+    columns::SPAN_ID,
+    columns::PARENT_SPAN_ID,
+    columns::START_TIME,
+    columns::END_TIME,
+    columns::DURATION_NS,
+];
+
 fn writer_properties(metadata: Vec<KeyValue>, rows: usize) -> WriterProperties {
     let trace_id = ColumnPath::from(columns::TRACE_ID);
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Row-group statistics everywhere; page statistics only where queries filter.
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for column in PAGE_STATISTICS {
+        builder = builder.set_column_statistics_enabled(column.into(), EnabledStatistics::Page);
+    }
+    for column in NO_DICTIONARY {
+        builder = builder.set_column_dictionary_enabled(column.into(), false);
+    }
+    builder
         // A bloom filter on trace_id makes `WHERE trace_id = '…'` skip row groups without it.
         .set_column_bloom_filter_enabled(trace_id.clone(), true)
         .set_column_bloom_filter_max_ndv(trace_id.clone(), rows.clamp(1, ROW_GROUP_ROWS) as u64)
