@@ -58,6 +58,9 @@ pub struct LoadgenArgs {
     /// Seed of the simulation [default: from the clock, so that runs do not repeat ids]
     #[arg(long)]
     seed: Option<u64>,
+    /// Start the topology's scheduled incidents when the run starts, instead of on the clock
+    #[arg(long)]
+    incident_now: bool,
     /// Print the final report as one JSON object instead of a table
     #[arg(long)]
     json: bool,
@@ -101,7 +104,16 @@ fn plan(args: LoadgenArgs) -> anyhow::Result<Plan> {
         Some(rate) if rate > 0.0 => Some(rate),
         _ => None,
     };
-    let topology = Topology::load(&args.topology)?;
+    let mut topology = Topology::load(&args.topology)?;
+    if args.incident_now {
+        if topology.incident_count() == 0 {
+            bail!(
+                "--incident-now: topology '{}' schedules no incidents (see demo/README.md for the [[incidents]] table)",
+                args.topology
+            );
+        }
+        topology.start_incidents_at(now_ns());
+    }
     let mut load = Load::new(args.connections);
     load.spans_per_second = rate;
     load.duration = Some(duration);

@@ -151,3 +151,25 @@ fn json_over_grpc_and_unknown_topologies_are_refused_before_sending() {
     assert!(!output.status.success());
     assert!(stderr.contains("not a preset (shop, city)"), "{stderr}");
 }
+
+#[test]
+fn incident_now_starts_the_scheduled_incident_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let report = run_at_rate(&["--endpoint", &server.grpc_url(), "--incident-now"]);
+    check_report(&report, &server);
+    // The shop's incident fails a quarter of inventory's calls (0.5% outside it).
+    let answer = server.sql(
+        "SELECT avg(CASE WHEN status_code = 'ERROR' THEN 1.0 ELSE 0.0 END) AS rate, count(*) AS calls \
+         FROM spans WHERE service_name = 'inventory' AND kind = 'SERVER'",
+    );
+    let (rate, calls) = (
+        answer["rows"][0][0].as_f64().unwrap(),
+        answer["rows"][0][1].as_i64().unwrap(),
+    );
+    assert!(calls >= 50, "{answer:#}");
+    assert!(
+        (0.12..0.45).contains(&rate),
+        "inventory fails {rate} of {calls} calls during the incident: {answer:#}"
+    );
+}

@@ -217,6 +217,19 @@ impl Topology {
         self.incidents.iter().any(|i| i.active_at(now_ns))
     }
 
+    /// Moves every incident's schedule so that it starts at `start_ns` (and then recurs as
+    /// before): a short run can show an incident without waiting for the clock.
+    pub fn start_incidents_at(&mut self, start_ns: i64) {
+        for incident in &mut self.incidents {
+            incident.offset_ns = start_ns.rem_euclid(incident.every_ns.max(1));
+        }
+    }
+
+    /// How many incidents the topology schedules.
+    pub fn incident_count(&self) -> usize {
+        self.incidents.len()
+    }
+
     /// Every node a span can name as its service, database, external peer or queue.
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
         self.nodes.iter().map(|node| node.name.as_str())
@@ -920,6 +933,20 @@ system = "kafka"
             .filter(|n| matches!(n.kind, NodeKind::Service { .. }))
             .count();
         assert!((30..=50).contains(&services), "{services} services");
+    }
+
+    #[test]
+    fn incidents_can_be_started_now() {
+        let mut shop = Topology::preset("shop").unwrap_or_else(|error| panic!("{error}"));
+        // Three minutes past a ten-minute mark: the shop's incident is off.
+        let now = 1_764_396_000_000_000_000 + 180_000_000_000;
+        assert!(!shop.incident_at(now));
+        shop.start_incidents_at(now);
+        assert!(shop.incident_at(now));
+        assert!(shop.incident_at(now + 59_000_000_000));
+        assert!(!shop.incident_at(now + 61_000_000_000));
+        // ...and it recurs on its period from there.
+        assert!(shop.incident_at(now + 600_000_000_000));
     }
 
     #[test]
