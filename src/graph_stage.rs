@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
-use flowscope_graph::{GraphConfig, LiveGraph};
+use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
+use flowscope_query::rollups::Rollups;
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
 const QUEUE: usize = 256;
@@ -29,13 +30,71 @@ pub struct GraphStage {
     pub thread: JoinHandle<()>,
 }
 
-pub fn start(config: GraphConfig) -> std::io::Result<GraphStage> {
+/// Keeps the buckets the horizon trims, so old windows need no rebuild from spans.
+pub struct Keeper {
+    pub rollups: Arc<Rollups>,
+    /// The live graph holds whole buckets from here (the backfill's start, rounded up to a
+    /// bucket); trimmed buckets before it are partial and not kept.
+    next_from_ns: i64,
+    retention: Duration,
+    last_retention: Option<Instant>,
+}
+
+impl Keeper {
+    pub fn new(
+        rollups: Arc<Rollups>,
+        covered_from_ns: i64,
+        bucket: Duration,
+        retention: Duration,
+    ) -> Self {
+        let bucket = i64::try_from(bucket.as_nanos()).unwrap_or(i64::MAX).max(1);
+        let next_from_ns = covered_from_ns.div_euclid(bucket) * bucket
+            + if covered_from_ns.rem_euclid(bucket) == 0 {
+                0
+            } else {
+                bucket
+            };
+        Self {
+            rollups,
+            next_from_ns,
+            retention,
+            last_retention: None,
+        }
+    }
+
+    /// Writes the trimmed buckets and claims the range up to `trimmed_before_ns`. A failed
+    /// write claims nothing: that range is rebuilt from spans when asked for.
+    fn keep(&mut self, trimmed: &[StoredBucket], trimmed_before_ns: Option<i64>) {
+        let Some(to) = trimmed_before_ns.filter(|to| *to > self.next_from_ns) else {
+            return;
+        };
+        if let Err(error) = self.rollups.append(trimmed, self.next_from_ns, to) {
+            tracing::warn!(%error, "cannot keep graph buckets past the horizon; old windows there will be rebuilt from spans");
+        }
+        self.next_from_ns = to;
+        if self
+            .last_retention
+            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+        {
+            self.last_retention = Some(Instant::now());
+            let cutoff =
+                now_ns().saturating_sub(self.retention.as_nanos().min(i64::MAX as u128) as i64);
+            if let Err(error) = self.rollups.remove_older_than(cutoff) {
+                tracing::warn!(%error, "cannot apply retention to kept graph buckets");
+            }
+        }
+    }
+}
+
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn start(config: GraphConfig, keeper: Option<Keeper>) -> std::io::Result<GraphStage> {
     let graph = Arc::new(RwLock::new(LiveGraph::new(config)));
     let (input, receiver) = std::sync::mpsc::sync_channel(QUEUE);
     let owned = graph.clone();
     let thread = std::thread::Builder::new()
         .name("flowscope-graph".into())
-        .spawn(move || run(&owned, &receiver))?;
+        .spawn(move || run(&owned, &receiver, keeper))?;
     Ok(GraphStage {
         graph,
         input,
@@ -43,7 +102,7 @@ pub fn start(config: GraphConfig) -> std::io::Result<GraphStage> {
     })
 }
 
-fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>) {
+fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>, mut keeper: Option<Keeper>) {
     let mut last_tick = Instant::now();
     loop {
         match batches.recv_timeout(TICK) {
@@ -64,11 +123,18 @@ fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>) {
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            let mut graph = match graph.write() {
-                Ok(graph) => graph,
-                Err(poisoned) => poisoned.into_inner(),
+            let (trimmed, trimmed_before) = {
+                let mut graph = match graph.write() {
+                    Ok(graph) => graph,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                graph.advance(now_ns());
+                (graph.take_trimmed(), graph.trimmed_before_ns())
             };
-            graph.advance(now_ns());
+            // Written after letting go of the lock: readers never wait for the disk.
+            if let Some(keeper) = keeper.as_mut() {
+                keeper.keep(&trimmed, trimmed_before);
+            }
         }
     }
 }

@@ -88,14 +88,9 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.store.data_dir.clone();
     let store_config = config.store.clone();
-    // The graph stage starts first: the store feeds it the spans it replays while opening.
-    let graph_stage::GraphStage {
-        graph,
-        input: graph_input,
-        thread: graph_thread,
-    } = graph_stage::start(config.graph.clone()).context("cannot start the graph stage")?;
     // The store backfills the live graph with the spans of its horizon before this moment;
-    // windows starting earlier are rebuilt from the stored spans.
+    // windows starting earlier come from the buckets kept past the horizon, else are
+    // rebuilt from the stored spans.
     let graph_covers_from = graph_stage::now_ns().saturating_sub(
         config
             .store
@@ -103,6 +98,23 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .as_nanos()
             .min(i64::MAX as u128) as i64,
     );
+    let rollups = Arc::new(
+        flowscope_query::rollups::Rollups::open(&data_dir)
+            .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
+    );
+    let keeper = graph_stage::Keeper::new(
+        rollups.clone(),
+        graph_covers_from,
+        config.graph.bucket,
+        config.store.retention,
+    );
+    // The graph stage starts first: the store feeds it the spans it replays while opening.
+    let graph_stage::GraphStage {
+        graph,
+        input: graph_input,
+        thread: graph_thread,
+    } = graph_stage::start(config.graph.clone(), Some(keeper))
+        .context("cannot start the graph stage")?;
     let store = tokio::task::spawn_blocking(move || {
         SpanStore::open_with_listener(store_config, Some(graph_input))
     })
@@ -116,8 +128,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         replayed_wal_records = stats.replayed_records,
         "span store ready"
     );
-    let graph =
-        GraphView::with_history(graph, store.clone(), graph_covers_from, config.sql.timeout);
+    let graph = GraphView::with_history(
+        graph,
+        store.clone(),
+        Some(rollups),
+        graph_covers_from,
+        config.sql.timeout,
+    );
     let engine = Arc::new(
         SqlEngine::new(store.clone(), config.sql.clone()).context("cannot start the SQL engine")?,
     );

@@ -502,3 +502,84 @@ fn the_pairing_counters_are_exposed_as_json_and_prometheus_metrics() {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
 }
+
+#[test]
+fn buckets_past_the_horizon_are_kept_and_answer_old_windows_like_the_live_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--graph-pairing-ttl",
+        "1s",
+        "--graph-bucket",
+        "1s",
+        "--graph-horizon",
+        "10s",
+    ];
+    let server = Server::start(dir.path(), &args);
+    // The shop, moved to have started a second ago: live for ten seconds, then trimmed.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let base_ms = common::otlp::base_time_ns() / 1_000_000;
+    let ahead_ms = now_ms - 1_000 - base_ms;
+    let mut requests = shop();
+    for request in &mut requests {
+        for resource in &mut request.resource_spans {
+            for scope in &mut resource.scope_spans {
+                for span in &mut scope.spans {
+                    span.start_time_unix_nano += ahead_ms * 1_000_000;
+                    span.end_time_unix_nano += ahead_ms * 1_000_000;
+                }
+            }
+        }
+    }
+    server.export(requests);
+    let window = (now_ms - 3_000, now_ms + 1_000);
+    // Settled: all six edges, then one pairing TTL and a tick for amplification and loops.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edges_of(&graph_of(&server, window.0, window.1)).len() < 6 {
+        assert!(Instant::now() < deadline, "the shop's edges did not appear");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    let live = graph_of(&server, window.0, window.1);
+    assert_eq!(edges_of(&live).len(), 6, "{live:#}");
+
+    // Past the horizon (no bucket left in memory) the same window comes from the kept
+    // buckets, unchanged.
+    let status = || -> Value {
+        reqwest::blocking::get(format!("http://{}/api/status", server.api))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while status()["graph"]["buckets"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the buckets were never trimmed: {:#}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let kept = graph_of(&server, window.0, window.1);
+    assert_eq!(content(&kept), content(&live));
+    let counters = status();
+    assert_eq!(
+        counters["graph"]["old_windows_from_kept_buckets"], 1,
+        "{counters:#}"
+    );
+    assert_eq!(
+        counters["graph"]["old_windows_rebuilt_from_spans"], 0,
+        "{counters:#}"
+    );
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("graph"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|n| n.starts_with("buckets-"))
+            && files.contains(&"covered.log".to_string()),
+        "{files:?}"
+    );
+}

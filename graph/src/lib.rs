@@ -13,7 +13,8 @@
 //!      │                                  advance(now) ──> unpaired CLIENT -> database/external
 //!      ▼                                                   per-trace loops, amplification
 //!  time buckets (window.rs) ── per edge and node: calls, errors, latency sketch (sketch.rs),
-//!      │                       bytes; trimmed to the horizon
+//!      │                       bytes; trimmed to the horizon, handed out by take_trimmed
+//!      │                       (persist.rs encodes them for the caller to keep)
 //!      ▼ snapshot(from, to)
 //!  Snapshot { nodes, edges, loops (loops.rs: SCCs, elementary cycles) }
 //!      │
@@ -74,6 +75,7 @@
 mod diff;
 mod live;
 mod loops;
+mod persist;
 mod sketch;
 mod spans;
 mod trace_paths;
@@ -90,6 +92,7 @@ pub use diff::{
 };
 pub use live::{LiveGraph, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
+pub use persist::StoredBucket;
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};
 pub use types::{
     Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Node, NodeKind, Snapshot,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::persist::StoredBucket;
 use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, SpanRow, TraceId};
 use crate::trace_paths::{CallRecord, Entered, TraceSpan, caller_groups, trace_cycles};
 use crate::types::{EdgeKind, GraphConfig, GraphCounters, NodeKind, Snapshot};
@@ -38,6 +39,8 @@ pub struct LiveGraph {
     /// A graph of one window ([`LiveGraph::for_window`]): the bucket starts `[lo, hi)` that
     /// `snapshot(from, to)` would merge all go to the bucket `lo`; other times are dropped.
     fold: Option<(i64, i64)>,
+    /// Buckets trimmed by the horizon since the last `take_trimmed`.
+    trimmed: Vec<StoredBucket>,
 }
 
 impl std::fmt::Debug for LiveGraph {
@@ -65,6 +68,19 @@ impl Window {
             stats.add(bucket);
         }
         stats.into_snapshot(self.from_ns, self.to_ns)
+    }
+
+    /// A window made of stored buckets: those starting in `[from_ns, to_ns)`.
+    pub fn from_stored(from_ns: i64, to_ns: i64, stored: &[StoredBucket]) -> Window {
+        Window {
+            buckets: stored
+                .iter()
+                .filter(|b| (from_ns..to_ns).contains(&b.start_ns))
+                .map(|b| b.bucket.clone())
+                .collect(),
+            from_ns,
+            to_ns,
+        }
     }
 
     /// This window followed by `later` (which should start where this one ends): one window
@@ -165,6 +181,7 @@ impl LiveGraph {
             names: HashSet::new(),
             counters: GraphCounters::default(),
             fold: None,
+            trimmed: Vec::new(),
         }
     }
 
@@ -216,7 +233,12 @@ impl LiveGraph {
         let first_kept = self.bucket_start(now_ns.saturating_sub(self.horizon_ns));
         if self.fold.is_none() && self.trimmed_before_ns.is_none_or(|t| first_kept > t) {
             self.trimmed_before_ns = Some(first_kept);
-            self.buckets = self.buckets.split_off(&first_kept);
+            let kept = self.buckets.split_off(&first_kept);
+            let gone = std::mem::replace(&mut self.buckets, kept);
+            self.trimmed.extend(
+                gone.into_iter()
+                    .map(|(start_ns, bucket)| StoredBucket { start_ns, bucket }),
+            );
         }
         self.names.retain(|name| Arc::strong_count(name) > 1);
         // Give back what a burst took: hash tables never shrink by themselves.
@@ -263,6 +285,13 @@ impl LiveGraph {
     /// Oldest bucket start still in memory (older windows must come from SQL).
     pub fn horizon_start_ns(&self) -> Option<i64> {
         self.buckets.first_key_value().map(|(start, _)| *start)
+    }
+
+    /// The buckets the horizon has dropped since the last call, oldest first: final (no
+    /// later span can change them), for the caller to keep if it wants old windows cheap.
+    /// Not taken, they pile up, so a caller that keeps none must still take them.
+    pub fn take_trimmed(&mut self) -> Vec<StoredBucket> {
+        std::mem::take(&mut self.trimmed)
     }
 
     /// Buckets starting before this were dropped by the horizon: a window starting earlier

@@ -1075,3 +1075,40 @@ fn a_one_window_graph_keeps_nothing_outside_its_window() {
             > whole(&graph).edges.iter().map(|e| e.calls).sum::<u64>()
     );
 }
+
+#[test]
+fn trimmed_buckets_survive_encoding_and_answer_like_the_live_graph() {
+    let spans = Workload::traces(5, 40);
+    let mut graph = run(&spans);
+    let (from, to) = (-10 * SECOND, 60 * SECOND);
+    let live = graph.snapshot(from, to);
+    assert!(!live.edges.is_empty() && !live.loops.is_empty());
+    // Far past the horizon: every bucket is trimmed, and handed out once.
+    graph.advance(NOW + 10 * 3600 * SECOND);
+    assert!(graph.snapshot(from, to).edges.is_empty());
+    let trimmed = graph.take_trimmed();
+    assert!(graph.take_trimmed().is_empty());
+    let decoded: Vec<crate::StoredBucket> = trimmed
+        .iter()
+        .map(|b| crate::StoredBucket::decode(&b.encode()).unwrap())
+        .collect();
+    let rebuilt = crate::Window::from_stored(from, to, &decoded).into_snapshot();
+    assert_eq!(rebuilt, live);
+}
+
+#[test]
+fn a_damaged_bucket_is_refused_not_misread() {
+    let spans = Workload::traces(6, 10);
+    let mut graph = run(&spans);
+    graph.advance(NOW + 10 * 3600 * SECOND);
+    let bytes = graph.take_trimmed()[0].encode();
+    for cut in [0, 3, 12, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            crate::StoredBucket::decode(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut wrong = bytes.clone();
+    wrong[0] = b'X';
+    assert!(crate::StoredBucket::decode(&wrong).is_err());
+}

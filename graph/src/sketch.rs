@@ -122,6 +122,44 @@ impl Bins {
 }
 
 impl LatencySketch {
+    /// Appends the sketch to `out` (`persist.rs`): counts, range, then the used bins.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        use crate::persist::{put_i64, put_u32, put_u64};
+        put_u64(out, self.count);
+        put_u64(out, self.zero_count);
+        put_i64(out, self.min_ns);
+        put_i64(out, self.max_ns);
+        let used: Vec<(i32, u32)> = self.bins.iter().collect();
+        put_u32(out, u32::try_from(used.len()).unwrap_or(u32::MAX));
+        for (index, count) in used {
+            out.extend_from_slice(&index.to_le_bytes());
+            put_u32(out, count);
+        }
+    }
+
+    /// The sketch `encode` wrote; the bins are added back one by one, so the sketch picks
+    /// its own sparse or dense form.
+    pub(crate) fn decode(input: &mut crate::persist::Reader<'_>) -> Result<Self, String> {
+        let mut sketch = LatencySketch {
+            count: input.u64()?,
+            zero_count: input.u64()?,
+            min_ns: input.i64()?,
+            max_ns: input.i64()?,
+            ..LatencySketch::default()
+        };
+        for _ in 0..input.len()? {
+            let index = i32::from_le_bytes(
+                input
+                    .take(4)?
+                    .try_into()
+                    .map_err(|_| "truncated bin".to_string())?,
+            );
+            let count = input.u32()?;
+            sketch.bins.add(index, count);
+        }
+        Ok(sketch)
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

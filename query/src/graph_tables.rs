@@ -13,6 +13,7 @@
 //!                            ──> Arrow batch
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,7 @@ use flowscope_graph::{GraphConfig, GraphCounters, LiveGraph, Snapshot, Window};
 
 use crate::error::QueryError;
 use crate::history;
+use crate::rollups::Rollups;
 use crate::sql::SqlEngine;
 use crate::store::SpanStore;
 
@@ -68,6 +70,11 @@ struct History {
     time_limit: Duration,
     /// Rebuilt windows that had ended (plus the pairing TTL) when they were rebuilt.
     rebuilt: Mutex<Vec<Rebuilt>>,
+    /// Buckets the live graph kept past its horizon, when the binary keeps them.
+    rollups: Option<Arc<Rollups>>,
+    /// Old windows answered from kept buckets, and rebuilt from spans.
+    from_rollups: AtomicU64,
+    from_spans: AtomicU64,
 }
 
 fn now_ns() -> i64 {
@@ -99,6 +106,7 @@ impl GraphView {
     pub fn with_history(
         graph: Arc<RwLock<LiveGraph>>,
         store: Arc<SpanStore>,
+        rollups: Option<Arc<Rollups>>,
         covered_from_ns: i64,
         time_limit: Duration,
     ) -> Self {
@@ -114,6 +122,9 @@ impl GraphView {
                 covered_from_ns,
                 time_limit,
                 rebuilt: Mutex::new(Vec::new()),
+                rollups,
+                from_rollups: AtomicU64::new(0),
+                from_spans: AtomicU64::new(0),
             })),
             last_live: Arc::default(),
         }
@@ -121,6 +132,16 @@ impl GraphView {
 
     pub fn shared(&self) -> &Arc<RwLock<LiveGraph>> {
         &self.live
+    }
+
+    /// Old windows answered from kept buckets and rebuilt from spans, so far.
+    pub fn history_counters(&self) -> (u64, u64) {
+        self.history.as_ref().map_or((0, 0), |h| {
+            (
+                h.from_rollups.load(Ordering::Relaxed),
+                h.from_spans.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// The live graph's counters and its approximate heap size in bytes.
@@ -155,9 +176,11 @@ impl GraphView {
                 bucket
             };
         if to_ns <= boundary {
-            return Ok(Arc::new(history.window(from_ns, to_ns)?.into_snapshot()));
+            return Ok(Arc::new(
+                history.old_window(from_ns, to_ns)?.into_snapshot(),
+            ));
         }
-        let old = history.window(from_ns, boundary)?;
+        let old = history.old_window(from_ns, boundary)?;
         let recent = self.live_window(boundary, to_ns);
         Ok(Arc::new(old.join(recent).into_snapshot()))
     }
@@ -219,6 +242,34 @@ impl GraphView {
 }
 
 impl History {
+    /// The buckets of an old window: kept ones when they cover it all, else rebuilt.
+    fn old_window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
+        if let Some(rollups) = &self.rollups {
+            let bucket = i64::try_from(self.config.bucket.as_nanos())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            // Bucket starts at or after `from` count, by the live graph's rule.
+            let first = from_ns.div_euclid(bucket) * bucket
+                + if from_ns.rem_euclid(bucket) == 0 {
+                    0
+                } else {
+                    bucket
+                };
+            match rollups.load(first, to_ns) {
+                Ok(Some(kept)) => {
+                    self.from_rollups.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Window::from_stored(from_ns, to_ns, &kept));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read kept graph buckets; rebuilding from spans")
+                }
+            }
+        }
+        self.from_spans.fetch_add(1, Ordering::Relaxed);
+        self.window(from_ns, to_ns)
+    }
+
     /// The buckets of `[from_ns, to_ns)` rebuilt from the stored spans, or kept from an
     /// earlier rebuild of the same window.
     fn window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {

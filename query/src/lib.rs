@@ -14,6 +14,7 @@ pub mod error;
 pub mod graph_tables;
 pub mod hex_id;
 pub mod history;
+pub mod rollups;
 pub mod segment;
 pub mod sql;
 pub mod store;

@@ -27,6 +27,7 @@ struct Figure {
 fn figures(state: &ApiState) -> Vec<Figure> {
     let store = state.engine.store().stats();
     let (graph, graph_bytes) = state.graph.counters();
+    let (from_kept, from_spans) = state.graph.history_counters();
     let figure = |section, key, kind, help, value| Figure {
         section,
         key,
@@ -182,6 +183,20 @@ fn figures(state: &ApiState) -> Vec<Figure> {
             Gauge,
             "Approximate heap bytes of the live graph.",
             graph_bytes as u64,
+        ),
+        figure(
+            "graph",
+            "old_windows_from_kept_buckets",
+            Counter,
+            "Windows past the horizon answered from buckets kept on disk.",
+            from_kept,
+        ),
+        figure(
+            "graph",
+            "old_windows_rebuilt_from_spans",
+            Counter,
+            "Windows past the horizon rebuilt from stored spans.",
+            from_spans,
         ),
     ]
 }
