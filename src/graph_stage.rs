@@ -44,16 +44,10 @@ impl Keeper {
     pub fn new(
         rollups: Arc<Rollups>,
         covered_from_ns: i64,
-        bucket: Duration,
+        graph: &GraphConfig,
         retention: Duration,
     ) -> Self {
-        let bucket = i64::try_from(bucket.as_nanos()).unwrap_or(i64::MAX).max(1);
-        let next_from_ns = covered_from_ns.div_euclid(bucket) * bucket
-            + if covered_from_ns.rem_euclid(bucket) == 0 {
-                0
-            } else {
-                bucket
-            };
+        let next_from_ns = graph.bucket_start_at_or_after(covered_from_ns);
         Self {
             rollups,
             next_from_ns,

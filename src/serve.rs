@@ -105,7 +105,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let keeper = graph_stage::Keeper::new(
         rollups.clone(),
         graph_covers_from,
-        config.graph.bucket,
+        &config.graph,
         config.store.retention,
     );
     // The graph stage starts first: the store feeds it the spans it replays while opening.

@@ -190,12 +190,12 @@ impl LiveGraph {
     /// `snapshot(from_ns, to_ns)` equals a live graph's (same bucket rule, same pairing), in
     /// the memory of one bucket whatever the window's length. It never trims by horizon.
     pub fn for_window(config: GraphConfig, from_ns: i64, to_ns: i64) -> Self {
+        let fold = (
+            config.bucket_start_at_or_after(from_ns),
+            config.bucket_start_at_or_after(to_ns.max(from_ns)),
+        );
         let mut graph = Self::new(config);
-        let bucket = graph.bucket_ns;
-        let ceil = |t: i64| {
-            t.div_euclid(bucket) * bucket + if t.rem_euclid(bucket) == 0 { 0 } else { bucket }
-        };
-        graph.fold = Some((ceil(from_ns), ceil(to_ns.max(from_ns))));
+        graph.fold = Some(fold);
         graph
     }
 

@@ -122,6 +122,22 @@ pub struct GraphConfig {
     pub max_pending_spans: usize,
 }
 
+impl GraphConfig {
+    /// The first bucket start at or after `time_ns`: where a window starting at `time_ns`
+    /// begins by the bucket rule (a window merges the buckets that start in it).
+    pub fn bucket_start_at_or_after(&self, time_ns: i64) -> i64 {
+        let bucket = i64::try_from(self.bucket.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let start = time_ns.div_euclid(bucket) * bucket;
+        if start == time_ns {
+            start
+        } else {
+            start.saturating_add(bucket)
+        }
+    }
+}
+
 impl Default for GraphConfig {
     fn default() -> Self {
         Self {

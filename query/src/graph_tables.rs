@@ -166,15 +166,7 @@ impl GraphView {
             return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
         }
         // The first whole bucket the live graph holds.
-        let bucket = i64::try_from(history.config.bucket.as_nanos())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let boundary = covered.div_euclid(bucket) * bucket
-            + if covered.rem_euclid(bucket) == 0 {
-                0
-            } else {
-                bucket
-            };
+        let boundary = history.config.bucket_start_at_or_after(covered);
         if to_ns <= boundary {
             return Ok(Arc::new(
                 history.old_window(from_ns, to_ns)?.into_snapshot(),
@@ -245,16 +237,8 @@ impl History {
     /// The buckets of an old window: kept ones when they cover it all, else rebuilt.
     fn old_window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
         if let Some(rollups) = &self.rollups {
-            let bucket = i64::try_from(self.config.bucket.as_nanos())
-                .unwrap_or(i64::MAX)
-                .max(1);
             // Bucket starts at or after `from` count, by the live graph's rule.
-            let first = from_ns.div_euclid(bucket) * bucket
-                + if from_ns.rem_euclid(bucket) == 0 {
-                    0
-                } else {
-                    bucket
-                };
+            let first = self.config.bucket_start_at_or_after(from_ns);
             match rollups.load(first, to_ns) {
                 Ok(Some(kept)) => {
                     self.from_rollups.fetch_add(1, Ordering::Relaxed);
