@@ -217,13 +217,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 /// trace's size depends on the topology, its chances and its incidents.
 fn traces_per_request(plan: &Plan) -> u32 {
     let mut sample = Simulator::new(plan.topology.clone(), plan.seed ^ 0x5A5A);
-    let spans: usize = sample
-        .request(now_ns(), SAMPLE_TRACES)
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
+    let spans = send::span_count(&sample.request(now_ns(), SAMPLE_TRACES));
     let per_trace = (spans as f64 / f64::from(SAMPLE_TRACES)).max(1.0);
     (plan.batch_spans as f64 / per_trace)
         .round()

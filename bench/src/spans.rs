@@ -66,12 +66,7 @@ impl Generator {
     /// Request `index`, its start times placed as if the window ended at `end_ns`.
     pub fn encoded(&self, index: u64, end_ns: u64) -> Encoded {
         let request = self.request(index, end_ns);
-        let spans = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len() as u64)
-            .sum();
+        let spans = flowscope_demo::send::span_count(&request);
         Encoded {
             body: Bytes::from(request.encode_to_vec()),
             spans,

@@ -129,12 +129,7 @@ impl Target {
     /// Encodes a request for this target. Over HTTP with gzip the body is compressed here (on
     /// the caller's thread); over gRPC the channel compresses each message.
     pub fn encode(&self, request: &ExportTraceServiceRequest) -> Result<Encoded, Error> {
-        let spans = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len() as u64)
-            .sum();
+        let spans = span_count(request);
         let body = match self.encoding {
             Encoding::Protobuf => request.encode_to_vec(),
             Encoding::Json => serde_json::to_vec(request)
@@ -751,6 +746,16 @@ impl Decoder for RawCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+}
+
+/// The spans in an export request.
+pub fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum()
 }
 
 /// `1234567` as `1,234,567`.

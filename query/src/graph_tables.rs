@@ -52,7 +52,7 @@ const REBUILT_KEPT: usize = 16;
 #[derive(Debug, Clone)]
 pub struct GraphView {
     live: Arc<RwLock<LiveGraph>>,
-    history: Option<Arc<History>>,
+    history: Arc<History>,
     last_live: Arc<Mutex<Option<Computed>>>,
 }
 
@@ -92,17 +92,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl GraphView {
-    /// A view of the live graph alone: windows older than its horizon come out empty.
-    pub fn new(graph: Arc<RwLock<LiveGraph>>) -> Self {
-        Self {
-            live: graph,
-            history: None,
-            last_live: Arc::default(),
-        }
-    }
-
-    /// A view that rebuilds windows starting before `covered_from_ns` (or before what the
-    /// live graph has trimmed) from `store`, within `time_limit` each.
+    /// The live graph, plus what answers windows starting before `covered_from_ns` (or
+    /// before what the live graph has trimmed): kept buckets when `rollups` cover them, else
+    /// a rebuild from `store` within `time_limit`.
     pub fn with_history(
         graph: Arc<RwLock<LiveGraph>>,
         store: Arc<SpanStore>,
@@ -116,7 +108,7 @@ impl GraphView {
         };
         Self {
             live: graph,
-            history: Some(Arc::new(History {
+            history: Arc::new(History {
                 store,
                 config,
                 covered_from_ns,
@@ -125,23 +117,17 @@ impl GraphView {
                 rollups,
                 from_rollups: AtomicU64::new(0),
                 from_spans: AtomicU64::new(0),
-            })),
+            }),
             last_live: Arc::default(),
         }
     }
 
-    pub fn shared(&self) -> &Arc<RwLock<LiveGraph>> {
-        &self.live
-    }
-
     /// Old windows answered from kept buckets and rebuilt from spans, so far.
     pub fn history_counters(&self) -> (u64, u64) {
-        self.history.as_ref().map_or((0, 0), |h| {
-            (
-                h.from_rollups.load(Ordering::Relaxed),
-                h.from_spans.load(Ordering::Relaxed),
-            )
-        })
+        (
+            self.history.from_rollups.load(Ordering::Relaxed),
+            self.history.from_spans.load(Ordering::Relaxed),
+        )
     }
 
     /// The live graph's counters and its approximate heap size in bytes.
@@ -158,9 +144,7 @@ impl GraphView {
     /// the async runtime). A window across the boundary joins the two at a bucket edge, so
     /// every call is counted once and by the same bucket rule as a live window.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
-        let Some(history) = &self.history else {
-            return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
-        };
+        let history = &self.history;
         let covered = self.live_covers_from(history);
         if from_ns >= covered {
             return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
@@ -175,19 +159,6 @@ impl GraphView {
         let old = history.old_window(from_ns, boundary)?;
         let recent = self.live_window(boundary, to_ns);
         Ok(Arc::new(old.join(recent).into_snapshot()))
-    }
-
-    /// The graph of `[from_ns, to_ns)` rebuilt from the stored spans, even when the live
-    /// graph holds it: what tests compare the live graph with.
-    pub fn rebuild(&self, from_ns: i64, to_ns: i64) -> Result<Snapshot, QueryError> {
-        let Some(history) = &self.history else {
-            return Err(QueryError::Internal(
-                "this graph view has no span store to rebuild from".into(),
-            ));
-        };
-        let view = history.store.view();
-        history::rebuild(&view, &history.config, from_ns, to_ns, history.time_limit)
-            .map(|(window, _)| window.into_snapshot())
     }
 
     fn live_covers_from(&self, history: &History) -> i64 {

@@ -145,7 +145,6 @@ pub(crate) fn read_range(
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RebuildStats {
     pub spans_read: u64,
-    pub batches_read: u64,
 }
 
 /// The graph of `[from_ns, to_ns)` computed from the stored spans, giving up with
@@ -176,7 +175,6 @@ pub fn rebuild(
             .and_then(max);
         clock = clock.max(latest_end.unwrap_or(clock));
         stats.spans_read += batch.num_rows() as u64;
-        stats.batches_read += 1;
         graph.ingest(&batch, clock);
         graph.advance(clock);
         Ok(true)
