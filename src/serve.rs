@@ -140,6 +140,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
 
+    let metadata_path = data_dir.join("metadata.sqlite");
+    let metadata = flowscope_alert::Metadata::open(&metadata_path)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the metadata database {}",
+                metadata_path.display()
+            )
+        })?;
+
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
     let grpc_addr = grpc.local_addr()?;
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
@@ -172,6 +182,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             otlp_http_addr: Some(http_addr),
             graph_horizon: config.graph.horizon,
         },
+        metadata,
     };
     let api_task = tokio::spawn(
         axum::serve(api, flowscope_web::router(api_state))

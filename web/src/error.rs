@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flowscope_alert::AlertError;
 use flowscope_query::QueryError;
 
 /// An error answered as `{"error": "..."}`.
@@ -12,6 +13,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(transparent)]
+    Alert(#[from] AlertError),
     #[error("{0}")]
     Internal(String),
 }
@@ -24,6 +27,12 @@ impl ApiError {
             Self::Query(QueryError::NotAllowed(_)) => StatusCode::FORBIDDEN,
             Self::Query(QueryError::TooExpensive(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Query(QueryError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Alert(AlertError::BadInput(_)) => StatusCode::BAD_REQUEST,
+            Self::Alert(AlertError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Alert(AlertError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Alert(AlertError::Database(_) | AlertError::Migrate(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Query(QueryError::Internal(_)) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     pub ready: Arc<AtomicBool>,
     pub info: ServerInfo,
+    /// Webhooks, alert rules, alert state and the delivery outbox.
+    pub metadata: flowscope_alert::Metadata,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.

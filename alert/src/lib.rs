@@ -1,0 +1,18 @@
+//! Alert rules, their scheduler, and webhook delivery through a durable outbox.
+//!
+//! ```text
+//!  alert rule (SQL, interval, for) ──every interval──> SqlEngine (read-only sandbox, own timeout)
+//!    rows ──> instances keyed by their string columns ──returned for `for`──> firing ──gone──> resolved
+//!    each notification is written to the outbox in the same SQLite transaction as the state change
+//!  outbox ──delivery worker──> webhook (Standard Webhooks signature, SSRF-checked connect, retries)
+//!  metadata (webhooks, rules, alert state, outbox): SQLite in the data directory, schema in migrations/
+//! ```
+//!
+//! Evaluation and payload building are plain functions over values with time passed in;
+//! the scheduler and the delivery worker are the only tasks, and they meet only in SQLite.
+
+pub mod error;
+pub mod metadata;
+
+pub use error::AlertError;
+pub use metadata::Metadata;

@@ -1,0 +1,83 @@
+//! The metadata database: a SQLite file in the data directory, migrated at start.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::AlertError;
+
+/// The schema, embedded from `migrations/` at build time and applied in order at start.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// A handle on the metadata database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pool: SqlitePool,
+}
+
+impl Metadata {
+    /// Opens (creating if missing) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, AlertError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL with FULL sync: a committed state change or outbox row survives SIGKILL
+            // and power loss, and readers never wait for the writer.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A private database in memory, for tests.
+    pub async fn open_in_memory() -> Result<Self, AlertError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // Every connection to ":memory:" is its own database: keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_to_a_new_file_and_again_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.sqlite");
+        let first = Metadata::open(&path).await.unwrap();
+        sqlx::query("INSERT INTO webhooks (name, url, created_at, updated_at) VALUES ('a', 'https://example.com/', 0, 0)")
+            .execute(first.pool())
+            .await
+            .unwrap();
+        first.pool().close().await;
+        let again = Metadata::open(&path).await.unwrap();
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhooks")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+}
