@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod metadata;
+pub mod outbox;
 
 pub use error::AlertError;
 pub use metadata::Metadata;
