@@ -11,9 +11,14 @@
 //! Evaluation and payload building are plain functions over values with time passed in;
 //! the scheduler and the delivery worker are the only tasks, and they meet only in SQLite.
 
+pub mod deliver;
 pub mod error;
 pub mod metadata;
 pub mod outbox;
+pub mod sign;
+pub mod ssrf;
+pub mod webhooks;
 
+pub use deliver::{DeliveryConfig, DeliveryWaker, RetryPolicy};
 pub use error::AlertError;
 pub use metadata::Metadata;

@@ -7,6 +7,7 @@
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
+//!  /api/webhooks[/{id}[/test|/deliveries]] ──> flowscope_alert::webhooks ──> SQLite metadata
 //! ```
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
@@ -18,6 +19,7 @@ mod graph;
 mod info;
 mod sql;
 mod status;
+mod webhooks;
 
 pub use info::ServerInfo;
 
@@ -38,6 +40,9 @@ pub struct ApiConfig {
     pub max_json_rows: usize,
     /// Rows a CSV or Arrow answer may hold.
     pub max_export_rows: usize,
+    /// Accept webhooks whose URL is a loopback, private or link-local address
+    /// (`--allow-private-webhooks`); the delivery worker applies the same rule when connecting.
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +50,7 @@ impl Default for ApiConfig {
         Self {
             max_json_rows: 10_000,
             max_export_rows: 1_000_000,
+            allow_private_webhooks: false,
         }
     }
 }
@@ -77,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
         )
+        .merge(webhooks::routes())
         .merge(assets::routes())
         .with_state(state)
 }
