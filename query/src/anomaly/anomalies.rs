@@ -109,7 +109,7 @@ pub(crate) fn charts(series: &Series, baseline_buckets: usize, k: f64) -> Vec<Ch
             let present: Vec<(usize, f64)> = points
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| metric.of(p).map(|v| (i, v)))
+                .filter_map(|(i, p)| p.as_ref().and_then(|p| metric.of(p)).map(|v| (i, v)))
                 .collect();
             let in_baseline: Vec<f64> = present
                 .iter()
@@ -243,7 +243,12 @@ mod tests {
         let errors = [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 6, 6, 6];
         let buckets = errors
             .iter()
-            .map(|&e| vec![(edge("burst"), point(10, e)), (edge("quiet"), point(10, 0))])
+            .map(|&e| {
+                Some(vec![
+                    (edge("burst"), point(10, e)),
+                    (edge("quiet"), point(10, 0)),
+                ])
+            })
             .collect();
         let series = Series::from_buckets((0..13).collect(), buckets);
         let charts = charts(&series, 10, 3.0);
@@ -282,9 +287,23 @@ mod tests {
 
     #[test]
     fn too_short_a_baseline_has_no_limits() {
-        let buckets = (0..6).map(|e| vec![(edge("a"), point(10, e))]).collect();
+        let buckets = (0..6)
+            .map(|e| Some(vec![(edge("a"), point(10, e))]))
+            .collect();
         let series = Series::from_buckets((0..6).collect(), buckets);
         // Four baseline buckets: fewer than MIN_BASELINE_POINTS.
         assert!(charts(&series, 4, 3.0).is_empty());
+    }
+
+    #[test]
+    fn time_before_the_system_ran_is_no_baseline() {
+        // Ten baseline buckets, the first six with an empty graph (the server was not running):
+        // four defined values are too few for limits, so the first busy minutes are not
+        // flagged as a jump from zero.
+        let buckets = (0..12)
+            .map(|i| (i >= 6).then(|| vec![(edge("a"), point(10 + i % 2, 0))]))
+            .collect();
+        let series = Series::from_buckets((0..12).collect(), buckets);
+        assert!(charts(&series, 10, 3.0).is_empty());
     }
 }

@@ -152,23 +152,30 @@ pub(crate) fn points_of(snapshot: &Snapshot, subjects: Subjects) -> Vec<(Subject
     }
 }
 
-/// Every subject seen in any bucket, with a point per bucket (the default where it was absent).
+/// Every subject seen in any bucket, with a point per bucket: `None` where the graph had
+/// nothing at all (the system not running, or its spans gone), so such a time is no data
+/// rather than a drop to zero; `Point::default()` where the graph had others but not it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Series {
     pub starts: Vec<i64>,
-    pub points: BTreeMap<Subject, Vec<Point>>,
+    pub points: BTreeMap<Subject, Vec<Option<Point>>>,
 }
 
 impl Series {
-    /// The series of subjects over consecutive windows, given each window's points.
-    pub(crate) fn from_buckets(starts: Vec<i64>, buckets: Vec<Vec<(Subject, Point)>>) -> Self {
-        let mut points: BTreeMap<Subject, Vec<Point>> = BTreeMap::new();
-        let n = starts.len();
+    /// The series of subjects over consecutive windows, given each window's points (`None`
+    /// for a window whose graph was empty).
+    pub(crate) fn from_buckets(
+        starts: Vec<i64>,
+        buckets: Vec<Option<Vec<(Subject, Point)>>>,
+    ) -> Self {
+        let observed: Vec<Option<Point>> = buckets
+            .iter()
+            .map(|b| b.as_ref().map(|_| Point::default()))
+            .collect();
+        let mut points: BTreeMap<Subject, Vec<Option<Point>>> = BTreeMap::new();
         for (i, bucket) in buckets.into_iter().enumerate() {
-            for (subject, point) in bucket {
-                points
-                    .entry(subject)
-                    .or_insert_with(|| vec![Point::default(); n])[i] = point;
+            for (subject, point) in bucket.into_iter().flatten() {
+                points.entry(subject).or_insert_with(|| observed.clone())[i] = Some(point);
             }
         }
         Self { starts, points }
@@ -194,7 +201,10 @@ pub(crate) fn collect(
     width: i64,
 ) -> Result<Series, QueryError> {
     let windows = snapshots(graph, &starts, width)?;
-    let buckets = windows.iter().map(|s| points_of(s, subjects)).collect();
+    let buckets = windows
+        .iter()
+        .map(|s| (!s.nodes.is_empty()).then(|| points_of(s, subjects)))
+        .collect();
     Ok(Series::from_buckets(starts, buckets))
 }
 
@@ -336,22 +346,38 @@ mod tests {
     }
 
     #[test]
-    fn absent_buckets_are_zero_calls_and_undefined_rates() {
+    fn absent_subjects_are_zero_calls_and_empty_graphs_no_data() {
         let series = Series::from_buckets(
             vec![0, 60, 120],
             vec![
-                vec![(edge("a"), calls(4, 1))],
-                vec![(edge("b"), calls(2, 0))],
-                vec![(edge("a"), calls(2, 2))],
+                Some(vec![(edge("a"), calls(4, 1))]),
+                Some(vec![(edge("b"), calls(2, 0))]),
+                Some(vec![(edge("a"), calls(2, 2))]),
+                None,
             ],
         );
         let a = &series.points[&edge("a")];
-        let values = |metric: Metric| a.iter().map(|p| metric.of(p)).collect::<Vec<_>>();
-        assert_eq!(values(Metric::Calls), [Some(4.0), Some(0.0), Some(2.0)]);
-        assert_eq!(values(Metric::Errors), [Some(1.0), Some(0.0), Some(2.0)]);
-        assert_eq!(values(Metric::ErrorRate), [Some(0.25), None, Some(1.0)]);
-        assert_eq!(values(Metric::P99Ms), [Some(9.0), None, Some(9.0)]);
-        assert_eq!(series.points[&edge("b")][0], Point::default());
+        let values = |metric: Metric| {
+            a.iter()
+                .map(|p| p.as_ref().and_then(|p| metric.of(p)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(Metric::Calls),
+            [Some(4.0), Some(0.0), Some(2.0), None]
+        );
+        assert_eq!(
+            values(Metric::Errors),
+            [Some(1.0), Some(0.0), Some(2.0), None]
+        );
+        assert_eq!(
+            values(Metric::ErrorRate),
+            [Some(0.25), None, Some(1.0), None]
+        );
+        assert_eq!(values(Metric::P99Ms), [Some(9.0), None, Some(9.0), None]);
+        assert_eq!(series.points[&edge("b")][0], Some(Point::default()));
+        // A bucket whose graph was empty is no data, not zero calls.
+        assert_eq!(series.points[&edge("b")][3], None);
         // A queue's latency is not measured: no p50 even with calls.
         let queue = Point {
             has_latency: false,
