@@ -130,6 +130,11 @@ impl GraphView {
         )
     }
 
+    /// The width of the graph's statistics buckets: the finest step a series can take.
+    pub fn bucket(&self) -> Duration {
+        self.history.config.bucket
+    }
+
     /// The live graph's counters and its approximate heap size in bytes.
     pub fn counters(&self) -> (GraphCounters, usize) {
         let read = |graph: &LiveGraph| (graph.counters(), graph.approximate_memory_bytes());
@@ -267,7 +272,7 @@ enum Which {
     Loops,
 }
 
-fn timestamp() -> DataType {
+pub(crate) fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
@@ -458,7 +463,7 @@ pub struct GraphTableFunction {
     graph: GraphView,
 }
 
-fn timestamp_argument(expr: &Expr, name: &str) -> Result<i64> {
+pub(crate) fn timestamp_argument(expr: &Expr, name: &str) -> Result<i64> {
     let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_current_time().build());
     let value = match simplifier.simplify(expr.clone())? {
         Expr::Literal(value, _) => value,
@@ -496,7 +501,8 @@ impl TableFunctionImpl for GraphTableFunction {
     }
 }
 
-/// Registers `nodes`, `edges`, `feedback_loops` and their `*_between` table functions.
+/// Registers `nodes`, `edges`, `feedback_loops`, their `*_between` table functions, and the
+/// anomaly functions built on them (`anomaly/`).
 pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError> {
     for (name, which) in [
         ("nodes", Which::Nodes),
@@ -515,5 +521,6 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
         };
         engine.register_table_function(&format!("{name}_between"), Arc::new(function));
     }
+    crate::anomaly::register(engine, graph);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! under the default policy); the WAL is truncated only after the Parquet flush holding
 //! its spans is committed.
 
+pub mod anomaly;
 pub mod error;
 pub mod graph_tables;
 pub mod hex_id;

@@ -37,3 +37,12 @@ ORDER BY e.p99_ms DESC LIMIT 10;
 
 -- Feedback loops right now
 SELECT id, nodes, calls, trace_loops FROM feedback_loops;
+
+-- Edges failing a control rule in the last 15 minutes, against the hour before
+SELECT bucket_start, source, target, metric, rule, value, mean, upper
+FROM edge_anomalies('1m', '1h')
+ORDER BY bucket_start DESC, source, target;
+
+-- What changed in the graph's shape over the last 6 hours, step by 5 minutes
+SELECT at, event, subject, before, after
+FROM topology_events(now() - INTERVAL '6 hours', now(), '5m') ORDER BY at DESC;

@@ -1,0 +1,439 @@
+//! Anomaly SQL end to end: a steady shop sent over OTLP/gRPC with timestamps in the past, an
+//! error burst on one edge and a short-lived new dependency; the anomaly functions name the
+//! burst's edge, node, metric and rule and leave the quiet edge alone, and the topology
+//! events name the new dependency when it comes and goes.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+use common::otlp::request;
+use common::topology::{CLIENT, SERVER};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use serde_json::Value;
+
+const MINUTE_NS: u64 = 60_000_000_000;
+const BASELINE_MINUTES: u64 = 20;
+const WATCHED_MINUTES: u64 = 3;
+const CALLS_PER_MINUTE: u64 = 10;
+/// The minute (counted from the start) in which orders calls fraud-check, and only then.
+const FRAUD_CHECK_MINUTE: u64 = 21;
+
+/// Spans by service, each with an id of its own.
+#[derive(Default)]
+struct Spans {
+    by_service: BTreeMap<&'static str, Vec<Span>>,
+    next_id: u64,
+}
+
+impl Spans {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        service: &'static str,
+        trace: &[u8],
+        parent: Option<&[u8]>,
+        kind: i32,
+        start_ns: u64,
+        duration_ms: u64,
+        error: bool,
+    ) -> Vec<u8> {
+        let span_id = self.id().to_be_bytes().to_vec();
+        self.by_service.entry(service).or_default().push(Span {
+            trace_id: trace.to_vec(),
+            span_id: span_id.clone(),
+            parent_span_id: parent.map(<[u8]>::to_vec).unwrap_or_default(),
+            name: format!("{service} call"),
+            kind,
+            start_time_unix_nano: start_ns,
+            end_time_unix_nano: start_ns + duration_ms * 1_000_000,
+            status: Some(Status {
+                code: if error { 2 } else { 1 },
+                message: String::new(),
+            }),
+            ..Span::default()
+        });
+        span_id
+    }
+
+    /// A call from `caller` (under its span `parent`) to `callee`: CLIENT then SERVER.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        caller: &'static str,
+        callee: &'static str,
+        trace: &[u8],
+        parent: &[u8],
+        start_ns: u64,
+        duration_ms: u64,
+        error: bool,
+    ) -> Vec<u8> {
+        let client = self.add(
+            caller,
+            trace,
+            Some(parent),
+            CLIENT,
+            start_ns,
+            duration_ms,
+            false,
+        );
+        self.add(
+            callee,
+            trace,
+            Some(&client),
+            SERVER,
+            start_ns + 1_000_000,
+            duration_ms - 2,
+            error,
+        )
+    }
+
+    fn requests(self) -> Vec<ExportTraceServiceRequest> {
+        self.by_service
+            .into_iter()
+            .map(|(service, spans)| request(service, spans))
+            .collect()
+    }
+}
+
+/// frontend → orders (never fails) → payments, which fails 0 or 1 of 10 calls a minute in
+/// the baseline and 6 of 10 in the watched minutes; in one watched minute orders also calls
+/// fraud-check. Every latency is fixed, so only the errors move.
+fn shop(start_ns: u64) -> Vec<ExportTraceServiceRequest> {
+    let mut spans = Spans::default();
+    for minute in 0..BASELINE_MINUTES + WATCHED_MINUTES {
+        let failing = if minute >= BASELINE_MINUTES {
+            6
+        } else {
+            minute % 2
+        };
+        for i in 0..CALLS_PER_MINUTE {
+            let at = start_ns + minute * MINUTE_NS + i * 5_000_000_000;
+            let mut trace = vec![0xA7; 16];
+            trace[8..].copy_from_slice(&spans.id().to_be_bytes());
+            let root = spans.add("frontend", &trace, None, SERVER, at, 40, false);
+            let orders = spans.call(
+                "frontend",
+                "orders",
+                &trace,
+                &root,
+                at + 1_000_000,
+                30,
+                false,
+            );
+            spans.call(
+                "orders",
+                "payments",
+                &trace,
+                &orders,
+                at + 3_000_000,
+                10,
+                i < failing,
+            );
+            if minute == FRAUD_CHECK_MINUTE {
+                spans.call(
+                    "orders",
+                    "fraud-check",
+                    &trace,
+                    &orders,
+                    at + 15_000_000,
+                    5,
+                    false,
+                );
+            }
+        }
+    }
+    spans.requests()
+}
+
+fn rows(server: &Server, sql: &str) -> Vec<Vec<Value>> {
+    let answer = server.sql(sql);
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect()
+}
+
+fn column_names(server: &Server, sql: &str) -> Vec<String> {
+    server.sql(sql)["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
+}
+
+/// The statements of the SQL blocks in README's "Anomaly queries" section.
+fn readme_anomaly_examples() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Anomaly queries").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let statements: Vec<String> = section
+        .split("```sql")
+        .skip(1)
+        .flat_map(|block| block.split("```").next().unwrap().split(';'))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(statements.len() >= 5, "{statements:?}");
+    statements
+}
+
+#[test]
+fn anomaly_functions_find_the_injected_burst_and_the_new_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // Whole minutes, ending a few minutes ago: within the graph's hour, and every bucket over.
+    let start_ns = (now_ns / MINUTE_NS - BASELINE_MINUTES - WATCHED_MINUTES - 2) * MINUTE_NS;
+    server.export(shop(start_ns));
+
+    let secs = |minute: u64| (start_ns + minute * MINUTE_NS) / 1_000_000_000;
+    let (from, to) = (
+        secs(BASELINE_MINUTES),
+        secs(BASELINE_MINUTES + WATCHED_MINUTES),
+    );
+    let window = format!("to_timestamp({from}), to_timestamp({to})");
+    let minute_of = |column: &str| {
+        format!("CAST((CAST({column} AS BIGINT) - {start_ns}) / {MINUTE_NS} AS BIGINT)")
+    };
+
+    // The graph takes the spans within a second of their acknowledgement: poll, with a deadline.
+    let all_minutes = format!("to_timestamp({}), to_timestamp({to})", secs(0));
+    let total = format!(
+        "SELECT sum(calls) FROM edge_series('1m', {all_minutes}) WHERE target = 'payments'"
+    );
+    let expected = (BASELINE_MINUTES + WATCHED_MINUTES) * CALLS_PER_MINUTE;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.sql(&total)["rows"][0][0].as_u64() != Some(expected) {
+        assert!(Instant::now() < deadline, "{:?}", server.sql(&total));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A series: one row per minute and edge, the numbers of that minute's edges_between.
+    let series = format!("SELECT * FROM edge_series('1m', {all_minutes})");
+    assert_eq!(
+        column_names(&server, &series),
+        [
+            "bucket_start",
+            "source",
+            "target",
+            "kind",
+            "calls",
+            "errors",
+            "error_rate",
+            "p50_ms",
+            "p99_ms"
+        ]
+    );
+    let burst_minute = rows(
+        &server,
+        &format!(
+            "SELECT calls, errors, error_rate FROM edge_series('1m', {window}) \
+             WHERE target = 'payments' ORDER BY bucket_start LIMIT 1"
+        ),
+    );
+    assert_eq!(
+        burst_minute,
+        [[Value::from(10), Value::from(6), Value::from(0.6)]]
+    );
+
+    // The burst: errors and error rate beyond the limits on orders → payments, in each watched
+    // minute; nothing at all on frontend → orders, which never changed.
+    let anomalies = format!(
+        "SELECT {}, source, target, metric, rule FROM edge_anomalies('1m', '20m', 3, {window})",
+        minute_of("bucket_start")
+    );
+    let found: BTreeSet<(u64, String, String, String, String)> = rows(&server, &anomalies)
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap(),
+                text(&r[1]),
+                text(&r[2]),
+                text(&r[3]),
+                text(&r[4]),
+            )
+        })
+        .collect();
+    for minute in BASELINE_MINUTES..BASELINE_MINUTES + WATCHED_MINUTES {
+        for metric in ["errors", "error_rate"] {
+            let hit = (
+                minute,
+                "orders".into(),
+                "payments".into(),
+                metric.into(),
+                "beyond_limits".into(),
+            );
+            assert!(found.contains(&hit), "{hit:?} not in {found:?}");
+        }
+    }
+    assert!(found.iter().all(|f| f.1 != "frontend"), "{found:?}");
+    assert!(
+        found.iter().all(|f| f.3 != "p50_ms" && f.3 != "p99_ms"),
+        "latency never moved: {found:?}"
+    );
+    assert_eq!(
+        column_names(
+            &server,
+            &format!("SELECT * FROM edge_anomalies('1m', '20m', 3, {window})")
+        ),
+        [
+            "bucket_start",
+            "source",
+            "target",
+            "kind",
+            "metric",
+            "rule",
+            "value",
+            "mean",
+            "sigma",
+            "lower",
+            "upper"
+        ]
+    );
+    // The limits the rows name are the baseline's: errors 0, 1, 0, 1, ... have mean 0.5.
+    let limits = rows(
+        &server,
+        &format!(
+            "SELECT DISTINCT mean, upper FROM edge_anomalies('1m', '20m', 3, {window}) \
+             WHERE target = 'payments' AND metric = 'errors' AND rule = 'beyond_limits'"
+        ),
+    );
+    let sigma = (20.0_f64 * 0.25 / 19.0).sqrt();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert!(
+        (limits[0][0].as_f64().unwrap() - 0.5).abs() < 1e-9,
+        "{limits:?}"
+    );
+    assert!(
+        (limits[0][1].as_f64().unwrap() - (0.5 + 3.0 * sigma)).abs() < 1e-9,
+        "{limits:?}"
+    );
+
+    // The node view: payments (its SERVER spans fail), not frontend or orders.
+    let nodes: BTreeSet<String> = rows(
+        &server,
+        &format!("SELECT DISTINCT node FROM node_anomalies('1m', '20m', 3, {window}) WHERE metric = 'errors'"),
+    )
+    .iter()
+    .map(|r| text(&r[0]))
+    .collect();
+    assert_eq!(nodes, BTreeSet::from(["payments".to_string()]));
+
+    // The control chart: every defined point, the 20 baseline minutes marked as such.
+    let control = rows(
+        &server,
+        &format!(
+            "SELECT count(*), sum(CASE WHEN in_baseline THEN 1 ELSE 0 END) \
+             FROM edge_control('1m', '20m', 3, {window}) \
+             WHERE source = 'frontend' AND metric = 'calls'"
+        ),
+    );
+    assert_eq!(control, [[Value::from(23), Value::from(20)]]);
+
+    // Topology events: fraud-check appears in its minute and is gone the next.
+    let events = rows(
+        &server,
+        &format!(
+            "SELECT {}, event, subject FROM topology_events({all_minutes}, '1m') ORDER BY 1, 2, 3",
+            minute_of("at")
+        ),
+    );
+    let events: Vec<(u64, String, String)> = events
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), text(&r[1]), text(&r[2])))
+        .collect();
+    let minute = FRAUD_CHECK_MINUTE;
+    assert_eq!(
+        events,
+        [
+            (
+                minute,
+                "edge_appeared".into(),
+                "orders -> fraud-check".into()
+            ),
+            (minute, "node_appeared".into(), "fraud-check".into()),
+            (
+                minute + 1,
+                "edge_vanished".into(),
+                "orders -> fraud-check".into()
+            ),
+            (minute + 1, "node_vanished".into(), "fraud-check".into()),
+        ]
+    );
+
+    // Seasonal: no earlier days stored, so each figure stands alone.
+    let seasonal = rows(
+        &server,
+        &format!(
+            "SELECT metric, value, days_used, zscore FROM node_seasonal('5m', 2, to_timestamp({to})) \
+             WHERE node = 'payments' AND metric = 'calls'"
+        ),
+    );
+    // Minutes 18 to 22: 50 calls.
+    assert_eq!(seasonal.len(), 1, "{seasonal:?}");
+    assert_eq!(seasonal[0][1].as_f64(), Some(50.0), "{seasonal:?}");
+    assert_eq!(
+        (&seasonal[0][2], &seasonal[0][3]),
+        (&Value::from(0), &Value::Null)
+    );
+
+    // Every example in README's "Anomaly queries" plans and runs.
+    for sql in readme_anomaly_examples() {
+        let (status, body) = server.sql_status(&sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+
+    // Arguments are checked at planning, with what to write instead.
+    for (sql, says) in [
+        (
+            "SELECT * FROM edge_series('15s')",
+            "whole multiple of the graph's 10s",
+        ),
+        (
+            "SELECT * FROM edge_anomalies('1m')",
+            "write (bucket, baseline",
+        ),
+        (
+            "SELECT * FROM edge_anomalies('1m', '2m')",
+            "lengthen the baseline",
+        ),
+        ("SELECT * FROM node_control('1m', '1h', -1)", "above zero"),
+        (
+            "SELECT * FROM topology_events(now(), now() - INTERVAL '1 hour')",
+            "window is empty",
+        ),
+    ] {
+        let (status, body) = server.sql_status(sql);
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{sql}: {body}"
+        );
+    }
+}
