@@ -11,9 +11,15 @@
 //! Evaluation and payload building are plain functions over values with time passed in;
 //! the scheduler and the delivery worker are the only tasks, and they meet only in SQLite.
 
+pub mod context;
 pub mod error;
+pub mod evaluate;
 pub mod metadata;
 pub mod outbox;
+pub mod payload;
+pub mod rules;
+pub mod scheduler;
+pub mod state;
 
 pub use error::AlertError;
 pub use metadata::Metadata;
