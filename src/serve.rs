@@ -155,6 +155,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
     let http_addr = http.local_addr()?;
     let api = bind("api", config.api_addr, "--api-addr").await?;
+    let api_addr = api.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink: Arc<dyn SpanSink> = Arc::new(StoreSink(store.clone()));
@@ -172,6 +173,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    // Links in notifications point at the API address unless users reach it elsewhere.
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{api_addr}"));
+    let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
+        metadata.clone(),
+        engine.clone(),
+        flowscope_alert::scheduler::SchedulerConfig::new(external_url),
+        stopped(stop_rx.clone()),
+    ));
     let api_state = ApiState {
         engine,
         graph,
@@ -216,6 +228,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let _ = grpc_task.await;
         let _ = http_task.await;
         let _ = api_task.await;
+        let _ = scheduler_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain)
         .await
