@@ -91,7 +91,7 @@ pub fn queries(subject: &Subject) -> Vec<(&'static str, String)> {
         (
             "example_trace_ids",
             format!(
-                "SELECT hex_id(trace_id) FROM spans WHERE service_name = {trace_service} \
+                "SELECT trace_id FROM spans WHERE service_name = {trace_service} \
                  AND start_time > now() - INTERVAL '15 minutes' \
                  ORDER BY CASE WHEN status_code = 'ERROR' THEN 0 ELSE 1 END, start_time DESC LIMIT {MAX_TRACES}"
             ),

@@ -1,0 +1,288 @@
+//! Alert rules end to end on the real binary: a rule over spans we send fires for the
+//! right label sets, its notification is an Alertmanager v4 message in the outbox, and the
+//! resolved notification follows when later spans clear the condition.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::otlp::{request, span};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Alertmanager's documented webhook body (v4), field for field; unknown fields refused so
+/// that a renamed field fails here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AlertmanagerMessage {
+    version: String,
+    group_key: String,
+    #[allow(dead_code)]
+    truncated_alerts: u64,
+    status: String,
+    receiver: String,
+    group_labels: BTreeMap<String, String>,
+    common_labels: BTreeMap<String, String>,
+    #[allow(dead_code)]
+    common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL")]
+    external_url: String,
+    alerts: Vec<AlertmanagerAlert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AlertmanagerAlert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: String,
+    fingerprint: String,
+}
+
+const OPERATION: &str = "alert-e2e-charge";
+
+/// Fires per service while its `OPERATION` spans hold more errors than successes.
+const RULE_SQL: &str = "SELECT service_name AS service, \
+     sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors \
+     FROM spans WHERE name = 'alert-e2e-charge' GROUP BY service_name \
+     HAVING sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) > sum(CASE WHEN status_code = 'OK' THEN 1 ELSE 0 END)";
+
+/// `count` spans of `OPERATION` with status code `code` (1 OK, 2 ERROR).
+fn spans(first: u64, count: u64, code: i32) -> Vec<Span> {
+    (first..first + count)
+        .map(|n| {
+            let mut span = span(n, n);
+            span.name = OPERATION.into();
+            span.status = Some(Status {
+                code,
+                message: String::new(),
+            });
+            span
+        })
+        .collect()
+}
+
+fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.request(method, format!("http://{}{path}", server.api));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.text().expect("a body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The bodies of the alert notifications in the outbox, oldest first, with their webhook.
+fn outbox(server: &Server) -> Vec<(i64, AlertmanagerMessage)> {
+    let path = server.data_dir.join("metadata.sqlite");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open the metadata database");
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT webhook_id, body FROM outbox WHERE kind = 'alert' ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("read the outbox");
+        pool.close().await;
+        rows.into_iter()
+            .map(|(webhook, body)| {
+                let message = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                    panic!(
+                        "not an Alertmanager v4 message ({e}): {}",
+                        String::from_utf8_lossy(&body)
+                    )
+                });
+                (webhook, message)
+            })
+            .collect()
+    })
+}
+
+fn add_webhook(server: &Server, id: i64, name: &str) {
+    let path = server.data_dir.join("metadata.sqlite");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open the metadata database");
+        sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (?, ?, 'https://example.com/hook', 0, 0)")
+            .bind(id)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .expect("add a webhook");
+        pool.close().await;
+    });
+}
+
+/// Polls until `ready` returns something, for at most 60 s.
+fn wait_for<T>(what: &str, server: &Server, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what}:\n{}",
+            server.log.lock().expect("log").join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_rule_fires_for_the_right_services_and_resolves_when_its_condition_clears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &["--external-url", "https://flowscope.example.com/"],
+    );
+    add_webhook(&server, 1, "ops");
+    add_webhook(&server, 2, "chat");
+
+    // checkout and payments fail, cart succeeds.
+    server.export(vec![
+        request("checkout", spans(0, 3, 2)),
+        request("payments", spans(100, 2, 2)),
+        request("cart", spans(200, 4, 1)),
+    ]);
+    let (status, created) = api(
+        &server,
+        reqwest::Method::POST,
+        "/api/alert-rules",
+        Some(json!({
+            "name": "charge errors",
+            "sql": RULE_SQL,
+            "interval": "1s",
+            "for": "0s",
+            "webhooks": [1, 2],
+            "annotations": {"summary": "charges fail"},
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let rule_id = created["id"].as_i64().expect("an id");
+
+    let fired = wait_for("the firing notifications", &server, || {
+        let messages = outbox(&server);
+        (messages.len() >= 2).then_some(messages)
+    });
+    assert_eq!(fired.len(), 2, "one message per webhook: {fired:?}");
+    let receivers: Vec<(i64, &str)> = fired
+        .iter()
+        .map(|(w, m)| (*w, m.receiver.as_str()))
+        .collect();
+    assert_eq!(receivers, [(1, "ops"), (2, "chat")]);
+    let (_, message) = &fired[0];
+    assert_eq!(message.version, "4");
+    assert_eq!(message.status, "firing");
+    assert_eq!(message.group_key, "{}:{alertname=\"charge errors\"}");
+    assert_eq!(message.group_labels["alertname"], "charge errors");
+    assert_eq!(message.common_labels["alertname"], "charge errors");
+    assert_eq!(message.external_url, "https://flowscope.example.com");
+    let mut services: Vec<&str> = message
+        .alerts
+        .iter()
+        .map(|a| a.labels["service"].as_str())
+        .collect();
+    services.sort_unstable();
+    assert_eq!(
+        services,
+        ["checkout", "payments"],
+        "cart succeeds, so it does not fire"
+    );
+    for alert in &message.alerts {
+        assert_eq!(alert.status, "firing");
+        assert_eq!(alert.ends_at, "0001-01-01T00:00:00Z");
+        assert_eq!(alert.annotations["summary"], "charges fail");
+        assert!(
+            alert.annotations["values"].starts_with("errors="),
+            "{alert:?}"
+        );
+        assert!(alert.starts_at.ends_with('Z'), "{}", alert.starts_at);
+        assert_eq!(alert.fingerprint.len(), 16);
+        assert!(
+            alert
+                .generator_url
+                .starts_with("https://flowscope.example.com/#/sql?q=SELECT%20service_name"),
+            "{}",
+            alert.generator_url
+        );
+        // The service's own spans are in the last 15 minutes: a trace id comes with it.
+        assert!(
+            alert.annotations.contains_key("example_trace_ids"),
+            "{:?}",
+            alert.annotations
+        );
+    }
+    // Examples list failing traces first: checkout's three are its three errors (spans
+    // 0, 1 and 2, whose trace ids end in their number plus one).
+    let checkout = message
+        .alerts
+        .iter()
+        .find(|a| a.labels["service"] == "checkout")
+        .expect("checkout fires");
+    let mut examples: Vec<&str> = checkout.annotations["example_trace_ids"]
+        .split(", ")
+        .collect();
+    examples.sort_unstable();
+    assert_eq!(
+        examples,
+        [
+            "00000000000000000000000000000001",
+            "00000000000000000000000000000002",
+            "00000000000000000000000000000003"
+        ]
+    );
+
+    let (_, alerts) = api(&server, reqwest::Method::GET, "/api/alerts", None);
+    let current = alerts["alerts"].as_array().expect("alerts");
+    assert_eq!(current.len(), 2, "{alerts}");
+    assert!(current.iter().all(|a| a["state"] == "firing"));
+
+    // checkout recovers: more successes than errors. payments keeps failing.
+    server.export(vec![request("checkout", spans(300, 5, 1))]);
+    let resolved = wait_for("the resolved notifications", &server, || {
+        let messages = outbox(&server);
+        (messages.len() >= 4).then_some(messages)
+    });
+    assert_eq!(resolved.len(), 4, "{resolved:?}");
+    for (_, message) in &resolved[2..] {
+        assert_eq!(message.status, "resolved");
+        assert_eq!(message.alerts.len(), 1);
+        let alert = &message.alerts[0];
+        assert_eq!(alert.status, "resolved");
+        assert_eq!(alert.labels["service"], "checkout");
+        assert_ne!(alert.ends_at, "0001-01-01T00:00:00Z");
+    }
+    let (_, alerts) = api(&server, reqwest::Method::GET, "/api/alerts", None);
+    let current = alerts["alerts"].as_array().expect("alerts");
+    assert_eq!(current.len(), 1, "{alerts}");
+    assert_eq!(current[0]["labels"]["service"], "payments");
+    let history = alerts["history"].as_array().expect("history");
+    assert_eq!(history[0]["status"], "resolved", "newest first: {alerts}");
+
+    let (status, rule) = api(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/alert-rules/{rule_id}"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(rule["last_evaluation"].is_string(), "{rule}");
+    assert_eq!(rule["last_error"], Value::Null);
+}
