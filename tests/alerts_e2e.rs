@@ -286,3 +286,74 @@ fn a_rule_fires_for_the_right_services_and_resolves_when_its_condition_clears() 
     assert!(rule["last_evaluation"].is_string(), "{rule}");
     assert_eq!(rule["last_error"], Value::Null);
 }
+
+#[test]
+fn alerts_about_a_service_or_an_edge_carry_its_neighbours_loops_and_traces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    add_webhook(&server, 1, "ops");
+    let mut shop = common::topology::Topology::default();
+    for i in 0..10 {
+        shop.shop_order(i);
+    }
+    server.export(shop.requests());
+    wait_for("the shop's six edges", &server, || {
+        (server.count("SELECT count(*) FROM edges") == 6).then_some(())
+    });
+
+    let create = |name: &str, sql: &str| {
+        let (status, body) = api(
+            &server,
+            reqwest::Method::POST,
+            "/api/alert-rules",
+            Some(json!({"name": name, "sql": sql, "interval": "1s", "webhooks": [1]})),
+        );
+        assert_eq!(status, 201, "{body}");
+    };
+    create("orders watch", "SELECT 'orders' AS service");
+    // A rule over the graph itself: every edge with errors (orders -> inventory fails).
+    create(
+        "failing edges",
+        "SELECT source, target, errors FROM edges WHERE errors > 0",
+    );
+    let messages = wait_for("both notifications", &server, || {
+        let messages = outbox(&server);
+        (messages.len() >= 2).then_some(messages)
+    });
+    let alert_of = |rule: &str| {
+        messages
+            .iter()
+            .find(|(_, m)| m.group_labels["alertname"] == rule)
+            .map(|(_, m)| &m.alerts[0])
+            .unwrap_or_else(|| panic!("no notification of {rule}: {messages:?}"))
+    };
+
+    let service = alert_of("orders watch");
+    assert_eq!(service.annotations["upstream"], "billing, gateway");
+    assert_eq!(
+        service.annotations["downstream"],
+        "inventory, order-events, orders-db"
+    );
+    let loop_text = &service.annotations["loops"];
+    for member in ["orders", "order-events", "billing"] {
+        assert!(loop_text.contains(member), "{loop_text}");
+    }
+    assert_eq!(
+        service.annotations["example_trace_ids"].split(", ").count(),
+        3
+    );
+
+    let edge = alert_of("failing edges");
+    assert_eq!(edge.labels["source"], "orders");
+    assert_eq!(edge.labels["target"], "inventory");
+    assert_eq!(edge.annotations["upstream"], "billing, gateway");
+    assert!(
+        !edge.annotations.contains_key("downstream"),
+        "inventory calls nothing: {:?}",
+        edge.annotations
+    );
+    assert!(
+        !edge.annotations.contains_key("loops"),
+        "inventory is in no loop"
+    );
+}
