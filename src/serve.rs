@@ -181,7 +181,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
         metadata.clone(),
         engine.clone(),
-        flowscope_alert::scheduler::SchedulerConfig::new(external_url),
+        flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone()),
         stopped(stop_rx.clone()),
     ));
     let api_state = ApiState {
@@ -193,6 +193,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             otlp_grpc_addr: Some(grpc_addr),
             otlp_http_addr: Some(http_addr),
             graph_horizon: config.graph.horizon,
+            external_url: Some(external_url.clone()),
         },
         metadata,
     };

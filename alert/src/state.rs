@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Row as _, SqlitePool};
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
 
 use crate::AlertError;
 use crate::evaluate::{Evaluation, Instance, Labels, State, Transition, Values};
 use crate::outbox;
 use crate::payload::{self, Source};
-use crate::rules::Rule;
+use crate::rules::{self, Rule};
 
 /// The outbox `kind` of an alert notification.
 pub const KIND: &str = "alert";
@@ -71,6 +71,7 @@ pub async fn commit(
     now_ms: i64,
 ) -> Result<Committed, AlertError> {
     let mut tx = pool.begin().await?;
+    // Writing first takes SQLite's write lock before anything is read.
     let marked = sqlx::query(
         "UPDATE alert_rules SET last_evaluation = ?, last_error = NULL WHERE id = ? AND tenant = ?",
     )
@@ -103,7 +104,95 @@ pub async fn commit(
         .execute(&mut *tx)
         .await?;
     }
-    for transition in &evaluation.transitions {
+    let messages = record_transitions(
+        &mut tx,
+        tenant,
+        rule,
+        &evaluation.transitions,
+        extra,
+        external_url,
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Committed {
+        transitions: evaluation.transitions.len(),
+        messages,
+    })
+}
+
+/// Deletes a rule; its firing instances are resolved now, with their notifications, in the
+/// same transaction, so a receiver is never left with an alert nothing will end.
+pub async fn delete_rule(
+    pool: &SqlitePool,
+    tenant: &str,
+    id: i64,
+    external_url: &str,
+    now_ms: i64,
+) -> Result<Committed, AlertError> {
+    let mut tx = pool.begin().await?;
+    // Writing first takes SQLite's write lock before anything is read.
+    let touched = sqlx::query(
+        "UPDATE alert_rules SET last_evaluation = last_evaluation WHERE id = ? AND tenant = ?",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    if touched.rows_affected() == 0 {
+        return Err(AlertError::NotFound(format!(
+            "no alert rule with id {id}; GET /api/alert-rules lists them"
+        )));
+    }
+    let rule = rules::get_in(&mut tx, tenant, id).await?;
+    let rows = sqlx::query(
+        "SELECT fingerprint, labels, \"values\", state, active_since, fired_at, last_seen
+         FROM alert_instances WHERE rule_id = ? AND state = 'firing' ORDER BY fingerprint",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let transitions = rows
+        .iter()
+        .map(|row| {
+            instance_of(row).map(|instance| Transition::Resolved {
+                instance,
+                ends_at: now_ms,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let messages = record_transitions(
+        &mut tx,
+        tenant,
+        &rule,
+        &transitions,
+        &Extra::new(),
+        external_url,
+        now_ms,
+    )
+    .await?;
+    sqlx::query("DELETE FROM alert_rules WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Committed {
+        transitions: transitions.len(),
+        messages,
+    })
+}
+
+/// Appends `transitions` to the history and enqueues one message per webhook of `rule`.
+async fn record_transitions(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    rule: &Rule,
+    transitions: &[Transition],
+    extra: &Extra,
+    external_url: &str,
+    now_ms: i64,
+) -> Result<Vec<String>, AlertError> {
+    for transition in transitions {
         let instance = transition.instance();
         let (status, ends_at) = match transition {
             Transition::Firing(_) => ("firing", None),
@@ -124,42 +213,38 @@ pub async fn commit(
         .bind(instance.active_since)
         .bind(ends_at)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     let mut messages = Vec::new();
-    if !evaluation.transitions.is_empty() {
-        let webhooks = sqlx::query(
-            "SELECT w.id, w.name FROM alert_rule_webhooks l JOIN webhooks w ON w.id = l.webhook_id
-             WHERE l.rule_id = ? ORDER BY w.id",
-        )
-        .bind(rule.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let source = Source {
-            rule_name: &rule.spec.name,
-            rule_sql: &rule.spec.sql,
-            rule_annotations: &rule.spec.annotations,
-            external_url,
-        };
-        for webhook in &webhooks {
-            let id: i64 = webhook.try_get("id")?;
-            let name: String = webhook.try_get("name")?;
-            let Some(message) = payload::message(&source, &name, &evaluation.transitions, extra)
-            else {
-                continue;
-            };
-            let body = serde_json::to_vec(&message).map_err(|e| {
-                AlertError::BadInput(format!("cannot encode the alert notification: {e}"))
-            })?;
-            messages.push(outbox::enqueue(&mut tx, tenant, id, KIND, &body, now_ms).await?);
-        }
+    if transitions.is_empty() {
+        return Ok(messages);
     }
-    tx.commit().await?;
-    Ok(Committed {
-        transitions: evaluation.transitions.len(),
-        messages,
-    })
+    let webhooks = sqlx::query(
+        "SELECT w.id, w.name FROM alert_rule_webhooks l JOIN webhooks w ON w.id = l.webhook_id
+         WHERE l.rule_id = ? ORDER BY w.id",
+    )
+    .bind(rule.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let source = Source {
+        rule_name: &rule.spec.name,
+        rule_sql: &rule.spec.sql,
+        rule_annotations: &rule.spec.annotations,
+        external_url,
+    };
+    for webhook in &webhooks {
+        let id: i64 = webhook.try_get("id")?;
+        let name: String = webhook.try_get("name")?;
+        let Some(message) = payload::message(&source, &name, transitions, extra) else {
+            continue;
+        };
+        let body = serde_json::to_vec(&message).map_err(|e| {
+            AlertError::BadInput(format!("cannot encode the alert notification: {e}"))
+        })?;
+        messages.push(outbox::enqueue(&mut *conn, tenant, id, KIND, &body, now_ms).await?);
+    }
+    Ok(messages)
 }
 
 /// A pending or firing instance, with its rule's name.
@@ -378,6 +463,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deleting_a_firing_rule_resolves_its_alerts_in_the_same_transaction() {
+        let metadata = Metadata::open_in_memory().await.unwrap();
+        sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (1, 'ops', 'https://example.com/', 0, 0)")
+            .execute(metadata.pool())
+            .await
+            .unwrap();
+        let spec = RuleSpec::parse(RuleInput {
+            name: "errors".into(),
+            sql: "SELECT 'a' AS service".into(),
+            interval: "1s".into(),
+            for_: "5s".into(),
+            webhooks: vec![1],
+            ..RuleInput::default()
+        })
+        .unwrap();
+        let id = rules::create(metadata.pool(), DEFAULT_TENANT, &spec, 0)
+            .await
+            .unwrap();
+        step(&metadata, id, &["a", "b"], 0).await;
+        step(&metadata, id, &["a", "b", "c"], 5_000).await;
+        let deleted = delete_rule(metadata.pool(), DEFAULT_TENANT, id, "http://x", 6_000)
+            .await
+            .unwrap();
+        assert_eq!(deleted.transitions, 2, "a and b fire, c is pending");
+        let messages = outbox_messages(&metadata).await;
+        let last = &messages.last().unwrap().1;
+        assert_eq!(last.status, "resolved");
+        let mut services: Vec<&str> = last
+            .alerts
+            .iter()
+            .map(|a| a.labels["service"].as_str())
+            .collect();
+        services.sort_unstable();
+        assert_eq!(services, ["a", "b"]);
+        assert!(
+            current(metadata.pool(), DEFAULT_TENANT)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            delete_rule(metadata.pool(), DEFAULT_TENANT, id, "http://x", 7_000).await,
+            Err(AlertError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn an_evaluation_of_a_deleted_rule_records_nothing() {
         let metadata = Metadata::open_in_memory().await.unwrap();
         let spec = RuleSpec::parse(RuleInput {
@@ -394,7 +526,7 @@ mod tests {
         let rule = rules::get(metadata.pool(), DEFAULT_TENANT, id)
             .await
             .unwrap();
-        rules::delete(metadata.pool(), DEFAULT_TENANT, id)
+        delete_rule(metadata.pool(), DEFAULT_TENANT, id, "http://x", 0)
             .await
             .unwrap();
         let evaluation = evaluate("gone", &[], &rows(&["a"]), 0, 0);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -90,6 +90,16 @@ async fn spec_of(
     }
 }
 
+/// The rule id of the path, or a JSON 400 that says what an id looks like.
+fn rule_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    path.map(|Path(id)| id).map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "{}; a rule id is the whole number POST /api/alert-rules answered, e.g. /api/alert-rules/1",
+            rejection.body_text()
+        ))
+    })
+}
+
 fn rule_json(rule: &Rule) -> Value {
     json!({
         "id": rule.id,
@@ -124,17 +134,19 @@ async fn list_rules(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 
 async fn get_rule(
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = rule_id(id)?;
     let rule = rules::get(state.metadata.pool(), DEFAULT_TENANT, id).await?;
     Ok(Json(rule_json(&rule)))
 }
 
 async fn replace_rule(
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = rule_id(id)?;
     let spec = spec_of(&state, body).await?;
     let pool = state.metadata.pool();
     rules::update(pool, DEFAULT_TENANT, id, &spec, now_ms()).await?;
@@ -144,9 +156,18 @@ async fn replace_rule(
 
 async fn delete_rule(
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    rules::delete(state.metadata.pool(), DEFAULT_TENANT, id).await?;
+    let id = rule_id(id)?;
+    let external_url = state.info.external_url.clone().unwrap_or_default();
+    state::delete_rule(
+        state.metadata.pool(),
+        DEFAULT_TENANT,
+        id,
+        &external_url,
+        now_ms(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
