@@ -13,10 +13,16 @@ use crate::evaluate::Labels;
 
 /// Names listed per annotation; past it the list ends with `, …`.
 pub const MAX_NAMES: usize = 10;
+/// Characters per annotation, at most.
+pub const MAX_CHARS: usize = 400;
 /// Example trace ids per alert.
 pub const MAX_TRACES: usize = 3;
-/// Alerts of one notification that get context; the others are counted in `more`.
+/// Alerts of one notification that get context: with [`MAX_CHARS`] per annotation, the
+/// context of one notification stays under 20 KB.
 pub const MAX_ALERTS_WITH_CONTEXT: usize = 10;
+// Four annotations of at most MAX_CHARS on each alert that gets context: under 20 KB.
+const _: () = assert!(4 * MAX_CHARS * MAX_ALERTS_WITH_CONTEXT < 20 * 1024);
+
 /// Each context query gives up after this: context is a help, never a delay.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,6 +112,11 @@ pub fn render(names: &[String]) -> String {
     let mut text = shown.join(", ");
     if names.len() > MAX_NAMES {
         text.push_str(", …");
+    }
+    if text.chars().count() > MAX_CHARS {
+        // Long names (URLs as peer names, say) must not make the notification large.
+        text = text.chars().take(MAX_CHARS - 1).collect();
+        text.push('…');
     }
     text
 }
@@ -205,5 +216,9 @@ mod tests {
         assert!(text.starts_with("s0, s1"));
         assert!(text.ends_with("s9, …"), "{text}");
         assert_eq!(render(&names[..2]), "s0, s1");
+        let long: Vec<String> = (0..11).map(|i| format!("{i}{}", "x".repeat(200))).collect();
+        let text = render(&long);
+        assert_eq!(text.chars().count(), MAX_CHARS);
+        assert!(text.ends_with('…'));
     }
 }
