@@ -285,6 +285,53 @@ fn a_rule_fires_for_the_right_services_and_resolves_when_its_condition_clears() 
     assert_eq!(status, 200);
     assert!(rule["last_evaluation"].is_string(), "{rule}");
     assert_eq!(rule["last_error"], Value::Null);
+
+    // An edited rule takes effect without a restart: now only checkout is returned, so
+    // checkout fires again and payments resolves, in one message per webhook.
+    let (status, body) = api(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/api/alert-rules/{rule_id}"),
+        Some(json!({
+            "name": "charge errors",
+            "sql": "SELECT 'checkout' AS service",
+            "interval": "1s",
+            "webhooks": [1, 2],
+        })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let edited = wait_for("the notifications of the edited rule", &server, || {
+        let messages = outbox(&server);
+        (messages.len() >= 6).then_some(messages)
+    });
+    let (_, message) = &edited[4];
+    assert_eq!(
+        message.status, "firing",
+        "any firing alert makes the message firing"
+    );
+    let mut changes: Vec<(&str, &str)> = message
+        .alerts
+        .iter()
+        .map(|a| (a.labels["service"].as_str(), a.status.as_str()))
+        .collect();
+    changes.sort_unstable();
+    assert_eq!(changes, [("checkout", "firing"), ("payments", "resolved")]);
+
+    // Deleting the rule resolves what it had firing.
+    let (status, _) = api(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/alert-rules/{rule_id}"),
+        None,
+    );
+    assert_eq!(status, 204);
+    let messages = outbox(&server);
+    assert_eq!(messages.len(), 8, "written by the DELETE itself");
+    let (_, last) = &messages[7];
+    assert_eq!(last.status, "resolved");
+    assert_eq!(last.alerts[0].labels["service"], "checkout");
+    let (_, alerts) = api(&server, reqwest::Method::GET, "/api/alerts", None);
+    assert_eq!(alerts["alerts"], json!([]));
 }
 
 #[test]
