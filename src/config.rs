@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use flowscope_alert::{DeliveryConfig, RetryPolicy};
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
@@ -83,6 +84,17 @@ pub struct ServeArgs {
     /// generatorURL), e.g. https://flowscope.example.com [default: http://<api-addr>]
     #[arg(long, env = "FLOWSCOPE_EXTERNAL_URL")]
     external_url: Option<String>,
+    /// Let webhooks target loopback, private, link-local and unique-local addresses (refused
+    /// by default: a webhook URL must not reach into the network flowscope runs in)
+    #[arg(long, env = "FLOWSCOPE_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+    /// Keep retrying a webhook notification this long after it was created [default: 24h]
+    #[arg(long, env = "FLOWSCOPE_WEBHOOK_RETRY_HORIZON")]
+    webhook_retry_horizon: Option<String>,
+    /// The first webhook retry waits about this long; each further one doubles, up to 10m.
+    /// Small values are for tests [default: 1s]
+    #[arg(long, env = "FLOWSCOPE_WEBHOOK_RETRY_BASE", hide = true)]
+    webhook_retry_base: Option<String>,
 }
 
 /// The same settings as a TOML file.
@@ -108,6 +120,9 @@ struct FileConfig {
     demo: Option<bool>,
     demo_topology: Option<String>,
     external_url: Option<String>,
+    allow_private_webhooks: Option<bool>,
+    webhook_retry_horizon: Option<String>,
+    webhook_retry_base: Option<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -125,6 +140,8 @@ pub struct ServeConfig {
     pub demo: Option<Topology>,
     /// Where users reach this server; `None` means the bound API address.
     pub external_url: Option<String>,
+    /// The webhook delivery worker.
+    pub delivery: DeliveryConfig,
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
@@ -263,11 +280,40 @@ impl ServeConfig {
             args.sql_memory_limit.or(file.sql_memory_limit),
             sql.memory_limit,
         )?;
+        let allow_private_webhooks =
+            args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false);
         let mut api = ApiConfig::default();
         api.max_json_rows = args
             .sql_max_rows
             .or(file.sql_max_rows)
             .unwrap_or(api.max_json_rows);
+        api.allow_private_webhooks = allow_private_webhooks;
+
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            horizon: duration(
+                "webhook-retry-horizon",
+                args.webhook_retry_horizon.or(file.webhook_retry_horizon),
+                defaults.horizon,
+            )?,
+            base: duration(
+                "webhook-retry-base",
+                args.webhook_retry_base.or(file.webhook_retry_base),
+                defaults.base,
+            )?,
+            cap: defaults.cap,
+        };
+        if retry.horizon.is_zero() || retry.base.is_zero() || retry.base > retry.cap {
+            bail!(
+                "--webhook-retry-horizon must be above zero and --webhook-retry-base between 1ms and {}s",
+                retry.cap.as_secs()
+            );
+        }
+        let delivery = DeliveryConfig {
+            allow_private: allow_private_webhooks,
+            retry,
+            ..DeliveryConfig::default()
+        };
 
         let mut graph = GraphConfig::default();
         graph.pairing_ttl = duration(
@@ -314,6 +360,7 @@ impl ServeConfig {
         Ok(Self {
             demo,
             external_url,
+            delivery,
             graph,
             otlp_grpc_addr: args
                 .otlp_grpc_addr
@@ -382,6 +429,11 @@ mod tests {
         assert_eq!(config.collector.max_request_bytes, 64 << 20);
         assert!(config.store.data_dir.is_absolute());
         assert_eq!(config.external_url, None, "the API address, once bound");
+        assert!(!config.delivery.allow_private && !config.api.allow_private_webhooks);
+        assert_eq!(
+            config.delivery.retry.horizon,
+            Duration::from_secs(24 * 3600)
+        );
     }
 
     #[test]
@@ -406,6 +458,35 @@ mod tests {
             resolve("flowscope.example.com").expect_err("relative")
         );
         assert!(error.contains("--external-url"), "{error}");
+    }
+
+    #[test]
+    fn webhook_settings_come_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flowscope.toml");
+        std::fs::write(
+            &file,
+            "allow_private_webhooks = true\nwebhook_retry_horizon = \"2h\"\n",
+        )
+        .expect("write");
+        let config = ServeConfig::resolve(ServeArgs {
+            config: Some(file),
+            data_dir: Some(dir.path().join("data")),
+            webhook_retry_base: Some("50ms".into()),
+            ..ServeArgs::default()
+        })
+        .expect("resolve");
+        assert!(config.delivery.allow_private && config.api.allow_private_webhooks);
+        assert_eq!(config.delivery.retry.horizon, Duration::from_secs(7200));
+        assert_eq!(config.delivery.retry.base, Duration::from_millis(50));
+
+        let error = ServeConfig::resolve(ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            webhook_retry_horizon: Some("0s".into()),
+            ..ServeArgs::default()
+        })
+        .expect_err("a zero horizon");
+        assert!(format!("{error:#}").contains("--webhook-retry-horizon"));
     }
 
     #[test]

@@ -184,6 +184,20 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone()),
         stopped(stop_rx.clone()),
     ));
+    // The delivery worker sends what is in the outbox, including what was left pending when
+    // the last run was killed.
+    let delivery_task = {
+        let (metadata, delivery, stop) = (
+            metadata.clone(),
+            config.delivery.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = flowscope_alert::deliver::run(metadata, delivery, stop).await {
+                tracing::error!(%error, "the webhook delivery worker stopped; webhooks are not sent");
+            }
+        })
+    };
     let api_state = ApiState {
         engine,
         graph,
@@ -236,6 +250,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("some requests did not finish within 10s of shutdown");
+    }
+    // Webhook requests under way finish within their own timeout; anything left pending is
+    // sent after the next start.
+    if let Err(error) = delivery_task.await {
+        tracing::error!(%error, "the webhook delivery worker panicked");
     }
     store
         .close()

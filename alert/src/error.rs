@@ -9,9 +9,16 @@ pub enum AlertError {
     /// No such webhook, rule or delivery.
     #[error("{0}")]
     NotFound(String),
+    /// A webhook target on a loopback, private or reserved address while
+    /// `--allow-private-webhooks` is off.
+    #[error("{0}")]
+    Forbidden(String),
     /// A name already in use.
     #[error("{0}")]
     Conflict(String),
+    /// The webhook HTTP client could not be built (TLS set-up): the machine's to fix.
+    #[error("cannot build the webhook HTTP client: {0}")]
+    Client(String),
     #[error("metadata database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot migrate the metadata database: {0}")]

@@ -12,6 +12,7 @@
 //! the scheduler and the delivery worker are the only tasks, and they meet only in SQLite.
 
 pub mod context;
+pub mod deliver;
 pub mod error;
 pub mod evaluate;
 pub mod metadata;
@@ -19,7 +20,11 @@ pub mod outbox;
 pub mod payload;
 pub mod rules;
 pub mod scheduler;
+pub mod sign;
+pub mod ssrf;
 pub mod state;
+pub mod webhooks;
 
+pub use deliver::{DeliveryConfig, DeliveryWaker, RetryPolicy};
 pub use error::AlertError;
 pub use metadata::Metadata;

@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::AlertError;
+use crate::deliver::DeliveryWaker;
 
 /// The schema, embedded from `migrations/` at build time and applied in order at start.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -17,6 +18,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 #[derive(Debug, Clone)]
 pub struct Metadata {
     pool: SqlitePool,
+    /// Whoever commits an outbox row wakes the delivery worker through this.
+    waker: DeliveryWaker,
 }
 
 impl Metadata {
@@ -36,7 +39,10 @@ impl Metadata {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            waker: DeliveryWaker::default(),
+        })
     }
 
     /// A private database in memory, for tests.
@@ -51,11 +57,20 @@ impl Metadata {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            waker: DeliveryWaker::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Wakes the delivery worker; call it after committing a transaction that enqueued
+    /// notifications so they go out now rather than at the worker's next poll.
+    pub fn delivery_waker(&self) -> DeliveryWaker {
+        self.waker.clone()
     }
 }
 

@@ -3,9 +3,39 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::SqliteConnection;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::AlertError;
+
+/// A pending notification whose attempt is due, with where and how to send it.
+#[derive(Debug, Clone)]
+pub struct DueMessage {
+    pub id: i64,
+    pub msg_id: String,
+    pub body: Vec<u8>,
+    pub created_at: i64,
+    pub attempts: u32,
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+/// What one delivery attempt found, as recorded in `delivery_attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub at: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// Where a notification goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextState {
+    Delivered,
+    /// Try again at this time (unix ms).
+    RetryAt(i64),
+    Failed,
+}
 
 /// Adds a notification for `webhook_id` to the outbox, due now, and returns its message id
 /// (the `webhook-id` header, the same on every retry). Call it inside the transaction that
@@ -33,6 +63,99 @@ pub async fn enqueue(
     .execute(conn)
     .await?;
     Ok(msg_id)
+}
+
+/// id, msg_id, body, created_at, attempts, url, secret.
+type DueRow = (i64, String, Vec<u8>, i64, i64, String, Option<String>);
+
+/// Pending notifications due at `now_ms`, oldest due first, at most `limit`.
+pub async fn due(
+    pool: &SqlitePool,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<DueMessage>, AlertError> {
+    let rows: Vec<DueRow> = sqlx::query_as(
+        "SELECT o.id, o.msg_id, o.body, o.created_at, o.attempts, w.url, w.secret
+         FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
+         WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+         ORDER BY o.next_attempt_at, o.id
+         LIMIT ?",
+    )
+    .bind(now_ms)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, msg_id, body, created_at, attempts, url, secret)| DueMessage {
+                id,
+                msg_id,
+                body,
+                created_at,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                url,
+                secret,
+            },
+        )
+        .collect())
+}
+
+/// The earliest time after `now_ms` at which a pending notification falls due.
+pub async fn next_due_after(pool: &SqlitePool, now_ms: i64) -> Result<Option<i64>, AlertError> {
+    let (next,): (Option<i64>,) = sqlx::query_as(
+        "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+    )
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await?;
+    Ok(next)
+}
+
+/// Records an attempt on outbox row `id` and moves the row to `next`, in one transaction.
+/// A row deleted meanwhile (its webhook was deleted) is left alone.
+pub async fn record_attempt(
+    pool: &SqlitePool,
+    id: i64,
+    attempt: &AttemptRecord,
+    next: NextState,
+    last_error: Option<&str>,
+) -> Result<(), AlertError> {
+    let (state, next_attempt_at, finished_at) = match next {
+        NextState::Delivered => ("delivered", None, Some(attempt.at)),
+        NextState::RetryAt(at) => ("pending", Some(at), None),
+        NextState::Failed => ("failed", None, Some(attempt.at)),
+    };
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, state = ?,
+             next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?,
+             last_status = ?, last_error = ?
+         WHERE id = ? AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(next_attempt_at)
+    .bind(finished_at)
+    .bind(attempt.status.map(i64::from))
+    .bind(last_error)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 1 {
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, at, status, error, duration_ms)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(attempt.at)
+        .bind(attempt.status.map(i64::from))
+        .bind(attempt.error.as_deref())
+        .bind(attempt.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `msg_` followed by the time and a process-unique counter mixed with the process id:
@@ -73,5 +196,68 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(due, 2);
+    }
+
+    #[tokio::test]
+    async fn due_rows_come_oldest_first_and_an_attempt_moves_them_on() {
+        let metadata = Metadata::open_in_memory().await.unwrap();
+        let pool = metadata.pool();
+        sqlx::query("INSERT INTO webhooks (id, name, url, secret, created_at, updated_at) VALUES (7, 'a', 'https://example.com/', 'whsec_x', 0, 0)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let late = enqueue(&mut conn, "default", 7, "test", b"late", 2_000)
+            .await
+            .unwrap();
+        let early = enqueue(&mut conn, "default", 7, "test", b"early", 1_000)
+            .await
+            .unwrap();
+        drop(conn);
+        assert!(due(pool, 999, 10).await.unwrap().is_empty());
+        let rows = due(pool, 5_000, 10).await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.msg_id.as_str()).collect();
+        assert_eq!(ids, [early.as_str(), late.as_str()]);
+        assert_eq!(rows[0].secret.as_deref(), Some("whsec_x"));
+        assert_eq!(due(pool, 5_000, 1).await.unwrap().len(), 1);
+
+        let attempt = AttemptRecord {
+            at: 5_000,
+            status: Some(503),
+            error: Some("HTTP 503".into()),
+            duration_ms: 3,
+        };
+        record_attempt(
+            pool,
+            rows[0].id,
+            &attempt,
+            NextState::RetryAt(9_000),
+            Some("HTTP 503"),
+        )
+        .await
+        .unwrap();
+        record_attempt(
+            pool,
+            rows[1].id,
+            &attempt,
+            NextState::Failed,
+            Some("HTTP 503"),
+        )
+        .await
+        .unwrap();
+        assert!(due(pool, 8_999, 10).await.unwrap().is_empty());
+        assert_eq!(next_due_after(pool, 5_000).await.unwrap(), Some(9_000));
+        let again = due(pool, 9_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 1);
+        // A finished row takes no more attempts.
+        record_attempt(pool, rows[1].id, &attempt, NextState::Delivered, None)
+            .await
+            .unwrap();
+        let (attempts,): (i64,) = sqlx::query_as("SELECT count(*) FROM delivery_attempts")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(attempts, 2);
     }
 }

@@ -169,6 +169,9 @@ async fn run_one(
     let now = now_ms();
     match evaluate_rule(metadata, engine, config, tenant, rule, now).await {
         Ok(committed) if committed.transitions > 0 => {
+            if !committed.messages.is_empty() {
+                metadata.delivery_waker().wake();
+            }
             tracing::info!(
                 rule = %rule.spec.name,
                 transitions = committed.transitions,

@@ -160,7 +160,7 @@ async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     let id = rule_id(id)?;
     let external_url = state.info.external_url.clone().unwrap_or_default();
-    state::delete_rule(
+    let deleted = state::delete_rule(
         state.metadata.pool(),
         DEFAULT_TENANT,
         id,
@@ -168,6 +168,9 @@ async fn delete_rule(
         now_ms(),
     )
     .await?;
+    if !deleted.messages.is_empty() {
+        state.metadata.delivery_waker().wake();
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,12 +27,15 @@ impl ApiError {
             Self::Query(QueryError::NotAllowed(_)) => StatusCode::FORBIDDEN,
             Self::Query(QueryError::TooExpensive(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Query(QueryError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Alert(AlertError::BadInput(_)) => StatusCode::BAD_REQUEST,
+            // A forbidden target is a bad request the user fixes with another URL or the flag.
+            Self::Alert(AlertError::BadInput(_) | AlertError::Forbidden(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Alert(AlertError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Alert(AlertError::Conflict(_)) => StatusCode::CONFLICT,
-            Self::Alert(AlertError::Database(_) | AlertError::Migrate(_)) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Alert(
+                AlertError::Database(_) | AlertError::Migrate(_) | AlertError::Client(_),
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Query(QueryError::Internal(_)) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -8,6 +8,7 @@
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
 //!  /api/alert-rules[/{id}], GET /api/alerts ──> alert rules (SQL planned first) and state
+//!  /api/webhooks[/{id}[/test|/deliveries]] ──> flowscope_alert::webhooks ──> SQLite metadata
 //! ```
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
@@ -20,6 +21,7 @@ mod graph;
 mod info;
 mod sql;
 mod status;
+mod webhooks;
 
 pub use info::ServerInfo;
 
@@ -40,6 +42,9 @@ pub struct ApiConfig {
     pub max_json_rows: usize,
     /// Rows a CSV or Arrow answer may hold.
     pub max_export_rows: usize,
+    /// Accept webhooks whose URL is a loopback, private or link-local address
+    /// (`--allow-private-webhooks`); the delivery worker applies the same rule when connecting.
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +52,7 @@ impl Default for ApiConfig {
         Self {
             max_json_rows: 10_000,
             max_export_rows: 1_000_000,
+            allow_private_webhooks: false,
         }
     }
 }
@@ -80,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
         )
         .merge(alerts::routes())
+        .merge(webhooks::routes())
         .merge(assets::routes())
         .with_state(state)
 }
