@@ -11,6 +11,9 @@ CREATE TABLE alert_rules (
     annotations  TEXT    NOT NULL DEFAULT '{}',
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
+    -- The scheduler's last run of the rule and, when it failed, why.
+    last_evaluation  INTEGER,
+    last_error       TEXT,
     UNIQUE (tenant, name)
 );
 
@@ -48,4 +51,4 @@ CREATE TABLE alert_history (
     ends_at      INTEGER,
     at           INTEGER NOT NULL
 );
-CREATE INDEX alert_history_by_time ON alert_history (at);
+CREATE INDEX alert_history_by_time ON alert_history (tenant, at);

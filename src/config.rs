@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// How long the live graph keeps its buckets in memory [default: 1h]
     #[arg(long, env = "FLOWSCOPE_GRAPH_HORIZON")]
     graph_horizon: Option<String>,
+    /// Where users reach this flowscope, for the links in alert notifications (externalURL,
+    /// generatorURL), e.g. https://flowscope.example.com [default: http://<api-addr>]
+    #[arg(long, env = "FLOWSCOPE_EXTERNAL_URL")]
+    external_url: Option<String>,
     /// Let webhooks target loopback, private, link-local and unique-local addresses (refused
     /// by default: a webhook URL must not reach into the network flowscope runs in)
     #[arg(long, env = "FLOWSCOPE_ALLOW_PRIVATE_WEBHOOKS")]
@@ -115,6 +119,7 @@ struct FileConfig {
     graph_horizon: Option<String>,
     demo: Option<bool>,
     demo_topology: Option<String>,
+    external_url: Option<String>,
     allow_private_webhooks: Option<bool>,
     webhook_retry_horizon: Option<String>,
     webhook_retry_base: Option<String>,
@@ -133,6 +138,8 @@ pub struct ServeConfig {
     pub graph: GraphConfig,
     /// The simulated system to run against this server, if any.
     pub demo: Option<Topology>,
+    /// Where users reach this server; `None` means the bound API address.
+    pub external_url: Option<String>,
     /// The webhook delivery worker.
     pub delivery: DeliveryConfig,
 }
@@ -173,6 +180,20 @@ fn size(name: &str, text: Option<String>, default: usize) -> anyhow::Result<usiz
     match text {
         None => Ok(default),
         Some(text) => parse_size(&text).with_context(|| format!("--{name}")),
+    }
+}
+
+/// An absolute http(s) URL without a trailing slash, so links can be appended to it.
+fn external_url(text: &str) -> anyhow::Result<String> {
+    let url = text.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.to_string()),
+        _ => bail!(
+            "--external-url `{text}` must be an absolute http(s) URL, e.g. https://flowscope.example.com"
+        ),
     }
 }
 
@@ -331,8 +352,14 @@ impl ServeConfig {
             None
         };
 
+        let external_url = match args.external_url.or(file.external_url) {
+            None => None,
+            Some(url) => Some(external_url(&url)?),
+        };
+
         Ok(Self {
             demo,
+            external_url,
             delivery,
             graph,
             otlp_grpc_addr: args
@@ -401,11 +428,36 @@ mod tests {
         );
         assert_eq!(config.collector.max_request_bytes, 64 << 20);
         assert!(config.store.data_dir.is_absolute());
+        assert_eq!(config.external_url, None, "the API address, once bound");
         assert!(!config.delivery.allow_private && !config.api.allow_private_webhooks);
         assert_eq!(
             config.delivery.retry.horizon,
             Duration::from_secs(24 * 3600)
         );
+    }
+
+    #[test]
+    fn the_external_url_must_be_absolute_and_loses_its_trailing_slash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolve = |url: &str| {
+            ServeConfig::resolve(ServeArgs {
+                data_dir: Some(dir.path().into()),
+                external_url: Some(url.into()),
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(
+            resolve("https://flowscope.example.com/")
+                .expect("resolve")
+                .external_url
+                .as_deref(),
+            Some("https://flowscope.example.com")
+        );
+        let error = format!(
+            "{:#}",
+            resolve("flowscope.example.com").expect_err("relative")
+        );
+        assert!(error.contains("--external-url"), "{error}");
     }
 
     #[test]

@@ -155,6 +155,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
     let http_addr = http.local_addr()?;
     let api = bind("api", config.api_addr, "--api-addr").await?;
+    let api_addr = api.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink: Arc<dyn SpanSink> = Arc::new(StoreSink(store.clone()));
@@ -172,6 +173,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    // Links in notifications point at the API address unless users reach it elsewhere.
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{api_addr}"));
+    let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
+        metadata.clone(),
+        engine.clone(),
+        flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone()),
+        stopped(stop_rx.clone()),
+    ));
     // The delivery worker sends what is in the outbox, including what was left pending when
     // the last run was killed.
     let delivery_task = {
@@ -195,6 +207,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             otlp_grpc_addr: Some(grpc_addr),
             otlp_http_addr: Some(http_addr),
             graph_horizon: config.graph.horizon,
+            external_url: Some(external_url.clone()),
         },
         metadata,
     };
@@ -230,6 +243,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let _ = grpc_task.await;
         let _ = http_task.await;
         let _ = api_task.await;
+        let _ = scheduler_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain)
         .await

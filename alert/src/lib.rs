@@ -11,12 +11,18 @@
 //! Evaluation and payload building are plain functions over values with time passed in;
 //! the scheduler and the delivery worker are the only tasks, and they meet only in SQLite.
 
+pub mod context;
 pub mod deliver;
 pub mod error;
+pub mod evaluate;
 pub mod metadata;
 pub mod outbox;
+pub mod payload;
+pub mod rules;
+pub mod scheduler;
 pub mod sign;
 pub mod ssrf;
+pub mod state;
 pub mod webhooks;
 
 pub use deliver::{DeliveryConfig, DeliveryWaker, RetryPolicy};

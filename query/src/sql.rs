@@ -21,6 +21,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -205,9 +206,40 @@ impl SqlEngine {
         &self.config
     }
 
+    /// Plans one statement through the same sandbox as [`SqlEngine::query`] without running
+    /// it: the planner's or the sandbox's message when it would be refused.
+    pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
+        let context = self.context.clone();
+        let sql = sql.to_string();
+        let config = self.config.clone();
+        let Some(runtime) = self.runtime.0.as_ref() else {
+            return Err(QueryError::Busy("the SQL engine is shutting down".into()));
+        };
+        // Planning reads table schemas only, but it is still off the caller's workers.
+        let handle = runtime.spawn(async move { plan(&context, &sql, &config).await.map(|_| ()) });
+        match tokio::time::timeout(self.config.timeout, handle).await {
+            Ok(joined) => joined.map_err(|e| QueryError::Internal(e.to_string()))?,
+            Err(_) => Err(QueryError::TooExpensive(format!(
+                "planning the query took longer than the {}s limit",
+                self.config.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
     /// Runs one read-only statement and returns at most `max_rows` rows.
     pub async fn query(&self, sql: &str, max_rows: usize) -> Result<QueryOutput, QueryError> {
-        let timeout = self.config.timeout;
+        self.query_within(sql, max_rows, self.config.timeout).await
+    }
+
+    /// Like [`SqlEngine::query`] with its own time limit (at most the engine's): alert rules
+    /// give up by their next interval.
+    pub async fn query_within(
+        &self,
+        sql: &str,
+        max_rows: usize,
+        timeout: Duration,
+    ) -> Result<QueryOutput, QueryError> {
+        let timeout = timeout.min(self.config.timeout);
         let too_slow = || {
             QueryError::TooExpensive(format!(
                 "the query ran longer than the {}s limit; narrow it, e.g. WHERE start_time > now() - INTERVAL '1 hour'",
@@ -245,12 +277,12 @@ impl SqlEngine {
     }
 }
 
-async fn run(
+/// Parses and plans `sql`, then refuses anything but a read-only query.
+async fn plan(
     context: &SessionContext,
     sql: &str,
-    max_rows: usize,
     config: &SqlConfig,
-) -> Result<QueryOutput, QueryError> {
+) -> Result<LogicalPlan, QueryError> {
     let plan = context
         .state()
         .create_logical_plan(sql)
@@ -262,6 +294,16 @@ async fn run(
             e.find_root()
         ))
     })?;
+    Ok(plan)
+}
+
+async fn run(
+    context: &SessionContext,
+    sql: &str,
+    max_rows: usize,
+    config: &SqlConfig,
+) -> Result<QueryOutput, QueryError> {
+    let plan = plan(context, sql, config).await?;
     let frame = context
         .execute_logical_plan(plan)
         .await

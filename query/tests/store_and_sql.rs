@@ -237,6 +237,21 @@ async fn the_sandbox_refuses_writes_settings_and_files() {
         }
     }
     assert!(!std::path::Path::new("/tmp/flowscope-copy-test.csv").exists());
+    // The plan-only check refuses what the query path refuses, and runs nothing.
+    for sql in refused {
+        assert!(engine.check(sql).await.is_err(), "{sql} passed the check");
+    }
+    assert!(!std::path::Path::new("/tmp/flowscope-copy-test.csv").exists());
+    match engine.check("SELECT no_such_column FROM spans").await {
+        Err(QueryError::Invalid(message)) => {
+            assert!(message.contains("no_such_column"), "{message}")
+        }
+        other => panic!("an unknown column planned: {other:?}"),
+    }
+    engine
+        .check("SELECT service_name, count(*) AS calls FROM spans GROUP BY service_name")
+        .await
+        .expect("a query over spans plans");
     let listed = engine
         .query(
             "SELECT table_name FROM information_schema.tables WHERE table_name = 'spans'",

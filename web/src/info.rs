@@ -19,6 +19,9 @@ pub struct ServerInfo {
     pub otlp_http_addr: Option<SocketAddr>,
     /// How far back the live graph answers `/api/graph`.
     pub graph_horizon: Duration,
+    /// Where users reach this server (`--external-url`, else the API address): the base of
+    /// links in alert notifications.
+    pub external_url: Option<String>,
 }
 
 pub async fn get_info(State(state): State<ApiState>) -> Json<Value> {
@@ -45,6 +48,7 @@ mod tests {
             otlp_grpc_addr: Some(([127, 0, 0, 1], 4317).into()),
             otlp_http_addr: Some(([0, 0, 0, 0], 4318).into()),
             graph_horizon: Duration::from_secs(3600),
+            external_url: None,
         };
         let value = info_json(&info);
         assert_eq!(value["otlp_grpc_addr"], "127.0.0.1:4317");

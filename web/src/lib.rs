@@ -7,12 +7,14 @@
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
+//!  /api/alert-rules[/{id}], GET /api/alerts ──> alert rules (SQL planned first) and state
 //!  /api/webhooks[/{id}[/test|/deliveries]] ──> flowscope_alert::webhooks ──> SQLite metadata
 //! ```
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
 //! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
 
+mod alerts;
 mod assets;
 pub mod error;
 mod graph;
@@ -83,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
         )
+        .merge(alerts::routes())
         .merge(webhooks::routes())
         .merge(assets::routes())
         .with_state(state)

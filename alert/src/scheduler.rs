@@ -1,0 +1,192 @@
+//! The scheduler: one task that runs each rule every `interval`, never two runs of a rule at
+//! once, and reads the rules again every tick so created, updated and deleted rules take
+//! effect without a restart.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowscope_query::SqlEngine;
+use tokio::task::JoinSet;
+
+use crate::context;
+use crate::evaluate::{Transition, evaluate, rows_of};
+use crate::rules::{self, Rule};
+use crate::state::{self, Committed, Extra};
+use crate::{AlertError, Metadata};
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Where users reach this flowscope (`--external-url`), for links in notifications.
+    pub external_url: String,
+    /// How often the rules are read again and due ones started; the finest interval.
+    pub tick: Duration,
+    /// Rows a rule may return; more is an error, since the missing rows would resolve.
+    pub max_rows: usize,
+}
+
+impl SchedulerConfig {
+    pub fn new(external_url: impl Into<String>) -> Self {
+        Self {
+            external_url: external_url.into(),
+            tick: Duration::from_secs(1),
+            max_rows: 10_000,
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Evaluates one rule at `now_ms`: runs its SQL within its interval (and the engine's
+/// timeout), steps its instances, adds graph context to what starts firing, and commits.
+pub async fn evaluate_rule(
+    metadata: &Metadata,
+    engine: &SqlEngine,
+    config: &SchedulerConfig,
+    tenant: &str,
+    rule: &Rule,
+    now_ms: i64,
+) -> Result<Committed, AlertError> {
+    let output = engine
+        .query_within(&rule.spec.sql, config.max_rows, rule.spec.interval)
+        .await
+        .map_err(|e| AlertError::BadInput(format!("the rule's SQL failed: {e}")))?;
+    if output.truncated {
+        return Err(AlertError::BadInput(format!(
+            "the rule's SQL returned more than {} rows; aggregate so that each row is one thing that is wrong",
+            config.max_rows
+        )));
+    }
+    let rows = rows_of(&output.batches);
+    let previous = state::instances(metadata.pool(), rule.id).await?;
+    let for_ms = i64::try_from(rule.spec.for_.as_millis()).unwrap_or(i64::MAX);
+    let evaluation = evaluate(&rule.spec.name, &previous, &rows, now_ms, for_ms);
+    let mut extra = Extra::new();
+    let firing = evaluation.transitions.iter().filter_map(|t| match t {
+        Transition::Firing(instance) => Some(instance),
+        Transition::Resolved { .. } => None,
+    });
+    for instance in firing.take(context::MAX_ALERTS_WITH_CONTEXT) {
+        let annotations = context::annotations(engine, &instance.labels).await;
+        if !annotations.is_empty() {
+            extra.insert(instance.fingerprint.clone(), annotations);
+        }
+    }
+    state::commit(
+        metadata.pool(),
+        tenant,
+        rule,
+        &evaluation,
+        &extra,
+        &config.external_url,
+        now_ms,
+    )
+    .await
+}
+
+/// When a rule runs next, and the version of it that was scheduled.
+struct Slot {
+    updated_at: i64,
+    next: Instant,
+}
+
+/// Runs the rules until `stop` completes, then waits for the evaluations in flight.
+pub async fn run(
+    metadata: Metadata,
+    engine: Arc<SqlEngine>,
+    config: SchedulerConfig,
+    stop: impl Future<Output = ()>,
+) {
+    let config = Arc::new(config);
+    let mut slots: HashMap<i64, Slot> = HashMap::new();
+    let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut tick = tokio::time::interval(config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(done) = tasks.join_next_with_id() => {
+                let id = match &done {
+                    Ok((id, ())) => *id,
+                    Err(error) => error.id(),
+                };
+                if let Err(error) = done {
+                    tracing::error!(%error, "an alert rule evaluation panicked");
+                }
+                running.remove(&id);
+            }
+            _ = tick.tick() => {
+                let rules = match rules::list_all(metadata.pool()).await {
+                    Ok(rules) => rules,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the alert rules; trying again next tick");
+                        continue;
+                    }
+                };
+                let now = Instant::now();
+                let busy: Vec<i64> = running.values().copied().collect();
+                slots.retain(|id, _| rules.iter().any(|(_, rule)| rule.id == *id));
+                for (tenant, rule) in rules {
+                    let slot = slots.entry(rule.id).or_insert(Slot { updated_at: rule.updated_at, next: now });
+                    if slot.updated_at != rule.updated_at {
+                        // An edited rule runs at once with its new SQL and interval.
+                        *slot = Slot { updated_at: rule.updated_at, next: now };
+                    }
+                    if slot.next > now || busy.contains(&rule.id) {
+                        continue;
+                    }
+                    slot.next = now + rule.spec.interval;
+                    let (metadata, engine, config) = (metadata.clone(), engine.clone(), config.clone());
+                    let rule_id = rule.id;
+                    let handle = tasks.spawn(async move {
+                        run_one(&metadata, &engine, &config, &tenant, &rule).await;
+                    });
+                    running.insert(handle.id(), rule_id);
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_one(
+    metadata: &Metadata,
+    engine: &SqlEngine,
+    config: &SchedulerConfig,
+    tenant: &str,
+    rule: &Rule,
+) {
+    let now = now_ms();
+    match evaluate_rule(metadata, engine, config, tenant, rule, now).await {
+        Ok(committed) if committed.transitions > 0 => {
+            if !committed.messages.is_empty() {
+                metadata.delivery_waker().wake();
+            }
+            tracing::info!(
+                rule = %rule.spec.name,
+                transitions = committed.transitions,
+                notifications = committed.messages.len(),
+                "alert state changed"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(rule = %rule.spec.name, %error, "alert rule evaluation failed");
+            if let Err(error) =
+                rules::record_failure(metadata.pool(), rule.id, now, &error.to_string()).await
+            {
+                tracing::warn!(rule = %rule.spec.name, %error, "cannot record the failure");
+            }
+        }
+    }
+}
