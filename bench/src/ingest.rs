@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use flowscope_collector::decode_protobuf;
+use flowscope_collector::{decode_protobuf, decode_protobuf_with_prost};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
 
 use crate::report::{Report, millis, percentile, thousands};
 use crate::send::{Protocol, send_all};
@@ -83,10 +85,26 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         encoded_bytes as f64 / args.spans as f64
     );
 
-    let decode_rate = decode_only(&requests)?;
+    // The baseline keeps the definition every earlier run used: prost's generated types,
+    // then `convert` to Arrow. The server's own decoder and prost alone are shown beside it.
+    let decode_rate = decode_only(&requests, decode_protobuf_with_prost)?;
     eprintln!(
-        "decode only (decode_protobuf, one thread): {} spans per CPU-second",
+        "decode only (prost + convert, one thread): {} spans per CPU-second",
         thousands(decode_rate as u64)
+    );
+    let prost_rate = decode_only(&requests, |body| {
+        ExportTraceServiceRequest::decode(body)
+            .map(|_| flowscope_collector::DecodedTraces::default())
+            .map_err(|error| flowscope_collector::CollectorError::InvalidRequest(error.to_string()))
+    })?;
+    eprintln!(
+        "prost decode alone into its generated types: {} spans per CPU-second",
+        thousands(prost_rate as u64)
+    );
+    let server_decoder_rate = decode_only(&requests, decode_protobuf)?;
+    eprintln!(
+        "the server's decoder (decode_protobuf): {} spans per CPU-second",
+        thousands(server_decoder_rate as u64)
     );
 
     let wal_sync = match args.wal_sync {
@@ -199,6 +217,18 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server_rate / decode_rate,
         3,
     );
+    report.add_float(
+        "prost_decode_alone_spans_per_cpu_second",
+        "prost decode alone (no Arrow): spans per CPU-second",
+        prost_rate,
+        0,
+    );
+    report.add_float(
+        "server_decoder_spans_per_cpu_second",
+        "the server's decoder (decode_protobuf): spans per CPU-second",
+        server_decoder_rate,
+        0,
+    );
     if let (Some(binary), Some(requests)) = (&args.rotel, peer_requests) {
         let (rotel_rate, rotel_wall_rate) = rotel_discarding(binary, &runtime, requests, &args)?;
         report.add_float(
@@ -308,9 +338,17 @@ fn rotel_discarding(
     Ok((acked as f64 / cpu, acked as f64 / sent.wall.as_secs_f64()))
 }
 
-/// Spans per CPU-second of `decode_protobuf` (decode and convert to Arrow) on one thread: the
-/// ceiling for a server that also has to write, sync and flush what it decodes.
-fn decode_only(requests: &[Encoded]) -> anyhow::Result<f64> {
+/// Spans per CPU-second of `decode` on one thread. With `decode_protobuf_with_prost` (prost,
+/// then conversion to Arrow) it is the decode-only baseline: the ceiling for a server that
+/// also has to write, sync and flush what it decodes.
+fn decode_only(
+    requests: &[Encoded],
+    decode: impl Fn(
+        &[u8],
+    )
+        -> Result<flowscope_collector::DecodedTraces, flowscope_collector::CollectorError>
+    + Sync,
+) -> anyhow::Result<f64> {
     let mut sample = Vec::new();
     let mut sample_spans = 0;
     for request in requests {
@@ -325,13 +363,12 @@ fn decode_only(requests: &[Encoded]) -> anyhow::Result<f64> {
             .spawn(|| {
                 // Warm the allocator and caches so the measurement is of the steady state.
                 for request in sample.iter().take(10) {
-                    decode_protobuf(&request.body)
-                        .context("a generated request does not decode")?;
+                    decode(&request.body).context("a generated request does not decode")?;
                 }
                 let started = server::thread_cpu_seconds()?;
                 for request in &sample {
-                    let decoded = decode_protobuf(&request.body)
-                        .context("a generated request does not decode")?;
+                    let decoded =
+                        decode(&request.body).context("a generated request does not decode")?;
                     if decoded.rejected_spans > 0 {
                         bail!(
                             "the generator made spans the server rejects: {}",

@@ -28,6 +28,11 @@ use prost::Message as _;
 
 use crate::CollectorError;
 
+/// Bodies up to this size are decoded on the async runtime; bigger (or gzipped, over HTTP)
+/// ones go to the blocking pool, because decoding them takes longer than an async task may
+/// block.
+pub(crate) const INLINE_DECODE_BYTES: usize = 16 * 1024;
+
 /// The service name of spans whose resource has no string `service.name` (the SDK default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
@@ -56,8 +61,22 @@ impl DecodedTraces {
     }
 }
 
-/// Decodes a binary protobuf `ExportTraceServiceRequest` and converts it.
+/// Decodes a binary protobuf `ExportTraceServiceRequest` into one batch.
+///
+/// `wire::decode` reads the request straight into the Arrow builders; a request it does not
+/// read (see `wire.rs`: merged fields, groups, malformed bytes) goes through
+/// [`decode_protobuf_with_prost`], which gives the same result for every request both read.
 pub fn decode_protobuf(body: &[u8]) -> Result<DecodedTraces, CollectorError> {
+    match crate::wire::decode(body) {
+        Ok(decoded) => Ok(decoded),
+        Err(crate::wire::Unusual) => decode_protobuf_with_prost(body),
+    }
+}
+
+/// Decodes a binary protobuf request with prost's generated types, then [`convert`]s it:
+/// the reference for [`decode_protobuf`], and what the benchmark's decode-only baseline
+/// measures.
+pub fn decode_protobuf_with_prost(body: &[u8]) -> Result<DecodedTraces, CollectorError> {
     let request = ExportTraceServiceRequest::decode(body).map_err(|error| {
         CollectorError::InvalidRequest(format!(
             "request body is not a valid OTLP ExportTraceServiceRequest protobuf: {error}"
@@ -146,6 +165,15 @@ pub fn convert(request: ExportTraceServiceRequest) -> DecodedTraces {
         }
     }
 
+    finish_batch(builder, &rejections, total_spans)
+}
+
+/// The batch and the partial-success figures once every span of a request is appended.
+pub(crate) fn finish_batch(
+    mut builder: SpanBatchBuilder,
+    rejections: &Rejections,
+    total_spans: usize,
+) -> DecodedTraces {
     let accepted_spans = builder.len();
     let batch = match builder.finish() {
         Ok(batch) => batch,
@@ -173,7 +201,7 @@ pub fn convert(request: ExportTraceServiceRequest) -> DecodedTraces {
 
 /// Why a span was rejected; the order here is the order of checks and of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rejection {
+pub(crate) enum Rejection {
     InvalidTraceId,
     InvalidSpanId,
     InvalidParentSpanId,
@@ -205,12 +233,12 @@ impl Rejection {
 }
 
 #[derive(Debug, Default)]
-struct Rejections {
+pub(crate) struct Rejections {
     counts: [usize; Rejection::ALL.len()],
 }
 
 impl Rejections {
-    fn add(&mut self, reason: Rejection) {
+    pub(crate) fn add(&mut self, reason: Rejection) {
         self.counts[reason as usize] += 1;
     }
 
@@ -243,27 +271,44 @@ impl Rejections {
 }
 
 /// The parts of a span that validation turns into storage types.
-struct CheckedSpan<'a> {
-    parent_span_id: Option<&'a [u8]>,
-    start_time_unix_nano: i64,
-    end_time_unix_nano: i64,
+pub(crate) struct CheckedSpan<'a> {
+    pub(crate) parent_span_id: Option<&'a [u8]>,
+    pub(crate) start_time_unix_nano: i64,
+    pub(crate) end_time_unix_nano: i64,
 }
 
 fn check_span(span: &Span) -> Result<CheckedSpan<'_>, Rejection> {
-    if !is_valid_trace_id(&span.trace_id) {
+    check_span_fields(
+        &span.trace_id,
+        &span.span_id,
+        &span.parent_span_id,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+    )
+}
+
+/// The span checks in order; the first that fails names the rejection.
+pub(crate) fn check_span_fields<'a>(
+    trace_id: &[u8],
+    span_id: &[u8],
+    parent_span_id: &'a [u8],
+    start_time_unix_nano: u64,
+    end_time_unix_nano: u64,
+) -> Result<CheckedSpan<'a>, Rejection> {
+    if !is_valid_trace_id(trace_id) {
         return Err(Rejection::InvalidTraceId);
     }
-    if !is_valid_span_id(&span.span_id) {
+    if !is_valid_span_id(span_id) {
         return Err(Rejection::InvalidSpanId);
     }
-    let parent_span_id = match span.parent_span_id.as_slice() {
+    let parent_span_id = match parent_span_id {
         [] => None,
         parent if is_valid_span_id(parent) => Some(parent),
         _ => return Err(Rejection::InvalidParentSpanId),
     };
     let (Ok(start), Ok(end)) = (
-        i64::try_from(span.start_time_unix_nano),
-        i64::try_from(span.end_time_unix_nano),
+        i64::try_from(start_time_unix_nano),
+        i64::try_from(end_time_unix_nano),
     ) else {
         return Err(Rejection::TimeOutOfRange);
     };
@@ -296,7 +341,7 @@ fn service_name(resource: Option<&Resource>) -> &str {
         .unwrap_or(UNKNOWN_SERVICE)
 }
 
-fn kind_name(kind: i32) -> &'static str {
+pub(crate) fn kind_name(kind: i32) -> &'static str {
     match kind {
         1 => "INTERNAL",
         2 => "SERVER",
@@ -307,7 +352,7 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-fn status_name(code: i32) -> &'static str {
+pub(crate) fn status_name(code: i32) -> &'static str {
     match code {
         1 => "OK",
         2 => "ERROR",
@@ -427,7 +472,7 @@ fn write_json(value: Option<&Value>, out: &mut String) {
     }
 }
 
-fn write_json_string(text: &str, out: &mut String) {
+pub(crate) fn write_json_string(text: &str, out: &mut String) {
     out.push('"');
     for character in text.chars() {
         match character {

@@ -1,32 +1,35 @@
 //! The OTLP/gRPC receiver: the `TraceService/Export` unary call, gzip accepted, with the
 //! status codes the OTLP specification asks for.
 //!
-//! tonic decodes the request before our handler runs and reports its own codec errors; a
-//! response layer (`rewrite_codec_status`) translates the ones OTLP clients would misread
-//! (an over-size message is OUT_OF_RANGE, which clients retry) into [`CollectorError`]s and
-//! sends them through the same mapping as ours, `grpc_status`.
+//! tonic frames, inflates and size-checks the request, then hands the handler its bytes,
+//! which `decode::decode_protobuf` turns into Arrow. tonic reports its own framing errors
+//! before the handler runs; a response layer (`rewrite_codec_status`) translates the ones
+//! OTLP clients would misread (an over-size message is OUT_OF_RANGE, which clients retry)
+//! into [`CollectorError`]s and sends them through the same mapping as ours, `grpc_status`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use tonic::codec::CompressionEncoding;
+use bytes::{Buf as _, Bytes};
+use futures::future::BoxFuture;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::server::{NamedService, UnaryService};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
+use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::decode::{DecodedTraces, convert};
+use crate::decode::{DecodedTraces, INLINE_DECODE_BYTES, decode_protobuf};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
-/// Requests with more spans than this are converted on the blocking pool.
-const INLINE_CONVERT_SPANS: usize = 64;
+/// The one method we serve, as gRPC names it.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// The OTLP specification's recommended cap on response size.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Concurrent export calls per HTTP/2 connection.
@@ -42,11 +45,13 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let limit = config.max_request_bytes;
-    let service = TraceServiceServer::new(TraceReceiver { sink })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let mut compression = EnabledCompressionEncodings::default();
+    compression.enable(CompressionEncoding::Gzip);
+    let service = TraceExportServer {
+        receiver: Arc::new(TraceReceiver { sink }),
+        compression,
+        max_decoding_message_size: limit,
+    };
     // `Server::tcp_nodelay` is ignored with an incoming stream, so set it on the stream.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
@@ -63,29 +68,107 @@ pub async fn serve_grpc(
     Ok(())
 }
 
+/// The `TraceService` server, written out rather than generated: the generated one hands the
+/// handler prost's `ExportTraceServiceRequest`, and we want the request's bytes, which
+/// `wire.rs` decodes straight into Arrow. Otherwise it does what the generated server does
+/// (gzip both ways, the size limits, UNIMPLEMENTED for any other path).
+#[derive(Clone)]
+struct TraceExportServer {
+    receiver: Arc<TraceReceiver>,
+    compression: EnabledCompressionEncodings,
+    max_decoding_message_size: usize,
+}
+
+impl NamedService for TraceExportServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for TraceExportServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let server = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RequestBytesCodec)
+                .apply_compression_config(server.compression, server.compression)
+                .apply_max_message_size_config(
+                    Some(server.max_decoding_message_size),
+                    Some(MAX_RESPONSE_BYTES),
+                );
+            Ok(grpc.unary(ExportMethod(server.receiver), request).await)
+        })
+    }
+}
+
+struct ExportMethod(Arc<TraceReceiver>);
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move {
+            receiver
+                .receive(request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(|error| grpc_status(&error))
+        })
+    }
+}
+
+/// Requests arrive as their (inflated) bytes; responses are encoded by prost.
+struct RequestBytesCodec;
+
+impl Codec for RequestBytesCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RequestBytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestBytesDecoder
+    }
+}
+
+struct RequestBytesDecoder;
+
+impl Decoder for RequestBytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, source: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // The buffer holds exactly one message; taking it as `Bytes` splits it off without
+        // a copy.
+        Ok(Some(source.copy_to_bytes(source.remaining())))
+    }
+}
+
 struct TraceReceiver {
     sink: Arc<dyn SpanSink>,
 }
 
-#[tonic::async_trait]
-impl TraceService for TraceReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.receive(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|error| grpc_status(&error))
-    }
-}
-
 impl TraceReceiver {
-    async fn receive(
-        &self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<ExportTraceServiceResponse, CollectorError> {
-        let decoded = convert_off_runtime(request).await?;
+    async fn receive(&self, body: Bytes) -> Result<ExportTraceServiceResponse, CollectorError> {
+        let decoded = decode_off_runtime(body).await?;
         let response = decoded.export_response();
         if let Some(batch) = decoded.batch {
             self.sink.write(batch).await?;
@@ -94,21 +177,13 @@ impl TraceReceiver {
     }
 }
 
-async fn convert_off_runtime(
-    request: ExportTraceServiceRequest,
-) -> Result<DecodedTraces, CollectorError> {
-    let spans: usize = request
-        .resource_spans
-        .iter()
-        .flat_map(|resource_spans| &resource_spans.scope_spans)
-        .map(|scope_spans| scope_spans.spans.len())
-        .sum();
-    if spans <= INLINE_CONVERT_SPANS {
-        return Ok(convert(request));
+async fn decode_off_runtime(body: Bytes) -> Result<DecodedTraces, CollectorError> {
+    if body.len() <= INLINE_DECODE_BYTES {
+        return decode_protobuf(&body);
     }
-    tokio::task::spawn_blocking(move || convert(request))
+    tokio::task::spawn_blocking(move || decode_protobuf(&body))
         .await
-        .map_err(|error| CollectorError::Internal(format!("convert task failed: {error}")))
+        .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
 }
 
 /// The one place where errors become gRPC statuses.
@@ -178,12 +253,6 @@ fn codec_error(headers: &http::HeaderMap, limit: usize) -> Option<CollectorError
         Code::ResourceExhausted if message.contains("exceeded while decompressing") => {
             Some(CollectorError::TooLarge { limit })
         }
-        // tonic-prost maps every prost::DecodeError to INTERNAL; it is the client's bad data.
-        Code::Internal if message.starts_with("failed to decode Protobuf message") => {
-            Some(CollectorError::InvalidRequest(format!(
-                "request is not a valid OTLP ExportTraceServiceRequest protobuf: {message}"
-            )))
-        }
         _ => None,
     }
 }
@@ -193,6 +262,7 @@ mod tests {
     use super::*;
     use crate::sink::SinkError;
     use crate::test_support::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use std::time::Duration;
     use tokio::sync::oneshot;
@@ -385,9 +455,9 @@ mod tests {
         let status = result.expect_err("garbage");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(
-            status
-                .message()
-                .starts_with("request is not a valid OTLP ExportTraceServiceRequest protobuf: failed to decode Protobuf message"),
+            status.message().starts_with(
+                "request body is not a valid OTLP ExportTraceServiceRequest protobuf: "
+            ),
             "{status:?}"
         );
         server.stop().await;

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
-use crate::decode::{DecodedTraces, decode_json, decode_protobuf};
+use crate::decode::{DecodedTraces, INLINE_DECODE_BYTES, decode_json, decode_protobuf};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -27,10 +27,6 @@ pub const TRACES_PATH: &str = "/v1/traces";
 
 const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 const JSON_CONTENT_TYPE: &str = "application/json";
-
-/// Bodies up to this size are decoded on the async runtime; bigger or gzipped ones go to the
-/// blocking pool, because decoding them takes longer than an async task may block.
-const INLINE_DECODE_BYTES: usize = 16 * 1024;
 
 /// The OTLP/HTTP router: POST /v1/traces. The binary serves it with axum::serve on its own listener.
 pub fn http_router(sink: Arc<dyn SpanSink>, config: CollectorConfig) -> Router {

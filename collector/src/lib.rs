@@ -2,9 +2,11 @@
 //! to a [`SpanSink`], acknowledging the client only once the sink says the batch is durable.
 //!
 //! ```text
-//!  OTLP/gRPC :4317 ──> grpc.rs ─┐
-//!                               ├─> decode.rs (protobuf | JSON ──> ExportTraceServiceRequest
-//!  OTLP/HTTP :4318 ──> http.rs ─┘               ──convert──> RecordBatch in storage_schema())
+//!  OTLP/gRPC :4317 ──> grpc.rs ─┐   (the request's bytes)
+//!                               ├─> decode.rs ─ protobuf ──> wire.rs ──────────────────┐
+//!  OTLP/HTTP :4318 ──> http.rs ─┘        │        (unusual encodings: prost ──convert)─┤
+//!                                        └─ JSON ──> ExportTraceServiceRequest ──convert─┤
+//!                                                             RecordBatch in storage_schema()
 //!                                        │
 //!                                        └──> SpanSink::write(batch) ──Ok──> 200 / OK to the client
 //! ```
@@ -19,11 +21,14 @@ pub mod decode;
 mod grpc;
 mod http;
 pub mod sink;
+mod wire;
 
 #[cfg(test)]
 mod test_support;
 
-pub use decode::{DecodedTraces, convert, decode_json, decode_protobuf};
+pub use decode::{
+    DecodedTraces, convert, decode_json, decode_protobuf, decode_protobuf_with_prost,
+};
 pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
 pub use sink::{SinkError, SpanSink};

@@ -189,17 +189,6 @@ fn attribute_map_builder() -> AttributeMapBuilder {
     MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
-fn append_map<K: AsRef<str>, V: AsRef<str>>(
-    builder: &mut AttributeMapBuilder,
-    entries: &[(K, V)],
-) -> Result<(), ArrowError> {
-    for (key, value) in entries {
-        builder.keys().append_value(key.as_ref());
-        builder.values().append_value(value.as_ref());
-    }
-    builder.append(true)
-}
-
 fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
@@ -229,6 +218,9 @@ pub struct SpanBatchBuilder {
     dropped_events_count: UInt32Builder,
     dropped_links_count: UInt32Builder,
     rows: usize,
+    /// Events and links closed so far in the open row.
+    row_events: usize,
+    row_links: usize,
 }
 
 impl std::fmt::Debug for SpanBatchBuilder {
@@ -272,6 +264,8 @@ impl SpanBatchBuilder {
             dropped_events_count: UInt32Builder::with_capacity(rows),
             dropped_links_count: UInt32Builder::with_capacity(rows),
             rows: 0,
+            row_events: 0,
+            row_links: 0,
         }
     }
 
@@ -298,6 +292,37 @@ impl SpanBatchBuilder {
         K2: AsRef<str>,
         V2: AsRef<str>,
     {
+        self.begin_span(span)?;
+        for (key, value) in attributes {
+            self.push_attribute(key.as_ref(), value.as_ref());
+        }
+        for (key, value) in resource_attributes {
+            self.push_resource_attribute(key.as_ref(), value.as_ref());
+        }
+        for event in events {
+            for (key, value) in &event.attributes {
+                self.push_event_attribute(key, value);
+            }
+            self.end_event(event.time_unix_nano, &event.name)?;
+        }
+        for link in links {
+            for (key, value) in &link.attributes {
+                self.push_link_attribute(key, value);
+            }
+            self.end_link(&link.trace_id, &link.span_id, &link.trace_state)?;
+        }
+        self.end_span()
+    }
+
+    /// Starts a row: checks the id lengths, then appends every column that is not a map or a
+    /// list. The nested parts follow through the `push_*` and `end_*` calls, in any order
+    /// between columns, and [`end_span`](Self::end_span) closes the row. This lets a decoder
+    /// write attributes, events and links straight from the wire without collecting them.
+    ///
+    /// A row left unclosed leaves the columns with different lengths, so
+    /// [`finish`](Self::finish) then fails instead of producing a wrong batch; a caller that
+    /// gives up mid-row drops the builder.
+    pub fn begin_span(&mut self, span: &SpanRecord<'_>) -> Result<(), ArrowError> {
         // Check every length before appending anything, so a bad span never leaves the
         // columns with different lengths.
         let parent_ok = span.parent_span_id.is_none_or(|p| p.len() == SPAN_ID_LEN);
@@ -325,27 +350,9 @@ impl SpanBatchBuilder {
         self.status_code.append_value(span.status_code);
         self.status_message
             .append_option(non_empty(span.status_message));
-        append_map(&mut self.attributes, attributes)?;
-        append_map(&mut self.resource_attributes, resource_attributes)?;
         self.scope_name.append_option(non_empty(span.scope_name));
         self.scope_version
             .append_option(non_empty(span.scope_version));
-        for event in events {
-            self.events.time.append_value(event.time_unix_nano);
-            self.events.name.append_value(&event.name);
-            append_map(&mut self.events.attributes, &event.attributes)?;
-        }
-        self.events.end_row(events.len());
-        for link in links {
-            self.links.time.append_value(0);
-            self.links.name.append_value(&link.trace_id);
-            self.links.extra.append_value(&link.span_id);
-            self.links
-                .extra2
-                .append_option(non_empty(&link.trace_state));
-            append_map(&mut self.links.attributes, &link.attributes)?;
-        }
-        self.links.end_row(links.len());
         self.flags.append_value(span.flags);
         self.dropped_attributes_count
             .append_value(span.dropped_attributes_count);
@@ -353,6 +360,67 @@ impl SpanBatchBuilder {
             .append_value(span.dropped_events_count);
         self.dropped_links_count
             .append_value(span.dropped_links_count);
+        self.row_events = 0;
+        self.row_links = 0;
+        Ok(())
+    }
+
+    /// One entry of the open row's `attributes`.
+    pub fn push_attribute(&mut self, key: &str, value: &str) {
+        self.attributes.keys().append_value(key);
+        self.attributes.values().append_value(value);
+    }
+
+    /// One entry of the open row's `resource_attributes`.
+    pub fn push_resource_attribute(&mut self, key: &str, value: &str) {
+        self.resource_attributes.keys().append_value(key);
+        self.resource_attributes.values().append_value(value);
+    }
+
+    /// One attribute of the event that the next [`end_event`](Self::end_event) closes.
+    pub fn push_event_attribute(&mut self, key: &str, value: &str) {
+        self.events.attributes.keys().append_value(key);
+        self.events.attributes.values().append_value(value);
+    }
+
+    /// Closes an event of the open row, with the attributes pushed since the last one.
+    pub fn end_event(&mut self, time_unix_nano: i64, name: &str) -> Result<(), ArrowError> {
+        self.events.time.append_value(time_unix_nano);
+        self.events.name.append_value(name);
+        self.events.attributes.append(true)?;
+        self.row_events += 1;
+        Ok(())
+    }
+
+    /// One attribute of the link that the next [`end_link`](Self::end_link) closes.
+    pub fn push_link_attribute(&mut self, key: &str, value: &str) {
+        self.links.attributes.keys().append_value(key);
+        self.links.attributes.values().append_value(value);
+    }
+
+    /// Closes a link of the open row (ids as lowercase hex), with the attributes pushed
+    /// since the last one.
+    pub fn end_link(
+        &mut self,
+        trace_id_hex: &str,
+        span_id_hex: &str,
+        trace_state: &str,
+    ) -> Result<(), ArrowError> {
+        self.links.time.append_value(0);
+        self.links.name.append_value(trace_id_hex);
+        self.links.extra.append_value(span_id_hex);
+        self.links.extra2.append_option(non_empty(trace_state));
+        self.links.attributes.append(true)?;
+        self.row_links += 1;
+        Ok(())
+    }
+
+    /// Closes the row [`begin_span`](Self::begin_span) opened.
+    pub fn end_span(&mut self) -> Result<(), ArrowError> {
+        self.attributes.append(true)?;
+        self.resource_attributes.append(true)?;
+        self.events.end_row(self.row_events);
+        self.links.end_row(self.row_links);
         self.rows += 1;
         Ok(())
     }
