@@ -4,9 +4,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::AlertError;
 use crate::deliver::DeliveryWaker;
@@ -72,6 +72,15 @@ impl Metadata {
     pub fn delivery_waker(&self) -> DeliveryWaker {
         self.waker.clone()
     }
+}
+
+/// Begins a transaction that holds SQLite's write lock from its first statement.
+///
+/// A deferred transaction that reads and then writes cannot wait for another writer: SQLite
+/// answers `SQLITE_BUSY` at once instead of using the busy timeout, because the snapshot it
+/// read may be stale. Every transaction here that writes starts with this instead.
+pub async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, AlertError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 #[cfg(test)]

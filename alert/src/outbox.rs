@@ -126,7 +126,7 @@ pub async fn record_attempt(
         NextState::RetryAt(at) => ("pending", Some(at), None),
         NextState::Failed => ("failed", None, Some(attempt.at)),
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::metadata::begin_write(pool).await?;
     let updated = sqlx::query(
         "UPDATE outbox SET attempts = attempts + 1, state = ?,
              next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?,

@@ -166,7 +166,7 @@ pub async fn create(
     spec: &RuleSpec,
     now_ms: i64,
 ) -> Result<i64, AlertError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::metadata::begin_write(pool).await?;
     check_webhooks(&mut tx, tenant, &spec.webhooks).await?;
     let id: i64 = sqlx::query(
         "INSERT INTO alert_rules (tenant, name, sql, interval_ms, for_ms, annotations, created_at, updated_at)
@@ -197,7 +197,7 @@ pub async fn update(
     spec: &RuleSpec,
     now_ms: i64,
 ) -> Result<(), AlertError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::metadata::begin_write(pool).await?;
     check_webhooks(&mut tx, tenant, &spec.webhooks).await?;
     let updated = sqlx::query(
         "UPDATE alert_rules SET name = ?, sql = ?, interval_ms = ?, for_ms = ?, annotations = ?,

@@ -70,7 +70,7 @@ pub async fn commit(
     external_url: &str,
     now_ms: i64,
 ) -> Result<Committed, AlertError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::metadata::begin_write(pool).await?;
     // Writing first takes SQLite's write lock before anything is read.
     let marked = sqlx::query(
         "UPDATE alert_rules SET last_evaluation = ?, last_error = NULL WHERE id = ? AND tenant = ?",
@@ -130,7 +130,7 @@ pub async fn delete_rule(
     external_url: &str,
     now_ms: i64,
 ) -> Result<Committed, AlertError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::metadata::begin_write(pool).await?;
     // Writing first takes SQLite's write lock before anything is read.
     let touched = sqlx::query(
         "UPDATE alert_rules SET last_evaluation = last_evaluation WHERE id = ? AND tenant = ?",
