@@ -101,4 +101,14 @@ fn otlp_stays_in_the_collector_and_sql_in_query() {
         ],
     );
     check_absent("flowscope-web", &["tonic", "opentelemetry-proto"]);
+    check_absent(
+        "flowscope-alert",
+        &[
+            "axum",
+            "tonic",
+            "opentelemetry-proto",
+            "flowscope-collector",
+            "flowscope-web",
+        ],
+    );
 }
