@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::error::Error as _;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::outbox::{self, AttemptRecord, DueMessage, NextState};
 use crate::ssrf::{ForbiddenTarget, GuardedResolver};
-use crate::{AlertError, Metadata, sign, ssrf};
+use crate::{AlertError, Metadata, now_ms, sign, ssrf};
 
 /// How the worker delivers and when it gives up.
 #[derive(Debug, Clone)]
@@ -158,13 +158,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
 }
 
 /// The worker never sleeps longer than this, so a row written without a wake-up (by another
@@ -512,7 +505,7 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
         assert_eq!(
             parse_retry_after("120", now),
             Some(Duration::from_secs(120))

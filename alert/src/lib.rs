@@ -28,3 +28,12 @@ pub mod webhooks;
 pub use deliver::{DeliveryConfig, DeliveryWaker, RetryPolicy};
 pub use error::AlertError;
 pub use metadata::Metadata;
+
+/// Unix milliseconds now. Only the edges read the clock (the scheduler, the delivery worker,
+/// the API handlers); evaluation, payloads and retry decisions take the time as an argument.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -5,16 +5,16 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use flowscope_query::SqlEngine;
 use tokio::task::JoinSet;
 
-use crate::context;
 use crate::evaluate::{Transition, evaluate, rows_of};
 use crate::rules::{self, Rule};
 use crate::state::{self, Committed, Extra};
 use crate::{AlertError, Metadata};
+use crate::{context, now_ms};
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -35,14 +35,6 @@ impl SchedulerConfig {
             max_rows: 10_000,
         }
     }
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Evaluates one rule at `now_ms`: runs its SQL within its interval (and the engine's

@@ -1,13 +1,13 @@
 //! `/api/webhooks`: create, list, change and delete webhooks, send a test notification, and
 //! read the delivery history. Secrets go in, and come out only once, when generated.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use flowscope_alert::now_ms;
+use flowscope_alert::rules::DEFAULT_TENANT;
 use flowscope_alert::webhooks::{self, Delivery, Webhook, WebhookInput};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,6 @@ use crate::ApiState;
 use crate::error::ApiError;
 
 /// Until authentication exists, every webhook belongs to this tenant.
-const TENANT: &str = "default";
 const DEFAULT_DELIVERIES: u32 = 50;
 const MAX_DELIVERIES: u32 = 500;
 
@@ -53,13 +52,6 @@ impl From<Body> for WebhookInput {
 #[derive(Debug, Deserialize)]
 struct DeliveriesQuery {
     limit: Option<u32>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The JSON body, or a 400 that says what is wrong with it.
@@ -113,7 +105,7 @@ async fn create(
     let input = body(payload)?;
     let created = webhooks::create(
         state.metadata.pool(),
-        TENANT,
+        DEFAULT_TENANT,
         input,
         state.config.allow_private_webhooks,
         now_ms(),
@@ -128,7 +120,7 @@ async fn create(
 }
 
 async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let all = webhooks::list(state.metadata.pool(), TENANT).await?;
+    let all = webhooks::list(state.metadata.pool(), DEFAULT_TENANT).await?;
     Ok(Json(json!({
         "webhooks": all.iter().map(webhook_json).collect::<Vec<_>>()
     })))
@@ -138,7 +130,7 @@ async fn get_one(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let hook = webhooks::get(state.metadata.pool(), TENANT, id).await?;
+    let hook = webhooks::get(state.metadata.pool(), DEFAULT_TENANT, id).await?;
     Ok(Json(webhook_json(&hook)))
 }
 
@@ -150,7 +142,7 @@ async fn update(
     let input = body(payload)?;
     let hook = webhooks::update(
         state.metadata.pool(),
-        TENANT,
+        DEFAULT_TENANT,
         id,
         input,
         state.config.allow_private_webhooks,
@@ -164,7 +156,7 @@ async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    webhooks::delete(state.metadata.pool(), TENANT, id).await?;
+    webhooks::delete(state.metadata.pool(), DEFAULT_TENANT, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -172,7 +164,8 @@ async fn send_test(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let msg_id = webhooks::enqueue_test(state.metadata.pool(), TENANT, id, now_ms()).await?;
+    let msg_id =
+        webhooks::enqueue_test(state.metadata.pool(), DEFAULT_TENANT, id, now_ms()).await?;
     state.metadata.delivery_waker().wake();
     Ok((StatusCode::ACCEPTED, Json(json!({ "msg_id": msg_id }))))
 }
@@ -186,7 +179,7 @@ async fn deliveries(
         .limit
         .unwrap_or(DEFAULT_DELIVERIES)
         .clamp(1, MAX_DELIVERIES);
-    let list = webhooks::deliveries(state.metadata.pool(), TENANT, id, limit).await?;
+    let list = webhooks::deliveries(state.metadata.pool(), DEFAULT_TENANT, id, limit).await?;
     Ok(Json(json!({
         "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()
     })))
