@@ -146,27 +146,7 @@ pub struct ServeConfig {
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .with_context(|| format!("size `{text}` must start with a whole number, e.g. `64MiB`"))?;
-    let multiplier: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => bail!("size `{text}` has unknown unit `{other}`; use B, KiB, MiB or GiB"),
-    };
-    number
-        .checked_mul(multiplier)
-        .with_context(|| format!("size `{text}` is too large"))
+    flowscope_model::parse_size(text).map_err(anyhow::Error::msg)
 }
 
 fn duration(name: &str, text: Option<String>, default: Duration) -> anyhow::Result<Duration> {

@@ -11,6 +11,8 @@
 pub mod duration;
 pub mod ids;
 pub mod schema;
+pub mod size;
 
 pub use duration::{format_duration, parse_duration};
 pub use schema::{SpanBatchBuilder, SpanRecord, columns, sql_schema, storage_schema};
+pub use size::parse_size;
