@@ -67,12 +67,10 @@ pub struct Principal {
 
 impl Principal {
     pub fn may(&self, permission: Permission) -> bool {
-        match (self.role, permission) {
-            (Role::Admin, _) => true,
-            (Role::Read, Permission::Read) => true,
-            (Role::Ingest, Permission::Ingest) => true,
-            _ => false,
-        }
+        matches!(
+            (self.role, permission),
+            (Role::Admin, _) | (Role::Read, Permission::Read) | (Role::Ingest, Permission::Ingest)
+        )
     }
 }
 
