@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use flowscope_alert::{DeliveryConfig, RetryPolicy};
+use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
 use flowscope_model::parse_duration;
 use flowscope_query::{SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
+use rand::RngCore as _;
 use serde::Deserialize;
 
 /// Flags of `flowscope serve`. Each also reads an environment variable; a flag given on the
@@ -95,6 +99,28 @@ pub struct ServeArgs {
     /// Small values are for tests [default: 1s]
     #[arg(long, env = "FLOWSCOPE_WEBHOOK_RETRY_BASE", hide = true)]
     webhook_retry_base: Option<String>,
+    /// TOML file of tokens, each mapped to a tenant and a role (ingest, read, admin), and
+    /// per-tenant rate limits; see README "Authentication and tenants". Without any token
+    /// flowscope is open and keeps its API on loopback
+    #[arg(long, env = "FLOWSCOPE_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// A token that may send spans to the default tenant (at least 16 characters; prefer the
+    /// environment variable, which `ps` does not show)
+    #[arg(long, env = "FLOWSCOPE_INGEST_TOKEN", hide_env_values = true)]
+    ingest_token: Option<String>,
+    /// A token that may read the default tenant's spans, graph and alert rules
+    #[arg(long, env = "FLOWSCOPE_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// A token that may do everything for the default tenant, rules and webhooks included
+    #[arg(long, env = "FLOWSCOPE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Spans per second each tenant may send, unless its [tenant.NAME] entry says otherwise;
+    /// more is answered 429 / RESOURCE_EXHAUSTED with a retry delay [default: unlimited]
+    #[arg(long, env = "FLOWSCOPE_TENANT_MAX_SPANS_PER_SECOND")]
+    tenant_max_spans_per_second: Option<u64>,
+    /// Bytes per second (after decompression) each tenant may send, e.g. 16MiB [default: unlimited]
+    #[arg(long, env = "FLOWSCOPE_TENANT_MAX_BYTES_PER_SECOND")]
+    tenant_max_bytes_per_second: Option<String>,
 }
 
 /// The same settings as a TOML file.
@@ -123,6 +149,12 @@ struct FileConfig {
     allow_private_webhooks: Option<bool>,
     webhook_retry_horizon: Option<String>,
     webhook_retry_base: Option<String>,
+    tokens_file: Option<PathBuf>,
+    ingest_token: Option<String>,
+    read_token: Option<String>,
+    admin_token: Option<String>,
+    tenant_max_spans_per_second: Option<u64>,
+    tenant_max_bytes_per_second: Option<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -142,6 +174,58 @@ pub struct ServeConfig {
     pub external_url: Option<String>,
     /// The webhook delivery worker.
     pub delivery: DeliveryConfig,
+    /// The tokens (none: open) and per-tenant limits, shared with the receivers and the API.
+    pub access: Arc<Access>,
+    /// The token the built-in demo sends with, when tokens are configured.
+    pub demo_token: Option<String>,
+}
+
+/// The configured tokens: the tokens file's plus the default tenant's from flags; none at
+/// all means the server is open.
+/// With `demo`, and tokens configured, also a token of this process only, with which the
+/// built-in demo sends to the default tenant.
+fn access(
+    tokens_file: Option<PathBuf>,
+    flag_tokens: [(Role, Option<String>); 3],
+    default_limits: Limits,
+    demo: bool,
+) -> anyhow::Result<(Access, Option<String>)> {
+    let mut entries = Vec::new();
+    for (role, token) in flag_tokens {
+        if let Some(token) = token {
+            let entry = TokenEntry::new(&token, TenantId::default_tenant(), role)
+                .map_err(|e| anyhow::anyhow!("--{}-token: {e}", role.as_str()))?;
+            entries.push(entry);
+        }
+    }
+    let open = tokens_file.is_none() && entries.is_empty();
+    let demo_token = (demo && !open).then(|| {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    });
+    if let Some(token) = &demo_token {
+        entries.push(
+            TokenEntry::new(token, TenantId::default_tenant(), Role::Ingest)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let access = match tokens_file {
+        Some(path) => Access::load(&path, entries, default_limits)?,
+        None if open => Access::open(default_limits),
+        None => {
+            Access::new(entries, Default::default(), default_limits).map_err(anyhow::Error::msg)?
+        }
+    };
+    Ok((access, demo_token))
+}
+
+/// Without tokens anyone who reaches the API is an admin: keep it on loopback.
+fn api_addr(asked: SocketAddr, access: &Access) -> SocketAddr {
+    if access.is_open() && !asked.ip().is_loopback() {
+        return SocketAddr::from(([127, 0, 0, 1], asked.port()));
+    }
+    asked
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
@@ -238,12 +322,49 @@ impl ServeConfig {
             bail!("--retention must be at least 1m");
         }
 
+        let demo_topology = args.demo_topology.or(file.demo_topology);
+        let demo = if args.demo || file.demo.unwrap_or(false) || demo_topology.is_some() {
+            let topology = Topology::load(demo_topology.as_deref().unwrap_or("shop"))
+                .context("--demo-topology")?;
+            Some(topology)
+        } else {
+            None
+        };
+
+        let (access, demo_token) = access(
+            args.tokens_file.or(file.tokens_file),
+            [
+                (Role::Ingest, args.ingest_token.or(file.ingest_token)),
+                (Role::Read, args.read_token.or(file.read_token)),
+                (Role::Admin, args.admin_token.or(file.admin_token)),
+            ],
+            Limits {
+                spans_per_second: args
+                    .tenant_max_spans_per_second
+                    .or(file.tenant_max_spans_per_second)
+                    .filter(|n| *n > 0),
+                bytes_per_second: match args
+                    .tenant_max_bytes_per_second
+                    .or(file.tenant_max_bytes_per_second)
+                {
+                    None => None,
+                    Some(text) => {
+                        Some(parse_size(&text).context("--tenant-max-bytes-per-second")? as u64)
+                            .filter(|n| *n > 0)
+                    }
+                },
+            },
+            demo.is_some(),
+        )?;
+        let access = Arc::new(access);
         let collector = CollectorConfig {
             max_request_bytes: size(
                 "max-request-size",
                 args.max_request_size.or(file.max_request_size),
                 64 << 20,
             )?,
+            access: access.clone(),
+            ..CollectorConfig::default()
         };
         if collector.max_request_bytes < 1024 {
             bail!("--max-request-size must be at least 1KiB");
@@ -323,15 +444,6 @@ impl ServeConfig {
         // After a restart the live graph is rebuilt from the spans of its horizon.
         store.listener_backfill = graph.horizon;
 
-        let demo_topology = args.demo_topology.or(file.demo_topology);
-        let demo = if args.demo || file.demo.unwrap_or(false) || demo_topology.is_some() {
-            let topology = Topology::load(demo_topology.as_deref().unwrap_or("shop"))
-                .context("--demo-topology")?;
-            Some(topology)
-        } else {
-            None
-        };
-
         let external_url = match args.external_url.or(file.external_url) {
             None => None,
             Some(url) => Some(external_url(&url)?),
@@ -350,10 +462,14 @@ impl ServeConfig {
                 .otlp_http_addr
                 .or(file.otlp_http_addr)
                 .unwrap_or_else(|| default_addr("0.0.0.0:4318")),
-            api_addr: args
-                .api_addr
-                .or(file.api_addr)
-                .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
+            api_addr: api_addr(
+                args.api_addr
+                    .or(file.api_addr)
+                    .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
+                &access,
+            ),
+            access,
+            demo_token,
             store,
             collector,
             sql,

@@ -1,17 +1,20 @@
 //! `flowscope serve`: opens the store, binds every listener, runs until SIGINT or SIGTERM,
 //! then stops accepting, flushes memory to Parquet and exits.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
+use flowscope_auth::TenantId;
 use flowscope_collector::{SinkError, SpanSink};
 use flowscope_query::graph_tables::{self, GraphView};
-use flowscope_query::{SpanStore, SqlEngine, StoreError};
-use flowscope_web::ApiState;
+use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
+use flowscope_web::{ApiState, TenantView};
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,9 +22,7 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::graph_stage;
 
-/// Writes decoded spans into the store; the store's errors become the collector's.
-struct StoreSink(Arc<SpanStore>);
-
+/// The store's errors as the collector's.
 fn sink_error(error: StoreError) -> SinkError {
     match error {
         StoreError::Overloaded(_, retry_after) => SinkError::Overloaded { retry_after },
@@ -30,13 +31,6 @@ fn sink_error(error: StoreError) -> SinkError {
         // not a bad request: the client should keep the spans and retry.
         StoreError::Io(error) => SinkError::Unavailable(error.to_string()),
         other => SinkError::Internal(other.to_string()),
-    }
-}
-
-impl SpanSink for StoreSink {
-    fn write(&self, batch: RecordBatch) -> BoxFuture<'static, Result<(), SinkError>> {
-        let store = self.0.clone();
-        Box::pin(async move { store.write(batch).await.map_err(sink_error) })
     }
 }
 
@@ -85,9 +79,34 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let data_dir = config.store.data_dir.clone();
-    let store_config = config.store.clone();
+/// One tenant's data: its own store (WAL, Parquet), graph stage and rollups, and a SQL
+/// engine that sees only those. The default tenant lives at the data directory's root (the
+/// layout of a server without tenants); every other under `tenants/<name>/`.
+struct TenantSpace {
+    tenant: TenantId,
+    store: Arc<SpanStore>,
+    view: TenantView,
+    graph_thread: std::thread::JoinHandle<()>,
+}
+
+fn tenant_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
+    if tenant.is_default() {
+        data_dir.to_path_buf()
+    } else {
+        data_dir.join("tenants").join(tenant.as_str())
+    }
+}
+
+async fn open_tenant(
+    config: &ServeConfig,
+    tenant: TenantId,
+    sql_resources: &SqlResources,
+) -> anyhow::Result<TenantSpace> {
+    let data_dir = tenant_dir(&config.store.data_dir, &tenant);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut store_config = config.store.clone();
+    store_config.data_dir = data_dir.clone();
     // The store backfills the live graph with the spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
@@ -122,6 +141,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
     let stats = store.stats();
     tracing::info!(
+        %tenant,
         data_dir = %data_dir.display(),
         segments = stats.segments,
         spans_in_segments = stats.spans_in_segments,
@@ -136,9 +156,67 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config.sql.timeout,
     );
     let engine = Arc::new(
-        SqlEngine::new(store.clone(), config.sql.clone()).context("cannot start the SQL engine")?,
+        SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
+            .context("cannot start the SQL engine")?,
     );
     graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
+    Ok(TenantSpace {
+        tenant,
+        store,
+        view: TenantView { engine, graph },
+        graph_thread,
+    })
+}
+
+/// Sends each batch to the store of the tenant whose token sent it.
+struct TenantSink(BTreeMap<TenantId, Arc<SpanStore>>);
+
+impl SpanSink for TenantSink {
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        let Some(store) = self.0.get(tenant).cloned() else {
+            // Every token's tenant has a store; reaching this is a bug, not a client error.
+            let message = format!("no store for tenant {tenant}");
+            return Box::pin(async move { Err(SinkError::Internal(message)) });
+        };
+        Box::pin(async move { store.write(batch).await.map_err(sink_error) })
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let data_dir = config.store.data_dir.clone();
+    if config.access.is_open() {
+        tracing::warn!(
+            api = %config.api_addr,
+            "no tokens configured: anyone who reaches a port may send spans, and anyone who reaches the API is an admin, so the API listens on loopback only; give --tokens-file or --admin-token to open it to the network"
+        );
+    }
+    // One query memory pool, runtime and set of permits for all tenants together.
+    let sql_resources =
+        SqlResources::new(&config.sql).context("cannot start the SQL engine's runtime")?;
+    let mut spaces = Vec::new();
+    for tenant in config.access.tenants() {
+        spaces.push(open_tenant(&config, tenant, &sql_resources).await?);
+    }
+    let tenant_views: BTreeMap<TenantId, TenantView> = spaces
+        .iter()
+        .map(|space| (space.tenant.clone(), space.view.clone()))
+        .collect();
+    let engines: flowscope_alert::scheduler::Engines = Arc::new(
+        spaces
+            .iter()
+            .map(|space| (space.tenant.as_str().to_string(), space.view.engine.clone()))
+            .collect(),
+    );
+    let sink: Arc<dyn SpanSink> = Arc::new(TenantSink(
+        spaces
+            .iter()
+            .map(|space| (space.tenant.clone(), space.store.clone()))
+            .collect(),
+    ));
 
     let metadata_path = data_dir.join("metadata.sqlite");
     let metadata = flowscope_alert::Metadata::open(&metadata_path)
@@ -158,7 +236,6 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let api_addr = api.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sink: Arc<dyn SpanSink> = Arc::new(StoreSink(store.clone()));
     let ready = Arc::new(AtomicBool::new(false));
 
     let grpc_task = tokio::spawn(flowscope_collector::serve_grpc(
@@ -180,7 +257,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{api_addr}"));
     let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
         metadata.clone(),
-        engine.clone(),
+        engines,
         flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone()),
         stopped(stop_rx.clone()),
     ));
@@ -199,8 +276,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })
     };
     let api_state = ApiState {
-        engine,
-        graph,
+        tenants: Arc::new(tenant_views),
+        access: config.access.clone(),
+        sessions: Default::default(),
         config: config.api.clone(),
         ready: ready.clone(),
         info: flowscope_web::ServerInfo {
@@ -228,7 +306,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(flowscope_demo::run(
             format!("http://{target}"),
-            flowscope_demo::DemoConfig::new(topology),
+            flowscope_demo::DemoConfig {
+                token: config.demo_token.clone(),
+                ..flowscope_demo::DemoConfig::new(topology)
+            },
             stopped(stop_rx.clone()),
         ));
     }
@@ -256,13 +337,25 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if let Err(error) = delivery_task.await {
         tracing::error!(%error, "the webhook delivery worker panicked");
     }
-    store
-        .close()
-        .await
-        .context("flushing spans at shutdown failed; they remain in the WAL")?;
-    // The store's writer held the only sender: the graph stage ends with it.
-    drop(store);
-    let _ = tokio::task::spawn_blocking(move || graph_thread.join()).await;
+    let mut flushed = Ok(());
+    for space in spaces {
+        let TenantSpace {
+            tenant,
+            store,
+            view,
+            graph_thread,
+        } = space;
+        if let Err(error) = store.close().await {
+            tracing::error!(%tenant, %error, "flushing spans at shutdown failed; they remain in the WAL");
+            flushed = Err(anyhow::anyhow!(
+                "flushing tenant {tenant}'s spans at shutdown failed; they remain in the WAL: {error}"
+            ));
+        }
+        // The store's writer held the only sender: the graph stage ends with it.
+        drop((store, view));
+        let _ = tokio::task::spawn_blocking(move || graph_thread.join()).await;
+    }
+    flushed?;
     tracing::info!("stopped");
     Ok(())
 }

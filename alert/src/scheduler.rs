@@ -2,7 +2,7 @@
 //! once, and reads the rules again every tick so created, updated and deleted rules take
 //! effect without a restart.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,16 +90,21 @@ struct Slot {
     next: Instant,
 }
 
+/// Each tenant's SQL engine, by tenant name: a rule only ever runs in its own tenant's.
+pub type Engines = Arc<BTreeMap<String, Arc<SqlEngine>>>;
+
 /// Runs the rules until `stop` completes, then waits for the evaluations in flight.
 pub async fn run(
     metadata: Metadata,
-    engine: Arc<SqlEngine>,
+    engines: Engines,
     config: SchedulerConfig,
     stop: impl Future<Output = ()>,
 ) {
     let config = Arc::new(config);
     let mut slots: HashMap<i64, Slot> = HashMap::new();
     let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
+    // Rules whose tenant has no engine (no token any more), reported once each.
+    let mut orphans: HashSet<i64> = HashSet::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -138,7 +143,14 @@ pub async fn run(
                         continue;
                     }
                     slot.next = now + rule.spec.interval;
-                    let (metadata, engine, config) = (metadata.clone(), engine.clone(), config.clone());
+                    let Some(engine) = engines.get(&tenant).cloned() else {
+                        // Its tenant has no token any more: kept, but not run.
+                        if orphans.insert(rule.id) {
+                            tracing::warn!(rule = %rule.spec.name, %tenant, "alert rule not run: no token belongs to its tenant");
+                        }
+                        continue;
+                    };
+                    let (metadata, config) = (metadata.clone(), config.clone());
                     let rule_id = rule.id;
                     let handle = tasks.spawn(async move {
                         run_one(&metadata, &engine, &config, &tenant, &rule).await;

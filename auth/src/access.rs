@@ -87,6 +87,19 @@ pub enum AuthError {
     Forbidden(&'static str),
 }
 
+impl Principal {
+    /// A tenant header may only name the principal's own tenant (clients that always send
+    /// one keep working); naming another is refused, never followed.
+    pub fn confirm(&self, tenant_header: Option<&[u8]>) -> Result<(), AuthError> {
+        match tenant_header {
+            Some(asked) if asked.trim_ascii() != self.tenant.as_str().as_bytes() => {
+                Err(AuthError::Forbidden(WRONG_TENANT))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 const WRONG_TENANT: &str = "this token cannot act for the tenant named in X-Scope-OrgID";
 
 /// One token as configured: its SHA-256 (the token itself is not kept), tenant and role.
@@ -318,11 +331,7 @@ impl Access {
                 .ok_or(AuthError::Unauthenticated)?;
             self.find(token).ok_or(AuthError::Unauthenticated)?
         };
-        if let Some(asked) = tenant_header
-            && asked.trim_ascii() != principal.tenant.as_str().as_bytes()
-        {
-            return Err(AuthError::Forbidden(WRONG_TENANT));
-        }
+        principal.confirm(tenant_header)?;
         Ok(principal)
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
+use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME;
@@ -48,7 +49,7 @@ pub async fn serve_grpc(
     let mut compression = EnabledCompressionEncodings::default();
     compression.enable(CompressionEncoding::Gzip);
     let service = TraceExportServer {
-        receiver: Arc::new(TraceReceiver { sink }),
+        receiver: Arc::new(TraceReceiver { sink, config }),
         compression,
         max_decoding_message_size: limit,
     };
@@ -100,6 +101,20 @@ where
         if request.uri().path() != EXPORT_PATH {
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
+        // Who is calling is settled from the headers before a byte of the message is read.
+        let headers = request.headers();
+        let principal = match self.receiver.config.authorize(
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+        ) {
+            Ok(principal) => principal,
+            Err(error) => {
+                let status = grpc_status(&error);
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
         let server = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(RequestBytesCodec)
@@ -108,22 +123,30 @@ where
                     Some(server.max_decoding_message_size),
                     Some(MAX_RESPONSE_BYTES),
                 );
-            Ok(grpc.unary(ExportMethod(server.receiver), request).await)
+            let method = ExportMethod {
+                receiver: server.receiver,
+                principal: Arc::new(principal),
+            };
+            Ok(grpc.unary(method, request).await)
         })
     }
 }
 
-struct ExportMethod(Arc<TraceReceiver>);
+struct ExportMethod {
+    receiver: Arc<TraceReceiver>,
+    principal: Arc<Principal>,
+}
 
 impl UnaryService<Bytes> for ExportMethod {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let receiver = self.0.clone();
+        let receiver = self.receiver.clone();
+        let principal = self.principal.clone();
         Box::pin(async move {
             receiver
-                .receive(request.into_inner())
+                .receive(&principal, request.into_inner())
                 .await
                 .map(Response::new)
                 .map_err(|error| grpc_status(&error))
@@ -164,14 +187,22 @@ impl Decoder for RequestBytesDecoder {
 
 struct TraceReceiver {
     sink: Arc<dyn SpanSink>,
+    config: CollectorConfig,
 }
 
 impl TraceReceiver {
-    async fn receive(&self, body: Bytes) -> Result<ExportTraceServiceResponse, CollectorError> {
+    async fn receive(
+        &self,
+        principal: &Principal,
+        body: Bytes,
+    ) -> Result<ExportTraceServiceResponse, CollectorError> {
+        let decoded_bytes = body.len();
         let decoded = decode_off_runtime(body).await?;
         let response = decoded.export_response();
         if let Some(batch) = decoded.batch {
-            self.sink.write(batch).await?;
+            self.config
+                .admit(principal, batch.num_rows(), decoded_bytes)?;
+            self.sink.write(&principal.tenant, batch).await?;
         }
         Ok(response)
     }
@@ -196,6 +227,16 @@ fn grpc_status(error: &CollectorError) -> Status {
         // Non-retryable: RESOURCE_EXHAUSTED without RetryInfo, as the OTLP spec requires.
         CollectorError::TooLarge { .. } => Code::ResourceExhausted,
         CollectorError::MethodNotAllowed(_) => Code::Unimplemented,
+        CollectorError::Auth(AuthError::Unauthenticated) => Code::Unauthenticated,
+        CollectorError::Auth(AuthError::Forbidden(_)) => Code::PermissionDenied,
+        CollectorError::RateLimited { retry_after } => {
+            tracing::debug!(%message, "otlp/grpc export rate-limited");
+            return Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            );
+        }
         CollectorError::Sink(sink_error) => match sink_error.retry_after() {
             Some(retry_after) => {
                 tracing::debug!(%message, "otlp/grpc export deferred");
@@ -281,14 +322,19 @@ mod tests {
 
     impl Running {
         async fn start(sink: Arc<TestSink>, limit: usize) -> Running {
+            let config = CollectorConfig {
+                max_request_bytes: limit,
+                ..CollectorConfig::default()
+            };
+            Self::start_with(sink, config).await
+        }
+
+        async fn start_with(sink: Arc<TestSink>, config: CollectorConfig) -> Running {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             let address = listener.local_addr().expect("address");
             let (stop, stopped) = oneshot::channel::<()>();
-            let config = CollectorConfig {
-                max_request_bytes: limit,
-            };
             let server = tokio::spawn(serve_grpc(listener, sink, config, async {
                 let _ = stopped.await;
             }));
@@ -312,6 +358,25 @@ mod tests {
             &self,
             request: ExportTraceServiceRequest,
         ) -> Result<ExportTraceServiceResponse, Status> {
+            self.client
+                .clone()
+                .export(request)
+                .await
+                .map(Response::into_inner)
+        }
+
+        /// An export with these metadata entries (name, value).
+        async fn export_with(
+            &self,
+            metadata: &[(&'static str, &str)],
+            request: ExportTraceServiceRequest,
+        ) -> Result<ExportTraceServiceResponse, Status> {
+            let mut request = Request::new(request);
+            for (name, value) in metadata {
+                request
+                    .metadata_mut()
+                    .insert(*name, value.parse().expect("metadata value"));
+            }
             self.client
                 .clone()
                 .export(request)
@@ -497,5 +562,87 @@ mod tests {
             assert_eq!(retry_info.and_then(|info| info.retry_delay), retry_delay);
             server.stop().await;
         }
+    }
+
+    #[tokio::test]
+    async fn tokens_in_metadata_decide_the_tenant_and_refuse_everyone_else() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start_with(sink.clone(), config_with_tokens()).await;
+        let request = || request_with(vec![valid_span(1)]);
+        let acme = format!("Bearer {ACME_INGEST}");
+        server
+            .export_with(&[("authorization", &acme)], request())
+            .await
+            .expect("acme's token is accepted");
+        server
+            .export_with(
+                &[("authorization", &acme), ("x-scope-orgid", "acme")],
+                request(),
+            )
+            .await
+            .expect("a header naming the token's own tenant is accepted");
+        assert_eq!(*sink.tenants.lock().unwrap(), ["acme", "acme"]);
+
+        for metadata in [
+            vec![],
+            vec![("authorization", "Bearer not-a-configured-token")],
+            vec![("authorization", ACME_INGEST)],
+        ] {
+            let status = server
+                .export_with(&metadata, request())
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{metadata:?}: {status:?}"
+            );
+            assert!(!status.message().contains("acme"));
+        }
+        let crossed = server
+            .export_with(
+                &[("authorization", &acme), ("x-scope-orgid", "globex")],
+                request(),
+            )
+            .await
+            .expect_err("another tenant's header");
+        assert_eq!(crossed.code(), Code::PermissionDenied);
+        let reader = format!("Bearer {ACME_READ}");
+        let read_only = server
+            .export_with(&[("authorization", &reader)], request())
+            .await
+            .expect_err("a read token");
+        assert_eq!(read_only.code(), Code::PermissionDenied);
+        assert_eq!(sink.rows(), 2);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_rate_gets_resource_exhausted_with_retry_info() {
+        let sink = Arc::new(TestSink::accepting());
+        let server = Running::start_with(sink.clone(), config_with_tokens()).await;
+        let globex = format!("Bearer {GLOBEX_INGEST}");
+        let eight = || request_with((1..=8).map(valid_span).collect());
+        for _ in 0..2 {
+            server
+                .export_with(&[("authorization", &globex)], eight())
+                .await
+                .expect("within the burst");
+        }
+        let status = server
+            .export_with(&[("authorization", &globex)], eight())
+            .await
+            .expect_err("over the rate");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let delay = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay)
+            .expect("RetryInfo: the client must retry");
+        assert!(
+            delay > Duration::ZERO && delay <= Duration::from_secs(2),
+            "{delay:?}"
+        );
+        assert_eq!(sink.rows(), 16);
+        server.stop().await;
     }
 }

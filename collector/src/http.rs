@@ -12,7 +12,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use flate2::read::MultiGzDecoder;
-use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use flowscope_auth::{AuthError, TENANT_HEADER};
+use http::header::{
+    ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -91,10 +95,16 @@ async fn receive(
     body: Body,
     encoding: PayloadEncoding,
 ) -> Result<ExportTraceServiceResponse, CollectorError> {
+    let principal = state.config.authorize(
+        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers.get(TENANT_HEADER).map(HeaderValue::as_bytes),
+    )?;
     let compression = compression(headers)?;
     let limit = state.config.max_request_bytes;
     let raw = read_body(body, headers, limit).await?;
-    let decoded = if compression == Compression::Identity && raw.len() <= INLINE_DECODE_BYTES {
+    let (decoded, decoded_bytes) = if compression == Compression::Identity
+        && raw.len() <= INLINE_DECODE_BYTES
+    {
         decode_body(&raw, compression, encoding, limit)?
     } else {
         tokio::task::spawn_blocking(move || decode_body(&raw, compression, encoding, limit))
@@ -103,7 +113,10 @@ async fn receive(
     };
     let response = decoded.export_response();
     if let Some(batch) = decoded.batch {
-        state.sink.write(batch).await?;
+        state
+            .config
+            .admit(&principal, batch.num_rows(), decoded_bytes)?;
+        state.sink.write(&principal.tenant, batch).await?;
     }
     Ok(response)
 }
@@ -168,7 +181,7 @@ fn decode_body(
     compression: Compression,
     encoding: PayloadEncoding,
     limit: usize,
-) -> Result<DecodedTraces, CollectorError> {
+) -> Result<(DecodedTraces, usize), CollectorError> {
     let inflated;
     let body = match compression {
         Compression::Identity => raw,
@@ -177,10 +190,12 @@ fn decode_body(
             &inflated[..]
         }
     };
-    match encoding {
-        PayloadEncoding::Protobuf => decode_protobuf(body),
-        PayloadEncoding::Json => decode_json(body),
-    }
+    let decoded = match encoding {
+        PayloadEncoding::Protobuf => decode_protobuf(body)?,
+        PayloadEncoding::Json => decode_json(body)?,
+    };
+    // The rate limit counts the bytes after decompression: gzip must not buy a tenant more.
+    Ok((decoded, body.len()))
 }
 
 /// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes.
@@ -258,6 +273,15 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
         CollectorError::MethodNotAllowed(_) => {
             (StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented)
         }
+        CollectorError::Auth(AuthError::Unauthenticated) => {
+            (StatusCode::UNAUTHORIZED, Code::Unauthenticated)
+        }
+        CollectorError::Auth(AuthError::Forbidden(_)) => {
+            (StatusCode::FORBIDDEN, Code::PermissionDenied)
+        }
+        CollectorError::RateLimited { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted)
+        }
         CollectorError::Sink(sink_error) if sink_error.retry_after().is_some() => {
             (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
         }
@@ -295,14 +319,22 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
             (status, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
     };
-    if let CollectorError::Sink(sink_error) = error
-        && let Some(retry_after) = sink_error.retry_after()
-    {
+    let retry_after = match error {
+        CollectorError::Sink(sink_error) => sink_error.retry_after(),
+        CollectorError::RateLimited { retry_after } => Some(*retry_after),
+        _ => None,
+    };
+    if let Some(retry_after) = retry_after {
         // Retry-After is whole seconds; round up so the client never comes back too early.
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    if let CollectorError::Auth(AuthError::Unauthenticated) = error {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     if let CollectorError::MethodNotAllowed(_) = error {
         response
@@ -359,7 +391,18 @@ mod tests {
     ) -> Reply {
         let config = CollectorConfig {
             max_request_bytes: limit,
+            ..CollectorConfig::default()
         };
+        send_with(sink, config, method, headers, body).await
+    }
+
+    async fn send_with(
+        sink: Arc<TestSink>,
+        config: CollectorConfig,
+        method: Method,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut request = http::Request::builder().method(method).uri(TRACES_PATH);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -824,5 +867,116 @@ mod tests {
             reply.protobuf_status().message,
             "span pipeline is full: retry in 2000 ms"
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_decide_the_tenant_and_refuse_everyone_else() {
+        let sink = Arc::new(TestSink::accepting());
+        let body = protobuf_body(vec![valid_span(1)]);
+        let post_as = |headers: Vec<(&'static str, String)>| {
+            let sink = sink.clone();
+            let body = body.clone();
+            async move {
+                let mut all = vec![(CONTENT_TYPE.as_str(), PROTOBUF_CONTENT_TYPE.to_string())];
+                all.extend(headers);
+                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                send_with(sink, config_with_tokens(), Method::POST, &pairs, body).await
+            }
+        };
+        let bearer = |token: &str| ("authorization", format!("Bearer {token}"));
+
+        let accepted = post_as(vec![bearer(ACME_INGEST)]).await;
+        assert_eq!(accepted.status, StatusCode::OK);
+        let confirmed = post_as(vec![
+            bearer(GLOBEX_INGEST),
+            ("x-scope-orgid", "globex".into()),
+        ])
+        .await;
+        assert_eq!(confirmed.status, StatusCode::OK);
+        assert_eq!(*sink.tenants.lock().unwrap(), ["acme", "globex"]);
+
+        // Missing, malformed and unknown tokens all get the same answer, which names nothing.
+        for headers in [
+            vec![],
+            vec![("authorization", "Basic YWNtZTp4".to_string())],
+            vec![bearer("acme-ingest-token-0002")],
+            vec![bearer("")],
+        ] {
+            let refused = post_as(headers).await;
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(refused.headers[WWW_AUTHENTICATE], "Bearer");
+            let status = refused.protobuf_status();
+            assert_eq!(status.code, i32::from(tonic::Code::Unauthenticated));
+            assert!(!status.message.contains("acme") && !status.message.contains("globex"));
+        }
+        // A token may not write into another tenant by naming it, nor send with a read token.
+        let crossed = post_as(vec![
+            bearer(ACME_INGEST),
+            ("x-scope-orgid", "globex".into()),
+        ])
+        .await;
+        assert_eq!(crossed.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            crossed.protobuf_status().code,
+            i32::from(tonic::Code::PermissionDenied)
+        );
+        let reader = post_as(vec![bearer(ACME_READ)]).await;
+        assert_eq!(reader.status, StatusCode::FORBIDDEN);
+        assert_eq!(sink.rows(), 2, "no refused request reached the sink");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_rate_is_told_when_to_retry() {
+        let sink = Arc::new(TestSink::accepting());
+        let config = config_with_tokens();
+        let headers = [
+            ("content-type", JSON_CONTENT_TYPE),
+            ("authorization", "Bearer globex-ingest-token-01"),
+        ];
+        // globex may send 10 spans a second with a one-second burst: 8 fit, the next 8 wait.
+        let body = json_body((1..=8).map(valid_span).collect());
+        let first = send_with(
+            sink.clone(),
+            config.clone(),
+            Method::POST,
+            &headers,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::OK);
+        let second = send_with(
+            sink.clone(),
+            config.clone(),
+            Method::POST,
+            &headers,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            second.status,
+            StatusCode::OK,
+            "a burst of up to a second is let through"
+        );
+        let third = send_with(sink.clone(), config.clone(), Method::POST, &headers, body).await;
+        assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            third.json()["code"],
+            i32::from(tonic::Code::ResourceExhausted)
+        );
+        let seconds: u64 = third.headers[RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&seconds), "Retry-After {seconds}");
+        assert_eq!(sink.rows(), 16);
+        // Another tenant is not slowed by globex's limit.
+        let acme = [
+            ("content-type", JSON_CONTENT_TYPE),
+            ("authorization", "Bearer acme-ingest-token-0001"),
+        ];
+        let body = json_body((1..=50).map(valid_span).collect());
+        let other = send_with(sink.clone(), config, Method::POST, &acme, body).await;
+        assert_eq!(other.status, StatusCode::OK);
     }
 }

@@ -33,19 +33,65 @@ pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
 pub use sink::{SinkError, SpanSink};
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter};
+
 /// The receivers' settings, shared by gRPC and HTTP.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     /// Largest request accepted, in bytes, measured after decompression (gRPC: the decoded
     /// message; HTTP: the body). The OTLP specification recommends 64 MiB.
     pub max_request_bytes: usize,
+    /// Who may send spans, for which tenant, and how fast.
+    pub access: Arc<Access>,
+    /// The per-tenant token buckets behind `access`'s limits.
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
             max_request_bytes: 64 * 1024 * 1024,
+            access: Arc::new(Access::open(Limits::default())),
+            limiter: Arc::new(RateLimiter::new()),
         }
+    }
+}
+
+impl CollectorConfig {
+    /// The principal a request sends spans as, from its `authorization` and tenant headers,
+    /// checked before any of its body is read.
+    pub(crate) fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        tenant_header: Option<&[u8]>,
+    ) -> Result<Principal, CollectorError> {
+        let principal = self.access.authenticate(authorization, tenant_header)?;
+        if !principal.may(Permission::Ingest) {
+            return Err(AuthError::Forbidden("this token may not send spans").into());
+        }
+        Ok(principal)
+    }
+
+    /// Takes a decoded request's spans and bytes from its tenant's rate limits.
+    pub(crate) fn admit(
+        &self,
+        principal: &Principal,
+        spans: usize,
+        bytes: usize,
+    ) -> Result<(), CollectorError> {
+        let limits = self.access.limits(&principal.tenant);
+        self.limiter
+            .admit(
+                &principal.tenant,
+                limits,
+                spans as u64,
+                bytes as u64,
+                Instant::now(),
+            )
+            .map_err(|retry_after| CollectorError::RateLimited { retry_after })
     }
 }
 
@@ -66,6 +112,13 @@ pub enum CollectorError {
     /// The client used an HTTP method other than POST.
     #[error("method {0} is not allowed on this path: send OTLP exports with POST")]
     MethodNotAllowed(String),
+    /// No valid token, or a token that may not send spans for this tenant: not retryable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The tenant sends faster than its limit: retryable after `retry_after` (HTTP 429,
+    /// gRPC RESOURCE_EXHAUSTED with RetryInfo).
+    #[error("this tenant's ingest rate limit is exceeded: retry in {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: Duration },
     /// The sink did not take the batch; [`SinkError`] says whether retrying can help.
     #[error(transparent)]
     Sink(#[from] SinkError),

@@ -3,12 +3,17 @@
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
+use flowscope_auth::TenantId;
 use futures::future::BoxFuture;
 
 /// Where decoded spans go. The receiver acknowledges the client only after `write` resolves Ok:
-/// Ok means the batch is durable.
+/// Ok means the batch is durable. `tenant` is the one the request's token belongs to.
 pub trait SpanSink: Send + Sync + 'static {
-    fn write(&self, batch: RecordBatch) -> BoxFuture<'static, Result<(), SinkError>>;
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<(), SinkError>>;
 }
 
 /// Why a sink did not take a batch. The variant decides whether the client should retry.

@@ -61,6 +61,8 @@ pub type Attributes = Vec<(String, String)>;
 /// A sink that records what it is given and answers with `outcome`.
 pub struct TestSink {
     pub batches: Mutex<Vec<RecordBatch>>,
+    /// The tenant of each batch in `batches`.
+    pub tenants: Mutex<Vec<String>>,
     outcome: Outcome,
 }
 
@@ -72,6 +74,7 @@ impl TestSink {
     pub fn answering(outcome: Outcome) -> Self {
         Self {
             batches: Mutex::new(Vec::new()),
+            tenants: Mutex::new(Vec::new()),
             outcome,
         }
     }
@@ -85,9 +88,16 @@ impl TestSink {
 }
 
 impl SpanSink for TestSink {
-    fn write(&self, batch: RecordBatch) -> BoxFuture<'static, Result<(), SinkError>> {
+    fn write(
+        &self,
+        tenant: &flowscope_auth::TenantId,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
         if let Ok(mut batches) = self.batches.lock() {
             batches.push(batch);
+        }
+        if let Ok(mut tenants) = self.tenants.lock() {
+            tenants.push(tenant.as_str().to_string());
         }
         let outcome = (self.outcome)();
         Box::pin(async move { outcome })
@@ -173,4 +183,36 @@ pub fn links_column(batch: &RecordBatch, row: usize) -> Vec<LinkRow> {
             )
         })
         .collect()
+}
+
+/// Tokens for the auth tests: `acme` may ingest (`ACME_INGEST`) or only read
+/// (`ACME_READ`); `globex` may ingest at 10 spans/s (`GLOBEX_INGEST`).
+pub const ACME_INGEST: &str = "acme-ingest-token-0001";
+pub const ACME_READ: &str = "acme-read-token-000001";
+pub const GLOBEX_INGEST: &str = "globex-ingest-token-01";
+
+pub fn two_tenants() -> flowscope_auth::Access {
+    use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
+    let tenant = |name: &str| TenantId::parse(name).expect("tenant");
+    let entries = vec![
+        TokenEntry::new(ACME_INGEST, tenant("acme"), Role::Ingest).expect("token"),
+        TokenEntry::new(ACME_READ, tenant("acme"), Role::Read).expect("token"),
+        TokenEntry::new(GLOBEX_INGEST, tenant("globex"), Role::Ingest).expect("token"),
+    ];
+    let limits = [(
+        tenant("globex"),
+        Limits {
+            spans_per_second: Some(10),
+            bytes_per_second: None,
+        },
+    )];
+    Access::new(entries, limits.into_iter().collect(), Limits::default()).expect("access")
+}
+
+/// Receiver settings that check [`two_tenants`]' tokens.
+pub fn config_with_tokens() -> crate::CollectorConfig {
+    crate::CollectorConfig {
+        access: std::sync::Arc::new(two_tenants()),
+        ..crate::CollectorConfig::default()
+    }
 }

@@ -61,6 +61,8 @@ pub enum Error {
 pub struct DemoConfig {
     pub topology: Topology,
     pub seed: u64,
+    /// Sent as `authorization: Bearer <token>` when the server checks tokens.
+    pub token: Option<String>,
 }
 
 impl DemoConfig {
@@ -70,6 +72,7 @@ impl DemoConfig {
         Self {
             topology,
             seed: Self::DEFAULT_SEED,
+            token: None,
         }
     }
 }
@@ -91,6 +94,11 @@ pub async fn run(endpoint: String, config: DemoConfig, shutdown: impl Future<Out
     tokio::pin!(shutdown);
     let name = config.topology.name.clone();
     let rate = config.topology.traces_per_second;
+    let authorization = config.token.as_ref().and_then(|token| {
+        format!("Bearer {token}")
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .ok()
+    });
     let mut simulator = Simulator::new(config.topology, config.seed);
     let mut ticker = tokio::time::interval(TICK);
     let mut client = None;
@@ -118,7 +126,12 @@ pub async fn run(endpoint: String, config: DemoConfig, shutdown: impl Future<Out
         if traces < 1.0 {
             continue;
         }
-        let request = simulator.request(now, traces as u32);
+        let mut request = tonic::Request::new(simulator.request(now, traces as u32));
+        if let Some(value) = &authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
         if let Some(connected) = client.as_mut()
             && let Err(status) = connected.export(request).await
         {

@@ -23,6 +23,6 @@ pub mod table;
 pub mod wal;
 
 pub use error::{QueryError, StoreError};
-pub use sql::{QueryOutput, SqlConfig, SqlEngine};
+pub use sql::{QueryOutput, SqlConfig, SqlEngine, SqlResources};
 pub use store::{SpanStore, StoreConfig, StoreStats};
 pub use wal::WalSync;

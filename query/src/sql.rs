@@ -20,7 +20,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -81,11 +81,44 @@ impl Drop for SqlRuntime {
     }
 }
 
+/// What every tenant's engine shares: the memory pool (`--sql-memory-limit` holds for all
+/// queries together), the query runtime's threads and the concurrency permits.
+#[derive(Clone)]
+pub struct SqlResources {
+    runtime_env: Arc<RuntimeEnv>,
+    runtime: Arc<SqlRuntime>,
+    permits: Arc<Semaphore>,
+}
+
+impl SqlResources {
+    pub fn new(config: &SqlConfig) -> Result<Self, QueryError> {
+        let internal = |e: &dyn std::fmt::Display| QueryError::Internal(e.to_string());
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit, 1.0)
+            // No spilling: a query that does not fit in memory fails instead of filling the disk.
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| internal(&e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("flowscope-sql")
+            .enable_all()
+            .build()
+            .map_err(|e| internal(&e))?;
+        Ok(Self {
+            runtime_env,
+            runtime: Arc::new(SqlRuntime(Some(runtime))),
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        })
+    }
+}
+
 /// Runs user SQL against the store, read-only and bounded.
 pub struct SqlEngine {
     context: SessionContext,
-    runtime: SqlRuntime,
-    permits: Arc<Semaphore>,
+    resources: SqlResources,
     config: SqlConfig,
     store: Arc<SpanStore>,
 }
@@ -133,15 +166,18 @@ fn classify(error: DataFusionError, config: &SqlConfig) -> QueryError {
 
 impl SqlEngine {
     pub fn new(store: Arc<SpanStore>, config: SqlConfig) -> Result<Self, QueryError> {
+        let resources = SqlResources::new(&config)?;
+        Self::with_resources(store, config, resources)
+    }
+
+    /// An engine over `store` that draws on `resources`, which other engines (other
+    /// tenants') may share: adding a tenant adds no memory pool, threads or permits.
+    pub fn with_resources(
+        store: Arc<SpanStore>,
+        config: SqlConfig,
+        resources: SqlResources,
+    ) -> Result<Self, QueryError> {
         let internal = |e: &dyn std::fmt::Display| QueryError::Internal(e.to_string());
-        let runtime_env = RuntimeEnvBuilder::new()
-            .with_memory_limit(config.memory_limit, 1.0)
-            // No spilling: a query that does not fit in memory fails instead of filling the disk.
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
-            .build_arc()
-            .map_err(|e| internal(&e))?;
         let session_config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(config.threads.max(1))
@@ -154,7 +190,7 @@ impl SqlEngine {
             .collect();
         let state = SessionStateBuilder::new()
             .with_config(session_config)
-            .with_runtime_env(runtime_env)
+            .with_runtime_env(resources.runtime_env.clone())
             .with_default_features()
             // Defence in depth: even if DDL were allowed, no file format could be registered.
             .with_table_factories(HashMap::new())
@@ -165,16 +201,9 @@ impl SqlEngine {
         context
             .register_table("spans", Arc::new(SpansTable::new(store.clone())))
             .map_err(|e| internal(&e))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads.max(1))
-            .thread_name("flowscope-sql")
-            .enable_all()
-            .build()
-            .map_err(|e| internal(&e))?;
         Ok(Self {
             context,
-            runtime: SqlRuntime(Some(runtime)),
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            resources,
             config,
             store,
         })
@@ -212,7 +241,7 @@ impl SqlEngine {
         let context = self.context.clone();
         let sql = sql.to_string();
         let config = self.config.clone();
-        let Some(runtime) = self.runtime.0.as_ref() else {
+        let Some(runtime) = self.resources.runtime.0.as_ref() else {
             return Err(QueryError::Busy("the SQL engine is shutting down".into()));
         };
         // Planning reads table schemas only, but it is still off the caller's workers.
@@ -248,6 +277,7 @@ impl SqlEngine {
         };
         let work = async {
             let _permit = self
+                .resources
                 .permits
                 .acquire()
                 .await
@@ -255,7 +285,7 @@ impl SqlEngine {
             let context = self.context.clone();
             let sql = sql.to_string();
             let config = self.config.clone();
-            let Some(runtime) = self.runtime.0.as_ref() else {
+            let Some(runtime) = self.resources.runtime.0.as_ref() else {
                 return Err(QueryError::Busy("the SQL engine is shutting down".into()));
             };
             let mut handle =

@@ -12,7 +12,7 @@ use axum::routing::get;
 use flowscope_alert::evaluate::Instance;
 use flowscope_alert::now_ms;
 use flowscope_alert::payload::rfc3339;
-use flowscope_alert::rules::{self, DEFAULT_TENANT, Rule, RuleInput, RuleSpec};
+use flowscope_alert::rules::{self, Rule, RuleInput, RuleSpec};
 use flowscope_alert::state;
 use flowscope_model::format_duration;
 use flowscope_query::QueryError;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiState;
+use crate::auth::{Caller, Manager, Reader};
 use crate::error::ApiError;
 
 /// History entries `GET /api/alerts` returns unless `limit` says otherwise, and at most.
@@ -64,7 +65,7 @@ const EXAMPLE: &str = r#"{"name": "checkout errors", "sql": "SELECT service_name
 
 /// Parses and validates a body, including a plan of its SQL.
 async fn spec_of(
-    state: &ApiState,
+    caller: &Caller,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> Result<RuleSpec, ApiError> {
     let Json(body) = body.map_err(|rejection| {
@@ -81,7 +82,7 @@ async fn spec_of(
         webhooks: body.webhooks,
         annotations: body.annotations,
     })?;
-    match state.engine.check(&spec.sql).await {
+    match caller.view.engine.check(&spec.sql).await {
         Ok(()) => Ok(spec),
         Err(QueryError::Invalid(message) | QueryError::NotAllowed(message)) => Err(
             ApiError::BadRequest(format!("the rule's SQL does not plan: {message}")),
@@ -118,15 +119,19 @@ fn rule_json(rule: &Rule) -> Value {
 
 async fn create_rule(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = spec_of(&state, body).await?;
-    let id = rules::create(state.metadata.pool(), DEFAULT_TENANT, &spec, now_ms()).await?;
+    let spec = spec_of(&caller, body).await?;
+    let id = rules::create(state.metadata.pool(), caller.tenant(), &spec, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
-async fn list_rules(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let rules = rules::list(state.metadata.pool(), DEFAULT_TENANT).await?;
+async fn list_rules(
+    State(state): State<ApiState>,
+    Reader(caller): Reader,
+) -> Result<Json<Value>, ApiError> {
+    let rules = rules::list(state.metadata.pool(), caller.tenant()).await?;
     Ok(Json(
         json!({ "rules": rules.iter().map(rule_json).collect::<Vec<_>>() }),
     ))
@@ -134,35 +139,38 @@ async fn list_rules(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 
 async fn get_rule(
     State(state): State<ApiState>,
+    Reader(caller): Reader,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = rule_id(id)?;
-    let rule = rules::get(state.metadata.pool(), DEFAULT_TENANT, id).await?;
+    let rule = rules::get(state.metadata.pool(), caller.tenant(), id).await?;
     Ok(Json(rule_json(&rule)))
 }
 
 async fn replace_rule(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = rule_id(id)?;
-    let spec = spec_of(&state, body).await?;
+    let spec = spec_of(&caller, body).await?;
     let pool = state.metadata.pool();
-    rules::update(pool, DEFAULT_TENANT, id, &spec, now_ms()).await?;
-    let rule = rules::get(pool, DEFAULT_TENANT, id).await?;
+    rules::update(pool, caller.tenant(), id, &spec, now_ms()).await?;
+    let rule = rules::get(pool, caller.tenant(), id).await?;
     Ok(Json(rule_json(&rule)))
 }
 
 async fn delete_rule(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = rule_id(id)?;
     let external_url = state.info.external_url.clone().unwrap_or_default();
     let deleted = state::delete_rule(
         state.metadata.pool(),
-        DEFAULT_TENANT,
+        caller.tenant(),
         id,
         &external_url,
         now_ms(),
@@ -196,6 +204,7 @@ fn instance_json(rule_id: i64, rule_name: &str, instance: &Instance) -> Value {
 
 async fn get_alerts(
     State(state): State<ApiState>,
+    Reader(caller): Reader,
     query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| {
@@ -206,8 +215,8 @@ async fn get_alerts(
     })?;
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
     let pool = state.metadata.pool();
-    let current = state::current(pool, DEFAULT_TENANT).await?;
-    let history = state::history(pool, DEFAULT_TENANT, limit).await?;
+    let current = state::current(pool, caller.tenant()).await?;
+    let history = state::history(pool, caller.tenant(), limit).await?;
     Ok(Json(json!({
         "alerts": current
             .iter()
@@ -244,6 +253,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use flowscope_auth::DEFAULT_TENANT;
 
     async fn state(dir: &std::path::Path) -> ApiState {
         let mut config = StoreConfig::new(dir);
@@ -258,9 +268,11 @@ mod tests {
             .execute(metadata.pool())
             .await
             .unwrap();
+        let view = crate::TenantView { engine, graph };
         ApiState {
-            engine,
-            graph,
+            tenants: Arc::new([(flowscope_auth::TenantId::default_tenant(), view)].into()),
+            access: Arc::new(flowscope_auth::Access::open(Default::default())),
+            sessions: Default::default(),
             config: crate::ApiConfig::default(),
             ready: Arc::default(),
             info: crate::ServerInfo::default(),
@@ -414,7 +426,7 @@ mod tests {
         let config = flowscope_alert::scheduler::SchedulerConfig::new("http://127.0.0.1:8080");
         let committed = flowscope_alert::scheduler::evaluate_rule(
             &state.metadata,
-            &state.engine,
+            &state.tenants[&flowscope_auth::TenantId::default_tenant()].engine,
             &config,
             DEFAULT_TENANT,
             &rule,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
 use flowscope_query::QueryError;
@@ -14,7 +14,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ApiState;
+use crate::auth::Reader;
 use crate::error::ApiError;
 
 /// How often the stream looks for changes; deltas are sent at most this often.
@@ -148,7 +148,7 @@ pub struct WindowParams {
 }
 
 pub async fn get_graph(
-    State(state): State<ApiState>,
+    Reader(caller): Reader,
     Query(params): Query<WindowParams>,
 ) -> Result<Json<Value>, ApiError> {
     let (from, to) = window(
@@ -157,7 +157,7 @@ pub async fn get_graph(
         LIVE_WINDOW,
         now_ns(),
     )?;
-    let graph = state.graph.clone();
+    let graph = caller.view.graph.clone();
     let snapshot = tokio::task::spawn_blocking(move || graph.snapshot(from, to))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -176,7 +176,7 @@ pub struct DiffParams {
 /// Compares two windows. Defaults: `after` is the last 15 minutes, `before` the 15 minutes
 /// before it, `ratio` 2 (a change means doubled or halved).
 pub async fn get_diff(
-    State(state): State<ApiState>,
+    Reader(caller): Reader,
     Query(params): Query<DiffParams>,
 ) -> Result<Json<Value>, ApiError> {
     let now = now_ns();
@@ -204,7 +204,7 @@ pub async fn get_diff(
             "`ratio` must be a number above 1, e.g. 2 for doubled or halved".into(),
         ));
     }
-    let graph = state.graph.clone();
+    let graph = caller.view.graph.clone();
     let changes = tokio::task::spawn_blocking(move || {
         let before = graph.snapshot(before_from, before_to)?;
         let after = graph.snapshot(after_from, after_to)?;
@@ -226,10 +226,8 @@ pub async fn get_diff(
 
 /// The live graph as server-sent events: one `snapshot` event, then a `delta` event at most
 /// once a second whenever something changed.
-pub async fn stream(
-    State(state): State<ApiState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let graph = state.graph.clone();
+pub async fn stream(Reader(caller): Reader) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let graph = caller.view.graph.clone();
     let events = futures::stream::unfold(
         (None::<Arc<Snapshot>>, graph),
         |(previous, graph)| async move {

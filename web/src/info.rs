@@ -9,6 +9,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::ApiState;
+use crate::auth::Reader;
 
 /// Facts about the running server, fixed at start.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +25,7 @@ pub struct ServerInfo {
     pub external_url: Option<String>,
 }
 
-pub async fn get_info(State(state): State<ApiState>) -> Json<Value> {
+pub async fn get_info(State(state): State<ApiState>, Reader(_): Reader) -> Json<Value> {
     Json(info_json(&state.info))
 }
 

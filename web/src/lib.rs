@@ -13,9 +13,15 @@
 //!
 //! JSON for the browser is made here and nowhere else; every error becomes
 //! `{"error": "..."}` with a status chosen in exactly one place ([`error::ApiError`]).
+//!
+//! Every route states who may call it: `/healthz`, the dashboard's files and `/api/login`
+//! are open; everything else takes a [`auth::Reader`] or [`auth::Manager`] extractor, which
+//! answers 401/403 before the handler runs and gives it the caller's tenant's engine and
+//! graph: a handler cannot reach another tenant's data because it is never handed it.
 
 mod alerts;
 mod assets;
+pub mod auth;
 pub mod error;
 mod graph;
 mod info;
@@ -32,6 +38,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use std::collections::BTreeMap;
+
+use flowscope_auth::{Access, TenantId};
 use flowscope_query::SqlEngine;
 use flowscope_query::graph_tables::GraphView;
 
@@ -57,11 +66,23 @@ impl Default for ApiConfig {
     }
 }
 
+/// One tenant's data as the API reads it: its SQL engine (over its own store and graph
+/// tables only) and its live graph.
+#[derive(Debug, Clone)]
+pub struct TenantView {
+    pub engine: Arc<SqlEngine>,
+    pub graph: GraphView,
+}
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    pub engine: Arc<SqlEngine>,
-    pub graph: GraphView,
+    /// Every tenant's data; handlers see only the caller's, through [`auth::Caller`].
+    pub tenants: Arc<BTreeMap<TenantId, TenantView>>,
+    /// The tokens, or none (open: everyone is the default tenant's admin).
+    pub access: Arc<Access>,
+    /// The dashboard's logged-in sessions.
+    pub sessions: auth::Sessions,
     pub config: ApiConfig,
     pub ready: Arc<AtomicBool>,
     pub info: ServerInfo,
@@ -75,6 +96,9 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/whoami", get(auth::whoami))
         .route("/api/status", get(status::get_status))
         .route("/metrics", get(status::get_metrics))
         .route("/api/info", get(info::get_info))

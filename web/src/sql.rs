@@ -14,6 +14,7 @@ use flowscope_query::QueryOutput;
 use serde::Deserialize;
 
 use crate::ApiState;
+use crate::auth::Reader;
 use crate::error::ApiError;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -48,6 +49,7 @@ fn requested_format(headers: &HeaderMap) -> Format {
 
 pub async fn run_sql(
     State(state): State<ApiState>,
+    Reader(caller): Reader,
     headers: HeaderMap,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -67,7 +69,7 @@ pub async fn run_sql(
         Format::Json => state.config.max_json_rows,
         Format::Csv | Format::Arrow => state.config.max_export_rows,
     };
-    let output = state.engine.query(&request.sql, max_rows).await?;
+    let output = caller.view.engine.query(&request.sql, max_rows).await?;
     let mut response = match format {
         Format::Json => json_response(&output)?,
         Format::Csv => bytes_response(csv_bytes(&output)?, "text/csv; charset=utf-8"),

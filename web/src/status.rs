@@ -2,12 +2,12 @@
 //! the live graph are doing, from the same counters.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
 
-use crate::ApiState;
+use crate::TenantView;
+use crate::auth::Reader;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Type {
@@ -24,10 +24,10 @@ struct Figure {
     value: u64,
 }
 
-fn figures(state: &ApiState) -> Vec<Figure> {
-    let store = state.engine.store().stats();
-    let (graph, graph_bytes) = state.graph.counters();
-    let (from_kept, from_spans) = state.graph.history_counters();
+fn figures(view: &TenantView) -> Vec<Figure> {
+    let store = view.engine.store().stats();
+    let (graph, graph_bytes) = view.graph.counters();
+    let (from_kept, from_spans) = view.graph.history_counters();
     let figure = |section, key, kind, help, value| Figure {
         section,
         key,
@@ -202,9 +202,10 @@ fn figures(state: &ApiState) -> Vec<Figure> {
 }
 
 /// `{"store": {...}, "graph": {...}}`, every figure under its plain name.
-pub async fn get_status(State(state): State<ApiState>) -> Json<Value> {
+/// The caller's tenant's figures.
+pub async fn get_status(Reader(caller): Reader) -> Json<Value> {
     let mut sections: Map<String, Value> = Map::new();
-    for figure in figures(&state) {
+    for figure in figures(&caller.view) {
         let section = sections.entry(figure.section).or_insert_with(|| json!({}));
         section[figure.key] = json!(figure.value);
     }
@@ -213,9 +214,9 @@ pub async fn get_status(State(state): State<ApiState>) -> Json<Value> {
 
 /// The same figures as Prometheus metrics: `flowscope_<section>_<key>`, counters with
 /// `_total`.
-pub async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
+pub async fn get_metrics(Reader(caller): Reader) -> impl IntoResponse {
     let mut text = String::new();
-    for figure in figures(&state) {
+    for figure in figures(&caller.view) {
         let (kind, suffix) = match figure.kind {
             Type::Counter => ("counter", "_total"),
             Type::Gauge => ("gauge", ""),

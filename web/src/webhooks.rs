@@ -1,5 +1,7 @@
 //! `/api/webhooks`: create, list, change and delete webhooks, send a test notification, and
 //! read the delivery history. Secrets go in, and come out only once, when generated.
+//! Every route needs an admin token: a webhook's URL is often a credential itself (a chat
+//! service's incoming-webhook address), so read-only tokens do not see them.
 
 use axum::Json;
 use axum::Router;
@@ -7,15 +9,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use flowscope_alert::now_ms;
-use flowscope_alert::rules::DEFAULT_TENANT;
 use flowscope_alert::webhooks::{self, Delivery, Webhook, WebhookInput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiState;
+use crate::auth::Manager;
 use crate::error::ApiError;
 
-/// Until authentication exists, every webhook belongs to this tenant.
 const DEFAULT_DELIVERIES: u32 = 50;
 const MAX_DELIVERIES: u32 = 500;
 
@@ -100,12 +101,13 @@ fn delivery_json(delivery: &Delivery) -> Value {
 
 async fn create(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     payload: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input = body(payload)?;
     let created = webhooks::create(
         state.metadata.pool(),
-        DEFAULT_TENANT,
+        caller.tenant(),
         input,
         state.config.allow_private_webhooks,
         now_ms(),
@@ -119,8 +121,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let all = webhooks::list(state.metadata.pool(), DEFAULT_TENANT).await?;
+async fn list(
+    State(state): State<ApiState>,
+    Manager(caller): Manager,
+) -> Result<Json<Value>, ApiError> {
+    let all = webhooks::list(state.metadata.pool(), caller.tenant()).await?;
     Ok(Json(json!({
         "webhooks": all.iter().map(webhook_json).collect::<Vec<_>>()
     })))
@@ -128,21 +133,23 @@ async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 async fn get_one(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let hook = webhooks::get(state.metadata.pool(), DEFAULT_TENANT, id).await?;
+    let hook = webhooks::get(state.metadata.pool(), caller.tenant(), id).await?;
     Ok(Json(webhook_json(&hook)))
 }
 
 async fn update(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     Path(id): Path<i64>,
     payload: Result<Json<Body>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let input = body(payload)?;
     let hook = webhooks::update(
         state.metadata.pool(),
-        DEFAULT_TENANT,
+        caller.tenant(),
         id,
         input,
         state.config.allow_private_webhooks,
@@ -154,24 +161,27 @@ async fn update(
 
 async fn delete(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    webhooks::delete(state.metadata.pool(), DEFAULT_TENANT, id).await?;
+    webhooks::delete(state.metadata.pool(), caller.tenant(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn send_test(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let msg_id =
-        webhooks::enqueue_test(state.metadata.pool(), DEFAULT_TENANT, id, now_ms()).await?;
+        webhooks::enqueue_test(state.metadata.pool(), caller.tenant(), id, now_ms()).await?;
     state.metadata.delivery_waker().wake();
     Ok((StatusCode::ACCEPTED, Json(json!({ "msg_id": msg_id }))))
 }
 
 async fn deliveries(
     State(state): State<ApiState>,
+    Manager(caller): Manager,
     Path(id): Path<i64>,
     Query(query): Query<DeliveriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -179,7 +189,7 @@ async fn deliveries(
         .limit
         .unwrap_or(DEFAULT_DELIVERIES)
         .clamp(1, MAX_DELIVERIES);
-    let list = webhooks::deliveries(state.metadata.pool(), DEFAULT_TENANT, id, limit).await?;
+    let list = webhooks::deliveries(state.metadata.pool(), caller.tenant(), id, limit).await?;
     Ok(Json(json!({
         "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()
     })))
