@@ -530,3 +530,60 @@ fn an_empty_server_shows_where_to_send_traces_and_2000_nodes_are_interactive_wit
         "2,000 nodes took {ready:.0} ms from navigation to interactive (goal: 2,000 ms on an idle machine, {bound:.0} ms at this load): {best}"
     );
 }
+
+#[test]
+fn a_server_with_tokens_asks_for_one_and_shows_only_the_tenant_logged_in() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\ntoken = \"acme-read-token-000001\"\ntenant = \"acme\"\nrole = \"read\"\n\n\
+         [[token]]\ntoken = \"acme-ingest-token-0001\"\ntenant = \"acme\"\nrole = \"ingest\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+            "--graph-pairing-ttl",
+            "1s",
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+        for request in fraud_check() {
+            let mut request = tonic::Request::new(request);
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer acme-ingest-token-0001".parse().unwrap());
+            client.export(request).await.unwrap();
+        }
+    });
+    let url = format!("http://{}", server.api);
+    let result = drive("login", &url, |what| match what {
+        "wrong-token" => "acme-read-token-000002".into(),
+        "read-token" => "acme-read-token-000001".into(),
+        other => panic!("unexpected wait for {other}"),
+    });
+    assert_eq!(result["before"]["graph_hidden"], true, "{result}");
+    assert_eq!(
+        result["before"]["cy"], false,
+        "no data was asked for before login"
+    );
+    assert_eq!(result["wrong_error"], "this token is not valid");
+    assert_eq!(result["after"]["user"], "acme · read Log out");
+    assert_eq!(result["after"]["login_shown"], false);
+    assert_eq!(result["after"]["cookie_seen_by_script"], false);
+    let nodes = strings(&result["after"]["nodes"]);
+    assert!(
+        nodes.contains("billing") && nodes.contains("fraud-check"),
+        "{nodes:?}"
+    );
+    assert_eq!(result["logged_out"], true);
+    server.stop();
+}

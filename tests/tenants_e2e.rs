@@ -4,6 +4,8 @@
 //! `globex` may appear in anything `acme` gets back, and the other way round; wrong, missing
 //! and misused tokens are refused on every door (OTLP/gRPC, OTLP/HTTP, API, dashboard login).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -76,6 +76,7 @@ try {
   else if (scenario === 'empty') await empty(page);
   else if (scenario === 'big') await big(page);
   else if (scenario === 'many') await many(page);
+  else if (scenario === 'login') await loginFlow(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -376,4 +377,34 @@ async function many(page) {
     };
   });
   await page.screenshot({path: join(artefacts, 'graph-3000.png')});
+}
+
+/** A server with tokens: the login form first, a wrong token refused, a read token in. */
+async function loginFlow(page) {
+  step('login');
+  await page.goto(`${baseUrl}/`);
+  await page.waitForSelector('#login');
+  result.before = await page.evaluate(() => ({
+    graph_hidden: document.getElementById('view-graph').classList.contains('hidden'),
+    cy: Boolean(window.flowscope.cy),
+  }));
+  await page.fill('#login-token', await waitFor('wrong-token'));
+  await page.click('#login button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent.length > 0);
+  result.wrong_error = await page.textContent('#login-error');
+  await page.fill('#login-token', await waitFor('read-token'));
+  await Promise.all([page.waitForNavigation(), page.click('#login button[type=submit]')]);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.cy.nodes().length > 0);
+  result.after = await page.evaluate(() => ({
+    user: document.getElementById('user')?.textContent,
+    nodes: window.flowscope.cy.nodes().map((n) => n.id()).sort(),
+    login_shown: Boolean(document.getElementById('login')),
+    // The session cookie is HttpOnly: the page's scripts cannot read it.
+    cookie_seen_by_script: document.cookie.includes('flowscope_session'),
+  }));
+  await page.screenshot({path: join(artefacts, 'logged-in.png')});
+  await Promise.all([page.waitForNavigation(), page.click('#logout')]);
+  await page.waitForSelector('#login');
+  result.logged_out = true;
 }

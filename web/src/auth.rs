@@ -206,7 +206,11 @@ pub async fn login(
             .into_response();
     }
     let Some(principal) = state.access.principal_of(&login.token) else {
-        return Refused(AuthError::Unauthenticated).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "this token is not valid" })),
+        )
+            .into_response();
     };
     if !principal.may(Permission::Read) {
         return Refused(AuthError::Forbidden(

@@ -8,6 +8,13 @@ export class ApiError extends Error {
   }
 }
 
+let unauthorized = null;
+
+/** Calls `callback` whenever the server answers 401 (no login, or the session ended). */
+export function onUnauthorized(callback) {
+  unauthorized = callback;
+}
+
 async function answer(response) {
   const text = await response.text();
   let body = null;
@@ -16,6 +23,7 @@ async function answer(response) {
   } catch {
     body = null;
   }
+  if (response.status === 401 && unauthorized) unauthorized();
   if (!response.ok) {
     const message = body && typeof body.error === 'string' ? body.error : text || response.statusText;
     throw new ApiError(response.status, message);
@@ -47,4 +55,19 @@ export async function sql(text) {
 export function records(result) {
   const names = result.columns.map((c) => c.name);
   return result.rows.map((row) => Object.fromEntries(names.map((n, i) => [n, row[i]])));
+}
+
+/** Logs in with a token; the server keeps the session in an HttpOnly cookie. */
+export async function login(token) {
+  return answer(
+    await fetch('/api/login', {
+      method: 'POST',
+      headers: {'content-type': 'application/json', accept: 'application/json'},
+      body: JSON.stringify({token}),
+    }),
+  );
+}
+
+export async function logout() {
+  await fetch('/api/logout', {method: 'POST'});
 }

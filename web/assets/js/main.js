@@ -5,7 +5,7 @@
 //   #/sql?q=SELECT+...
 //   #/trace/<trace id>?span=<span id>
 
-import {getJson} from './api.js';
+import {getJson, login, logout, onUnauthorized} from './api.js';
 import {GraphView} from './graph.js';
 import {h, replace} from './dom.js';
 import {SqlView} from './sql.js';
@@ -24,6 +24,16 @@ class App {
   }
 
   async start() {
+    onUnauthorized(() => this.showLogin());
+    // Who this is: a server with tokens asks for one before showing anything.
+    let whoami;
+    try {
+      whoami = await getJson('/api/whoami');
+    } catch {
+      return; // 401 showed the login form; other errors leave the views to report.
+    }
+    this.state.whoami = whoami;
+    if (whoami && !whoami.open) this.renderUser(whoami);
     // Asked for alongside the first view's data, not before it.
     this.infoReady = getJson('/api/info').then(
       (info) => {
@@ -86,6 +96,54 @@ class App {
     }
     await this.views[view].show(params);
     if (view === 'graph' && this.cy) this.cy.resize();
+  }
+
+  /** The login form, in place of every view: this server checks tokens. */
+  showLogin() {
+    if (document.getElementById('login')) return;
+    for (const section of Object.values(this.sections)) section.classList.add('hidden');
+    const error = h('p', {class: 'error', id: 'login-error'});
+    const input = h('input', {
+      type: 'password',
+      id: 'login-token',
+      autocomplete: 'current-password',
+      placeholder: 'token',
+      required: true,
+    });
+    const form = h(
+      'form',
+      {
+        id: 'login',
+        class: 'login',
+        onsubmit: async (event) => {
+          event.preventDefault();
+          try {
+            await login(input.value);
+            location.reload();
+          } catch (failure) {
+            replace(error, failure.message);
+          }
+        },
+      },
+      h('h2', {}, 'Log in'),
+      h('p', {class: 'muted'}, 'This flowscope checks tokens. Paste a read or admin token; it is kept in a cookie this page cannot read.'),
+      input,
+      h('button', {type: 'submit'}, 'Log in'),
+      error,
+    );
+    document.querySelector('main').prepend(form);
+    this.state.login = true;
+    input.focus();
+  }
+
+  renderUser(whoami) {
+    const out = h('button', {type: 'button', id: 'logout', onclick: async () => {
+      await logout();
+      location.reload();
+    }}, 'Log out');
+    document.querySelector('header').append(
+      h('span', {class: 'user muted', id: 'user'}, `${whoami.tenant} · ${whoami.role}`, ' ', out),
+    );
   }
 
   /** Where to send traces, with an unspecified listen address shown as this page's host. */
