@@ -533,6 +533,51 @@ mod tests {
     }
 
     #[test]
+    fn without_tokens_the_api_stays_on_loopback_and_with_them_it_may_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = ServeConfig::resolve(ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            api_addr: Some("0.0.0.0:8088".parse().expect("addr")),
+            ..ServeArgs::default()
+        })
+        .expect("resolve");
+        assert!(open.access.is_open());
+        assert_eq!(open.api_addr, "127.0.0.1:8088".parse().expect("addr"));
+
+        let closed = ServeConfig::resolve(ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            api_addr: Some("0.0.0.0:8088".parse().expect("addr")),
+            read_token: Some("a-read-token-of-length".into()),
+            tenant_max_bytes_per_second: Some("1MiB".into()),
+            demo: true,
+            ..ServeArgs::default()
+        })
+        .expect("resolve");
+        assert!(!closed.access.is_open());
+        assert_eq!(closed.api_addr, "0.0.0.0:8088".parse().expect("addr"));
+        let tenant = TenantId::default_tenant();
+        assert_eq!(
+            closed.access.limits(&tenant).bytes_per_second,
+            Some(1 << 20)
+        );
+        // The demo gets an ingest token of its own, which may send but not read.
+        let demo = closed.demo_token.as_deref().expect("a demo token");
+        let principal = closed
+            .access
+            .authenticate(Some(format!("Bearer {demo}").as_bytes()), None)
+            .expect("the demo's token is accepted");
+        assert_eq!(principal.role, Role::Ingest);
+
+        let short = ServeConfig::resolve(ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            admin_token: Some("short".into()),
+            ..ServeArgs::default()
+        });
+        let message = format!("{:#}", short.expect_err("a short token is refused"));
+        assert!(message.contains("--admin-token"), "{message}");
+    }
+
+    #[test]
     fn the_external_url_must_be_absolute_and_loses_its_trailing_slash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let resolve = |url: &str| {

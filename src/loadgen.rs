@@ -64,6 +64,9 @@ pub struct LoadgenArgs {
     /// Print the final report as one JSON object instead of a table
     #[arg(long)]
     json: bool,
+    /// An ingest token for a server that checks tokens (sent as `authorization: Bearer`)
+    #[arg(long, env = "FLOWSCOPE_LOADGEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// The checked plan of a run.
@@ -87,6 +90,7 @@ fn plan(args: LoadgenArgs) -> anyhow::Result<Plan> {
         endpoint,
         encoding: args.encoding,
         gzip: args.gzip,
+        token: args.token,
     };
     target.check()?;
     let duration =
@@ -203,6 +207,17 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     }
     if let Some(failure) = &sent.first_failure {
         eprintln!("first failure: {failure}");
+    }
+    let refused_token = sent.first_failure.as_deref().is_some_and(|failure| {
+        ["Unauthenticated", "PermissionDenied", " 401", " 403"]
+            .iter()
+            .any(|code| failure.contains(code))
+    });
+    if sent.totals.spans_acked == 0 && refused_token {
+        bail!(
+            "{} checks tokens and refused ours; pass an ingest token with --token (or FLOWSCOPE_LOADGEN_TOKEN)",
+            plan.target.endpoint
+        );
     }
     if sent.totals.spans_acked == 0 {
         bail!(

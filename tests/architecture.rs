@@ -72,6 +72,23 @@ fn graph_knows_nothing_of_tokio_io_or_http() {
 }
 
 #[test]
+fn auth_is_plain_logic() {
+    check_absent(
+        "flowscope-auth",
+        &[
+            "tokio",
+            "datafusion",
+            "tonic",
+            "axum",
+            "hyper",
+            "flowscope-query",
+            "flowscope-collector",
+            "flowscope-web",
+        ],
+    );
+}
+
+#[test]
 fn the_demo_is_only_an_otlp_client() {
     check_absent(
         "flowscope-demo",

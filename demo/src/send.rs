@@ -103,6 +103,9 @@ pub struct Target {
     pub endpoint: String,
     pub encoding: Encoding,
     pub gzip: bool,
+    /// Sent as `authorization: Bearer <token>` (a server with tokens refuses requests
+    /// without one).
+    pub token: Option<String>,
 }
 
 impl Target {
@@ -113,6 +116,7 @@ impl Target {
             endpoint: endpoint.into(),
             encoding: Encoding::Protobuf,
             gzip: false,
+            token: None,
         }
     }
 
@@ -508,11 +512,15 @@ enum Outcome {
 /// One connection to the server, over either protocol.
 enum Client {
     /// A `Channel` of its own is one HTTP/2 connection.
-    Grpc(tonic::client::Grpc<Channel>),
+    Grpc {
+        grpc: tonic::client::Grpc<Channel>,
+        authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    },
     /// A client of its own keeps its one connection alive between requests.
     Http {
         client: HttpClient,
         url: String,
+        authorization: Option<hyper::header::HeaderValue>,
         content_type: &'static str,
         gzip: bool,
         json: bool,
@@ -544,7 +552,16 @@ impl Client {
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                Ok(Self::Grpc(grpc))
+                let authorization = match &target.token {
+                    None => None,
+                    Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                        Error::BadTarget("the token must be printable ASCII".into())
+                    })?),
+                };
+                Ok(Self::Grpc {
+                    grpc,
+                    authorization,
+                })
             }
             Protocol::Http => {
                 let url = target.http_url();
@@ -575,10 +592,19 @@ impl Client {
                         return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")));
                     }
                 }
+                let authorization = match &target.token {
+                    None => None,
+                    Some(token) => Some(
+                        hyper::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(
+                            |_| Error::BadTarget("the token must be printable ASCII".into()),
+                        )?,
+                    ),
+                };
                 Ok(Self::Http {
                     client: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                         .build_http(),
                     url,
+                    authorization,
                     content_type: target.content_type(),
                     gzip: target.gzip,
                     json: target.encoding == Encoding::Json,
@@ -589,12 +615,21 @@ impl Client {
 
     async fn export(&mut self, body: Bytes) -> Outcome {
         match self {
-            Self::Grpc(grpc) => {
+            Self::Grpc {
+                grpc,
+                authorization,
+            } => {
                 if let Err(error) = grpc.ready().await {
                     return Outcome::Failed(format!("the grpc connection failed: {error}"));
                 }
                 let path = PathAndQuery::from_static(EXPORT_PATH);
-                match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+                let mut request = tonic::Request::new(body);
+                if let Some(value) = authorization {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", value.clone());
+                }
+                match grpc.unary(request, path, RawCodec).await {
                     Ok(response) => acknowledged_protobuf(response.into_inner()),
                     Err(status) => grpc_outcome(&status),
                 }
@@ -602,6 +637,7 @@ impl Client {
             Self::Http {
                 client,
                 url,
+                authorization,
                 content_type,
                 gzip,
                 json,
@@ -610,6 +646,9 @@ impl Client {
                     .header(hyper::header::CONTENT_TYPE, *content_type);
                 if *gzip {
                     request = request.header(hyper::header::CONTENT_ENCODING, "gzip");
+                }
+                if let Some(value) = authorization {
+                    request = request.header(hyper::header::AUTHORIZATION, value.clone());
                 }
                 let request = match request.body(Full::new(body)) {
                     Ok(request) => request,
@@ -658,6 +697,8 @@ fn grpc_outcome(status: &tonic::Status) -> Outcome {
         | Code::Aborted
         | Code::OutOfRange
         | Code::DataLoss => Outcome::Refused,
+        // Retryable only with RetryInfo (a rate limit); without it the request is too large.
+        Code::ResourceExhausted if !status.details().is_empty() => Outcome::Refused,
         code => Outcome::Rejected(format!(
             "grpc export rejected with {code:?}: {}",
             status.message()
