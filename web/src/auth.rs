@@ -147,7 +147,7 @@ impl Caller {
         let principal = principal(&parts.headers, state).map_err(Refused)?;
         if !principal.may(permission) {
             return Err(Refused(AuthError::Forbidden(match permission {
-                Permission::Manage => "this token may not change rules or webhooks",
+                Permission::Manage => "alert rules and webhooks need an admin token",
                 Permission::Read | Permission::Ingest => "this token may not read",
             })));
         }
