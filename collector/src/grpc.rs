@@ -9,12 +9,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
 use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
+use flowscope_model::memory::Reservation;
 use futures::future::BoxFuture;
+use http_body::{Frame, SizeHint};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
@@ -115,6 +118,24 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
+        // Then refused before tonic reads a byte when memory is short; the body reserves its
+        // bytes as they arrive, and the handler finds the same reservation in the extensions.
+        let held = match self.receiver.config.memory.admit() {
+            Ok(reservation) => HeldMemory(Arc::new(Mutex::new(reservation))),
+            Err(refusal) => {
+                let status = grpc_status(&refusal.into());
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(held.clone());
+        let request = http::Request::from_parts(
+            parts,
+            ReservedBody {
+                inner: Box::pin(body),
+                held,
+            },
+        );
         let server = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(RequestBytesCodec)
@@ -144,9 +165,10 @@ impl UnaryService<Bytes> for ExportMethod {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let receiver = self.receiver.clone();
         let principal = self.principal.clone();
+        let held = request.extensions().get::<HeldMemory>().cloned();
         Box::pin(async move {
             receiver
-                .receive(&principal, request.into_inner())
+                .receive(&principal, request.into_inner(), held)
                 .await
                 .map(Response::new)
                 .map_err(|error| grpc_status(&error))
@@ -195,9 +217,21 @@ impl TraceReceiver {
         &self,
         principal: &Principal,
         body: Bytes,
+        held: Option<HeldMemory>,
     ) -> Result<ExportTraceServiceResponse, CollectorError> {
         let decoded_bytes = body.len();
+        if let Some(held) = &held {
+            // The frames were reserved as they arrived; tonic may have inflated them into a
+            // larger message, and the batch decoding builds is about as large again.
+            let mut reservation = held.lock();
+            reservation.grow_to(body.len())?;
+            reservation.grow(body.len())?;
+        }
         let decoded = decode_off_runtime(body).await?;
+        if let Some(held) = &held {
+            held.lock()
+                .set(decoded.batch.as_ref().map_or(0, |b| b.get_array_memory_size()));
+        }
         let response = decoded.export_response();
         if let Some(batch) = decoded.batch {
             self.config
@@ -215,6 +249,65 @@ async fn decode_off_runtime(body: Bytes) -> Result<DecodedTraces, CollectorError
     tokio::task::spawn_blocking(move || decode_protobuf(&body))
         .await
         .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
+}
+
+/// The memory one export call holds, shared by its body (while tonic reads it) and its
+/// handler; given back when both are done.
+#[derive(Clone)]
+struct HeldMemory(Arc<Mutex<Reservation>>);
+
+impl HeldMemory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reservation> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// A request body that reserves each frame in the memory budget before tonic buffers it, and
+/// ends the call with UNAVAILABLE (tonic passes a body's `Status` error through) once the
+/// budget is spent.
+struct ReservedBody<B> {
+    inner: Pin<Box<B>>,
+    held: HeldMemory,
+}
+
+impl<B> http_body::Body for ReservedBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = B::Data;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |data| data.remaining());
+                if let Err(refusal) = this.held.lock().grow(len) {
+                    let status = grpc_status(&refusal.into());
+                    return Poll::Ready(Some(Err(Box::new(status))));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The one place where errors become gRPC statuses.
@@ -237,7 +330,7 @@ fn grpc_status(error: &CollectorError) -> Status {
                 ErrorDetails::with_retry_info(Some(*retry_after)),
             );
         }
-        CollectorError::Sink(sink_error) => match sink_error.retry_after() {
+        CollectorError::Sink(_) | CollectorError::Overloaded(_) => match error.retry_after() {
             Some(retry_after) => {
                 tracing::debug!(%message, "otlp/grpc export deferred");
                 return Status::with_error_details(

@@ -18,7 +18,9 @@ use http::header::{
     WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use bytes::BytesMut;
+use flowscope_model::memory::Reservation;
+use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
@@ -101,16 +103,25 @@ async fn receive(
     )?;
     let compression = compression(headers)?;
     let limit = state.config.max_request_bytes;
-    let raw = read_body(body, headers, limit).await?;
-    let (decoded, decoded_bytes) = if compression == Compression::Identity
-        && raw.len() <= INLINE_DECODE_BYTES
-    {
-        decode_body(&raw, compression, encoding, limit)?
-    } else {
-        tokio::task::spawn_blocking(move || decode_body(&raw, compression, encoding, limit))
+    // Refused before a byte is read when memory is short; every buffer below is reserved
+    // before it is allocated and given back when the request is answered.
+    let mut reservation = state.config.memory.admit()?;
+    let raw = read_body(body, headers, limit, &mut reservation).await?;
+    let (decoded, mut reservation) =
+        if compression == Compression::Identity && raw.len() <= INLINE_DECODE_BYTES {
+            let decoded = decode_body(&raw, compression, encoding, limit, &mut reservation);
+            (decoded, reservation)
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let decoded = decode_body(&raw, compression, encoding, limit, &mut reservation);
+                (decoded, reservation)
+            })
             .await
-            .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))??
-    };
+            .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
+        };
+    let (decoded, decoded_bytes) = decoded?;
+    // The request's bytes are freed; the batch is what stays until the sink answers.
+    reservation.set(decoded.batch.as_ref().map_or(0, |b| b.get_array_memory_size()));
     let response = decoded.export_response();
     if let Some(batch) = decoded.batch {
         state
@@ -156,8 +167,14 @@ fn compression(headers: &HeaderMap) -> Result<Compression, CollectorError> {
     }
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, CollectorError> {
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes or does not fit in
+/// the memory budget (a declared length is reserved whole, before reading).
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, CollectorError> {
     let declared_length = headers
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -165,15 +182,25 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared_length.is_some_and(|length| length > limit as u64) {
         return Err(CollectorError::TooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(CollectorError::TooLarge { limit })
+    let declared = declared_length.unwrap_or(0) as usize;
+    reservation.grow_to(declared)?;
+    let mut body = body;
+    let mut collected = BytesMut::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            CollectorError::InvalidRequest(format!("could not read the request body: {error}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = collected.len() + data.len();
+        if total > limit {
+            return Err(CollectorError::TooLarge { limit });
         }
-        Err(error) => Err(CollectorError::InvalidRequest(format!(
-            "could not read the request body: {error}"
-        ))),
+        reservation.grow_to(total)?;
+        collected.extend_from_slice(&data);
     }
+    Ok(collected.freeze())
 }
 
 fn decode_body(
@@ -181,15 +208,18 @@ fn decode_body(
     compression: Compression,
     encoding: PayloadEncoding,
     limit: usize,
+    reservation: &mut Reservation,
 ) -> Result<(DecodedTraces, usize), CollectorError> {
     let inflated;
     let body = match compression {
         Compression::Identity => raw,
         Compression::Gzip => {
-            inflated = gunzip(raw, limit)?;
+            inflated = gunzip(raw, limit, reservation)?;
             &inflated[..]
         }
     };
+    // The batch decoding builds is about as large as the protobuf or JSON it comes from.
+    reservation.grow(body.len())?;
     let decoded = match encoding {
         PayloadEncoding::Protobuf => decode_protobuf(body)?,
         PayloadEncoding::Json => decode_json(body)?,
@@ -198,12 +228,19 @@ fn decode_body(
     Ok((decoded, body.len()))
 }
 
-/// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes.
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CollectorError> {
+/// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes, each
+/// growth reserved in the memory budget first.
+fn gunzip(
+    compressed: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, CollectorError> {
     const FIRST_CHUNK: usize = 64 * 1024;
     let cap = limit.saturating_add(1);
     let mut decoder = MultiGzDecoder::new(compressed);
-    let mut out = vec![0; compressed.len().saturating_mul(4).max(FIRST_CHUNK).min(cap)];
+    let first = compressed.len().saturating_mul(4).max(FIRST_CHUNK).min(cap);
+    reservation.grow(first)?;
+    let mut out = vec![0; first];
     let mut filled = 0;
     loop {
         if filled == out.len() {
@@ -211,6 +248,7 @@ fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CollectorError> {
                 break;
             }
             let grown = out.len().saturating_mul(2).max(FIRST_CHUNK).min(cap);
+            reservation.grow(grown - out.len())?;
             out.resize(grown, 0);
         }
         match decoder.read(&mut out[filled..]) {
@@ -282,6 +320,7 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
         CollectorError::RateLimited { .. } => {
             (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted)
         }
+        CollectorError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
         CollectorError::Sink(sink_error) if sink_error.retry_after().is_some() => {
             (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
         }
@@ -319,12 +358,7 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
             (status, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
     };
-    let retry_after = match error {
-        CollectorError::Sink(sink_error) => sink_error.retry_after(),
-        CollectorError::RateLimited { retry_after } => Some(*retry_after),
-        _ => None,
-    };
-    if let Some(retry_after) = retry_after {
+    if let Some(retry_after) = error.retry_after() {
         // Retry-After is whole seconds; round up so the client never comes back too early.
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         response
@@ -780,23 +814,29 @@ mod tests {
         );
     }
 
+    fn unlimited() -> Reservation {
+        Arc::new(flowscope_model::memory::MemoryBudget::unlimited())
+            .admit()
+            .expect("an unlimited budget admits")
+    }
+
     #[test]
     fn gunzip_stops_at_the_limit() {
         let compressed = gzip(&vec![7u8; 1000]);
         assert_eq!(
-            gunzip(&compressed, 1000).map(|out| out.len()).ok(),
+            gunzip(&compressed, 1000, &mut unlimited()).map(|out| out.len()).ok(),
             Some(1000)
         );
         assert!(matches!(
-            gunzip(&compressed, 999),
+            gunzip(&compressed, 999, &mut unlimited()),
             Err(CollectorError::TooLarge { limit: 999 })
         ));
         assert!(matches!(
-            gunzip(&compressed, 0),
+            gunzip(&compressed, 0, &mut unlimited()),
             Err(CollectorError::TooLarge { limit: 0 })
         ));
         let two_members = [gzip(b"ab"), gzip(b"cd")].concat();
-        assert_eq!(gunzip(&two_members, 10).ok(), Some(b"abcd".to_vec()));
+        assert_eq!(gunzip(&two_members, 10, &mut unlimited()).ok(), Some(b"abcd".to_vec()));
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter};
+use flowscope_model::memory::{MemoryBudget, Refusal};
 
 /// The receivers' settings, shared by gRPC and HTTP.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct CollectorConfig {
     pub access: Arc<Access>,
     /// The per-tenant token buckets behind `access`'s limits.
     pub limiter: Arc<RateLimiter>,
+    /// The in-flight request budget both receivers reserve from before reading and decoding,
+    /// and the RSS safety net (`--memory-limit`).
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl Default for CollectorConfig {
@@ -56,6 +60,7 @@ impl Default for CollectorConfig {
             max_request_bytes: 64 * 1024 * 1024,
             access: Arc::new(Access::open(Limits::default())),
             limiter: Arc::new(RateLimiter::new()),
+            memory: Arc::new(MemoryBudget::unlimited()),
         }
     }
 }
@@ -119,6 +124,10 @@ pub enum CollectorError {
     /// gRPC RESOURCE_EXHAUSTED with RetryInfo).
     #[error("this tenant's ingest rate limit is exceeded: retry in {} ms", retry_after.as_millis())]
     RateLimited { retry_after: Duration },
+    /// The request did not fit in the memory budget; it was refused before it was read or
+    /// decoded, and the client should retry.
+    #[error("the receiver is at its memory limit ({0}): retry in {} ms", .0.retry_after().as_millis())]
+    Overloaded(Refusal),
     /// The sink did not take the batch; [`SinkError`] says whether retrying can help.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -128,4 +137,22 @@ pub enum CollectorError {
     /// A bug in this crate.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl CollectorError {
+    /// How long the client should wait before retrying, or `None` when retrying cannot help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CollectorError::Overloaded(refusal) => Some(refusal.retry_after()),
+            CollectorError::RateLimited { retry_after } => Some(*retry_after),
+            CollectorError::Sink(sink_error) => sink_error.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for CollectorError {
+    fn from(refusal: Refusal) -> Self {
+        CollectorError::Overloaded(refusal)
+    }
 }
