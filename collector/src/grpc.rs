@@ -229,8 +229,12 @@ impl TraceReceiver {
         }
         let decoded = decode_off_runtime(body).await?;
         if let Some(held) = &held {
-            held.lock()
-                .set(decoded.batch.as_ref().map_or(0, |b| b.get_array_memory_size()));
+            held.lock().set(
+                decoded
+                    .batch
+                    .as_ref()
+                    .map_or(0, |b| b.get_array_memory_size()),
+            );
         }
         let response = decoded.export_response();
         if let Some(batch) = decoded.batch {
@@ -396,6 +400,7 @@ mod tests {
     use super::*;
     use crate::sink::SinkError;
     use crate::test_support::*;
+    use flowscope_model::memory::MemoryBudget;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use std::time::Duration;
@@ -736,6 +741,79 @@ mod tests {
             "{delay:?}"
         );
         assert_eq!(sink.rows(), 16);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_memory_budget_is_unavailable_with_retry_info_after_auth() {
+        let sink = Arc::new(TestSink::accepting());
+        let memory = Arc::new(MemoryBudget::new(1 << 20, 4096, 0));
+        let config = CollectorConfig {
+            memory: memory.clone(),
+            ..config_with_tokens()
+        };
+        let server = Running::start_with(sink.clone(), config).await;
+        let acme = format!("Bearer {ACME_INGEST}");
+        let small = request_with(vec![valid_span(1)]);
+        server
+            .export_with(&[("authorization", &acme)], small)
+            .await
+            .expect("fits in the budget");
+        // Over 10 KB of protobuf: more than the 4 KiB budget.
+        let large = request_with((1..=200).map(valid_span).collect());
+        assert!(prost::Message::encoded_len(&large) > 4096);
+        let status = server
+            .export_with(&[("authorization", &acme)], large.clone())
+            .await
+            .expect_err("over the budget");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay)
+                .is_some(),
+            "RetryInfo: the client must retry"
+        );
+        // Authentication still comes first: a bad token is told so, not "retry later".
+        let status = server
+            .export_with(&[("authorization", "Bearer wrong-token-0000000")], large)
+            .await
+            .expect_err("bad token");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            sink.rows(),
+            1,
+            "nothing of the refused request reached the sink"
+        );
+        let figures = memory.figures();
+        assert_eq!(
+            figures.in_flight_bytes, 0,
+            "every reservation was given back"
+        );
+        assert!(figures.refused_in_flight >= 1);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn above_the_rss_high_water_mark_a_second_concurrent_request_is_refused() {
+        let memory = Arc::new(MemoryBudget::new(1 << 30, 1 << 30, 1000));
+        memory.record_rss(2000);
+        let held = memory.admit().expect("nothing in flight: let in");
+        let config = CollectorConfig {
+            memory: memory.clone(),
+            ..CollectorConfig::default()
+        };
+        let server = Running::start_with(Arc::new(TestSink::accepting()), config).await;
+        let status = server
+            .export(request_with(vec![valid_span(1)]))
+            .await
+            .expect_err("another request is in flight");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        drop(held);
+        server
+            .export(request_with(vec![valid_span(1)]))
+            .await
+            .expect("alone: let in");
         server.stop().await;
     }
 }

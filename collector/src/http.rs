@@ -11,15 +11,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use bytes::BytesMut;
 use flate2::read::MultiGzDecoder;
 use flowscope_auth::{AuthError, TENANT_HEADER};
+use flowscope_model::memory::Reservation;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use bytes::BytesMut;
-use flowscope_model::memory::Reservation;
 use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
@@ -121,7 +121,12 @@ async fn receive(
         };
     let (decoded, decoded_bytes) = decoded?;
     // The request's bytes are freed; the batch is what stays until the sink answers.
-    reservation.set(decoded.batch.as_ref().map_or(0, |b| b.get_array_memory_size()));
+    reservation.set(
+        decoded
+            .batch
+            .as_ref()
+            .map_or(0, |b| b.get_array_memory_size()),
+    );
     let response = decoded.export_response();
     if let Some(batch) = decoded.batch {
         state
@@ -824,7 +829,9 @@ mod tests {
     fn gunzip_stops_at_the_limit() {
         let compressed = gzip(&vec![7u8; 1000]);
         assert_eq!(
-            gunzip(&compressed, 1000, &mut unlimited()).map(|out| out.len()).ok(),
+            gunzip(&compressed, 1000, &mut unlimited())
+                .map(|out| out.len())
+                .ok(),
             Some(1000)
         );
         assert!(matches!(
@@ -836,7 +843,10 @@ mod tests {
             Err(CollectorError::TooLarge { limit: 0 })
         ));
         let two_members = [gzip(b"ab"), gzip(b"cd")].concat();
-        assert_eq!(gunzip(&two_members, 10, &mut unlimited()).ok(), Some(b"abcd".to_vec()));
+        assert_eq!(
+            gunzip(&two_members, 10, &mut unlimited()).ok(),
+            Some(b"abcd".to_vec())
+        );
     }
 
     #[tokio::test]
@@ -1018,5 +1028,42 @@ mod tests {
         let body = json_body((1..=50).map(valid_span).collect());
         let other = send_with(sink.clone(), config, Method::POST, &acme, body).await;
         assert_eq!(other.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_memory_budget_is_refused_503_before_it_is_read() {
+        let sink = Arc::new(TestSink::accepting());
+        let memory = Arc::new(flowscope_model::memory::MemoryBudget::new(1 << 20, 1024, 0));
+        let config = CollectorConfig {
+            memory: memory.clone(),
+            ..CollectorConfig::default()
+        };
+        let body = protobuf_body((1..=40).map(valid_span).collect());
+        assert!(body.len() > 1024);
+        let reply = send_with(
+            sink.clone(),
+            config.clone(),
+            Method::POST,
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.headers.get(RETRY_AFTER).is_some(), "Retry-After");
+        assert_eq!(
+            reply.protobuf_status().code,
+            tonic::Code::Unavailable as i32
+        );
+        let small = send_with(
+            sink.clone(),
+            config,
+            Method::POST,
+            &[("content-type", PROTOBUF_CONTENT_TYPE)],
+            protobuf_body(vec![valid_span(1)]),
+        )
+        .await;
+        assert_eq!(small.status, StatusCode::OK);
+        assert_eq!(sink.rows(), 1);
+        assert_eq!(memory.figures().in_flight_bytes, 0);
     }
 }

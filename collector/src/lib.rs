@@ -126,7 +126,7 @@ pub enum CollectorError {
     RateLimited { retry_after: Duration },
     /// The request did not fit in the memory budget; it was refused before it was read or
     /// decoded, and the client should retry.
-    #[error("the receiver is at its memory limit ({0}): retry in {} ms", .0.retry_after().as_millis())]
+    #[error("the receiver is at its memory limit ({0}): retry in {ms} ms", ms = .0.retry_after().as_millis())]
     Overloaded(Refusal),
     /// The sink did not take the batch; [`SinkError`] says whether retrying can help.
     #[error(transparent)]

@@ -1,14 +1,16 @@
 //! The memory ceiling's shared parts: a byte budget for OTLP requests in flight, which both
-//! receivers reserve from before they read or decode, and the RSS safety net's state.
+//! receivers reserve from before they read or decode; the ingest buffer, one budget for the
+//! spans every tenant's store holds in memory; and the RSS safety net's state.
 //!
 //! ```text
 //!  request ──admit()──> Reservation ──grow(chunk)── while reading ──grow(decoded)── before decoding
 //!     │ refused: RSS over the high-water mark, or the budget is spent ──> 503 / UNAVAILABLE
 //!     └── dropped when the request is answered: its bytes go back to the budget
+//!  store.write ──take_buffered──> memtable ... Parquet flush ──release_buffered
 //! ```
 //!
-//! It lives here, next to the span schema, because the receivers (`collector`) take from it
-//! and the status page (`web`) reads it, and neither may depend on the other.
+//! It lives here, next to the span schema, because the receivers (`collector`) and the
+//! stores (`query`) take from it and the status page (`web`) reads it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -64,6 +66,11 @@ pub struct MemoryBudget {
     in_flight_limit: usize,
     high_water: usize,
     in_flight: AtomicUsize,
+    /// Requests admitted and not yet answered.
+    requests: AtomicUsize,
+    buffer_limit: usize,
+    buffered: AtomicUsize,
+    refused_buffer: AtomicU64,
     rss: AtomicUsize,
     peak_rss: AtomicUsize,
     refused_in_flight: AtomicU64,
@@ -81,17 +88,25 @@ pub struct MemoryFigures {
     pub in_flight_bytes: u64,
     pub refused_in_flight: u64,
     pub refused_rss: u64,
+    pub ingest_buffer_limit: u64,
+    pub ingest_buffered_bytes: u64,
+    pub refused_ingest_buffer: u64,
 }
 
 impl MemoryBudget {
-    /// A budget of `in_flight_limit` bytes for requests, refusing every new request while
-    /// the sampled RSS is above `high_water` (0 turns the safety net off).
+    /// A budget of `in_flight_limit` bytes for requests; while the sampled RSS is above
+    /// `high_water` (0 turns the safety net off) only one request is let in at a time.
+    /// The ingest buffer is unlimited until [`MemoryBudget::with_ingest_buffer`].
     pub fn new(memory_limit: usize, in_flight_limit: usize, high_water: usize) -> Self {
         Self {
             memory_limit,
             in_flight_limit,
             high_water,
             in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            buffer_limit: usize::MAX,
+            buffered: AtomicUsize::new(0),
+            refused_buffer: AtomicU64::new(0),
             rss: AtomicUsize::new(0),
             peak_rss: AtomicUsize::new(0),
             refused_in_flight: AtomicU64::new(0),
@@ -104,16 +119,40 @@ impl MemoryBudget {
         Self::new(usize::MAX, usize::MAX, 0)
     }
 
+    /// The same budget with `bytes` for the spans all stores hold in memory together.
+    pub fn with_ingest_buffer(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
     /// Lets a new request in, holding nothing yet, or refuses it before a byte is read.
+    ///
+    /// Above the RSS high-water mark a request is let in only when no other is in flight:
+    /// the allocator may keep freed memory, so RSS can stay high with nothing to free, and
+    /// refusing everything then would stop ingest for good. One request at a time still
+    /// drains the store while growing memory by at most one request.
     pub fn admit(self: &Arc<Self>) -> Result<Reservation, Refusal> {
         let rss = self.rss.load(Ordering::Relaxed);
-        if self.high_water > 0 && rss > self.high_water {
-            self.refused_rss.fetch_add(1, Ordering::Relaxed);
-            return Err(Refusal::Rss {
-                rss,
-                high_water: self.high_water,
-            });
+        let over_high_water = self.high_water > 0 && rss > self.high_water;
+        if over_high_water {
+            if self
+                .requests
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                self.refused_rss.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Rss {
+                    rss,
+                    high_water: self.high_water,
+                });
+            }
+        } else {
+            self.requests.fetch_add(1, Ordering::SeqCst);
         }
+        let reservation = Reservation {
+            budget: self.clone(),
+            bytes: 0,
+        };
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         if in_flight >= self.in_flight_limit {
             self.refused_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -122,10 +161,47 @@ impl MemoryBudget {
                 limit: self.in_flight_limit,
             });
         }
-        Ok(Reservation {
-            budget: self.clone(),
-            bytes: 0,
+        Ok(reservation)
+    }
+
+    /// Takes `bytes` of the ingest buffer for spans a store keeps in memory until they are
+    /// in Parquet; refuses (with the bytes already held) when they do not fit.
+    pub fn take_buffered(&self, bytes: usize) -> Result<(), usize> {
+        let taken = self
+            .buffered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                held.checked_add(bytes)
+                    .filter(|total| *total <= self.buffer_limit)
+            });
+        taken.map(|_| ()).map_err(|held| {
+            self.refused_buffer.fetch_add(1, Ordering::Relaxed);
+            held
         })
+    }
+
+    /// Whether a store whose memtable holds `active_bytes` should flush it to Parquet now,
+    /// before the ingest buffer fills and writes are refused: when it holds a quarter of
+    /// the buffer, or a sixty-fourth while all stores together fill half of it.
+    pub fn should_flush(&self, active_bytes: usize) -> bool {
+        let limit = self.buffer_limit;
+        limit != usize::MAX
+            && (active_bytes >= limit / 4
+                || (active_bytes >= limit / 64
+                    && self.buffered.load(Ordering::Relaxed) >= limit / 2))
+    }
+
+    /// Counts `bytes` already in memory (spans replayed from the WAL) without refusing.
+    pub fn force_buffered(&self, bytes: usize) {
+        self.buffered.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Gives back ingest buffer bytes once their spans are in Parquet (or were refused).
+    pub fn release_buffered(&self, bytes: usize) {
+        let _ = self
+            .buffered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                Some(held.saturating_sub(bytes))
+            });
     }
 
     /// Records a sample of the process's resident set size, in bytes.
@@ -145,6 +221,9 @@ impl MemoryBudget {
             in_flight_bytes: self.in_flight.load(Ordering::Relaxed) as u64,
             refused_in_flight: self.refused_in_flight.load(Ordering::Relaxed),
             refused_rss: self.refused_rss.load(Ordering::Relaxed),
+            ingest_buffer_limit: limit(self.buffer_limit),
+            ingest_buffered_bytes: self.buffered.load(Ordering::Relaxed) as u64,
+            refused_ingest_buffer: self.refused_buffer.load(Ordering::Relaxed),
         }
     }
 
@@ -217,6 +296,7 @@ impl Drop for Reservation {
         self.budget
             .in_flight
             .fetch_sub(self.bytes, Ordering::SeqCst);
+        self.budget.requests.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -269,9 +349,10 @@ mod tests {
     }
 
     #[test]
-    fn the_safety_net_refuses_above_the_high_water_mark_until_rss_falls() {
+    fn above_the_high_water_mark_one_request_at_a_time_until_rss_falls() {
         let budget = Arc::new(MemoryBudget::new(1000, 100, 900));
         budget.record_rss(901);
+        let alone = budget.admit().expect("nothing else in flight: let in");
         assert_eq!(
             budget.admit().map(|r| r.bytes()),
             Err(Refusal::Rss {
@@ -279,10 +360,41 @@ mod tests {
                 high_water: 900
             })
         );
+        drop(alone);
+        let again = budget.admit().expect("alone again");
         budget.record_rss(500);
-        assert!(budget.admit().is_ok());
+        let second = budget.admit().expect("below the mark: concurrent again");
+        drop((again, second));
         let figures = budget.figures();
         assert_eq!((figures.peak_rss, figures.refused_rss), (901, 1));
+    }
+
+    #[test]
+    fn the_ingest_buffer_is_one_budget_for_every_store() {
+        let budget = MemoryBudget::unlimited().with_ingest_buffer(100);
+        budget.take_buffered(60).expect("first store");
+        assert_eq!(
+            budget.take_buffered(41),
+            Err(60),
+            "a second store shares it"
+        );
+        budget.force_buffered(50);
+        budget.release_buffered(110);
+        budget.take_buffered(100).expect("all freed");
+        let pressure = MemoryBudget::unlimited().with_ingest_buffer(128);
+        assert!(pressure.should_flush(32) && !pressure.should_flush(31));
+        pressure.force_buffered(64);
+        assert!(pressure.should_flush(2) && !pressure.should_flush(1));
+        assert!(!MemoryBudget::unlimited().should_flush(usize::MAX - 1));
+        let figures = budget.figures();
+        assert_eq!(
+            (
+                figures.ingest_buffer_limit,
+                figures.ingest_buffered_bytes,
+                figures.refused_ingest_buffer
+            ),
+            (100, 100, 1)
+        );
     }
 
     #[test]
