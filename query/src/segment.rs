@@ -84,9 +84,15 @@ pub fn read_committed(spans_dir: &Path) -> Result<u64, StoreError> {
 
 fn write_committed(spans_dir: &Path, wal_seq: u64) -> io::Result<()> {
     let tmp = spans_dir.join(format!("{COMMIT_FILE}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(wal_seq.to_string().as_bytes())?;
-    file.sync_all()?;
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(wal_seq.to_string().as_bytes())?;
+        file.sync_all()
+    });
+    if let Err(error) = written {
+        // Never rename a short write into place: the commit marker would not parse.
+        let _ = fs::remove_file(&tmp);
+        return Err(error);
+    }
     fs::rename(&tmp, spans_dir.join(COMMIT_FILE))?;
     sync_dir(spans_dir)
 }
@@ -302,17 +308,15 @@ fn write_segment(
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("part-{wal_seq:020}.parquet"));
     let tmp = path.with_extension("parquet.tmp");
-    let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(
-        file,
-        part.schema(),
-        Some(writer_properties(metadata, part.num_rows())),
-    )?;
-    writer.write(part)?;
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    drop(file);
+    let bytes = match write_parquet(&tmp, part, metadata) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // A half-written file (the disk filled up) is never renamed into place; removing
+            // it gives its space back for the retry.
+            let _ = fs::remove_file(&tmp);
+            return Err(error);
+        }
+    };
     fs::rename(&tmp, &path)?;
     sync_dir(&dir)?;
     if let Some(parent) = dir.parent() {
@@ -327,6 +331,24 @@ fn write_segment(
         services,
         wal_seq,
     })
+}
+
+/// Writes `part` as a complete, fsynced Parquet file at `tmp`; returns its size.
+fn write_parquet(
+    tmp: &Path,
+    part: &RecordBatch,
+    metadata: Vec<KeyValue>,
+) -> Result<u64, StoreError> {
+    let file = File::create(tmp)?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        part.schema(),
+        Some(writer_properties(metadata, part.num_rows())),
+    )?;
+    writer.write(part)?;
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
 }
 
 fn distinct_services(batch: &RecordBatch) -> Option<BTreeSet<String>> {

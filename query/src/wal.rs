@@ -215,9 +215,17 @@ impl Wal {
             .create_new(true)
             .write(true)
             .open(&path)?;
-        file.write_all(MAGIC)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        let written = file
+            .write_all(MAGIC)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| sync_dir(dir));
+        if let Err(error) = written {
+            // A full disk lets the file be created but not written: remove it, or every later
+            // attempt at this number would fail with "file exists" long after space returns.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
         Ok(file)
     }
 
