@@ -13,6 +13,7 @@ use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
+use flowscope_model::memory::MemoryBudget;
 use flowscope_model::parse_duration;
 use flowscope_query::{SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
@@ -62,7 +63,14 @@ pub struct ServeArgs {
     /// Flush in-memory spans to Parquet once this many are waiting [default: 262144]
     #[arg(long, env = "FLOWSCOPE_FLUSH_ROWS")]
     flush_rows: Option<usize>,
-    /// Memory for spans waiting to be flushed; past it ingest answers "retry later" [default: 1GiB]
+    /// The memory ceiling, e.g. 2GiB: the request budget (1/8), the ingest buffer and SQL
+    /// memory (1/4 each, unless given) and the RSS high-water mark (9/10) are derived from
+    /// it; past them ingest answers 503 / UNAVAILABLE with a retry delay
+    /// [default: 3/4 of the machine's or cgroup's memory, at most 4GiB]
+    #[arg(long, env = "FLOWSCOPE_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+    /// Memory for spans waiting to be flushed, all tenants together; past it ingest answers
+    /// "retry later" [default: 1/4 of --memory-limit]
     #[arg(long, env = "FLOWSCOPE_INGEST_BUFFER")]
     ingest_buffer: Option<String>,
     /// Longest a SQL query may run [default: 30s]
@@ -136,6 +144,7 @@ struct FileConfig {
     wal_sync: Option<String>,
     flush_interval: Option<String>,
     flush_rows: Option<usize>,
+    memory_limit: Option<String>,
     ingest_buffer: Option<String>,
     sql_timeout: Option<String>,
     sql_memory_limit: Option<String>,
@@ -228,6 +237,32 @@ fn api_addr(asked: SocketAddr, access: &Access) -> SocketAddr {
     asked
 }
 
+const MIN_MEMORY_LIMIT: usize = 64 << 20;
+const MAX_DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
+
+/// Three quarters of the memory this process may use (its cgroup's limit, else the
+/// machine's), at most 4GiB: the ingest buffer and SQL memory then keep their old 1GiB
+/// defaults on a large machine and shrink on a small one.
+fn default_memory_limit() -> usize {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    let available = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => return MAX_DEFAULT_MEMORY_LIMIT,
+    };
+    (available / 4 * 3).clamp(MIN_MEMORY_LIMIT, MAX_DEFAULT_MEMORY_LIMIT)
+}
+
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
     flowscope_model::parse_size(text).map_err(anyhow::Error::msg)
@@ -310,11 +345,31 @@ impl ServeConfig {
             .flush_rows
             .or(file.flush_rows)
             .unwrap_or(store.flush_rows);
-        store.max_buffered_bytes = size(
+        let memory_limit = size(
+            "memory-limit",
+            args.memory_limit.or(file.memory_limit),
+            default_memory_limit(),
+        )?;
+        if memory_limit < MIN_MEMORY_LIMIT {
+            bail!("--memory-limit must be at least 64MiB");
+        }
+        let ingest_buffer = size(
             "ingest-buffer",
             args.ingest_buffer.or(file.ingest_buffer),
-            store.max_buffered_bytes,
+            memory_limit / 4,
         )?;
+        if ingest_buffer > memory_limit / 2 {
+            bail!(
+                "--ingest-buffer must be at most half of --memory-limit ({} MiB); raise --memory-limit or lower --ingest-buffer",
+                memory_limit >> 21
+            );
+        }
+        let memory = Arc::new(
+            MemoryBudget::new(memory_limit, memory_limit / 8, memory_limit / 10 * 9)
+                .with_ingest_buffer(ingest_buffer),
+        );
+        // Every tenant's store gets a clone of this config, so they share the one budget.
+        store.memory = memory.clone();
         if store.flush_rows == 0 || store.flush_interval.is_zero() {
             bail!("--flush-rows and --flush-interval must be greater than zero");
         }
@@ -357,17 +412,30 @@ impl ServeConfig {
             demo.is_some(),
         )?;
         let access = Arc::new(access);
-        let collector = CollectorConfig {
+        let mut collector = CollectorConfig {
             max_request_bytes: size(
                 "max-request-size",
                 args.max_request_size.or(file.max_request_size),
                 64 << 20,
             )?,
             access: access.clone(),
+            memory: memory.clone(),
             ..CollectorConfig::default()
         };
         if collector.max_request_bytes < 1024 {
             bail!("--max-request-size must be at least 1KiB");
+        }
+        // A request holds up to about three times its size while it is read and decoded; one
+        // that can never fit in the request budget must be refused for good (413), not
+        // answered "retry later" forever.
+        let fits = memory_limit / 8 / 3;
+        if collector.max_request_bytes > fits {
+            tracing::warn!(
+                max_request_size_mib = collector.max_request_bytes >> 20,
+                lowered_to_mib = fits >> 20,
+                "--max-request-size is more than --memory-limit allows a request; lowered"
+            );
+            collector.max_request_bytes = fits;
         }
 
         let mut sql = SqlConfig::default();
@@ -379,7 +447,7 @@ impl ServeConfig {
         sql.memory_limit = size(
             "sql-memory-limit",
             args.sql_memory_limit.or(file.sql_memory_limit),
-            sql.memory_limit,
+            sql.memory_limit.min(memory_limit / 4),
         )?;
         let allow_private_webhooks =
             args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false);
@@ -575,6 +643,44 @@ mod tests {
         });
         let message = format!("{:#}", short.expect_err("a short token is refused"));
         assert!(message.contains("--admin-token"), "{message}");
+    }
+
+    #[test]
+    fn the_memory_limit_splits_into_the_request_budget_ingest_buffer_and_sql_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolve = |limit: &str, buffer: Option<&str>| {
+            ServeConfig::resolve(ServeArgs {
+                data_dir: Some(dir.path().into()),
+                memory_limit: Some(limit.into()),
+                ingest_buffer: buffer.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        let config = resolve("256MiB", None).expect("resolve");
+        let figures = config.collector.memory.figures();
+        assert_eq!(figures.memory_limit, 256 << 20);
+        assert_eq!(figures.in_flight_limit, 32 << 20);
+        assert_eq!(figures.ingest_buffer_limit, 64 << 20);
+        assert_eq!(figures.high_water, (256 << 20) / 10 * 9);
+        assert_eq!(config.sql.memory_limit, 64 << 20);
+        assert!(
+            Arc::ptr_eq(&config.collector.memory, &config.store.memory),
+            "receivers and stores take from one budget"
+        );
+        assert_eq!(
+            config.collector.max_request_bytes,
+            (32 << 20) / 3,
+            "a request must fit in the request budget"
+        );
+        let error = format!(
+            "{:#}",
+            resolve("256MiB", Some("200MiB")).expect_err("too big")
+        );
+        assert!(error.contains("--ingest-buffer"), "{error}");
+        let error = format!("{:#}", resolve("1MiB", None).expect_err("too small"));
+        assert!(error.contains("--memory-limit"), "{error}");
+        assert!(default_memory_limit() >= MIN_MEMORY_LIMIT);
+        assert!(default_memory_limit() <= MAX_DEFAULT_MEMORY_LIMIT);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use flowscope_auth::TenantId;
 use flowscope_collector::{SinkError, SpanSink};
+use flowscope_model::memory::{self, MemoryBudget};
 use flowscope_query::graph_tables::{self, GraphView};
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::{ApiState, TenantView};
@@ -186,8 +187,61 @@ impl SpanSink for TenantSink {
     }
 }
 
+/// How often the watchdog samples the process's resident memory.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The RSS safety net: samples /proc/self/status into the budget, which refuses requests
+/// while the process is above its high-water mark. A thread of its own, so a busy runtime
+/// cannot delay the samples it exists to take.
+fn start_rss_watchdog(budget: Arc<MemoryBudget>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("flowscope-rss".into())
+        .spawn(move || {
+            let mut over = false;
+            loop {
+                let Some(rss) = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|status| memory::parse_vm_rss(&status))
+                else {
+                    tracing::warn!("cannot read /proc/self/status: the RSS safety net is off");
+                    return;
+                };
+                budget.record_rss(rss);
+                let high_water = budget.figures().high_water as usize;
+                if (rss > high_water) != over {
+                    over = rss > high_water;
+                    if over {
+                        tracing::warn!(
+                            rss_mib = rss >> 20,
+                            high_water_mib = high_water >> 20,
+                            "memory above its high-water mark: one request at a time until it falls"
+                        );
+                    } else {
+                        tracing::info!(
+                            rss_mib = rss >> 20,
+                            "memory back under its high-water mark"
+                        );
+                    }
+                }
+                std::thread::sleep(RSS_SAMPLE_EVERY);
+            }
+        })
+        .context("cannot start the memory watchdog")?;
+    Ok(())
+}
+
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.store.data_dir.clone();
+    let memory_figures = config.collector.memory.figures();
+    tracing::info!(
+        memory_limit_mib = memory_figures.memory_limit >> 20,
+        request_budget_mib = memory_figures.in_flight_limit >> 20,
+        ingest_buffer_mib = memory_figures.ingest_buffer_limit >> 20,
+        high_water_mib = memory_figures.high_water >> 20,
+        max_request_bytes = config.collector.max_request_bytes,
+        "memory ceiling"
+    );
+    start_rss_watchdog(config.collector.memory.clone())?;
     if config.access.is_open() {
         tracing::warn!(
             api = %config.api_addr,
@@ -288,6 +342,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             external_url: Some(external_url.clone()),
         },
         metadata,
+        memory: config.collector.memory.clone(),
     };
     let api_task = tokio::spawn(
         axum::serve(api, flowscope_web::router(api_state))

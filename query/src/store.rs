@@ -24,6 +24,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
+use flowscope_model::memory::MemoryBudget;
 use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
@@ -43,9 +44,11 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Segments whose newest span started longer ago than this are deleted.
     pub retention: Duration,
-    /// Spans waiting in memory (queued, in the memtable, being flushed) may take this many
-    /// bytes; past it, writes are refused as retryable until flushes catch up.
-    pub max_buffered_bytes: usize,
+    /// The ingest buffer: spans waiting in memory (queued, in the memtable, being flushed)
+    /// take bytes from it, and past its limit writes are refused as retryable until flushes
+    /// catch up. One budget shared by every store of the process (one per tenant), so
+    /// memory does not grow with the number of tenants.
+    pub memory: Arc<MemoryBudget>,
     /// On open, a commit listener first receives the spans of Parquet segments that started
     /// within this long before now (the live graph rebuilds its horizon after a restart).
     pub listener_backfill: Duration,
@@ -59,7 +62,7 @@ impl StoreConfig {
             flush_rows: 256 * 1024,
             flush_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 86_400),
-            max_buffered_bytes: 1 << 30,
+            memory: Arc::new(MemoryBudget::unlimited().with_ingest_buffer(1 << 30)),
             listener_backfill: Duration::ZERO,
         }
     }
@@ -276,6 +279,8 @@ impl SpanStore {
             config.wal_sync,
         )?;
         let memory_rows: usize = replayed.iter().map(RecordBatch::num_rows).sum();
+        // Replayed spans are in memory already: counted, never refused.
+        config.memory.force_buffered(replayed_bytes);
         let shared = Arc::new(Shared {
             view: RwLock::new(View {
                 memory: replayed,
@@ -297,6 +302,7 @@ impl SpanStore {
             active_rows: memory_rows,
             active_bytes: replayed_bytes,
             oldest: (memory_rows > 0).then(Instant::now),
+            seal_retry_at: None,
         };
         let flusher = Flusher {
             shared: shared.clone(),
@@ -333,24 +339,17 @@ impl SpanStore {
             return Ok(());
         }
         let bytes = batch.get_array_memory_size();
-        let max = self.shared.config.max_buffered_bytes;
-        let before = self
-            .shared
-            .buffered_bytes
-            .fetch_add(bytes, Ordering::SeqCst);
-        if before + bytes > max {
-            self.shared
-                .buffered_bytes
-                .fetch_sub(bytes, Ordering::SeqCst);
+        if let Err(held) = self.shared.config.memory.take_buffered(bytes) {
             return Err(StoreError::Overloaded(
-                format!("{} MiB of spans wait for Parquet flushes", before >> 20),
+                format!("{} MiB of spans wait for Parquet flushes", held >> 20),
                 Duration::from_secs(2),
             ));
         }
+        self.shared
+            .buffered_bytes
+            .fetch_add(bytes, Ordering::SeqCst);
         let release = |error| {
-            self.shared
-                .buffered_bytes
-                .fetch_sub(bytes, Ordering::SeqCst);
+            self.shared.release_buffered(bytes);
             error
         };
         let payload = encode_batch(&batch).map_err(release)?;
@@ -443,6 +442,23 @@ impl SpanStore {
     }
 }
 
+impl Shared {
+    /// Gives back buffer bytes, in this store's count and in the process's budget.
+    fn release_buffered(&self, bytes: usize) {
+        self.buffered_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        self.config.memory.release_buffered(bytes);
+    }
+}
+
+impl Drop for Shared {
+    /// A store that goes away (closed, or dropped in a test) gives its bytes back to the
+    /// process's budget, which outlives it.
+    fn drop(&mut self) {
+        let held = self.buffered_bytes.load(Ordering::SeqCst);
+        self.config.memory.release_buffered(held);
+    }
+}
+
 fn write_view(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, View> {
     match shared.view.write() {
         Ok(view) => view,
@@ -459,7 +475,12 @@ struct Writer {
     active_rows: usize,
     active_bytes: usize,
     oldest: Option<Instant>,
+    /// After a failed seal, the next attempt waits until then.
+    seal_retry_at: Option<Instant>,
 }
+
+/// How long the writer waits before sealing again after a failure (a full disk).
+const SEAL_RETRY: Duration = Duration::from_millis(500);
 
 impl Writer {
     fn run(mut self, commands: Receiver<Command>) {
@@ -490,8 +511,12 @@ impl Writer {
             if !appends.is_empty() {
                 self.commit_group(appends);
             }
-            let due = self.active_rows >= self.shared.config.flush_rows
-                || self.oldest.is_some_and(|t| t.elapsed() >= interval);
+            // A filling ingest buffer is a reason to flush too: otherwise a buffer smaller than
+            // --flush-rows spans would refuse writes until the interval came round.
+            let due = (self.active_rows >= self.shared.config.flush_rows
+                || self.oldest.is_some_and(|t| t.elapsed() >= interval)
+                || self.shared.config.memory.should_flush(self.active_bytes))
+                && self.seal_retry_at.is_none_or(|at| Instant::now() >= at);
             if due || !flush_acks.is_empty() {
                 self.freeze(flush_acks);
             }
@@ -505,9 +530,7 @@ impl Writer {
         if let Err(error) = self.wal.commit() {
             tracing::error!(%error, "wal: group commit failed; refusing the group");
             for append in appends {
-                self.shared
-                    .buffered_bytes
-                    .fetch_sub(append.bytes, Ordering::SeqCst);
+                self.shared.release_buffered(append.bytes);
                 let _ = append.ack.send(Err(StoreError::Unavailable(format!(
                     "cannot write the write-ahead log: {error}"
                 ))));
@@ -547,7 +570,9 @@ impl Writer {
         let sealed = match self.wal.rotate() {
             Ok(sealed) => sealed,
             Err(error) => {
-                tracing::error!(%error, "wal: cannot seal the segment; will retry");
+                // A full disk: try again shortly, not on every write that comes in.
+                self.seal_retry_at = Some(Instant::now() + SEAL_RETRY);
+                tracing::error!(%error, retry_in = ?SEAL_RETRY, "wal: cannot seal the segment; will retry");
                 for ack in acks {
                     let _ = ack.send(Err(StoreError::Unavailable(format!(
                         "cannot seal the write-ahead log: {error}"
@@ -556,6 +581,7 @@ impl Writer {
                 return;
             }
         };
+        self.seal_retry_at = None;
         let frozen = {
             let mut view = write_view(&self.shared);
             let frozen = Arc::new(Frozen {
@@ -583,6 +609,8 @@ struct Flusher {
 }
 
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
+/// The longest wait between attempts at a failed Parquet flush (a full disk).
+const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Flusher {
     fn run(self, jobs: Receiver<FlushJob>) {
@@ -621,7 +649,8 @@ impl Flusher {
                     // buffer fills, and resumes when the disk accepts writes again.
                     tracing::error!(%error, retry_in = ?backoff, "flush to Parquet failed; retrying");
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Short enough that ingest resumes within seconds of space returning.
+                    backoff = (backoff * 2).min(MAX_FLUSH_BACKOFF);
                 }
             }
         };
@@ -630,9 +659,7 @@ impl Flusher {
             view.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
             view.segments.extend(segments.into_iter().map(Arc::new));
         }
-        self.shared
-            .buffered_bytes
-            .fetch_sub(frozen.bytes, Ordering::SeqCst);
+        self.shared.release_buffered(frozen.bytes);
         if let Err(error) = wal::remove_through(&wal_dir(data_dir), frozen.wal_seq) {
             tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
         }

@@ -277,6 +277,7 @@ mod tests {
             ready: Arc::default(),
             info: crate::ServerInfo::default(),
             metadata,
+            memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
         }
     }
 

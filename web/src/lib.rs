@@ -88,6 +88,8 @@ pub struct ApiState {
     pub info: ServerInfo,
     /// Webhooks, alert rules, alert state and the delivery outbox.
     pub metadata: flowscope_alert::Metadata,
+    /// The process's memory ceiling, shared by every tenant: shown in the status figures.
+    pub memory: Arc<flowscope_model::memory::MemoryBudget>,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.

@@ -1,13 +1,17 @@
 //! `GET /api/status` (JSON) and `GET /metrics` (Prometheus text format): what the store and
-//! the live graph are doing, from the same counters.
+//! the live graph are doing, from the same counters. The caller's tenant's figures, plus a
+//! `process` section for what all tenants share (the memory ceiling); it holds no tenant's
+//! data, only sizes and refusal counts.
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use flowscope_model::memory::MemoryBudget;
 use serde_json::{Map, Value, json};
 
-use crate::TenantView;
 use crate::auth::Reader;
+use crate::{ApiState, TenantView};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Type {
@@ -24,7 +28,94 @@ struct Figure {
     value: u64,
 }
 
-fn figures(view: &TenantView) -> Vec<Figure> {
+/// The memory ceiling's figures, shared by every tenant of the process.
+fn process_figures(memory: &MemoryBudget) -> Vec<Figure> {
+    let memory = memory.figures();
+    let figure = |key, kind, help, value| Figure {
+        section: "process",
+        key,
+        kind,
+        help,
+        value,
+    };
+    use Type::{Counter, Gauge};
+    vec![
+        figure(
+            "memory_limit_bytes",
+            Gauge,
+            "The memory ceiling (--memory-limit).",
+            memory.memory_limit,
+        ),
+        figure(
+            "rss_high_water_bytes",
+            Gauge,
+            "Resident memory above which requests are let in one at a time.",
+            memory.high_water,
+        ),
+        figure(
+            "rss_bytes",
+            Gauge,
+            "Resident memory at the last sample.",
+            memory.rss,
+        ),
+        figure(
+            "peak_rss_bytes",
+            Gauge,
+            "Highest resident memory sampled since start.",
+            memory.peak_rss,
+        ),
+        figure(
+            "request_budget_bytes",
+            Gauge,
+            "Bytes OTLP requests being read and decoded may hold together.",
+            memory.in_flight_limit,
+        ),
+        figure(
+            "request_bytes",
+            Gauge,
+            "Bytes OTLP requests being read and decoded hold now.",
+            memory.in_flight_bytes,
+        ),
+        figure(
+            "ingest_buffer_bytes",
+            Gauge,
+            "Bytes of spans every tenant's store may hold in memory together (--ingest-buffer).",
+            memory.ingest_buffer_limit,
+        ),
+        figure(
+            "ingest_buffered_bytes",
+            Gauge,
+            "Bytes of spans all stores hold in memory now.",
+            memory.ingest_buffered_bytes,
+        ),
+        figure(
+            "refused_request_budget",
+            Counter,
+            "Requests refused (503 / UNAVAILABLE) because the request budget was spent.",
+            memory.refused_in_flight,
+        ),
+        figure(
+            "refused_rss",
+            Counter,
+            "Requests refused (503 / UNAVAILABLE) because resident memory was over the high-water mark.",
+            memory.refused_rss,
+        ),
+        figure(
+            "refused_ingest_buffer",
+            Counter,
+            "Writes refused (503 / UNAVAILABLE) because the ingest buffer was full.",
+            memory.refused_ingest_buffer,
+        ),
+    ]
+}
+
+fn figures(view: &TenantView, memory: &MemoryBudget) -> Vec<Figure> {
+    let mut figures = tenant_figures(view);
+    figures.extend(process_figures(memory));
+    figures
+}
+
+fn tenant_figures(view: &TenantView) -> Vec<Figure> {
     let store = view.engine.store().stats();
     let (graph, graph_bytes) = view.graph.counters();
     let (from_kept, from_spans) = view.graph.history_counters();
@@ -201,11 +292,11 @@ fn figures(view: &TenantView) -> Vec<Figure> {
     ]
 }
 
-/// `{"store": {...}, "graph": {...}}`, every figure under its plain name.
+/// `{"store": {...}, "graph": {...}, "process": {...}}`, every figure under its plain name.
 /// The caller's tenant's figures.
-pub async fn get_status(Reader(caller): Reader) -> Json<Value> {
+pub async fn get_status(State(state): State<ApiState>, Reader(caller): Reader) -> Json<Value> {
     let mut sections: Map<String, Value> = Map::new();
-    for figure in figures(&caller.view) {
+    for figure in figures(&caller.view, &state.memory) {
         let section = sections.entry(figure.section).or_insert_with(|| json!({}));
         section[figure.key] = json!(figure.value);
     }
@@ -214,9 +305,12 @@ pub async fn get_status(Reader(caller): Reader) -> Json<Value> {
 
 /// The same figures as Prometheus metrics: `flowscope_<section>_<key>`, counters with
 /// `_total`.
-pub async fn get_metrics(Reader(caller): Reader) -> impl IntoResponse {
+pub async fn get_metrics(
+    State(state): State<ApiState>,
+    Reader(caller): Reader,
+) -> impl IntoResponse {
     let mut text = String::new();
-    for figure in figures(&caller.view) {
+    for figure in figures(&caller.view, &state.memory) {
         let (kind, suffix) = match figure.kind {
             Type::Counter => ("counter", "_total"),
             Type::Gauge => ("gauge", ""),
