@@ -63,14 +63,14 @@ pub struct ServeArgs {
     /// Flush in-memory spans to Parquet once this many are waiting [default: 262144]
     #[arg(long, env = "FLOWSCOPE_FLUSH_ROWS")]
     flush_rows: Option<usize>,
-    /// The memory ceiling, e.g. 2GiB: the request budget (1/8), the ingest buffer and SQL
-    /// memory (1/4 each, unless given) and the RSS high-water mark (9/10) are derived from
+    /// The memory ceiling, e.g. 2GiB: the request budget (1/8), the ingest buffer (1/8) and
+    /// SQL memory (1/4, unless given) and the RSS high-water mark (85%) are derived from
     /// it; past them ingest answers 503 / UNAVAILABLE with a retry delay
     /// [default: 3/4 of the machine's or cgroup's memory, at most 4GiB]
     #[arg(long, env = "FLOWSCOPE_MEMORY_LIMIT")]
     memory_limit: Option<String>,
     /// Memory for spans waiting to be flushed, all tenants together; past it ingest answers
-    /// "retry later" [default: 1/4 of --memory-limit]
+    /// "retry later" [default: 1/8 of --memory-limit]
     #[arg(long, env = "FLOWSCOPE_INGEST_BUFFER")]
     ingest_buffer: Option<String>,
     /// Longest a SQL query may run [default: 30s]
@@ -238,11 +238,13 @@ fn api_addr(asked: SocketAddr, access: &Access) -> SocketAddr {
 }
 
 const MIN_MEMORY_LIMIT: usize = 64 << 20;
+/// Memory of one span in the live graph's pairing store (measured: 78 MB for 288,000).
+const PENDING_SPAN_BYTES: usize = 300;
 const MAX_DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
 
 /// Three quarters of the memory this process may use (its cgroup's limit, else the
-/// machine's), at most 4GiB: the ingest buffer and SQL memory then keep their old 1GiB
-/// defaults on a large machine and shrink on a small one.
+/// machine's), at most 4GiB: SQL memory then keeps its 1GiB default on a large machine (the
+/// ingest buffer gets 512MiB), and both shrink on a small one.
 fn default_memory_limit() -> usize {
     let machine = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -356,7 +358,7 @@ impl ServeConfig {
         let ingest_buffer = size(
             "ingest-buffer",
             args.ingest_buffer.or(file.ingest_buffer),
-            memory_limit / 4,
+            memory_limit / 8,
         )?;
         if ingest_buffer > memory_limit / 2 {
             bail!(
@@ -365,7 +367,7 @@ impl ServeConfig {
             );
         }
         let memory = Arc::new(
-            MemoryBudget::new(memory_limit, memory_limit / 8, memory_limit / 10 * 9)
+            MemoryBudget::new(memory_limit, memory_limit / 8, memory_limit / 20 * 17)
                 .with_ingest_buffer(ingest_buffer),
         );
         // Every tenant's store gets a clone of this config, so they share the one budget.
@@ -425,10 +427,10 @@ impl ServeConfig {
         if collector.max_request_bytes < 1024 {
             bail!("--max-request-size must be at least 1KiB");
         }
-        // A request holds up to about three times its size while it is read and decoded; one
-        // that can never fit in the request budget must be refused for good (413), not
-        // answered "retry later" forever.
-        let fits = memory_limit / 8 / 3;
+        // A request holds a few times its size while it is read and decoded; one that can
+        // never fit in the request budget must be refused for good (413), not answered
+        // "retry later" forever.
+        let fits = memory_limit / 8 / flowscope_collector::REQUEST_MEMORY_FACTOR;
         if collector.max_request_bytes > fits {
             tracing::warn!(
                 max_request_size_mib = collector.max_request_bytes >> 20,
@@ -508,6 +510,14 @@ impl ServeConfig {
                 "--graph-bucket must be at least 1s, --graph-horizon at least one bucket, --graph-pairing-ttl above zero"
             );
         }
+
+        // The pairing store holds about PENDING_SPAN_BYTES per span waiting for its other
+        // half; all tenants' graphs together get an eighth of the memory ceiling.
+        let tenants = access.tenants().len().max(1);
+        graph.max_pending_spans = graph
+            .max_pending_spans
+            .min(memory_limit / 8 / PENDING_SPAN_BYTES / tenants)
+            .max(1000);
 
         // After a restart the live graph is rebuilt from the spans of its horizon.
         store.listener_backfill = graph.horizon;
@@ -660,8 +670,8 @@ mod tests {
         let figures = config.collector.memory.figures();
         assert_eq!(figures.memory_limit, 256 << 20);
         assert_eq!(figures.in_flight_limit, 32 << 20);
-        assert_eq!(figures.ingest_buffer_limit, 64 << 20);
-        assert_eq!(figures.high_water, (256 << 20) / 10 * 9);
+        assert_eq!(figures.ingest_buffer_limit, 32 << 20);
+        assert_eq!(figures.high_water, (256 << 20) / 20 * 17);
         assert_eq!(config.sql.memory_limit, 64 << 20);
         assert!(
             Arc::ptr_eq(&config.collector.memory, &config.store.memory),
@@ -669,7 +679,7 @@ mod tests {
         );
         assert_eq!(
             config.collector.max_request_bytes,
-            (32 << 20) / 3,
+            (32 << 20) / 4,
             "a request must fit in the request budget"
         );
         let error = format!(

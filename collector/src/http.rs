@@ -223,8 +223,8 @@ fn decode_body(
             &inflated[..]
         }
     };
-    // The batch decoding builds is about as large as the protobuf or JSON it comes from.
-    reservation.grow(body.len())?;
+    // The Arrow builders decoding fills take up to twice the protobuf or JSON's size.
+    reservation.grow(crate::DECODE_FACTOR * body.len())?;
     let decoded = match encoding {
         PayloadEncoding::Protobuf => decode_protobuf(body)?,
         PayloadEncoding::Json => decode_json(body)?,

@@ -39,6 +39,14 @@ use std::time::{Duration, Instant};
 use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter};
 use flowscope_model::memory::{MemoryBudget, Refusal};
 
+/// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
+/// 1.7 times the protobuf, and its builders grow by doubling.
+pub const DECODE_FACTOR: usize = 2;
+
+/// A request holds at most this many times its (inflated) size while it is read and
+/// decoded: its bytes plus [`DECODE_FACTOR`], and a gzipped body's compressed bytes.
+pub const REQUEST_MEMORY_FACTOR: usize = 1 + DECODE_FACTOR + 1;
+
 /// The receivers' settings, shared by gRPC and HTTP.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {

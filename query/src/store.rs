@@ -353,6 +353,24 @@ impl SpanStore {
             error
         };
         let payload = encode_batch(&batch).map_err(release)?;
+        // The WAL record is a second copy of the spans until it is written: it counts too.
+        if self
+            .shared
+            .config
+            .memory
+            .take_buffered(payload.len())
+            .is_err()
+        {
+            return Err(release(StoreError::Overloaded(
+                "the spans waiting for the write-ahead log fill the ingest buffer".into(),
+                Duration::from_secs(1),
+            )));
+        }
+        let payload_bytes = payload.len();
+        let release = |error| {
+            self.shared.config.memory.release_buffered(payload_bytes);
+            release(error)
+        };
         let (ack, done) = oneshot::channel();
         let command = Command::Append(Append {
             payload,
@@ -523,11 +541,19 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, appends: Vec<Append>) {
+    fn commit_group(&mut self, mut appends: Vec<Append>) {
         for append in &appends {
             self.wal.append(&append.payload);
         }
-        if let Err(error) = self.wal.commit() {
+        let committed = self.wal.commit();
+        // Written or refused, the WAL records are no longer held: give their bytes back.
+        for append in &mut appends {
+            self.shared
+                .config
+                .memory
+                .release_buffered(std::mem::take(&mut append.payload).len());
+        }
+        if let Err(error) = committed {
             tracing::error!(%error, "wal: group commit failed; refusing the group");
             for append in appends {
                 self.shared.release_buffered(append.bytes);
