@@ -72,12 +72,7 @@ async fn shutdown_signal() {
 }
 
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
-    // Few blocking threads: request decoding runs there, and glibc's malloc gives each
-    // thread that allocates concurrently an arena of its own that keeps freed memory, so
-    // tokio's default of 512 let resident memory settle far above --memory-limit.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads((2 * cores).max(4))
         .enable_all()
         .thread_name("flowscope")
         .build()

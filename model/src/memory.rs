@@ -173,9 +173,8 @@ impl MemoryBudget {
                 held.checked_add(bytes)
                     .filter(|total| *total <= self.buffer_limit)
             });
-        taken.map(|_| ()).map_err(|held| {
+        taken.map(|_| ()).inspect_err(|_| {
             self.refused_buffer.fetch_add(1, Ordering::Relaxed);
-            held
         })
     }
 
