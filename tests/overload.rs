@@ -58,7 +58,17 @@ where
                     tally.acked_spans += SPANS_PER_REQUEST;
                     return;
                 }
-                Outcome::Retryable { what, .. } => tally.count(format!("{protocol} {what}")),
+                Outcome::Retryable { what, .. } => {
+                    // Tallied by cause, without the figures the message carries.
+                    let cause = if what.contains("memory limit") {
+                        "UNAVAILABLE (request budget)".to_string()
+                    } else if what.contains("pipeline is full") {
+                        "UNAVAILABLE (ingest buffer)".to_string()
+                    } else {
+                        what
+                    };
+                    tally.count(format!("{protocol} {cause}"));
+                }
                 Outcome::Disconnected(error) => {
                     tally.count(format!("{protocol} disconnected"));
                     if protocol == "grpc" {

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use rand::Rng as _;
 
 const CYCLES: usize = 50;
-const CLIENTS: usize = 3;
+const CLIENTS: usize = 2;
 
 /// What the clients know: spans acknowledged, and spans whose request was in flight when
 /// the server died (they may or may not be stored, but at most once).
@@ -121,7 +121,7 @@ fn fifty_sigkills_during_ingest_lose_no_acknowledged_span_and_duplicate_none() {
                 ))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(rand::rng().random_range(100..900)));
+        std::thread::sleep(Duration::from_millis(rand::rng().random_range(100..600)));
         stop.store(true, Ordering::SeqCst);
         server.kill();
         for client in clients {

@@ -262,6 +262,15 @@ impl SpanStore {
                 let _ = listener.send(batch.clone());
             }
         }
+        // Batches read from the WAL are slices of each record's one buffer, and Arrow counts
+        // that whole buffer for every column: copying them into one compact batch frees the
+        // record buffers and makes the ingest buffer count what memory really holds (it
+        // counted many times that, refusing writes after every restart).
+        let replayed = match concat_batches(&storage_schema(), &replayed) {
+            Ok(batch) if batch.num_rows() > 0 => vec![batch],
+            Ok(_) => Vec::new(),
+            Err(_) => replayed,
+        };
         let replayed_bytes: usize = replayed
             .iter()
             .map(RecordBatch::get_array_memory_size)
