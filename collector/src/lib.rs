@@ -18,6 +18,9 @@
 //! function: `grpc::grpc_status` and `http::error_response`.
 
 pub mod decode;
+/// The fuzz targets' checks (`fuzz/`), shared with `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http;
 pub mod sink;
