@@ -12,6 +12,9 @@
 
 pub mod anomaly;
 pub mod error;
+/// The fuzz targets' checks (`fuzz/`), shared with `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph_tables;
 pub mod hex_id;
 pub mod history;

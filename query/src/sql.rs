@@ -238,6 +238,13 @@ impl SqlEngine {
     /// Plans one statement through the same sandbox as [`SqlEngine::query`] without running
     /// it: the planner's or the sandbox's message when it would be refused.
     pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
+        self.checked_plan(sql).await.map(|_| ())
+    }
+
+    /// The plan [`SqlEngine::check`] accepts, for the fuzz target (`fuzz/`) to look inside:
+    /// it asserts that no accepted plan writes, changes settings or reads files.
+    #[doc(hidden)]
+    pub async fn checked_plan(&self, sql: &str) -> Result<LogicalPlan, QueryError> {
         let context = self.context.clone();
         let sql = sql.to_string();
         let config = self.config.clone();
@@ -245,7 +252,7 @@ impl SqlEngine {
             return Err(QueryError::Busy("the SQL engine is shutting down".into()));
         };
         // Planning reads table schemas only, but it is still off the caller's workers.
-        let handle = runtime.spawn(async move { plan(&context, &sql, &config).await.map(|_| ()) });
+        let handle = runtime.spawn(async move { plan(&context, &sql, &config).await });
         match tokio::time::timeout(self.config.timeout, handle).await {
             Ok(joined) => joined.map_err(|e| QueryError::Internal(e.to_string()))?,
             Err(_) => Err(QueryError::TooExpensive(format!(

@@ -174,7 +174,9 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
+/// The batches of one WAL record (the inverse of [`encode_batch`]), refused unless they are
+/// in `storage_schema()`: what replay keeps of each record.
+pub(crate) fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
     let reader = StreamReader::try_new(Cursor::new(payload), None)?;
     let mut batches = Vec::new();
     for batch in reader {
