@@ -176,7 +176,57 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
 
 /// The batches of one WAL record (the inverse of [`encode_batch`]), refused unless they are
 /// in `storage_schema()`: what replay keeps of each record.
+///
+/// A record can pass its checksum and still not be what this version wrote (a byte changed
+/// before the checksum was taken, a future version's type), and arrow's IPC reader does not
+/// take such input gracefully (both found by `fuzz/`'s `wal_replay`): it sizes buffers from
+/// the lengths the stream claims before reading them, so one bad length is an allocation of
+/// up to a terabyte and an abort; and it panics on some messages (`unimplemented!` for an
+/// unknown type id). Either would stop the server from starting at all, so the lengths are
+/// checked first and a panic is caught, and the record is refused like any other that does
+/// not decode.
 pub(crate) fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
+    check_ipc_lengths(payload)?;
+    std::panic::catch_unwind(|| read_batches(payload)).unwrap_or_else(|_| {
+        Err(StoreError::Corrupt(
+            "a WAL record is not Arrow IPC this version can read".into(),
+        ))
+    })
+}
+
+/// Refuses an IPC stream any of whose messages claims metadata or a body longer than what
+/// is left of the record. Walks the framing as arrow's `MessageReader` does: an optional
+/// `0xFFFFFFFF` continuation, an `i32` metadata length (0 ends the stream), the `Message`
+/// flatbuffer, then `bodyLength` bytes.
+fn check_ipc_lengths(payload: &[u8]) -> Result<(), StoreError> {
+    let corrupt =
+        || StoreError::Corrupt("a WAL record's Arrow IPC lengths run past its end".into());
+    let mut rest = payload;
+    loop {
+        // A stream cut short is for arrow to refuse: it allocates nothing it has not read.
+        let Some((word, after)) = rest.split_first_chunk::<4>() else {
+            return Ok(());
+        };
+        let (meta_len, after) = if *word == [0xff; 4] {
+            let Some((word, after)) = after.split_first_chunk::<4>() else {
+                return Ok(());
+            };
+            (i32::from_le_bytes(*word), after)
+        } else {
+            (i32::from_le_bytes(*word), after)
+        };
+        if meta_len == 0 {
+            return Ok(());
+        }
+        let meta_len = usize::try_from(meta_len).map_err(|_| corrupt())?;
+        let (meta, after) = after.split_at_checked(meta_len).ok_or_else(corrupt)?;
+        let message = arrow::ipc::root_as_message(meta).map_err(|_| corrupt())?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| corrupt())?;
+        rest = after.get(body_len..).ok_or_else(corrupt)?;
+    }
+}
+
+fn read_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
     let reader = StreamReader::try_new(Cursor::new(payload), None)?;
     let mut batches = Vec::new();
     for batch in reader {
@@ -724,5 +774,96 @@ impl Flusher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::sample_batch;
+
+    /// A real WAL record, and its single-byte corruptions (XOR 0xe7, as in the input the
+    /// `wal_replay` fuzz target found); replay hands such a record to the decoder whenever
+    /// the checksum was taken after the change.
+    fn record_and_corruptions() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let payload = encode_batch(&sample_batch(1, 0)).expect("encode");
+        let corruptions = (0..payload.len())
+            .map(|at| {
+                let mut bad = payload.clone();
+                bad[at] ^= 0xe7;
+                bad
+            })
+            .collect();
+        (payload, corruptions)
+    }
+
+    #[test]
+    fn no_single_byte_corruption_of_a_record_makes_decoding_panic_or_abort() {
+        // Before the fix some of these panicked in arrow's IPC reader and one made it
+        // allocate 992 GB, which aborts the process (and so this test).
+        let (_, corruptions) = record_and_corruptions();
+        let refused = corruptions
+            .iter()
+            .filter(|bad| decode_batches(bad).is_err())
+            .count();
+        assert!(refused > 0);
+    }
+
+    #[test]
+    fn a_record_claiming_a_body_longer_than_itself_is_refused_before_arrow_reads_it() {
+        let (payload, corruptions) = record_and_corruptions();
+        assert!(check_ipc_lengths(&payload).is_ok());
+        let too_long: Vec<&Vec<u8>> = corruptions
+            .iter()
+            .filter(|bad| check_ipc_lengths(bad).is_err())
+            .collect();
+        assert!(!too_long.is_empty(), "no corruption changes a length");
+        for bad in too_long {
+            assert!(matches!(decode_batches(bad), Err(StoreError::Corrupt(_))));
+        }
+    }
+
+    /// Corruptions whose lengths are sound but which arrow's reader panics on.
+    fn corruptions_arrow_panics_on() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let (payload, corruptions) = record_and_corruptions();
+        let panicking = corruptions
+            .into_iter()
+            .filter(|bad| check_ipc_lengths(bad).is_ok())
+            .filter(|bad| std::panic::catch_unwind(|| read_batches(bad)).is_err())
+            .collect();
+        (payload, panicking)
+    }
+
+    #[test]
+    fn a_record_arrow_panics_on_is_refused_as_corrupt_instead_of_panicking() {
+        let (_, panicking) = corruptions_arrow_panics_on();
+        assert!(
+            !panicking.is_empty(),
+            "no corruption makes arrow panic any more; find another input for this test"
+        );
+        for bad in &panicking {
+            assert!(matches!(decode_batches(bad), Err(StoreError::Corrupt(_))));
+        }
+    }
+
+    #[test]
+    fn the_store_opens_past_a_record_arrow_panics_on_and_keeps_the_good_one() {
+        let (good, panicking) = corruptions_arrow_panics_on();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = Wal::create(&wal_dir(dir.path()), 1, WalSync::Never).expect("create");
+        log.append(&good);
+        log.append(&panicking[0]);
+        log.commit().expect("commit");
+        drop(log);
+        let mut config = StoreConfig::new(dir.path());
+        config.wal_sync = WalSync::Never;
+        let store = SpanStore::open(config).expect("the store opens");
+        let rows: usize = store
+            .view()
+            .memory_batches()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 1);
     }
 }
