@@ -1,0 +1,1 @@
+SELECT unnest(events) FROM spans

@@ -1,0 +1,1 @@
+SELECT trace_id, span_id FROM spans WHERE parent_span_id IS NULL LIMIT 3

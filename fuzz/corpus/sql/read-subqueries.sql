@@ -1,0 +1,1 @@
+SELECT * FROM (SELECT service_name FROM spans UNION ALL SELECT source FROM edges) WHERE service_name IN (SELECT id FROM nodes)

@@ -1,0 +1,1 @@
+SELECT name, row_number() OVER (PARTITION BY service_name ORDER BY start_time) FROM spans

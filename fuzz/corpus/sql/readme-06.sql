@@ -1,0 +1,1 @@
+SELECT id, nodes, calls, trace_loops FROM feedback_loops;

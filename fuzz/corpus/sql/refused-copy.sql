@@ -1,0 +1,1 @@
+COPY (SELECT * FROM spans) TO '/tmp/out.parquet'

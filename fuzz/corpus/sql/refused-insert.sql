@@ -1,0 +1,1 @@
+INSERT INTO spans SELECT * FROM spans

@@ -1,0 +1,1 @@
+PREPARE p AS SELECT * FROM spans WHERE name = $1
