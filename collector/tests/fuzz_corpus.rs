@@ -1,0 +1,87 @@
+//! The committed fuzz corpus (`fuzz/corpus/otlp_protobuf`, `fuzz/corpus/otlp_json`: seeds and
+//! the inputs that once broke a decoder) through the fuzz targets' own checks, so that CI,
+//! which builds no fuzzer, still runs every one of them on the stable toolchain.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use flowscope_collector::fuzzing::{check_json, check_protobuf};
+
+/// Every file of one target's corpus, by name; panics when the corpus is missing or empty,
+/// so that a moved directory cannot make these tests pass vacuously.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let bytes = std::fs::read(&path).expect("a corpus file");
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "{} holds only {} inputs",
+        dir.display(),
+        files.len()
+    );
+    files
+}
+
+/// Runs `check` on every input, naming the one that fails.
+fn check_all(target: &str, check: fn(&[u8])) -> usize {
+    let files = corpus(target);
+    for (path, bytes) in &files {
+        if let Err(panic) = std::panic::catch_unwind(|| check(bytes)) {
+            std::panic::resume_unwind(Box::new(format!(
+                "{} fails the {target} fuzz checks: {:?}",
+                path.display(),
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or(panic.downcast_ref::<&str>().copied())
+            )));
+        }
+    }
+    files.len()
+}
+
+#[test]
+fn the_protobuf_corpus_passes_the_fuzz_targets_checks() {
+    check_all("otlp_protobuf", check_protobuf);
+}
+
+#[test]
+fn the_json_corpus_passes_the_fuzz_targets_checks() {
+    check_all("otlp_json", check_json);
+}
+
+#[test]
+fn the_corpus_holds_requests_with_spans_not_only_refusals() {
+    // A corpus of inputs every decoder refuses would pass the checks above and test little.
+    let accepted = corpus("otlp_protobuf")
+        .iter()
+        .filter(|(_, bytes)| {
+            flowscope_collector::decode_protobuf(bytes).is_ok_and(|d| d.accepted_spans > 0)
+        })
+        .count();
+    assert!(
+        accepted >= 5,
+        "only {accepted} protobuf seeds have accepted spans"
+    );
+    let accepted = corpus("otlp_json")
+        .iter()
+        .filter(|(_, bytes)| {
+            flowscope_collector::decode_json(bytes).is_ok_and(|d| d.accepted_spans > 0)
+        })
+        .count();
+    assert!(
+        accepted >= 5,
+        "only {accepted} JSON seeds have accepted spans"
+    );
+}

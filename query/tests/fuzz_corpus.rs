@@ -1,0 +1,166 @@
+//! The committed fuzz corpus (`fuzz/corpus/wal_replay`, `fuzz/corpus/sql`: seeds and the
+//! inputs that once broke something) through the fuzz targets' own checks, so that CI, which
+//! builds no fuzzer, still runs every one of them on the stable toolchain. WAL inputs also go
+//! through `SpanStore::open` itself: the store holds exactly the rows of the records replay
+//! keeps, none invented.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use flowscope_graph::{GraphConfig, LiveGraph};
+use flowscope_query::fuzzing::{
+    assert_read_only, check_decodes, check_wal_replay, sample_batch, sample_payloads,
+};
+use flowscope_query::graph_tables::{self, GraphView};
+use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
+
+/// Every file of one target's corpus, by name; panics when the corpus is missing or small,
+/// so that a moved directory cannot make these tests pass vacuously.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let bytes = std::fs::read(&path).expect("a corpus file");
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "{} holds only {} inputs",
+        dir.display(),
+        files.len()
+    );
+    files
+}
+
+#[test]
+fn the_wal_corpus_passes_the_fuzz_targets_checks() {
+    let payloads = sample_payloads();
+    let mut modes = [0usize; 3];
+    for (path, bytes) in corpus("wal_replay") {
+        let dir = tempfile::tempdir().unwrap();
+        if let Err(panic) =
+            std::panic::catch_unwind(|| check_wal_replay(dir.path(), &bytes, &payloads))
+        {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or(panic.downcast_ref::<&str>().copied());
+            panic!(
+                "{} fails the wal_replay fuzz checks: {message:?}",
+                path.display()
+            );
+        }
+        if let Some(mode) = bytes.first() {
+            modes[usize::from(mode % 3)] += 1;
+        }
+    }
+    assert!(
+        modes.iter().all(|&n| n > 0),
+        "every input shape has seeds: {modes:?}"
+    );
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_opened_on_each_wal_segment_holds_exactly_the_rows_of_its_good_records() {
+    let mut with_rows = 0;
+    for (path, bytes) in corpus("wal_replay") {
+        // Whole segments only (mode 0); the other shapes are built by the check above.
+        let Some((0, segment)) = bytes.split_first().map(|(m, rest)| (m % 3, rest)) else {
+            continue;
+        };
+        // What replay keeps, read from a copy: the records with a good frame, and the rows
+        // of those that decode.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::write(copy.path().join("wal-00000000000000000001.log"), segment).unwrap();
+        let mut expected = 0;
+        flowscope_query::wal::replay(copy.path(), 0, &mut |record| {
+            expected += check_decodes(record).map_or(0, |batches| rows(&batches));
+        })
+        .unwrap();
+
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("wal")).unwrap();
+        std::fs::write(
+            data.path().join("wal/wal-00000000000000000001.log"),
+            segment,
+        )
+        .unwrap();
+        let mut config = StoreConfig::new(data.path());
+        config.wal_sync = WalSync::Never;
+        let store = SpanStore::open(config)
+            .unwrap_or_else(|e| panic!("{}: the store does not open: {e}", path.display()));
+        let stored = rows(&store.view().memory_batches());
+        assert_eq!(stored, expected, "{}: rows after replay", path.display());
+        with_rows += usize::from(stored > 0);
+        store.close().await.unwrap();
+    }
+    assert!(with_rows >= 2, "only {with_rows} WAL seeds hold spans");
+}
+
+async fn engine() -> SqlEngine {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut config = StoreConfig::new(dir);
+    config.wal_sync = WalSync::Never;
+    let store = SpanStore::open(config).unwrap();
+    let live = Arc::new(RwLock::new(LiveGraph::new(GraphConfig::default())));
+    for (seed, spans) in [(1, 3), (2, 8)] {
+        let batch = sample_batch(spans, seed);
+        live.write()
+            .unwrap()
+            .ingest(&batch, 1_544_712_661_000_000_000);
+        store.write(batch).await.unwrap();
+    }
+    let sql = SqlConfig {
+        timeout: Duration::from_secs(10),
+        memory_limit: 64 << 20,
+        ..SqlConfig::default()
+    };
+    let engine = SqlEngine::new(store.clone(), sql).unwrap();
+    let graph = GraphView::with_history(live, store, None, 0, Duration::from_secs(5));
+    graph_tables::register(&engine, &graph).unwrap();
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_corpus_passes_the_fuzz_targets_checks() {
+    let engine = engine().await;
+    let (mut refused, mut answered) = (0, 0);
+    for (path, bytes) in corpus("sql") {
+        let Ok(sql) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let plan = engine.checked_plan(sql).await;
+        if name.starts_with("refused-") {
+            assert!(plan.is_err(), "{name}: the sandbox accepted {sql:?}");
+            refused += 1;
+            continue;
+        }
+        let Ok(plan) = plan else { continue };
+        assert_read_only(&plan, sql);
+        let answer = engine.query(sql, 100).await;
+        if name.starts_with("read-") || name.starts_with("readme-") {
+            answer.unwrap_or_else(|e| panic!("{name}: {sql:?} does not run: {e}"));
+            answered += 1;
+        }
+    }
+    assert!(
+        refused >= 5 && answered >= 10,
+        "refused {refused}, answered {answered}"
+    );
+}
