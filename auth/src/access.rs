@@ -72,6 +72,17 @@ impl Principal {
             (Role::Admin, _) | (Role::Read, Permission::Read) | (Role::Ingest, Permission::Ingest)
         )
     }
+
+    /// A tenant header may only name the principal's own tenant (clients that always send
+    /// one keep working); naming another is refused, never followed.
+    pub fn confirm(&self, tenant_header: Option<&[u8]>) -> Result<(), AuthError> {
+        match tenant_header {
+            Some(asked) if asked.trim_ascii() != self.tenant.as_str().as_bytes() => {
+                Err(AuthError::Forbidden(WRONG_TENANT))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Why a request was not let in. The messages are fixed: they never say whether a token or
@@ -85,19 +96,6 @@ pub enum AuthError {
     /// PERMISSION_DENIED.
     #[error("{0}")]
     Forbidden(&'static str),
-}
-
-impl Principal {
-    /// A tenant header may only name the principal's own tenant (clients that always send
-    /// one keep working); naming another is refused, never followed.
-    pub fn confirm(&self, tenant_header: Option<&[u8]>) -> Result<(), AuthError> {
-        match tenant_header {
-            Some(asked) if asked.trim_ascii() != self.tenant.as_str().as_bytes() => {
-                Err(AuthError::Forbidden(WRONG_TENANT))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 const WRONG_TENANT: &str = "this token cannot act for the tenant named in X-Scope-OrgID";

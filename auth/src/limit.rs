@@ -66,6 +66,17 @@ struct Buckets {
     bytes: Option<TokenBucket>,
 }
 
+impl Buckets {
+    /// Full buckets for `limits`.
+    fn new(limits: Limits, now: Instant) -> Self {
+        Self {
+            limits,
+            spans: limits.spans_per_second.map(|r| TokenBucket::new(r, now)),
+            bytes: limits.bytes_per_second.map(|r| TokenBucket::new(r, now)),
+        }
+    }
+}
+
 /// Token buckets per tenant.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
@@ -94,17 +105,11 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let buckets = all.entry(tenant.clone()).or_insert_with(|| Buckets {
-            limits,
-            spans: limits.spans_per_second.map(|r| TokenBucket::new(r, now)),
-            bytes: limits.bytes_per_second.map(|r| TokenBucket::new(r, now)),
-        });
+        let buckets = all
+            .entry(tenant.clone())
+            .or_insert_with(|| Buckets::new(limits, now));
         if buckets.limits != limits {
-            *buckets = Buckets {
-                limits,
-                spans: limits.spans_per_second.map(|r| TokenBucket::new(r, now)),
-                bytes: limits.bytes_per_second.map(|r| TokenBucket::new(r, now)),
-            };
+            *buckets = Buckets::new(limits, now);
         }
         let wait = [buckets.spans.as_mut(), buckets.bytes.as_mut()]
             .into_iter()

@@ -5,33 +5,11 @@
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/corpus.rs"]
+mod corpus;
 
+use corpus::corpus;
 use flowscope_collector::fuzzing::{check_json, check_protobuf};
-
-/// Every file of one target's corpus, by name; panics when the corpus is missing or empty,
-/// so that a moved directory cannot make these tests pass vacuously.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("a directory entry").path();
-            let bytes = std::fs::read(&path).expect("a corpus file");
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "{} holds only {} inputs",
-        dir.display(),
-        files.len()
-    );
-    files
-}
 
 /// Runs `check` on every input, naming the one that fails.
 fn check_all(target: &str, check: fn(&[u8])) -> usize {

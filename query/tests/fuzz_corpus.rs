@@ -7,41 +7,20 @@
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/corpus.rs"]
+mod corpus;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use corpus::corpus;
 use flowscope_graph::{GraphConfig, LiveGraph};
 use flowscope_query::fuzzing::{
     assert_read_only, check_decodes, check_wal_replay, sample_batch, sample_payloads,
 };
 use flowscope_query::graph_tables::{self, GraphView};
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
-
-/// Every file of one target's corpus, by name; panics when the corpus is missing or small,
-/// so that a moved directory cannot make these tests pass vacuously.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("a directory entry").path();
-            let bytes = std::fs::read(&path).expect("a corpus file");
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "{} holds only {} inputs",
-        dir.display(),
-        files.len()
-    );
-    files
-}
 
 #[test]
 fn the_wal_corpus_passes_the_fuzz_targets_checks() {
