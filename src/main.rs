@@ -36,12 +36,16 @@ enum Command {
 
 /// glibc's malloc settings for a server that must stay under `--memory-limit`: two arenas
 /// instead of eight per core (each keeps the memory freed in it), and a fixed mmap threshold
-/// so freed large buffers (request bodies, Arrow batches) go back to the system instead of
-/// raising the threshold and staying in an arena. Measured under overload with a 256 MiB
-/// limit: resident memory settled at 270 MiB with the defaults, 240 MiB with these.
+/// so freed large buffers (request bodies, big Arrow batches) go back to the system instead
+/// of raising the threshold and staying in an arena. Measured under overload with a 256 MiB
+/// limit (`tests/overload.rs`): resident memory settled at 270 MiB with the defaults; peak
+/// 211-216 MiB with a 128 KiB threshold, 236 MiB with 512 KiB, 249 MiB with 1 MiB. At full
+/// ingest (`flowscope-bench ingest`, BENCHMARKS.md) 128 KiB made every 512-span request's
+/// buffers fresh pages to map and zero: 102k spans per server CPU-second against 118-130k
+/// with 512 KiB or 1 MiB. 512 KiB keeps both.
 const MALLOC_SETTINGS: [(&str, &str); 2] = [
     ("MALLOC_ARENA_MAX", "2"),
-    ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ("MALLOC_MMAP_THRESHOLD_", "524288"),
 ];
 
 /// glibc reads its malloc settings from the environment only at start, and setting

@@ -4,7 +4,7 @@
 //! loops, amplification) and leaves the store.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -14,6 +14,7 @@ use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, Span
 use crate::trace_paths::{CallRecord, Entered, TraceSpan, caller_groups, trace_cycles};
 use crate::types::{EdgeKind, GraphConfig, GraphCounters, NodeKind, Snapshot};
 use crate::window::{Bucket, EdgeKey, NodeKey, WindowStats};
+use crate::{FastMap, FastSet};
 
 /// The live dependency graph. One instance sees every span of a trace (route by trace id
 /// when there are several); it is not thread-safe by itself: the owner serializes calls.
@@ -23,18 +24,18 @@ pub struct LiveGraph {
     ttl_ns: i64,
     horizon_ns: i64,
     /// The pairing store: every span of every trace not yet finalized.
-    spans: HashMap<SpanKey, StoredSpan>,
-    traces: HashMap<TraceId, TraceState>,
+    spans: FastMap<SpanKey, StoredSpan>,
+    traces: FastMap<TraceId, TraceState>,
     /// Traces by last activity: the order of expiry and of eviction.
     idle_order: BTreeSet<(i64, TraceId)>,
     /// Spans not yet seen that others wait for (a SERVER's parent, a CONSUMER's producers).
-    waiting: HashMap<SpanKey, Vec<SpanKey>>,
+    waiting: FastMap<SpanKey, Vec<SpanKey>>,
     /// Shared with readers' windows: a bucket written while a reader holds it is copied.
     buckets: BTreeMap<i64, Arc<Bucket>>,
     /// Buckets starting before this were trimmed; statistics for them are dropped.
     trimmed_before_ns: Option<i64>,
     /// Service, queue and peer names, shared by spans and buckets.
-    names: HashSet<Arc<str>>,
+    names: FastSet<Arc<str>>,
     counters: GraphCounters,
     /// A graph of one window ([`LiveGraph::for_window`]): the bucket starts `[lo, hi)` that
     /// `snapshot(from, to)` would merge all go to the bucket `lo`; other times are dropped.
@@ -172,13 +173,13 @@ impl LiveGraph {
             ttl_ns: nanos(config.pairing_ttl),
             horizon_ns: nanos(config.horizon),
             config,
-            spans: HashMap::new(),
-            traces: HashMap::new(),
+            spans: FastMap::default(),
+            traces: FastMap::default(),
             idle_order: BTreeSet::new(),
-            waiting: HashMap::new(),
+            waiting: FastMap::default(),
             buckets: BTreeMap::new(),
             trimmed_before_ns: None,
-            names: HashSet::new(),
+            names: FastSet::default(),
             counters: GraphCounters::default(),
             fold: None,
             trimmed: Vec::new(),
@@ -842,7 +843,7 @@ impl ConsumerProgress {
     }
 }
 
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>) {
     let wanted = map.len().max(1024);
     if map.capacity() > 4 * wanted {
         map.shrink_to(2 * wanted);

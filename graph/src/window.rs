@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
 use crate::sketch::LatencySketch;
 use crate::types::{Edge, EdgeKind, FeedbackLoop, Node, NodeKind, Snapshot};
@@ -83,8 +84,8 @@ pub(crate) type Cycle = Vec<NodeKey>;
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Bucket {
-    pub edges: HashMap<EdgeKey, EdgeStats>,
-    pub services: HashMap<Arc<str>, NodeStats>,
+    pub edges: FastMap<EdgeKey, EdgeStats>,
+    pub services: FastMap<Arc<str>, NodeStats>,
     /// Traces that went round a cycle, by cycle.
     pub trace_loops: HashMap<Cycle, u64>,
 }
