@@ -259,8 +259,8 @@ fn hour_partition(start_ns: i64) -> PathBuf {
 
 /// Rows the flusher gathers into sorted order and hands to the Parquet writer at a time.
 /// Small enough that the allocator reuses the same memory for every chunk: gathering a
-/// whole memtable at once took hundreds of MiB of fresh pages per flush, and zeroing them
-/// was a tenth of the server's CPU.
+/// whole memtable at once took hundreds of MiB of fresh pages per flush, and the flusher's
+/// page faults and zeroing were 5-10% of the server's CPU in the profiles (BENCHMARKS.md).
 const WRITE_CHUNK_ROWS: usize = 16 * 1024;
 
 /// Writes `batches` (all covered by WAL segments up to `wal_seq`) as one Parquet file per
