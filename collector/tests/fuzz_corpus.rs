@@ -10,6 +10,7 @@ mod corpus;
 
 use corpus::corpus;
 use flowscope_collector::fuzzing::{check_json, check_protobuf};
+use flowscope_collector::{CollectorError, DecodedTraces};
 
 /// Runs `check` on every input, naming the one that fails.
 fn check_all(target: &str, check: fn(&[u8])) -> usize {
@@ -42,24 +43,23 @@ fn the_json_corpus_passes_the_fuzz_targets_checks() {
 #[test]
 fn the_corpus_holds_requests_with_spans_not_only_refusals() {
     // A corpus of inputs every decoder refuses would pass the checks above and test little.
-    let accepted = corpus("otlp_protobuf")
-        .iter()
-        .filter(|(_, bytes)| {
-            flowscope_collector::decode_protobuf(bytes).is_ok_and(|d| d.accepted_spans > 0)
-        })
-        .count();
-    assert!(
-        accepted >= 5,
-        "only {accepted} protobuf seeds have accepted spans"
-    );
-    let accepted = corpus("otlp_json")
-        .iter()
-        .filter(|(_, bytes)| {
-            flowscope_collector::decode_json(bytes).is_ok_and(|d| d.accepted_spans > 0)
-        })
-        .count();
-    assert!(
-        accepted >= 5,
-        "only {accepted} JSON seeds have accepted spans"
-    );
+    type Decode = fn(&[u8]) -> Result<DecodedTraces, CollectorError>;
+    let decoders: [(&str, &str, Decode); 2] = [
+        (
+            "otlp_protobuf",
+            "protobuf",
+            flowscope_collector::decode_protobuf,
+        ),
+        ("otlp_json", "JSON", flowscope_collector::decode_json),
+    ];
+    for (target, format, decode) in decoders {
+        let accepted = corpus(target)
+            .iter()
+            .filter(|(_, bytes)| decode(bytes).is_ok_and(|d| d.accepted_spans > 0))
+            .count();
+        assert!(
+            accepted >= 5,
+            "only {accepted} {format} seeds have accepted spans"
+        );
+    }
 }

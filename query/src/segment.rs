@@ -423,14 +423,12 @@ fn distinct_services(batch: &RecordBatch, rows: &[u32]) -> Option<BTreeSet<Strin
         }
         let name = column.value(row);
         // Neighbours often share a service; a set lookup per row is the costly part.
-        if previous == Some(name) || services.contains(name) {
-            previous = Some(name);
-            continue;
+        if previous != Some(name) && !services.contains(name) {
+            if services.len() == MAX_LISTED_SERVICES {
+                return None;
+            }
+            services.insert(name.to_string());
         }
-        if services.len() == MAX_LISTED_SERVICES {
-            return None;
-        }
-        services.insert(name.to_string());
         previous = Some(name);
     }
     Some(services)

@@ -107,8 +107,6 @@ pub struct StoreStats {
 struct Shared {
     view: RwLock<View>,
     buffered_bytes: AtomicUsize,
-    /// Frozen memtables handed to the flusher and not yet in Parquet.
-    flushes_pending: AtomicUsize,
     spans_written: AtomicU64,
     replayed_records: AtomicU64,
     config: StoreConfig,
@@ -353,7 +351,6 @@ impl SpanStore {
                 segments: segments.into_iter().map(Arc::new).collect(),
             }),
             buffered_bytes: AtomicUsize::new(replayed_bytes),
-            flushes_pending: AtomicUsize::new(0),
             spans_written: AtomicU64::new(0),
             replayed_records: AtomicU64::new(report.records as u64),
             config,
@@ -498,10 +495,7 @@ impl SpanStore {
 
     /// A consistent picture of everything stored, for one query.
     pub fn view(&self) -> View {
-        match self.shared.view.read() {
-            Ok(view) => view.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read_view(&self.shared).clone()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -540,6 +534,13 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let held = self.buffered_bytes.load(Ordering::SeqCst);
         self.config.memory.release_buffered(held);
+    }
+}
+
+fn read_view(shared: &Shared) -> std::sync::RwLockReadGuard<'_, View> {
+    match shared.view.read() {
+        Ok(view) => view,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -601,7 +602,7 @@ impl Writer {
             // running frees nothing sooner, and freezing one every few MiB made hundreds of
             // small files whose overhead slowed the flusher further (144 files for 2M spans,
             // against 16 at --flush-rows).
-            let pressure = self.shared.flushes_pending.load(Ordering::SeqCst) == 0
+            let pressure = read_view(&self.shared).frozen.is_empty()
                 && self.shared.config.memory.should_flush(self.active_bytes);
             let due = (self.active_rows >= self.shared.config.flush_rows
                 || self.oldest.is_some_and(|t| t.elapsed() >= interval)
@@ -699,7 +700,6 @@ impl Writer {
         self.active_rows = 0;
         self.active_bytes = 0;
         self.oldest = None;
-        self.shared.flushes_pending.fetch_add(1, Ordering::SeqCst);
         let _ = self.flush_tx.send(FlushJob {
             frozen: Some(frozen),
             acks,
@@ -765,7 +765,6 @@ impl Flusher {
             view.segments.extend(segments.into_iter().map(Arc::new));
         }
         self.shared.release_buffered(frozen.bytes);
-        self.shared.flushes_pending.fetch_sub(1, Ordering::SeqCst);
         if let Err(error) = wal::remove_through(&wal_dir(data_dir), frozen.wal_seq) {
             tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
         }
