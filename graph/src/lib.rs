@@ -62,8 +62,8 @@
 //! went quiet is treated as a new trace and may not pair.
 //!
 //! # Memory
-//! A pending span costs about 300 bytes (a 152-byte store entry, hash-table slack and its
-//! trace's bookkeeping, measured by RSS on 50,000 spans): the default bound of 500,000
+//! A pending span costs about 300 bytes (a 160-byte entry in its trace's list with the
+//! list's slack, and its share of the trace's own entry and bookkeeping): the default bound of 500,000
 //! pending spans is about 150 MB. An edge costs, in every bucket it has calls in, about
 //! 250 bytes (a 160-byte hash-table slot with slack) plus its latency sketch: 8 bytes per
 //! distinct latency bin while it uses fewer than 16, then 4 bytes per bin between its fastest
@@ -72,7 +72,7 @@
 //! edges, widen the bucket or shorten the horizon. [`LiveGraph::approximate_memory_bytes`]
 //! gives the current figure.
 
-/// The hash maps the graph stage touches several times per span (the pairing store, its
+/// The hash maps the graph stage touches several times per span (the pairing store's
 /// traces, the buckets' edges and services): foldhash, seeded per map, instead of SipHash,
 /// which was 5% of the whole server's CPU under full ingest.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

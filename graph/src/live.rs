@@ -23,9 +23,12 @@ pub struct LiveGraph {
     bucket_ns: i64,
     ttl_ns: i64,
     horizon_ns: i64,
-    /// The pairing store: every span of every trace not yet finalized.
-    spans: FastMap<SpanKey, StoredSpan>,
+    /// The pairing store: every trace not yet finalized, each holding its own spans, so a
+    /// span's parent and children are found next to it (one hash lookup per trace, not one
+    /// per span into a table of every pending span).
     traces: FastMap<TraceId, TraceState>,
+    /// Spans in `traces`, for the bound on the pairing store.
+    pending_spans: usize,
     /// Traces by last activity: the order of expiry and of eviction.
     idle_order: BTreeSet<(i64, TraceId)>,
     /// Spans not yet seen that others wait for (a SERVER's parent, a CONSUMER's producers).
@@ -148,11 +151,69 @@ struct ProducerSeen {
 
 struct TraceState {
     last_activity_ns: i64,
-    spans: Vec<SpanId>,
+    /// The trace's pending spans, in arrival order.
+    spans: Vec<PendingSpan>,
+    /// Span id to position in `spans`, once the trace has more spans than a scan suits.
+    index: Option<FastMap<SpanId, u32>>,
     /// Calls whose caller is a span of this trace, for amplification.
     calls: Vec<CallRecord>,
     /// Keys this trace's spans registered in `LiveGraph::waiting`.
     awaited: Vec<SpanKey>,
+}
+
+struct PendingSpan {
+    id: SpanId,
+    span: StoredSpan,
+}
+
+/// Traces up to this many spans find a span by scanning their ids; larger ones keep an index.
+const SCAN_SPANS: usize = 16;
+
+impl TraceState {
+    fn new(now_ns: i64) -> Self {
+        TraceState {
+            last_activity_ns: now_ns,
+            spans: Vec::new(),
+            index: None,
+            calls: Vec::new(),
+            awaited: Vec::new(),
+        }
+    }
+
+    fn position(&self, id: &SpanId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(id).map(|&at| at as usize),
+            None => self.spans.iter().position(|pending| pending.id == *id),
+        }
+    }
+
+    fn get(&self, id: &SpanId) -> Option<&StoredSpan> {
+        self.position(id).map(|at| &self.spans[at].span)
+    }
+
+    fn get_mut(&mut self, id: &SpanId) -> Option<&mut StoredSpan> {
+        self.position(id).map(|at| &mut self.spans[at].span)
+    }
+
+    fn push(&mut self, id: SpanId, span: StoredSpan) {
+        let at = self.spans.len();
+        self.spans.push(PendingSpan { id, span });
+        match &mut self.index {
+            Some(index) => {
+                index.insert(id, at as u32);
+            }
+            None if self.spans.len() > SCAN_SPANS => {
+                let index = self
+                    .spans
+                    .iter()
+                    .enumerate()
+                    .map(|(at, pending)| (pending.id, at as u32))
+                    .collect();
+                self.index = Some(index);
+            }
+            None => {}
+        }
+    }
 }
 
 /// One inferred call.
@@ -173,8 +234,8 @@ impl LiveGraph {
             ttl_ns: nanos(config.pairing_ttl),
             horizon_ns: nanos(config.horizon),
             config,
-            spans: FastMap::default(),
             traces: FastMap::default(),
+            pending_spans: 0,
             idle_order: BTreeSet::new(),
             waiting: FastMap::default(),
             buckets: BTreeMap::new(),
@@ -243,7 +304,6 @@ impl LiveGraph {
         }
         self.names.retain(|name| Arc::strong_count(name) > 1);
         // Give back what a burst took: hash tables never shrink by themselves.
-        shrink_if_sparse(&mut self.spans);
         shrink_if_sparse(&mut self.traces);
         shrink_if_sparse(&mut self.waiting);
     }
@@ -276,7 +336,7 @@ impl LiveGraph {
 
     pub fn counters(&self) -> GraphCounters {
         GraphCounters {
-            pending_spans: self.spans.len() as u64,
+            pending_spans: self.pending_spans as u64,
             pending_traces: self.traces.len() as u64,
             buckets: self.buckets.len() as u64,
             ..self.counters
@@ -304,24 +364,26 @@ impl LiveGraph {
     /// A rough count of the heap bytes held, for a gauge: the pairing store (with its hash
     /// tables' slack) and the buckets.
     pub fn approximate_memory_bytes(&self) -> usize {
-        let store = self.spans.capacity() * (std::mem::size_of::<(SpanKey, StoredSpan)>() + 1);
         let traces: usize = self.traces.capacity()
             * (std::mem::size_of::<(TraceId, TraceState)>() + 1)
             + self
                 .traces
                 .values()
                 .map(|t| {
-                    t.spans.capacity() * std::mem::size_of::<SpanId>()
+                    t.spans.capacity() * std::mem::size_of::<PendingSpan>()
+                        + t.index.as_ref().map_or(0, |index| {
+                            index.capacity() * (std::mem::size_of::<(SpanId, u32)>() + 1)
+                        })
                         + t.calls.capacity() * std::mem::size_of::<CallRecord>()
                 })
                 .sum::<usize>();
         let buckets: usize = self.buckets.values().map(|b| b.heap_bytes()).sum();
-        store + traces + buckets
+        traces + buckets
     }
 
     fn add_span(&mut self, row: SpanRow<'_>, now_ns: i64) {
         let key = row.key;
-        if self.spans.contains_key(&key) {
+        if self.span(&key).is_some() {
             self.counters.duplicate_spans += 1;
             return;
         }
@@ -360,8 +422,8 @@ impl LiveGraph {
             entered: Entered::NoHop,
         };
         let immediate = immediate_call(&key, &span);
-        self.spans.insert(key, span);
-        self.touch_trace(key.trace, now_ns).spans.push(key.span);
+        self.touch_trace(key.trace, now_ns).push(key.span, span);
+        self.pending_spans += 1;
 
         if let Some(call) = immediate {
             if call.edge.target.kind == NodeKind::Database {
@@ -383,7 +445,7 @@ impl LiveGraph {
     }
 
     fn resolve_waiter(&mut self, key: SpanKey) {
-        match self.spans.get(&key).map(|s| s.kind) {
+        match self.span(&key).map(|s| s.kind) {
             Some(SpanKind::Server) => self.resolve_server(key),
             Some(SpanKind::Consumer) => self.resolve_consumer(key),
             _ => {}
@@ -394,25 +456,28 @@ impl LiveGraph {
     /// calling itself over the network is a self-loop), or a call made without a CLIENT
     /// span from another service. A SERVER under a database CLIENT was already counted.
     fn resolve_server(&mut self, key: SpanKey) {
-        let Some(server) = self.spans.get(&key) else {
+        let Some(state) = self.traces.get_mut(&key.trace) else {
             return;
         };
-        let Some(parent_id) = server.parent else {
+        let Some(at) = state.position(&key.span) else {
+            return;
+        };
+        let Some(parent_id) = state.spans[at].span.parent else {
             return;
         };
         let parent_key = SpanKey {
             trace: key.trace,
             span: parent_id,
         };
-        let Some(parent) = self.spans.get(&parent_key) else {
+        let Some(parent_at) = state.position(&parent_id) else {
+            let server = &mut state.spans[at].span;
             if matches!(server.waiting, Waiting::Nothing) {
+                server.waiting = Waiting::Parent;
                 self.wait_for(parent_key, key);
-                if let Some(server) = self.spans.get_mut(&key) {
-                    server.waiting = Waiting::Parent;
-                }
             }
             return;
         };
+        let (parent, server) = (&state.spans[parent_at].span, &state.spans[at].span);
         let edge = EdgeKey {
             source: NodeKey::service(&parent.service),
             target: NodeKey::service(&server.service),
@@ -445,14 +510,13 @@ impl LiveGraph {
         } else {
             None
         };
-        if is_client && let Some(parent) = self.spans.get_mut(&parent_key) {
-            parent.paired = true;
+        if is_client {
+            state.spans[parent_at].span.paired = true;
         }
-        if let Some(server) = self.spans.get_mut(&key) {
-            server.waiting = Waiting::Nothing;
-            if call.is_some() {
-                server.entered = Entered::Direct;
-            }
+        let server = &mut state.spans[at].span;
+        server.waiting = Waiting::Nothing;
+        if call.is_some() {
+            server.entered = Entered::Direct;
         }
         if let Some(call) = call {
             self.record_call(call);
@@ -462,7 +526,7 @@ impl LiveGraph {
     /// A CONSUMER span waits until its parent and every linked span have arrived (or its
     /// trace is finalized), then is placed after the producers among them.
     fn resolve_consumer(&mut self, key: SpanKey) {
-        let Some(consumer) = self.spans.get_mut(&key) else {
+        let Some(consumer) = self.span_mut(&key) else {
             return;
         };
         let Waiting::Producers(mut progress) =
@@ -475,7 +539,7 @@ impl LiveGraph {
             if !matches!(found, Candidate::Missing) {
                 continue;
             }
-            let Some(span) = self.spans.get_mut(candidate) else {
+            let Some(span) = self.span_mut(candidate) else {
                 missing.push(*candidate);
                 continue;
             };
@@ -501,7 +565,7 @@ impl LiveGraph {
                 self.wait_for(awaited, key);
             }
         }
-        if let Some(consumer) = self.spans.get_mut(&key) {
+        if let Some(consumer) = self.span_mut(&key) {
             consumer.waiting = Waiting::Producers(progress);
         }
     }
@@ -511,7 +575,7 @@ impl LiveGraph {
     /// Latency is publish to consume (consumer start - first producer start) when a producer
     /// is known, else the consumer's own duration.
     fn place_consumer(&mut self, key: SpanKey, progress: &ConsumerProgress) {
-        let Some(consumer) = self.spans.get(&key) else {
+        let Some(consumer) = self.span(&key) else {
             return;
         };
         let parent_producer = match progress.found.first() {
@@ -600,7 +664,7 @@ impl LiveGraph {
         if calls.is_empty() {
             self.counters.unplaced += 1;
         }
-        if let Some(consumer) = self.spans.get_mut(&key) {
+        if let Some(consumer) = self.span_mut(&key) {
             consumer.entered = entered;
         }
         for call in calls {
@@ -609,16 +673,16 @@ impl LiveGraph {
     }
 
     fn finalize_trace(&mut self, trace: TraceId, evicted: bool) {
-        let Some(state) = self.traces.get(&trace) else {
+        let Some(count) = self.traces.get(&trace).map(|state| state.spans.len()) else {
             return;
         };
-        let span_ids = state.spans.clone();
-        for span in &span_ids {
-            self.expire_span(SpanKey { trace, span: *span });
+        for at in 0..count {
+            self.expire_span(trace, at);
         }
         let Some(state) = self.traces.remove(&trace) else {
             return;
         };
+        self.pending_spans = self.pending_spans.saturating_sub(state.spans.len());
         self.idle_order.remove(&(state.last_activity_ns, trace));
 
         for group in caller_groups(&state.calls) {
@@ -630,31 +694,23 @@ impl LiveGraph {
             }
         }
 
-        let cycles = {
-            let trace_spans: Vec<TraceSpan<'_>> = span_ids
-                .iter()
-                .filter_map(|id| {
-                    let span = self.spans.get(&SpanKey { trace, span: *id })?;
-                    Some(TraceSpan {
-                        id: *id,
-                        parent: span.parent,
-                        service: &span.service,
-                        start_ns: span.start_ns,
-                        entered: &span.entered,
-                    })
-                })
-                .collect();
-            trace_cycles(&trace_spans)
-        };
-        for (cycle, time_ns) in cycles {
+        let trace_spans: Vec<TraceSpan<'_>> = state
+            .spans
+            .iter()
+            .map(|pending| TraceSpan {
+                id: pending.id,
+                parent: pending.span.parent,
+                service: &pending.span.service,
+                start_ns: pending.span.start_ns,
+                entered: &pending.span.entered,
+            })
+            .collect();
+        for (cycle, time_ns) in trace_cycles(&trace_spans) {
             if let Some(bucket) = self.bucket_for(time_ns) {
                 *bucket.trace_loops.entry(cycle).or_default() += 1;
             }
         }
 
-        for span in &span_ids {
-            self.spans.remove(&SpanKey { trace, span: *span });
-        }
         for awaited in &state.awaited {
             if let Some(waiters) = self.waiting.get_mut(awaited) {
                 waiters.retain(|w| w.trace != trace);
@@ -665,15 +721,25 @@ impl LiveGraph {
         }
         self.counters.traces_finalized += 1;
         if evicted {
-            self.counters.evicted += span_ids.len() as u64;
+            self.counters.evicted += state.spans.len() as u64;
         }
     }
 
-    /// A span still waiting for its other half when its trace is finalized.
-    fn expire_span(&mut self, key: SpanKey) {
-        let Some(span) = self.spans.get_mut(&key) else {
+    /// The span at `at` of `trace`, still waiting for its other half when its trace is
+    /// finalized.
+    fn expire_span(&mut self, trace: TraceId, at: usize) {
+        let Some(pending) = self
+            .traces
+            .get_mut(&trace)
+            .and_then(|state| state.spans.get_mut(at))
+        else {
             return;
         };
+        let key = SpanKey {
+            trace,
+            span: pending.id,
+        };
+        let span = &mut pending.span;
         match span.kind {
             SpanKind::Client if !span.database && !span.paired => {
                 self.counters.unpaired_expired += 1;
@@ -705,7 +771,7 @@ impl LiveGraph {
     }
 
     fn evict_beyond_bound(&mut self) {
-        while self.spans.len() > self.config.max_pending_spans {
+        while self.pending_spans > self.config.max_pending_spans {
             let Some((_, trace)) = self.idle_order.pop_first() else {
                 break;
             };
@@ -751,16 +817,19 @@ impl LiveGraph {
         }
     }
 
+    fn span(&self, key: &SpanKey) -> Option<&StoredSpan> {
+        self.traces.get(&key.trace)?.get(&key.span)
+    }
+
+    fn span_mut(&mut self, key: &SpanKey) -> Option<&mut StoredSpan> {
+        self.traces.get_mut(&key.trace)?.get_mut(&key.span)
+    }
+
     fn touch_trace(&mut self, trace: TraceId, now_ns: i64) -> &mut TraceState {
         match self.traces.entry(trace) {
             Entry::Vacant(vacant) => {
                 self.idle_order.insert((now_ns, trace));
-                vacant.insert(TraceState {
-                    last_activity_ns: now_ns,
-                    spans: Vec::new(),
-                    calls: Vec::new(),
-                    awaited: Vec::new(),
-                })
+                vacant.insert(TraceState::new(now_ns))
             }
             Entry::Occupied(occupied) => {
                 let state = occupied.into_mut();
@@ -912,7 +981,7 @@ mod tests {
     #[test]
     fn pending_spans_and_edge_stats_stay_small() {
         // The memory figures in the crate docs rest on these sizes.
-        let span = std::mem::size_of::<(SpanKey, StoredSpan)>();
+        let span = std::mem::size_of::<PendingSpan>();
         let edge = std::mem::size_of::<(EdgeKey, crate::window::EdgeStats)>();
         println!("pending span entry: {span} bytes, edge stats entry: {edge} bytes");
         assert!(span <= 160, "{span}");

@@ -501,6 +501,16 @@ fn a_retry_storm_shows_as_amplification() {
 }
 
 #[test]
+fn a_trace_of_many_spans_pairs_them_in_any_order() {
+    // 41 spans: more than a trace scans through, so they are found through its index.
+    let spans = retry_storm(1, 20);
+    let expected = ["a -> b sync calls=20 errors=20 p50=10.0ms amp=20.0"];
+    check(&spans, &expected);
+    let servers_first: Vec<TestSpan> = spans.iter().rev().cloned().collect();
+    check(&servers_first, &expected);
+}
+
+#[test]
 fn body_sizes_add_up_on_the_edge() {
     check(
         &[

@@ -23,7 +23,6 @@ pub mod segment;
 pub mod sql;
 pub mod store;
 pub mod table;
-mod take;
 pub mod wal;
 
 pub use error::{QueryError, StoreError};

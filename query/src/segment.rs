@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::concat_batches;
+use arrow::array::{Array, AsArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::TimestampNanosecondType;
 use flowscope_model::{columns, storage_schema};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
@@ -23,7 +23,6 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::StoreError;
-use crate::take::take_rows;
 use crate::wal::sync_dir;
 
 const KEY_WAL_SEQ: &str = "flowscope.wal_seq";
@@ -262,6 +261,72 @@ fn hour_partition(start_ns: i64) -> PathBuf {
 /// whole memtable at once took hundreds of MiB of fresh pages per flush, and the flusher's
 /// page faults and zeroing were 5-10% of the server's CPU in the profiles (BENCHMARKS.md).
 const WRITE_CHUNK_ROWS: usize = 16 * 1024;
+/// A chunk whose rows lie in runs at least this long (on average) in the memtable's
+/// batches, as they do when spans arrive in time order, is written as slices of those
+/// batches instead of being gathered into a new one.
+const SLICE_RUN_ROWS: usize = 256;
+
+/// A row of the memtable: (batch, row in that batch), as arrow's `interleave` takes it.
+type RowRef = (usize, usize);
+
+/// The memtable being flushed: its batches as they are (concatenating them first was a
+/// copy of every span and its fresh pages), and their `start_time` columns.
+struct Memtable<'a> {
+    batches: Vec<&'a RecordBatch>,
+    starts: Vec<&'a PrimitiveArray<TimestampNanosecondType>>,
+}
+
+impl<'a> Memtable<'a> {
+    fn new(batches: &'a [RecordBatch]) -> Result<Self, StoreError> {
+        let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        let starts = batches
+            .iter()
+            .map(|batch| start_times(batch))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { batches, starts })
+    }
+
+    fn start(&self, (batch, row): RowRef) -> i64 {
+        self.starts[batch].value(row)
+    }
+
+    /// Every row in `start_time` order (stable: equal times keep arrival order).
+    fn order_by_start(&self) -> Vec<RowRef> {
+        let mut order: Vec<RowRef> = self
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(batch, rows)| (0..rows.num_rows()).map(move |row| (batch, row)))
+            .collect();
+        // Spans mostly arrive in time order; then there is nothing to sort.
+        if !order
+            .windows(2)
+            .all(|pair| self.start(pair[0]) <= self.start(pair[1]))
+        {
+            order.sort_by_key(|&at| self.start(at));
+        }
+        order
+    }
+
+    /// The rows `rows` as batches to write: slices of the memtable's batches where the rows
+    /// lie in long runs, else one batch gathered from them.
+    fn gather(&self, rows: &[RowRef]) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+        for &(batch, row) in rows {
+            match runs.last_mut() {
+                Some((b, first, len)) if *b == batch && *first + *len == row => *len += 1,
+                _ => runs.push((batch, row, 1)),
+            }
+        }
+        if runs.len() * SLICE_RUN_ROWS <= rows.len() {
+            return Ok(runs
+                .into_iter()
+                .map(|(batch, first, len)| self.batches[batch].slice(first, len))
+                .collect());
+        }
+        Ok(vec![interleave_record_batch(&self.batches, rows)?])
+    }
+}
 
 /// Writes `batches` (all covered by WAL segments up to `wal_seq`) as one Parquet file per
 /// hour of `start_time`, sorted by `start_time`, then commits the flush. Returns the new
@@ -271,15 +336,11 @@ pub fn write_flush(
     batches: &[RecordBatch],
     wal_seq: u64,
 ) -> Result<Vec<Segment>, StoreError> {
-    let schema = storage_schema();
-    let all = concat_batches(&schema, batches)?;
+    let memtable = Memtable::new(batches)?;
+    let order = memtable.order_by_start();
     let mut segments = Vec::new();
-    if all.num_rows() > 0 {
-        let order = order_by_start(&all)?;
-        let start = start_times(&all)?;
-        for run in runs_by_hour(start, &order) {
-            segments.push(write_segment(spans_dir, &all, &order[run], wal_seq)?);
-        }
+    for run in runs_by_hour(&memtable, &order) {
+        segments.push(write_segment(spans_dir, &memtable, &order[run], wal_seq)?);
     }
     write_committed(spans_dir, wal_seq)?;
     Ok(segments)
@@ -287,36 +348,16 @@ pub fn write_flush(
 
 fn start_times(
     batch: &RecordBatch,
-) -> Result<&arrow::array::PrimitiveArray<TimestampNanosecondType>, StoreError> {
+) -> Result<&PrimitiveArray<TimestampNanosecondType>, StoreError> {
     batch
         .column_by_name(columns::START_TIME)
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
         .ok_or_else(|| StoreError::Internal("span batch has no start_time column".into()))
 }
 
-/// Row numbers of `batch` in `start_time` order (stable: equal times keep arrival order).
-fn order_by_start(batch: &RecordBatch) -> Result<Vec<u32>, StoreError> {
-    let start = start_times(batch)?;
-    if u32::try_from(start.len()).is_err() {
-        return Err(StoreError::Internal(
-            "a memtable of more than 4 billion spans".into(),
-        ));
-    }
-    let mut order: Vec<u32> = (0..start.len() as u32).collect();
-    let values = start.values();
-    // Spans mostly arrive in time order; then there is nothing to sort.
-    if !values.windows(2).all(|pair| pair[0] <= pair[1]) {
-        order.sort_by_key(|&row| values[row as usize]);
-    }
-    Ok(order)
-}
-
 /// Splits rows in `start_time` order into runs of the same hour.
-fn runs_by_hour(
-    start: &arrow::array::PrimitiveArray<TimestampNanosecondType>,
-    order: &[u32],
-) -> Vec<std::ops::Range<usize>> {
-    let hour = |at: usize| start.value(order[at] as usize).div_euclid(NANOS_PER_HOUR);
+fn runs_by_hour(memtable: &Memtable<'_>, order: &[RowRef]) -> Vec<std::ops::Range<usize>> {
+    let hour = |at: usize| memtable.start(order[at]).div_euclid(NANOS_PER_HOUR);
     let mut runs = Vec::new();
     let mut run_start = 0;
     for at in 1..=order.len() {
@@ -328,19 +369,18 @@ fn runs_by_hour(
     runs
 }
 
-/// Writes the rows `rows` of `all` (in that order, all of one hour) as one segment.
+/// Writes the rows `rows` of the memtable (in that order, all of one hour) as one segment.
 fn write_segment(
     spans_dir: &Path,
-    all: &RecordBatch,
-    rows: &[u32],
+    memtable: &Memtable<'_>,
+    rows: &[RowRef],
     wal_seq: u64,
 ) -> Result<Segment, StoreError> {
-    let start = start_times(all)?;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Err(StoreError::Internal("an empty segment".into()));
     };
-    let (min_start_ns, max_start_ns) = (start.value(*first as usize), start.value(*last as usize));
-    let services = distinct_services(all, rows);
+    let (min_start_ns, max_start_ns) = (memtable.start(*first), memtable.start(*last));
+    let services = distinct_services(memtable, rows);
     let mut metadata = vec![
         KeyValue::new(KEY_WAL_SEQ.into(), wal_seq.to_string()),
         KeyValue::new(KEY_MIN_START.into(), min_start_ns.to_string()),
@@ -356,7 +396,7 @@ fn write_segment(
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("part-{wal_seq:020}.parquet"));
     let tmp = path.with_extension("parquet.tmp");
-    let bytes = match write_parquet(&tmp, all, rows, metadata) {
+    let bytes = match write_parquet(&tmp, memtable, rows, metadata) {
         Ok(bytes) => bytes,
         Err(error) => {
             // A half-written file (the disk filled up) is never renamed into place; removing
@@ -381,28 +421,27 @@ fn write_segment(
     })
 }
 
-/// Writes the rows `rows` of `all` as a complete, fsynced Parquet file at `tmp`, a chunk
-/// at a time; returns its size.
+/// Writes the rows `rows` of the memtable as a complete, fsynced Parquet file at `tmp`, a
+/// chunk at a time; returns its size.
 fn write_parquet(
     tmp: &Path,
-    all: &RecordBatch,
-    rows: &[u32],
+    memtable: &Memtable<'_>,
+    rows: &[RowRef],
     metadata: Vec<KeyValue>,
 ) -> Result<u64, StoreError> {
+    let Some(&(first_batch, _)) = rows.first() else {
+        return Err(StoreError::Internal("an empty segment".into()));
+    };
     let file = File::create(tmp)?;
     let mut writer = ArrowWriter::try_new(
         file,
-        all.schema(),
+        memtable.batches[first_batch].schema(),
         Some(writer_properties(metadata, rows.len())),
     )?;
-    let in_order = rows.windows(2).all(|pair| pair[1] == pair[0] + 1);
     for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
-        let part = if in_order {
-            all.slice(chunk[0] as usize, chunk.len())
-        } else {
-            take_rows(all, &UInt32Array::from(chunk.to_vec()))?
-        };
-        writer.write(&part)?;
+        for part in memtable.gather(chunk)? {
+            writer.write(&part)?;
+        }
     }
     let file = writer.into_inner()?;
     file.sync_all()?;
@@ -410,14 +449,20 @@ fn write_parquet(
 }
 
 /// The service names among `rows`, or `None` past [`MAX_LISTED_SERVICES`].
-fn distinct_services(batch: &RecordBatch, rows: &[u32]) -> Option<BTreeSet<String>> {
-    let column = batch
-        .column_by_name(columns::SERVICE_NAME)?
-        .as_string_opt::<i32>()?;
+fn distinct_services(memtable: &Memtable<'_>, rows: &[RowRef]) -> Option<BTreeSet<String>> {
+    let columns: Vec<&StringArray> = memtable
+        .batches
+        .iter()
+        .map(|batch| {
+            batch
+                .column_by_name(columns::SERVICE_NAME)?
+                .as_string_opt::<i32>()
+        })
+        .collect::<Option<_>>()?;
     let mut services = BTreeSet::new();
     let mut previous = None;
-    for &row in rows {
-        let row = row as usize;
+    for &(batch, row) in rows {
+        let column = columns[batch];
         if column.is_null(row) {
             continue;
         }
@@ -452,6 +497,7 @@ pub fn delete_segment(segment: &Segment) -> io::Result<()> {
 mod tests {
     use super::*;
     use arrow::array::FixedSizeBinaryArray;
+    use arrow::compute::concat_batches;
     use flowscope_model::SpanBatchBuilder;
     use flowscope_model::schema::SpanRecord;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -550,5 +596,48 @@ mod tests {
         }
         assert_eq!(seen.len(), 40_010);
         assert_eq!(read_committed(dir.path()).expect("committed"), 9);
+    }
+
+    #[test]
+    fn spans_arriving_in_order_in_small_batches_are_written_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = 490_000 * NANOS_PER_HOUR;
+        // Exporter-size batches in time order, one of them empty, and one late batch whose
+        // rows belong between the others: written as slices, the late rows in their place.
+        let at = |i: u32| base + i64::from(i) * 1_000;
+        let mut batches: Vec<RecordBatch> =
+            (0..80).map(|n| spans(n * 512..(n + 1) * 512, at)).collect();
+        batches.insert(40, spans(0..0, at));
+        batches.push(spans(100_000..100_100, |_| at(20_000) + 1));
+        let segments = write_flush(dir.path(), &batches, 3).expect("flush");
+        assert_eq!(segments.len(), 1);
+        let batch = read(&segments[0]);
+        assert_eq!(batch.num_rows(), 80 * 512 + 100);
+        let start = start_times(&batch).expect("start").values().to_vec();
+        assert!(
+            start.windows(2).all(|p| p[0] <= p[1]),
+            "sorted by start_time"
+        );
+        let ids = batch
+            .column_by_name(columns::SPAN_ID)
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .expect("span ids");
+        let attributes = batch
+            .column_by_name(columns::ATTRIBUTES)
+            .expect("attributes")
+            .as_map();
+        for row in 0..batch.num_rows() {
+            let id = u32::from_be_bytes(ids.value(row)[4..].try_into().expect("4 bytes"));
+            let values = attributes.value(row);
+            assert_eq!(values.column(1).as_string::<i32>().value(0), id.to_string());
+        }
+        let late: Vec<usize> = (0..batch.num_rows())
+            .filter(|&row| ids.value(row)[4..] >= 100_000u32.to_be_bytes()[..])
+            .collect();
+        assert_eq!(
+            late,
+            (20_001..20_101).collect::<Vec<_>>(),
+            "the late spans in place"
+        );
     }
 }
