@@ -706,7 +706,7 @@ impl<'a> Field<'a> {
 
     /// Prost refuses a string field that is not UTF-8.
     fn string(self) -> Parse<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| Unusual)
+        simdutf8::basic::from_utf8(self.bytes()?).map_err(|_| Unusual)
     }
 }
 

@@ -168,7 +168,10 @@ fn now_ns() -> i64 {
 
 /// Arrow IPC stream bytes of one batch: the WAL record payload.
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    // The stream is the batch's buffers (at most their capacity) plus metadata and padding
+    // to 64 bytes per buffer. Sized any smaller, the Vec grew once for nearly every
+    // request, copying what was already written.
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 16 * 1024);
     let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
     writer.write(batch)?;
     writer.finish()?;
@@ -615,17 +618,15 @@ impl Writer {
     }
 
     fn commit_group(&mut self, mut appends: Vec<Append>) {
-        for append in &appends {
-            self.wal.append(&append.payload);
+        let mut payload_bytes = 0;
+        for append in &mut appends {
+            let payload = std::mem::take(&mut append.payload);
+            payload_bytes += payload.len();
+            self.wal.append_owned(payload);
         }
         let committed = self.wal.commit();
         // Written or refused, the WAL records are no longer held: give their bytes back.
-        for append in &mut appends {
-            self.shared
-                .config
-                .memory
-                .release_buffered(std::mem::take(&mut append.payload).len());
-        }
+        self.shared.config.memory.release_buffered(payload_bytes);
         if let Err(error) = committed {
             tracing::error!(%error, "wal: group commit failed; refusing the group");
             for append in appends {

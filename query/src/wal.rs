@@ -8,13 +8,15 @@
 //! and logged, and replay goes on with the next segment.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"FSWAL01\n";
 const FRAME_HEADER: usize = 8;
 /// A frame claiming more than this is corrupt: no request is this large.
 const MAX_RECORD_BYTES: u32 = 1 << 30;
+/// Slices per `writev`: Linux refuses more than `IOV_MAX` (1024).
+const MAX_IO_SLICES: usize = 1024;
 
 /// When the log is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +64,10 @@ pub struct Wal {
     seq: u64,
     /// Length of the file up to the last successful commit; a failed write is cut back here.
     committed_len: u64,
-    pending: Vec<u8>,
+    /// Records of the next group: each frame's header and its payload, written as they are
+    /// by one vectored write (copying them into one buffer first cost the writer thread a
+    /// tenth of its time).
+    pending: Vec<([u8; FRAME_HEADER], Vec<u8>)>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -94,11 +99,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Frames one record: length, CRC32 of the payload, payload.
-pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// The frame header of one record: length, then CRC32 of the payload.
+fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER] {
+    let mut header = [0u8; FRAME_HEADER];
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header
 }
 
 /// Reads the records of one segment, calling `on_record` for each good one. Returns the
@@ -234,9 +240,15 @@ impl Wal {
         self.seq
     }
 
-    /// Buffers one record; it is written by the next [`Wal::commit`].
+    /// Buffers a copy of one record; it is written by the next [`Wal::commit`].
     pub fn append(&mut self, payload: &[u8]) {
-        encode_frame(payload, &mut self.pending);
+        self.append_owned(payload.to_vec());
+    }
+
+    /// Buffers one record without copying it; it is written, then dropped, by the next
+    /// [`Wal::commit`].
+    pub fn append_owned(&mut self, payload: Vec<u8>) {
+        self.pending.push((frame_header(&payload), payload));
     }
 
     /// Writes the buffered records in one write and syncs per policy. On failure the file is
@@ -275,7 +287,23 @@ impl Wal {
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.pending)?;
+        let mut slices: Vec<IoSlice<'_>> = self
+            .pending
+            .iter()
+            .flat_map(|(header, payload)| [IoSlice::new(header), IoSlice::new(payload)])
+            .collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let batch = rest.len().min(MAX_IO_SLICES);
+            let written = self.file.write_vectored(&rest[..batch])?;
+            if written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the write-ahead log took no bytes",
+                ));
+            }
+            IoSlice::advance_slices(&mut rest, written);
+        }
         if self.sync == WalSync::Always {
             self.file.sync_data()?;
         }
@@ -326,6 +354,26 @@ mod tests {
             ends.push(wal.committed_len);
         }
         ends
+    }
+
+    #[test]
+    fn a_group_of_more_records_than_one_write_takes_comes_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 1, WalSync::Always).expect("create");
+        // Two slices a record: 700 records need more than one writev.
+        let written: Vec<Vec<u8>> = (0..700u32)
+            .map(|i| i.to_le_bytes().repeat(1 + i as usize % 5))
+            .collect();
+        for record in &written {
+            wal.append_owned(record.clone());
+        }
+        wal.commit().expect("commit");
+        let expected_len: usize = written.iter().map(|r| FRAME_HEADER + r.len()).sum();
+        assert_eq!(wal.committed_len, (MAGIC.len() + expected_len) as u64);
+        drop(wal);
+        let (records, report) = collect(dir.path(), 0);
+        assert_eq!(records, written);
+        assert_eq!(report.records, 700);
     }
 
     #[test]
