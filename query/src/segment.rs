@@ -531,6 +531,27 @@ mod tests {
         }
     }
 
+    /// Each row's span number (from its span id), checked against the attribute that names
+    /// it: a row's columns moved together.
+    fn span_numbers(batch: &RecordBatch) -> Vec<u32> {
+        let ids = batch
+            .column_by_name(columns::SPAN_ID)
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .expect("span ids");
+        let attributes = batch
+            .column_by_name(columns::ATTRIBUTES)
+            .expect("attributes")
+            .as_map();
+        (0..batch.num_rows())
+            .map(|row| {
+                let id = u32::from_be_bytes(ids.value(row)[4..].try_into().expect("4 bytes"));
+                let values = attributes.value(row);
+                assert_eq!(values.column(1).as_string::<i32>().value(0), id.to_string());
+                id
+            })
+            .collect()
+    }
+
     fn read(segment: &Segment) -> RecordBatch {
         let file = File::open(&segment.path).expect("open");
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -574,22 +595,11 @@ mod tests {
                     .iter()
                     .all(|s| s.div_euclid(hour) == start[0].div_euclid(hour))
             );
-            let ids = batch
-                .column_by_name(columns::SPAN_ID)
-                .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                .expect("span ids");
-            let attributes = batch
-                .column_by_name(columns::ATTRIBUTES)
-                .expect("attributes")
-                .as_map();
-            for (row, start) in start.iter().enumerate() {
-                let id = u32::from_be_bytes(ids.value(row)[4..].try_into().expect("4 bytes"));
+            for (id, start) in span_numbers(&batch).into_iter().zip(&start) {
                 assert!(seen.insert(id), "span {id} written twice");
                 // The row's other columns moved with it.
                 let expected = if id >= 40_000 { base + hour } else { at(id) };
                 assert_eq!(*start, expected, "span {id}'s start time");
-                let values = attributes.value(row);
-                assert_eq!(values.column(1).as_string::<i32>().value(0), id.to_string());
             }
             let services = segment.services.as_ref().expect("services listed");
             assert_eq!(services.len(), 3);
@@ -618,21 +628,9 @@ mod tests {
             start.windows(2).all(|p| p[0] <= p[1]),
             "sorted by start_time"
         );
-        let ids = batch
-            .column_by_name(columns::SPAN_ID)
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-            .expect("span ids");
-        let attributes = batch
-            .column_by_name(columns::ATTRIBUTES)
-            .expect("attributes")
-            .as_map();
-        for row in 0..batch.num_rows() {
-            let id = u32::from_be_bytes(ids.value(row)[4..].try_into().expect("4 bytes"));
-            let values = attributes.value(row);
-            assert_eq!(values.column(1).as_string::<i32>().value(0), id.to_string());
-        }
-        let late: Vec<usize> = (0..batch.num_rows())
-            .filter(|&row| ids.value(row)[4..] >= 100_000u32.to_be_bytes()[..])
+        let late: Vec<usize> = (span_numbers(&batch).into_iter().enumerate())
+            .filter(|&(_, id)| id >= 100_000)
+            .map(|(row, _)| row)
             .collect();
         assert_eq!(
             late,
