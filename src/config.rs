@@ -15,7 +15,7 @@ use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
 use flowscope_model::memory::MemoryBudget;
 use flowscope_model::parse_duration;
-use flowscope_query::{SqlConfig, StoreConfig, WalSync};
+use flowscope_query::{RequestDecoder, SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
 use rand::RngCore as _;
 use serde::Deserialize;
@@ -333,6 +333,13 @@ impl ServeConfig {
         };
         let mut store = StoreConfig::new(data_dir);
         store.wal_sync = wal_sync;
+        // The WAL logs each OTLP/protobuf request as it arrived; replay decodes it with the
+        // receivers' own decoder, so the rows come back as they were acknowledged.
+        store.request_decoder = Some(RequestDecoder::new(|request| {
+            flowscope_collector::decode::decode_protobuf(request)
+                .map(|decoded| decoded.batch)
+                .map_err(|error| error.to_string())
+        }));
         store.retention = duration(
             "retention",
             args.retention.or(file.retention),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use flowscope_auth::TenantId;
 use flowscope_collector::{SinkError, SpanSink};
 use flowscope_model::memory::{self, MemoryBudget};
@@ -184,6 +185,24 @@ impl SpanSink for TenantSink {
             return Box::pin(async move { Err(SinkError::Internal(message)) });
         };
         Box::pin(async move { store.write(batch).await.map_err(sink_error) })
+    }
+
+    fn write_request(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        let Some(store) = self.0.get(tenant).cloned() else {
+            let message = format!("no store for tenant {tenant}");
+            return Box::pin(async move { Err(SinkError::Internal(message)) });
+        };
+        Box::pin(async move {
+            store
+                .write_request(batch, request)
+                .await
+                .map_err(sink_error)
+        })
     }
 }
 

@@ -228,7 +228,7 @@ impl TraceReceiver {
             reservation.grow_to(body.len())?;
             reservation.grow(crate::DECODE_FACTOR * body.len())?;
         }
-        let decoded = decode_off_runtime(body).await?;
+        let (decoded, body) = decode_off_runtime(body).await?;
         if let Some(held) = &held {
             held.lock().set(
                 decoded
@@ -241,17 +241,20 @@ impl TraceReceiver {
         if let Some(batch) = decoded.batch {
             self.config
                 .admit(principal, batch.num_rows(), decoded_bytes)?;
-            self.sink.write(&principal.tenant, batch).await?;
+            self.sink
+                .write_request(&principal.tenant, batch, body)
+                .await?;
         }
         Ok(response)
     }
 }
 
-async fn decode_off_runtime(body: Bytes) -> Result<DecodedTraces, CollectorError> {
+/// Decodes `body`, on a blocking thread when it is large, and gives it back for the sink.
+async fn decode_off_runtime(body: Bytes) -> Result<(DecodedTraces, Bytes), CollectorError> {
     if body.len() <= INLINE_DECODE_BYTES {
-        return decode_protobuf(&body);
+        return Ok((decode_protobuf(&body)?, body));
     }
-    tokio::task::spawn_blocking(move || decode_protobuf(&body))
+    tokio::task::spawn_blocking(move || Ok((decode_protobuf(&body)?, body)))
         .await
         .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
 }

@@ -119,7 +119,11 @@ async fn receive(
             .await
             .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
         };
-    let (decoded, decoded_bytes) = decoded?;
+    let Decoded {
+        traces: decoded,
+        bytes: decoded_bytes,
+        protobuf,
+    } = decoded?;
     // The request's bytes are freed; the batch is what stays until the sink answers.
     reservation.set(
         decoded
@@ -132,7 +136,15 @@ async fn receive(
         state
             .config
             .admit(&principal, batch.num_rows(), decoded_bytes)?;
-        state.sink.write(&principal.tenant, batch).await?;
+        match protobuf {
+            Some(request) => {
+                state
+                    .sink
+                    .write_request(&principal.tenant, batch, request)
+                    .await?
+            }
+            None => state.sink.write(&principal.tenant, batch).await?,
+        }
     }
     Ok(response)
 }
@@ -208,29 +220,43 @@ async fn read_body(
     Ok(collected.freeze())
 }
 
+/// A decoded request body.
+struct Decoded {
+    traces: DecodedTraces,
+    /// The body's length after decompression: what the rate limit counts.
+    bytes: usize,
+    /// The protobuf request (inflated), for a sink that logs it; `None` for JSON.
+    protobuf: Option<Bytes>,
+}
+
 fn decode_body(
-    raw: &[u8],
+    raw: &Bytes,
     compression: Compression,
     encoding: PayloadEncoding,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<(DecodedTraces, usize), CollectorError> {
-    let inflated;
+) -> Result<Decoded, CollectorError> {
     let body = match compression {
-        Compression::Identity => raw,
+        Compression::Identity => raw.clone(),
         Compression::Gzip => {
-            inflated = gunzip(raw, limit, reservation)?;
-            &inflated[..]
+            let mut inflated = gunzip(raw, limit, reservation)?;
+            // Kept until the sink has it: give back what doubling the buffer left unused.
+            inflated.shrink_to_fit();
+            Bytes::from(inflated)
         }
     };
     // The Arrow builders decoding fills take up to twice the protobuf or JSON's size.
     reservation.grow(crate::DECODE_FACTOR * body.len())?;
-    let decoded = match encoding {
-        PayloadEncoding::Protobuf => decode_protobuf(body)?,
-        PayloadEncoding::Json => decode_json(body)?,
+    let (traces, protobuf) = match encoding {
+        PayloadEncoding::Protobuf => (decode_protobuf(&body)?, Some(body.clone())),
+        PayloadEncoding::Json => (decode_json(&body)?, None),
     };
     // The rate limit counts the bytes after decompression: gzip must not buy a tenant more.
-    Ok((decoded, body.len()))
+    Ok(Decoded {
+        traces,
+        bytes: body.len(),
+        protobuf,
+    })
 }
 
 /// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes, each

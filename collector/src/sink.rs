@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use flowscope_auth::TenantId;
 use futures::future::BoxFuture;
 
@@ -14,6 +15,19 @@ pub trait SpanSink: Send + Sync + 'static {
         tenant: &TenantId,
         batch: RecordBatch,
     ) -> BoxFuture<'static, Result<(), SinkError>>;
+
+    /// Like `write`, for a batch decoded from the OTLP protobuf `request` (after any gzip was
+    /// inflated): a sink may make the request's own bytes durable instead of encoding the
+    /// batch, and decode them again on recovery with [`crate::decode::decode_protobuf`].
+    fn write_request(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        let _ = request;
+        self.write(tenant, batch)
+    }
 }
 
 /// Why a sink did not take a batch. The variant decides whether the client should retry.

@@ -27,5 +27,5 @@ pub mod wal;
 
 pub use error::{QueryError, StoreError};
 pub use sql::{QueryOutput, SqlConfig, SqlEngine, SqlResources};
-pub use store::{SpanStore, StoreConfig, StoreStats};
+pub use store::{RequestDecoder, SpanStore, StoreConfig, StoreStats};
 pub use wal::WalSync;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  write(batch) ──try_send──> writer thread ──> WAL group commit (fsync) ──> memtable ──> ack
+//!  write_request(batch, protobuf)  (the WAL logs the request's own bytes; replay decodes them)
 //!                 (bounded)        │ every flush_rows or flush_interval: seal the WAL segment,
 //!                                  ▼ freeze the memtable
 //!                            flusher thread ──> Parquet per hour ──> _committed ──> delete WAL
@@ -24,6 +25,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
 use flowscope_model::memory::MemoryBudget;
 use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
@@ -52,7 +54,38 @@ pub struct StoreConfig {
     /// On open, a commit listener first receives the spans of Parquet segments that started
     /// within this long before now (the live graph rebuilds its horizon after a restart).
     pub listener_backfill: Duration,
+    /// Turns an OTLP protobuf request back into its spans. With one, [`SpanStore::write_request`]
+    /// logs the request's own bytes (half the size of the batch's Arrow IPC, and nothing to
+    /// encode) and replay decodes them again; without one, every record is Arrow IPC.
+    pub request_decoder: Option<RequestDecoder>,
 }
+
+/// Decodes the protobuf request a WAL record holds into the batch it was written with:
+/// `Ok(None)` when none of its spans were accepted. It must be the decoder that produced the
+/// batch, so replay restores the same rows.
+#[derive(Clone)]
+pub struct RequestDecoder(Arc<DecodeRequest>);
+
+type DecodeRequest = dyn Fn(&[u8]) -> Result<Option<RecordBatch>, String> + Send + Sync;
+
+impl RequestDecoder {
+    pub fn new(
+        decode: impl Fn(&[u8]) -> Result<Option<RecordBatch>, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(decode))
+    }
+}
+
+impl std::fmt::Debug for RequestDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestDecoder")
+    }
+}
+
+/// The first bytes of a WAL record that holds an OTLP protobuf request. An Arrow IPC record
+/// starts with the continuation marker `0xFFFFFFFF`, so neither can be taken for the other
+/// (and logs written before requests were logged replay as they did).
+const REQUEST_TAG: &[u8; 4] = b"OTLP";
 
 impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -64,6 +97,7 @@ impl StoreConfig {
             retention: Duration::from_secs(7 * 86_400),
             memory: Arc::new(MemoryBudget::unlimited().with_ingest_buffer(1 << 30)),
             listener_backfill: Duration::ZERO,
+            request_decoder: None,
         }
     }
 }
@@ -117,10 +151,22 @@ type Ack = oneshot::Sender<Result<(), StoreError>>;
 /// One acknowledged-on-commit write: the WAL record, the batch for the memtable, its size
 /// in the buffer budget, and whom to tell.
 struct Append {
-    payload: Vec<u8>,
+    record: Record,
     batch: RecordBatch,
     bytes: usize,
     ack: Ack,
+}
+
+/// A WAL record before it is written: a tag and a body, one payload once framed.
+struct Record {
+    tag: &'static [u8],
+    body: Bytes,
+}
+
+impl Record {
+    fn len(&self) -> usize {
+        self.tag.len() + self.body.len()
+    }
 }
 
 enum Command {
@@ -197,6 +243,37 @@ pub(crate) fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreEr
             "a WAL record is not Arrow IPC this version can read".into(),
         ))
     })
+}
+
+/// The batches of one WAL record of either kind: an OTLP request decoded by `decoder`, or
+/// Arrow IPC. A request record without a decoder is `Unavailable`: the store must not open
+/// and drop spans it could read with the server's decoder.
+fn decode_record(
+    payload: &[u8],
+    decoder: Option<&RequestDecoder>,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let Some(request) = payload.strip_prefix(REQUEST_TAG) else {
+        return decode_batches(payload);
+    };
+    let Some(RequestDecoder(decode)) = decoder else {
+        return Err(StoreError::Unavailable(
+            "the write-ahead log holds OTLP requests and this store was opened without their \
+             decoder; open it with `flowscope serve`"
+                .into(),
+        ));
+    };
+    let batch = decode(request).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "a WAL record's OTLP request does not decode: {error}"
+        ))
+    })?;
+    match batch {
+        Some(batch) if batch.schema() != storage_schema() => Err(StoreError::Corrupt(
+            "a WAL record's OTLP request decodes to a schema this version does not store".into(),
+        )),
+        Some(batch) => Ok(vec![batch]),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Refuses an IPC stream any of whose messages claims metadata or a body longer than what
@@ -293,18 +370,25 @@ impl SpanStore {
         let segments = segment::load_segments(&spans_dir, committed)?;
         let mut replayed = Vec::new();
         let mut undecodable = 0usize;
+        let mut needs_decoder = None;
         let report =
             wal::replay(
                 &wal_dir(&config.data_dir),
                 committed,
-                &mut |payload| match decode_batches(payload) {
+                &mut |payload| match decode_record(payload, config.request_decoder.as_ref()) {
                     Ok(batches) => replayed.extend(batches),
+                    Err(error @ StoreError::Unavailable(_)) => {
+                        needs_decoder.get_or_insert(error);
+                    }
                     Err(error) => {
                         undecodable += 1;
                         tracing::error!(%error, "wal: skipping a record that does not decode");
                     }
                 },
             )?;
+        if let Some(error) = needs_decoder {
+            return Err(error);
+        }
         if let Some(listener) = &on_commit {
             let since = now_ns()
                 .saturating_sub(config.listener_backfill.as_nanos().min(i64::MAX as u128) as i64);
@@ -401,6 +485,21 @@ impl SpanStore {
     /// Makes `batch` durable and visible. Resolves once it is in the WAL (fsynced under
     /// `WalSync::Always`) and in the memtable; only then may the client be acknowledged.
     pub async fn write(&self, batch: RecordBatch) -> Result<(), StoreError> {
+        self.append(batch, None).await
+    }
+
+    /// Like [`SpanStore::write`] for a batch decoded from the OTLP protobuf `request`: with a
+    /// [`StoreConfig::request_decoder`] the WAL logs the request's bytes instead of encoding
+    /// the batch.
+    pub async fn write_request(
+        &self,
+        batch: RecordBatch,
+        request: Bytes,
+    ) -> Result<(), StoreError> {
+        self.append(batch, Some(request)).await
+    }
+
+    async fn append(&self, batch: RecordBatch, request: Option<Bytes>) -> Result<(), StoreError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -418,13 +517,22 @@ impl SpanStore {
             self.shared.release_buffered(bytes);
             error
         };
-        let payload = encode_batch(&batch).map_err(release)?;
+        let record = match request {
+            Some(body) if self.shared.config.request_decoder.is_some() => Record {
+                tag: REQUEST_TAG,
+                body,
+            },
+            _ => Record {
+                tag: &[],
+                body: Bytes::from(encode_batch(&batch).map_err(release)?),
+            },
+        };
         // The WAL record is a second copy of the spans until it is written: it counts too.
         if self
             .shared
             .config
             .memory
-            .take_buffered(payload.len())
+            .take_buffered(record.len())
             .is_err()
         {
             return Err(release(StoreError::Overloaded(
@@ -432,14 +540,14 @@ impl SpanStore {
                 Duration::from_secs(1),
             )));
         }
-        let payload_bytes = payload.len();
+        let payload_bytes = record.len();
         let release = |error| {
             self.shared.config.memory.release_buffered(payload_bytes);
             release(error)
         };
         let (ack, done) = oneshot::channel();
         let command = Command::Append(Append {
-            payload,
+            record,
             batch,
             bytes,
             ack,
@@ -620,9 +728,15 @@ impl Writer {
     fn commit_group(&mut self, mut appends: Vec<Append>) {
         let mut payload_bytes = 0;
         for append in &mut appends {
-            let payload = std::mem::take(&mut append.payload);
-            payload_bytes += payload.len();
-            self.wal.append_owned(payload);
+            let record = std::mem::replace(
+                &mut append.record,
+                Record {
+                    tag: &[],
+                    body: Bytes::new(),
+                },
+            );
+            payload_bytes += record.len();
+            self.wal.append_tagged(record.tag, record.body);
         }
         let committed = self.wal.commit();
         // Written or refused, the WAL records are no longer held: give their bytes back.

@@ -11,6 +11,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 const MAGIC: &[u8; 8] = b"FSWAL01\n";
 const FRAME_HEADER: usize = 8;
 /// A frame claiming more than this is corrupt: no request is this large.
@@ -64,10 +66,18 @@ pub struct Wal {
     seq: u64,
     /// Length of the file up to the last successful commit; a failed write is cut back here.
     committed_len: u64,
-    /// Records of the next group: each frame's header and its payload, written as they are
-    /// by one vectored write (copying them into one buffer first cost the writer thread a
-    /// tenth of its time).
-    pending: Vec<([u8; FRAME_HEADER], Vec<u8>)>,
+    /// Records of the next group, written as they are by one vectored write (copying them
+    /// into one buffer first cost the writer thread a tenth of its time).
+    pending: Vec<Pending>,
+}
+
+/// One buffered record: its frame header, then a payload of a short tag and a body that may
+/// be shared with the request it came from.
+#[derive(Debug)]
+struct Pending {
+    header: [u8; FRAME_HEADER],
+    tag: &'static [u8],
+    body: Bytes,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -99,11 +109,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The frame header of one record: length, then CRC32 of the payload.
-fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER] {
+/// The frame header of the record `tag` then `body`: length, then CRC32 of both.
+fn frame_header(tag: &[u8], body: &[u8]) -> [u8; FRAME_HEADER] {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(tag);
+    crc.update(body);
     let mut header = [0u8; FRAME_HEADER];
-    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[..4].copy_from_slice(&((tag.len() + body.len()) as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc.finalize().to_le_bytes());
     header
 }
 
@@ -248,7 +261,17 @@ impl Wal {
     /// Buffers one record without copying it; it is written, then dropped, by the next
     /// [`Wal::commit`].
     pub fn append_owned(&mut self, payload: Vec<u8>) {
-        self.pending.push((frame_header(&payload), payload));
+        self.append_tagged(&[], Bytes::from(payload));
+    }
+
+    /// Buffers the record `tag` followed by `body` (replay sees them as one payload) without
+    /// copying either: the body of a request can be logged as it arrived.
+    pub fn append_tagged(&mut self, tag: &'static [u8], body: Bytes) {
+        self.pending.push(Pending {
+            header: frame_header(tag, &body),
+            tag,
+            body,
+        });
     }
 
     /// Writes the buffered records in one write and syncs per policy. On failure the file is
@@ -290,7 +313,14 @@ impl Wal {
         let mut slices: Vec<IoSlice<'_>> = self
             .pending
             .iter()
-            .flat_map(|(header, payload)| [IoSlice::new(header), IoSlice::new(payload)])
+            .flat_map(|record| {
+                [
+                    IoSlice::new(&record.header),
+                    IoSlice::new(record.tag),
+                    IoSlice::new(&record.body),
+                ]
+            })
+            .filter(|slice| !slice.is_empty())
             .collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
@@ -360,12 +390,20 @@ mod tests {
     fn a_group_of_more_records_than_one_write_takes_comes_back_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::create(dir.path(), 1, WalSync::Always).expect("create");
-        // Two slices a record: 700 records need more than one writev.
-        let written: Vec<Vec<u8>> = (0..700u32)
+        // Two or three slices a record: 700 records need more than one writev. Every third
+        // record is a tag and a shared body, which replay must see as one payload.
+        let bodies: Vec<Vec<u8>> = (0..700u32)
             .map(|i| i.to_le_bytes().repeat(1 + i as usize % 5))
             .collect();
-        for record in &written {
-            wal.append_owned(record.clone());
+        let mut written = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            if i % 3 == 0 {
+                wal.append_tagged(b"TAG:", Bytes::from(body.clone()));
+                written.push([&b"TAG:"[..], body].concat());
+            } else {
+                wal.append_owned(body.clone());
+                written.push(body.clone());
+            }
         }
         wal.commit().expect("commit");
         let expected_len: usize = written.iter().map(|r| FRAME_HEADER + r.len()).sum();

@@ -10,7 +10,9 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use flowscope_model::{SpanBatchBuilder, SpanRecord};
-use flowscope_query::{QueryError, SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
+use flowscope_query::{
+    QueryError, RequestDecoder, SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync,
+};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
@@ -174,6 +176,74 @@ async fn unflushed_spans_come_back_from_the_wal() {
     let store = SpanStore::open(config(dir.path())).expect("reopen");
     let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
     assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 25);
+}
+
+/// A stand-in for the OTLP decoder: this test's "requests" are Arrow IPC streams, which
+/// keeps the store's part (tagging, replay, refusal) apart from protobuf decoding.
+fn ipc_decoder() -> RequestDecoder {
+    RequestDecoder::new(|request| {
+        let mut reader = arrow::ipc::reader::StreamReader::try_new(request, None)
+            .map_err(|error| error.to_string())?;
+        reader.next().transpose().map_err(|error| error.to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_requests_replay_through_the_decoder_and_not_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_decoder = || {
+        let mut config = config(dir.path());
+        config.request_decoder = Some(ipc_decoder());
+        config
+    };
+    let store = SpanStore::open(with_decoder()).expect("open");
+    let logged = batch(&["orders"], 25, now_ns(), 4);
+    let request = flowscope_query::store::encode_batch(&logged).expect("encode");
+    store
+        .write_request(logged, request.into())
+        .await
+        .expect("write a request");
+    store
+        .write(batch(&["billing"], 5, now_ns(), 5))
+        .await
+        .expect("write a batch");
+    drop(store);
+
+    let error = SpanStore::open(config(dir.path())).expect_err("no decoder, no replay");
+    assert!(
+        error.to_string().contains("without their decoder"),
+        "{error}"
+    );
+
+    let store = SpanStore::open(with_decoder()).expect("reopen");
+    let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM spans WHERE service_name = 'orders'"
+        )
+        .await,
+        25
+    );
+    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 30);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_decoder_a_request_is_logged_as_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SpanStore::open(config(dir.path())).expect("open");
+    store
+        .write_request(
+            batch(&["orders"], 7, now_ns(), 6),
+            b"not replayable".to_vec().into(),
+        )
+        .await
+        .expect("write");
+    drop(store);
+    let store = SpanStore::open(config(dir.path())).expect("reopen without a decoder");
+    let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
+    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
