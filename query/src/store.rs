@@ -2,12 +2,14 @@
 //!
 //! ```text
 //!  write(batch) ──try_send──> writer thread ──> WAL group commit (fsync) ──> memtable ──> ack
-//!  write_request(batch, protobuf)  (the WAL logs the request's own bytes; replay decodes them)
 //!                 (bounded)        │ every flush_rows or flush_interval: seal the WAL segment,
 //!                                  ▼ freeze the memtable
 //!                            flusher thread ──> Parquet per hour ──> _committed ──> delete WAL
 //!                                  └── retention: delete segments older than the horizon
 //! ```
+//!
+//! `write_request(batch, request)` is `write` for a batch decoded from an OTLP/protobuf request:
+//! the WAL logs the request's own bytes and replay decodes them again.
 //!
 //! Queries read a [`View`]: memtable batches (active and frozen) plus committed segments,
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
@@ -158,6 +160,7 @@ struct Append {
 }
 
 /// A WAL record before it is written: a tag and a body, one payload once framed.
+#[derive(Default)]
 struct Record {
     tag: &'static [u8],
     body: Bytes,
@@ -245,23 +248,18 @@ pub(crate) fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreEr
     })
 }
 
+/// Whether a WAL record holds an OTLP request (else it is Arrow IPC).
+fn is_request(payload: &[u8]) -> bool {
+    payload.starts_with(REQUEST_TAG)
+}
+
 /// The batches of one WAL record of either kind: an OTLP request decoded by `decoder`, or
-/// Arrow IPC. A request record without a decoder is `Unavailable`: the store must not open
-/// and drop spans it could read with the server's decoder.
-fn decode_record(
-    payload: &[u8],
-    decoder: Option<&RequestDecoder>,
-) -> Result<Vec<RecordBatch>, StoreError> {
+/// Arrow IPC.
+fn decode_record(payload: &[u8], decoder: &RequestDecoder) -> Result<Vec<RecordBatch>, StoreError> {
     let Some(request) = payload.strip_prefix(REQUEST_TAG) else {
         return decode_batches(payload);
     };
-    let Some(RequestDecoder(decode)) = decoder else {
-        return Err(StoreError::Unavailable(
-            "the write-ahead log holds OTLP requests and this store was opened without their \
-             decoder; open it with `flowscope serve`"
-                .into(),
-        ));
-    };
+    let RequestDecoder(decode) = decoder;
     let batch = decode(request).map_err(|error| {
         StoreError::Corrupt(format!(
             "a WAL record's OTLP request does not decode: {error}"
@@ -370,24 +368,31 @@ impl SpanStore {
         let segments = segment::load_segments(&spans_dir, committed)?;
         let mut replayed = Vec::new();
         let mut undecodable = 0usize;
-        let mut needs_decoder = None;
-        let report =
-            wal::replay(
-                &wal_dir(&config.data_dir),
-                committed,
-                &mut |payload| match decode_record(payload, config.request_decoder.as_ref()) {
-                    Ok(batches) => replayed.extend(batches),
-                    Err(error @ StoreError::Unavailable(_)) => {
-                        needs_decoder.get_or_insert(error);
-                    }
-                    Err(error) => {
-                        undecodable += 1;
-                        tracing::error!(%error, "wal: skipping a record that does not decode");
-                    }
-                },
-            )?;
-        if let Some(error) = needs_decoder {
-            return Err(error);
+        // Requests found with no decoder to read them: the store refuses to open rather than
+        // drop spans that `flowscope serve` would read.
+        let mut without_decoder = 0usize;
+        let report = wal::replay(&wal_dir(&config.data_dir), committed, &mut |payload| {
+            let decoded = match &config.request_decoder {
+                Some(decoder) => decode_record(payload, decoder),
+                None if is_request(payload) => {
+                    without_decoder += 1;
+                    return;
+                }
+                None => decode_batches(payload),
+            };
+            match decoded {
+                Ok(batches) => replayed.extend(batches),
+                Err(error) => {
+                    undecodable += 1;
+                    tracing::error!(%error, "wal: skipping a record that does not decode");
+                }
+            }
+        })?;
+        if without_decoder > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "the write-ahead log holds {without_decoder} OTLP requests and this store was \
+                 opened without their decoder; open the data directory with `flowscope serve`"
+            )));
         }
         if let Some(listener) = &on_commit {
             let since = now_ns()
@@ -728,13 +733,7 @@ impl Writer {
     fn commit_group(&mut self, mut appends: Vec<Append>) {
         let mut payload_bytes = 0;
         for append in &mut appends {
-            let record = std::mem::replace(
-                &mut append.record,
-                Record {
-                    tag: &[],
-                    body: Bytes::new(),
-                },
-            );
+            let record = std::mem::take(&mut append.record);
             payload_bytes += record.len();
             self.wal.append_tagged(record.tag, record.body);
         }
