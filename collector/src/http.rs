@@ -124,7 +124,8 @@ async fn receive(
         bytes: decoded_bytes,
         protobuf,
     } = decoded?;
-    // The request's bytes are freed; the batch is what stays until the sink answers.
+    // The batch is what this request holds until the sink answers. A protobuf body kept for
+    // the sink is counted by the store when it takes it, as its WAL record.
     reservation.set(
         decoded
             .batch
