@@ -87,10 +87,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     // The baseline keeps the definition every earlier run used: prost's generated types,
     // then `convert` to Arrow. The server's own decoder and prost alone are shown beside it.
-    let decode_rate = decode_only(&requests, decode_protobuf_with_prost)?;
+    // It is measured before and after the server's run, and so is rotel: this shared
+    // machine drifts by 10-20% within a minute, and the mean of both sides cancels a drift
+    // that is steady over the run.
+    let decode_before = decode_only(&requests, decode_protobuf_with_prost)?;
     eprintln!(
         "decode only (prost + convert, one thread): {} spans per CPU-second",
-        thousands(decode_rate as u64)
+        thousands(decode_before as u64)
     );
     let prost_rate = decode_only(&requests, |body| {
         ExportTraceServiceRequest::decode(body)
@@ -107,6 +110,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         thousands(server_decoder_rate as u64)
     );
 
+    let runtime = server::runtime()?;
+    let rotel_before = match &args.rotel {
+        Some(binary) => Some(rotel_discarding(binary, &runtime, requests.clone(), &args)?),
+        None => None,
+    };
+
     let wal_sync = match args.wal_sync {
         WalSync::Always => "always",
         WalSync::Never => "never",
@@ -119,10 +128,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server.pid(),
         args.connections
     );
-    let runtime = server::runtime()?;
     let server_cpu_before = server.cpu_seconds()?;
     let client_cpu_before = server::own_cpu_seconds()?;
     let peer_requests = args.rotel.as_ref().map(|_| requests.clone());
+    let decode_requests = requests.clone();
     let source = Source::ready(requests);
     let sent = runtime.block_on(send_all(
         args.protocol,
@@ -142,6 +151,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let (parquet_bytes, parquet_files) =
         server::dir_size(&data_dir.path().join("spans"), ".parquet")?;
     let (wal_bytes, wal_files) = server::dir_size(&data_dir.path().join("wal"), "")?;
+    let decode_after = decode_only(&decode_requests, decode_protobuf_with_prost)?;
+    eprintln!(
+        "decode only again, after the server's run: {} spans per CPU-second",
+        thousands(decode_after as u64)
+    );
+    let decode_rate = (decode_before + decode_after) / 2.0;
 
     let wall = sent.wall.as_secs_f64();
     let server_rate = sent.totals.spans_acked as f64 / server_cpu;
@@ -207,8 +222,20 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     );
     report.add_float(
         "decode_only_spans_per_cpu_second",
-        "decode only: spans per CPU-second",
+        "decode only: spans per CPU-second (mean of both sides)",
         decode_rate,
+        0,
+    );
+    report.add_float(
+        "decode_only_before_spans_per_cpu_second",
+        "decode only before the server's run",
+        decode_before,
+        0,
+    );
+    report.add_float(
+        "decode_only_after_spans_per_cpu_second",
+        "decode only after the server's run",
+        decode_after,
         0,
     );
     report.add_float(
@@ -229,12 +256,28 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server_decoder_rate,
         0,
     );
-    if let (Some(binary), Some(requests)) = (&args.rotel, peer_requests) {
-        let (rotel_rate, rotel_wall_rate) = rotel_discarding(binary, &runtime, requests, &args)?;
+    if let (Some(binary), Some(requests), Some((before_rate, before_wall_rate))) =
+        (&args.rotel, peer_requests, rotel_before)
+    {
+        let (after_rate, after_wall_rate) = rotel_discarding(binary, &runtime, requests, &args)?;
+        let rotel_rate = (before_rate + after_rate) / 2.0;
+        let rotel_wall_rate = (before_wall_rate + after_wall_rate) / 2.0;
         report.add_float(
             "rotel_spans_per_cpu_second",
-            "rotel (blackhole): spans per CPU-second",
+            "rotel (blackhole): spans per CPU-second (mean of both sides)",
             rotel_rate,
+            0,
+        );
+        report.add_float(
+            "rotel_before_spans_per_cpu_second",
+            "rotel before the server's run",
+            before_rate,
+            0,
+        );
+        report.add_float(
+            "rotel_after_spans_per_cpu_second",
+            "rotel after the server's run",
+            after_rate,
             0,
         );
         report.add_float(
