@@ -173,18 +173,36 @@ async fn open_tenant(
 /// Sends each batch to the store of the tenant whose token sent it.
 struct TenantSink(BTreeMap<TenantId, Arc<SpanStore>>);
 
-impl SpanSink for TenantSink {
-    fn write(
+impl TenantSink {
+    /// Writes `batch` to `tenant`'s store, logging `request` in its WAL when there is one.
+    fn send(
         &self,
         tenant: &TenantId,
         batch: RecordBatch,
+        request: Option<Bytes>,
     ) -> BoxFuture<'static, Result<(), SinkError>> {
         let Some(store) = self.0.get(tenant).cloned() else {
             // Every token's tenant has a store; reaching this is a bug, not a client error.
             let message = format!("no store for tenant {tenant}");
             return Box::pin(async move { Err(SinkError::Internal(message)) });
         };
-        Box::pin(async move { store.write(batch).await.map_err(sink_error) })
+        Box::pin(async move {
+            match request {
+                Some(request) => store.write_request(batch, request).await,
+                None => store.write(batch).await,
+            }
+            .map_err(sink_error)
+        })
+    }
+}
+
+impl SpanSink for TenantSink {
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        self.send(tenant, batch, None)
     }
 
     fn write_request(
@@ -193,16 +211,7 @@ impl SpanSink for TenantSink {
         batch: RecordBatch,
         request: Bytes,
     ) -> BoxFuture<'static, Result<(), SinkError>> {
-        let Some(store) = self.0.get(tenant).cloned() else {
-            let message = format!("no store for tenant {tenant}");
-            return Box::pin(async move { Err(SinkError::Internal(message)) });
-        };
-        Box::pin(async move {
-            store
-                .write_request(batch, request)
-                .await
-                .map_err(sink_error)
-        })
+        self.send(tenant, batch, Some(request))
     }
 }
 

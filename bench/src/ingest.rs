@@ -130,8 +130,8 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     );
     let server_cpu_before = server.cpu_seconds()?;
     let client_cpu_before = server::own_cpu_seconds()?;
-    let peer_requests = args.rotel.as_ref().map(|_| requests.clone());
-    let decode_requests = requests.clone();
+    // Kept for the references measured after the server's run (`Bytes` clones share).
+    let kept_requests = requests.clone();
     let source = Source::ready(requests);
     let sent = runtime.block_on(send_all(
         args.protocol,
@@ -151,7 +151,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let (parquet_bytes, parquet_files) =
         server::dir_size(&data_dir.path().join("spans"), ".parquet")?;
     let (wal_bytes, wal_files) = server::dir_size(&data_dir.path().join("wal"), "")?;
-    let decode_after = decode_only(&decode_requests, decode_protobuf_with_prost)?;
+    let decode_after = decode_only(&kept_requests, decode_protobuf_with_prost)?;
     eprintln!(
         "decode only again, after the server's run: {} spans per CPU-second",
         thousands(decode_after as u64)
@@ -256,10 +256,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server_decoder_rate,
         0,
     );
-    if let (Some(binary), Some(requests), Some((before_rate, before_wall_rate))) =
-        (&args.rotel, peer_requests, rotel_before)
-    {
-        let (after_rate, after_wall_rate) = rotel_discarding(binary, &runtime, requests, &args)?;
+    if let (Some(binary), Some((before_rate, before_wall_rate))) = (&args.rotel, rotel_before) {
+        let (after_rate, after_wall_rate) =
+            rotel_discarding(binary, &runtime, kept_requests, &args)?;
         let rotel_rate = (before_rate + after_rate) / 2.0;
         let rotel_wall_rate = (before_wall_rate + after_wall_rate) / 2.0;
         report.add_float(
