@@ -43,7 +43,8 @@ use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimit
 use flowscope_model::memory::{MemoryBudget, Refusal};
 
 /// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
-/// 1.7 times the protobuf, and its builders grow by doubling.
+/// 1.7 times the protobuf, and its builders grow by doubling when the last batch's sizes
+/// (`SpanBatchBuilder::sized_for`) are no guide.
 pub const DECODE_FACTOR: usize = 2;
 
 /// A request holds at most this many times its (inflated) size while it is read and

@@ -37,7 +37,7 @@ type Parse<T> = Result<T, Unusual>;
 pub(crate) fn decode(body: &[u8]) -> Parse<DecodedTraces> {
     let total_spans = count_spans(body)?;
     let mut decoder = Decoder {
-        builder: SpanBatchBuilder::with_capacity(total_spans),
+        builder: SpanBatchBuilder::sized_for(total_spans, body.len()),
         rejections: Rejections::default(),
         scratch: Scratch::default(),
     };
@@ -548,7 +548,9 @@ fn render<'a>(value: WireValue<'a>, scratch: &mut String) -> Parse<Rendered<'a>>
         WireValue::String(text) => Rendered::WireString(text),
         WireValue::Bool(flag) => Rendered::Constant(if flag { "true" } else { "false" }),
         WireValue::Int(number) => {
-            let _ = write!(scratch, "{number}");
+            // The text `Display` writes, without the formatting machinery: two of every
+            // span's attributes are numbers in a typical HTTP span.
+            scratch.push_str(itoa::Buffer::new().format(number));
             Rendered::InScratch
         }
         WireValue::Double(number) => {
@@ -722,6 +724,11 @@ impl<'a> Reader<'a> {
 
     /// The next field's number and value, `None` at the end. Groups, reserved wire types,
     /// field number 0 and truncation are all [`Unusual`].
+    ///
+    /// Always inlined: called for every field of every attribute, as a call it returned its
+    /// result through memory and took a quarter of the decoder's time; inlined, each caller's
+    /// `match` on the field number folds into it (a 512-span request decodes about 29% faster).
+    #[inline(always)]
     fn next(&mut self) -> Parse<Option<(u32, Field<'a>)>> {
         if self.bytes.is_empty() {
             return Ok(None);
@@ -745,7 +752,19 @@ impl<'a> Reader<'a> {
         Ok(Some((tag, field)))
     }
 
+    /// Keys, lengths and small numbers take one byte: read those without the loop.
+    #[inline(always)]
     fn varint(&mut self) -> Parse<u64> {
+        match self.bytes.split_first() {
+            Some((&byte, rest)) if byte < 0x80 => {
+                self.bytes = rest;
+                Ok(u64::from(byte))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Parse<u64> {
         let mut value = 0u64;
         for (index, byte) in self.bytes.iter().copied().enumerate().take(10) {
             // The tenth byte holds bit 63 only; prost refuses anything more.
