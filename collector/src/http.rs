@@ -24,7 +24,9 @@ use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
-use crate::decode::{DecodedTraces, INLINE_DECODE_BYTES, decode_json, decode_protobuf};
+use crate::decode::{
+    DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
+};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -61,6 +63,14 @@ enum PayloadEncoding {
 }
 
 impl PayloadEncoding {
+    /// The largest body decoded on the async runtime rather than the blocking pool.
+    fn inline_decode_bytes(self) -> usize {
+        match self {
+            PayloadEncoding::Protobuf => INLINE_DECODE_BYTES,
+            PayloadEncoding::Json => INLINE_DECODE_JSON_BYTES,
+        }
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             PayloadEncoding::Protobuf => PROTOBUF_CONTENT_TYPE,
@@ -108,7 +118,7 @@ async fn receive(
     let mut reservation = state.config.memory.admit()?;
     let raw = read_body(body, headers, limit, &mut reservation).await?;
     let (decoded, mut reservation) =
-        if compression == Compression::Identity && raw.len() <= INLINE_DECODE_BYTES {
+        if compression == Compression::Identity && raw.len() <= encoding.inline_decode_bytes() {
             let decoded = decode_body(&raw, compression, encoding, limit, &mut reservation);
             (decoded, reservation)
         } else {
@@ -751,7 +761,7 @@ mod tests {
         let spans: Vec<_> = (1..=200)
             .map(|id| {
                 let mut span = valid_span(id);
-                span.attributes = vec![key_value("payload", &"x".repeat(100))];
+                span.attributes = vec![key_value("payload", &"x".repeat(1500))];
                 span
             })
             .collect();
