@@ -328,8 +328,9 @@ impl SpanBatchBuilder {
     /// A builder for a decoded request of `rows` spans and `request_bytes` bytes, its text
     /// columns and attribute maps sized from the last batch finished (see `last_shape`). The
     /// sizes come from another request, so they are bounded: if together they would reserve
-    /// more than four times the request's own bytes, the builder starts as
-    /// [`with_capacity`](Self::with_capacity) does and grows.
+    /// more than twice the request's own bytes (what the receivers reserve in the memory
+    /// budget for decoding), the builder starts as [`with_capacity`](Self::with_capacity)
+    /// does and grows.
     pub fn sized_for(rows: usize, request_bytes: usize) -> Self {
         let mut builder = Self::with_capacity(rows);
         let guess = |part| last_shape::guess(part, rows);
@@ -352,7 +353,7 @@ impl SpanBatchBuilder {
         // Offsets take four bytes an entry in each of a map's two string columns.
         let reserved =
             text.iter().map(|&part| guess(part)).sum::<usize>() + 8 * (entries + resource_entries);
-        if reserved == 0 || reserved > request_bytes.saturating_mul(4) {
+        if reserved == 0 || reserved > request_bytes.saturating_mul(2) {
             return builder;
         }
         let strings = |part| StringBuilder::with_capacity(rows, guess(part));
