@@ -39,6 +39,11 @@ pub struct LiveGraph {
     trimmed_before_ns: Option<i64>,
     /// Service, queue and peer names, shared by spans and buckets.
     names: FastSet<Arc<str>>,
+    /// The names interned last, checked before `names`: a batch usually comes from one
+    /// service and calls the same few peers, and comparing a short string costs less than
+    /// hashing it. Cleared at every `advance`, so unused names can still be dropped.
+    recent_names: [Option<Arc<str>>; RECENT_NAMES],
+    next_recent: usize,
     counters: GraphCounters,
     /// A graph of one window ([`LiveGraph::for_window`]): the bucket starts `[lo, hi)` that
     /// `snapshot(from, to)` would merge all go to the bucket `lo`; other times are dropped.
@@ -169,6 +174,9 @@ struct PendingSpan {
 /// Traces up to this many spans find a span by scanning their ids; larger ones keep an index.
 const SCAN_SPANS: usize = 16;
 
+/// Names kept in `LiveGraph::recent_names`.
+const RECENT_NAMES: usize = 4;
+
 impl TraceState {
     fn new(now_ns: i64) -> Self {
         TraceState {
@@ -241,6 +249,8 @@ impl LiveGraph {
             buckets: BTreeMap::new(),
             trimmed_before_ns: None,
             names: FastSet::default(),
+            recent_names: Default::default(),
+            next_recent: 0,
             counters: GraphCounters::default(),
             fold: None,
             trimmed: Vec::new(),
@@ -302,6 +312,7 @@ impl LiveGraph {
                     .map(|(start_ns, bucket)| StoredBucket { start_ns, bucket }),
             );
         }
+        self.recent_names = Default::default();
         self.names.retain(|name| Arc::strong_count(name) > 1);
         // Give back what a burst took: hash tables never shrink by themselves.
         shrink_if_sparse(&mut self.traces);
@@ -436,7 +447,9 @@ impl LiveGraph {
             SpanKind::Consumer => self.resolve_consumer(key),
             _ => {}
         }
-        if let Some(waiters) = self.waiting.remove(&key) {
+        if !self.waiting.is_empty()
+            && let Some(waiters) = self.waiting.remove(&key)
+        {
             for waiter in waiters {
                 self.resolve_waiter(waiter);
             }
@@ -880,11 +893,19 @@ impl LiveGraph {
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(interned) = self.names.get(name) {
-            return interned.clone();
+        if let Some(recent) = self.recent_names.iter().flatten().find(|n| ***n == *name) {
+            return recent.clone();
         }
-        let interned: Arc<str> = Arc::from(name);
-        self.names.insert(interned.clone());
+        let interned = match self.names.get(name) {
+            Some(interned) => interned.clone(),
+            None => {
+                let interned: Arc<str> = Arc::from(name);
+                self.names.insert(interned.clone());
+                interned
+            }
+        };
+        self.recent_names[self.next_recent] = Some(interned.clone());
+        self.next_recent = (self.next_recent + 1) % RECENT_NAMES;
         interned
     }
 }

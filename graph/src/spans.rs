@@ -43,7 +43,9 @@ impl SpanKind {
     }
 }
 
-/// The attributes edge inference reads (OpenTelemetry semantic conventions).
+/// The attributes edge inference reads (OpenTelemetry semantic conventions). Their first
+/// letters are listed in `SpanColumns::graph_attributes`: a new key must keep to them or
+/// extend that list.
 pub(crate) mod keys {
     pub const DESTINATION: &str = "messaging.destination.name";
     pub const PEER_SERVICE: &str = "peer.service";
@@ -97,12 +99,19 @@ pub(crate) struct SpanColumns<'a> {
     duration_ns: &'a Int64Array,
     status_code: &'a StringArray,
     attributes: &'a MapArray,
+    /// The attribute map's keys and values, when they are text (as the storage schema has them).
+    attribute_text: Option<(&'a StringArray, &'a StringArray)>,
     links: &'a ListArray,
 }
 
 impl<'a> SpanColumns<'a> {
     pub fn new(batch: &'a RecordBatch) -> Option<Self> {
         let column = |name: &str| batch.column_by_name(name);
+        let attributes: &MapArray = column(columns::ATTRIBUTES)?.as_map_opt()?;
+        let attribute_text = attributes
+            .keys()
+            .as_string_opt::<i32>()
+            .zip(attributes.values().as_string_opt::<i32>());
         Some(Self {
             trace_id: column(columns::TRACE_ID)?.as_fixed_size_binary_opt()?,
             span_id: column(columns::SPAN_ID)?.as_fixed_size_binary_opt()?,
@@ -113,7 +122,8 @@ impl<'a> SpanColumns<'a> {
                 .as_primitive_opt::<TimestampNanosecondType>()?,
             duration_ns: column(columns::DURATION_NS)?.as_primitive_opt::<Int64Type>()?,
             status_code: column(columns::STATUS_CODE)?.as_string_opt::<i32>()?,
-            attributes: column(columns::ATTRIBUTES)?.as_map_opt()?,
+            attributes,
+            attribute_text,
             links: column(columns::LINKS)?.as_list_opt::<i32>()?,
         })
     }
@@ -147,34 +157,41 @@ impl<'a> SpanColumns<'a> {
 
     fn graph_attributes(&self, row: usize) -> GraphAttributes<'a> {
         let mut found = GraphAttributes::default();
+        let Some((names, values)) = self.attribute_text else {
+            return found;
+        };
         if self.attributes.is_null(row) {
             return found;
         }
-        let (Some(names), Some(values)) = (
-            self.attributes.keys().as_string_opt::<i32>(),
-            self.attributes.values().as_string_opt::<i32>(),
-        ) else {
-            return found;
-        };
         let offsets = self.attributes.value_offsets();
         let (first, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        // Names are compared as bytes, straight from the keys' buffer: most attributes are
+        // none of these, and neither their names nor their values are looked at further.
+        let (name_offsets, name_bytes) = (names.value_offsets(), names.value_data());
         for entry in first..end {
-            let Some(value) = text(values, entry).filter(|v| !v.is_empty()) else {
+            let name = &name_bytes[name_offsets[entry] as usize..name_offsets[entry + 1] as usize];
+            // Every key read here starts with one of these letters (a test holds the list to
+            // the keys), which spares `client.address`, `http.route`, ... a compare.
+            if !matches!(name.first(), Some(b'm' | b'p' | b's' | b'd' | b'h')) {
                 continue;
-            };
-            match names.value(entry) {
-                keys::DESTINATION => found.destination = Some(value),
-                keys::PEER_SERVICE => found.peer_service = Some(value),
-                keys::SERVER_ADDRESS => found.server_address = Some(value),
-                keys::DB_NAME => found.db_name = Some(value),
-                keys::DB_NAMESPACE => found.db_namespace = Some(value),
-                keys::DB_SYSTEM => found.db_system = Some(value),
-                name if keys::BODY_SIZES.contains(&name) => {
-                    if let Ok(size) = value.trim().parse::<u64>() {
+            }
+            let slot = match name {
+                _ if name == keys::DESTINATION.as_bytes() => &mut found.destination,
+                _ if name == keys::PEER_SERVICE.as_bytes() => &mut found.peer_service,
+                _ if name == keys::SERVER_ADDRESS.as_bytes() => &mut found.server_address,
+                _ if name == keys::DB_NAME.as_bytes() => &mut found.db_name,
+                _ if name == keys::DB_NAMESPACE.as_bytes() => &mut found.db_namespace,
+                _ if name == keys::DB_SYSTEM.as_bytes() => &mut found.db_system,
+                _ if keys::BODY_SIZES.iter().any(|key| name == key.as_bytes()) => {
+                    if let Some(Ok(size)) = text(values, entry).map(|v| v.trim().parse::<u64>()) {
                         found.bytes = Some(found.bytes.unwrap_or(0).saturating_add(size));
                     }
+                    continue;
                 }
-                _ => {}
+                _ => continue,
+            };
+            if let Some(value) = text(values, entry).filter(|v| !v.is_empty()) {
+                *slot = Some(value);
             }
         }
         found
@@ -321,6 +338,25 @@ mod tests {
                 "5 2 parent=- kind=Consumer start=1000000000 duration=10000000 error=false dest=Some(\"orders-topic\") peer=None address=None db=None/None/None bytes=None links=1:3,1:4",
             )],
         );
+    }
+
+    #[test]
+    fn every_key_read_starts_with_a_letter_the_reader_checks() {
+        let mut all = vec![
+            keys::DESTINATION,
+            keys::PEER_SERVICE,
+            keys::SERVER_ADDRESS,
+            keys::DB_NAME,
+            keys::DB_NAMESPACE,
+            keys::DB_SYSTEM,
+        ];
+        all.extend(keys::BODY_SIZES);
+        for key in all {
+            let batch = batch(&[span(1, 1, None, "CLIENT", "orders").attr(key, "7")]);
+            let columns = SpanColumns::new(&batch).expect("storage schema");
+            let read = columns.row(0).expect("valid span").attributes;
+            assert_ne!(read, GraphAttributes::default(), "{key} is skipped");
+        }
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! Both are computed once the trace is idle, from its whole span tree, so they do not depend
 //! on the order its spans arrived in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::spans::SpanId;
 use crate::window::{Cycle, EdgeKey, NodeKey};
 
@@ -51,22 +52,26 @@ pub(crate) struct CallerGroup {
 }
 
 pub(crate) fn caller_groups(calls: &[CallRecord]) -> Vec<CallerGroup> {
-    let mut groups: HashMap<(&EdgeKey, SpanId), (u64, i64)> = HashMap::new();
-    for call in calls {
-        let group = groups
-            .entry((&call.edge, call.caller))
-            .or_insert((0, call.time_ns));
-        group.0 += 1;
-        group.1 = group.1.min(call.time_ns);
+    // A trace makes a handful of calls: sorting them by (edge, caller) and folding the runs
+    // costs less than a hash table, and allocates once.
+    let mut sorted: Vec<&CallRecord> = calls.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.edge.cmp(&b.edge).then(a.caller.cmp(&b.caller)));
+    let mut groups: Vec<CallerGroup> = Vec::new();
+    let mut last_caller = None;
+    for call in sorted {
+        match groups.last_mut() {
+            Some(group) if group.edge == call.edge && last_caller == Some(call.caller) => {
+                group.calls += 1;
+                group.time_ns = group.time_ns.min(call.time_ns);
+            }
+            _ => groups.push(CallerGroup {
+                edge: call.edge.clone(),
+                calls: 1,
+                time_ns: call.time_ns,
+            }),
+        }
+        last_caller = Some(call.caller);
     }
-    let mut groups: Vec<CallerGroup> = groups
-        .into_iter()
-        .map(|((edge, _), (calls, time_ns))| CallerGroup {
-            edge: edge.clone(),
-            calls,
-            time_ns,
-        })
-        .collect();
     groups.sort();
     groups
 }
@@ -77,24 +82,21 @@ pub(crate) fn caller_groups(calls: &[CallRecord]) -> Vec<CallerGroup> {
 /// the path is cut back to that node, so every cycle is elementary and made of edges the
 /// trace really took. A change of service without an inferred call restarts the path.
 pub(crate) fn trace_cycles(spans: &[TraceSpan<'_>]) -> BTreeMap<Cycle, i64> {
-    let position: HashMap<SpanId, usize> =
-        spans.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
-    let mut roots = Vec::new();
-    for (index, span) in spans.iter().enumerate() {
-        match span.parent.and_then(|p| position.get(&p)) {
-            Some(&parent) if parent != index => children[parent].push(index),
-            _ => roots.push(index),
-        }
-    }
-
     let mut cycles: BTreeMap<Cycle, i64> = BTreeMap::new();
-    let mut stack: Vec<(usize, Rc<Vec<NodeKey>>)> = roots
-        .into_iter()
+    // Only hops extend a path: a trace that made none went round nothing.
+    if spans
+        .iter()
+        .all(|span| matches!(span.entered, Entered::NoHop))
+    {
+        return cycles;
+    }
+    let tree = SpanTree::new(spans);
+    let mut stack: Vec<(usize, Rc<Vec<NodeKey>>)> = tree
+        .roots()
         .map(|root| (root, Rc::new(vec![NodeKey::service(spans[root].service)])))
         .collect();
     while let Some((index, path)) = stack.pop() {
-        for &child in &children[index] {
+        for &child in tree.children(index) {
             let span = &spans[child];
             let node = NodeKey::service(span.service);
             let child_path = match span.entered {
@@ -116,6 +118,70 @@ pub(crate) fn trace_cycles(spans: &[TraceSpan<'_>]) -> BTreeMap<Cycle, i64> {
         }
     }
     cycles
+}
+
+/// A trace's spans as a tree, by position: each span's children in one flat list (a span
+/// whose parent is missing, or itself, is a root).
+struct SpanTree {
+    /// `children[first[i]..first[i + 1]]` are the children of span `i`, and those of
+    /// `i = spans.len()` the roots.
+    first: Vec<usize>,
+    children: Vec<usize>,
+}
+
+/// Traces up to this many spans find a parent by scanning; larger ones hash.
+const SCAN_SPANS: usize = 32;
+
+impl SpanTree {
+    fn new(spans: &[TraceSpan<'_>]) -> Self {
+        let count = spans.len();
+        // Slot `count` stands for the roots.
+        let parent_or_root =
+            |index: usize, found: Option<usize>| found.filter(|&p| p != index).unwrap_or(count);
+        let parents: Vec<usize> = if count <= SCAN_SPANS {
+            spans
+                .iter()
+                .enumerate()
+                .map(|(index, span)| {
+                    let found = span
+                        .parent
+                        .and_then(|p| spans.iter().position(|s| s.id == p));
+                    parent_or_root(index, found)
+                })
+                .collect()
+        } else {
+            let position: FastMap<SpanId, usize> =
+                spans.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+            spans
+                .iter()
+                .enumerate()
+                .map(|(index, span)| {
+                    parent_or_root(index, span.parent.and_then(|p| position.get(&p).copied()))
+                })
+                .collect()
+        };
+        let mut first = vec![0; count + 3];
+        for &parent in &parents {
+            first[parent + 2] += 1;
+        }
+        for slot in 2..first.len() {
+            first[slot] += first[slot - 1];
+        }
+        let mut children = vec![0; count];
+        for (index, &parent) in parents.iter().enumerate() {
+            children[first[parent + 1]] = index;
+            first[parent + 1] += 1;
+        }
+        SpanTree { first, children }
+    }
+
+    fn children(&self, index: usize) -> &[usize] {
+        &self.children[self.first[index]..self.first[index + 1]]
+    }
+
+    fn roots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.children(self.first.len() - 3).iter().copied()
+    }
 }
 
 fn step(path: &mut Vec<NodeKey>, node: NodeKey, time_ns: i64, cycles: &mut BTreeMap<Cycle, i64>) {
@@ -246,6 +312,20 @@ mod tests {
             ],
             &["a -> b @4", "b -> c @3"],
         );
+    }
+
+    #[test]
+    fn a_trace_too_long_to_scan_finds_its_cycles_the_same_way() {
+        // Beyond SCAN_SPANS, parents are found through a hash table.
+        let spans: Vec<(u8, Option<u8>, &str, &str)> = (1..=40u8)
+            .map(|id| match id {
+                1 => (1, None, "a", "-"),
+                _ if id % 2 == 0 => (id, Some(id - 1), "b", "d"),
+                _ => (id, Some(id - 1), "a", "d"),
+            })
+            .collect();
+        assert!(spans.len() > SCAN_SPANS);
+        check(&spans, &["a -> b @2"]);
     }
 
     #[test]
