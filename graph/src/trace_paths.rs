@@ -135,31 +135,23 @@ const SCAN_SPANS: usize = 32;
 impl SpanTree {
     fn new(spans: &[TraceSpan<'_>]) -> Self {
         let count = spans.len();
-        // Slot `count` stands for the roots.
-        let parent_or_root =
-            |index: usize, found: Option<usize>| found.filter(|&p| p != index).unwrap_or(count);
-        let parents: Vec<usize> = if count <= SCAN_SPANS {
-            spans
-                .iter()
-                .enumerate()
-                .map(|(index, span)| {
-                    let found = span
-                        .parent
-                        .and_then(|p| spans.iter().position(|s| s.id == p));
-                    parent_or_root(index, found)
-                })
-                .collect()
-        } else {
-            let position: FastMap<SpanId, usize> =
-                spans.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-            spans
-                .iter()
-                .enumerate()
-                .map(|(index, span)| {
-                    parent_or_root(index, span.parent.and_then(|p| position.get(&p).copied()))
-                })
-                .collect()
+        let position: Option<FastMap<SpanId, usize>> = (count > SCAN_SPANS)
+            .then(|| spans.iter().enumerate().map(|(i, s)| (s.id, i)).collect());
+        let find = |id: SpanId| match &position {
+            Some(position) => position.get(&id).copied(),
+            None => spans.iter().position(|s| s.id == id),
         };
+        // Slot `count` stands for the roots.
+        let parents: Vec<usize> = spans
+            .iter()
+            .enumerate()
+            .map(|(index, span)| {
+                span.parent
+                    .and_then(find)
+                    .filter(|&parent| parent != index)
+                    .unwrap_or(count)
+            })
+            .collect();
         let mut first = vec![0; count + 3];
         for &parent in &parents {
             first[parent + 2] += 1;

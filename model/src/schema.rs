@@ -295,34 +295,7 @@ impl Default for SpanBatchBuilder {
 
 impl SpanBatchBuilder {
     pub fn with_capacity(rows: usize) -> Self {
-        let timestamp = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
-        Self {
-            trace_id: FixedSizeBinaryBuilder::with_capacity(rows, TRACE_ID_LEN as i32),
-            span_id: FixedSizeBinaryBuilder::with_capacity(rows, SPAN_ID_LEN as i32),
-            parent_span_id: FixedSizeBinaryBuilder::with_capacity(rows, SPAN_ID_LEN as i32),
-            trace_state: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            start_time: timestamp(),
-            end_time: timestamp(),
-            duration_ns: Int64Builder::with_capacity(rows),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            attributes: attribute_map_builder(),
-            resource_attributes: attribute_map_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            events: NestedListBuilder::default(),
-            links: NestedListBuilder::default(),
-            flags: UInt32Builder::with_capacity(rows),
-            dropped_attributes_count: UInt32Builder::with_capacity(rows),
-            dropped_events_count: UInt32Builder::with_capacity(rows),
-            dropped_links_count: UInt32Builder::with_capacity(rows),
-            rows: 0,
-            row_events: 0,
-            row_links: 0,
-        }
+        Self::shaped(rows, None)
     }
 
     /// A builder for a decoded request of `rows` spans and `request_bytes` bytes, its text
@@ -332,10 +305,7 @@ impl SpanBatchBuilder {
     /// budget for decoding), the builder starts as [`with_capacity`](Self::with_capacity)
     /// does and grows.
     pub fn sized_for(rows: usize, request_bytes: usize) -> Self {
-        let mut builder = Self::with_capacity(rows);
         let guess = |part| last_shape::guess(part, rows);
-        let entries = guess(Part::AttributeEntries);
-        let resource_entries = guess(Part::ResourceEntries);
         let text = [
             Part::TraceState,
             Part::Name,
@@ -351,32 +321,64 @@ impl SpanBatchBuilder {
             Part::ResourceValues,
         ];
         // Offsets take four bytes an entry in each of a map's two string columns.
-        let reserved =
-            text.iter().map(|&part| guess(part)).sum::<usize>() + 8 * (entries + resource_entries);
-        if reserved == 0 || reserved > request_bytes.saturating_mul(2) {
-            return builder;
-        }
-        let strings = |part| StringBuilder::with_capacity(rows, guess(part));
-        builder.trace_state = strings(Part::TraceState);
-        builder.name = strings(Part::Name);
-        builder.kind = strings(Part::Kind);
-        builder.service_name = strings(Part::ServiceName);
-        builder.status_code = strings(Part::StatusCode);
-        builder.status_message = strings(Part::StatusMessage);
-        builder.scope_name = strings(Part::ScopeName);
-        builder.scope_version = strings(Part::ScopeVersion);
-        let map = |entries, keys, values| {
-            MapBuilder::with_capacity(
-                Some(map_field_names()),
-                StringBuilder::with_capacity(entries, guess(keys)),
-                StringBuilder::with_capacity(entries, guess(values)),
-                rows,
-            )
+        let reserved = text.iter().map(|&part| guess(part)).sum::<usize>()
+            + 8 * (guess(Part::AttributeEntries) + guess(Part::ResourceEntries));
+        let bounded = reserved > 0 && reserved <= request_bytes.saturating_mul(2);
+        Self::shaped(rows, bounded.then_some(&guess))
+    }
+
+    /// A builder for `rows` spans; with `guess`, its text columns and attribute maps start at
+    /// the sizes it gives for each part, else at Arrow's defaults.
+    fn shaped(rows: usize, guess: Option<&dyn Fn(Part) -> usize>) -> Self {
+        let timestamp = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let text = |part| match guess {
+            Some(guess) => StringBuilder::with_capacity(rows, guess(part)),
+            None => StringBuilder::new(),
         };
-        builder.attributes = map(entries, Part::AttributeKeys, Part::AttributeValues);
-        builder.resource_attributes =
-            map(resource_entries, Part::ResourceKeys, Part::ResourceValues);
-        builder
+        let map = |entries, keys, values| match guess {
+            Some(guess) => MapBuilder::with_capacity(
+                Some(map_field_names()),
+                StringBuilder::with_capacity(guess(entries), guess(keys)),
+                StringBuilder::with_capacity(guess(entries), guess(values)),
+                rows,
+            ),
+            None => attribute_map_builder(),
+        };
+        Self {
+            trace_id: FixedSizeBinaryBuilder::with_capacity(rows, TRACE_ID_LEN as i32),
+            span_id: FixedSizeBinaryBuilder::with_capacity(rows, SPAN_ID_LEN as i32),
+            parent_span_id: FixedSizeBinaryBuilder::with_capacity(rows, SPAN_ID_LEN as i32),
+            trace_state: text(Part::TraceState),
+            name: text(Part::Name),
+            kind: text(Part::Kind),
+            service_name: text(Part::ServiceName),
+            start_time: timestamp(),
+            end_time: timestamp(),
+            duration_ns: Int64Builder::with_capacity(rows),
+            status_code: text(Part::StatusCode),
+            status_message: text(Part::StatusMessage),
+            attributes: map(
+                Part::AttributeEntries,
+                Part::AttributeKeys,
+                Part::AttributeValues,
+            ),
+            resource_attributes: map(
+                Part::ResourceEntries,
+                Part::ResourceKeys,
+                Part::ResourceValues,
+            ),
+            scope_name: text(Part::ScopeName),
+            scope_version: text(Part::ScopeVersion),
+            events: NestedListBuilder::default(),
+            links: NestedListBuilder::default(),
+            flags: UInt32Builder::with_capacity(rows),
+            dropped_attributes_count: UInt32Builder::with_capacity(rows),
+            dropped_events_count: UInt32Builder::with_capacity(rows),
+            dropped_links_count: UInt32Builder::with_capacity(rows),
+            rows: 0,
+            row_events: 0,
+            row_links: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
