@@ -242,6 +242,23 @@ const MIN_MEMORY_LIMIT: usize = 64 << 20;
 const PENDING_SPAN_BYTES: usize = 300;
 const MAX_DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
 
+impl ServeArgs {
+    /// The `--memory-limit` these arguments resolve to, read before anything else runs (the
+    /// allocator's settings depend on it); `None` if they do not resolve, which
+    /// [`ServeConfig::resolve`] then reports.
+    pub fn memory_limit(&self) -> Option<usize> {
+        let from_file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).ok()?;
+                toml::from_str::<FileConfig>(&text).ok()?.memory_limit
+            }
+            None => None,
+        };
+        let text = self.memory_limit.clone().or(from_file);
+        size("memory-limit", text, default_memory_limit()).ok()
+    }
+}
+
 /// Three quarters of the memory this process may use (its cgroup's limit, else the
 /// machine's), at most 4GiB: SQL memory then keeps its 1GiB default on a large machine (the
 /// ingest buffer gets 512MiB), and both shrink on a small one.
@@ -566,6 +583,7 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn sizes_parse_in_binary_and_decimal_units() {
@@ -660,6 +678,38 @@ mod tests {
         });
         let message = format!("{:#}", short.expect_err("a short token is refused"));
         assert!(message.contains("--admin-token"), "{message}");
+    }
+
+    #[test]
+    fn the_memory_limit_read_before_start_is_the_one_resolve_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flowscope.toml");
+        std::fs::write(&file, "memory_limit = \"1GiB\"\n").expect("write config");
+        let args = |flag: Option<&str>, config: Option<&Path>| ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            memory_limit: flag.map(str::to_string),
+            config: config.map(Path::to_path_buf),
+            ..ServeArgs::default()
+        };
+        for (flag, config, expected) in [
+            (Some("512MiB"), None, 512 << 20),
+            (Some("512MiB"), Some(file.as_path()), 512 << 20),
+            (None, Some(file.as_path()), 1 << 30),
+            (None, None, default_memory_limit()),
+        ] {
+            let early = args(flag, config).memory_limit();
+            let resolved = ServeConfig::resolve(args(flag, config)).expect("resolve");
+            assert_eq!(early, Some(expected));
+            assert_eq!(
+                resolved.collector.memory.figures().memory_limit,
+                expected as u64
+            );
+        }
+        assert_eq!(args(Some("lots"), None).memory_limit(), None);
+        assert_eq!(
+            args(None, Some(&dir.path().join("missing.toml"))).memory_limit(),
+            None
+        );
     }
 
     #[test]
