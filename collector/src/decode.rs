@@ -196,6 +196,16 @@ pub(crate) fn finish_batch(
             };
         }
     };
+    decoded_traces(batch, accepted_spans, rejections, total_spans)
+}
+
+/// The result of a request whose `accepted_spans` of `total_spans` are in `batch`.
+pub(crate) fn decoded_traces(
+    batch: RecordBatch,
+    accepted_spans: usize,
+    rejections: &Rejections,
+    total_spans: usize,
+) -> DecodedTraces {
     DecodedTraces {
         batch: (accepted_spans > 0).then_some(batch),
         accepted_spans,

@@ -20,7 +20,7 @@ use flowscope_model::schema::SpanRecord;
 
 use crate::decode::{
     CheckedSpan, DecodedTraces, Rejection, Rejections, UNKNOWN_SERVICE, check_span_fields,
-    finish_batch, kind_name, status_name, write_json_string,
+    decoded_traces, kind_name, status_name, write_json_string,
 };
 
 /// Nesting of array and key-value list values this decoder follows; deeper values go to
@@ -50,8 +50,12 @@ pub(crate) fn decode(body: &[u8]) -> Parse<DecodedTraces> {
     if total_spans == 0 {
         return Ok(DecodedTraces::default());
     }
-    Ok(finish_batch(
-        decoder.builder,
+    let accepted_spans = decoder.builder.len();
+    // Fails if an attribute read as bytes is not UTF-8; prost then names it.
+    let batch = decoder.builder.finish().map_err(|_| Unusual)?;
+    Ok(decoded_traces(
+        batch,
+        accepted_spans,
         &decoder.rejections,
         total_spans,
     ))
@@ -345,9 +349,14 @@ fn span_repeated_fields(
     while let Some((tag, field)) = fields.next()? {
         match tag {
             9 => {
-                let (key, value) = read_key_value(field.message()?, &mut scratch.value)?;
+                let (key, value) = read_attribute(field.message()?, &mut scratch.value)?;
                 if let Some(builder) = builder.as_deref_mut() {
-                    builder.push_attribute(key, value.text(&scratch.value));
+                    builder.push_attribute_bytes(key, value.unwrap_or(scratch.value.as_bytes()));
+                } else if std::str::from_utf8(key).is_err()
+                    || value.is_some_and(|text| std::str::from_utf8(text).is_err())
+                {
+                    // Nothing will check these bytes later.
+                    return Err(Unusual);
                 }
             }
             11 => event(field.message()?, builder.as_deref_mut(), scratch)?,
@@ -499,6 +508,54 @@ fn read_key_value<'a>(bytes: &'a [u8], scratch: &mut String) -> Parse<(&'a str, 
         None => WireValue::Empty,
     };
     Ok((key, render(value, scratch)?))
+}
+
+/// A span's own attribute as [`read_key_value`] reads it, except that the key and a string
+/// value are not checked as UTF-8 here: [`SpanBatchBuilder::push_attribute_bytes`] checks a
+/// whole batch of them at once. Any other value is rendered into `scratch` (`None`).
+fn read_attribute<'a>(
+    bytes: &'a [u8],
+    scratch: &mut String,
+) -> Parse<(&'a [u8], Option<&'a [u8]>)> {
+    let mut key: &[u8] = &[];
+    let mut value = None;
+    let mut fields = Reader::new(bytes);
+    while let Some((tag, field)) = fields.next()? {
+        match tag {
+            1 => key = field.bytes()?,
+            2 => set_once(&mut value, field.message()?)?,
+            3 => {
+                field.int32()?;
+            }
+            _ => {}
+        }
+    }
+    let Some(value) = value else {
+        return Ok((key, Some(&[])));
+    };
+    if let Some(text) = string_value_bytes(value)? {
+        return Ok((key, Some(text)));
+    }
+    Ok(match render(any_value(value)?, scratch)? {
+        Rendered::WireString(text) => (key, Some(text.as_bytes())),
+        Rendered::Constant(text) => (key, Some(text.as_bytes())),
+        Rendered::InScratch => (key, None),
+    })
+}
+
+/// The bytes of an `AnyValue` that holds only a `string_value`, unchecked; `None` for any
+/// other value, which [`any_value`] then reads (and refuses, if it is malformed).
+fn string_value_bytes(bytes: &[u8]) -> Parse<Option<&[u8]>> {
+    let mut text = None;
+    let mut fields = Reader::new(bytes);
+    while let Some((tag, field)) = fields.next()? {
+        match (tag, field) {
+            (1, Field::LengthDelimited(bytes)) if text.is_none() => text = Some(bytes),
+            (1..=8, _) => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(text)
 }
 
 /// One `AnyValue` as read from the wire; nested lists stay unread until rendered.
@@ -1047,6 +1104,49 @@ mod tests {
         prost::encoding::encode_key(1, prost::encoding::WireType::Varint, &mut wrong_type);
         wrong_type.push(1);
         check_left_to_prost(&wrong_type);
+    }
+
+    #[test]
+    fn span_attributes_are_checked_as_text_a_batch_at_a_time() {
+        // Text beyond ASCII is read here, as prost reads it.
+        let mut span = valid_span(1);
+        span.attributes = vec![
+            key_value("gr\u{f6}\u{df}e", "\u{65e5}\u{672c}"),
+            key_value("", ""),
+        ];
+        check_read_like_prost(&request_with(vec![span, valid_span(2)]).encode_to_vec());
+
+        // A span whose own attributes are not UTF-8: checked when the batch is finished, and
+        // prost refuses the request, whether the bad bytes are a key or a value.
+        let string_value = |text: &[u8]| length_delimited(1, text);
+        let attribute = |key: &[u8], value: &[u8]| {
+            let mut pair = length_delimited(1, key);
+            pair.extend(length_delimited(2, &string_value(value)));
+            length_delimited(9, &pair)
+        };
+        let body_with = |attributes: &[Vec<u8>]| {
+            let mut first = valid_span(1).encode_to_vec();
+            for attribute in attributes {
+                first.extend(attribute);
+            }
+            let mut spans = length_delimited(2, &first);
+            spans.extend(length_delimited(2, &valid_span(2).encode_to_vec()));
+            length_delimited(1, &length_delimited(2, &spans))
+        };
+        for attributes in [
+            vec![attribute(b"k", b"v"), attribute(b"\xff", b"v")],
+            vec![attribute(b"k", b"v\xc3")],
+            // Each half of "\u{e9}" alone: together the keys' buffer is valid UTF-8, but an
+            // entry starts inside a character.
+            vec![attribute(b"a\xc3", b"v"), attribute(b"\xa9b", b"v")],
+            vec![attribute(b"k", b"a\xc3"), attribute(b"k", b"\xa9b")],
+        ] {
+            let body = body_with(&attributes);
+            check_left_to_prost(&body);
+            assert!(crate::decode::decode_protobuf(&body).is_err());
+        }
+        // The same bytes, valid once the halves are one character.
+        check_read_like_prost(&body_with(&[attribute(b"a\xc3\xa9b", b"v\xc3\xa9")]));
     }
 
     #[test]
