@@ -352,11 +352,10 @@ fn span_repeated_fields(
                 let (key, value) = read_attribute(field.message()?, &mut scratch.value)?;
                 if let Some(builder) = builder.as_deref_mut() {
                     builder.push_attribute_bytes(key, value.unwrap_or(scratch.value.as_bytes()));
-                } else if std::str::from_utf8(key).is_err()
-                    || value.is_some_and(|text| std::str::from_utf8(text).is_err())
-                {
+                } else {
                     // Nothing will check these bytes later.
-                    return Err(Unusual);
+                    text(key)?;
+                    value.map(text).transpose()?;
                 }
             }
             11 => event(field.message()?, builder.as_deref_mut(), scratch)?,
@@ -488,14 +487,15 @@ impl<'a> Rendered<'a> {
     }
 }
 
-/// A `KeyValue`: its key, and its value rendered as `decode::render_value` does.
-fn read_key_value<'a>(bytes: &'a [u8], scratch: &mut String) -> Parse<(&'a str, Rendered<'a>)> {
-    let mut key = "";
+/// A `KeyValue`'s key and value message, neither checked. A key sent twice is [`Unusual`]:
+/// prost checks both as UTF-8, and keeps the last.
+fn key_value_fields(bytes: &[u8]) -> Parse<(&[u8], Option<&[u8]>)> {
+    let mut key = None;
     let mut value = None;
     let mut fields = Reader::new(bytes);
     while let Some((tag, field)) = fields.next()? {
         match tag {
-            1 => key = field.string()?,
+            1 => set_once(&mut key, field.bytes()?)?,
             2 => set_once(&mut value, field.message()?)?,
             3 => {
                 field.int32()?;
@@ -503,11 +503,17 @@ fn read_key_value<'a>(bytes: &'a [u8], scratch: &mut String) -> Parse<(&'a str, 
             _ => {}
         }
     }
+    Ok((key.unwrap_or_default(), value))
+}
+
+/// A `KeyValue`: its key, and its value rendered as `decode::render_value` does.
+fn read_key_value<'a>(bytes: &'a [u8], scratch: &mut String) -> Parse<(&'a str, Rendered<'a>)> {
+    let (key, value) = key_value_fields(bytes)?;
     let value = match value {
         Some(bytes) => any_value(bytes)?,
         None => WireValue::Empty,
     };
-    Ok((key, render(value, scratch)?))
+    Ok((text(key)?, render(value, scratch)?))
 }
 
 /// A span's own attribute as [`read_key_value`] reads it, except that the key and a string
@@ -517,19 +523,7 @@ fn read_attribute<'a>(
     bytes: &'a [u8],
     scratch: &mut String,
 ) -> Parse<(&'a [u8], Option<&'a [u8]>)> {
-    let mut key: &[u8] = &[];
-    let mut value = None;
-    let mut fields = Reader::new(bytes);
-    while let Some((tag, field)) = fields.next()? {
-        match tag {
-            1 => key = field.bytes()?,
-            2 => set_once(&mut value, field.message()?)?,
-            3 => {
-                field.int32()?;
-            }
-            _ => {}
-        }
-    }
+    let (key, value) = key_value_fields(bytes)?;
     let Some(value) = value else {
         return Ok((key, Some(&[])));
     };
@@ -763,10 +757,14 @@ impl<'a> Field<'a> {
         self.bytes()
     }
 
-    /// Prost refuses a string field that is not UTF-8.
     fn string(self) -> Parse<&'a str> {
-        simdutf8::basic::from_utf8(self.bytes()?).map_err(|_| Unusual)
+        text(self.bytes()?)
     }
+}
+
+/// Prost refuses a string field that is not UTF-8.
+fn text(bytes: &[u8]) -> Parse<&str> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| Unusual)
 }
 
 /// Walks the fields of one message.
@@ -1145,6 +1143,14 @@ mod tests {
             check_left_to_prost(&body);
             assert!(crate::decode::decode_protobuf(&body).is_err());
         }
+        // A key sent twice, the first not UTF-8: prost checks both, so the last alone must
+        // not decide.
+        let mut pair = length_delimited(1, b"\xff");
+        pair.extend(length_delimited(1, b"k"));
+        pair.extend(length_delimited(2, &string_value(b"v")));
+        let body = body_with(&[length_delimited(9, &pair)]);
+        check_left_to_prost(&body);
+        assert!(crate::decode::decode_protobuf(&body).is_err());
         // The same bytes, valid once the halves are one character.
         check_read_like_prost(&body_with(&[attribute(b"a\xc3\xa9b", b"v\xc3\xa9")]));
     }
