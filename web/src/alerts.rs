@@ -278,6 +278,7 @@ mod tests {
             info: crate::ServerInfo::default(),
             metadata,
             memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
+            connections: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@
 mod alerts;
 mod assets;
 pub mod auth;
+pub mod connections;
 pub mod error;
 mod graph;
 mod info;
@@ -90,6 +91,9 @@ pub struct ApiState {
     pub metadata: flowscope_alert::Metadata,
     /// The process's memory ceiling, shared by every tenant: shown in the status figures.
     pub memory: Arc<flowscope_model::memory::MemoryBudget>,
+    /// Every listener's connection counters, kept by the accept layer: shown in the status
+    /// figures.
+    pub connections: connections::Connections,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.

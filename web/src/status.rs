@@ -1,7 +1,7 @@
 //! `GET /api/status` (JSON) and `GET /metrics` (Prometheus text format): what the store and
 //! the live graph are doing, from the same counters. The caller's tenant's figures, plus a
-//! `process` section for what all tenants share (the memory ceiling); it holds no tenant's
-//! data, only sizes and refusal counts.
+//! `process` section for what all tenants share (the memory ceiling, the listeners'
+//! connections); it holds no tenant's data, only sizes and refusal counts.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,8 +9,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use flowscope_model::memory::MemoryBudget;
 use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth::Reader;
+use crate::connections::Connections;
 use crate::{ApiState, TenantView};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -109,9 +111,98 @@ fn process_figures(memory: &MemoryBudget) -> Vec<Figure> {
     ]
 }
 
-fn figures(view: &TenantView, memory: &MemoryBudget) -> Vec<Figure> {
+/// One listener's figure keys, spelled out because a figure's key is a `&'static str`.
+struct ListenerKeys {
+    open: &'static str,
+    limit: &'static str,
+    refused: &'static str,
+    accept_errors: &'static str,
+    header_read_timeouts: &'static str,
+    idle_timeouts: &'static str,
+    request_body_timeouts: &'static str,
+}
+
+macro_rules! listener_keys {
+    ($listener:literal) => {
+        ListenerKeys {
+            open: concat!($listener, "_connections_open"),
+            limit: concat!($listener, "_connection_limit"),
+            refused: concat!($listener, "_connections_refused"),
+            accept_errors: concat!($listener, "_accept_errors"),
+            header_read_timeouts: concat!($listener, "_header_read_timeouts"),
+            idle_timeouts: concat!($listener, "_idle_timeouts"),
+            request_body_timeouts: concat!($listener, "_request_body_timeouts"),
+        }
+    };
+}
+
+/// Every listener's connections: open, cap, refused, and closed by each timeout. gRPC has no
+/// header-read or body timeout (HTTP/2 keepalive and the idle timeout cover it).
+fn connection_figures(connections: &Connections) -> Vec<Figure> {
+    use Type::{Counter, Gauge};
+    let listeners = [
+        (listener_keys!("otlp_grpc"), &connections.otlp_grpc, false),
+        (listener_keys!("otlp_http"), &connections.otlp_http, true),
+        (listener_keys!("api"), &connections.api, true),
+    ];
+    let mut figures = Vec::new();
+    for (keys, counters, http) in listeners {
+        let mut figure = |key, kind, help, value: &AtomicU64| {
+            figures.push(Figure {
+                section: "process",
+                key,
+                kind,
+                help,
+                value: value.load(Ordering::Relaxed),
+            })
+        };
+        figure(keys.open, Gauge, "Connections open now.", &counters.open);
+        figure(
+            keys.limit,
+            Gauge,
+            "Most connections the listener holds at once (--max-connections).",
+            &counters.limit,
+        );
+        figure(
+            keys.refused,
+            Counter,
+            "Connections closed at once because the listener was at its cap.",
+            &counters.refused,
+        );
+        figure(
+            keys.accept_errors,
+            Counter,
+            "Accepts that failed for lack of descriptors or memory.",
+            &counters.accept_errors,
+        );
+        figure(
+            keys.idle_timeouts,
+            Counter,
+            "Connections closed after no byte moved either way for --idle-timeout.",
+            &counters.idle_timeouts,
+        );
+        if http {
+            figure(
+                keys.header_read_timeouts,
+                Counter,
+                "Connections closed because a request head did not arrive within --header-read-timeout.",
+                &counters.header_read_timeouts,
+            );
+            figure(
+                keys.request_body_timeouts,
+                Counter,
+                "Requests answered 408 because their body did not arrive within --request-body-timeout.",
+                &counters.request_body_timeouts,
+            );
+        }
+    }
+    figures
+}
+
+fn figures(view: &TenantView, state: &ApiState) -> Vec<Figure> {
     let mut figures = tenant_figures(view);
-    figures.extend(process_figures(memory));
+    figures.extend(process_figures(&state.memory));
+    figures.extend(connection_figures(&state.connections));
     figures
 }
 
@@ -296,7 +387,7 @@ fn tenant_figures(view: &TenantView) -> Vec<Figure> {
 /// The caller's tenant's figures.
 pub async fn get_status(State(state): State<ApiState>, Reader(caller): Reader) -> Json<Value> {
     let mut sections: Map<String, Value> = Map::new();
-    for figure in figures(&caller.view, &state.memory) {
+    for figure in figures(&caller.view, &state) {
         let section = sections.entry(figure.section).or_insert_with(|| json!({}));
         section[figure.key] = json!(figure.value);
     }
@@ -310,7 +401,7 @@ pub async fn get_metrics(
     Reader(caller): Reader,
 ) -> impl IntoResponse {
     let mut text = String::new();
-    for figure in figures(&caller.view, &state.memory) {
+    for figure in figures(&caller.view, &state) {
         let (kind, suffix) = match figure.kind {
             Type::Counter => ("counter", "_total"),
             Type::Gauge => ("gauge", ""),
