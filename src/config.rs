@@ -20,6 +20,8 @@ use flowscope_web::ApiConfig;
 use rand::RngCore as _;
 use serde::Deserialize;
 
+use crate::listen::ConnectionConfig;
+
 /// Flags of `flowscope serve`. Each also reads an environment variable; a flag given on the
 /// command line wins over the variable, which wins over the config file.
 #[derive(Debug, Default, clap::Args)]
@@ -129,6 +131,23 @@ pub struct ServeArgs {
     /// Bytes per second (after decompression) each tenant may send, e.g. 16MiB [default: unlimited]
     #[arg(long, env = "FLOWSCOPE_TENANT_MAX_BYTES_PER_SECOND")]
     tenant_max_bytes_per_second: Option<String>,
+    /// OTLP/HTTP and the API close a connection whose request head has not arrived this long
+    /// after it opened, or after the previous answer on HTTP/1.1 keep-alive [default: 10s]
+    #[arg(long, env = "FLOWSCOPE_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<String>,
+    /// Every port closes a connection on which no byte has moved either way for this long;
+    /// must be longer than --sql-timeout [default: 60s]
+    #[arg(long, env = "FLOWSCOPE_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// OTLP/HTTP and the API answer 408 to a request whose body has not arrived whole this
+    /// long after the request started [default: 30s]
+    #[arg(long, env = "FLOWSCOPE_REQUEST_BODY_TIMEOUT")]
+    request_body_timeout: Option<String>,
+    /// Connections each port holds at once; more are closed as they arrive. Lowered, with a
+    /// warning, when the open-file limit cannot cover it [default: the open-file limit, less
+    /// a reserve for the server's own files, split among the three ports, at most 10000 each]
+    #[arg(long, env = "FLOWSCOPE_MAX_CONNECTIONS")]
+    max_connections: Option<u64>,
 }
 
 /// The same settings as a TOML file.
@@ -164,6 +183,10 @@ struct FileConfig {
     admin_token: Option<String>,
     tenant_max_spans_per_second: Option<u64>,
     tenant_max_bytes_per_second: Option<String>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    request_body_timeout: Option<String>,
+    max_connections: Option<u64>,
 }
 
 /// Everything `serve` needs, validated.
@@ -187,6 +210,8 @@ pub struct ServeConfig {
     pub access: Arc<Access>,
     /// The token the built-in demo sends with, when tokens are configured.
     pub demo_token: Option<String>,
+    /// Every listener's connection cap and timeouts.
+    pub connections: ConnectionConfig,
 }
 
 /// The configured tokens: the tokens file's plus the default tenant's from flags; none at
@@ -475,6 +500,16 @@ impl ServeConfig {
             args.sql_memory_limit.or(file.sql_memory_limit),
             sql.memory_limit.min(memory_limit / 4),
         )?;
+        let connections = connection_config(
+            ConnectionFlags {
+                header_read_timeout: args.header_read_timeout.or(file.header_read_timeout),
+                idle_timeout: args.idle_timeout.or(file.idle_timeout),
+                request_body_timeout: args.request_body_timeout.or(file.request_body_timeout),
+                max_connections: args.max_connections.or(file.max_connections),
+            },
+            sql.timeout,
+        )?;
+        collector.http2_keepalive = Some(connections.http2_keepalive());
         let allow_private_webhooks =
             args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false);
         let mut api = ApiConfig::default();
@@ -576,8 +611,69 @@ impl ServeConfig {
             collector,
             sql,
             api,
+            connections,
         })
     }
+}
+
+/// The connection flags as given, before defaults.
+struct ConnectionFlags {
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    request_body_timeout: Option<String>,
+    max_connections: Option<u64>,
+}
+
+/// The connection limits, checked against each other and against `--sql-timeout`: a
+/// connection waiting for a query's answer moves no byte, so the idle timeout must outlast
+/// the longest query.
+fn connection_config(
+    flags: ConnectionFlags,
+    sql_timeout: Duration,
+) -> anyhow::Result<ConnectionConfig> {
+    let defaults = ConnectionConfig::default();
+    let given_idle = flags.idle_timeout.is_some();
+    let mut config = ConnectionConfig {
+        header_read_timeout: duration(
+            "header-read-timeout",
+            flags.header_read_timeout,
+            defaults.header_read_timeout,
+        )?,
+        idle_timeout: duration("idle-timeout", flags.idle_timeout, defaults.idle_timeout)?,
+        request_body_timeout: duration(
+            "request-body-timeout",
+            flags.request_body_timeout,
+            defaults.request_body_timeout,
+        )?,
+        max_connections: flags.max_connections,
+    };
+    if config.header_read_timeout.is_zero()
+        || config.idle_timeout.is_zero()
+        || config.request_body_timeout.is_zero()
+    {
+        bail!(
+            "--header-read-timeout, --idle-timeout and --request-body-timeout must be above zero"
+        );
+    }
+    if config.max_connections == Some(0) {
+        bail!("--max-connections must be at least 1");
+    }
+    if config.idle_timeout <= sql_timeout {
+        if given_idle {
+            bail!(
+                "--idle-timeout ({}s) must be longer than --sql-timeout ({}s), or connections waiting for a query's answer are closed: raise --idle-timeout",
+                config.idle_timeout.as_secs_f64(),
+                sql_timeout.as_secs_f64()
+            );
+        }
+        // Only the default is in the way: keep the idle timeout half a minute past queries.
+        config.idle_timeout = sql_timeout + Duration::from_secs(30);
+        tracing::info!(
+            idle_timeout_s = config.idle_timeout.as_secs_f64(),
+            "--idle-timeout raised past --sql-timeout"
+        );
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

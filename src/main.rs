@@ -3,6 +3,7 @@
 //! ```text
 //!  flowscope serve ──> config (flags > env > TOML file > defaults)
 //!      ├── SpanStore::open (replays the WAL before anything listens)
+//!      ├── listen: connection caps and timeouts on every port
 //!      ├── OTLP/gRPC  :4317 ─┐
 //!      ├── OTLP/HTTP  :4318 ─┴─> StoreSink ──> SpanStore
 //!      ├── API        :8080 ──> SqlEngine ──> SpanStore
@@ -12,6 +13,7 @@
 
 mod config;
 mod graph_stage;
+mod listen;
 mod loadgen;
 mod serve;
 

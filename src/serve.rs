@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::graph_stage;
+use crate::listen;
 
 /// The store's errors as the collector's.
 fn sink_error(error: StoreError) -> SinkError {
@@ -36,7 +37,7 @@ fn sink_error(error: StoreError) -> SinkError {
     }
 }
 
-async fn bind(name: &str, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+async fn bind(name: &'static str, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for {name}; pick another address with {flag}")
     })?;
@@ -259,6 +260,14 @@ fn start_rss_watchdog(budget: Arc<MemoryBudget>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before any file is opened: the stores' files count against the same limit.
+    let descriptors = listen::raise_descriptor_limit();
+    tracing::info!(
+        soft_before = descriptors.soft_before,
+        hard = descriptors.hard,
+        soft = descriptors.soft,
+        "open-file limit"
+    );
     let data_dir = config.store.data_dir.clone();
     let memory_figures = config.collector.memory.figures();
     tracing::info!(
@@ -310,28 +319,79 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
 
+    // The stores, their WAL and the metadata database are open: what is left of the
+    // descriptor limit, less a reserve for the files they open later, is for connections.
+    let in_use = listen::open_descriptors().unwrap_or(0);
+    let plan = listen::plan_connections(
+        descriptors.soft,
+        in_use,
+        spaces.len() as u64,
+        config.connections.max_connections,
+    )?;
+    if let Some(asked) = plan.lowered_from {
+        tracing::warn!(
+            asked,
+            lowered_to = plan.per_listener,
+            open_file_limit = descriptors.soft,
+            "--max-connections is more than the open-file limit covers for three ports; lowered (raise ulimit -n for more)"
+        );
+    }
+    tracing::info!(
+        per_listener = plan.per_listener,
+        descriptors_open = in_use,
+        descriptors_reserved = plan.reserved,
+        header_read_timeout_s = config.connections.header_read_timeout.as_secs_f64(),
+        idle_timeout_s = config.connections.idle_timeout.as_secs_f64(),
+        request_body_timeout_s = config.connections.request_body_timeout.as_secs_f64(),
+        "connection limits"
+    );
+    let connections = flowscope_web::connections::Connections::default();
+    let listener = |tcp, name, counters, first_request_timeout| {
+        listen::Listener::new(
+            tcp,
+            name,
+            plan.per_listener,
+            counters,
+            config.connections.idle_timeout,
+            first_request_timeout,
+        )
+    };
+    let http_first_request = Some(config.connections.header_read_timeout);
+
     let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
     let grpc_addr = grpc.local_addr()?;
+    // gRPC clients may open their channel long before the first export: no first-request
+    // deadline there, only the idle timeout and HTTP/2 keepalive.
+    let grpc = listener(grpc, "otlp-grpc", connections.otlp_grpc.clone(), None);
     let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
     let http_addr = http.local_addr()?;
+    let http = listener(
+        http,
+        "otlp-http",
+        connections.otlp_http.clone(),
+        http_first_request,
+    );
     let api = bind("api", config.api_addr, "--api-addr").await?;
     let api_addr = api.local_addr()?;
+    let api = listener(api, "api", connections.api.clone(), http_first_request);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
 
     let grpc_task = tokio::spawn(flowscope_collector::serve_grpc(
-        grpc,
+        grpc.incoming(),
         sink.clone(),
         config.collector.clone(),
         stopped(stop_rx.clone()),
     ));
     let http_router = flowscope_collector::http_router(sink, config.collector.clone());
-    let http_task = tokio::spawn(
-        axum::serve(http, http_router)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let http_task = tokio::spawn(listen::serve_http(
+        http,
+        http_router,
+        config.connections.clone(),
+        listen::ErrorBody::Text,
+        stopped(stop_rx.clone()),
+    ));
     // Links in notifications point at the API address unless users reach it elsewhere.
     let external_url = config
         .external_url
@@ -371,12 +431,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         },
         metadata,
         memory: config.collector.memory.clone(),
+        connections,
     };
-    let api_task = tokio::spawn(
-        axum::serve(api, flowscope_web::router(api_state))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let api_task = tokio::spawn(listen::serve_http(
+        api,
+        flowscope_web::router(api_state),
+        config.connections.clone(),
+        listen::ErrorBody::Json,
+        stopped(stop_rx.clone()),
+    ));
     if let Some(topology) = config.demo.clone() {
         // The demo is a client like any other: it reaches the gRPC port over loopback.
         let target = SocketAddr::new(

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERV
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::server::{NamedService, UnaryService};
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::Connected;
 use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -41,14 +41,23 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Streams a client may open and reset before they are accepted (HTTP/2 rapid reset).
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 
-/// Serves OTLP/gRPC TraceService on an already-bound listener until `shutdown` resolves.
-pub async fn serve_grpc(
-    listener: tokio::net::TcpListener,
+/// Serves OTLP/gRPC TraceService on the connections `incoming` yields until `shutdown`
+/// resolves. The caller accepts them: the binary's accept layer caps how many are open,
+/// closes idle ones and sets `TCP_NODELAY` (`Server::tcp_nodelay` is ignored with an
+/// incoming stream); tests pass a plain [`TcpIncoming`].
+pub async fn serve_grpc<I, IO, IE>(
+    incoming: I,
     sink: Arc<dyn SpanSink>,
     config: CollectorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), CollectorError> {
+) -> Result<(), CollectorError>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = config.max_request_bytes;
+    let keepalive = config.http2_keepalive;
     let mut compression = EnabledCompressionEncodings::default();
     compression.enable(CompressionEncoding::Gzip);
     let service = TraceExportServer {
@@ -56,11 +65,11 @@ pub async fn serve_grpc(
         compression,
         max_decoding_message_size: limit,
     };
-    // `Server::tcp_nodelay` is ignored with an incoming stream, so set it on the stream.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_keepalive_interval(keepalive.map(|k| k.interval))
+        .http2_keepalive_timeout(keepalive.map(|k| k.timeout))
         .layer(tower::util::MapResponseLayer::new(
             move |response: http::Response<tonic::body::Body>| {
                 rewrite_codec_status(response, limit)
@@ -411,6 +420,7 @@ mod tests {
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
     use tonic::transport::Channel;
+    use tonic::transport::server::TcpIncoming;
 
     const MIB: usize = 1024 * 1024;
 
@@ -437,7 +447,8 @@ mod tests {
                 .expect("bind");
             let address = listener.local_addr().expect("address");
             let (stop, stopped) = oneshot::channel::<()>();
-            let server = tokio::spawn(serve_grpc(listener, sink, config, async {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = tokio::spawn(serve_grpc(incoming, sink, config, async {
                 let _ = stopped.await;
             }));
             let channel = Channel::from_shared(format!("http://{address}"))

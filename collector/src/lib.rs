@@ -64,6 +64,16 @@ pub struct CollectorConfig {
     /// The in-flight request budget both receivers reserve from before reading and decoding,
     /// and the RSS safety net (`--memory-limit`).
     pub memory: Arc<MemoryBudget>,
+    /// HTTP/2 keepalive pings on gRPC connections; `None` sends none.
+    pub http2_keepalive: Option<Http2Keepalive>,
+}
+
+/// HTTP/2 PING frames on an otherwise quiet gRPC connection: one after `interval` without a
+/// byte from the client, and the connection is closed if it is not answered within `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -73,6 +83,7 @@ impl Default for CollectorConfig {
             access: Arc::new(Access::open(Limits::default())),
             limiter: Arc::new(RateLimiter::new()),
             memory: Arc::new(MemoryBudget::unlimited()),
+            http2_keepalive: None,
         }
     }
 }
