@@ -33,7 +33,32 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 impl Server {
     /// Starts the server on `data_dir` and waits for its "ready" line (no sleeps).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowscope"))
+        Self::start_command(
+            Command::new(env!("CARGO_BIN_EXE_flowscope")),
+            data_dir,
+            extra,
+        )
+    }
+
+    /// Starts the server under an open-file limit of `limit` (soft and hard, as `ulimit -n`
+    /// sets them), with `env` added to its environment.
+    pub fn start_with_open_file_limit(
+        data_dir: &Path,
+        limit: u64,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(limit.to_string())
+            .arg(env!("CARGO_BIN_EXE_flowscope"))
+            .envs(env.iter().copied());
+        Self::start_command(command, data_dir, extra)
+    }
+
+    fn start_command(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
