@@ -732,6 +732,36 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_timeout_outlasts_the_longest_query() {
+        let flags = |idle: Option<&str>, max| ConnectionFlags {
+            header_read_timeout: None,
+            idle_timeout: idle.map(str::to_string),
+            request_body_timeout: Some("5s".into()),
+            max_connections: max,
+        };
+        let config =
+            connection_config(flags(None, None), Duration::from_secs(30)).expect("the defaults");
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.request_body_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_connections, None);
+        // The default makes way for a longer --sql-timeout...
+        let config = connection_config(flags(None, Some(100)), Duration::from_secs(120))
+            .expect("a raised default");
+        assert_eq!(config.idle_timeout, Duration::from_secs(150));
+        assert_eq!(config.max_connections, Some(100));
+        // ...an idle timeout asked for is refused instead, with what to do.
+        let error = connection_config(flags(Some("20s"), None), Duration::from_secs(30))
+            .expect_err("shorter than a query");
+        assert!(
+            error.to_string().contains("raise --idle-timeout"),
+            "{error}"
+        );
+        assert!(connection_config(flags(Some("0s"), None), Duration::ZERO).is_err());
+        assert!(connection_config(flags(None, Some(0)), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
     fn without_tokens_the_api_stays_on_loopback_and_with_them_it_may_leave() {
         let dir = tempfile::tempdir().expect("tempdir");
         let open = ServeConfig::resolve(ServeArgs {
