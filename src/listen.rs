@@ -723,6 +723,62 @@ mod tests {
         assert_eq!(ten.reserved - one.reserved, 9 * RESERVED_PER_TENANT);
     }
 
+    /// Login throttling keys on the peer address: every API request must carry it.
+    #[tokio::test]
+    async fn every_request_carries_its_peer_address_and_shutdown_drains_idle_connections() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let counters = Arc::new(ConnectionCounters::default());
+        let listener = Listener::new(
+            tcp,
+            "api",
+            8,
+            counters.clone(),
+            Duration::from_secs(60),
+            Some(Duration::from_secs(10)),
+        );
+        let router = Router::new().route(
+            "/peer",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            }),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve_http(
+            listener,
+            router,
+            ConnectionConfig::default(),
+            ErrorBody::Json,
+            async move {
+                let mut stop_rx = stop_rx;
+                let _ = stop_rx.wait_for(|stop| *stop).await.is_ok();
+            },
+        ));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let local = client.local_addr().expect("local address");
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).ends_with(&local.to_string()) {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(counters.open.load(Ordering::Relaxed), 1);
+        // The keep-alive connection is idle: shutdown closes it instead of waiting for it.
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("serve_http returns once its idle connections are closed")
+            .expect("no panic");
+        assert_eq!(client.read(&mut buf).await.expect("EOF"), 0);
+        assert_eq!(counters.open.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn a_limit_that_leaves_no_room_for_connections_is_refused_with_what_to_do() {
         let error = plan_connections(100, 40, 1, None).expect_err("too few descriptors");
