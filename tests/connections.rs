@@ -1,6 +1,9 @@
 //! Connections nobody uses cannot take the server down (issue 19, defect 2): every port caps
 //! its connections from the open-file limit and closes the ones that send nothing, send a
 //! request head or body too slowly, or sit idle.
+//!
+//! The limits are set through `FLOWSCOPE_*` variables, not flags, so each test also runs
+//! against a binary from before they existed, and fails there on what it checks.
 
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -76,8 +79,6 @@ fn http_export(server: &Server) -> Option<u16> {
 #[test]
 fn three_hundred_idle_connections_under_a_256_descriptor_limit_starve_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    // The header-read timeout goes by environment so the same test starts the server from
-    // before connection limits, which had no such flag.
     let server = Server::start_with_open_file_limit(
         dir.path(),
         256,
@@ -129,7 +130,8 @@ fn three_hundred_idle_connections_under_a_256_descriptor_limit_starve_nothing() 
 #[test]
 fn a_silent_connection_and_a_slow_request_head_are_closed_at_the_header_read_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--header-read-timeout", "1s"]);
+    let server =
+        Server::start_with_env(dir.path(), &[("FLOWSCOPE_HEADER_READ_TIMEOUT", "1s")], &[]);
     for addr in [server.http, server.api] {
         let mut silent = TcpStream::connect(addr).unwrap();
         let (after, _) = wait_for_close(&mut silent, Duration::from_secs(5));
@@ -185,7 +187,7 @@ fn a_silent_connection_and_a_slow_request_head_are_closed_at_the_header_read_tim
 fn answer_head(stream: &mut TcpStream, request: &[u8]) -> String {
     stream.write_all(request).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
@@ -201,16 +203,14 @@ fn answer_head(stream: &mut TcpStream, request: &[u8]) -> String {
 fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     // HTTP/1.1's header timer also runs between requests; set it long to see the idle one.
-    let server = Server::start(
+    let server = Server::start_with_env(
         dir.path(),
         &[
-            "--header-read-timeout",
-            "30s",
-            "--idle-timeout",
-            "2s",
-            "--sql-timeout",
-            "1s",
+            ("FLOWSCOPE_HEADER_READ_TIMEOUT", "30s"),
+            ("FLOWSCOPE_IDLE_TIMEOUT", "2s"),
+            ("FLOWSCOPE_SQL_TIMEOUT", "1s"),
         ],
+        &[],
     );
     let mut stream = TcpStream::connect(server.api).unwrap();
     let head = answer_head(
@@ -229,7 +229,14 @@ fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
 #[test]
 fn a_grpc_connection_that_sends_nothing_is_closed_at_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--idle-timeout", "2s", "--sql-timeout", "1s"]);
+    let server = Server::start_with_env(
+        dir.path(),
+        &[
+            ("FLOWSCOPE_IDLE_TIMEOUT", "2s"),
+            ("FLOWSCOPE_SQL_TIMEOUT", "1s"),
+        ],
+        &[],
+    );
     let mut stream = TcpStream::connect(server.grpc).unwrap();
     // The server's HTTP/2 SETTINGS arrive, then nothing: the connection is idle.
     let (after, _) = wait_for_close(&mut stream, Duration::from_secs(6));
@@ -245,7 +252,8 @@ fn a_grpc_connection_that_sends_nothing_is_closed_at_the_idle_timeout() {
 #[test]
 fn a_request_body_slower_than_the_request_body_timeout_gets_408() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--request-body-timeout", "1s"]);
+    let server =
+        Server::start_with_env(dir.path(), &[("FLOWSCOPE_REQUEST_BODY_TIMEOUT", "1s")], &[]);
     let cases: [(SocketAddr, &[u8]); 2] = [
         (
             server.http,

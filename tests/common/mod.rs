@@ -40,6 +40,14 @@ impl Server {
         )
     }
 
+    /// Starts the server with `env` added to its environment: settings given this way let
+    /// a regression test start a binary from before the setting existed.
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowscope"));
+        command.envs(env.iter().copied());
+        Self::start_command(command, data_dir, extra)
+    }
+
     /// Starts the server under an open-file limit of `limit` (soft and hard, as `ulimit -n`
     /// sets them), with `env` added to its environment.
     pub fn start_with_open_file_limit(
