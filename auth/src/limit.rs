@@ -70,6 +70,17 @@ impl TokenBucket {
         }
     }
 
+    /// How long until the bucket holds `amount` whole, zero if now: for events that each
+    /// take one token and must not run into debt (a failed login).
+    pub fn wait_for(&mut self, amount: f64, now: Instant) -> Duration {
+        self.refill(now);
+        if self.level >= amount {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((amount - self.level) / self.rate)
+        }
+    }
+
     /// Takes `amount` (after [`TokenBucket::wait`] said zero).
     pub fn take(&mut self, amount: u64) {
         self.level -= amount as f64;
@@ -179,7 +190,7 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         buckets
             .get_mut(key)
-            .map_or(Duration::ZERO, |bucket| bucket.wait(now))
+            .map_or(Duration::ZERO, |bucket| bucket.wait_for(1.0, now))
     }
 
     /// Spends one event of `key`'s bucket.

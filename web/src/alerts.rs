@@ -278,6 +278,8 @@ mod tests {
             info: crate::ServerInfo::default(),
             metadata,
             memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
+            liveness: flowscope_model::liveness::Liveness::new(),
+            logins: Arc::default(),
         }
     }
 

@@ -1,16 +1,20 @@
 //! `GET /api/status` (JSON) and `GET /metrics` (Prometheus text format): what the store and
 //! the live graph are doing, from the same counters. The caller's tenant's figures, plus a
-//! `process` section for what all tenants share (the memory ceiling); it holds no tenant's
+//! `process` section for what all tenants share (the memory ceiling, the errors background
+//! stages survived) and an `api` section (failed and throttled logins); it holds no tenant's
 //! data, only sizes and refusal counts.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use flowscope_model::liveness::{Liveness, Stage};
 use flowscope_model::memory::MemoryBudget;
 use serde_json::{Map, Value, json};
 
-use crate::auth::Reader;
+use crate::auth::{LoginThrottle, Reader};
 use crate::{ApiState, TenantView};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -109,9 +113,84 @@ fn process_figures(memory: &MemoryBudget) -> Vec<Figure> {
     ]
 }
 
-fn figures(view: &TenantView, memory: &MemoryBudget) -> Vec<Figure> {
+/// The background stages' figures, shared by every tenant of the process.
+fn liveness_figures(liveness: &Liveness) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = Stage::ALL
+        .into_iter()
+        .map(|stage| Figure {
+            section: "process",
+            key: stage.errors_key(),
+            kind: Type::Counter,
+            help: stage_errors_help(stage),
+            value: liveness.errors(stage),
+        })
+        .collect();
+    figures.push(Figure {
+        section: "process",
+        key: "stages_stopped",
+        kind: Type::Gauge,
+        help: "Background stages that stopped while the server runs (/healthz answers 503).",
+        value: liveness.stopped_count(),
+    });
+    figures
+}
+
+fn stage_errors_help(stage: Stage) -> &'static str {
+    match stage {
+        Stage::RssWatchdog => "Failed reads of /proc/self/status by the RSS watchdog (retried).",
+        Stage::WalWriter => "WAL group commits and seals that failed (refused or retried).",
+        Stage::Flusher => {
+            "Parquet flushes, WAL deletions and retention deletions that failed (retried)."
+        }
+        Stage::Graph => "Errors the graph stages survived.",
+        Stage::GraphKeeper => {
+            "Graph buckets that could not be kept on disk, and failed retention of them."
+        }
+        Stage::AlertScheduler => {
+            "Alert rule reads, failure records and evaluations that failed or panicked."
+        }
+        Stage::WebhookDelivery => "Outbox reads that failed and delivery tasks that panicked.",
+    }
+}
+
+/// Login and bearer token figures, for the whole process (a failed login has no tenant).
+fn login_figures(logins: &LoginThrottle) -> Vec<Figure> {
+    let figure = |key, help, value: &AtomicU64| Figure {
+        section: "api",
+        key,
+        kind: Type::Counter,
+        help,
+        value: value.load(AtomicOrdering::Relaxed),
+    };
+    vec![
+        figure(
+            "failed_logins",
+            "POST /api/login with a token that is not valid (401).",
+            &logins.failed_logins,
+        ),
+        figure(
+            "failed_bearer_tokens",
+            "API requests with a bearer token that is not valid (401).",
+            &logins.failed_bearer_tokens,
+        ),
+        figure(
+            "throttled_logins",
+            "POST /api/login refused 429: too many failures from the address or logins of the tenant.",
+            &logins.throttled_logins,
+        ),
+        figure(
+            "throttled_bearer_tokens",
+            "API requests with a bearer token refused 429: too many bad tokens from the address.",
+            &logins.throttled_bearer_tokens,
+        ),
+    ]
+}
+
+fn figures(view: &TenantView, state: &ApiState) -> Vec<Figure> {
     let mut figures = tenant_figures(view);
-    figures.extend(process_figures(memory));
+    figures.extend(process_figures(&state.memory));
+    figures.extend(liveness_figures(&state.liveness));
+    figures.extend(login_figures(&state.logins));
     figures
 }
 
@@ -296,7 +375,7 @@ fn tenant_figures(view: &TenantView) -> Vec<Figure> {
 /// The caller's tenant's figures.
 pub async fn get_status(State(state): State<ApiState>, Reader(caller): Reader) -> Json<Value> {
     let mut sections: Map<String, Value> = Map::new();
-    for figure in figures(&caller.view, &state.memory) {
+    for figure in figures(&caller.view, &state) {
         let section = sections.entry(figure.section).or_insert_with(|| json!({}));
         section[figure.key] = json!(figure.value);
     }
@@ -310,7 +389,7 @@ pub async fn get_metrics(
     Reader(caller): Reader,
 ) -> impl IntoResponse {
     let mut text = String::new();
-    for figure in figures(&caller.view, &state.memory) {
+    for figure in figures(&caller.view, &state) {
         let (kind, suffix) = match figure.kind {
             Type::Counter => ("counter", "_total"),
             Type::Gauge => ("gauge", ""),
