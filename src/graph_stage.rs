@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
 use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
+use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_query::rollups::Rollups;
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
@@ -58,11 +59,17 @@ impl Keeper {
 
     /// Writes the trimmed buckets and claims the range up to `trimmed_before_ns`. A failed
     /// write claims nothing: that range is rebuilt from spans when asked for.
-    fn keep(&mut self, trimmed: &[StoredBucket], trimmed_before_ns: Option<i64>) {
+    fn keep(
+        &mut self,
+        trimmed: &[StoredBucket],
+        trimmed_before_ns: Option<i64>,
+        liveness: &Liveness,
+    ) {
         let Some(to) = trimmed_before_ns.filter(|to| *to > self.next_from_ns) else {
             return;
         };
         if let Err(error) = self.rollups.append(trimmed, self.next_from_ns, to) {
+            liveness.error(Stage::GraphKeeper);
             tracing::warn!(%error, "cannot keep graph buckets past the horizon; old windows there will be rebuilt from spans");
         }
         self.next_from_ns = to;
@@ -74,6 +81,7 @@ impl Keeper {
             let cutoff =
                 now_ns().saturating_sub(self.retention.as_nanos().min(i64::MAX as u128) as i64);
             if let Err(error) = self.rollups.remove_older_than(cutoff) {
+                liveness.error(Stage::GraphKeeper);
                 tracing::warn!(%error, "cannot apply retention to kept graph buckets");
             }
         }
@@ -82,13 +90,20 @@ impl Keeper {
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-pub fn start(config: GraphConfig, keeper: Option<Keeper>) -> std::io::Result<GraphStage> {
+/// Starts the stage, registered in `liveness`: it is marked stopped if its thread ends (or
+/// panics) before shutdown.
+pub fn start(
+    config: GraphConfig,
+    keeper: Option<Keeper>,
+    liveness: &Arc<Liveness>,
+) -> std::io::Result<GraphStage> {
     let graph = Arc::new(RwLock::new(LiveGraph::new(config)));
     let (input, receiver) = std::sync::mpsc::sync_channel(QUEUE);
     let owned = graph.clone();
+    let alive = liveness.start(Stage::Graph);
     let thread = std::thread::Builder::new()
         .name("flowscope-graph".into())
-        .spawn(move || run(&owned, &receiver, keeper))?;
+        .spawn(move || run(&owned, &receiver, keeper, &alive))?;
     Ok(GraphStage {
         graph,
         input,
@@ -96,7 +111,13 @@ pub fn start(config: GraphConfig, keeper: Option<Keeper>) -> std::io::Result<Gra
     })
 }
 
-fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>, mut keeper: Option<Keeper>) {
+/// Runs until the store's writer, the only sender, is gone.
+fn run(
+    graph: &RwLock<LiveGraph>,
+    batches: &Receiver<RecordBatch>,
+    mut keeper: Option<Keeper>,
+    alive: &StageGuard,
+) {
     let mut last_tick = Instant::now();
     loop {
         match batches.recv_timeout(TICK) {
@@ -104,7 +125,11 @@ fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>, mut keeper: O
                 // Take whatever else is waiting under the same lock: fewer lock round trips.
                 let mut graph = match graph.write() {
                     Ok(graph) => graph,
-                    Err(poisoned) => poisoned.into_inner(),
+                    Err(poisoned) => {
+                        // A reader panicked holding the lock; the graph itself is whole.
+                        alive.error();
+                        poisoned.into_inner()
+                    }
                 };
                 let now = now_ns();
                 graph.ingest(&batch, now);
@@ -120,14 +145,18 @@ fn run(graph: &RwLock<LiveGraph>, batches: &Receiver<RecordBatch>, mut keeper: O
             let (trimmed, trimmed_before) = {
                 let mut graph = match graph.write() {
                     Ok(graph) => graph,
-                    Err(poisoned) => poisoned.into_inner(),
+                    Err(poisoned) => {
+                        // A reader panicked holding the lock; the graph itself is whole.
+                        alive.error();
+                        poisoned.into_inner()
+                    }
                 };
                 graph.advance(now_ns());
                 (graph.take_trimmed(), graph.trimmed_before_ns())
             };
             // Written after letting go of the lock: readers never wait for the disk.
             if let Some(keeper) = keeper.as_mut() {
-                keeper.keep(&trimmed, trimmed_before);
+                keeper.keep(&trimmed, trimmed_before, alive.liveness());
             }
         }
     }

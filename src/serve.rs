@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_auth::TenantId;
 use flowscope_collector::{SinkError, SpanSink};
+use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_model::memory::{self, MemoryBudget};
 use flowscope_query::graph_tables::{self, GraphView};
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
@@ -104,12 +106,14 @@ async fn open_tenant(
     config: &ServeConfig,
     tenant: TenantId,
     sql_resources: &SqlResources,
+    liveness: &Arc<Liveness>,
 ) -> anyhow::Result<TenantSpace> {
     let data_dir = tenant_dir(&config.store.data_dir, &tenant);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let mut store_config = config.store.clone();
     store_config.data_dir = data_dir.clone();
+    store_config.liveness = liveness.clone();
     // The store backfills the live graph with the spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
@@ -135,7 +139,7 @@ async fn open_tenant(
         graph,
         input: graph_input,
         thread: graph_thread,
-    } = graph_stage::start(config.graph.clone(), Some(keeper))
+    } = graph_stage::start(config.graph.clone(), Some(keeper), liveness)
         .context("cannot start the graph stage")?;
     let store = tokio::task::spawn_blocking(move || {
         SpanStore::open_with_listener(store_config, Some(graph_input))
@@ -218,45 +222,93 @@ impl SpanSink for TenantSink {
 
 /// How often the watchdog samples the process's resident memory.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// The longest wait between attempts while /proc/self/status cannot be read.
+const RSS_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The RSS safety net: samples /proc/self/status into the budget, which refuses requests
 /// while the process is above its high-water mark. A thread of its own, so a busy runtime
 /// cannot delay the samples it exists to take.
-fn start_rss_watchdog(budget: Arc<MemoryBudget>) -> anyhow::Result<()> {
+fn start_rss_watchdog(budget: Arc<MemoryBudget>, liveness: &Arc<Liveness>) -> anyhow::Result<()> {
+    let guard = liveness.start(Stage::RssWatchdog);
     std::thread::Builder::new()
         .name("flowscope-rss".into())
         .spawn(move || {
-            let mut over = false;
-            loop {
-                let Some(rss) = std::fs::read_to_string("/proc/self/status")
-                    .ok()
-                    .and_then(|status| memory::parse_vm_rss(&status))
-                else {
-                    tracing::warn!("cannot read /proc/self/status: the RSS safety net is off");
-                    return;
-                };
-                budget.record_rss(rss);
-                let high_water = budget.figures().high_water as usize;
-                if (rss > high_water) != over {
-                    over = rss > high_water;
-                    if over {
-                        tracing::warn!(
-                            rss_mib = rss >> 20,
-                            high_water_mib = high_water >> 20,
-                            "memory above its high-water mark: one request at a time until it falls"
-                        );
-                    } else {
-                        tracing::info!(
-                            rss_mib = rss >> 20,
-                            "memory back under its high-water mark"
-                        );
-                    }
-                }
-                std::thread::sleep(RSS_SAMPLE_EVERY);
-            }
+            watch_rss(
+                &budget,
+                &guard,
+                || std::fs::read_to_string("/proc/self/status"),
+                |wait| {
+                    std::thread::sleep(wait);
+                    ControlFlow::Continue(())
+                },
+            );
         })
         .context("cannot start the memory watchdog")?;
     Ok(())
+}
+
+/// The watchdog's loop, with the reading and the waiting passed in. A failed read (no
+/// descriptor left, say) is logged when it starts and when it ends, counted every time, and
+/// retried after a growing wait: the safety net is back as soon as the file can be read.
+fn watch_rss(
+    budget: &MemoryBudget,
+    guard: &StageGuard,
+    mut read: impl FnMut() -> std::io::Result<String>,
+    mut sleep: impl FnMut(Duration) -> ControlFlow<()>,
+) {
+    let mut over = false;
+    let mut failures = 0u64;
+    loop {
+        let sampled = read()
+            .map_err(|error| error.to_string())
+            .and_then(|status| {
+                memory::parse_vm_rss(&status).ok_or_else(|| "no VmRSS line".to_string())
+            });
+        let wait = match sampled {
+            Ok(rss) => {
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        "reading /proc/self/status again: the RSS safety net is back"
+                    );
+                    failures = 0;
+                }
+                record_rss(budget, rss, &mut over);
+                RSS_SAMPLE_EVERY
+            }
+            Err(error) => {
+                guard.error();
+                if failures == 0 {
+                    tracing::warn!(%error, "cannot read /proc/self/status: the RSS safety net is off until it can; retrying");
+                }
+                failures += 1;
+                // 100 ms, 200 ms, ... up to 2 s.
+                RSS_SAMPLE_EVERY
+                    .saturating_mul(1 << failures.min(5))
+                    .min(RSS_MAX_BACKOFF)
+            }
+        };
+        if sleep(wait).is_break() {
+            return;
+        }
+    }
+}
+
+fn record_rss(budget: &MemoryBudget, rss: usize, over: &mut bool) {
+    budget.record_rss(rss);
+    let high_water = budget.figures().high_water as usize;
+    if (rss > high_water) != *over {
+        *over = rss > high_water;
+        if *over {
+            tracing::warn!(
+                rss_mib = rss >> 20,
+                high_water_mib = high_water >> 20,
+                "memory above its high-water mark: one request at a time until it falls"
+            );
+        } else {
+            tracing::info!(rss_mib = rss >> 20, "memory back under its high-water mark");
+        }
+    }
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -278,7 +330,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         max_request_bytes = config.collector.max_request_bytes,
         "memory ceiling"
     );
-    start_rss_watchdog(config.collector.memory.clone())?;
+    // Every background stage registers here; /healthz fails if one stops while we run.
+    let liveness = Liveness::new();
+    start_rss_watchdog(config.collector.memory.clone(), &liveness)?;
     if config.access.is_open() {
         tracing::warn!(
             api = %config.api_addr,
@@ -290,7 +344,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         SqlResources::new(&config.sql).context("cannot start the SQL engine's runtime")?;
     let mut spaces = Vec::new();
     for tenant in config.access.tenants() {
-        spaces.push(open_tenant(&config, tenant, &sql_resources).await?);
+        spaces.push(open_tenant(&config, tenant, &sql_resources, &liveness).await?);
     }
     let tenant_views: BTreeMap<TenantId, TenantView> = spaces
         .iter()
@@ -400,17 +454,20 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
         metadata.clone(),
         engines,
-        flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone()),
+        flowscope_alert::scheduler::SchedulerConfig {
+            liveness: liveness.clone(),
+            ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
+        },
         stopped(stop_rx.clone()),
     ));
     // The delivery worker sends what is in the outbox, including what was left pending when
     // the last run was killed.
     let delivery_task = {
-        let (metadata, delivery, stop) = (
-            metadata.clone(),
-            config.delivery.clone(),
-            stopped(stop_rx.clone()),
-        );
+        let (metadata, stop) = (metadata.clone(), stopped(stop_rx.clone()));
+        let delivery = flowscope_alert::deliver::DeliveryConfig {
+            liveness: liveness.clone(),
+            ..config.delivery.clone()
+        };
         tokio::spawn(async move {
             if let Err(error) = flowscope_alert::deliver::run(metadata, delivery, stop).await {
                 tracing::error!(%error, "the webhook delivery worker stopped; webhooks are not sent");
@@ -432,7 +489,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metadata,
         memory: config.collector.memory.clone(),
         connections,
+        liveness: liveness.clone(),
+        logins: Arc::default(),
     };
+    // The accept layer gives every API request its client's address (login throttling).
     let api_task = tokio::spawn(listen::serve_http(
         api,
         flowscope_web::router(api_state),
@@ -464,6 +524,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new requests; flushing spans to Parquet");
+    // Stages end from here on because they are told to: not a failed health check.
+    liveness.shutting_down();
     let _ = stop_tx.send(true);
     // Requests in flight get a few seconds to finish; the store flush comes after them.
     let drain = async {
@@ -504,4 +566,57 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     flushed?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(rss_kib: usize) -> std::io::Result<String> {
+        Ok(format!("Name:\tflowscope\nVmRSS:\t{rss_kib} kB\n"))
+    }
+
+    #[test]
+    fn the_rss_watchdog_goes_on_after_a_failed_read_and_backs_off_while_failing() {
+        let budget = MemoryBudget::new(1 << 30, 1 << 20, 0);
+        let liveness = Liveness::new();
+        let guard = liveness.start(Stage::RssWatchdog);
+        // One good read, three failed ones (no descriptor left), then good ones again.
+        let mut reads = vec![
+            status(1000),
+            Err(std::io::Error::other("too many open files")),
+            Err(std::io::Error::other("too many open files")),
+            Ok("Name:\tflowscope\n".to_string()),
+            status(2000),
+            status(3000),
+        ]
+        .into_iter();
+        let mut waits = Vec::new();
+        let mut rss_seen = Vec::new();
+        watch_rss(
+            &budget,
+            &guard,
+            || reads.next().unwrap_or_else(|| status(3000)),
+            |wait| {
+                waits.push(wait);
+                rss_seen.push(budget.figures().rss);
+                if waits.len() == 6 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+        assert_eq!(
+            rss_seen,
+            [1000u64, 1000, 1000, 1000, 2000, 3000].map(|kib| kib * 1024)
+        );
+        let ms = |ms| Duration::from_millis(ms);
+        assert_eq!(
+            waits,
+            [ms(100), ms(200), ms(400), ms(800), ms(100), ms(100)]
+        );
+        assert_eq!(liveness.errors(Stage::RssWatchdog), 3);
+        assert!(liveness.stopped().is_empty());
+    }
 }

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::outbox::{self, AttemptRecord, DueMessage, NextState};
 use crate::ssrf::{ForbiddenTarget, GuardedResolver};
 use crate::{AlertError, Metadata, now_ms, sign, ssrf};
+use flowscope_model::liveness::{Liveness, Stage};
 
 /// How the worker delivers and when it gives up.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct DeliveryConfig {
     pub connect_timeout: Duration,
     /// Requests under way at once.
     pub max_in_flight: usize,
+    /// Where the worker registers and counts the errors it survives (reading the outbox, a
+    /// delivery task that panicked).
+    pub liveness: Arc<Liveness>,
 }
 
 impl Default for DeliveryConfig {
@@ -47,6 +51,7 @@ impl Default for DeliveryConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_in_flight: 4,
+            liveness: Liveness::new(),
         }
     }
 }
@@ -192,6 +197,8 @@ pub async fn run(
     config: DeliveryConfig,
     stop: impl Future<Output = ()>,
 ) -> Result<(), AlertError> {
+    // Marks the worker stopped if it ends (or panics) before shutdown.
+    let _alive = config.liveness.start(Stage::WebhookDelivery);
     let client = client(&config)?;
     let pool = metadata.pool().clone();
     let waker = metadata.delivery_waker();
@@ -220,7 +227,10 @@ pub async fn run(
                         task_rows.insert(handle.id(), id);
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot read the outbox; retrying"),
+                Err(error) => {
+                    config.liveness.error(Stage::WebhookDelivery);
+                    tracing::warn!(%error, "cannot read the outbox; retrying")
+                }
             }
             match outbox::next_due_after(&pool, now).await {
                 Ok(Some(next)) => {
@@ -228,7 +238,10 @@ pub async fn run(
                     wait = wait.min(until);
                 }
                 Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot read the outbox; retrying"),
+                Err(error) => {
+                    config.liveness.error(Stage::WebhookDelivery);
+                    tracing::warn!(%error, "cannot read the outbox; retrying")
+                }
             }
         }
         tokio::select! {
@@ -244,6 +257,7 @@ pub async fn run(
                     in_flight.remove(&row);
                 }
                 if let Err(error) = done {
+                    config.liveness.error(Stage::WebhookDelivery);
                     tracing::error!(%error, "a webhook delivery task failed");
                 }
             }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowscope_model::liveness::{Liveness, Stage};
 use flowscope_query::SqlEngine;
 use tokio::task::JoinSet;
 
@@ -25,6 +26,9 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     /// Rows a rule may return; more is an error, since the missing rows would resolve.
     pub max_rows: usize,
+    /// Where the scheduler registers and counts the errors it survives (reading the rules,
+    /// an evaluation that panicked, recording a failure).
+    pub liveness: Arc<Liveness>,
 }
 
 impl SchedulerConfig {
@@ -33,6 +37,7 @@ impl SchedulerConfig {
             external_url: external_url.into(),
             tick: Duration::from_secs(1),
             max_rows: 10_000,
+            liveness: Liveness::new(),
         }
     }
 }
@@ -100,6 +105,8 @@ pub async fn run(
     config: SchedulerConfig,
     stop: impl Future<Output = ()>,
 ) {
+    // Marks the scheduler stopped if this task ends (or panics) before shutdown.
+    let _alive = config.liveness.start(Stage::AlertScheduler);
     let config = Arc::new(config);
     let mut slots: HashMap<i64, Slot> = HashMap::new();
     let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
@@ -118,6 +125,7 @@ pub async fn run(
                     Err(error) => error.id(),
                 };
                 if let Err(error) = done {
+                    config.liveness.error(Stage::AlertScheduler);
                     tracing::error!(%error, "an alert rule evaluation panicked");
                 }
                 running.remove(&id);
@@ -126,6 +134,7 @@ pub async fn run(
                 let rules = match rules::list_all(metadata.pool()).await {
                     Ok(rules) => rules,
                     Err(error) => {
+                        config.liveness.error(Stage::AlertScheduler);
                         tracing::warn!(%error, "cannot read the alert rules; trying again next tick");
                         continue;
                     }
@@ -189,6 +198,7 @@ async fn run_one(
             if let Err(error) =
                 rules::record_failure(metadata.pool(), rule.id, now, &error.to_string()).await
             {
+                config.liveness.error(Stage::AlertScheduler);
                 tracing::warn!(rule = %rule.spec.name, %error, "cannot record the failure");
             }
         }

@@ -100,6 +100,7 @@ fn fast_config(allow_private: bool) -> DeliveryConfig {
         request_timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(1),
         max_in_flight: 4,
+        ..DeliveryConfig::default()
     }
 }
 

@@ -21,5 +21,5 @@ mod tenant;
 pub use access::{
     Access, AuthError, Permission, Principal, Role, TENANT_HEADER, TokenEntry, TokenFileError,
 };
-pub use limit::{Limits, RateLimiter, TokenBucket};
+pub use limit::{KeyedBuckets, Limits, RateLimiter, TokenBucket};
 pub use tenant::{DEFAULT_TENANT, TenantId};

@@ -10,6 +10,7 @@
 
 pub mod duration;
 pub mod ids;
+pub mod liveness;
 pub mod memory;
 pub mod schema;
 pub mod size;

@@ -28,6 +28,7 @@ use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
+use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_model::memory::MemoryBudget;
 use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
@@ -60,6 +61,9 @@ pub struct StoreConfig {
     /// logs the request's own bytes (half the size of the batch's Arrow IPC, and nothing to
     /// encode) and replay decodes them again; without one, every record is Arrow IPC.
     pub request_decoder: Option<RequestDecoder>,
+    /// Where the writer and flusher threads register, count the errors they survive and
+    /// are marked stopped if they end before shutdown; one per process, shared like `memory`.
+    pub liveness: Arc<Liveness>,
 }
 
 /// Decodes the protobuf request a WAL record holds into the batch it was written with:
@@ -100,6 +104,7 @@ impl StoreConfig {
             memory: Arc::new(MemoryBudget::unlimited().with_ingest_buffer(1 << 30)),
             listener_backfill: Duration::ZERO,
             request_decoder: None,
+            liveness: Liveness::new(),
         }
     }
 }
@@ -462,13 +467,18 @@ impl SpanStore {
         let flusher = Flusher {
             shared: shared.clone(),
         };
+        let liveness = &shared.config.liveness;
+        let (writer_guard, flusher_guard) = (
+            liveness.start(Stage::WalWriter),
+            liveness.start(Stage::Flusher),
+        );
         let threads = vec![
             std::thread::Builder::new()
                 .name("flowscope-wal".into())
-                .spawn(move || writer.run(command_rx))?,
+                .spawn(move || writer.run(command_rx, writer_guard))?,
             std::thread::Builder::new()
                 .name("flowscope-flush".into())
-                .spawn(move || flusher.run(flush_rx))?,
+                .spawn(move || flusher.run(flush_rx, flusher_guard))?,
         ];
         Ok(Arc::new(Self {
             shared,
@@ -684,7 +694,8 @@ struct Writer {
 const SEAL_RETRY: Duration = Duration::from_millis(500);
 
 impl Writer {
-    fn run(mut self, commands: Receiver<Command>) {
+    /// Runs until every sender is gone; `_alive` is dropped with the thread, also by a panic.
+    fn run(mut self, commands: Receiver<Command>, _alive: StageGuard) {
         let interval = self.shared.config.flush_interval;
         loop {
             let wait = self
@@ -741,6 +752,7 @@ impl Writer {
         // Written or refused, the WAL records are no longer held: give their bytes back.
         self.shared.config.memory.release_buffered(payload_bytes);
         if let Err(error) = committed {
+            self.shared.config.liveness.error(Stage::WalWriter);
             tracing::error!(%error, "wal: group commit failed; refusing the group");
             for append in appends {
                 self.shared.release_buffered(append.bytes);
@@ -791,6 +803,7 @@ impl Writer {
             Err(error) => {
                 // A full disk: try again shortly, not on every write that comes in.
                 self.seal_retry_at = Some(Instant::now() + SEAL_RETRY);
+                self.shared.config.liveness.error(Stage::WalWriter);
                 tracing::error!(%error, retry_in = ?SEAL_RETRY, "wal: cannot seal the segment; will retry");
                 for ack in acks {
                     let _ = ack.send(Err(StoreError::Unavailable(format!(
@@ -832,7 +845,8 @@ const RETENTION_CHECK: Duration = Duration::from_secs(60);
 const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Flusher {
-    fn run(self, jobs: Receiver<FlushJob>) {
+    /// Runs until the writer is gone; `_alive` is dropped with the thread, also by a panic.
+    fn run(self, jobs: Receiver<FlushJob>, _alive: StageGuard) {
         let mut last_retention = Instant::now() - RETENTION_CHECK;
         loop {
             if last_retention.elapsed() >= RETENTION_CHECK {
@@ -866,6 +880,7 @@ impl Flusher {
                 Err(error) => {
                     // The spans stay in memory and in the WAL; ingest is refused once the
                     // buffer fills, and resumes when the disk accepts writes again.
+                    self.shared.config.liveness.error(Stage::Flusher);
                     tracing::error!(%error, retry_in = ?backoff, "flush to Parquet failed; retrying");
                     std::thread::sleep(backoff);
                     // Short enough that ingest resumes within seconds of space returning.
@@ -880,6 +895,7 @@ impl Flusher {
         }
         self.shared.release_buffered(frozen.bytes);
         if let Err(error) = wal::remove_through(&wal_dir(data_dir), frozen.wal_seq) {
+            self.shared.config.liveness.error(Stage::Flusher);
             tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
         }
     }
@@ -902,6 +918,7 @@ impl Flusher {
                     tracing::info!(path = %segment.path.display(), rows = segment.rows, "retention: deleted segment")
                 }
                 Err(error) => {
+                    self.shared.config.liveness.error(Stage::Flusher);
                     tracing::warn!(%error, path = %segment.path.display(), "retention: cannot delete segment")
                 }
             }

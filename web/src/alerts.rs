@@ -279,6 +279,8 @@ mod tests {
             metadata,
             memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
             connections: Default::default(),
+            liveness: flowscope_model::liveness::Liveness::new(),
+            logins: Arc::default(),
         }
     }
 

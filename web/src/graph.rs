@@ -2,10 +2,10 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
 use flowscope_query::QueryError;
@@ -14,6 +14,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::ApiState;
 use crate::auth::Reader;
 use crate::error::ApiError;
 
@@ -225,15 +226,26 @@ pub async fn get_diff(
 }
 
 /// The live graph as server-sent events: one `snapshot` event, then a `delta` event at most
-/// once a second whenever something changed.
-pub async fn stream(Reader(caller): Reader) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// once a second whenever something changed. A stream opened with a session cookie ends
+/// within a period of its session ending (logged out, expired or evicted): the cookie no
+/// longer opens anything, so neither may a stream it opened.
+pub async fn stream(
+    State(state): State<ApiState>,
+    Reader(caller): Reader,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let graph = caller.view.graph.clone();
+    let session = caller.session.map(|key| (state.sessions.clone(), key));
     let events = futures::stream::unfold(
-        (None::<Arc<Snapshot>>, graph),
-        |(previous, graph)| async move {
+        (None::<Arc<Snapshot>>, graph, session),
+        |(previous, graph, session)| async move {
             loop {
                 if previous.is_some() {
                     tokio::time::sleep(STREAM_PERIOD).await;
+                }
+                if let Some((sessions, key)) = &session
+                    && !sessions.is_live(key, Instant::now())
+                {
+                    return None;
                 }
                 let reader = graph.clone();
                 let next = match tokio::task::spawn_blocking(move || reader.live_shared()).await {
@@ -254,7 +266,7 @@ pub async fn stream(Reader(caller): Reader) -> Sse<impl Stream<Item = Result<Eve
                             .data(delta_json(&change).to_string())
                     }
                 };
-                return Some((Ok(event), (Some(next), graph)));
+                return Some((Ok(event), (Some(next), graph, session)));
             }
         },
     );

@@ -3,7 +3,7 @@
 //! ```text
 //!  GET  /, /assets/...  ──> the dashboard (static files embedded in the binary)
 //!  GET  /api/info ──> where OTLP is received, how far back the live graph reaches
-//!  GET  /healthz  ──> 200 once the store has replayed its WAL
+//!  GET  /healthz  ──> 200 once the store has replayed its WAL; 503 if a background stage stopped
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
@@ -26,6 +26,8 @@ pub mod connections;
 pub mod error;
 mod graph;
 mod info;
+#[cfg(test)]
+mod router_tests;
 mod sql;
 mod status;
 mod webhooks;
@@ -35,13 +37,15 @@ pub use info::ServerInfo;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use std::collections::BTreeMap;
 
 use flowscope_auth::{Access, TenantId};
+use flowscope_model::liveness::Liveness;
 use flowscope_query::SqlEngine;
 use flowscope_query::graph_tables::GraphView;
 
@@ -94,6 +98,10 @@ pub struct ApiState {
     /// Every listener's connection counters, kept by the accept layer: shown in the status
     /// figures.
     pub connections: connections::Connections,
+    /// The background stages: a stopped one fails `/healthz`; their errors are figures.
+    pub liveness: Arc<Liveness>,
+    /// Failed and throttled logins per client address and per tenant.
+    pub logins: Arc<auth::LoginThrottle>,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.
@@ -121,10 +129,28 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn healthz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+/// 200 `ok` once ready; 503 while starting, and for good once a background stage stopped
+/// (returned or panicked) while the server runs, with a JSON body naming the stages (by
+/// kind only: the endpoint is open, so no tenant is named; the log says which).
+async fn healthz(State(state): State<ApiState>) -> Response {
+    if !state.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     }
+    let stopped = state.liveness.stopped();
+    if stopped.is_empty() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    let names: Vec<&str> = stopped.iter().map(|stage| stage.name()).collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({
+            "status": "failing",
+            "stopped": names,
+            "error": format!(
+                "background stages stopped: {}; the server's log says why; restart it",
+                names.join(", ")
+            ),
+        })),
+    )
+        .into_response()
 }

@@ -1,17 +1,20 @@
 //! `GET /api/status` (JSON) and `GET /metrics` (Prometheus text format): what the store and
 //! the live graph are doing, from the same counters. The caller's tenant's figures, plus a
 //! `process` section for what all tenants share (the memory ceiling, the listeners'
-//! connections); it holds no tenant's data, only sizes and refusal counts.
+//! connections, the errors background stages survived) and an `api` section (failed and
+//! throttled logins); it holds no tenant's data, only sizes and refusal counts.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use flowscope_model::memory::MemoryBudget;
-use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::auth::Reader;
+use flowscope_model::liveness::{Liveness, Stage};
+use flowscope_model::memory::MemoryBudget;
+use serde_json::{Map, Value, json};
+
+use crate::auth::{LoginThrottle, Reader};
 use crate::connections::Connections;
 use crate::{ApiState, TenantView};
 
@@ -199,10 +202,85 @@ fn connection_figures(connections: &Connections) -> Vec<Figure> {
     figures
 }
 
+/// The background stages' figures, shared by every tenant of the process.
+fn liveness_figures(liveness: &Liveness) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = Stage::ALL
+        .into_iter()
+        .map(|stage| Figure {
+            section: "process",
+            key: stage.errors_key(),
+            kind: Type::Counter,
+            help: stage_errors_help(stage),
+            value: liveness.errors(stage),
+        })
+        .collect();
+    figures.push(Figure {
+        section: "process",
+        key: "stages_stopped",
+        kind: Type::Gauge,
+        help: "Background stages that stopped while the server runs (/healthz answers 503).",
+        value: liveness.stopped_count(),
+    });
+    figures
+}
+
+fn stage_errors_help(stage: Stage) -> &'static str {
+    match stage {
+        Stage::RssWatchdog => "Failed reads of /proc/self/status by the RSS watchdog (retried).",
+        Stage::WalWriter => "WAL group commits and seals that failed (refused or retried).",
+        Stage::Flusher => {
+            "Parquet flushes, WAL deletions and retention deletions that failed (retried)."
+        }
+        Stage::Graph => "Errors the graph stages survived.",
+        Stage::GraphKeeper => {
+            "Graph buckets that could not be kept on disk, and failed retention of them."
+        }
+        Stage::AlertScheduler => {
+            "Alert rule reads, failure records and evaluations that failed or panicked."
+        }
+        Stage::WebhookDelivery => "Outbox reads that failed and delivery tasks that panicked.",
+    }
+}
+
+/// Login and bearer token figures, for the whole process (a failed login has no tenant).
+fn login_figures(logins: &LoginThrottle) -> Vec<Figure> {
+    let figure = |key, help, value: &AtomicU64| Figure {
+        section: "api",
+        key,
+        kind: Type::Counter,
+        help,
+        value: value.load(Ordering::Relaxed),
+    };
+    vec![
+        figure(
+            "failed_logins",
+            "POST /api/login with a token that is not valid (401).",
+            &logins.failed_logins,
+        ),
+        figure(
+            "failed_bearer_tokens",
+            "API requests with a bearer token that is not valid (401).",
+            &logins.failed_bearer_tokens,
+        ),
+        figure(
+            "throttled_logins",
+            "POST /api/login refused 429: too many failures from the address or logins of the tenant.",
+            &logins.throttled_logins,
+        ),
+        figure(
+            "throttled_bearer_tokens",
+            "API requests with a bearer token refused 429: too many bad tokens from the address.",
+            &logins.throttled_bearer_tokens,
+        ),
+    ]
+}
+
 fn figures(view: &TenantView, state: &ApiState) -> Vec<Figure> {
     let mut figures = tenant_figures(view);
     figures.extend(process_figures(&state.memory));
     figures.extend(connection_figures(&state.connections));
+    figures.extend(liveness_figures(&state.liveness));
+    figures.extend(login_figures(&state.logins));
     figures
 }
 
