@@ -82,6 +82,18 @@ pub struct ServeArgs {
     /// Rows in a JSON answer of /api/sql; more sets "truncated": true [default: 10000]
     #[arg(long, env = "FLOWSCOPE_SQL_MAX_ROWS")]
     sql_max_rows: Option<usize>,
+    /// Bytes in one /api/sql answer, e.g. 64MiB; JSON then ends with "truncated": true, CSV
+    /// at a whole row, Arrow at a whole batch [default: 256MiB]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_RESPONSE")]
+    sql_max_response: Option<String>,
+    /// SQL queries that may run at once, all tenants together; more wait within their
+    /// timeout, then answer 503 [default: 4]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_CONCURRENT")]
+    sql_max_concurrent: Option<usize>,
+    /// SQL queries one tenant may run at once, so that one tenant cannot take every
+    /// permit [default: half of --sql-max-concurrent, rounded up]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_CONCURRENT_PER_TENANT")]
+    sql_max_concurrent_per_tenant: Option<usize>,
     /// How long a span waits for its other half (client for server, producer for consumer)
     /// before a lone CLIENT span becomes an edge to a database or external node [default: 30s]
     #[arg(long, env = "FLOWSCOPE_GRAPH_PAIRING_TTL")]
@@ -149,6 +161,9 @@ struct FileConfig {
     sql_timeout: Option<String>,
     sql_memory_limit: Option<String>,
     sql_max_rows: Option<usize>,
+    sql_max_response: Option<String>,
+    sql_max_concurrent: Option<usize>,
+    sql_max_concurrent_per_tenant: Option<usize>,
     graph_pairing_ttl: Option<String>,
     graph_bucket: Option<String>,
     graph_horizon: Option<String>,
@@ -475,6 +490,17 @@ impl ServeConfig {
             args.sql_memory_limit.or(file.sql_memory_limit),
             sql.memory_limit.min(memory_limit / 4),
         )?;
+        sql.max_concurrent = args
+            .sql_max_concurrent
+            .or(file.sql_max_concurrent)
+            .unwrap_or(sql.max_concurrent);
+        sql.max_concurrent_per_tenant = args
+            .sql_max_concurrent_per_tenant
+            .or(file.sql_max_concurrent_per_tenant)
+            .unwrap_or(sql.max_concurrent.div_ceil(2));
+        if sql.max_concurrent == 0 || sql.max_concurrent_per_tenant == 0 {
+            bail!("--sql-max-concurrent and --sql-max-concurrent-per-tenant must be at least 1");
+        }
         let allow_private_webhooks =
             args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false);
         let mut api = ApiConfig::default();
@@ -482,6 +508,17 @@ impl ServeConfig {
             .sql_max_rows
             .or(file.sql_max_rows)
             .unwrap_or(api.max_json_rows);
+        api.max_response_bytes = size(
+            "sql-max-response",
+            args.sql_max_response.or(file.sql_max_response),
+            api.max_response_bytes,
+        )?;
+        if api.max_response_bytes < flowscope_web::SQL_FIRST_PART {
+            bail!(
+                "--sql-max-response must be at least {} KiB",
+                flowscope_web::SQL_FIRST_PART >> 10
+            );
+        }
         api.allow_private_webhooks = allow_private_webhooks;
 
         let defaults = RetryPolicy::default();

@@ -33,7 +33,28 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 impl Server {
     /// Starts the server on `data_dir` and waits for its "ready" line (no sleeps).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowscope"))
+        Self::launch(
+            Command::new(env!("CARGO_BIN_EXE_flowscope")),
+            data_dir,
+            extra,
+        )
+    }
+
+    /// Like [`Server::start`], with the process's address space limited to `kib` KiB
+    /// (`ulimit -v`): an allocation past it fails, and Rust aborts the process, instead of
+    /// the machine swapping.
+    pub fn start_with_address_space(data_dir: &Path, extra: &[&str], kib: u64) -> Self {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -v {kib} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_flowscope"),
+        ]);
+        Self::launch(command, data_dir, extra)
+    }
+
+    fn launch(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
