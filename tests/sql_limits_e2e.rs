@@ -118,6 +118,24 @@ fn queries_that_would_make_gigabytes_are_refused_and_big_answers_are_capped_unde
     assert_eq!(answer["rows"].as_array().map(Vec::len), Some(10_000));
     assert_eq!(answer["truncated"], json!(true));
 
+    // Arrow too: every batch whole, the stream properly ended, under the cap.
+    let response = post_sql(
+        &server,
+        None,
+        "application/vnd.apache.arrow.stream",
+        "SELECT value, lpad(CAST(value AS VARCHAR), 1000, 'x') AS wide FROM generate_series(1, 1000000)",
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.bytes().expect("the whole capped answer");
+    assert!(body.len() <= 32 << 20, "{} bytes", body.len());
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+            .expect("an Arrow IPC stream");
+    let rows: usize = reader
+        .map(|batch| batch.expect("a whole batch").num_rows())
+        .sum();
+    assert!(rows > 20_000, "{rows} rows");
+
     let health = client()
         .get(format!("http://{}/healthz", server.api))
         .send()
@@ -254,4 +272,34 @@ fn a_tenant_at_its_sql_concurrency_cap_does_not_keep_another_tenant_waiting() {
             "{message}"
         );
     });
+}
+
+#[test]
+fn an_answer_that_fails_after_its_headers_were_sent_is_aborted_not_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Past the first 256 KiB the headers are out; then every row divides by zero.
+    let response = post_sql(
+        &server,
+        None,
+        "text/csv",
+        "SELECT value, CASE WHEN value > 200000 THEN 1 / (value - value) ELSE value END AS v FROM generate_series(1, 1000000)",
+    );
+    assert_eq!(response.status().as_u16(), 200, "streaming had begun");
+    let body = response.bytes();
+    assert!(
+        body.is_err(),
+        "an incomplete transfer, not a complete answer: {:?}",
+        body.map(|b| b.len())
+    );
+
+    // The same failure within the first part is an exact 4xx.
+    let (status, body) = server.sql_status(
+        "SELECT value, CASE WHEN value > 10 THEN 1 / (value - value) ELSE value END AS v FROM generate_series(1, 1000)",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("zero"),
+        "{body}"
+    );
 }
