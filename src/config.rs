@@ -788,6 +788,47 @@ mod tests {
     }
 
     #[test]
+    fn sql_concurrency_and_answer_size_come_from_flags_with_a_per_tenant_half_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolve = |shared: Option<usize>, per_tenant: Option<usize>, response: Option<&str>| {
+            ServeConfig::resolve(ServeArgs {
+                data_dir: Some(dir.path().into()),
+                sql_max_concurrent: shared,
+                sql_max_concurrent_per_tenant: per_tenant,
+                sql_max_response: response.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        let defaults = resolve(None, None, None).expect("resolve");
+        assert_eq!(
+            (
+                defaults.sql.max_concurrent,
+                defaults.sql.max_concurrent_per_tenant
+            ),
+            (4, 2)
+        );
+        assert_eq!(defaults.api.max_response_bytes, 256 << 20);
+        let odd = resolve(Some(5), None, Some("64MiB")).expect("resolve");
+        assert_eq!(
+            (odd.sql.max_concurrent, odd.sql.max_concurrent_per_tenant),
+            (5, 3)
+        );
+        assert_eq!(odd.api.max_response_bytes, 64 << 20);
+        let one = resolve(Some(1), None, None).expect("resolve");
+        assert_eq!(one.sql.max_concurrent_per_tenant, 1);
+        let error = format!(
+            "{:#}",
+            resolve(Some(0), None, None).expect_err("zero permits")
+        );
+        assert!(error.contains("--sql-max-concurrent"), "{error}");
+        let error = format!(
+            "{:#}",
+            resolve(None, None, Some("1KiB")).expect_err("too small")
+        );
+        assert!(error.contains("--sql-max-response"), "{error}");
+    }
+
+    #[test]
     fn the_external_url_must_be_absolute_and_loses_its_trailing_slash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let resolve = |url: &str| {

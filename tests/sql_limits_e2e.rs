@@ -83,6 +83,19 @@ fn queries_that_would_make_gigabytes_are_refused_and_big_answers_are_capped_unde
         );
     }
 
+    // A constant is copied into every row of a batch: a large one is refused whether it is
+    // written out or folded from smaller ones.
+    let piece = "x".repeat(1500);
+    for sql in [
+        format!("SELECT '{piece}{piece}' FROM generate_series(1, 10)"),
+        format!("SELECT '{piece}' || '{piece}' FROM generate_series(1, 10)"),
+    ] {
+        let (status, body) = server.sql_status(&sql);
+        assert_eq!(status, 422, "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("constant"), "{message}");
+    }
+
     // A million rows of 1 KB as CSV: streamed, and cut at a whole row below the cap.
     let started = Instant::now();
     let response = post_sql(

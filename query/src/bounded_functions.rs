@@ -690,3 +690,109 @@ impl MinimumMatch {
         minimum
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use datafusion::common::ScalarValue;
+
+    fn text(value: &str) -> ColumnarValue {
+        ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.to_string())))
+    }
+
+    fn int(value: i64) -> ColumnarValue {
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(value)))
+    }
+
+    fn check(growth: Growth, args: &[ColumnarValue], rows: usize, expected: usize) {
+        let estimate = estimate(growth, args, rows).expect("an estimate");
+        assert_eq!(estimate, expected, "{growth:?}");
+    }
+
+    #[test]
+    fn estimates_bound_what_each_function_makes_from_its_arguments() {
+        check(Growth::Repeat, &[text("ab"), int(1 << 30)], 1, 2 << 30);
+        check(Growth::Repeat, &[text("ab"), int(-3)], 1, 0);
+        // A column argument is counted row by row over the batch.
+        let words: ArrayRef = Arc::new(StringArray::from(vec![Some("abc"), None, Some("x")]));
+        check(
+            Growth::Repeat,
+            &[ColumnarValue::Array(words.clone()), int(10)],
+            3,
+            40,
+        );
+        let counts: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        check(
+            Growth::Repeat,
+            &[ColumnarValue::Array(words), ColumnarValue::Array(counts)],
+            3,
+            3 + 3,
+        );
+        check(Growth::Pad, &[text("a"), int(100)], 1, 101);
+        check(Growth::Pad, &[text("a"), int(100), text("é")], 1, 201);
+        check(
+            Growth::Replace,
+            &[text("aaaa"), text("a"), text("bbb")],
+            1,
+            4 + 12,
+        );
+        check(
+            Growth::Replace,
+            &[text("ab"), text(""), text("x")],
+            1,
+            2 + 3,
+        );
+        // One match without 'g'; with it, as many as the shortest match allows.
+        check(
+            Growth::RegexpReplace,
+            &[text("aaaa"), text("a+"), text("xy")],
+            1,
+            4 + 2,
+        );
+        check(
+            Growth::RegexpReplace,
+            &[text("aaaa"), text("aa"), text("xy"), text("g")],
+            1,
+            4 + 3 * 2,
+        );
+        check(
+            Growth::RegexpReplace,
+            &[text("aaaa"), text("a*"), text(r"<\1>"), text("g")],
+            1,
+            4 + 5 * 4 + 4,
+        );
+        check(
+            Growth::ConcatWs,
+            &[text("--"), text("a"), text("b"), text("c")],
+            1,
+            3 + 4,
+        );
+        check(
+            Growth::Range,
+            &[int(0), int(1_000_000_000)],
+            1,
+            8 * 1_000_000_001,
+        );
+        check(Growth::Range, &[int(10)], 1, 8 * 11);
+        check(Growth::ArrayRepeat, &[int(7), int(1000)], 1, 16 * 1000);
+    }
+
+    #[test]
+    fn the_caps_follow_the_sql_memory_and_never_exceed_64_mib() {
+        let pool: Arc<dyn MemoryPool> =
+            Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());
+        let small = CallLimits::new(pool.clone(), 128 << 20);
+        assert_eq!(
+            (small.max_call_bytes, small.max_constant_bytes),
+            (16 << 20, 2 << 10)
+        );
+        let large = CallLimits::new(pool, 8 << 30);
+        assert_eq!(
+            (large.max_call_bytes, large.max_constant_bytes),
+            (64 << 20, 8 << 10)
+        );
+        assert_eq!(size_text(3 << 20), "3 MiB");
+        assert_eq!(size_text(2048), "2 KiB");
+    }
+}
