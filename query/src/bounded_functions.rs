@@ -496,7 +496,7 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<usize
         Growth::Replace => {
             for row in 0..rows {
                 let (s, from, to) = (bytes(0, row), bytes(1, row), bytes(2, row));
-                let gaps = if from == 0 { s + 1 } else { s / from };
+                let gaps = s.checked_div(from).unwrap_or(s + 1);
                 total += s as u128 + gaps as u128 * to as u128;
             }
         }
