@@ -84,6 +84,18 @@ pub struct ServeArgs {
     /// Rows in a JSON answer of /api/sql; more sets "truncated": true [default: 10000]
     #[arg(long, env = "FLOWSCOPE_SQL_MAX_ROWS")]
     sql_max_rows: Option<usize>,
+    /// Bytes in one /api/sql answer, e.g. 64MiB; JSON then ends with "truncated": true, CSV
+    /// at a whole row, Arrow at a whole batch [default: 256MiB]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_RESPONSE")]
+    sql_max_response: Option<String>,
+    /// SQL queries that may run at once, all tenants together; more wait within their
+    /// timeout, then answer 503 [default: 4]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_CONCURRENT")]
+    sql_max_concurrent: Option<usize>,
+    /// SQL queries one tenant may run at once, so that one tenant cannot take every
+    /// permit [default: half of --sql-max-concurrent, rounded up]
+    #[arg(long, env = "FLOWSCOPE_SQL_MAX_CONCURRENT_PER_TENANT")]
+    sql_max_concurrent_per_tenant: Option<usize>,
     /// How long a span waits for its other half (client for server, producer for consumer)
     /// before a lone CLIENT span becomes an edge to a database or external node [default: 30s]
     #[arg(long, env = "FLOWSCOPE_GRAPH_PAIRING_TTL")]
@@ -168,6 +180,9 @@ struct FileConfig {
     sql_timeout: Option<String>,
     sql_memory_limit: Option<String>,
     sql_max_rows: Option<usize>,
+    sql_max_response: Option<String>,
+    sql_max_concurrent: Option<usize>,
+    sql_max_concurrent_per_tenant: Option<usize>,
     graph_pairing_ttl: Option<String>,
     graph_bucket: Option<String>,
     graph_horizon: Option<String>,
@@ -500,6 +515,17 @@ impl ServeConfig {
             args.sql_memory_limit.or(file.sql_memory_limit),
             sql.memory_limit.min(memory_limit / 4),
         )?;
+        sql.max_concurrent = args
+            .sql_max_concurrent
+            .or(file.sql_max_concurrent)
+            .unwrap_or(sql.max_concurrent);
+        sql.max_concurrent_per_tenant = args
+            .sql_max_concurrent_per_tenant
+            .or(file.sql_max_concurrent_per_tenant)
+            .unwrap_or(sql.max_concurrent.div_ceil(2));
+        if sql.max_concurrent == 0 || sql.max_concurrent_per_tenant == 0 {
+            bail!("--sql-max-concurrent and --sql-max-concurrent-per-tenant must be at least 1");
+        }
         let connections = connection_config(
             ConnectionFlags {
                 header_read_timeout: args.header_read_timeout.or(file.header_read_timeout),
@@ -517,6 +543,17 @@ impl ServeConfig {
             .sql_max_rows
             .or(file.sql_max_rows)
             .unwrap_or(api.max_json_rows);
+        api.max_response_bytes = size(
+            "sql-max-response",
+            args.sql_max_response.or(file.sql_max_response),
+            api.max_response_bytes,
+        )?;
+        if api.max_response_bytes < flowscope_web::SQL_FIRST_PART {
+            bail!(
+                "--sql-max-response must be at least {} KiB",
+                flowscope_web::SQL_FIRST_PART >> 10
+            );
+        }
         api.allow_private_webhooks = allow_private_webhooks;
 
         let defaults = RetryPolicy::default();
@@ -874,6 +911,47 @@ mod tests {
         assert!(error.contains("--memory-limit"), "{error}");
         assert!(default_memory_limit() >= MIN_MEMORY_LIMIT);
         assert!(default_memory_limit() <= MAX_DEFAULT_MEMORY_LIMIT);
+    }
+
+    #[test]
+    fn sql_concurrency_and_answer_size_come_from_flags_with_a_per_tenant_half_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolve = |shared: Option<usize>, per_tenant: Option<usize>, response: Option<&str>| {
+            ServeConfig::resolve(ServeArgs {
+                data_dir: Some(dir.path().into()),
+                sql_max_concurrent: shared,
+                sql_max_concurrent_per_tenant: per_tenant,
+                sql_max_response: response.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        let defaults = resolve(None, None, None).expect("resolve");
+        assert_eq!(
+            (
+                defaults.sql.max_concurrent,
+                defaults.sql.max_concurrent_per_tenant
+            ),
+            (4, 2)
+        );
+        assert_eq!(defaults.api.max_response_bytes, 256 << 20);
+        let odd = resolve(Some(5), None, Some("64MiB")).expect("resolve");
+        assert_eq!(
+            (odd.sql.max_concurrent, odd.sql.max_concurrent_per_tenant),
+            (5, 3)
+        );
+        assert_eq!(odd.api.max_response_bytes, 64 << 20);
+        let one = resolve(Some(1), None, None).expect("resolve");
+        assert_eq!(one.sql.max_concurrent_per_tenant, 1);
+        let error = format!(
+            "{:#}",
+            resolve(Some(0), None, None).expect_err("zero permits")
+        );
+        assert!(error.contains("--sql-max-concurrent"), "{error}");
+        let error = format!(
+            "{:#}",
+            resolve(None, None, Some("1KiB")).expect_err("too small")
+        );
+        assert!(error.contains("--sql-max-response"), "{error}");
     }
 
     #[test]

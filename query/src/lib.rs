@@ -11,6 +11,7 @@
 //! its spans is committed.
 
 pub mod anomaly;
+pub mod bounded_functions;
 pub mod error;
 /// The fuzz targets' checks (`fuzz/`), shared with `tests/fuzz_corpus.rs`.
 #[doc(hidden)]
@@ -26,6 +27,6 @@ pub mod table;
 pub mod wal;
 
 pub use error::{QueryError, StoreError};
-pub use sql::{QueryOutput, SqlConfig, SqlEngine, SqlResources};
+pub use sql::{QueryOutput, QueryStream, SqlConfig, SqlEngine, SqlResources};
 pub use store::{RequestDecoder, SpanStore, StoreConfig, StoreStats};
 pub use wal::WalSync;

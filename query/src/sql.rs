@@ -2,30 +2,39 @@
 //! a timeout and its own runtime.
 //!
 //! ```text
-//!  sql ──> plan (parser recursion limit) ──> verify: no DDL, DML, COPY, SET ──> execute on
-//!          the `flowscope-sql` runtime under a memory pool and a timeout ──> batches (row cap)
+//!  sql ──> permits (the tenant's, then the shared ones) ──> a task on the `flowscope-sql`
+//!          runtime: plan (parser recursion limit) ──> verify: no DDL, DML, COPY, SET
+//!          ──> optimize, refuse oversized constants ──> execute under a memory pool and a
+//!          timeout ──> batches (row cap) ──> bounded channel ──> the caller
 //! ```
+//!
+//! The task holds the permits and is aborted when the caller drops the answer or the
+//! timeout fires, so a query that nobody waits for stops running, and its permits are free
+//! only once it has.
 //!
 //! The sandbox never enables URL tables, file-reading table functions or table factories:
 //! SQL can read the tables flowscope registers and nothing else on the machine.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
+use crate::bounded_functions::{self, CallLimits};
 use crate::error::QueryError;
 use crate::hex_id::HexId;
 use crate::store::SpanStore;
@@ -38,8 +47,10 @@ pub struct SqlConfig {
     pub memory_limit: usize,
     /// Wall time one query may take, from planning to its last row.
     pub timeout: Duration,
-    /// Queries that may run at once; more wait (within their timeout).
+    /// Queries that may run at once, all tenants together; more wait (within their timeout).
     pub max_concurrent: usize,
+    /// Queries one tenant may run at once, so that one tenant cannot hold every permit.
+    pub max_concurrent_per_tenant: usize,
     /// Worker threads of the SQL runtime, apart from ingest.
     pub threads: usize,
 }
@@ -50,6 +61,7 @@ impl Default for SqlConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(30),
             max_concurrent: 4,
+            max_concurrent_per_tenant: 2,
             threads: 2,
         }
     }
@@ -88,6 +100,7 @@ pub struct SqlResources {
     runtime_env: Arc<RuntimeEnv>,
     runtime: Arc<SqlRuntime>,
     permits: Arc<Semaphore>,
+    limits: Arc<CallLimits>,
 }
 
 impl SqlResources {
@@ -107,11 +120,21 @@ impl SqlResources {
             .enable_all()
             .build()
             .map_err(|e| internal(&e))?;
+        let limits = Arc::new(CallLimits::new(
+            runtime_env.memory_pool.clone(),
+            config.memory_limit,
+        ));
         Ok(Self {
             runtime_env,
             runtime: Arc::new(SqlRuntime(Some(runtime))),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            limits,
         })
+    }
+
+    /// Permits free now, of the shared ones (for tests: a stopped query gives its back).
+    pub fn available_permits(&self) -> usize {
+        self.permits.available_permits()
     }
 }
 
@@ -119,6 +142,8 @@ impl SqlResources {
 pub struct SqlEngine {
     context: SessionContext,
     resources: SqlResources,
+    /// This tenant's own permits, taken before a shared one.
+    tenant_permits: Arc<Semaphore>,
     config: SqlConfig,
     store: Arc<SpanStore>,
 }
@@ -198,11 +223,13 @@ impl SqlEngine {
             .build();
         let context = SessionContext::new_with_state(state);
         context.register_udf(HexId::udf().as_ref().clone());
+        bounded_functions::register(&context, &resources.limits);
         context
             .register_table("spans", Arc::new(SpansTable::new(store.clone())))
             .map_err(|e| internal(&e))?;
         Ok(Self {
             context,
+            tenant_permits: Arc::new(Semaphore::new(config.max_concurrent_per_tenant.max(1))),
             resources,
             config,
             store,
@@ -276,41 +303,233 @@ impl SqlEngine {
         timeout: Duration,
     ) -> Result<QueryOutput, QueryError> {
         let timeout = timeout.min(self.config.timeout);
-        let too_slow = || {
-            QueryError::TooExpensive(format!(
-                "the query ran longer than the {}s limit; narrow it, e.g. WHERE start_time > now() - INTERVAL '1 hour'",
-                timeout.as_secs_f64()
-            ))
+        let deadline = Instant::now() + timeout;
+        let collect = async {
+            let mut stream = self.stream_until(sql, max_rows, deadline, timeout).await?;
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                batches.push(batch?);
+            }
+            Ok(QueryOutput {
+                schema: stream.schema(),
+                batches,
+                truncated: stream.truncated(),
+            })
         };
-        let work = async {
-            let _permit = self
-                .resources
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| QueryError::Busy("the SQL engine is shutting down".into()))?;
-            let context = self.context.clone();
-            let sql = sql.to_string();
-            let config = self.config.clone();
-            let Some(runtime) = self.resources.runtime.0.as_ref() else {
-                return Err(QueryError::Busy("the SQL engine is shutting down".into()));
+        // The task stops itself at the deadline; this is for a runtime too busy to run it.
+        // Either way the stream is dropped, which aborts the task.
+        match tokio::time::timeout_at(deadline + TIMEOUT_GRACE, collect).await {
+            Ok(result) => result,
+            Err(_) => Err(too_slow(timeout)),
+        }
+    }
+
+    /// Runs one read-only statement and hands its batches over as they are made, at most
+    /// `max_rows` rows, within the engine's timeout (which also runs while the caller reads).
+    /// Dropping the stream stops the query.
+    pub async fn query_stream(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<QueryStream, QueryError> {
+        let timeout = self.config.timeout;
+        self.stream_until(sql, max_rows, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    async fn stream_until(
+        &self,
+        sql: &str,
+        max_rows: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<QueryStream, QueryError> {
+        let permits = self.permits(deadline, timeout).await?;
+        let Some(runtime) = self.resources.runtime.0.as_ref() else {
+            return Err(QueryError::Busy("the SQL engine is shutting down".into()));
+        };
+        let (sender, mut receiver) = mpsc::channel(STREAM_DEPTH);
+        let outcome: Outcome = Arc::new(Mutex::new(None));
+        let context = self.context.clone();
+        let sql = sql.to_string();
+        let config = self.config.clone();
+        let limits = self.resources.limits.clone();
+        let task_outcome = outcome.clone();
+        let task = runtime.spawn(async move {
+            // Held for as long as the query runs: an aborted task drops them only once its
+            // work has stopped (DataFusion's operators yield to the runtime, see
+            // `EnsureCooperative`), so the permits count queries that really run.
+            let _permits = permits;
+            let work = run(&context, &sql, max_rows, &config, &limits, &sender);
+            let result = match tokio::time::timeout_at(deadline, work).await {
+                Ok(result) => result,
+                Err(_) => Err(too_slow(timeout)),
             };
-            let mut handle =
-                runtime.spawn(async move { run(&context, &sql, max_rows, &config).await });
-            // Dropping the handle would not stop the query: abort it if our caller gives up.
-            let outcome = tokio::time::timeout(timeout, &mut handle).await;
-            match outcome {
-                Ok(joined) => joined.map_err(|e| QueryError::Internal(e.to_string()))?,
-                Err(_) => {
-                    handle.abort();
-                    Err(too_slow())
+            if let Ok(mut slot) = task_outcome.lock() {
+                *slot = Some(result);
+            }
+        });
+        let task = AbortOnDrop(task);
+        // The schema comes first, once the query is planned; if it does not, the outcome
+        // says why.
+        let first = tokio::time::timeout_at(deadline + TIMEOUT_GRACE, receiver.recv()).await;
+        let schema = match first {
+            Ok(Some(Piece::Schema(schema))) => schema,
+            Ok(_) => {
+                drop(task);
+                return Err(match take(&outcome) {
+                    Some(Err(error)) => error,
+                    _ => QueryError::Internal("the query stopped before it was planned".into()),
+                });
+            }
+            Err(_) => return Err(too_slow(timeout)),
+        };
+        Ok(QueryStream {
+            schema,
+            receiver,
+            outcome,
+            truncated: false,
+            finished: false,
+            _task: task,
+        })
+    }
+
+    /// This tenant's permit, then a shared one, waiting at most until `deadline`.
+    async fn permits(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<[OwnedSemaphorePermit; 2], QueryError> {
+        let shutting_down = |_| QueryError::Busy("the SQL engine is shutting down".into());
+        let tenant = tokio::time::timeout_at(deadline, self.tenant_permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                QueryError::Busy(format!(
+                    "this tenant already runs {} SQL queries, the most it may run at once, and none finished within {}s; retry later or make the queries cheaper",
+                    self.config.max_concurrent_per_tenant.max(1),
+                    timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(shutting_down)?;
+        let shared = tokio::time::timeout_at(deadline, self.resources.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                QueryError::Busy(format!(
+                    "the server already runs {} SQL queries, the most it runs at once, and none finished within {}s; retry later",
+                    self.config.max_concurrent.max(1),
+                    timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(shutting_down)?;
+        // A permit that came free at the deadline leaves no time to run: answering "busy"
+        // says what happened better than a timeout of a query that never started.
+        if Instant::now() >= deadline {
+            return Err(QueryError::Busy(format!(
+                "the SQL queries running before this one took the whole {}s limit; retry later",
+                timeout.as_secs_f64()
+            )));
+        }
+        Ok([tenant, shared])
+    }
+
+    /// The resources this engine draws on (for tests).
+    pub fn resources(&self) -> &SqlResources {
+        &self.resources
+    }
+}
+
+/// How long past its deadline a caller waits for the query's own timeout to answer before
+/// it gives up itself (only when the SQL runtime is too busy to run the task).
+const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
+
+/// Batches made ahead of the reader: a slow reader slows the query instead of piling up
+/// batches in memory.
+const STREAM_DEPTH: usize = 2;
+
+/// How the query's task ended: `Ok(truncated)` or why it failed; `None` while it runs (or
+/// if it was aborted).
+type Outcome = Arc<Mutex<Option<Result<bool, QueryError>>>>;
+
+fn take(outcome: &Outcome) -> Option<Result<bool, QueryError>> {
+    outcome.lock().ok().and_then(|mut slot| slot.take())
+}
+
+fn too_slow(timeout: Duration) -> QueryError {
+    QueryError::TooExpensive(format!(
+        "the query ran longer than the {}s limit; narrow it, e.g. WHERE start_time > now() - INTERVAL '1 hour'",
+        timeout.as_secs_f64()
+    ))
+}
+
+/// What the query's task sends: the schema once planned, then the batches.
+enum Piece {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+}
+
+/// Aborts the query's task when the caller lets go of its answer.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A running query's answer, batch by batch. Dropping it stops the query.
+pub struct QueryStream {
+    schema: SchemaRef,
+    receiver: mpsc::Receiver<Piece>,
+    outcome: Outcome,
+    truncated: bool,
+    finished: bool,
+    _task: AbortOnDrop,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+impl QueryStream {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next batch; `None` once every row was given (then [`QueryStream::truncated`]
+    /// says whether rows were left out). An error ends the stream.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        if self.finished {
+            return None;
+        }
+        match self.receiver.recv().await {
+            Some(Piece::Batch(batch)) => Some(Ok(batch)),
+            Some(Piece::Schema(_)) => Some(Err(QueryError::Internal(
+                "the query sent its schema twice".into(),
+            ))),
+            None => {
+                self.finished = true;
+                match take(&self.outcome) {
+                    Some(Ok(truncated)) => {
+                        self.truncated = truncated;
+                        None
+                    }
+                    Some(Err(error)) => Some(Err(error)),
+                    None => Some(Err(QueryError::Internal(
+                        "the query stopped before its last row".into(),
+                    ))),
                 }
             }
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(too_slow()),
         }
+    }
+
+    /// More rows existed than were given (known once [`QueryStream::next`] gave `None`).
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 }
 
@@ -334,38 +553,76 @@ async fn plan(
     Ok(plan)
 }
 
+/// Plans, checks and runs `sql`, sending the schema and then each batch to `sender`;
+/// `Ok(truncated)` once done.
 async fn run(
     context: &SessionContext,
     sql: &str,
     max_rows: usize,
     config: &SqlConfig,
-) -> Result<QueryOutput, QueryError> {
+    limits: &CallLimits,
+    sender: &mpsc::Sender<Piece>,
+) -> Result<bool, QueryError> {
     let plan = plan(context, sql, config).await?;
-    let frame = context
-        .execute_logical_plan(plan)
+    let state = context.state();
+    let optimized = state.optimize(&plan).map_err(|e| classify(e, config))?;
+    check_constants(&optimized, limits)?;
+    let schema = Arc::new(optimized.schema().as_arrow().clone());
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&optimized, &state)
         .await
         .map_err(|e| classify(e, config))?;
-    let schema = Arc::new(frame.schema().as_arrow().clone());
-    let mut stream = frame
-        .execute_stream()
-        .await
+    let mut stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())
         .map_err(|e| classify(e, config))?;
-    let mut batches = Vec::new();
+    let stopped = || QueryError::Internal("the caller stopped reading".into());
+    sender
+        .send(Piece::Schema(schema))
+        .await
+        .map_err(|_| stopped())?;
     let mut rows = 0usize;
-    let mut truncated = false;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| classify(e, config))?;
         if rows + batch.num_rows() > max_rows {
-            batches.push(batch.slice(0, max_rows - rows));
-            truncated = true;
-            break;
+            let rest = batch.slice(0, max_rows - rows);
+            if rest.num_rows() > 0 {
+                sender
+                    .send(Piece::Batch(rest))
+                    .await
+                    .map_err(|_| stopped())?;
+            }
+            return Ok(true);
         }
         rows += batch.num_rows();
-        batches.push(batch);
+        if batch.num_rows() > 0 {
+            sender
+                .send(Piece::Batch(batch))
+                .await
+                .map_err(|_| stopped())?;
+        }
     }
-    Ok(QueryOutput {
-        schema,
-        batches,
-        truncated,
+    Ok(false)
+}
+
+/// Refuses a plan holding a constant larger than a constant may be: a projected constant is
+/// copied into every row of every batch, outside the memory pool. Constants come from the
+/// SQL text or from folding calls of constants (`'a' || 'b'`, `repeat('x', 10)`).
+fn check_constants(plan: &LogicalPlan, limits: &CallLimits) -> Result<(), QueryError> {
+    let mut largest = 0usize;
+    let visit = |expr: &Expr| {
+        if let Expr::Literal(value, _) = expr {
+            largest = largest.max(value.size());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    };
+    let mut visit = visit;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| expr.apply(&mut visit))?;
+        Ok(TreeNodeRecursion::Continue)
     })
+    .map_err(|e| QueryError::Internal(e.to_string()))?;
+    if largest > limits.max_constant_bytes {
+        return Err(limits.constant_too_large(largest));
+    }
+    Ok(())
 }

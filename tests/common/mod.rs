@@ -40,6 +40,19 @@ impl Server {
         )
     }
 
+    /// Like [`Server::start`], with the process's address space limited to `kib` KiB
+    /// (`ulimit -v`): an allocation past it fails, and Rust aborts the process, instead of
+    /// the machine swapping.
+    pub fn start_with_address_space(data_dir: &Path, extra: &[&str], kib: u64) -> Self {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -v {kib} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_flowscope"),
+        ]);
+        Self::start_command(command, data_dir, extra)
+    }
+
     /// Starts the server with `env` added to its environment: settings given this way let
     /// a regression test start a binary from before the setting existed.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Self {

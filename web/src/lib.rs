@@ -33,6 +33,8 @@ mod status;
 mod webhooks;
 
 pub use info::ServerInfo;
+/// Bytes of a SQL answer kept before its headers are sent (the least `--sql-max-response`).
+pub use sql::FIRST_PART as SQL_FIRST_PART;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +58,9 @@ pub struct ApiConfig {
     pub max_json_rows: usize,
     /// Rows a CSV or Arrow answer may hold.
     pub max_export_rows: usize,
+    /// Bytes one `/api/sql` answer may hold (`--sql-max-response`); the answer is cut at a
+    /// whole row (JSON, CSV) or batch (Arrow) below it.
+    pub max_response_bytes: usize,
     /// Accept webhooks whose URL is a loopback, private or link-local address
     /// (`--allow-private-webhooks`); the delivery worker applies the same rule when connecting.
     pub allow_private_webhooks: bool,
@@ -66,6 +71,7 @@ impl Default for ApiConfig {
         Self {
             max_json_rows: 10_000,
             max_export_rows: 1_000_000,
+            max_response_bytes: 256 << 20,
             allow_private_webhooks: false,
         }
     }

@@ -1,16 +1,24 @@
 //! `POST /api/sql`: runs a query and answers JSON, CSV or an Arrow IPC stream.
+//!
+//! The answer is encoded batch by batch as the query makes them. The first part (up to
+//! [`FIRST_PART`]) is kept before the headers are sent, so a small answer, or a query that
+//! fails early, still gets its exact status and `x-flowscope-truncated` header; past it the
+//! body is streamed. No answer is longer than `--sql-max-response`: JSON then ends with
+//! `"truncated":true`, CSV at a whole row and Arrow at a whole batch. An error after the
+//! headers were sent aborts the body, so the client sees an incomplete transfer rather than
+//! an answer that looks complete.
 
-use std::sync::Arc;
-
-use arrow::datatypes::FieldRef;
+use arrow::datatypes::{FieldRef, SchemaRef};
+use arrow::ipc::writer::StreamWriter;
 use arrow::json::writer::{EncoderOptions, make_encoder};
 use arrow::record_batch::RecordBatch;
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use flowscope_query::QueryOutput;
+use flowscope_query::QueryStream;
 use serde::Deserialize;
 
 use crate::ApiState;
@@ -19,6 +27,13 @@ use crate::error::ApiError;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 const TRUNCATED_HEADER: &str = "x-flowscope-truncated";
+
+/// Bytes of an answer kept before its headers are sent: an answer that ends (or fails)
+/// within them gets its exact status and truncation header.
+pub const FIRST_PART: usize = 256 << 10;
+
+/// Bytes handed to the connection at a time once the answer streams.
+const CHUNK: usize = 64 << 10;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,57 +84,256 @@ pub async fn run_sql(
         Format::Json => state.config.max_json_rows,
         Format::Csv | Format::Arrow => state.config.max_export_rows,
     };
-    let output = caller.view.engine.query(&request.sql, max_rows).await?;
-    let mut response = match format {
-        Format::Json => json_response(&output)?,
-        Format::Csv => bytes_response(csv_bytes(&output)?, "text/csv; charset=utf-8"),
-        Format::Arrow => bytes_response(arrow_bytes(&output)?, ARROW_STREAM),
-    };
-    if output.truncated {
-        response
-            .headers_mut()
-            .insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
+    let mut stream = caller
+        .view
+        .engine
+        .query_stream(&request.sql, max_rows)
+        .await?;
+    let mut answer = Answer::start(format, stream.schema(), state.config.max_response_bytes)?;
+    while answer.pending() < FIRST_PART {
+        match stream.next().await {
+            Some(batch) => {
+                answer.write(&batch?)?;
+                if answer.capped {
+                    answer.finish(true)?;
+                    return Ok(answer.whole(true));
+                }
+            }
+            None => {
+                let truncated = stream.truncated();
+                answer.finish(truncated)?;
+                return Ok(answer.whole(truncated));
+            }
+        }
     }
-    Ok(response)
+    let content_type = answer.content_type();
+    let body = futures::stream::unfold(Some((stream, answer)), next_chunk);
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
-fn bytes_response(body: Vec<u8>, content_type: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+/// The next part of a streamed answer; an error aborts the body.
+async fn next_chunk(
+    state: Option<(QueryStream, Answer)>,
+) -> Option<(Result<Bytes, std::io::Error>, Option<(QueryStream, Answer)>)> {
+    let (mut stream, mut answer) = state?;
+    let abort = |error: ApiError| {
+        tracing::warn!(%error, "a streamed SQL answer was cut off");
+        Some((Err(std::io::Error::other(error.to_string())), None))
+    };
+    while answer.pending() < CHUNK {
+        let ended = match stream.next().await {
+            Some(Ok(batch)) => match answer.write(&batch) {
+                Ok(()) => answer.capped,
+                Err(error) => return abort(error),
+            },
+            Some(Err(error)) => return abort(error.into()),
+            None => true,
+        };
+        if ended {
+            let truncated = answer.capped || stream.truncated();
+            if let Err(error) = answer.finish(truncated) {
+                return abort(error);
+            }
+            return Some((Ok(answer.take()), None));
+        }
+    }
+    Some((Ok(answer.take()), Some((stream, answer))))
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("cannot encode the result: {error}"))
 }
 
-/// `{"columns": [{"name","type"}], "rows": [[...]], "truncated": bool}`, written directly
-/// as bytes: rows are arrays in column order, values encoded by Arrow's JSON encoders
-/// (ids and other binary as hex, timestamps as RFC 3339 text, maps as objects).
-fn json_response(output: &QueryOutput) -> Result<Response, ApiError> {
-    let columns: Vec<serde_json::Value> = output
-        .schema
-        .fields()
-        .iter()
-        .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
-        .collect();
-    let mut body = Vec::with_capacity(256 + output.num_rows() * 64);
-    body.extend_from_slice(b"{\"columns\":");
-    serde_json::to_writer(&mut body, &columns).map_err(internal)?;
-    body.extend_from_slice(b",\"rows\":[");
-    let mut first_row = true;
-    for batch in &output.batches {
-        write_rows(batch, &mut body, &mut first_row)?;
-    }
-    body.extend_from_slice(b"],\"truncated\":");
-    body.extend_from_slice(if output.truncated { b"true" } else { b"false" });
-    body.push(b'}');
-    Ok(bytes_response(body, "application/json"))
+fn not_csv(error: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!(
+        "this result cannot be written as CSV ({error}); select scalar columns or ask for JSON"
+    ))
 }
 
-fn write_rows(
-    batch: &RecordBatch,
-    out: &mut Vec<u8>,
-    first_row: &mut bool,
-) -> Result<(), ApiError> {
+/// How each format writes its parts.
+enum Encoder {
+    /// `{"columns": [{"name","type"}], "rows": [[...]], "truncated": bool}`: rows are
+    /// arrays in column order, values encoded by Arrow's JSON encoders (ids and other binary
+    /// as hex, timestamps as RFC 3339 text, maps as objects).
+    Json,
+    Csv,
+    /// The IPC stream writer, over the bytes not yet handed over.
+    Arrow(Box<StreamWriter<Vec<u8>>>),
+}
+
+/// An answer being encoded: what was handed over, what waits, and the byte cap.
+struct Answer {
+    format: Format,
+    encoder: Encoder,
+    /// JSON and CSV bytes not yet handed over (Arrow's are in its writer).
+    out: Vec<u8>,
+    /// Bytes handed over so far.
+    sent: usize,
+    rows: usize,
+    /// `--sql-max-response`.
+    limit: usize,
+    /// The byte cap cut the answer short.
+    capped: bool,
+}
+
+/// Room kept under the cap for the end of the answer: JSON's `],"truncated":true}`, Arrow's
+/// end-of-stream marker.
+const ENDING: usize = 32;
+
+impl Answer {
+    fn start(format: Format, schema: SchemaRef, limit: usize) -> Result<Self, ApiError> {
+        let mut out = Vec::new();
+        let encoder = match format {
+            Format::Json => {
+                let columns: Vec<serde_json::Value> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
+                    .collect();
+                out.extend_from_slice(b"{\"columns\":");
+                serde_json::to_writer(&mut out, &columns).map_err(internal)?;
+                out.extend_from_slice(b",\"rows\":[");
+                Encoder::Json
+            }
+            Format::Csv => {
+                // A header line even for an empty answer, so the columns are known.
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                writer
+                    .write(&RecordBatch::new_empty(schema.clone()))
+                    .map_err(not_csv)?;
+                Encoder::Csv
+            }
+            Format::Arrow => Encoder::Arrow(Box::new(
+                StreamWriter::try_new(Vec::new(), &schema).map_err(internal)?,
+            )),
+        };
+        Ok(Self {
+            format,
+            encoder,
+            out,
+            sent: 0,
+            rows: 0,
+            limit: limit.max(FIRST_PART),
+            capped: false,
+        })
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self.format {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => ARROW_STREAM,
+        }
+    }
+
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        match &mut self.encoder {
+            Encoder::Arrow(writer) => writer.get_mut(),
+            Encoder::Json | Encoder::Csv => &mut self.out,
+        }
+    }
+
+    /// Bytes encoded and not yet handed over.
+    fn pending(&self) -> usize {
+        match &self.encoder {
+            Encoder::Arrow(writer) => writer.get_ref().len(),
+            Encoder::Json | Encoder::Csv => self.out.len(),
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.sent + self.pending() + ENDING <= self.limit
+    }
+
+    /// Encodes `batch` whole, or as many of its first rows as fit under the cap (then
+    /// `capped` is set).
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ApiError> {
+        if batch.num_rows() == 0 || self.capped {
+            return Ok(());
+        }
+        let mark = self.pending();
+        self.encode(batch)?;
+        if self.fits() {
+            self.rows += batch.num_rows();
+            return Ok(());
+        }
+        self.buffer().truncate(mark);
+        self.capped = true;
+        // The most rows that fit, by halving: this happens once per answer.
+        let (mut fit, mut over) = (0, batch.num_rows());
+        while over - fit > 1 {
+            let middle = fit + (over - fit) / 2;
+            self.encode(&batch.slice(0, middle))?;
+            if self.fits() {
+                fit = middle;
+            } else {
+                over = middle;
+            }
+            self.buffer().truncate(mark);
+        }
+        if fit > 0 {
+            self.encode(&batch.slice(0, fit))?;
+            self.rows += fit;
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<(), ApiError> {
+        let first_row = self.rows == 0;
+        match &mut self.encoder {
+            Encoder::Json => write_rows(batch, &mut self.out, first_row),
+            Encoder::Csv => {
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut self.out);
+                writer.write(batch).map_err(not_csv)
+            }
+            Encoder::Arrow(writer) => writer.write(batch).map_err(internal),
+        }
+    }
+
+    /// Ends the answer: JSON's `truncated` field, Arrow's end-of-stream marker.
+    fn finish(&mut self, truncated: bool) -> Result<(), ApiError> {
+        match &mut self.encoder {
+            Encoder::Json => {
+                self.out.extend_from_slice(b"],\"truncated\":");
+                self.out
+                    .extend_from_slice(if truncated { b"true" } else { b"false" });
+                self.out.push(b'}');
+            }
+            Encoder::Csv => {}
+            Encoder::Arrow(writer) => writer.finish().map_err(internal)?,
+        }
+        Ok(())
+    }
+
+    /// Hands over the bytes encoded so far.
+    fn take(&mut self) -> Bytes {
+        let bytes = std::mem::take(self.buffer());
+        self.sent += bytes.len();
+        Bytes::from(bytes)
+    }
+
+    /// The whole answer in one response, with the truncation header when rows are missing.
+    fn whole(mut self, truncated: bool) -> Response {
+        let content_type = self.content_type();
+        let mut response = ([(header::CONTENT_TYPE, content_type)], self.take()).into_response();
+        if truncated {
+            response
+                .headers_mut()
+                .insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+fn write_rows(batch: &RecordBatch, out: &mut Vec<u8>, first_row: bool) -> Result<(), ApiError> {
     let options = EncoderOptions::default().with_explicit_nulls(true);
     let schema = batch.schema();
     let fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
@@ -130,7 +344,7 @@ fn write_rows(
         .collect::<Result<Vec<_>, _>>()
         .map_err(internal)?;
     for row in 0..batch.num_rows() {
-        if !std::mem::take(first_row) {
+        if row > 0 || !first_row {
             out.push(b',');
         }
         out.push(b'[');
@@ -147,38 +361,4 @@ fn write_rows(
         out.push(b']');
     }
     Ok(())
-}
-
-fn csv_bytes(output: &QueryOutput) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    {
-        let mut writer = arrow::csv::WriterBuilder::new()
-            .with_header(true)
-            .build(&mut body);
-        if output.batches.is_empty() {
-            // A header line even for an empty answer, so the columns are known.
-            writer
-                .write(&RecordBatch::new_empty(output.schema.clone()))
-                .map_err(internal)?;
-        }
-        for batch in &output.batches {
-            writer.write(batch).map_err(|e| {
-                ApiError::BadRequest(format!("this result cannot be written as CSV ({e}); select scalar columns or ask for JSON"))
-            })?;
-        }
-    }
-    Ok(body)
-}
-
-fn arrow_bytes(output: &QueryOutput) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    let schema: Arc<arrow::datatypes::Schema> = output.schema.clone();
-    let mut writer =
-        arrow::ipc::writer::StreamWriter::try_new(&mut body, &schema).map_err(internal)?;
-    for batch in &output.batches {
-        writer.write(batch).map_err(internal)?;
-    }
-    writer.finish().map_err(internal)?;
-    drop(writer);
-    Ok(body)
 }
