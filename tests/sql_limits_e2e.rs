@@ -277,13 +277,17 @@ fn a_tenant_at_its_sql_concurrency_cap_does_not_keep_another_tenant_waiting() {
         let mut acme: Vec<(u16, Value)> = acme.into_iter().map(|h| h.join().unwrap()).collect();
         acme.sort_by_key(|(status, _)| *status);
         assert_eq!(acme[0].0, 422, "{acme:?}");
-        assert_eq!(acme[1].0, 503, "{acme:?}");
-        let message = acme[1].1["error"].as_str().unwrap_or_default();
-        // Waiting for acme's own permit; it may come free just as the wait ends.
-        assert!(
-            message.contains("this tenant") || message.contains("took the whole"),
-            "{message}"
-        );
+        // acme's second query waited for acme's own permit: it is refused when its wait ends
+        // (503), or, when the first one's permit came free just before that, it ran into its
+        // own timeout (422); either way it never took globex's permit.
+        assert!(matches!(acme[1].0, 422 | 503), "{acme:?}");
+        if acme[1].0 == 503 {
+            let message = acme[1].1["error"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("this tenant") || message.contains("took the whole"),
+                "{message}"
+            );
+        }
     });
 }
 
