@@ -374,21 +374,21 @@ impl LiveGraph {
     /// virtual database or external node; per-trace loops and amplification are counted),
     /// then drops buckets older than the horizon.
     pub fn advance(&mut self, now_ns: i64) {
-        let mut due: Vec<(i64, TraceId)> = Vec::new();
+        let mut due: Vec<(i64, TraceId, bool)> = Vec::new();
         while let Some(&(last_activity_ns, trace)) = self.idle_order.first() {
             if now_ns.saturating_sub(last_activity_ns) < self.ttl_ns {
                 break;
             }
             self.idle_order.pop_first();
             if let Some(state) = self.traces.get(&trace) {
-                due.push((state.first_start_ns, trace));
+                due.push((state.first_start_ns, trace, state.links.is_some()));
             }
         }
         // In flow order, so a trace hands the paths that reached its producers to the traces
         // of their consumers before those are walked, whatever order the spans came in.
         due.sort_unstable();
-        for (_, trace) in due {
-            match self.upstream_pending_until(trace) {
+        for (_, trace, linked) in due {
+            match linked.then(|| self.upstream_pending_until(trace)).flatten() {
                 Some(until_ns) => self.postpone(trace, until_ns),
                 None => self.finalize_trace(trace, false),
             }
