@@ -460,6 +460,63 @@ mod tests {
     }
 
     #[test]
+    fn a_consumer_continues_the_paths_other_traces_reached_its_producers_with() {
+        // billing's CONSUMER (1) consumed from `topic` what orders published, in traces
+        // reached by gateway -> orders and by orders alone; billing then calls orders (3),
+        // which publishes again (4).
+        let names: Vec<Arc<str>> = ["billing", "orders"].into_iter().map(Arc::from).collect();
+        let node = |name: &str| NodeKey::service(&Arc::from(name));
+        let (no_hop, direct) = (Entered::NoHop, Entered::Direct);
+        let id = |n: u8| [0, 0, 0, 0, 0, 0, 0, n];
+        let trace = [
+            (1, None, 0, &no_hop),
+            (2, Some(1), 0, &no_hop),
+            (3, Some(2), 1, &direct),
+            (4, Some(3), 1, &no_hop),
+        ]
+        .map(|(span, parent, service, entered)| TraceSpan {
+            id: id(span),
+            parent: parent.map(id),
+            service: &names[service],
+            start_ns: i64::from(span) * 10,
+            entered,
+        });
+        let topic = NodeKey::queue(&Arc::from("topic"));
+        let paths = [vec![node("gateway"), node("orders")], vec![node("orders")]];
+        let seeds = [Seed {
+            span: id(1),
+            queue: Some(&topic),
+            paths: &paths,
+        }];
+        let walk = walk_trace(&trace, &seeds, &[id(4), id(9)]);
+        let render = |path: &Path| -> String {
+            let names: Vec<&str> = path.iter().map(|n| &*n.name).collect();
+            names.join(" -> ")
+        };
+        let cycles: Vec<(String, i64)> = walk.cycles.iter().map(|(c, t)| (render(c), *t)).collect();
+        // Closed where billing calls orders (span 3, at 30), once for both paths.
+        assert_eq!(cycles, [("billing -> orders -> topic".to_string(), 30)]);
+        // What reached the producer (4), for the traces its consumers start: each path cut
+        // back to orders where it closed, and billing -> orders from billing's own root.
+        let reached: Vec<Vec<String>> = walk
+            .paths
+            .iter()
+            .map(|paths| paths.iter().map(render).collect())
+            .collect();
+        assert_eq!(
+            reached,
+            [
+                vec![
+                    "billing -> orders".to_string(),
+                    "gateway -> orders".to_string(),
+                    "orders".to_string()
+                ],
+                vec![]
+            ]
+        );
+    }
+
+    #[test]
     fn calls_are_grouped_by_edge_and_caller() {
         let edge = |target: &str| EdgeKey {
             source: NodeKey::service(&Arc::from("a")),
