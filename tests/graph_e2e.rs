@@ -138,6 +138,14 @@ fn a_small_event_driven_system_shows_exactly_its_graph_and_loop() {
         .collect();
     members.sort();
     assert_eq!(members, ["billing", "order-events", "orders"]);
+    // Billing's CONSUMER starts a trace of its own, linked to orders' PRODUCER: once the
+    // traces are finalized (one pairing TTL), every order's flow counts as having come back,
+    // in the loop list and in SQL.
+    wait_for_graph(&server, |g| g["loops"][0]["trace_loops"] == TRACES);
+    assert_eq!(
+        server.count("SELECT trace_loops FROM feedback_loops WHERE length = 3"),
+        TRACES as i64
+    );
     for edge in settled["edges"].as_array().unwrap() {
         for field in ["p50_ms", "p95_ms", "p99_ms"] {
             assert!(edge[field].as_f64().unwrap() > 0.0, "{field} of {edge}");

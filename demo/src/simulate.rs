@@ -757,6 +757,9 @@ mod tests {
         assert_eq!(simulator.topology().graph_edges(), expected);
         assert_eq!(snapshot.loops.len(), 1);
         assert_eq!(snapshot.loops[0].nodes.len(), 3);
+        // Billing's CONSUMER starts a trace of its own linked to the PRODUCER: the flows that
+        // came back are counted across that link.
+        assert!(snapshot.loops[0].trace_loops > 0, "{:?}", snapshot.loops[0]);
     }
 
     #[test]
@@ -846,6 +849,15 @@ mod tests {
         .map(|l| l.iter().map(|n| n.to_string()).collect())
         .collect();
         assert_eq!(loops, expected);
+        // The two loops through queues, whose consumers start traces of their own linked to
+        // their producers, count the flows that came back across those links. The third,
+        // rides -> dispatch -> rides, is a graph loop no flow goes round: rides' call to
+        // dispatch and dispatch's call back (after consuming ride-events) are on different
+        // branches of the flow.
+        for feedback in &snapshot.loops {
+            let through_a_queue = feedback.nodes.iter().any(|n| n.ends_with("-events"));
+            assert_eq!(feedback.trace_loops > 0, through_a_queue, "{feedback:?}");
+        }
     }
 
     #[test]

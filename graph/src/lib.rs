@@ -50,7 +50,14 @@
 //! - **payload**: `messaging.message.body.size`, `http.request.body.size` and
 //!   `http.response.body.size` of the calling span (else of the called span) add to `bytes`.
 //! - **per-trace loops and amplification** are computed when a trace is finalized, from its
-//!   span tree (parent links only: a link to another trace does not make a per-trace loop).
+//!   span tree. A CONSUMER placed after PRODUCER spans of other traces (by span link)
+//!   continues the paths that reached them, so a loop through a queue whose consumer starts a
+//!   trace of its own is counted in the consumer's trace, in the bucket of the span where it
+//!   closed. A trace counts each loop once: a batch consumer that calls back once is one flow
+//!   that came back, however many producers its batch links to. Traces are finalized in
+//!   flow order (earliest span start, then trace id), a link is followed only forward in it,
+//!   and a trace whose linked producers' traces are still pending waits for them (at most
+//!   their idle time plus the TTL); a span keeps at most 8 distinct paths, the smallest.
 //!   Amplification is calls per calling span: the CLIENT's or PRODUCER's parent, or the
 //!   PRODUCER itself for its consumers (fan-out).
 //!

@@ -11,7 +11,9 @@ use arrow::record_batch::RecordBatch;
 
 use crate::persist::StoredBucket;
 use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, SpanRow, TraceId};
-use crate::trace_paths::{CallRecord, Entered, TraceSpan, caller_groups, trace_cycles};
+use crate::trace_paths::{
+    CallRecord, Entered, Path, Seed, TraceSpan, caller_groups, keep_distinct, walk_trace,
+};
 use crate::types::{EdgeKind, GraphConfig, GraphCounters, NodeKind, Snapshot};
 use crate::window::{Bucket, EdgeKey, NodeKey, WindowStats};
 use crate::{FastMap, FastSet};
@@ -156,6 +158,9 @@ struct ProducerSeen {
 
 struct TraceState {
     last_activity_ns: i64,
+    /// The earliest start of its spans: traces are finalized in the order of (this, trace
+    /// id), so a trace whose producers reached consumers of another is finalized first.
+    first_start_ns: i64,
     /// The trace's pending spans, in arrival order.
     spans: Vec<PendingSpan>,
     /// Span id to position in `spans`, once the trace has more spans than a scan suits.
@@ -164,6 +169,77 @@ struct TraceState {
     calls: Vec<CallRecord>,
     /// Keys this trace's spans registered in `LiveGraph::waiting`.
     awaited: Vec<SpanKey>,
+    /// Consumers and producers paired across traces; `None` for nearly every trace.
+    links: Option<Box<TraceLinks>>,
+}
+
+/// A trace's pairings with other traces (a CONSUMER placed after PRODUCER spans of other
+/// traces, found by span link): what carries a flow's path from one trace to the next.
+#[derive(Default)]
+struct TraceLinks {
+    /// Traces holding producers that consumers of this trace were placed after (repeats
+    /// allowed): this trace waits for them to be finalized.
+    upstream: Vec<TraceId>,
+    /// Producers of this trace that consumers of other traces were placed after.
+    downstream: Vec<Downstream>,
+    /// Paths handed over by finalized upstream traces, per consumer span and queue.
+    seeds: Vec<SeedPaths>,
+}
+
+struct Downstream {
+    producer: SpanId,
+    consumer: SpanKey,
+    /// The queue between them (the consumer's, else the producer's).
+    queue: Option<NodeKey>,
+}
+
+struct SeedPaths {
+    consumer: SpanId,
+    queue: Option<NodeKey>,
+    /// At most `MAX_PATHS`, the smallest: the same whatever order producers were finalized in.
+    paths: Vec<Path>,
+}
+
+impl TraceLinks {
+    fn add_seed(&mut self, consumer: SpanId, queue: &Option<NodeKey>, paths: &[Path]) {
+        let at = match self
+            .seeds
+            .iter()
+            .position(|s| s.consumer == consumer && s.queue == *queue)
+        {
+            Some(at) => at,
+            None => {
+                self.seeds.push(SeedPaths {
+                    consumer,
+                    queue: queue.clone(),
+                    paths: Vec::new(),
+                });
+                self.seeds.len() - 1
+            }
+        };
+        let seed = &mut self.seeds[at];
+        seed.paths.extend_from_slice(paths);
+        keep_distinct(&mut seed.paths);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let paths: usize = self
+            .seeds
+            .iter()
+            .map(|s| {
+                s.paths.capacity() * std::mem::size_of::<Path>()
+                    + s.paths
+                        .iter()
+                        .map(|p| p.capacity() * std::mem::size_of::<NodeKey>())
+                        .sum::<usize>()
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.upstream.capacity() * std::mem::size_of::<TraceId>()
+            + self.downstream.capacity() * std::mem::size_of::<Downstream>()
+            + self.seeds.capacity() * std::mem::size_of::<SeedPaths>()
+            + paths
+    }
 }
 
 struct PendingSpan {
@@ -181,10 +257,12 @@ impl TraceState {
     fn new(now_ns: i64) -> Self {
         TraceState {
             last_activity_ns: now_ns,
+            first_start_ns: i64::MAX,
             spans: Vec::new(),
             index: None,
             calls: Vec::new(),
             awaited: Vec::new(),
+            links: None,
         }
     }
 
@@ -204,6 +282,7 @@ impl TraceState {
     }
 
     fn push(&mut self, id: SpanId, span: StoredSpan) {
+        self.first_start_ns = self.first_start_ns.min(span.start_ns);
         let at = self.spans.len();
         self.spans.push(PendingSpan { id, span });
         match &mut self.index {
@@ -295,12 +374,24 @@ impl LiveGraph {
     /// virtual database or external node; per-trace loops and amplification are counted),
     /// then drops buckets older than the horizon.
     pub fn advance(&mut self, now_ns: i64) {
+        let mut due: Vec<(i64, TraceId, bool)> = Vec::new();
         while let Some(&(last_activity_ns, trace)) = self.idle_order.first() {
             if now_ns.saturating_sub(last_activity_ns) < self.ttl_ns {
                 break;
             }
             self.idle_order.pop_first();
-            self.finalize_trace(trace, false);
+            if let Some(state) = self.traces.get(&trace) {
+                due.push((state.first_start_ns, trace, state.links.is_some()));
+            }
+        }
+        // In flow order, so a trace hands the paths that reached its producers to the traces
+        // of their consumers before those are walked, whatever order the spans came in.
+        due.sort_unstable();
+        for (_, trace, linked) in due {
+            match linked.then(|| self.upstream_pending_until(trace)).flatten() {
+                Some(until_ns) => self.postpone(trace, until_ns),
+                None => self.finalize_trace(trace, false),
+            }
         }
         let first_kept = self.bucket_start(now_ns.saturating_sub(self.horizon_ns));
         if self.fold.is_none() && self.trimmed_before_ns.is_none_or(|t| first_kept > t) {
@@ -386,6 +477,7 @@ impl LiveGraph {
                             index.capacity() * (std::mem::size_of::<(SpanId, u32)>() + 1)
                         })
                         + t.calls.capacity() * std::mem::size_of::<CallRecord>()
+                        + t.links.as_ref().map_or(0, |links| links.heap_bytes())
                 })
                 .sum::<usize>();
         let buckets: usize = self.buckets.values().map(|b| b.heap_bytes()).sum();
@@ -548,6 +640,7 @@ impl LiveGraph {
             return;
         };
         let mut missing = Vec::new();
+        let mut other_traces: Vec<(SpanKey, Option<NodeKey>)> = Vec::new();
         for (candidate, found) in progress.candidates.iter().zip(progress.found.iter_mut()) {
             if !matches!(found, Candidate::Missing) {
                 continue;
@@ -561,12 +654,21 @@ impl LiveGraph {
                 continue;
             }
             span.paired = true;
+            if candidate.trace != key.trace {
+                other_traces.push((*candidate, span.target.clone()));
+            }
             *found = Candidate::Producer(ProducerSeen {
                 service: span.service.clone(),
                 start_ns: span.start_ns,
                 queue: span.target.clone(),
                 bytes: span.bytes,
             });
+        }
+        if !other_traces.is_empty() {
+            let own_queue = self.span(&key).and_then(|c| c.target.clone());
+            for (producer, queue) in other_traces {
+                self.link_traces(key, producer, own_queue.clone().or(queue));
+            }
         }
         if missing.is_empty() {
             self.place_consumer(key, &progress);
@@ -707,6 +809,21 @@ impl LiveGraph {
             }
         }
 
+        // Empty vectors: no allocation for the traces without links.
+        let no_links = TraceLinks::default();
+        let links = state.links.as_deref().unwrap_or(&no_links);
+        let seeds: Vec<Seed<'_>> = links
+            .seeds
+            .iter()
+            .map(|seed| Seed {
+                span: seed.consumer,
+                queue: seed.queue.as_ref(),
+                paths: &seed.paths,
+            })
+            .collect();
+        let mut wanted: Vec<SpanId> = links.downstream.iter().map(|d| d.producer).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
         let trace_spans: Vec<TraceSpan<'_>> = state
             .spans
             .iter()
@@ -718,10 +835,18 @@ impl LiveGraph {
                 entered: &pending.span.entered,
             })
             .collect();
-        for (cycle, time_ns) in trace_cycles(&trace_spans) {
+        let walk = walk_trace(&trace_spans, &seeds, &wanted);
+        for (cycle, time_ns) in walk.cycles {
             if let Some(bucket) = self.bucket_for(time_ns) {
                 *bucket.trace_loops.entry(cycle).or_default() += 1;
             }
+        }
+        let order = (state.first_start_ns, trace);
+        for downstream in &links.downstream {
+            let Ok(slot) = wanted.binary_search(&downstream.producer) else {
+                continue;
+            };
+            self.hand_over(order, downstream, &walk.paths[slot]);
         }
 
         for awaited in &state.awaited {
@@ -781,6 +906,77 @@ impl LiveGraph {
             }
             _ => {}
         }
+    }
+
+    /// Records that the consumer `consumer` was placed after `producer`, a span of another
+    /// trace, with `queue` between them.
+    fn link_traces(&mut self, consumer: SpanKey, producer: SpanKey, queue: Option<NodeKey>) {
+        if let Some(state) = self.traces.get_mut(&consumer.trace) {
+            let links = state.links.get_or_insert_with(Box::default);
+            links.upstream.push(producer.trace);
+        }
+        if let Some(state) = self.traces.get_mut(&producer.trace) {
+            let links = state.links.get_or_insert_with(Box::default);
+            links.downstream.push(Downstream {
+                producer: producer.span,
+                consumer,
+                queue,
+            });
+        }
+    }
+
+    /// Gives the consumer's trace the paths that reached its producer, if that trace is still
+    /// pending and comes later in flow order (a producer earlier in the flow than its
+    /// consumer, which is how messages go; the order also keeps links that point both
+    /// ways between two traces from making each wait for the other).
+    fn hand_over(
+        &mut self,
+        producer_order: (i64, TraceId),
+        downstream: &Downstream,
+        paths: &[Path],
+    ) {
+        if paths.is_empty() {
+            return;
+        }
+        let consumer = downstream.consumer;
+        let Some(state) = self.traces.get_mut(&consumer.trace) else {
+            return;
+        };
+        if (state.first_start_ns, consumer.trace) <= producer_order {
+            return;
+        }
+        state.links.get_or_insert_with(Box::default).add_seed(
+            consumer.span,
+            &downstream.queue,
+            paths,
+        );
+    }
+
+    /// When a trace due for finalizing still has producers pending in traces before it in
+    /// flow order: the latest activity among those, which it waits for so it is walked with
+    /// their paths. Bounded: those traces are due within one TTL of now.
+    fn upstream_pending_until(&self, trace: TraceId) -> Option<i64> {
+        let state = self.traces.get(&trace)?;
+        let links = state.links.as_ref()?;
+        let order = (state.first_start_ns, trace);
+        links
+            .upstream
+            .iter()
+            .filter_map(|up| {
+                let upstream = self.traces.get(up)?;
+                ((upstream.first_start_ns, *up) < order).then_some(upstream.last_activity_ns)
+            })
+            .max()
+            .filter(|&until| until > state.last_activity_ns)
+    }
+
+    fn postpone(&mut self, trace: TraceId, until_ns: i64) {
+        let Some(state) = self.traces.get_mut(&trace) else {
+            return;
+        };
+        self.idle_order.remove(&(state.last_activity_ns, trace));
+        state.last_activity_ns = until_ns;
+        self.idle_order.insert((until_ns, trace));
     }
 
     fn evict_beyond_bound(&mut self) {

@@ -430,27 +430,172 @@ fn a_loop_through_a_queue_is_found_with_its_nodes_in_order() {
     assert_eq!(snapshot.loops[0].nodes, ["billing", "orders", "topic"]);
 }
 
-#[test]
-fn a_loop_closed_by_a_link_is_a_graph_loop_but_not_a_trace_loop() {
-    check(
-        &[
-            span(1, 1, None, "SERVER", "orders"),
-            span(1, 2, Some(1), "PRODUCER", "orders").attr("messaging.destination.name", "topic"),
-            span(2, 1, None, "CONSUMER", "billing")
-                .link(1, 2)
-                .at_ms(1_020),
-            span(2, 2, Some(1), "CLIENT", "billing"),
-            span(2, 3, Some(2), "SERVER", "orders"),
-        ],
-        &[
-            "billing -> orders sync calls=1 errors=0 p50=10.0ms amp=1.0",
-            "orders -> topic async calls=1 errors=0 p50=10.0ms amp=1.0",
-            "topic -> billing async calls=1 errors=0 p50=20.0ms",
-            "loop billing -> orders -> topic calls=1 traces=0",
-        ],
-    );
+/// orders -> topic -> billing -> orders as one flow over two traces: billing's CONSUMER
+/// starts a trace of its own, linked to orders' PRODUCER (how Kafka and most SDKs trace it).
+fn loop_across_a_link(producer_trace: u8, consumer_trace: u8, at_ms: i64) -> Vec<TestSpan> {
+    let (p, c) = (producer_trace, consumer_trace);
+    vec![
+        span(p, 1, None, "SERVER", "orders").at_ms(at_ms),
+        span(p, 2, Some(1), "PRODUCER", "orders")
+            .at_ms(at_ms)
+            .attr("messaging.destination.name", "topic"),
+        span(c, 1, None, "CONSUMER", "billing")
+            .link(p, 2)
+            .at_ms(at_ms + 20),
+        span(c, 2, Some(1), "CLIENT", "billing").at_ms(at_ms + 21),
+        span(c, 3, Some(2), "SERVER", "orders").at_ms(at_ms + 22),
+    ]
 }
 
+/// The spans shuffled and batched in many ways (all within the TTL) give the graph they give
+/// as one batch.
+fn check_any_order(spans: &[TestSpan]) {
+    let reference = whole(&run(spans));
+    for shuffle_seed in 0..16 {
+        for cuts in [&[][..], &[1], &[2, 7], &[3, 5, 11, 12]] {
+            let shuffled = whole(&run_shuffled(spans, shuffle_seed, cuts));
+            assert_eq!(shuffled, reference, "seed {shuffle_seed}, cuts {cuts:?}");
+        }
+    }
+}
+
+#[test]
+fn a_loop_through_a_queue_whose_consumer_links_to_its_producer_counts_the_flows_that_came_back() {
+    let spans = [
+        loop_across_a_link(1, 2, 1_000),
+        loop_across_a_link(3, 4, 2_000),
+        loop_across_a_link(5, 6, 3_000),
+    ]
+    .concat();
+    check(
+        &spans,
+        &[
+            "billing -> orders sync calls=3 errors=0 p50=10.0ms amp=1.0 trace_loops=3",
+            "orders -> topic async calls=3 errors=0 p50=10.0ms amp=1.0 trace_loops=3",
+            "topic -> billing async calls=3 errors=0 p50=20.0ms trace_loops=3",
+            "loop billing -> orders -> topic calls=3 traces=3",
+        ],
+    );
+    check_any_order(&spans);
+}
+
+#[test]
+fn a_loop_across_traces_is_counted_in_the_bucket_where_it_closed() {
+    // The flow starts in one bucket (10 s) and comes back in the next.
+    let spans = loop_across_a_link(1, 2, 9_990);
+    let graph = run(&spans);
+    let came_back = |from, to| -> u64 {
+        let snapshot = graph.snapshot(from, to);
+        snapshot.loops.iter().map(|l| l.trace_loops).sum()
+    };
+    assert_eq!(came_back(0, 10 * SECOND), 0);
+    assert_eq!(came_back(10 * SECOND, 20 * SECOND), 1);
+}
+
+#[test]
+fn a_flow_going_round_through_two_queues_and_three_traces_counts_once() {
+    // orders -> q1 -> billing -> q2 -> shipping -> orders, each consumer in a trace of its own.
+    let spans = [
+        span(1, 1, None, "SERVER", "orders"),
+        span(1, 2, Some(1), "PRODUCER", "orders").attr("messaging.destination.name", "q1"),
+        span(2, 1, None, "CONSUMER", "billing")
+            .link(1, 2)
+            .at_ms(1_020),
+        span(2, 2, Some(1), "PRODUCER", "billing")
+            .at_ms(1_021)
+            .attr("messaging.destination.name", "q2"),
+        span(3, 1, None, "CONSUMER", "shipping")
+            .link(2, 2)
+            .at_ms(1_040),
+        span(3, 2, Some(1), "CLIENT", "shipping").at_ms(1_041),
+        span(3, 3, Some(2), "SERVER", "orders").at_ms(1_042),
+    ];
+    let snapshot = whole(&run(&spans));
+    let loops: Vec<String> = snapshot
+        .loops
+        .iter()
+        .map(|l| format!("{} traces={}", l.id, l.trace_loops))
+        .collect();
+    assert_eq!(
+        loops,
+        ["billing -> q2 -> shipping -> orders -> q1 traces=1"]
+    );
+    check_any_order(&spans);
+}
+
+#[test]
+fn a_batch_consumer_that_calls_back_once_is_one_flow_that_came_back() {
+    // Three orders publish; billing takes the three messages in one CONSUMER span and tells
+    // orders once: one call went round, so one flow came back, not three.
+    let mut spans = Vec::new();
+    for trace in 1..=3u8 {
+        spans.push(span(trace, 1, None, "SERVER", "orders").at_ms(1_000 + i64::from(trace)));
+        spans.push(
+            span(trace, 2, Some(1), "PRODUCER", "orders")
+                .at_ms(1_000 + i64::from(trace))
+                .attr("messaging.destination.name", "topic"),
+        );
+    }
+    spans.extend([
+        span(9, 1, None, "CONSUMER", "billing")
+            .at_ms(1_050)
+            .link(1, 2)
+            .link(2, 2)
+            .link(3, 2),
+        span(9, 2, Some(1), "CLIENT", "billing").at_ms(1_051),
+        span(9, 3, Some(2), "SERVER", "orders").at_ms(1_052),
+    ]);
+    let snapshot = whole(&run(&spans));
+    assert_eq!(snapshot.loops.len(), 1);
+    assert_eq!(snapshot.loops[0].trace_loops, 1);
+    check_any_order(&spans);
+}
+
+#[test]
+fn a_consumer_trace_idle_before_its_producer_trace_waits_for_its_paths() {
+    // The producer's trace gets one more span 20 s later: the consumer's trace is idle for
+    // the TTL first, and waits for the producer's trace instead of missing its path.
+    let spans = loop_across_a_link(1, 2, 1_000);
+    let late = span(1, 9, Some(1), "INTERNAL", "orders").at_ms(1_030);
+    let mut graph = LiveGraph::new(GraphConfig::default());
+    graph.ingest(&batch(&spans), NOW);
+    graph.ingest(&batch(std::slice::from_ref(&late)), NOW + 20 * SECOND);
+    graph.advance(NOW + TTL);
+    assert_eq!(
+        graph.counters().pending_traces,
+        2,
+        "the consumer's trace waits"
+    );
+    graph.advance(NOW + 20 * SECOND + TTL);
+    assert_eq!(graph.counters().pending_traces, 0);
+    let snapshot = whole(&graph);
+    assert_eq!(snapshot.loops[0].trace_loops, 1);
+    assert_eq!(snapshot, whole(&run(&[spans, vec![late]].concat())));
+}
+
+#[test]
+fn links_pointing_both_ways_between_two_traces_do_not_make_them_wait_for_each_other() {
+    // Each trace's consumer links to the other's producer: only the link from the earlier
+    // trace to the later one carries a path, and both are finalized at the TTL.
+    let spans = [
+        span(1, 1, None, "SERVER", "orders").at_ms(1_000),
+        span(1, 2, Some(1), "PRODUCER", "orders")
+            .at_ms(1_001)
+            .attr("messaging.destination.name", "topic"),
+        span(1, 3, Some(1), "CONSUMER", "orders")
+            .at_ms(1_060)
+            .link(2, 2),
+        span(2, 1, None, "CONSUMER", "billing")
+            .at_ms(1_020)
+            .link(1, 2),
+        span(2, 2, Some(1), "PRODUCER", "billing")
+            .at_ms(1_021)
+            .attr("messaging.destination.name", "topic"),
+    ];
+    let graph = run(&spans);
+    assert_eq!(graph.counters().pending_traces, 0);
+    check_any_order(&spans);
+}
 #[test]
 fn a_trace_that_returns_to_a_service_counts_as_a_trace_loop() {
     let a_to_b_to_a = |trace| {
@@ -1037,6 +1182,18 @@ fn the_workload_generator_exercises_every_rule() {
     assert!(spans.iter().any(|s| !s.links.is_empty()));
     let counters = graph.counters();
     assert!(counters.unplaced > 0 && counters.virtual_edges > 0);
+    // Some flows go round across a link (a consumer continuing its producer's path).
+    let came_back =
+        |snapshot: &Snapshot| -> u64 { snapshot.loops.iter().map(|l| l.trace_loops).sum() };
+    let unlinked: Vec<TestSpan> = spans
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.links.clear();
+            s
+        })
+        .collect();
+    assert!(came_back(&snapshot) > came_back(&whole(&run(&unlinked))));
 }
 
 /// The same spans as [`run_shuffled`], into a one-window graph of `[from, to)`.

@@ -76,48 +76,167 @@ pub(crate) fn caller_groups(calls: &[CallRecord]) -> Vec<CallerGroup> {
     groups
 }
 
-/// The cycles the trace went round, each with the start time of the span where it first
-/// closed. Walking down from each root, the trace keeps the path of nodes it went through;
-/// a hop into a node already on the path closes a cycle (the path from that node on), and
-/// the path is cut back to that node, so every cycle is elementary and made of edges the
-/// trace really took. A change of service without an inferred call restarts the path.
-pub(crate) fn trace_cycles(spans: &[TraceSpan<'_>]) -> BTreeMap<Cycle, i64> {
-    let mut cycles: BTreeMap<Cycle, i64> = BTreeMap::new();
-    // Only hops extend a path: a trace that made none went round nothing.
-    if spans
-        .iter()
-        .all(|span| matches!(span.entered, Entered::NoHop))
+/// A path of nodes a flow went through, elementary (no node twice), ending at the node of
+/// the span it reached.
+pub(crate) type Path = Vec<NodeKey>;
+
+/// Paths kept per span: the smallest ones, so the choice depends only on the set. Spans reached
+/// by more paths come after a batch consumer whose producers came by different ways.
+pub(crate) const MAX_PATHS: usize = 8;
+
+/// Paths that reached a span of this trace from another one: a CONSUMER placed after
+/// PRODUCER spans of other traces (by span link) continues their paths.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seed<'a> {
+    /// The consumer span.
+    pub span: SpanId,
+    /// The queue between producer and consumer, when there is one.
+    pub queue: Option<&'a NodeKey>,
+    /// The producers' paths, each ending at the producer's service.
+    pub paths: &'a [Path],
+}
+
+/// What walking a finished trace found.
+#[derive(Debug, Default)]
+pub(crate) struct TraceWalk {
+    /// The cycles the trace went round, each with the start time of the span where it first
+    /// closed.
+    pub cycles: BTreeMap<Cycle, i64>,
+    /// The paths that reached each span asked for, in the order asked (empty for a span
+    /// not in the trace or not reached from a root).
+    pub paths: Vec<Vec<Path>>,
+}
+
+/// Walks the trace down from each root, keeping the paths of nodes that reached each span;
+/// a hop into a node already on a path closes a cycle (the path from that node on), and the
+/// path is cut back to that node, so every cycle is elementary and made of edges the flow
+/// really took. A change of service without an inferred call restarts the path. A span
+/// with `seeds` also continues the paths other traces reached it with, so a loop through a
+/// queue whose consumer starts a trace of its own is found in the consumer's trace, where
+/// it closes. A trace counts each cycle once, however many of its paths go round it.
+pub(crate) fn walk_trace(
+    spans: &[TraceSpan<'_>],
+    seeds: &[Seed<'_>],
+    wanted: &[SpanId],
+) -> TraceWalk {
+    let mut walk = TraceWalk {
+        cycles: BTreeMap::new(),
+        paths: vec![Vec::new(); wanted.len()],
+    };
+    // Only hops extend a path: a trace that made none, reached by no other, went round
+    // nothing, and no one asks what reached its spans.
+    if seeds.is_empty()
+        && wanted.is_empty()
+        && spans
+            .iter()
+            .all(|span| matches!(span.entered, Entered::NoHop))
     {
-        return cycles;
+        return walk;
     }
     let tree = SpanTree::new(spans);
-    let mut stack: Vec<(usize, Rc<Vec<NodeKey>>)> = tree
-        .roots()
-        .map(|root| (root, Rc::new(vec![NodeKey::service(spans[root].service)])))
+    let cycles = &mut walk.cycles;
+    let mut seeded: FastMap<usize, Vec<Path>> = FastMap::default();
+    for seed in seeds {
+        let Some(at) = tree.find(spans, seed.span) else {
+            continue;
+        };
+        let span = &spans[at];
+        let node = NodeKey::service(span.service);
+        let entry = seeded.entry(at).or_default();
+        for path in seed.paths {
+            let mut next = path.clone();
+            if let Some(queue) = seed.queue {
+                step(&mut next, queue.clone(), span.start_ns, cycles);
+            }
+            step(&mut next, node.clone(), span.start_ns, cycles);
+            entry.push(next);
+        }
+    }
+    let wanted_at: FastMap<usize, usize> = wanted
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, id)| tree.find(spans, *id).map(|at| (at, slot)))
         .collect();
-    while let Some((index, path)) = stack.pop() {
+    let mut with_seeds = |at: usize, paths: Paths| -> Paths {
+        if seeded.is_empty() {
+            return paths;
+        }
+        match seeded.remove(&at) {
+            Some(mut more) => {
+                more.extend(paths.iter().cloned());
+                keep_distinct(&mut more);
+                Rc::from(more)
+            }
+            None => paths,
+        }
+    };
+    let mut stack: Vec<(usize, Paths)> = tree
+        .roots()
+        .map(|root| {
+            let own: Paths = Rc::from([vec![NodeKey::service(spans[root].service)]]);
+            (root, with_seeds(root, own))
+        })
+        .collect();
+    while let Some((index, paths)) = stack.pop() {
+        if !wanted_at.is_empty()
+            && let Some(&slot) = wanted_at.get(&index)
+        {
+            walk.paths[slot] = paths.to_vec();
+        }
         for &child in tree.children(index) {
             let span = &spans[child];
             let node = NodeKey::service(span.service);
-            let child_path = match span.entered {
-                Entered::NoHop if span.service == spans[index].service => path.clone(),
-                Entered::NoHop => Rc::new(vec![node]),
-                Entered::Direct => {
-                    let mut next = (*path).clone();
-                    step(&mut next, node, span.start_ns, &mut cycles);
-                    Rc::new(next)
-                }
+            let child_paths = match span.entered {
+                Entered::NoHop if span.service == spans[index].service => paths.clone(),
+                Entered::NoHop => Rc::from([vec![node]]),
+                Entered::Direct => stepped(&paths, None, node, span.start_ns, cycles),
                 Entered::ViaQueue(queue) => {
-                    let mut next = (*path).clone();
-                    step(&mut next, queue.clone(), span.start_ns, &mut cycles);
-                    step(&mut next, node, span.start_ns, &mut cycles);
-                    Rc::new(next)
+                    stepped(&paths, Some(queue), node, span.start_ns, cycles)
                 }
             };
-            stack.push((child, child_path));
+            stack.push((child, with_seeds(child, child_paths)));
         }
     }
-    cycles
+    walk
+}
+
+/// The paths that reached one span, shared by its same-service children.
+type Paths = Rc<[Path]>;
+
+/// Each path stepped into `queue` (if any) and `node`.
+fn stepped(
+    paths: &[Path],
+    queue: Option<&NodeKey>,
+    node: NodeKey,
+    time_ns: i64,
+    cycles: &mut BTreeMap<Cycle, i64>,
+) -> Paths {
+    let mut step_one = |path: &Path| {
+        let mut next = path.clone();
+        if let Some(queue) = queue {
+            step(&mut next, queue.clone(), time_ns, cycles);
+        }
+        step(&mut next, node.clone(), time_ns, cycles);
+        next
+    };
+    // Nearly every span is reached by one path: collected straight into the shared slice,
+    // one allocation, as before paths came from other traces.
+    if paths.len() == 1 {
+        return paths.iter().map(&mut step_one).collect();
+    }
+    let mut next: Vec<Path> = paths.iter().map(step_one).collect();
+    keep_distinct(&mut next);
+    Rc::from(next)
+}
+
+/// Removes repeated paths and keeps the [`MAX_PATHS`] smallest: which are kept depends only
+/// on the set, not on the order the paths came in.
+pub(crate) fn keep_distinct(paths: &mut Vec<Path>) {
+    if paths.len() > 1 {
+        paths.sort_unstable();
+        paths.dedup();
+        paths.truncate(MAX_PATHS);
+    }
 }
 
 /// A trace's spans as a tree, by position: each span's children in one flat list (a span
@@ -127,6 +246,8 @@ struct SpanTree {
     /// `i = spans.len()` the roots.
     first: Vec<usize>,
     children: Vec<usize>,
+    /// Span id to position, for a trace too long to scan.
+    position: Option<FastMap<SpanId, usize>>,
 }
 
 /// Traces up to this many spans find a parent by scanning; larger ones hash.
@@ -164,7 +285,19 @@ impl SpanTree {
             children[first[parent + 1]] = index;
             first[parent + 1] += 1;
         }
-        SpanTree { first, children }
+        SpanTree {
+            first,
+            children,
+            position,
+        }
+    }
+
+    /// The position of span `id`.
+    fn find(&self, spans: &[TraceSpan<'_>], id: SpanId) -> Option<usize> {
+        match &self.position {
+            Some(position) => position.get(&id).copied(),
+            None => spans.iter().position(|span| span.id == id),
+        }
     }
 
     fn children(&self, index: usize) -> &[usize] {
@@ -231,10 +364,11 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(render(trace_cycles(&trace)), expected);
+        let cycles = |spans: &[TraceSpan<'_>]| walk_trace(spans, &[], &[]).cycles;
+        assert_eq!(render(cycles(&trace)), expected);
         let mut reversed = trace.clone();
         reversed.reverse();
-        assert_eq!(render(trace_cycles(&reversed)), expected, "order of spans");
+        assert_eq!(render(cycles(&reversed)), expected, "order of spans");
     }
 
     #[test]
@@ -323,6 +457,63 @@ mod tests {
     #[test]
     fn a_service_calling_itself_is_a_self_loop() {
         check(&[(1, None, "a", "-"), (2, Some(1), "a", "d")], &["a @1"]);
+    }
+
+    #[test]
+    fn a_consumer_continues_the_paths_other_traces_reached_its_producers_with() {
+        // billing's CONSUMER (1) consumed from `topic` what orders published, in traces
+        // reached by gateway -> orders and by orders alone; billing then calls orders (3),
+        // which publishes again (4).
+        let names: Vec<Arc<str>> = ["billing", "orders"].into_iter().map(Arc::from).collect();
+        let node = |name: &str| NodeKey::service(&Arc::from(name));
+        let (no_hop, direct) = (Entered::NoHop, Entered::Direct);
+        let id = |n: u8| [0, 0, 0, 0, 0, 0, 0, n];
+        let trace = [
+            (1, None, 0, &no_hop),
+            (2, Some(1), 0, &no_hop),
+            (3, Some(2), 1, &direct),
+            (4, Some(3), 1, &no_hop),
+        ]
+        .map(|(span, parent, service, entered)| TraceSpan {
+            id: id(span),
+            parent: parent.map(id),
+            service: &names[service],
+            start_ns: i64::from(span) * 10,
+            entered,
+        });
+        let topic = NodeKey::queue(&Arc::from("topic"));
+        let paths = [vec![node("gateway"), node("orders")], vec![node("orders")]];
+        let seeds = [Seed {
+            span: id(1),
+            queue: Some(&topic),
+            paths: &paths,
+        }];
+        let walk = walk_trace(&trace, &seeds, &[id(4), id(9)]);
+        let render = |path: &Path| -> String {
+            let names: Vec<&str> = path.iter().map(|n| &*n.name).collect();
+            names.join(" -> ")
+        };
+        let cycles: Vec<(String, i64)> = walk.cycles.iter().map(|(c, t)| (render(c), *t)).collect();
+        // Closed where billing calls orders (span 3, at 30), once for both paths.
+        assert_eq!(cycles, [("billing -> orders -> topic".to_string(), 30)]);
+        // What reached the producer (4), for the traces its consumers start: each path cut
+        // back to orders where it closed, and billing -> orders from billing's own root.
+        let reached: Vec<Vec<String>> = walk
+            .paths
+            .iter()
+            .map(|paths| paths.iter().map(render).collect())
+            .collect();
+        assert_eq!(
+            reached,
+            [
+                vec![
+                    "billing -> orders".to_string(),
+                    "gateway -> orders".to_string(),
+                    "orders".to_string()
+                ],
+                vec![]
+            ]
+        );
     }
 
     #[test]

@@ -669,7 +669,7 @@ export class GraphView {
               h(
                 'div',
                 {class: 'muted'},
-                `${formatCount(loop.calls)} calls round it · ${formatCount(loop.trace_loops)} traces came back`,
+                `${formatCount(loop.calls)} calls round it · ${cameBack(loop.trace_loops)}`,
               ),
             ),
           )
@@ -1086,6 +1086,13 @@ GROUP BY service_name`;
     const visible = kept.union(peers);
     cy.nodes().not(visible).addClass('hidden');
   }
+}
+
+// A flow is one trace, continued across queues by the consumer's link to its producer: a
+// loop no flow went round is only a loop of the graph (its calls happen in different flows).
+function cameBack(flows) {
+  if (!flows) return 'no flow went all the way round';
+  return `${formatCount(flows)} ${flows === 1 ? 'flow' : 'flows'} came back`;
 }
 
 /** Long names are cut here: cytoscape's own ellipsis measures text per character, slowly. */

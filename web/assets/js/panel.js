@@ -97,7 +97,7 @@ function figuresOf(view, d, group) {
   if (group === 'edge') {
     if (d.amplification) rows.push(['amplification', `×${d.amplification.toFixed(2)}`, 'calls per caller']);
     if (d.bytes) rows.push(['bytes', formatCount(d.bytes), 'payload bytes']);
-    if (d.trace_loops) rows.push(['trace_loops', formatCount(d.trace_loops), 'traces looped']);
+    if (d.trace_loops) rows.push(['trace_loops', formatCount(d.trace_loops), 'flows that went round a loop through it']);
   }
   return h(
     'dl',
