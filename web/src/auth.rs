@@ -116,18 +116,24 @@ impl IntoResponse for Refused {
 
 /// The principal of a request, from its bearer token, else its session cookie.
 fn principal(headers: &HeaderMap, state: &ApiState) -> Result<Principal, AuthError> {
-    let tenant_header = headers.get(TENANT_HEADER).map(HeaderValue::as_bytes);
+    // Every value: a request that sends the header twice is refused, not judged by one.
+    let tenant_header = || {
+        headers
+            .get_all(TENANT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     if authorization.is_some() || state.access.is_open() {
-        return state.access.authenticate(authorization, tenant_header);
+        return state.access.authenticate(authorization, tenant_header());
     }
     let principal = session_cookie(headers)
         .and_then(|cookie| state.sessions.get(cookie, Instant::now()))
         .ok_or(AuthError::Unauthenticated)?;
     // The same rule as for tokens: the header may only confirm the session's tenant.
-    principal.confirm(tenant_header)?;
+    principal.confirm(tenant_header())?;
     Ok(principal)
 }
 
