@@ -110,7 +110,7 @@ where
             headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
-            headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+            headers.get_all(TENANT_HEADER).iter().map(|v| v.as_bytes()),
         ) {
             Ok(principal) => principal,
             Err(error) => {
@@ -228,7 +228,8 @@ impl TraceReceiver {
             reservation.grow_to(body.len())?;
             reservation.grow(crate::DECODE_FACTOR * body.len())?;
         }
-        let (decoded, body) = decode_off_runtime(body).await?;
+        let (mut decoded, body) = decode_off_runtime(body).await?;
+        crate::refuse_expired(&mut decoded, self.config.retention)?;
         if let Some(held) = &held {
             held.lock().set(
                 decoded

@@ -11,6 +11,7 @@
 pub mod duration;
 pub mod ids;
 pub mod memory;
+pub mod retention;
 pub mod schema;
 pub mod size;
 
