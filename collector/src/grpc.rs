@@ -476,9 +476,10 @@ mod tests {
         ) -> Result<ExportTraceServiceResponse, Status> {
             let mut request = Request::new(request);
             for (name, value) in metadata {
+                // Appended, so a name given twice is sent twice.
                 request
                     .metadata_mut()
-                    .insert(*name, value.parse().expect("metadata value"));
+                    .append(*name, value.parse().expect("metadata value"));
             }
             self.client
                 .clone()
@@ -710,6 +711,16 @@ mod tests {
             .await
             .expect_err("another tenant's header");
         assert_eq!(crossed.code(), Code::PermissionDenied);
+        for tenants in [vec!["acme", "acme"], vec!["acme,globex"]] {
+            let mut metadata = vec![("authorization", acme.as_str())];
+            metadata.extend(tenants.iter().map(|t| ("x-scope-orgid", *t)));
+            let several = server
+                .export_with(&metadata, request())
+                .await
+                .expect_err("several tenant values");
+            assert_eq!(several.code(), Code::PermissionDenied, "{tenants:?}");
+            assert!(several.message().contains("more than once"), "{several:?}");
+        }
         let reader = format!("Bearer {ACME_READ}");
         let read_only = server
             .export_with(&[("authorization", &reader)], request())

@@ -1124,6 +1124,25 @@ mod tests {
         );
         let reader = post_as(vec![bearer(ACME_READ)]).await;
         assert_eq!(reader.status, StatusCode::FORBIDDEN);
+        // Several tenant values are refused even when each names the token's own tenant:
+        // only the first was checked, and another reader may take another one.
+        for tenants in [
+            vec!["acme", "acme"],
+            vec!["acme", "globex"],
+            vec!["acme,globex"],
+        ] {
+            let mut headers = vec![bearer(ACME_INGEST)];
+            headers.extend(tenants.iter().map(|t| ("x-scope-orgid", t.to_string())));
+            let several = post_as(headers).await;
+            assert_eq!(several.status, StatusCode::FORBIDDEN, "{tenants:?}");
+            let status = several.protobuf_status();
+            assert_eq!(status.code, i32::from(tonic::Code::PermissionDenied));
+            assert!(
+                status.message.contains("more than once"),
+                "{}",
+                status.message
+            );
+        }
         assert_eq!(sink.rows(), 2, "no refused request reached the sink");
     }
 
