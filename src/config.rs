@@ -486,6 +486,7 @@ impl ServeConfig {
             )?,
             access: access.clone(),
             memory: memory.clone(),
+            retention: Some(store.retention),
             ..CollectorConfig::default()
         };
         if collector.max_request_bytes < 1024 {

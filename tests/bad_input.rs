@@ -241,3 +241,83 @@ fn a_full_store_refuses_with_retryable_codes_and_stores_nothing() {
         "a refused span is not stored"
     );
 }
+
+#[test]
+fn spans_older_than_retention_are_refused_on_every_protocol_and_stay_gone_after_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    // One span that started at the epoch, one now; the default retention is 7 days.
+    let mixed = |service: &str| {
+        let mut ancient = span(1, 1);
+        ancient.start_time_unix_nano = 0;
+        ancient.end_time_unix_nano = 1_000;
+        request(service, vec![ancient, span(2, 1)])
+    };
+    let expected = "rejected 1 of 2 spans: 1 started before the retention horizon (1w) and \
+                    would be deleted at once";
+
+    let response = post(
+        &server,
+        "application/x-protobuf",
+        None,
+        mixed("over-protobuf").encode_to_vec(),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let partial = ExportTraceServiceResponse::decode(response.bytes().expect("body"))
+        .expect("protobuf answer")
+        .partial_success
+        .expect("partial_success set");
+    assert_eq!(
+        (partial.rejected_spans, partial.error_message.as_str()),
+        (1, expected)
+    );
+
+    let response = post(
+        &server,
+        "application/json",
+        None,
+        serde_json::to_vec(&mixed("over-json")).expect("json"),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value = response.json().expect("json answer");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    assert_eq!(
+        answer["partialSuccess"]["errorMessage"], expected,
+        "{answer}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let partial = runtime.block_on(async {
+        TraceServiceClient::connect(server.grpc_url())
+            .await
+            .expect("the OTLP/gRPC port answers")
+            .export(mixed("over-grpc"))
+            .await
+            .expect("the export is answered")
+            .into_inner()
+            .partial_success
+            .expect("partial_success set")
+    });
+    assert_eq!(
+        (partial.rejected_spans, partial.error_message.as_str()),
+        (1, expected)
+    );
+
+    let counts = |server: &Server| {
+        server.sql(
+            "SELECT service_name, count(*), min(start_time) > TIMESTAMP '2000-01-01' \
+             FROM spans GROUP BY service_name ORDER BY service_name",
+        )["rows"]
+            .clone()
+    };
+    let only_current = serde_json::json!([
+        ["over-grpc", 1, true],
+        ["over-json", 1, true],
+        ["over-protobuf", 1, true]
+    ]);
+    assert_eq!(counts(&server), only_current);
+    // SIGKILL: the spans come back from the WAL, which logged the protobuf requests whole.
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(counts(&server), only_current, "after WAL replay");
+}

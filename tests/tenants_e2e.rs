@@ -130,7 +130,8 @@ fn export_grpc(
         for request in requests {
             let mut request = tonic::Request::new(request);
             for (name, value) in metadata {
-                request.metadata_mut().insert(*name, value.parse().unwrap());
+                // Appended, so a name given twice is sent twice.
+                request.metadata_mut().append(*name, value.parse().unwrap());
             }
             client.export(request).await?;
         }
@@ -447,6 +448,22 @@ fn wrong_missing_and_misused_tokens_are_refused_on_every_door() {
             vec![("authorization", "Bearer acme-read-token-000001")],
             tonic::Code::PermissionDenied,
         ),
+        // More than one tenant value, even the token's own twice: only the first was checked.
+        (
+            vec![
+                ("authorization", acme.as_str()),
+                ("x-scope-orgid", "acme"),
+                ("x-scope-orgid", "acme"),
+            ],
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            vec![
+                ("authorization", acme.as_str()),
+                ("x-scope-orgid", "acme,globex"),
+            ],
+            tonic::Code::PermissionDenied,
+        ),
     ] {
         let status = export_grpc(&server, &metadata, vec![request.clone()]).expect_err("refused");
         assert_eq!(status.code(), code, "{metadata:?}: {status:?}");
@@ -465,6 +482,21 @@ fn wrong_missing_and_misused_tokens_are_refused_on_every_door() {
         ),
         (
             vec![("authorization", "Bearer globex-read-token-0001")],
+            403,
+        ),
+        (
+            vec![
+                ("authorization", acme.as_str()),
+                ("x-scope-orgid", "acme"),
+                ("x-scope-orgid", "globex"),
+            ],
+            403,
+        ),
+        (
+            vec![
+                ("authorization", acme.as_str()),
+                ("x-scope-orgid", "acme, acme"),
+            ],
             403,
         ),
     ] {
@@ -514,6 +546,20 @@ fn wrong_missing_and_misused_tokens_are_refused_on_every_door() {
             "POST",
             "/api/sql",
             200,
+        ),
+        (
+            Some(ACME_READ),
+            vec![("x-scope-orgid", "acme"), ("x-scope-orgid", "acme")],
+            "POST",
+            "/api/sql",
+            403,
+        ),
+        (
+            Some(ACME_READ),
+            vec![("x-scope-orgid", "acme,globex")],
+            "POST",
+            "/api/sql",
+            403,
         ),
         (Some(ACME_READ), vec![], "GET", "/api/info", 200),
     ] {

@@ -218,8 +218,9 @@ fn private_targets_are_refused_without_the_flag_and_delivered_with_it() {
         "http://127.1:9/",
         "http://2130706433:9/",
         "http://[::ffff:127.0.0.1]:9/",
+        "http://[::ffff:0:127.0.0.1]:9/",
         "http://169.254.169.254/latest/meta-data/",
-        "http://10.0.0.1/",
+        "http://10.0.0.1/?token=s3cret",
     ] {
         let (status, body) = api(
             &server,
@@ -230,6 +231,7 @@ fn private_targets_are_refused_without_the_flag_and_delivered_with_it() {
         assert_eq!(status, 400, "{url}: {body}");
         let error = body["error"].as_str().unwrap();
         assert!(error.contains("--allow-private-webhooks"), "{error}");
+        assert!(!error.contains("s3cret"), "the query is redacted: {error}");
     }
 
     // A name that resolves to loopback passes creation; the connect is refused.

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::outbox::{self, AttemptRecord, DueMessage, NextState};
+use crate::redact::{redact, redact_url};
 use crate::ssrf::{ForbiddenTarget, GuardedResolver};
 use crate::{AlertError, Metadata, now_ms, sign, ssrf};
 use flowscope_model::liveness::{Liveness, Stage};
@@ -362,7 +363,7 @@ async fn attempt(
     }
     let response = match request.body(row.body.clone()).send().await {
         Ok(response) => response,
-        Err(error) => return request_failed(&error, config),
+        Err(error) => return request_failed(error, config),
     };
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
@@ -370,11 +371,15 @@ async fn attempt(
     if verdict == Verdict::Delivered {
         return (Some(status), verdict, None);
     }
+    // The receiver's redirect target may carry a credential of its own (a signed URL).
     let location = response
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|location| match response.url().join(location) {
+            Ok(absolute) => redact(absolute),
+            Err(_) => redact_url(location),
+        });
     let body = capped_body(response).await;
     let mut message = format!("HTTP {status}");
     if let Some(location) = location {
@@ -393,8 +398,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A connection or timeout error is worth retrying; an SSRF refusal from the resolver is not.
+/// The message shows the URL redacted: reqwest's own writes it whole, query and all.
 fn request_failed(
-    error: &reqwest::Error,
+    error: reqwest::Error,
     config: &DeliveryConfig,
 ) -> (Option<u16>, Verdict, Option<String>) {
     let mut source = error.source();
@@ -412,8 +418,14 @@ fn request_failed(
     (None, Verdict::Retry { after: None }, Some(message))
 }
 
-fn error_chain(error: &reqwest::Error) -> String {
+/// The error and its causes, its URL redacted.
+fn error_chain(error: reqwest::Error) -> String {
+    let url = error.url().cloned();
+    let error = error.without_url();
     let mut message = error.to_string();
+    if let Some(url) = url {
+        message.push_str(&format!(" for url ({})", redact(url)));
+    }
     let mut source = error.source();
     while let Some(cause) = source {
         message.push_str(": ");
@@ -515,6 +527,41 @@ mod tests {
             next_state(Verdict::Delivered, 3, 0, 10, &POLICY, 0.5),
             NextState::Delivered
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_records_and_logs_the_url_without_its_credentials() {
+        // A port nobody listens on: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = DeliveryConfig {
+            allow_private: true,
+            ..DeliveryConfig::default()
+        };
+        let row = DueMessage {
+            id: 1,
+            msg_id: "msg_1".into(),
+            body: b"{}".to_vec(),
+            created_at: 0,
+            attempts: 0,
+            url: format!("http://alice:pa55word@127.0.0.1:{port}/hook?token=s3cret#frag"),
+            secret: None,
+        };
+        let client = client(&config).expect("a client");
+        let (status, verdict, error) = attempt(&client, &config, &row, 0).await;
+        assert_eq!((status, verdict), (None, Verdict::Retry { after: None }));
+        // This string is what the attempt row, the outbox's last error and the log line get.
+        let error = error.expect("an error message");
+        // reqwest moves userinfo into an Authorization header, so the URL it reports has none.
+        assert!(
+            error.contains(&format!("127.0.0.1:{port}/hook?<redacted>#<redacted>")),
+            "{error}"
+        );
+        for secret in ["s3cret", "pa55word", "alice", "frag"] {
+            assert!(!error.contains(secret), "{secret} in {error}");
+        }
     }
 
     #[test]

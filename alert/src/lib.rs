@@ -18,6 +18,7 @@ pub mod evaluate;
 pub mod metadata;
 pub mod outbox;
 pub mod payload;
+pub mod redact;
 pub mod rules;
 pub mod scheduler;
 pub mod sign;

@@ -13,6 +13,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 use crate::AlertError;
+use crate::redact::{redact, redact_url};
 
 /// Why a target was refused; found in the error chain of a failed request.
 #[derive(Debug, thiserror::Error)]
@@ -63,18 +64,27 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         || (segments[0] & 0xff00) == 0xff00 // multicast
         || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // local NAT64 64:ff9b:1::/48
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+        || (segments[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20 (RFC 9637)
+        || (segments[0] == 0x2001 && segments[1] == 0x0002 && segments[2] == 0) // benchmarking 2001:2::/48
         || (segments[0] == 0x0100 && segments[1..4] == [0, 0, 0]) // discard-only 100::/64
 }
 
 /// The IPv4 address an IPv6 address carries to an IPv4 host: mapped (`::ffff:a.b.c.d`),
-/// compatible (`::a.b.c.d`, deprecated but still routed by some stacks), NAT64
-/// (`64:ff9b::/96`), 6to4 (`2002:AABB:CCDD::/48`) and Teredo (`2001:0::/32`, client address
-/// inverted in the last 32 bits).
+/// translated (`::ffff:0:a.b.c.d`, RFC 2765 and 6145's stateless translation), compatible
+/// (`::a.b.c.d`, deprecated but still routed by some stacks), NAT64 (`64:ff9b::/96`), 6to4
+/// (`2002:AABB:CCDD::/48`) and Teredo (`2001:0::/32`, client address inverted in the last 32
+/// bits). The local-use NAT64 prefix `64:ff9b:1::/48` is refused whole in
+/// [`is_forbidden_v6`], since its translator is the operator's own and reaches whatever it
+/// is set up to. ISATAP interface ids (`::5efe:a.b.c.d`) are not judged by their address:
+/// they sit under a routed prefix, and a site's ISATAP hosts have private IPv4 addresses.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let last =
         |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if s[0..5] == [0, 0, 0, 0, 0] && s[5] == 0xffff {
+        return Some(last(s[6], s[7]));
+    }
+    if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
         return Some(last(s[6], s[7]));
     }
     // `::` and `::1` are themselves, not IPv4 0.0.0.0 and 0.0.0.1.
@@ -95,18 +105,24 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// Checks a webhook URL: http or https with a host, and, unless private targets are allowed,
 /// no IP-literal host that [`is_forbidden`]. Hostnames are checked when connecting.
+///
+/// Its messages show the URL redacted ([`redact_url`]): they are stored with delivery attempts
+/// and logged.
 pub fn check_url(url: &str, allow_private: bool) -> Result<Url, AlertError> {
-    let parsed = Url::parse(url)
-        .map_err(|e| AlertError::BadInput(format!("url `{url}` is not a valid URL: {e}")))?;
+    let parsed = Url::parse(url).map_err(|e| {
+        AlertError::BadInput(format!("url `{}` is not a valid URL: {e}", redact_url(url)))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(AlertError::BadInput(format!(
-            "url `{url}` must use http or https"
+            "url `{}` must use http or https",
+            redact_url(url)
         )));
     }
     let literal = match parsed.host() {
         None => {
             return Err(AlertError::BadInput(format!(
-                "url `{url}` needs a host, e.g. https://alerts.example.com/hook"
+                "url `{}` needs a host, e.g. https://alerts.example.com/hook",
+                redact_url(url)
             )));
         }
         Some(Host::Domain(_)) => None,
@@ -119,7 +135,7 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url, AlertError> {
     {
         return Err(AlertError::Forbidden(
             ForbiddenTarget {
-                target: url.to_string(),
+                target: redact(parsed),
                 address,
             }
             .to_string(),
@@ -191,6 +207,14 @@ mod tests {
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[::ffff:7f00:1]/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[::ffff:0:10.0.0.1]/",
+            "http://[::ffff:0:169.254.169.254]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[64:ff9b:1::5db8:d822]/",
+            "http://[3fff::1]/",
+            "http://[2001:2::1]/",
             "http://[::127.0.0.1]/",
             "http://[64:ff9b::7f00:1]/",
             "http://[64:ff9b::a9fe:a9fe]/",
@@ -218,10 +242,30 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_shows_the_url_without_its_credentials() {
+        let Err(AlertError::Forbidden(message)) = check_url(
+            "http://user:pw@[::ffff:0:127.0.0.1]:9/hook?token=s3cret",
+            false,
+        ) else {
+            panic!("the IPv4-translated loopback is refused");
+        };
+        assert!(
+            message.contains("http://<redacted>@[::ffff:0:7f00:1]:9/hook?<redacted>"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("s3cret") && !message.contains("pw"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn public_addresses_and_hostnames_pass_the_literal_check() {
         for url in [
             "http://93.184.216.34/",
             "https://[2606:4700::1]/",
+            "https://[::ffff:0:93.184.216.34]/",
+            "https://[64:ff9b::5db8:d822]/",
             "https://172.32.0.1/",
             "https://100.128.0.1/",
             "https://alerts.example.com/hook",

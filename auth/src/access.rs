@@ -74,14 +74,25 @@ impl Principal {
     }
 
     /// A tenant header may only name the principal's own tenant (clients that always send
-    /// one keep working); naming another is refused, never followed.
-    pub fn confirm(&self, tenant_header: Option<&[u8]>) -> Result<(), AuthError> {
-        match tenant_header {
-            Some(asked) if asked.trim_ascii() != self.tenant.as_str().as_bytes() => {
-                Err(AuthError::Forbidden(WRONG_TENANT))
-            }
-            _ => Ok(()),
+    /// one keep working); naming another is refused, never followed. `tenant_header` is
+    /// every value the request carries: more than one (the header sent twice, or values
+    /// joined by a comma, which HTTP treats alike) is refused, whatever they name, since
+    /// a proxy or a later reader may take another value than the one checked here.
+    pub fn confirm<'h>(
+        &self,
+        tenant_header: impl IntoIterator<Item = &'h [u8]>,
+    ) -> Result<(), AuthError> {
+        let mut values = tenant_header.into_iter();
+        let Some(asked) = values.next() else {
+            return Ok(());
+        };
+        if values.next().is_some() || asked.contains(&b',') {
+            return Err(AuthError::Forbidden(SEVERAL_TENANTS));
         }
+        if asked.trim_ascii() != self.tenant.as_str().as_bytes() {
+            return Err(AuthError::Forbidden(WRONG_TENANT));
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +110,8 @@ pub enum AuthError {
 }
 
 const WRONG_TENANT: &str = "this token cannot act for the tenant named in X-Scope-OrgID";
+const SEVERAL_TENANTS: &str =
+    "X-Scope-OrgID is sent more than once or with several values: send it once, naming one tenant";
 
 /// One token as configured: its SHA-256 (the token itself is not kept), tenant and role.
 #[derive(Debug, Clone)]
@@ -312,11 +325,12 @@ impl Access {
             .unwrap_or(self.default_limits)
     }
 
-    /// The principal of a request, from its `Authorization` value and its tenant header.
-    pub fn authenticate(
+    /// The principal of a request, from its `Authorization` value and every value of its
+    /// tenant header ([`Principal::confirm`]).
+    pub fn authenticate<'h>(
         &self,
         authorization: Option<&[u8]>,
-        tenant_header: Option<&[u8]>,
+        tenant_header: impl IntoIterator<Item = &'h [u8]>,
     ) -> Result<Principal, AuthError> {
         let principal = if self.is_open() {
             Principal {
@@ -434,13 +448,42 @@ mod tests {
         let access = access();
         let header = format!("Bearer {SHOP_READ}");
         assert!(auth(&access, &header, Some("shop")).is_ok());
-        for other in ["bank", "nobody", "", "shop,bank", "shop|bank"] {
+        for other in ["bank", "nobody", "", "shop|bank"] {
             assert_eq!(
                 auth(&access, &header, Some(other)),
                 Err(AuthError::Forbidden(WRONG_TENANT)),
                 "{other:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_tenant_header_with_several_values_is_refused_whatever_they_name() {
+        let access = access();
+        let header = format!("Bearer {SHOP_READ}");
+        let several: [&[&str]; 5] = [
+            &["shop", "bank"],
+            &["shop", "shop"],
+            &["bank", "shop"],
+            &["shop,bank"],
+            &["shop, shop"],
+        ];
+        for values in several {
+            let values = values.iter().map(|value| value.as_bytes());
+            assert_eq!(
+                access.authenticate(Some(header.as_bytes()), values.clone()),
+                Err(AuthError::Forbidden(SEVERAL_TENANTS)),
+                "{:?}",
+                values.collect::<Vec<_>>()
+            );
+        }
+        // A session confirms its tenant by the same rule.
+        let principal = auth(&access, &header, None).unwrap();
+        assert_eq!(
+            principal.confirm([b"shop".as_slice(), b"shop"]),
+            Err(AuthError::Forbidden(SEVERAL_TENANTS))
+        );
+        assert_eq!(principal.confirm([b"shop".as_slice()]), Ok(()));
     }
 
     #[test]
@@ -465,7 +508,7 @@ mod tests {
         let p = access.authenticate(None, None).unwrap();
         assert_eq!((p.tenant.as_str(), p.role), ("default", Role::Admin));
         assert_eq!(
-            access.authenticate(None, Some(b"other")),
+            access.authenticate(None, Some(b"other".as_slice())),
             Err(AuthError::Forbidden(WRONG_TENANT))
         );
         assert_eq!(access.principal_of("anything-at-all-here"), None);

@@ -11,13 +11,15 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use flowscope_model::SpanBatchBuilder;
 use flowscope_model::ids::{is_valid_span_id, is_valid_trace_id, to_hex};
+use flowscope_model::retention::retain_started_since;
 use flowscope_model::schema::{EventRecord, LinkRecord, SpanRecord};
+use flowscope_model::{SpanBatchBuilder, format_duration};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -38,6 +40,15 @@ pub(crate) const INLINE_DECODE_BYTES: usize = 256 * 1024;
 /// The same for OTLP/JSON, which decodes several times slower per byte.
 pub(crate) const INLINE_DECODE_JSON_BYTES: usize = 16 * 1024;
 
+/// The most levels of `AnyValue` an attribute value may have (the value itself is level 1,
+/// a value inside its array or key-value list level 2, and so on), in any attribute of a
+/// request: resource, scope, span, event or link. A request with a deeper value is refused
+/// whole (400 / INVALID_ARGUMENT), as OTLP/JSON past serde_json's recursion limit always
+/// was. Without one limit for both encodings, prost's recursion limit (100 messages) let
+/// protobuf through to 47 levels while JSON stopped at 40; `wire.rs` reads up to this limit
+/// and hands deeper values to prost and [`check_value_nesting`].
+pub const MAX_VALUE_NESTING: usize = 32;
+
 /// The service name of spans whose resource has no string `service.name` (the SDK default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
@@ -52,6 +63,8 @@ pub struct DecodedTraces {
     pub rejected_spans: i64,
     /// Why spans were rejected, counted by reason; empty when nothing was rejected.
     pub error_message: String,
+    /// The counts behind `error_message`, so a receiver can add its own refusals to them.
+    pub(crate) rejections: Rejections,
 }
 
 impl DecodedTraces {
@@ -63,6 +76,34 @@ impl DecodedTraces {
             error_message: self.error_message.clone(),
         });
         ExportTraceServiceResponse { partial_success }
+    }
+
+    /// Refuses the accepted spans that started before `cutoff_ns`, the retention horizon of
+    /// `retention`: stored, they would be deleted at the next retention check, after the
+    /// client was told they were kept. They join the partial success with their reason.
+    pub(crate) fn refuse_started_before(
+        &mut self,
+        cutoff_ns: i64,
+        retention: Duration,
+    ) -> Result<(), CollectorError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let total_spans = self.accepted_spans + self.rejections.total();
+        let retained = retain_started_since(batch, cutoff_ns).map_err(|error| {
+            CollectorError::Internal(format!("cannot apply the retention horizon: {error}"))
+        })?;
+        self.batch = retained.batch;
+        if retained.expired == 0 {
+            return Ok(());
+        }
+        self.accepted_spans -= retained.expired;
+        self.rejections
+            .add_many(Rejection::BeforeRetention, retained.expired);
+        self.rejections.retention = Some(retention);
+        self.rejected_spans = count_as_i64(self.rejections.total());
+        self.error_message = self.rejections.message(total_spans);
+        Ok(())
     }
 }
 
@@ -87,6 +128,7 @@ pub fn decode_protobuf_with_prost(body: &[u8]) -> Result<DecodedTraces, Collecto
             "request body is not a valid OTLP ExportTraceServiceRequest protobuf: {error}"
         ))
     })?;
+    check_value_nesting(&request)?;
     Ok(convert(request))
 }
 
@@ -98,7 +140,69 @@ pub fn decode_json(body: &[u8]) -> Result<DecodedTraces, CollectorError> {
     let request: ExportTraceServiceRequest = serde_json::from_slice(body).map_err(|error| {
         CollectorError::InvalidRequest(format!("request body is not valid OTLP/JSON: {error}"))
     })?;
+    check_value_nesting(&request)?;
     Ok(convert(request))
+}
+
+/// Refuses a request any of whose attribute values is nested deeper than
+/// [`MAX_VALUE_NESTING`] levels; the same check for protobuf and JSON.
+pub(crate) fn check_value_nesting(
+    request: &ExportTraceServiceRequest,
+) -> Result<(), CollectorError> {
+    let too_deep = |attributes: &[KeyValue]| {
+        attributes
+            .iter()
+            .any(|attribute| value_levels(attribute.value.as_ref(), 1) > MAX_VALUE_NESTING)
+    };
+    let refused = request.resource_spans.iter().any(|resource_spans| {
+        resource_spans
+            .resource
+            .as_ref()
+            .is_some_and(|resource| too_deep(&resource.attributes))
+            || resource_spans.scope_spans.iter().any(|scope_spans| {
+                scope_spans
+                    .scope
+                    .as_ref()
+                    .is_some_and(|scope| too_deep(&scope.attributes))
+                    || scope_spans.spans.iter().any(|span| {
+                        too_deep(&span.attributes)
+                            || span.events.iter().any(|event| too_deep(&event.attributes))
+                            || span.links.iter().any(|link| too_deep(&link.attributes))
+                    })
+            })
+    });
+    if refused {
+        return Err(nesting_error());
+    }
+    Ok(())
+}
+
+/// The error for a value nested past [`MAX_VALUE_NESTING`].
+pub(crate) fn nesting_error() -> CollectorError {
+    CollectorError::InvalidRequest(format!(
+        "an attribute value is nested deeper than {MAX_VALUE_NESTING} levels of arrays and \
+         key-value lists: flatten it or send it as a string"
+    ))
+}
+
+/// The levels of `value`, which sits at `level`; stops counting one past the limit, so a
+/// value as deep as prost allows costs no more than the limit to measure.
+fn value_levels(value: Option<&AnyValue>, level: usize) -> usize {
+    if level > MAX_VALUE_NESTING {
+        return level;
+    }
+    let children: Box<dyn Iterator<Item = Option<&AnyValue>>> =
+        match value.and_then(|any| any.value.as_ref()) {
+            Some(Value::ArrayValue(array)) => Box::new(array.values.iter().map(Some)),
+            Some(Value::KvlistValue(list)) => {
+                Box::new(list.values.iter().map(|entry| entry.value.as_ref()))
+            }
+            _ => return level,
+        };
+    children
+        .map(|child| value_levels(child, level + 1))
+        .max()
+        .unwrap_or(level)
 }
 
 /// Converts a request into one batch in `flowscope_model::storage_schema()`, rejecting the
@@ -193,6 +297,7 @@ pub(crate) fn finish_batch(
                 error_message: format!(
                     "rejected {total_spans} of {total_spans} spans: internal error while storing them"
                 ),
+                rejections: Rejections::default(),
             };
         }
     };
@@ -211,6 +316,7 @@ pub(crate) fn decoded_traces(
         accepted_spans,
         rejected_spans: count_as_i64(rejections.total()),
         error_message: rejections.message(total_spans),
+        rejections: rejections.clone(),
     }
 }
 
@@ -222,39 +328,54 @@ pub(crate) enum Rejection {
     InvalidParentSpanId,
     TimeOutOfRange,
     EndBeforeStart,
+    /// Refused by the receiver, not the decoder: the span started before the retention
+    /// horizon (`DecodedTraces::refuse_started_before`).
+    BeforeRetention,
     Unstorable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 6] = [
+    const ALL: [Rejection; 7] = [
         Rejection::InvalidTraceId,
         Rejection::InvalidSpanId,
         Rejection::InvalidParentSpanId,
         Rejection::TimeOutOfRange,
         Rejection::EndBeforeStart,
+        Rejection::BeforeRetention,
         Rejection::Unstorable,
     ];
 
-    fn describe(self) -> &'static str {
+    /// What follows the count in the message: "3 with an invalid trace_id".
+    fn describe(self, retention: Option<Duration>) -> String {
         match self {
-            Rejection::InvalidTraceId => "an invalid trace_id",
-            Rejection::InvalidSpanId => "an invalid span_id",
-            Rejection::InvalidParentSpanId => "an invalid parent_span_id",
-            Rejection::TimeOutOfRange => "a start_time or end_time after the year 2262",
-            Rejection::EndBeforeStart => "end_time before start_time",
-            Rejection::Unstorable => "an internal error while storing it",
+            Rejection::InvalidTraceId => "with an invalid trace_id".into(),
+            Rejection::InvalidSpanId => "with an invalid span_id".into(),
+            Rejection::InvalidParentSpanId => "with an invalid parent_span_id".into(),
+            Rejection::TimeOutOfRange => "with a start_time or end_time after the year 2262".into(),
+            Rejection::EndBeforeStart => "with end_time before start_time".into(),
+            Rejection::BeforeRetention => format!(
+                "started before the retention horizon ({}) and would be deleted at once",
+                retention.map_or_else(|| "unknown".to_string(), format_duration)
+            ),
+            Rejection::Unstorable => "with an internal error while storing it".into(),
         }
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Rejections {
     counts: [usize; Rejection::ALL.len()],
+    /// The retention behind [`Rejection::BeforeRetention`], for its message.
+    retention: Option<Duration>,
 }
 
 impl Rejections {
     pub(crate) fn add(&mut self, reason: Rejection) {
-        self.counts[reason as usize] += 1;
+        self.add_many(reason, 1);
+    }
+
+    fn add_many(&mut self, reason: Rejection, count: usize) {
+        self.counts[reason as usize] += count;
     }
 
     fn total(&self) -> usize {
@@ -272,9 +393,9 @@ impl Rejections {
             .filter(|reason| self.counts[**reason as usize] > 0)
             .map(|reason| {
                 format!(
-                    "{} with {}",
+                    "{} {}",
                     self.counts[*reason as usize],
-                    reason.describe()
+                    reason.describe(self.retention)
                 )
             })
             .collect();

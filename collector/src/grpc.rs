@@ -119,7 +119,7 @@ where
             headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
-            headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+            headers.get_all(TENANT_HEADER).iter().map(|v| v.as_bytes()),
         ) {
             Ok(principal) => principal,
             Err(error) => {
@@ -237,7 +237,8 @@ impl TraceReceiver {
             reservation.grow_to(body.len())?;
             reservation.grow(crate::DECODE_FACTOR * body.len())?;
         }
-        let (decoded, body) = decode_off_runtime(body).await?;
+        let (mut decoded, body) = decode_off_runtime(body).await?;
+        crate::refuse_expired(&mut decoded, self.config.retention)?;
         if let Some(held) = &held {
             held.lock().set(
                 decoded
@@ -486,9 +487,10 @@ mod tests {
         ) -> Result<ExportTraceServiceResponse, Status> {
             let mut request = Request::new(request);
             for (name, value) in metadata {
+                // Appended, so a name given twice is sent twice.
                 request
                     .metadata_mut()
-                    .insert(*name, value.parse().expect("metadata value"));
+                    .append(*name, value.parse().expect("metadata value"));
             }
             self.client
                 .clone()
@@ -720,6 +722,16 @@ mod tests {
             .await
             .expect_err("another tenant's header");
         assert_eq!(crossed.code(), Code::PermissionDenied);
+        for tenants in [vec!["acme", "acme"], vec!["acme,globex"]] {
+            let mut metadata = vec![("authorization", acme.as_str())];
+            metadata.extend(tenants.iter().map(|t| ("x-scope-orgid", *t)));
+            let several = server
+                .export_with(&metadata, request())
+                .await
+                .expect_err("several tenant values");
+            assert_eq!(several.code(), Code::PermissionDenied, "{tenants:?}");
+            assert!(several.message().contains("more than once"), "{several:?}");
+        }
         let reader = format!("Bearer {ACME_READ}");
         let read_only = server
             .export_with(&[("authorization", &reader)], request())

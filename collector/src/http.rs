@@ -109,7 +109,10 @@ async fn receive(
 ) -> Result<ExportTraceServiceResponse, CollectorError> {
     let principal = state.config.authorize(
         headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-        headers.get(TENANT_HEADER).map(HeaderValue::as_bytes),
+        headers
+            .get_all(TENANT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
     )?;
     let compression = compression(headers)?;
     let limit = state.config.max_request_bytes;
@@ -130,10 +133,11 @@ async fn receive(
             .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
         };
     let Decoded {
-        traces: decoded,
+        traces: mut decoded,
         bytes: decoded_bytes,
         protobuf,
     } = decoded?;
+    crate::refuse_expired(&mut decoded, state.config.retention)?;
     // The batch is what this request holds until the sink answers. A protobuf body kept for
     // the sink is counted by the store when it takes it, as its WAL record.
     reservation.set(
@@ -427,6 +431,7 @@ mod tests {
     use crate::test_support::*;
     use flate2::Compression as GzipLevel;
     use flate2::write::GzEncoder;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
     use std::io::Write as _;
     use std::time::Duration;
     use tower::ServiceExt as _;
@@ -586,6 +591,116 @@ mod tests {
         let partial = response.partial_success.expect("partial success");
         assert_eq!(partial.rejected_spans, 1);
         assert_eq!(sink.rows(), 2, "the valid span of each request is stored");
+    }
+
+    #[tokio::test]
+    async fn spans_older_than_retention_are_refused_in_the_partial_success_not_stored() {
+        // valid_span(1) started in 1970; the other one now.
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64;
+        let mut current = valid_span(2);
+        current.start_time_unix_nano = now_ns;
+        current.end_time_unix_nano = now_ns + 1_000;
+        let spans = || vec![valid_span(1), current.clone(), with_invalid_trace_id()];
+        let config = CollectorConfig {
+            retention: Some(Duration::from_secs(7 * 86_400)),
+            ..CollectorConfig::default()
+        };
+        let expected = "rejected 2 of 3 spans: 1 with an invalid trace_id, 1 started before \
+                        the retention horizon (1w) and would be deleted at once";
+        for (content_type, body) in [
+            (PROTOBUF_CONTENT_TYPE, protobuf_body(spans())),
+            (JSON_CONTENT_TYPE, json_body(spans())),
+        ] {
+            let sink = Arc::new(TestSink::accepting());
+            let reply = send_with(
+                sink.clone(),
+                config.clone(),
+                Method::POST,
+                &[("content-type", content_type)],
+                body,
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK, "{content_type}");
+            let partial = if content_type == JSON_CONTENT_TYPE {
+                let json = reply.json();
+                (
+                    json["partialSuccess"]["rejectedSpans"].to_string(),
+                    json["partialSuccess"]["errorMessage"].to_string(),
+                )
+            } else {
+                let partial = ExportTraceServiceResponse::decode(reply.body)
+                    .expect("response")
+                    .partial_success
+                    .expect("partial success");
+                (
+                    format!("\"{}\"", partial.rejected_spans),
+                    format!("{:?}", partial.error_message),
+                )
+            };
+            assert_eq!(
+                partial,
+                ("\"2\"".to_string(), format!("{expected:?}")),
+                "{content_type}"
+            );
+            assert_eq!(sink.rows(), 1, "only the current span is stored");
+        }
+        // Every span too old: nothing reaches the sink, and the client is told why.
+        let sink = Arc::new(TestSink::accepting());
+        let reply = send_with(
+            sink.clone(),
+            config,
+            Method::POST,
+            &[("content-type", JSON_CONTENT_TYPE)],
+            json_body(vec![valid_span(1)]),
+        )
+        .await;
+        assert_eq!(reply.json()["partialSuccess"]["rejectedSpans"], "1");
+        assert!(sink.batches.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_value_nested_one_level_past_the_limit_is_refused_alike_in_protobuf_and_json() {
+        use crate::decode::MAX_VALUE_NESTING;
+        for (levels, accepted) in [(MAX_VALUE_NESTING, true), (MAX_VALUE_NESTING + 1, false)] {
+            let mut span = valid_span(1);
+            span.attributes = vec![KeyValue {
+                key: "deep".into(),
+                value: Some(nested_value(levels)),
+                key_strindex: 0,
+            }];
+            for (content_type, body) in [
+                (PROTOBUF_CONTENT_TYPE, protobuf_body(vec![span.clone()])),
+                (JSON_CONTENT_TYPE, json_body(vec![span.clone()])),
+            ] {
+                let sink = Arc::new(TestSink::accepting());
+                let reply = post(sink.clone(), &[("content-type", content_type)], body).await;
+                let case = format!("{levels} levels as {content_type}");
+                if accepted {
+                    assert_eq!(reply.status, StatusCode::OK, "{case}");
+                    assert_eq!(sink.rows(), 1, "{case}");
+                    continue;
+                }
+                assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{case}");
+                let message = if content_type == JSON_CONTENT_TYPE {
+                    reply.json()["message"]
+                        .as_str()
+                        .expect("message")
+                        .to_string()
+                } else {
+                    reply.protobuf_status().message
+                };
+                assert_eq!(
+                    message,
+                    "an attribute value is nested deeper than 32 levels of arrays and \
+                     key-value lists: flatten it or send it as a string",
+                    "{case}"
+                );
+                assert!(sink.batches.lock().expect("lock").is_empty(), "{case}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -1009,6 +1124,25 @@ mod tests {
         );
         let reader = post_as(vec![bearer(ACME_READ)]).await;
         assert_eq!(reader.status, StatusCode::FORBIDDEN);
+        // Several tenant values are refused even when each names the token's own tenant:
+        // only the first was checked, and another reader may take another one.
+        for tenants in [
+            vec!["acme", "acme"],
+            vec!["acme", "globex"],
+            vec!["acme,globex"],
+        ] {
+            let mut headers = vec![bearer(ACME_INGEST)];
+            headers.extend(tenants.iter().map(|t| ("x-scope-orgid", t.to_string())));
+            let several = post_as(headers).await;
+            assert_eq!(several.status, StatusCode::FORBIDDEN, "{tenants:?}");
+            let status = several.protobuf_status();
+            assert_eq!(status.code, i32::from(tonic::Code::PermissionDenied));
+            assert!(
+                status.message.contains("more than once"),
+                "{}",
+                status.message
+            );
+        }
         assert_eq!(sink.rows(), 2, "no refused request reached the sink");
     }
 

@@ -37,10 +37,11 @@ pub use http::{TRACES_PATH, http_router};
 pub use sink::{SinkError, SpanSink};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter};
 use flowscope_model::memory::{MemoryBudget, Refusal};
+use flowscope_model::retention::retention_cutoff_ns;
 
 /// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
 /// 1.7 times the protobuf, and its builders grow by doubling when the last batch's sizes
@@ -64,6 +65,10 @@ pub struct CollectorConfig {
     /// The in-flight request budget both receivers reserve from before reading and decoding,
     /// and the RSS safety net (`--memory-limit`).
     pub memory: Arc<MemoryBudget>,
+    /// The store's retention (`--retention`): spans that started longer ago are refused in
+    /// the partial success, since retention would delete them right after acknowledging
+    /// them. `None` refuses no span for its age.
+    pub retention: Option<Duration>,
     /// HTTP/2 keepalive pings on gRPC connections; `None` sends none.
     pub http2_keepalive: Option<Http2Keepalive>,
 }
@@ -84,17 +89,18 @@ impl Default for CollectorConfig {
             limiter: Arc::new(RateLimiter::new()),
             memory: Arc::new(MemoryBudget::unlimited()),
             http2_keepalive: None,
+            retention: None,
         }
     }
 }
 
 impl CollectorConfig {
-    /// The principal a request sends spans as, from its `authorization` and tenant headers,
-    /// checked before any of its body is read.
-    pub(crate) fn authorize(
+    /// The principal a request sends spans as, from its `authorization` header and every
+    /// value of its tenant header, checked before any of its body is read.
+    pub(crate) fn authorize<'h>(
         &self,
         authorization: Option<&[u8]>,
-        tenant_header: Option<&[u8]>,
+        tenant_header: impl IntoIterator<Item = &'h [u8]>,
     ) -> Result<Principal, CollectorError> {
         let principal = self.access.authenticate(authorization, tenant_header)?;
         if !principal.may(Permission::Ingest) {
@@ -121,6 +127,21 @@ impl CollectorConfig {
             )
             .map_err(|retry_after| CollectorError::RateLimited { retry_after })
     }
+}
+
+/// Refuses the spans of a decoded request that started before the retention horizon, by the
+/// clock now: the one place both receivers apply `CollectorConfig::retention`. WAL replay
+/// drops the same spans from the logged request (`flowscope_query::StoreConfig::retention`),
+/// so the decoder itself stays free of clocks and settings.
+pub(crate) fn refuse_expired(
+    decoded: &mut DecodedTraces,
+    retention: Option<Duration>,
+) -> Result<(), CollectorError> {
+    let Some(retention) = retention else {
+        return Ok(());
+    };
+    let cutoff_ns = retention_cutoff_ns(SystemTime::now(), retention);
+    decoded.refuse_started_before(cutoff_ns, retention)
 }
 
 /// Everything that can go wrong while receiving spans; each variant says whose fault it is.

@@ -8,7 +8,9 @@ use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
+};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use crate::sink::{SinkError, SpanSink};
@@ -47,6 +49,33 @@ pub fn key_value(key: &str, value: &str) -> KeyValue {
         }),
         key_strindex: 0,
     }
+}
+
+/// An attribute value `levels` deep, as `decode::MAX_VALUE_NESTING` counts: arrays and
+/// key-value lists in turn around an integer, which is level `levels`.
+pub fn nested_value(levels: usize) -> AnyValue {
+    let mut value = AnyValue {
+        value: Some(Value::IntValue(7)),
+    };
+    for level in 1..levels {
+        let wrapped = if level % 2 == 0 {
+            Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(value),
+                    key_strindex: 0,
+                }],
+            })
+        } else {
+            Value::ArrayValue(ArrayValue {
+                values: vec![value],
+            })
+        };
+        value = AnyValue {
+            value: Some(wrapped),
+        };
+    }
+    value
 }
 
 /// What a [`TestSink`] answers to every write.

@@ -5,7 +5,8 @@
 //!
 //! It reads the encodings OTLP exporters produce. Whatever else prost accepts or refuses (a
 //! singular message field sent twice, which protobuf merges; a oneof set twice; groups;
-//! values nested deeper than [`MAX_VALUE_DEPTH`]; every malformed input) makes it stop with
+//! values nested deeper than [`MAX_VALUE_NESTING`], which the prost path refuses; every
+//! malformed input) makes it stop with
 //! [`Unusual`], and `decode::decode_protobuf` decodes the same bytes with prost and
 //! `decode::convert` instead. So any request either gets the result the prost path gives,
 //! or is handed to the prost path, error messages included. The validation and rendering
@@ -19,13 +20,9 @@ use flowscope_model::SpanBatchBuilder;
 use flowscope_model::schema::SpanRecord;
 
 use crate::decode::{
-    CheckedSpan, DecodedTraces, Rejection, Rejections, UNKNOWN_SERVICE, check_span_fields,
-    decoded_traces, kind_name, status_name, write_json_string,
+    CheckedSpan, DecodedTraces, MAX_VALUE_NESTING, Rejection, Rejections, UNKNOWN_SERVICE,
+    check_span_fields, decoded_traces, kind_name, status_name, write_json_string,
 };
-
-/// Nesting of array and key-value list values this decoder follows; deeper values go to
-/// prost, which has its own recursion limit.
-const MAX_VALUE_DEPTH: usize = 32;
 
 /// The request is not in the shape this decoder reads; decode it with prost instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -613,15 +610,17 @@ fn render<'a>(value: WireValue<'a>, scratch: &mut String) -> Parse<Rendered<'a>>
             Rendered::InScratch
         }
         WireValue::Array(_) | WireValue::Kvlist(_) => {
-            write_json(value, scratch, 0)?;
+            write_json(value, scratch, 1)?;
             Rendered::InScratch
         }
     })
 }
 
-/// The nested rendering of `decode::write_json`: compact JSON, keys in wire order.
-fn write_json(value: WireValue<'_>, out: &mut String, depth: usize) -> Parse<()> {
-    if depth > MAX_VALUE_DEPTH {
+/// The nested rendering of `decode::write_json`: compact JSON, keys in wire order. `level`
+/// counts as `decode::MAX_VALUE_NESTING` does (the attribute's value is level 1); a deeper
+/// value is left to the prost path, which refuses the request.
+fn write_json(value: WireValue<'_>, out: &mut String, level: usize) -> Parse<()> {
+    if level > MAX_VALUE_NESTING {
         return Err(Unusual);
     }
     match value {
@@ -648,7 +647,7 @@ fn write_json(value: WireValue<'_>, out: &mut String, depth: usize) -> Parse<()>
                     out.push(',');
                 }
                 first = false;
-                write_json(any_value(field.message()?)?, out, depth + 1)?;
+                write_json(any_value(field.message()?)?, out, level + 1)?;
             }
             out.push(']');
         }
@@ -667,7 +666,7 @@ fn write_json(value: WireValue<'_>, out: &mut String, depth: usize) -> Parse<()>
                 let (key, value) = nested_key_value(field.message()?)?;
                 write_json_string(key, out);
                 out.push(':');
-                write_json(value, out, depth + 1)?;
+                write_json(value, out, level + 1)?;
             }
             out.push('}');
         }
@@ -1160,7 +1159,8 @@ mod tests {
         let mut value = AnyValue {
             value: Some(Value::IntValue(1)),
         };
-        for _ in 0..=MAX_VALUE_DEPTH {
+        // 32 arrays around an integer: the integer is level MAX_VALUE_NESTING + 1.
+        for _ in 0..MAX_VALUE_NESTING {
             value = AnyValue {
                 value: Some(Value::ArrayValue(ArrayValue {
                     values: vec![value],
@@ -1174,6 +1174,61 @@ mod tests {
             key_strindex: 0,
         }];
         check_left_to_prost(&request_with(vec![span]).encode_to_vec());
+    }
+
+    #[test]
+    fn values_at_the_nesting_limit_are_read_here_and_deeper_ones_refused_by_prost_anywhere() {
+        let attribute = |levels| KeyValue {
+            key: "deep".into(),
+            value: Some(nested_value(levels)),
+            key_strindex: 0,
+        };
+        // The places a trace request holds attributes: span, event, link, resource, scope.
+        let requests = |levels: usize| {
+            let mut span = valid_span(1);
+            span.attributes = vec![attribute(levels)];
+            let mut in_event = valid_span(2);
+            in_event.events = vec![span::Event {
+                attributes: vec![attribute(levels)],
+                ..span::Event::default()
+            }];
+            let mut in_link = valid_span(3);
+            in_link.links = vec![span::Link {
+                attributes: vec![attribute(levels)],
+                ..span::Link::default()
+            }];
+            let mut in_resource = request_with(vec![valid_span(4)]);
+            in_resource.resource_spans[0].resource = Some(Resource {
+                attributes: vec![attribute(levels)],
+                ..Resource::default()
+            });
+            let mut in_scope = request_with(vec![valid_span(5)]);
+            in_scope.resource_spans[0].scope_spans[0].scope = Some(InstrumentationScope {
+                attributes: vec![attribute(levels)],
+                ..InstrumentationScope::default()
+            });
+            [
+                request_with(vec![span]),
+                request_with(vec![in_event]),
+                request_with(vec![in_link]),
+                in_resource,
+                in_scope,
+            ]
+        };
+        for request in requests(MAX_VALUE_NESTING) {
+            check_read_like_prost(&request.encode_to_vec());
+        }
+        for request in requests(MAX_VALUE_NESTING + 1) {
+            let body = request.encode_to_vec();
+            check_left_to_prost(&body);
+            assert_eq!(
+                crate::decode::decode_protobuf(&body)
+                    .err()
+                    .map(|e| e.to_string()),
+                Some(crate::decode::nesting_error().to_string()),
+                "{request:?}"
+            );
+        }
     }
 
     fn text() -> impl Strategy<Value = String> {

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod ids;
 pub mod liveness;
 pub mod memory;
+pub mod retention;
 pub mod schema;
 pub mod size;
 

@@ -30,6 +30,7 @@ use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_model::memory::MemoryBudget;
+use flowscope_model::retention::{retain_started_since, retention_cutoff_ns};
 use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
@@ -279,6 +280,21 @@ fn decode_record(payload: &[u8], decoder: &RequestDecoder) -> Result<Vec<RecordB
     }
 }
 
+/// The rows of replayed `batches` that started at or after `cutoff_ns`, and how many did not.
+fn retained(
+    batches: Vec<RecordBatch>,
+    cutoff_ns: i64,
+) -> Result<(Vec<RecordBatch>, usize), StoreError> {
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut expired = 0;
+    for batch in batches {
+        let retained = retain_started_since(batch, cutoff_ns)?;
+        expired += retained.expired;
+        kept.extend(retained.batch);
+    }
+    Ok((kept, expired))
+}
+
 /// Refuses an IPC stream any of whose messages claims metadata or a body longer than what
 /// is left of the record. Walks the framing as arrow's `MessageReader` does: an optional
 /// `0xFFFFFFFF` continuation, an `i32` metadata length (0 ends the stream), the `Message`
@@ -376,6 +392,12 @@ impl SpanStore {
         // Requests found with no decoder to read them: the store refuses to open rather than
         // drop spans that `flowscope serve` would read.
         let mut without_decoder = 0usize;
+        // A logged request holds every span the client sent, those the receiver refused as
+        // older than retention included; they are dropped here, by the clock now, which is
+        // later than the receiver's: at least the refused ones go, and any other that has
+        // aged past retention since, which retention would delete anyway.
+        let cutoff_ns = retention_cutoff_ns(SystemTime::now(), config.retention);
+        let mut expired = 0usize;
         let report = wal::replay(&wal_dir(&config.data_dir), committed, &mut |payload| {
             let decoded = match &config.request_decoder {
                 Some(decoder) => decode_record(payload, decoder),
@@ -385,8 +407,11 @@ impl SpanStore {
                 }
                 None => decode_batches(payload),
             };
-            match decoded {
-                Ok(batches) => replayed.extend(batches),
+            match decoded.and_then(|batches| retained(batches, cutoff_ns)) {
+                Ok((batches, dropped)) => {
+                    replayed.extend(batches);
+                    expired += dropped;
+                }
                 Err(error) => {
                     undecodable += 1;
                     tracing::error!(%error, "wal: skipping a record that does not decode");
@@ -429,6 +454,7 @@ impl SpanStore {
         tracing::info!(
             segments = segments.len(),
             wal_records = report.records,
+            expired_spans = expired,
             undecodable,
             cut_bytes = report.truncated_bytes,
             "span store opened"
@@ -901,8 +927,7 @@ impl Flusher {
     }
 
     fn apply_retention(&self) {
-        let retention = self.shared.config.retention;
-        let cutoff = now_ns().saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64);
+        let cutoff = retention_cutoff_ns(SystemTime::now(), self.shared.config.retention);
         let expired: Vec<Arc<Segment>> = {
             let mut view = write_view(&self.shared);
             let (old, keep): (Vec<_>, Vec<_>) = view
@@ -1006,6 +1031,8 @@ mod tests {
         drop(log);
         let mut config = StoreConfig::new(dir.path());
         config.wal_sync = WalSync::Never;
+        // The sample spans are from 2018: a retention that keeps them through replay.
+        config.retention = Duration::from_secs(100 * 365 * 86_400);
         let store = SpanStore::open(config).expect("the store opens");
         let rows: usize = store
             .view()

@@ -230,6 +230,39 @@ async fn logged_requests_replay_through_the_decoder_and_not_without_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_drops_the_spans_of_a_logged_request_that_are_older_than_retention() {
+    // The receiver refused the old spans (partial success) and wrote only the current
+    // ones; the logged request still holds them all, and replay must not bring them back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path());
+    config.request_decoder = Some(ipc_decoder());
+    config.retention = Duration::from_secs(86_400);
+    let store = SpanStore::open(config.clone()).expect("open");
+    let old = batch(&["old"], 3, now_ns() - 3 * 86_400 * 1_000_000_000, 4);
+    let current = batch(&["current"], 2, now_ns(), 4);
+    let request = arrow::compute::concat_batches(&old.schema(), [&old, &current])
+        .expect("one request of both");
+    let request = flowscope_query::store::encode_batch(&request).expect("encode");
+    store
+        .write_request(current, request.into())
+        .await
+        .expect("write a request");
+    drop(store);
+    let store = SpanStore::open(config).expect("reopen");
+    let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM spans WHERE service_name = 'current'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(count(&engine, "SELECT count(*) FROM spans").await, 2);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_decoder_a_request_is_logged_as_its_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SpanStore::open(config(dir.path())).expect("open");

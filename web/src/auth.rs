@@ -321,35 +321,44 @@ const TOO_MANY_FAILURES: &str = "too many failed logins or bad tokens from this 
 const TOO_MANY_LOGINS: &str = "too many logins for this tenant";
 
 /// The principal of a request, from its bearer token, else its session cookie (whose key
-/// comes with it). A client address that sent too many bad tokens is refused before its
-/// token is looked at, so throttling slows guessing instead of only answering differently.
+/// comes with it).
 fn principal(parts: &Parts, state: &ApiState) -> Result<(Principal, Option<SessionKey>), Refused> {
     let headers = &parts.headers;
-    let tenant_header = headers.get(TENANT_HEADER).map(HeaderValue::as_bytes);
+    // Every value: a request that sends the header twice is refused, not judged by one.
+    let tenant_header = || {
+        headers
+            .get_all(TENANT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     if state.access.is_open() {
         return state
             .access
-            .authenticate(authorization, tenant_header)
+            .authenticate(authorization, tenant_header())
             .map(|principal| (principal, None))
             .map_err(Refused::Auth);
     }
     if authorization.is_some() {
+        // A valid token is always let in, even from an address that is being throttled:
+        // machine clients (Prometheus, scripts) often share an address (a proxy, a NAT) with
+        // whoever is guessing, and tokens of at least 16 random characters are not guessed
+        // at any rate. Only failures are throttled: past the burst they get 429, not 401.
         let client = ClientAddr::of(&parts.extensions);
         let throttle = &state.logins;
-        let now = Instant::now();
-        let wait = throttle.failures.wait(&client.key(), now);
-        if !wait.is_zero() {
-            throttle
-                .throttled_bearer_tokens
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Refused::Throttled(TOO_MANY_FAILURES, wait));
-        }
-        return match state.access.authenticate(authorization, tenant_header) {
+        return match state.access.authenticate(authorization, tenant_header()) {
             Ok(principal) => Ok((principal, None)),
             Err(AuthError::Unauthenticated) => {
+                let now = Instant::now();
+                let wait = throttle.failures.wait(&client.key(), now);
+                if !wait.is_zero() {
+                    throttle
+                        .throttled_bearer_tokens
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Refused::Throttled(TOO_MANY_FAILURES, wait));
+                }
                 throttle.failures.take(&client.key(), now);
                 throttle
                     .failed_bearer_tokens
@@ -365,7 +374,7 @@ fn principal(parts: &Parts, state: &ApiState) -> Result<(Principal, Option<Sessi
         .and_then(|key| state.sessions.get_key(&key, Instant::now()))
         .ok_or(Refused::Auth(AuthError::Unauthenticated))?;
     // The same rule as for tokens: the header may only confirm the session's tenant.
-    principal.confirm(tenant_header).map_err(Refused::Auth)?;
+    principal.confirm(tenant_header()).map_err(Refused::Auth)?;
     Ok((principal, key))
 }
 
