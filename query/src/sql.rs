@@ -117,6 +117,7 @@ impl SqlResources {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("flowscope-sql")
+            .on_thread_start(lower_thread_priority)
             .enable_all()
             .build()
             .map_err(|e| internal(&e))?;
@@ -135,6 +136,27 @@ impl SqlResources {
     /// Permits free now, of the shared ones (for tests: a stopped query gives its back).
     pub fn available_permits(&self) -> usize {
         self.permits.available_permits()
+    }
+}
+
+/// How much lower than ingest the SQL threads run (a `nice` value): when queries keep both
+/// cores busy, the receivers, the WAL writer and `/healthz` still get the CPU first, so
+/// acknowledgements stay fast (measured by `tests/mixed_attack.rs`).
+pub const SQL_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`SQL_NICE`] (Linux schedules threads
+/// one by one, so this touches only the SQL runtime's own threads). Where it fails, queries
+/// still run, at the same priority as ingest.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+        if let Err(error) =
+            rustix::process::setpriority_process(Some(thread), current.saturating_add(SQL_NICE))
+        {
+            tracing::debug!(%error, "cannot lower the SQL thread's priority");
+        }
     }
 }
 
