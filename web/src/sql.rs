@@ -18,7 +18,9 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use flowscope_query::QueryStream;
+use std::sync::Arc;
+
+use flowscope_query::{QueryStream, SqlEngine};
 use serde::Deserialize;
 
 use crate::ApiState;
@@ -89,11 +91,12 @@ pub async fn run_sql(
         .engine
         .query_stream(&request.sql, max_rows)
         .await?;
+    let engine = caller.view.engine.clone();
     let mut answer = Answer::start(format, stream.schema(), state.config.max_response_bytes)?;
     while answer.pending() < FIRST_PART {
         match stream.next().await {
             Some(batch) => {
-                answer.write(&batch?)?;
+                answer = answer.write_beside_queries(&engine, batch?).await?;
                 if answer.capped {
                     answer.finish(true)?;
                     return Ok(answer.whole(true));
@@ -107,7 +110,7 @@ pub async fn run_sql(
         }
     }
     let content_type = answer.content_type();
-    let body = futures::stream::unfold(Some((stream, answer)), next_chunk);
+    let body = futures::stream::unfold(Some((stream, answer, engine)), next_chunk);
     Ok((
         [(header::CONTENT_TYPE, content_type)],
         Body::from_stream(body),
@@ -117,17 +120,23 @@ pub async fn run_sql(
 
 /// The next part of a streamed answer; an error aborts the body.
 async fn next_chunk(
-    state: Option<(QueryStream, Answer)>,
-) -> Option<(Result<Bytes, std::io::Error>, Option<(QueryStream, Answer)>)> {
-    let (mut stream, mut answer) = state?;
+    state: Option<(QueryStream, Answer, Arc<SqlEngine>)>,
+) -> Option<(
+    Result<Bytes, std::io::Error>,
+    Option<(QueryStream, Answer, Arc<SqlEngine>)>,
+)> {
+    let (mut stream, mut answer, engine) = state?;
     let abort = |error: ApiError| {
         tracing::warn!(%error, "a streamed SQL answer was cut off");
         Some((Err(std::io::Error::other(error.to_string())), None))
     };
     while answer.pending() < CHUNK {
         let ended = match stream.next().await {
-            Some(Ok(batch)) => match answer.write(&batch) {
-                Ok(()) => answer.capped,
+            Some(Ok(batch)) => match answer.write_beside_queries(&engine, batch).await {
+                Ok(written) => {
+                    answer = written;
+                    answer.capped
+                }
                 Err(error) => return abort(error),
             },
             Some(Err(error)) => return abort(error.into()),
@@ -141,7 +150,7 @@ async fn next_chunk(
             return Some((Ok(answer.take()), None));
         }
     }
-    Some((Ok(answer.take()), Some((stream, answer))))
+    Some((Ok(answer.take()), Some((stream, answer, engine))))
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -249,6 +258,22 @@ impl Answer {
 
     fn fits(&self) -> bool {
         self.sent + self.pending() + ENDING <= self.limit
+    }
+
+    /// [`Answer::write`] on the SQL runtime's lower-priority threads, so that encoding a large
+    /// answer never competes with ingest for the server's own runtime.
+    async fn write_beside_queries(
+        mut self,
+        engine: &SqlEngine,
+        batch: RecordBatch,
+    ) -> Result<Self, ApiError> {
+        let (answer, written) = engine
+            .run_beside_queries(move || {
+                let written = self.write(&batch);
+                (self, written)
+            })
+            .await?;
+        written.map(|()| answer)
     }
 
     /// Encodes `batch` whole, or as many of its first rows as fit under the cap (then
