@@ -42,6 +42,9 @@ pub struct Figures {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// The element's latency is measured at all: an edge, or a service (other nodes send no
+    /// spans of their own).
+    pub has_latency: bool,
 }
 
 /// The element's figures in each window, `None` for a window whose graph is empty (nothing
@@ -188,7 +191,7 @@ fn edge_figures<'a>(
             latency.merge(&stats.latency);
         }
     }
-    figures(calls, errors, &latency)
+    figures(calls, errors, &latency, true)
 }
 
 fn node_figures<'a>(buckets: impl Iterator<Item = &'a Arc<Bucket>>, keys: &[NodeKey]) -> Figures {
@@ -213,16 +216,18 @@ fn node_figures<'a>(buckets: impl Iterator<Item = &'a Arc<Bucket>>, keys: &[Node
             }
         }
     }
-    figures(calls, errors, &latency)
+    let has_latency = keys.iter().any(|k| k.kind == NodeKind::Service);
+    figures(calls, errors, &latency, has_latency)
 }
 
-fn figures(calls: u64, errors: u64, latency: &LatencySketch) -> Figures {
+fn figures(calls: u64, errors: u64, latency: &LatencySketch, has_latency: bool) -> Figures {
     Figures {
         calls,
         errors,
         p50_ms: latency.quantile_ms(0.50),
         p95_ms: latency.quantile_ms(0.95),
         p99_ms: latency.quantile_ms(0.99),
+        has_latency,
     }
 }
 
@@ -296,6 +301,7 @@ mod tests {
                             p50_ms: found.p50_ms,
                             p95_ms: found.p95_ms,
                             p99_ms: found.p99_ms,
+                            has_latency: found.kind == NodeKind::Service,
                         })
                     };
                     check(
@@ -318,6 +324,7 @@ mod tests {
                             p50_ms: found.p50_ms,
                             p95_ms: found.p95_ms,
                             p99_ms: found.p99_ms,
+                            has_latency: true,
                         })
                     };
                     let element = Element::Edge {
