@@ -93,6 +93,16 @@ fn step_of(text: Option<&str>, bucket_ns: i64, span_ns: i64) -> Result<i64, ApiE
     Ok(step)
 }
 
+/// The finest step, in whole buckets, that cuts `[from, to)` into at most [`MAX_POINTS`].
+fn least_step(from: i64, to: i64, bucket_ns: i64) -> i64 {
+    let per_point = to.saturating_sub(from) / MAX_POINTS;
+    let mut step = (per_point / bucket_ns).max(1).saturating_mul(bucket_ns);
+    while whole_buckets(from, to, step).1 > MAX_POINTS {
+        step = step.saturating_add(bucket_ns);
+    }
+    step
+}
+
 /// `null` where the graph had nothing (no data), else the figure.
 fn column(series: &[Option<Figures>], figure: impl Fn(&Figures) -> Option<Value>) -> Value {
     Value::Array(
@@ -129,9 +139,7 @@ pub async fn get_series(
     let step = step_of(params.step.as_deref(), bucket_ns, to.saturating_sub(from))?;
     let (first, count) = whole_buckets(from, to, step);
     if count > MAX_POINTS {
-        let up = |n: i64, d: i64| n / d + i64::from(n % d != 0);
-        let per_point = up(to.saturating_sub(from), MAX_POINTS);
-        let least = duration_text(up(per_point, bucket_ns).saturating_mul(bucket_ns));
+        let least = duration_text(least_step(from, to, bucket_ns));
         return Err(ApiError::BadRequest(format!(
             "this asks for {count} points, more than the {MAX_POINTS} a series may have; send a `step` of at least {least} or a shorter window"
         )));
@@ -194,6 +202,18 @@ mod tests {
             let refused = step_of(Some(text), bucket, 900 * SECOND).unwrap_err();
             assert!(refused.to_string().contains(says), "{text}: {refused}");
         }
+    }
+
+    #[test]
+    fn the_least_step_suggested_fits_the_window() {
+        let bucket = 10 * SECOND;
+        // A day, and a day and a nanosecond (`to` defaults to just after now): 4 minutes.
+        assert_eq!(least_step(0, 86_400 * SECOND, bucket), 240 * SECOND);
+        assert_eq!(least_step(-1, 86_400 * SECOND, bucket), 240 * SECOND);
+        assert_eq!(
+            least_step(5 * SECOND, 3_605 * SECOND + 1, bucket),
+            10 * SECOND
+        );
     }
 
     #[test]
