@@ -254,7 +254,7 @@ mod tests {
             .collect()
     }
 
-    fn kind_of<'a>(snapshot: &'a Snapshot, id: &str) -> Option<NodeKind> {
+    fn kind_of(snapshot: &Snapshot, id: &str) -> Option<NodeKind> {
         snapshot.nodes.iter().find(|n| n.id == id).map(|n| n.kind)
     }
 
