@@ -437,3 +437,144 @@ fn anomaly_functions_find_the_injected_burst_and_the_new_dependency() {
         );
     }
 }
+
+/// `GET /api/graph/series` with `query`: the status and the JSON answer.
+fn series(server: &Server, query: &str) -> (u16, Value) {
+    let response =
+        reqwest::blocking::get(format!("http://{}/api/graph/series?{query}", server.api))
+            .expect("GET /api/graph/series");
+    let status = response.status().as_u16();
+    (status, response.json().expect("JSON body"))
+}
+
+/// Issue 20 (5): a panel's sparklines took 5 s (once 34 s) of SQL over spans. The graph's own
+/// series answers them: every step of an edge's or a node's series is the `edge_series` /
+/// `node_series` row of that bucket, a step before any span is no data, and what is wrong
+/// with a request is a 400 that says what to send.
+#[test]
+fn the_graph_series_endpoint_answers_what_edge_series_and_node_series_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let start_ns = (now_ns / MINUTE_NS - BASELINE_MINUTES - WATCHED_MINUTES - 2) * MINUTE_NS;
+    server.export(shop(start_ns));
+    let ms = |minute: u64| (start_ns + minute * MINUTE_NS) / 1_000_000;
+    // Two minutes before the first span, to the end of the last minute.
+    let (from_ms, to_ms) = (ms(0) - 2 * 60_000, ms(BASELINE_MINUTES + WATCHED_MINUTES));
+    let window = format!("to_timestamp_millis({from_ms}), to_timestamp_millis({to_ms})");
+    let expected = (BASELINE_MINUTES + WATCHED_MINUTES) * CALLS_PER_MINUTE;
+    let total =
+        format!("SELECT sum(calls) FROM edge_series('1m', {window}) WHERE target = 'payments'");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.sql(&total)["rows"][0][0].as_u64() != Some(expected) {
+        assert!(Instant::now() < deadline, "{:?}", server.sql(&total));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let figures = "calls, errors, p50_ms, p99_ms";
+    let checks = [
+        (
+            "source=frontend&target=orders&kind=sync",
+            format!(
+                "SELECT CAST(bucket_start AS BIGINT) / 1000000, {figures} FROM edge_series('1m', {window}) WHERE source = 'frontend' AND target = 'orders' ORDER BY 1"
+            ),
+        ),
+        (
+            "source=orders&target=payments",
+            format!(
+                "SELECT CAST(bucket_start AS BIGINT) / 1000000, {figures} FROM edge_series('1m', {window}) WHERE source = 'orders' AND target = 'payments' ORDER BY 1"
+            ),
+        ),
+        (
+            "node=payments",
+            format!(
+                "SELECT CAST(bucket_start AS BIGINT) / 1000000, {figures} FROM node_series('1m', {window}) WHERE node = 'payments' ORDER BY 1"
+            ),
+        ),
+    ];
+    for (element, sql) in checks {
+        let (status, answer) = series(
+            &server,
+            &format!("{element}&from={from_ms}&to={to_ms}&step=1m"),
+        );
+        assert_eq!(status, 200, "{element}: {answer}");
+        assert_eq!(answer["step_s"], 60.0, "{answer}");
+        let starts: Vec<u64> = answer["start_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let minutes = (BASELINE_MINUTES + WATCHED_MINUTES + 2) as usize;
+        assert_eq!(starts.len(), minutes, "{answer}");
+        // The two minutes before the first span: the graph had nothing, so no data.
+        assert_eq!(answer["calls"][0], Value::Null, "{answer}");
+        assert_eq!(answer["calls"][1], Value::Null, "{answer}");
+        let rows = rows(&server, &sql);
+        assert_eq!(rows.len(), minutes - 2, "{sql}");
+        for row in rows {
+            let at = starts
+                .iter()
+                .position(|s| Some(*s) == row[0].as_u64())
+                .unwrap_or_else(|| panic!("{element}: no step at {}: {answer}", row[0]));
+            let got: Vec<&Value> = ["calls", "errors", "p50_ms", "p99_ms"]
+                .iter()
+                .map(|column| &answer[column][at])
+                .collect();
+            let want: Vec<&Value> = row[1..].iter().collect();
+            assert_eq!(got, want, "{element} at {}: {answer}", row[0]);
+        }
+    }
+    // The burst as the panel draws it: 6 of 10 calls failing in each watched minute.
+    let (_, payments) = series(
+        &server,
+        &format!("node=payments&from={from_ms}&to={to_ms}&step=1m"),
+    );
+    let burst = 2 + BASELINE_MINUTES as usize;
+    assert_eq!(payments["error_rate"][burst], 0.6, "{payments}");
+    // No window given: the last 15 minutes in 10 s steps (the graph's buckets).
+    let (status, recent) = series(&server, "source=orders&target=payments");
+    assert_eq!(
+        (status, &recent["step_s"]),
+        (200, &Value::from(10.0)),
+        "{recent}"
+    );
+    let points = recent["start_ms"].as_array().unwrap().len();
+    assert!((89..=90).contains(&points), "{recent}");
+
+    for (query, says) in [
+        (
+            "",
+            "say which element: `node=<id>`, or `source=<id>&target=<id>`",
+        ),
+        ("node=a&source=b&target=c", "say which element"),
+        ("source=a", "say which element"),
+        (
+            "source=a&target=b&kind=both",
+            "`kind` must be `sync` or `async`",
+        ),
+        ("node=a&kind=sync", "`kind` is for edges"),
+        (
+            "node=a&step=15s",
+            "whole multiple of the graph's 10s buckets (--graph-bucket)",
+        ),
+        (
+            "node=a&step=soon",
+            "`step` must be a duration such as `10s` or `1m`",
+        ),
+        (
+            "node=a&from=24h&step=10s",
+            "more than the 360 a series may have; send a `step` of at least 4m",
+        ),
+        ("node=a&from=now&to=1h", "the window is empty"),
+        ("node=a&from=yesterday", "is not RFC 3339"),
+    ] {
+        let (status, body) = series(&server, query);
+        assert_eq!(status, 400, "{query}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(says), "{query}: {error}");
+    }
+}

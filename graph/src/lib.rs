@@ -15,8 +15,9 @@
 //!  time buckets (window.rs) ── per edge and node: calls, errors, latency sketch (sketch.rs),
 //!      │                       bytes; trimmed to the horizon, handed out by take_trimmed
 //!      │                       (persist.rs encodes them for the caller to keep)
-//!      ▼ snapshot(from, to)
-//!  Snapshot { nodes, edges, loops (loops.rs: SCCs, elementary cycles) }
+//!      ▼ snapshot(from, to)                 element_series(windows, element) (figures.rs):
+//!  Snapshot { nodes, edges, loops (loops.rs:   one node's or edge's figures per window,
+//!             SCCs, elementary cycles) }       straight from the buckets
 //!      │
 //!      └──> diff(before, after, ratio) / delta(previous, next)  (diff.rs)
 //! ```
@@ -86,6 +87,7 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 mod diff;
+mod figures;
 mod live;
 mod loops;
 mod persist;
@@ -103,6 +105,7 @@ mod test_support;
 pub use diff::{
     ERROR_RATE_FLOOR, EdgeChange, GraphDelta, GraphDiff, LATENCY_FLOOR_MS, MIN_CALLS, delta, diff,
 };
+pub use figures::{Element, Figures, element_series};
 pub use live::{LiveGraph, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
 pub use persist::StoredBucket;

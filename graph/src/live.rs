@@ -66,7 +66,7 @@ impl std::fmt::Debug for LiveGraph {
 /// A window's buckets, taken from the graph but not yet merged into a [`Snapshot`].
 #[derive(Debug, Clone)]
 pub struct Window {
-    buckets: Vec<Arc<Bucket>>,
+    pub(crate) buckets: Vec<Arc<Bucket>>,
     from_ns: i64,
     to_ns: i64,
 }

@@ -965,7 +965,7 @@ const TOPICS: [&str; 2] = ["order-events", "billing"];
 
 /// Builds traces of sync calls (with and without CLIENT spans), async hops by parent and by
 /// link (the consumer in a trace of its own), database and external calls and retries.
-struct Workload {
+pub(crate) struct Workload {
     random: Random,
     spans: Vec<TestSpan>,
     next_span: Vec<u8>,
@@ -1089,7 +1089,7 @@ impl Workload {
         }
     }
 
-    fn traces(seed: u64, count: usize) -> Vec<TestSpan> {
+    pub(crate) fn traces(seed: u64, count: usize) -> Vec<TestSpan> {
         let mut workload = Workload::new(seed);
         for _ in 0..count {
             let trace = workload.new_trace();

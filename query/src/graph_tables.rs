@@ -31,7 +31,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
-use flowscope_graph::{GraphConfig, GraphCounters, LiveGraph, Snapshot, Window};
+use flowscope_graph::{
+    Element, Figures, GraphConfig, GraphCounters, LiveGraph, Snapshot, Window, element_series,
+};
 
 use crate::error::QueryError;
 use crate::history;
@@ -149,29 +151,68 @@ impl GraphView {
     /// the async runtime). A window across the boundary joins the two at a bucket edge, so
     /// every call is counted once and by the same bucket rule as a live window.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+        Ok(Arc::new(self.window(from_ns, to_ns)?.into_snapshot()))
+    }
+
+    /// The buckets of `[from_ns, to_ns)`, as [`GraphView::snapshot`] merges them.
+    fn window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
         let history = &self.history;
         let covered = self.live_covers_from(history);
         if from_ns >= covered {
-            return Ok(Arc::new(self.live_window(from_ns, to_ns).into_snapshot()));
+            return Ok(self.live_window(from_ns, to_ns));
         }
         // The first whole bucket the live graph holds.
         let boundary = history.config.bucket_start_at_or_after(covered);
         if to_ns <= boundary {
-            return Ok(Arc::new(
-                history.old_window(from_ns, to_ns)?.into_snapshot(),
-            ));
+            return history.old_window(from_ns, to_ns);
         }
         let old = history.old_window(from_ns, boundary)?;
         let recent = self.live_window(boundary, to_ns);
-        Ok(Arc::new(old.join(recent).into_snapshot()))
+        Ok(old.join(recent))
+    }
+
+    /// One node's or edge's figures in each window `[start, start + width)`, named as the
+    /// graph of all of them names its nodes (`None` where that window's graph is empty): the
+    /// figures `edge_series` and `node_series` give, without building the whole graph of
+    /// every step. Steps the live graph holds are taken under one read lock; older ones
+    /// are read like any old window (kept buckets, or rebuilt: call it off the runtime).
+    pub fn element_series(
+        &self,
+        element: &Element,
+        starts: &[i64],
+        width: i64,
+    ) -> Result<Vec<Option<Figures>>, QueryError> {
+        let in_memory = |graph: &LiveGraph| {
+            let covered = covered_from(&self.history, graph);
+            starts
+                .first()
+                .is_some_and(|&first| first >= covered)
+                .then(|| {
+                    starts
+                        .iter()
+                        .map(|&start| graph.window(start, start.saturating_add(width)))
+                        .collect::<Vec<_>>()
+                })
+        };
+        let live = match self.live.read() {
+            Ok(graph) => in_memory(&graph),
+            Err(poisoned) => in_memory(&poisoned.into_inner()),
+        };
+        let windows = match live {
+            Some(windows) => windows,
+            None => starts
+                .iter()
+                .map(|&start| self.window(start, start.saturating_add(width)))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(element_series(&windows, element))
     }
 
     fn live_covers_from(&self, history: &History) -> i64 {
-        let trimmed = match self.live.read() {
-            Ok(graph) => graph.trimmed_before_ns(),
-            Err(poisoned) => poisoned.into_inner().trimmed_before_ns(),
-        };
-        history.covered_from_ns.max(trimmed.unwrap_or(i64::MIN))
+        match self.live.read() {
+            Ok(graph) => covered_from(history, &graph),
+            Err(poisoned) => covered_from(history, &poisoned.into_inner()),
+        }
     }
 
     /// Takes the window's buckets under the read lock (shared, not copied); merging them,
@@ -207,6 +248,13 @@ impl GraphView {
         *last = Some((Instant::now(), snapshot.clone()));
         snapshot
     }
+}
+
+/// The live graph holds every window starting at or after this.
+fn covered_from(history: &History, graph: &LiveGraph) -> i64 {
+    history
+        .covered_from_ns
+        .max(graph.trimmed_before_ns().unwrap_or(i64::MIN))
 }
 
 impl History {

@@ -146,6 +146,7 @@ async function shop(page) {
     calls: document.querySelector('#panel [data-field=calls]').textContent,
     sparklines: document.querySelectorAll('#panel .spark canvas').length,
     example_links: [...document.querySelectorAll('#panel .example-list a')].map((a) => a.getAttribute('href')),
+    timings: window.flowscope.state.graph.panel.timings,
   }));
   await page.screenshot({path: join(artefacts, 'graph-panel.png')});
 

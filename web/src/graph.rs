@@ -21,7 +21,7 @@ use crate::error::ApiError;
 /// How often the stream looks for changes; deltas are sent at most this often.
 const STREAM_PERIOD: Duration = Duration::from_secs(1);
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -48,7 +48,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     })
 }
 
-fn window(
+pub(crate) fn window(
     from: Option<&str>,
     to: Option<&str>,
     default_from_ago: Duration,
@@ -109,7 +109,7 @@ fn loop_json(feedback: &FeedbackLoop) -> Value {
     })
 }
 
-fn nanos_json(ns: i64) -> Value {
+pub(crate) fn nanos_json(ns: i64) -> Value {
     json!(
         arrow::temporal_conversions::timestamp_ns_to_datetime(ns)
             .map(|t| format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S%.3f")))

@@ -6,6 +6,7 @@
 //!  GET  /healthz  ──> 200 once the store has replayed its WAL; 503 if a background stage stopped
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
+//!  GET  /api/graph/series ──> GraphView::element_series (one element's buckets) ──> JSON
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
 //!  /api/alert-rules[/{id}], GET /api/alerts ──> alert rules (SQL planned first) and state
 //!  /api/webhooks[/{id}[/test|/deliveries]] ──> flowscope_alert::webhooks ──> SQLite metadata
@@ -28,6 +29,7 @@ mod graph;
 mod info;
 #[cfg(test)]
 mod router_tests;
+mod series;
 mod sql;
 mod status;
 mod webhooks;
@@ -125,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/graph", get(graph::get_graph))
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
+        .route("/api/graph/series", get(series::get_series))
         .route(
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),

@@ -114,23 +114,33 @@ pub(crate) fn check_window(from_ns: i64, to_ns: i64) -> Result<()> {
 /// `width` since the Unix epoch (a bucket belongs to a window when it starts in it, the graph's
 /// rule; one that would end after `to` is left out: it is not over yet).
 pub(crate) fn bucket_starts(from_ns: i64, to_ns: i64, width: i64) -> Result<Vec<i64>> {
-    let first = from_ns.div_euclid(width) * width;
-    let first = if first < from_ns {
-        first + width
-    } else {
-        first
-    };
-    let count = if to_ns - width < first {
-        0
-    } else {
-        (to_ns - width - first) / width + 1
-    };
+    let (first, count) = whole_buckets(from_ns, to_ns, width);
     if count > MAX_BUCKETS {
         return plan_err!(
             "this asks for {count} buckets, more than the {MAX_BUCKETS} a series may have; widen the bucket or narrow the window"
         );
     }
     Ok((0..count).map(|i| first + i * width).collect())
+}
+
+/// The first start and the number of the whole buckets of `width` (above zero) in
+/// `[from_ns, to_ns)`, aligned to multiples of `width` since the Unix epoch: the steps of
+/// every series, in SQL and in the API.
+pub fn whole_buckets(from_ns: i64, to_ns: i64, width: i64) -> (i64, i64) {
+    let width = width.max(1);
+    let first = from_ns.div_euclid(width) * width;
+    let first = if first < from_ns {
+        first.saturating_add(width)
+    } else {
+        first
+    };
+    let last_start = to_ns.saturating_sub(width);
+    let count = if last_start < first {
+        0
+    } else {
+        (last_start - first) / width + 1
+    };
+    (first, count)
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ use crate::graph_tables::GraphView;
 use crate::sql::SqlEngine;
 use series::Subjects;
 
+pub use args::whole_buckets;
+
 /// Registers every anomaly table function: the one list of them.
 pub fn register(engine: &SqlEngine, graph: &GraphView) {
     let functions: Vec<(&str, Arc<dyn TableFunctionImpl>)> = vec![

@@ -1,7 +1,9 @@
-// The detail panel of a node or an edge: RED figures from the live graph, sparklines and
-// example traces from SQL over `spans` for the same window, and the loops it belongs to.
+// The detail panel of a node or an edge: RED figures from the live graph, sparklines from
+// the graph's own buckets (`/api/graph/series`), example traces from SQL over `spans` for the
+// same window, and the loops it belongs to. The sparklines and the examples are drawn each
+// as soon as it arrives: a slow span query never holds up the series.
 
-import {records, sql} from './api.js';
+import {getJson, records, sql} from './api.js';
 import {sparkline} from './chart.js';
 import {
   formatCount,
@@ -13,10 +15,6 @@ import {
   sqlString,
   sqlTime,
 } from './dom.js';
-
-/** Sparklines have about this many points whatever the window. */
-const POINTS = 30;
-const BUCKETS_S = [10, 30, 60, 300, 900, 1800, 3600];
 
 export function openPanel(view, element) {
   view.cy.elements(':selected').unselect();
@@ -56,7 +54,7 @@ function draw(view, element, withQueries) {
       : h('h2', {}, h('span', {class: 'name'}, d.collapsed ? d.label : d.id));
   const loops = loopsOf(view, element);
   const series = h('div', {class: 'sparks'}, h('div', {class: 'muted'}, 'loading…'));
-  const examples = h('div', {class: 'examples'});
+  const examples = h('div', {class: 'examples'}, h('div', {class: 'muted'}, 'loading…'));
   replace(
     view.panel,
     h('button', {class: 'close', title: 'close', onclick: () => closePanel(view)}, '×'),
@@ -81,7 +79,10 @@ function draw(view, element, withQueries) {
     d.collapsed ? collapsedList(view, d.id) : null,
   );
   if (withQueries && !d.collapsed) loadQueries(view, d, group, series, examples);
-  if (d.collapsed) replace(series, h('div', {class: 'muted'}, 'not for collapsed nodes'));
+  if (d.collapsed) {
+    replace(series, h('div', {class: 'muted'}, 'not for collapsed nodes'));
+    replace(examples, h('div', {class: 'muted'}, 'not for collapsed nodes'));
+  }
 }
 
 function figuresOf(view, d, group) {
@@ -160,75 +161,73 @@ export function spanCondition(d, group, kindOf) {
   return `service_name = ${target} AND kind = 'SERVER' AND parent_span_id IN (SELECT span_id FROM spans WHERE service_name = ${source} AND {window})`;
 }
 
-function bucketSeconds(seconds) {
-  const wanted = seconds / POINTS;
-  return BUCKETS_S.find((b) => b >= wanted) || BUCKETS_S[BUCKETS_S.length - 1];
+/** The element as `/api/graph/series` names it: the ids the graph gave it. */
+function seriesParams(d, group, w) {
+  const span = {from: String(Math.floor(w.from)), to: String(Math.ceil(w.to))};
+  if (group === 'node') return {node: d.id, ...span};
+  return {source: d.source, target: d.target, kind: d.kind, ...span};
 }
 
-async function loadQueries(view, d, group, series, examples) {
+function loadQueries(view, d, group, series, examples) {
   const token = view.state.panel.token;
   const w = view.state.window;
   const windowSql = `start_time >= ${sqlTime(w.from)} AND start_time < ${sqlTime(w.to)}`;
   const kindOf = (id) => view.cy.getElementById(id).data('kind');
   const condition = spanCondition(d, group, kindOf).replaceAll('{window}', windowSql);
-  const bucket = bucketSeconds((w.to - w.from) / 1000);
-  // Buckets start at the Unix epoch (date_bin's default origin), as the chart's do.
-  const seriesSql = `SELECT date_bin(INTERVAL '${bucket} seconds', start_time) AS t,
-  count(*) AS calls,
-  sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors,
-  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p95_ms
-FROM spans WHERE ${windowSql} AND ${condition}
-GROUP BY t ORDER BY t`;
   const exampleSql = (extra, order) => `SELECT trace_id, service_name, name, duration_ns / 1e6 AS ms, status_code
 FROM spans WHERE ${windowSql} AND ${condition}${extra}
 ORDER BY ${order} LIMIT 5`;
   const stale = () => view.state.panel?.token !== token;
-  const [seriesResult, slowest, failed] = await Promise.allSettled([
-    sql(seriesSql),
+  const started = performance.now();
+  const timings = {};
+  view.state.panel.timings = timings;
+
+  const sparks = getJson('/api/graph/series', seriesParams(d, group, w))
+    .then(
+      (answer) => (stale() ? null : drawSeries(series, answer)),
+      (error) => {
+        if (!stale()) replace(series, h('pre', {class: 'error'}, error.message));
+      },
+    )
+    .then(() => {
+      timings.series_ms = performance.now() - started;
+    });
+  const traces = Promise.allSettled([
     sql(exampleSql('', 'duration_ns DESC')),
     sql(exampleSql(" AND status_code = 'ERROR'", 'start_time DESC')),
-  ]);
-  if (stale()) return;
-  if (seriesResult.status === 'fulfilled') {
-    await drawSeries(series, records(seriesResult.value), w, bucket);
+  ]).then(([slowest, failed]) => {
     if (stale()) return;
-  } else {
-    replace(series, h('pre', {class: 'error'}, seriesResult.reason.message));
-  }
-  replace(
-    examples,
-    exampleList('slowest', slowest),
-    exampleList('failed', failed),
-    h(
-      'a',
-      {class: 'sql-link', href: `#/sql?q=${encodeURIComponent(exampleSql('', 'duration_ns DESC').replace(' LIMIT 5', ' LIMIT 100'))}`},
-      'open these spans in the SQL console',
-    ),
-  );
-  view.state.panel.loaded = true;
+    timings.examples_ms = performance.now() - started;
+    replace(
+      examples,
+      exampleList('slowest', slowest),
+      exampleList('failed', failed),
+      h(
+        'a',
+        {class: 'sql-link', href: `#/sql?q=${encodeURIComponent(exampleSql('', 'duration_ns DESC').replace(' LIMIT 5', ' LIMIT 100'))}`},
+        'open these spans in the SQL console',
+      ),
+    );
+  });
+  // `loaded` (what the browser tests wait for) once both parts are on the page.
+  Promise.all([sparks, traces]).then(() => {
+    if (!stale()) view.state.panel.loaded = true;
+  });
 }
 
-function drawSeries(container, rows, w, bucket) {
-  // Missing buckets had no calls: fill them so the line drops to zero instead of skipping.
-  const start = Math.floor(w.from / 1000 / bucket) * bucket;
-  const byTime = new Map(rows.map((r) => [Math.round(Date.parse(r.t) / 1000), r]));
-  const xs = [];
-  const calls = [];
-  const errors = [];
-  const p95 = [];
-  for (let t = start; t < w.to / 1000; t += bucket) {
-    const r = byTime.get(t);
-    xs.push(t);
-    calls.push(r ? r.calls / bucket : 0);
-    errors.push(r && r.calls ? r.errors / r.calls : 0);
-    p95.push(r ? r.p95_ms : null);
-  }
+/** The series' columns as sparklines: calls per second, error rate and p95 per step. */
+function drawSeries(container, answer) {
+  const xs = answer.start_ms.map((ms) => ms / 1000);
+  const step = answer.step_s;
+  // A step whose graph was empty is no data (a gap), not a drop to zero.
+  const calls = answer.calls.map((c) => (c === null ? null : c / step));
+  const errors = answer.error_rate.map((r, i) => (r === null && answer.calls[i] !== null ? 0 : r));
   const drawn = [];
   replace(
     container,
     spark('rate /s', xs, calls, '#58a6ff', drawn),
     spark('error rate', xs, errors, '#e5484d', drawn),
-    spark('p95 ms', xs, p95, '#d29922', drawn),
+    spark('p95 ms', xs, answer.p95_ms, '#d29922', drawn),
   );
   return Promise.all(drawn);
 }
