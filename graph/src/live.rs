@@ -81,6 +81,15 @@ impl Window {
         stats.into_snapshot(self.from_ns, self.to_ns)
     }
 
+    /// Merges the buckets into figures only: [`Window::into_snapshot`] without the loops.
+    pub fn into_figures(self) -> Snapshot {
+        let mut stats = WindowStats::default();
+        for bucket in &self.buckets {
+            stats.add(bucket);
+        }
+        stats.into_figures(self.from_ns, self.to_ns)
+    }
+
     /// A window made of stored buckets: those starting in `[from_ns, to_ns)`.
     pub fn from_stored(from_ns: i64, to_ns: i64, stored: &[StoredBucket]) -> Window {
         Window {
