@@ -65,8 +65,9 @@ pub struct GraphView {
     history: Arc<History>,
     last_live: Arc<Mutex<Option<Computed>>>,
     objectives: Arc<Objectives>,
-    /// Health's baseline sub-windows by start, once they have settled.
-    baseline: Arc<Mutex<BTreeMap<i64, Arc<BaselineFigures>>>>,
+    /// Health's baseline sub-windows by start, once they have settled: the buckets they were
+    /// computed from (to tell whether they changed since) and their figures.
+    baseline: Arc<Mutex<BTreeMap<i64, (Window, Arc<BaselineFigures>)>>>,
 }
 
 /// A snapshot and when it was computed.
@@ -215,20 +216,20 @@ impl GraphView {
             if start < covered {
                 continue;
             }
-            if let Some(kept) = lock(&self.baseline).get(&start) {
-                found.push(kept.clone());
+            let window = self.live_window(start, start + step);
+            if let Some((buckets, figures)) = lock(&self.baseline).get(&start)
+                && buckets.same_buckets(&window)
+            {
+                found.push(figures.clone());
                 continue;
             }
-            let snapshot = match self.live.read() {
-                Ok(graph) => graph.window(start, start + step),
-                Err(poisoned) => poisoned.into_inner().window(start, start + step),
-            }
-            .into_figures();
-            let figures = Arc::new(BaselineFigures::of(&snapshot));
-            // A sub-window that may still receive spans is used, not kept.
+            let figures = Arc::new(BaselineFigures::of(&window.figures()));
+            // Keeping a sub-window holds its buckets, and the graph stage copies a held bucket
+            // before it changes it: only sub-windows that no longer take new spans (but for
+            // late or backfilled ones, which the bucket check above then sees) are kept.
             if start + step < settled_before {
                 let mut kept = lock(&self.baseline);
-                kept.insert(start, figures.clone());
+                kept.insert(start, (window, figures.clone()));
                 while kept.len() > BASELINE_KEPT {
                     kept.pop_first();
                 }
