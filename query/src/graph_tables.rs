@@ -67,11 +67,13 @@ pub struct GraphView {
     objectives: Arc<Objectives>,
     /// Health's baseline sub-windows by start, once they have settled: the buckets they were
     /// computed from (to tell whether they changed since) and their figures.
-    baseline: Arc<Mutex<BTreeMap<i64, (Window, Arc<BaselineFigures>)>>>,
+    baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
 }
 
 /// A snapshot and when it was computed.
 type Computed = (Instant, Arc<Snapshot>);
+/// A baseline sub-window's buckets and the figures computed from them.
+type KeptBaseline = (Window, Arc<BaselineFigures>);
 /// A rebuilt window by its `(from_ns, to_ns)`.
 type Rebuilt = ((i64, i64), Window);
 

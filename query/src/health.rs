@@ -141,7 +141,8 @@ pub fn judge(window: Figures, baseline: &[Figures], objective: Option<&Objective
         ));
     }
 
-    let latencies: [(&str, f64, fn(&Figures) -> f64); 2] = [
+    type Of = fn(&Figures) -> f64;
+    let latencies: [(&str, f64, Of); 2] = [
         ("p95", window.p95_ms, |f| f.p95_ms),
         ("p99", window.p99_ms, |f| f.p99_ms),
     ];
@@ -231,7 +232,7 @@ pub fn judge_node(own: Health, calls: &[(&str, &Health)]) -> Health {
 
 /// The worst level found, reasons worst first (in the order found within a level).
 fn verdict(mut findings: Vec<(HealthLevel, String)>) -> Health {
-    findings.sort_by(|a, b| b.0.cmp(&a.0));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.0));
     Health {
         level: findings.first().map_or(HealthLevel::Ok, |f| f.0),
         reasons: findings.into_iter().map(|f| f.1).collect(),
