@@ -15,6 +15,7 @@ use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
 use flowscope_model::memory::MemoryBudget;
 use flowscope_model::parse_duration;
+use flowscope_query::health::Objective;
 use flowscope_query::{RequestDecoder, SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
 use rand::RngCore as _;
@@ -202,6 +203,60 @@ struct FileConfig {
     idle_timeout: Option<String>,
     request_body_timeout: Option<String>,
     max_connections: Option<u64>,
+    /// `[[objective]]` tables: what the operator expects of a service or an edge.
+    #[serde(default)]
+    objective: Vec<ObjectiveFile>,
+}
+
+/// One `[[objective]]`: a service's own figures (calls into it), or with `target` those of
+/// its calls to `target`. Breaching one makes the element at least degraded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectiveFile {
+    service: String,
+    target: Option<String>,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    /// A fraction: 0.01 is 1%.
+    error_rate: Option<f64>,
+}
+
+/// The objectives of the config file, checked.
+fn objectives(given: Vec<ObjectiveFile>) -> anyhow::Result<Vec<Objective>> {
+    given
+        .into_iter()
+        .map(|o| {
+            let what = match &o.target {
+                Some(target) => format!("objective for {} -> {target}", o.service),
+                None => format!("objective for {}", o.service),
+            };
+            if o.service.is_empty() || o.target.as_deref() == Some("") {
+                bail!("an objective's `service` and `target` must not be empty");
+            }
+            if o.p95_ms.is_none() && o.p99_ms.is_none() && o.error_rate.is_none() {
+                bail!("{what} sets nothing: give p95_ms, p99_ms or error_rate");
+            }
+            for (name, value) in [("p95_ms", o.p95_ms), ("p99_ms", o.p99_ms)] {
+                if let Some(value) = value
+                    && !(value > 0.0 && value.is_finite())
+                {
+                    bail!("{what}: {name} must be a number of milliseconds above 0");
+                }
+            }
+            if let Some(rate) = o.error_rate
+                && !(0.0..1.0).contains(&rate)
+            {
+                bail!("{what}: error_rate is a fraction from 0 up to 1, e.g. 0.01 for 1%");
+            }
+            Ok(Objective {
+                service: o.service,
+                target: o.target,
+                p95_ms: o.p95_ms,
+                p99_ms: o.p99_ms,
+                error_rate: o.error_rate,
+            })
+        })
+        .collect()
 }
 
 /// Everything `serve` needs, validated.
@@ -227,6 +282,8 @@ pub struct ServeConfig {
     pub demo_token: Option<String>,
     /// Every listener's connection cap and timeouts.
     pub connections: ConnectionConfig,
+    /// What health judges nodes and edges against besides their own baselines.
+    pub objectives: Vec<Objective>,
 }
 
 /// The configured tokens: the tokens file's plus the default tenant's from flags; none at
@@ -624,7 +681,10 @@ impl ServeConfig {
             Some(url) => Some(external_url(&url)?),
         };
 
+        let objectives = objectives(file.objective)?;
+
         Ok(Self {
+            objectives,
             demo,
             external_url,
             delivery,
@@ -727,6 +787,39 @@ mod tests {
         assert_eq!(parse_size("2MB").ok(), Some(2_000_000));
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
+    }
+
+    /// `text` as the config file: the objectives resolved, or the error.
+    fn resolve_objectives(text: &str) -> Result<Vec<Objective>, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flowscope.toml");
+        std::fs::write(&file, text).expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            data_dir: Some(dir.path().join("data")),
+            ..ServeArgs::default()
+        };
+        ServeConfig::resolve(args)
+            .map(|c| c.objectives)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn objectives_come_from_objective_tables_and_are_checked() {
+        let found = resolve_objectives(
+            "[[objective]]\nservice = \"payments\"\np95_ms = 300\nerror_rate = 0.01\n\n\
+             [[objective]]\nservice = \"payments\"\ntarget = \"card-processor\"\np99_ms = 800\n",
+        )
+        .expect("valid objectives");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].p95_ms, Some(300.0));
+        assert_eq!(found[0].error_rate, Some(0.01));
+        assert_eq!(found[1].target.as_deref(), Some("card-processor"));
+        let error = |text: &str| resolve_objectives(text).expect_err(text);
+        assert!(error("[[objective]]\nservice = \"a\"\np95 = 3\n").contains("unknown field"));
+        assert!(error("[[objective]]\nservice = \"a\"\n").contains("sets nothing"));
+        assert!(error("[[objective]]\nservice = \"a\"\nerror_rate = 5\n").contains("fraction"));
+        assert!(error("[[objective]]\nservice = \"a\"\np99_ms = -1\n").contains("above 0"));
     }
 
     #[test]

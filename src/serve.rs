@@ -161,7 +161,8 @@ async fn open_tenant(
         Some(rollups),
         graph_covers_from,
         config.sql.timeout,
-    );
+    )
+    .with_objectives(config.objectives.clone());
     let engine = Arc::new(
         SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
             .context("cannot start the SQL engine")?,

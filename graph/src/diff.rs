@@ -252,6 +252,7 @@ mod tests {
                 bytes: 0,
                 amplification: 0.0,
                 trace_loops: 0,
+                health: Default::default(),
             })
             .collect();
         let ids: BTreeSet<&str> = edges
@@ -268,6 +269,7 @@ mod tests {
                 p50_ms: 0.0,
                 p95_ms: 0.0,
                 p99_ms: 0.0,
+                health: Default::default(),
             })
             .collect();
         let loops = crate::loops::feedback_loops(&edges);

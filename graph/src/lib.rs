@@ -111,5 +111,6 @@ pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
 pub use persist::StoredBucket;
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};
 pub use types::{
-    Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Node, NodeKind, Snapshot,
+    Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Health, HealthLevel, Node, NodeKind,
+    Snapshot,
 };

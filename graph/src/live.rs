@@ -81,6 +81,28 @@ impl Window {
         stats.into_snapshot(self.from_ns, self.to_ns)
     }
 
+    /// Whether both windows hold the very same buckets: a bucket the graph stage changed
+    /// since `other` was taken is a new allocation (it copies a bucket a reader holds before
+    /// changing it), so a cached result of `other` is still exact when this is true.
+    pub fn same_buckets(&self, other: &Window) -> bool {
+        self.buckets.len() == other.buckets.len()
+            && self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    /// Merges the buckets into figures only: [`Window::into_snapshot`] without the loops, and
+    /// without giving up the buckets.
+    pub fn figures(&self) -> Snapshot {
+        let mut stats = WindowStats::default();
+        for bucket in &self.buckets {
+            stats.add(bucket);
+        }
+        stats.into_figures(self.from_ns, self.to_ns)
+    }
+
     /// A window made of stored buckets: those starting in `[from_ns, to_ns)`.
     pub fn from_stored(from_ns: i64, to_ns: i64, stored: &[StoredBucket]) -> Window {
         Window {

@@ -248,6 +248,7 @@ mod tests {
             bytes: 0,
             amplification: 0.0,
             trace_loops: 0,
+            health: Default::default(),
         }
     }
 

@@ -39,6 +39,34 @@ impl EdgeKind {
     }
 }
 
+/// How an element of the graph is doing, worst last: judged against its own baseline and the
+/// operator's objectives (the rules are in `flowscope_query::health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum HealthLevel {
+    #[default]
+    Ok,
+    Degraded,
+    Failing,
+}
+
+impl HealthLevel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HealthLevel::Ok => "ok",
+            HealthLevel::Degraded => "degraded",
+            HealthLevel::Failing => "failing",
+        }
+    }
+}
+
+/// A health verdict and why: one sentence per figure beyond its limit, worst first; empty
+/// when ok. A snapshot straight from the buckets is all ok until it is judged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    pub level: HealthLevel,
+    pub reasons: Vec<String>,
+}
+
 /// One node of a window's graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -53,6 +81,8 @@ pub struct Node {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Its own figures and those of the calls it makes, judged.
+    pub health: Health,
 }
 
 /// One edge of a window's graph: all calls from `source` to `target` of one kind.
@@ -72,6 +102,7 @@ pub struct Edge {
     pub amplification: f64,
     /// Per-trace loops that went through this edge.
     pub trace_loops: u64,
+    pub health: Health,
 }
 
 impl Edge {

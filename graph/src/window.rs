@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::FastMap;
 use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
 use crate::sketch::LatencySketch;
-use crate::types::{Edge, EdgeKind, FeedbackLoop, Node, NodeKind, Snapshot};
+use crate::types::{Edge, EdgeKind, FeedbackLoop, Health, Node, NodeKind, Snapshot};
 
 /// A node before display names are chosen: a queue and a service may share a name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +131,18 @@ impl WindowStats {
     }
 
     pub fn into_snapshot(self, from_ns: i64, to_ns: i64) -> Snapshot {
+        let (mut snapshot, names) = self.figures(from_ns, to_ns);
+        snapshot.loops = attach_trace_loops(&mut snapshot.edges, &self.trace_loops, &names);
+        snapshot
+    }
+
+    /// The snapshot without its loops (finding them is the costly part on a big graph), for
+    /// readers that need only the figures, such as a health baseline.
+    pub fn into_figures(self, from_ns: i64, to_ns: i64) -> Snapshot {
+        self.figures(from_ns, to_ns).0
+    }
+
+    fn figures(&self, from_ns: i64, to_ns: i64) -> (Snapshot, DisplayNames) {
         let names = DisplayNames::new(
             self.services
                 .keys()
@@ -162,6 +174,7 @@ impl WindowStats {
                     stats.amplified_calls as f64 / stats.callers as f64
                 },
                 trace_loops: 0,
+                health: Health::default(),
             })
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -187,6 +200,7 @@ impl WindowStats {
                         p50_ms: 0.0,
                         p95_ms: 0.0,
                         p99_ms: 0.0,
+                        health: Health::default(),
                     };
                 }
                 let stats = self.services.get(&key.name).unwrap_or(&no_stats);
@@ -198,19 +212,19 @@ impl WindowStats {
                     p50_ms: stats.latency.quantile_ms(0.50),
                     p95_ms: stats.latency.quantile_ms(0.95),
                     p99_ms: stats.latency.quantile_ms(0.99),
+                    health: Health::default(),
                 }
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-
-        let loops = attach_trace_loops(&mut edges, &self.trace_loops, &names);
-        Snapshot {
+        let snapshot = Snapshot {
             from_ns,
             to_ns,
             nodes,
             edges,
-            loops,
-        }
+            loops: Vec::new(),
+        };
+        (snapshot, names)
     }
 }
 

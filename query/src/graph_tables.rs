@@ -13,6 +13,7 @@
 //!                            ──> Arrow batch
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +37,7 @@ use flowscope_graph::{
 };
 
 use crate::error::QueryError;
+use crate::health::{self, BaselineFigures, Objective, Objectives};
 use crate::history;
 use crate::rollups::Rollups;
 use crate::sql::SqlEngine;
@@ -48,6 +50,14 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(15 * 60);
 const LIVE_REUSE: Duration = Duration::from_millis(500);
 /// Rebuilt windows kept, most recent use first.
 const REBUILT_KEPT: usize = 16;
+/// Health's baseline: the sub-windows of this width (aligned to multiples of it) in the hour
+/// before a window, as far as the live graph holds them. Their figures are computed once and
+/// kept, so a reader pays for one new sub-window every five minutes, not for an hour of
+/// buckets on every read.
+const BASELINE_STEP: Duration = Duration::from_secs(5 * 60);
+const BASELINE_STEPS: i64 = 12;
+/// Baseline sub-windows kept, the newest: an hour's, plus a few for windows further back.
+const BASELINE_KEPT: usize = 16;
 
 /// The live graph, shared by the graph stage (which writes it) and readers, plus what it
 /// takes to rebuild windows older than its horizon from the stored spans.
@@ -56,10 +66,16 @@ pub struct GraphView {
     live: Arc<RwLock<LiveGraph>>,
     history: Arc<History>,
     last_live: Arc<Mutex<Option<Computed>>>,
+    objectives: Arc<Objectives>,
+    /// Health's baseline sub-windows by start, once they have settled: the buckets they were
+    /// computed from (to tell whether they changed since) and their figures.
+    baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
 }
 
 /// A snapshot and when it was computed.
 type Computed = (Instant, Arc<Snapshot>);
+/// A baseline sub-window's buckets and the figures computed from them.
+type KeptBaseline = (Window, Arc<BaselineFigures>);
 /// A rebuilt window by its `(from_ns, to_ns)`.
 type Rebuilt = ((i64, i64), Window);
 
@@ -121,7 +137,15 @@ impl GraphView {
                 from_spans: AtomicU64::new(0),
             }),
             last_live: Arc::default(),
+            objectives: Arc::default(),
+            baseline: Arc::default(),
         }
+    }
+
+    /// Health also judges every element against these objectives.
+    pub fn with_objectives(mut self, objectives: Vec<Objective>) -> Self {
+        self.objectives = Arc::new(Objectives::new(objectives));
+        self
     }
 
     /// Old windows answered from kept buckets and rebuilt from spans, so far.
@@ -208,6 +232,57 @@ impl GraphView {
         Ok(element_series(&windows, element))
     }
 
+    /// [`GraphView::snapshot`] with every node and edge judged (`health.rs`) against its
+    /// baseline in the hour before `from_ns` (what the live graph holds of it) and the
+    /// objectives.
+    pub fn judged(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+        let snapshot = Arc::unwrap_or_clone(self.snapshot(from_ns, to_ns)?);
+        Ok(Arc::new(self.judge(snapshot)))
+    }
+
+    fn judge(&self, mut snapshot: Snapshot) -> Snapshot {
+        let baseline = self.baseline_before(snapshot.from_ns);
+        health::judge_snapshot(&mut snapshot, &baseline, &self.objectives);
+        snapshot
+    }
+
+    /// The figures of the baseline sub-windows before `from_ns` that the live graph holds
+    /// whole. Older ones are not rebuilt from spans: that could take seconds on every read.
+    fn baseline_before(&self, from_ns: i64) -> Vec<Arc<BaselineFigures>> {
+        let step = BASELINE_STEP.as_nanos() as i64;
+        let end = from_ns.div_euclid(step) * step;
+        let covered = self.live_covers_from(&self.history);
+        let ttl_ns = i64::try_from(self.history.config.pairing_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let settled_before = now_ns().saturating_sub(ttl_ns.saturating_mul(2));
+        let mut found = Vec::new();
+        for back in (1..=BASELINE_STEPS).rev() {
+            let start = end - back * step;
+            if start < covered {
+                continue;
+            }
+            let window = self.live_window(start, start + step);
+            if let Some((buckets, figures)) = lock(&self.baseline).get(&start)
+                && buckets.same_buckets(&window)
+            {
+                found.push(figures.clone());
+                continue;
+            }
+            let figures = Arc::new(BaselineFigures::of(&window.figures()));
+            // Keeping a sub-window holds its buckets, and the graph stage copies a held bucket
+            // before it changes it: only sub-windows that no longer take new spans (but for
+            // late or backfilled ones, which the bucket check above then sees) are kept.
+            if start + step < settled_before {
+                let mut kept = lock(&self.baseline);
+                kept.insert(start, (window, figures.clone()));
+                while kept.len() > BASELINE_KEPT {
+                    kept.pop_first();
+                }
+            }
+            found.push(figures);
+        }
+        found
+    }
+
     fn live_covers_from(&self, history: &History) -> i64 {
         match self.live.read() {
             Ok(graph) => covered_from(history, &graph),
@@ -225,13 +300,13 @@ impl GraphView {
         }
     }
 
-    /// The graph of the last `LIVE_WINDOW`, as of now.
+    /// The graph of the last `LIVE_WINDOW`, as of now, judged.
     pub fn live(&self) -> Arc<Snapshot> {
         let now = now_ns();
-        Arc::new(
-            self.live_window(now - LIVE_WINDOW.as_nanos() as i64, now + 1)
-                .into_snapshot(),
-        )
+        let snapshot = self
+            .live_window(now - LIVE_WINDOW.as_nanos() as i64, now + 1)
+            .into_snapshot();
+        Arc::new(self.judge(snapshot))
     }
 
     /// Like [`GraphView::live`], but a result computed less than `LIVE_REUSE` ago is shared:
@@ -339,6 +414,8 @@ fn schema_of(which: Which) -> SchemaRef {
             Field::new("p50_ms", DataType::Float64, false),
             Field::new("p95_ms", DataType::Float64, false),
             Field::new("p99_ms", DataType::Float64, false),
+            Field::new("health", DataType::Utf8, false),
+            Field::new("health_reason", DataType::Utf8, false),
         ],
         Which::Edges => vec![
             Field::new("source", DataType::Utf8, false),
@@ -353,6 +430,8 @@ fn schema_of(which: Which) -> SchemaRef {
             Field::new("bytes", DataType::Int64, false),
             Field::new("amplification", DataType::Float64, false),
             Field::new("trace_loops", DataType::Int64, false),
+            Field::new("health", DataType::Utf8, false),
+            Field::new("health_reason", DataType::Utf8, false),
         ],
         Which::Loops => vec![
             Field::new("id", DataType::Utf8, false),
@@ -382,6 +461,10 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
+fn texts(values: impl Iterator<Item = String>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
 fn ints(values: impl Iterator<Item = u64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(
         values.map(|v| v.min(i64::MAX as u64) as i64),
@@ -406,6 +489,8 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
                 floats(n.iter().map(|x| x.p50_ms)),
                 floats(n.iter().map(|x| x.p95_ms)),
                 floats(n.iter().map(|x| x.p99_ms)),
+                strings(n.iter().map(|x| x.health.level.as_str())),
+                texts(n.iter().map(|x| x.health.reasons.join("; "))),
             ]
         }
         Which::Edges => {
@@ -423,6 +508,8 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
                 ints(e.iter().map(|x| x.bytes)),
                 floats(e.iter().map(|x| x.amplification)),
                 ints(e.iter().map(|x| x.trace_loops)),
+                strings(e.iter().map(|x| x.health.level.as_str())),
+                texts(e.iter().map(|x| x.health.reasons.join("; "))),
             ]
         }
         Which::Loops => {
@@ -489,7 +576,7 @@ impl TableProvider for GraphTable {
             TableWindow::Fixed(from, to) => {
                 // A window older than the horizon is rebuilt from Parquet: off the runtime.
                 let graph = self.graph.clone();
-                tokio::task::spawn_blocking(move || graph.snapshot(from, to))
+                tokio::task::spawn_blocking(move || graph.judged(from, to))
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
                     .map_err(|e| DataFusionError::External(Box::new(e)))?

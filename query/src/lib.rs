@@ -17,6 +17,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph_tables;
+pub mod health;
 pub mod hex_id;
 pub mod history;
 pub mod rollups;

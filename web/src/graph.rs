@@ -79,6 +79,8 @@ fn node_json(node: &Node) -> Value {
         "p50_ms": node.p50_ms,
         "p95_ms": node.p95_ms,
         "p99_ms": node.p99_ms,
+        "health": node.health.level.as_str(),
+        "health_reasons": node.health.reasons,
     })
 }
 
@@ -96,6 +98,8 @@ fn edge_json(edge: &Edge) -> Value {
         "bytes": edge.bytes,
         "amplification": edge.amplification,
         "trace_loops": edge.trace_loops,
+        "health": edge.health.level.as_str(),
+        "health_reasons": edge.health.reasons,
     })
 }
 
@@ -159,7 +163,7 @@ pub async fn get_graph(
         now_ns(),
     )?;
     let graph = caller.view.graph.clone();
-    let snapshot = tokio::task::spawn_blocking(move || graph.snapshot(from, to))
+    let snapshot = tokio::task::spawn_blocking(move || graph.judged(from, to))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(snapshot_json(&snapshot)))

@@ -250,6 +250,7 @@ mod tests {
             p50_ms: 1.0,
             p95_ms: 1.0,
             p99_ms: 1.0,
+            health: Default::default(),
         }
     }
 
@@ -266,6 +267,7 @@ mod tests {
             bytes: 0,
             amplification,
             trace_loops: 0,
+            health: Default::default(),
         }
     }
 

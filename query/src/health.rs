@@ -1,0 +1,498 @@
+//! Health of the graph's nodes and edges: ok, degraded or failing, from a window's figures
+//! against the element's own baseline (control limits over the sub-windows before the window,
+//! the same mean and σ as `anomaly/spc.rs`) and against the operator's objectives. Plain
+//! functions over numbers; `GraphView` cuts the baseline windows and caches their figures.
+//!
+//! The rules, for an element with at least [`MIN_WINDOW_CALLS`] calls in the window (a quieter
+//! one is ok, whatever its figures, so a quiet edge does not flap):
+//! - the baseline is the sub-windows with at least [`MIN_BASELINE_CALLS`] calls; with fewer
+//!   than `spc::MIN_BASELINE_POINTS` of them there are no limits (only the absolute rule and
+//!   objectives apply);
+//! - error rate above mean + 3σ (at least mean + [`ERROR_RATE_MARGIN`]), with at least
+//!   [`MIN_ERRORS`] errors: degraded; above twice that limit: failing;
+//! - error rate above [`FAILING_ERROR_RATE`] (with [`MIN_ERRORS`] errors): failing, baseline
+//!   or not;
+//! - p95 or p99 above mean + 3σ (at least [`LATENCY_MARGIN`] × mean and mean +
+//!   [`LATENCY_FLOOR_MS`], so sketch error and jitter on a steady edge do not flag): degraded;
+//! - a figure above the operator's objective: degraded.
+//!
+//! A node is the worst of its own figures (calls into it) and the edges it calls out on, so
+//! a service whose calls fail reads degraded or failing even when nothing it serves fails.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use flowscope_graph::{Edge, EdgeKind, Health, HealthLevel, Node, Snapshot};
+
+use crate::anomaly::spc;
+
+/// Fewer calls in the window than this, and an element is ok.
+pub const MIN_WINDOW_CALLS: u64 = 20;
+/// A baseline sub-window with fewer calls than this is left out of the baseline.
+pub const MIN_BASELINE_CALLS: u64 = 10;
+/// Fewer errors than this are never a verdict on their own.
+pub const MIN_ERRORS: u64 = 3;
+/// Limits at kσ.
+pub const K: f64 = 3.0;
+/// The error-rate limit is at least this far above the baseline mean (two points).
+pub const ERROR_RATE_MARGIN: f64 = 0.02;
+/// An error rate above this is failing, whatever the baseline.
+pub const FAILING_ERROR_RATE: f64 = 0.20;
+/// A latency limit is at least this many times the baseline mean...
+pub const LATENCY_MARGIN: f64 = 1.5;
+/// ...and at least this many milliseconds above it.
+pub const LATENCY_FLOOR_MS: f64 = 5.0;
+/// At most this many reasons are given for a node (its own first, then its calls).
+const MAX_NODE_REASONS: usize = 4;
+
+/// The figures health is judged on: a window's, or one baseline sub-window's.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Figures {
+    pub calls: u64,
+    pub errors: u64,
+    /// 0 when unknown (nodes other than services have no latency of their own).
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Figures {
+    fn error_rate(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.calls as f64
+        }
+    }
+
+    pub fn of_edge(edge: &Edge) -> Self {
+        Self {
+            calls: edge.calls,
+            errors: edge.errors,
+            p95_ms: edge.p95_ms,
+            p99_ms: edge.p99_ms,
+        }
+    }
+
+    pub fn of_node(node: &Node) -> Self {
+        Self {
+            calls: node.calls_in,
+            errors: node.errors_in,
+            p95_ms: node.p95_ms,
+            p99_ms: node.p99_ms,
+        }
+    }
+}
+
+/// What the operator expects of a service (its own figures) or of one of its edges.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Objective {
+    pub service: String,
+    /// The edge `service -> target` (any kind) instead of the service itself.
+    pub target: Option<String>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// A fraction: 0.01 is 1%.
+    pub error_rate: Option<f64>,
+}
+
+/// The verdict on one element: `window` against the `baseline` sub-windows before it and the
+/// `objective` set for it.
+pub fn judge(window: Figures, baseline: &[Figures], objective: Option<&Objective>) -> Health {
+    if window.calls < MIN_WINDOW_CALLS {
+        return Health::default();
+    }
+    let mut findings: Vec<(HealthLevel, String)> = Vec::new();
+    let usable: Vec<&Figures> = baseline
+        .iter()
+        .filter(|f| f.calls >= MIN_BASELINE_CALLS)
+        .collect();
+    let rate = window.error_rate();
+    let enough_errors = window.errors >= MIN_ERRORS;
+
+    let rates: Vec<f64> = usable.iter().map(|f| f.error_rate()).collect();
+    if let Some(base) = spc::baseline(&rates) {
+        let limit = (base.mean + K * base.sigma).max(base.mean + ERROR_RATE_MARGIN);
+        if enough_errors && rate > limit {
+            let level = if rate > 2.0 * limit {
+                HealthLevel::Failing
+            } else {
+                HealthLevel::Degraded
+            };
+            findings.push((
+                level,
+                format!(
+                    "error rate {} above its limit {} (baseline {})",
+                    percent(rate),
+                    percent(limit),
+                    percent(base.mean)
+                ),
+            ));
+        }
+    }
+    let failing_already = findings.iter().any(|(l, _)| *l == HealthLevel::Failing);
+    if enough_errors && rate > FAILING_ERROR_RATE && !failing_already {
+        findings.push((
+            HealthLevel::Failing,
+            format!(
+                "error rate {} above {}",
+                percent(rate),
+                percent(FAILING_ERROR_RATE)
+            ),
+        ));
+    }
+
+    type Of = fn(&Figures) -> f64;
+    let latencies: [(&str, f64, Of); 2] = [
+        ("p95", window.p95_ms, |f| f.p95_ms),
+        ("p99", window.p99_ms, |f| f.p99_ms),
+    ];
+    for (name, value, of) in latencies {
+        if value <= 0.0 {
+            continue;
+        }
+        let values: Vec<f64> = usable.iter().map(|f| of(f)).filter(|v| *v > 0.0).collect();
+        let Some(base) = spc::baseline(&values) else {
+            continue;
+        };
+        let limit = (base.mean + K * base.sigma)
+            .max(base.mean * LATENCY_MARGIN)
+            .max(base.mean + LATENCY_FLOOR_MS);
+        if value > limit {
+            findings.push((
+                HealthLevel::Degraded,
+                format!(
+                    "{name} {} above its limit {} (baseline {})",
+                    millis(value),
+                    millis(limit),
+                    millis(base.mean)
+                ),
+            ));
+        }
+    }
+
+    if let Some(objective) = objective {
+        let latencies = [
+            ("p95", window.p95_ms, objective.p95_ms),
+            ("p99", window.p99_ms, objective.p99_ms),
+        ];
+        for (name, value, target) in latencies {
+            if let Some(target) = target
+                && value > target
+            {
+                findings.push((
+                    HealthLevel::Degraded,
+                    format!(
+                        "{name} {} above its objective {}",
+                        millis(value),
+                        millis(target)
+                    ),
+                ));
+            }
+        }
+        if let Some(target) = objective.error_rate
+            && rate > target
+        {
+            findings.push((
+                HealthLevel::Degraded,
+                format!(
+                    "error rate {} above its objective {}",
+                    percent(rate),
+                    percent(target)
+                ),
+            ));
+        }
+    }
+    verdict(findings)
+}
+
+/// A node's verdict: its own, made worse by those of the edges it calls out on (`(target,
+/// health)`), whose reasons it repeats as "calls to <target>: ...".
+pub fn judge_node(own: Health, calls: &[(&str, &Health)]) -> Health {
+    let mut findings: Vec<(HealthLevel, String)> = own
+        .reasons
+        .into_iter()
+        .map(|reason| (own.level, reason))
+        .collect();
+    for (target, health) in calls {
+        if health.level == HealthLevel::Ok {
+            continue;
+        }
+        let first = health.reasons.first().map_or("", String::as_str);
+        findings.push((health.level, format!("calls to {target}: {first}")));
+    }
+    let mut health = verdict(findings);
+    health.level = health.level.max(own.level);
+    if health.reasons.len() > MAX_NODE_REASONS {
+        let more = health.reasons.len() - (MAX_NODE_REASONS - 1);
+        health.reasons.truncate(MAX_NODE_REASONS - 1);
+        health.reasons.push(format!("and {more} more"));
+    }
+    health
+}
+
+/// The worst level found, reasons worst first (in the order found within a level).
+fn verdict(mut findings: Vec<(HealthLevel, String)>) -> Health {
+    findings.sort_by_key(|f| std::cmp::Reverse(f.0));
+    Health {
+        level: findings.first().map_or(HealthLevel::Ok, |f| f.0),
+        reasons: findings.into_iter().map(|f| f.1).collect(),
+    }
+}
+
+fn percent(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
+}
+
+fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// One baseline sub-window's figures, by element. Keys are hashes of the ids (64 bits: a
+/// collision among 100,000 edges is about one in 10⁹), so a cached sub-window of the city's
+/// 100,000 edges takes about 4 MB instead of its names' copies.
+#[derive(Debug, Default)]
+pub struct BaselineFigures {
+    edges: HashMap<u64, Figures>,
+    nodes: HashMap<u64, Figures>,
+}
+
+fn edge_key(source: &str, target: &str, kind: EdgeKind) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (source, target, kind).hash(&mut hasher);
+    hasher.finish()
+}
+
+fn node_key(id: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl BaselineFigures {
+    /// The figures of a sub-window's snapshot (its loops are not needed).
+    pub fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            edges: snapshot
+                .edges
+                .iter()
+                .map(|e| (edge_key(&e.source, &e.target, e.kind), Figures::of_edge(e)))
+                .collect(),
+            nodes: snapshot
+                .nodes
+                .iter()
+                .map(|n| (node_key(&n.id), Figures::of_node(n)))
+                .collect(),
+        }
+    }
+}
+
+/// Objectives by what they apply to.
+#[derive(Debug, Default)]
+pub struct Objectives {
+    services: HashMap<String, Objective>,
+    edges: HashMap<(String, String), Objective>,
+}
+
+impl Objectives {
+    /// A later objective for the same service or edge replaces an earlier one.
+    pub fn new(objectives: Vec<Objective>) -> Self {
+        let mut result = Self::default();
+        for objective in objectives {
+            match &objective.target {
+                Some(target) => {
+                    let key = (objective.service.clone(), target.clone());
+                    result.edges.insert(key, objective);
+                }
+                None => {
+                    result.services.insert(objective.service.clone(), objective);
+                }
+            }
+        }
+        result
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.edges.is_empty()
+    }
+
+    fn of_edge(&self, edge: &Edge) -> Option<&Objective> {
+        if self.edges.is_empty() {
+            return None;
+        }
+        self.edges.get(&(edge.source.clone(), edge.target.clone()))
+    }
+}
+
+/// Judges every edge, then every node, of `snapshot` in place.
+pub fn judge_snapshot(
+    snapshot: &mut Snapshot,
+    baseline: &[std::sync::Arc<BaselineFigures>],
+    objectives: &Objectives,
+) {
+    let mut history: Vec<Figures> = Vec::with_capacity(baseline.len());
+    for edge in &mut snapshot.edges {
+        let key = edge_key(&edge.source, &edge.target, edge.kind);
+        history.clear();
+        history.extend(baseline.iter().filter_map(|b| b.edges.get(&key).copied()));
+        edge.health = judge(Figures::of_edge(edge), &history, objectives.of_edge(edge));
+    }
+    let mut calls: HashMap<&str, Vec<(&str, &Health)>> = HashMap::new();
+    for edge in &snapshot.edges {
+        if edge.health.level != HealthLevel::Ok {
+            calls
+                .entry(edge.source.as_str())
+                .or_default()
+                .push((edge.target.as_str(), &edge.health));
+        }
+    }
+    for node in &mut snapshot.nodes {
+        let key = node_key(&node.id);
+        history.clear();
+        history.extend(baseline.iter().filter_map(|b| b.nodes.get(&key).copied()));
+        let own = judge(
+            Figures::of_node(node),
+            &history,
+            objectives.services.get(&node.id),
+        );
+        let outgoing = calls.get(node.id.as_str()).map_or(&[][..], Vec::as_slice);
+        node.health = judge_node(own, outgoing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(calls: u64, errors: u64, p95_ms: f64) -> Figures {
+        Figures {
+            calls,
+            errors,
+            p95_ms,
+            p99_ms: p95_ms * 1.2,
+        }
+    }
+
+    /// Ten steady sub-windows: 100 calls, `errors` errors, p95 around `p95_ms` (±2%).
+    fn steady(errors: u64, p95_ms: f64) -> Vec<Figures> {
+        (0..10)
+            .map(|i| figures(100, errors, p95_ms * (0.98 + 0.004 * i as f64)))
+            .collect()
+    }
+
+    /// The verdict and reasons rendered as "level: reason; reason".
+    fn check(window: Figures, baseline: &[Figures], objective: Option<&Objective>, expected: &str) {
+        let health = judge(window, baseline, objective);
+        let got = format!("{}: {}", health.level.as_str(), health.reasons.join("; "));
+        assert_eq!(got.trim_end_matches(": "), expected, "{window:?}");
+    }
+
+    #[test]
+    fn an_element_is_judged_against_its_own_baseline() {
+        let base = steady(0, 100.0);
+        check(figures(300, 0, 101.0), &base, None, "ok");
+        // Four times slower.
+        check(
+            figures(300, 0, 400.0),
+            &base,
+            None,
+            "degraded: p95 400 ms above its limit 150 ms (baseline 100 ms); p99 480 ms above its limit 180 ms (baseline 120 ms)",
+        );
+        // Errors where there were none: 3% is beyond the 2-point margin, 10% beyond twice it.
+        check(
+            figures(300, 9, 100.0),
+            &base,
+            None,
+            "degraded: error rate 3.0% above its limit 2.0% (baseline 0.0%)",
+        );
+        check(
+            figures(300, 30, 100.0),
+            &base,
+            None,
+            "failing: error rate 10.0% above its limit 2.0% (baseline 0.0%)",
+        );
+        // An edge that always fails 5% is not news at 6%.
+        check(figures(300, 18, 100.0), &steady(5, 100.0), None, "ok");
+    }
+
+    #[test]
+    fn quiet_elements_and_thin_baselines_do_not_flap() {
+        let base = steady(0, 100.0);
+        // Too few calls in the window: ok whatever its figures.
+        check(figures(19, 19, 9_000.0), &base, None, "ok");
+        // Two errors are not a verdict.
+        check(figures(20, 2, 100.0), &base, None, "ok");
+        // Sub-windows under the minimum traffic do not count: no limits from them.
+        let quiet: Vec<Figures> = (0..10).map(|_| figures(9, 0, 10.0)).collect();
+        check(figures(300, 0, 400.0), &quiet, None, "ok");
+        // Four usable sub-windows are too few for limits.
+        check(figures(300, 0, 400.0), &base[..4], None, "ok");
+        // A 1 ms edge at 4 ms is within the absolute floor.
+        check(figures(300, 0, 4.0), &steady(0, 1.0), None, "ok");
+    }
+
+    #[test]
+    fn a_high_error_rate_is_failing_without_a_baseline() {
+        check(
+            figures(100, 40, 10.0),
+            &[],
+            None,
+            "failing: error rate 40.0% above 20.0%",
+        );
+        check(figures(100, 15, 10.0), &[], None, "ok");
+    }
+
+    #[test]
+    fn breaching_an_objective_is_degraded() {
+        let objective = Objective {
+            service: "payments".into(),
+            p95_ms: Some(50.0),
+            error_rate: Some(0.01),
+            ..Objective::default()
+        };
+        check(
+            figures(100, 3, 60.0),
+            &steady(3, 60.0),
+            Some(&objective),
+            "degraded: p95 60 ms above its objective 50 ms; error rate 3.0% above its objective 1.0%",
+        );
+        check(figures(100, 0, 40.0), &[], Some(&objective), "ok");
+    }
+
+    #[test]
+    fn a_node_is_as_bad_as_the_calls_it_makes() {
+        let failing = Health {
+            level: HealthLevel::Failing,
+            reasons: vec!["error rate 40.0% above 20.0%".into()],
+        };
+        let ok = Health::default();
+        let node = judge_node(
+            Health::default(),
+            &[("card-processor", &failing), ("ledger", &ok)],
+        );
+        assert_eq!(node.level, HealthLevel::Failing);
+        assert_eq!(
+            node.reasons,
+            ["calls to card-processor: error rate 40.0% above 20.0%"]
+        );
+        let degraded_own = Health {
+            level: HealthLevel::Degraded,
+            reasons: vec!["p95 400 ms above its limit 152 ms (baseline 101 ms)".into()],
+        };
+        let node = judge_node(degraded_own, &[("card-processor", &failing)]);
+        assert_eq!(node.level, HealthLevel::Failing);
+        assert_eq!(node.reasons.len(), 2);
+        assert!(node.reasons[0].starts_with("calls to card-processor"));
+        // Many failing calls: the reasons stay short.
+        let many: Vec<(&str, &Health)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| (*t, &failing))
+            .collect();
+        let node = judge_node(Health::default(), &many);
+        assert_eq!(node.reasons.len(), 4);
+        assert_eq!(node.reasons[3], "and 2 more");
+    }
+}

@@ -1,0 +1,285 @@
+//! Health end to end: a shop sent over OTLP/gRPC with timestamps in the past, whose
+//! checkout → inventory calls become four times slower in the last minutes. `/api/graph`, the
+//! event stream and the `nodes`/`edges` tables say that edge is degraded, and so is checkout
+//! (it makes the slow calls), while the steady edges stay ok; a service over its configured
+//! objective is degraded too.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+use common::otlp::request;
+use common::topology::{CLIENT, SERVER};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use serde_json::Value;
+
+const SECOND_NS: u64 = 1_000_000_000;
+const MINUTE_NS: u64 = 60 * SECOND_NS;
+/// One trace every this often, from 55 to 16 minutes ago (the baseline, as health cuts it:
+/// five-minute sub-windows in the hour before the 15-minute window) and from 10 to 1 minutes
+/// ago (the window).
+const EVERY_NS: u64 = 5 * SECOND_NS;
+
+/// Spans by service, each with an id of its own.
+#[derive(Default)]
+struct Spans {
+    by_service: std::collections::BTreeMap<&'static str, Vec<Span>>,
+    next_id: u64,
+}
+
+impl Spans {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn add(
+        &mut self,
+        service: &'static str,
+        trace: &[u8],
+        parent: Option<&[u8]>,
+        kind: i32,
+        start_ns: u64,
+        duration_ms: u64,
+    ) -> Vec<u8> {
+        let span_id = self.id().to_be_bytes().to_vec();
+        self.by_service.entry(service).or_default().push(Span {
+            trace_id: trace.to_vec(),
+            span_id: span_id.clone(),
+            parent_span_id: parent.map(<[u8]>::to_vec).unwrap_or_default(),
+            name: format!("{service} call"),
+            kind,
+            start_time_unix_nano: start_ns,
+            end_time_unix_nano: start_ns + duration_ms * 1_000_000,
+            status: Some(Status {
+                code: 1,
+                message: String::new(),
+            }),
+            ..Span::default()
+        });
+        span_id
+    }
+
+    /// A call from `caller` (under its span `parent`) to `callee`: CLIENT then SERVER.
+    fn call(
+        &mut self,
+        caller: &'static str,
+        callee: &'static str,
+        trace: &[u8],
+        parent: &[u8],
+        start_ns: u64,
+        duration_ms: u64,
+    ) -> Vec<u8> {
+        let client = self.add(caller, trace, Some(parent), CLIENT, start_ns, duration_ms);
+        self.add(
+            callee,
+            trace,
+            Some(&client),
+            SERVER,
+            start_ns + 1_000_000,
+            duration_ms - 2,
+        )
+    }
+
+    fn requests(self) -> Vec<ExportTraceServiceRequest> {
+        self.by_service
+            .into_iter()
+            .map(|(service, spans)| request(service, spans))
+            .collect()
+    }
+}
+
+/// frontend → checkout → inventory and frontend → catalog, one trace every five seconds over
+/// `[from_ns, to_ns)`; inventory answers in `inventory_ms` (a little jitter on every call, as
+/// real latencies have).
+fn shop(spans: &mut Spans, from_ns: u64, to_ns: u64, inventory_ms: u64) {
+    let mut at = from_ns;
+    while at < to_ns {
+        let jitter = spans.next_id % 3;
+        let mut trace = vec![0x4E; 16];
+        trace[8..].copy_from_slice(&spans.id().to_be_bytes());
+        let root = spans.add("frontend", &trace, None, SERVER, at, 200);
+        let checkout = spans.call("frontend", "checkout", &trace, &root, at + 1_000_000, 150);
+        spans.call(
+            "checkout",
+            "inventory",
+            &trace,
+            &checkout,
+            at + 2_000_000,
+            inventory_ms + jitter,
+        );
+        spans.call(
+            "frontend",
+            "catalog",
+            &trace,
+            &root,
+            at + 3_000_000,
+            20 + jitter,
+        );
+        at += EVERY_NS;
+    }
+}
+
+fn graph(server: &Server) -> Value {
+    reqwest::blocking::get(format!("http://{}/api/graph", server.api))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn edge<'a>(graph: &'a Value, source: &str, target: &str) -> &'a Value {
+    graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == source && e["target"] == target)
+        .unwrap_or_else(|| panic!("no edge {source} -> {target}: {graph:#}"))
+}
+
+fn node<'a>(graph: &'a Value, id: &str) -> &'a Value {
+    graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id}: {graph:#}"))
+}
+
+/// `health` and the first reason.
+fn health(element: &Value) -> (String, String) {
+    (
+        element["health"].as_str().unwrap().to_string(),
+        element["health_reasons"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[test]
+fn a_slower_edge_and_its_caller_are_degraded_and_steady_ones_stay_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flowscope.toml");
+    std::fs::write(
+        &config,
+        "[[objective]]\nservice = \"catalog\"\np95_ms = 10\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--graph-pairing-ttl",
+            "2s",
+        ],
+    );
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut spans = Spans::default();
+    shop(
+        &mut spans,
+        now_ns - 55 * MINUTE_NS,
+        now_ns - 16 * MINUTE_NS,
+        20,
+    );
+    shop(&mut spans, now_ns - 10 * MINUTE_NS, now_ns - MINUTE_NS, 80);
+    server.export(spans.requests());
+
+    // The graph takes the spans within a second or so of their acknowledgement.
+    let window_calls = 9 * MINUTE_NS / EVERY_NS;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let settled = loop {
+        let current = graph(&server);
+        let calls = |s, t| {
+            current["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["source"] == s && e["target"] == t)
+                .and_then(|e| e["calls"].as_u64())
+        };
+        if calls("checkout", "inventory") == Some(window_calls)
+            && calls("frontend", "catalog") == Some(window_calls)
+        {
+            break current;
+        }
+        assert!(Instant::now() < deadline, "the graph did not settle");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let slow = health(edge(&settled, "checkout", "inventory"));
+    assert_eq!(slow.0, "degraded", "{slow:?}");
+    assert!(
+        slow.1.starts_with("p95 ") && slow.1.contains("above its limit"),
+        "{slow:?}"
+    );
+    let caller = health(node(&settled, "checkout"));
+    assert_eq!(caller.0, "degraded", "{caller:?}");
+    assert!(
+        caller.1.starts_with("calls to inventory: p95 "),
+        "{caller:?}"
+    );
+    for (source, target) in [("frontend", "checkout"), ("frontend", "catalog")] {
+        assert_eq!(
+            health(edge(&settled, source, target)),
+            ("ok".to_string(), String::new()),
+            "{source} -> {target}"
+        );
+    }
+    assert_eq!(health(node(&settled, "frontend")).0, "ok");
+    let objective = health(node(&settled, "catalog"));
+    assert_eq!(objective.0, "degraded");
+    assert!(
+        objective.1.contains("above its objective 10 ms"),
+        "{objective:?}"
+    );
+
+    // The same verdicts in SQL...
+    let rows = server.sql(
+        "SELECT source, target, health, health_reason FROM edges \
+         WHERE health <> 'ok' ORDER BY source, target",
+    )["rows"]
+        .clone();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0][0], "checkout");
+    assert_eq!(rows[0][1], "inventory");
+    assert_eq!(rows[0][2], "degraded");
+    let rows =
+        server.sql("SELECT id, health FROM nodes WHERE health <> 'ok' ORDER BY id")["rows"].clone();
+    let degraded: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(degraded, ["catalog", "checkout", "inventory"]);
+
+    // ...and in the event stream's snapshot.
+    let stream = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/api/graph/stream", server.api))
+        .send()
+        .unwrap();
+    let data = BufReader::new(stream)
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|line| line.strip_prefix("data:").map(|d| d.trim().to_string()))
+        .unwrap();
+    let snapshot: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        health(edge(&snapshot, "checkout", "inventory")).0,
+        "degraded"
+    );
+    assert_eq!(health(node(&snapshot, "checkout")).0, "degraded");
+}
