@@ -496,7 +496,7 @@ fn mixed_run(duration: Duration) -> Report {
         std::thread::sleep(Duration::from_secs(1));
         peak_rss_kib = peak_rss_kib.max(server.memory_kib("VmRSS:"));
         let seconds = started.elapsed().as_secs();
-        if seconds % 30 == 0 {
+        if seconds.is_multiple_of(30) {
             eprintln!(
                 "{seconds}s: rss {} MiB, sql {} queries, {} bad logins",
                 server.memory_kib("VmRSS:") >> 10,
