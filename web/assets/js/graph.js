@@ -128,9 +128,27 @@ export function errorColour(rate) {
   return '#e5484d';
 }
 
+/**
+ * The colour of a node or edge: its health as the server judged it against its own baseline
+ * and the objectives (degraded amber, failing red, ok grey), so a latency-only incident shows
+ * on the plain graph; by error rate alone where no health came with it (a folded group).
+ */
+export function healthColour(health, rate) {
+  if (health === 'failing') return '#e5484d';
+  if (health === 'degraded') return '#e8a33d';
+  if (health === 'ok') return '#7d8ca0';
+  return errorColour(rate);
+}
+
 function edgeWidth(calls, seconds) {
   const rate = calls / Math.max(seconds, 1);
   return Math.min(12, 1.5 + 2.2 * Math.log10(1 + rate * 10));
+}
+
+/** The tooltip's health lines: the verdict and why, when it is not ok. */
+function healthLines(d) {
+  if (!d.health || d.health === 'ok') return [];
+  return [d.health, ...d.health_reasons];
 }
 
 export function edgeId(source, target, kind) {
@@ -564,7 +582,9 @@ export class GraphView {
       p50_ms: n.p50_ms || 0,
       p95_ms: n.p95_ms || 0,
       p99_ms: n.p99_ms || 0,
-      color: errorColour(errorRate),
+      health: n.health || '',
+      health_reasons: n.health_reasons || [],
+      color: healthColour(n.health, errorRate),
       collapsed,
     };
   }
@@ -586,7 +606,9 @@ export class GraphView {
       amplification: e.amplification || 0,
       trace_loops: e.trace_loops || 0,
       width: edgeWidth(e.calls, this.seconds()),
-      color: errorColour(rate),
+      health: e.health || '',
+      health_reasons: e.health_reasons || [],
+      color: healthColour(e.health, rate),
     };
   }
 
@@ -630,6 +652,8 @@ export class GraphView {
         `${formatCount(d.calls)} calls · ${formatRate(d.calls / this.seconds())} · ${formatPercent(d.error_rate)} errors`,
       );
       lines.push(`p50 ${formatMs(d.p50_ms)} · p95 ${formatMs(d.p95_ms)} · p99 ${formatMs(d.p99_ms)}`);
+      if (d.amplification > 1) lines.push(`calls per caller ×${d.amplification.toFixed(2)}`);
+      lines.push(...healthLines(d));
       if (d.diff) lines.push(`compared: ${d.diff}`);
     } else {
       lines.push(`${d.collapsed ? d.label : d.id} (${d.kind})`);
@@ -637,6 +661,7 @@ export class GraphView {
       if (d.kind === 'service' && !d.collapsed) {
         lines.push(`p50 ${formatMs(d.p50_ms)} · p95 ${formatMs(d.p95_ms)} · p99 ${formatMs(d.p99_ms)}`);
       }
+      lines.push(...healthLines(d));
       if (d.diff) lines.push(`compared: ${d.diff}`);
     }
     replace(this.tooltip, ...lines.map((line) => h('div', {}, line)));
