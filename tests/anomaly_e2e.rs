@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
-use common::otlp::request;
-use common::topology::{CLIENT, SERVER};
+use common::spans::Spans;
+use common::topology::SERVER;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
 
 const MINUTE_NS: u64 = 60_000_000_000;
@@ -24,88 +23,6 @@ const WATCHED_MINUTES: u64 = 3;
 const CALLS_PER_MINUTE: u64 = 10;
 /// The minute (counted from the start) in which orders calls fraud-check, and only then.
 const FRAUD_CHECK_MINUTE: u64 = 21;
-
-/// Spans by service, each with an id of its own.
-#[derive(Default)]
-struct Spans {
-    by_service: BTreeMap<&'static str, Vec<Span>>,
-    next_id: u64,
-}
-
-impl Spans {
-    fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &mut self,
-        service: &'static str,
-        trace: &[u8],
-        parent: Option<&[u8]>,
-        kind: i32,
-        start_ns: u64,
-        duration_ms: u64,
-        error: bool,
-    ) -> Vec<u8> {
-        let span_id = self.id().to_be_bytes().to_vec();
-        self.by_service.entry(service).or_default().push(Span {
-            trace_id: trace.to_vec(),
-            span_id: span_id.clone(),
-            parent_span_id: parent.map(<[u8]>::to_vec).unwrap_or_default(),
-            name: format!("{service} call"),
-            kind,
-            start_time_unix_nano: start_ns,
-            end_time_unix_nano: start_ns + duration_ms * 1_000_000,
-            status: Some(Status {
-                code: if error { 2 } else { 1 },
-                message: String::new(),
-            }),
-            ..Span::default()
-        });
-        span_id
-    }
-
-    /// A call from `caller` (under its span `parent`) to `callee`: CLIENT then SERVER.
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &mut self,
-        caller: &'static str,
-        callee: &'static str,
-        trace: &[u8],
-        parent: &[u8],
-        start_ns: u64,
-        duration_ms: u64,
-        error: bool,
-    ) -> Vec<u8> {
-        let client = self.add(
-            caller,
-            trace,
-            Some(parent),
-            CLIENT,
-            start_ns,
-            duration_ms,
-            false,
-        );
-        self.add(
-            callee,
-            trace,
-            Some(&client),
-            SERVER,
-            start_ns + 1_000_000,
-            duration_ms - 2,
-            error,
-        )
-    }
-
-    fn requests(self) -> Vec<ExportTraceServiceRequest> {
-        self.by_service
-            .into_iter()
-            .map(|(service, spans)| request(service, spans))
-            .collect()
-    }
-}
 
 /// frontend → orders (never fails) → payments, which fails 0 or 1 of 10 calls a minute in
 /// the baseline and 6 of 10 in the watched minutes; in one watched minute orders also calls

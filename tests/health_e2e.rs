@@ -13,10 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
-use common::otlp::request;
-use common::topology::{CLIENT, SERVER};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use common::spans::Spans;
+use common::topology::SERVER;
 use serde_json::Value;
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -25,75 +23,6 @@ const MINUTE_NS: u64 = 60 * SECOND_NS;
 /// five-minute sub-windows in the hour before the 15-minute window) and from 10 to 1 minutes
 /// ago (the window).
 const EVERY_NS: u64 = 5 * SECOND_NS;
-
-/// Spans by service, each with an id of its own.
-#[derive(Default)]
-struct Spans {
-    by_service: std::collections::BTreeMap<&'static str, Vec<Span>>,
-    next_id: u64,
-}
-
-impl Spans {
-    fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    fn add(
-        &mut self,
-        service: &'static str,
-        trace: &[u8],
-        parent: Option<&[u8]>,
-        kind: i32,
-        start_ns: u64,
-        duration_ms: u64,
-    ) -> Vec<u8> {
-        let span_id = self.id().to_be_bytes().to_vec();
-        self.by_service.entry(service).or_default().push(Span {
-            trace_id: trace.to_vec(),
-            span_id: span_id.clone(),
-            parent_span_id: parent.map(<[u8]>::to_vec).unwrap_or_default(),
-            name: format!("{service} call"),
-            kind,
-            start_time_unix_nano: start_ns,
-            end_time_unix_nano: start_ns + duration_ms * 1_000_000,
-            status: Some(Status {
-                code: 1,
-                message: String::new(),
-            }),
-            ..Span::default()
-        });
-        span_id
-    }
-
-    /// A call from `caller` (under its span `parent`) to `callee`: CLIENT then SERVER.
-    fn call(
-        &mut self,
-        caller: &'static str,
-        callee: &'static str,
-        trace: &[u8],
-        parent: &[u8],
-        start_ns: u64,
-        duration_ms: u64,
-    ) -> Vec<u8> {
-        let client = self.add(caller, trace, Some(parent), CLIENT, start_ns, duration_ms);
-        self.add(
-            callee,
-            trace,
-            Some(&client),
-            SERVER,
-            start_ns + 1_000_000,
-            duration_ms - 2,
-        )
-    }
-
-    fn requests(self) -> Vec<ExportTraceServiceRequest> {
-        self.by_service
-            .into_iter()
-            .map(|(service, spans)| request(service, spans))
-            .collect()
-    }
-}
 
 /// frontend → checkout → inventory and frontend → catalog, one trace every five seconds over
 /// `[from_ns, to_ns)`; inventory answers in `inventory_ms` (a little jitter on every call, as
@@ -104,8 +33,16 @@ fn shop(spans: &mut Spans, from_ns: u64, to_ns: u64, inventory_ms: u64) {
         let jitter = spans.next_id % 3;
         let mut trace = vec![0x4E; 16];
         trace[8..].copy_from_slice(&spans.id().to_be_bytes());
-        let root = spans.add("frontend", &trace, None, SERVER, at, 200);
-        let checkout = spans.call("frontend", "checkout", &trace, &root, at + 1_000_000, 150);
+        let root = spans.add("frontend", &trace, None, SERVER, at, 200, false);
+        let checkout = spans.call(
+            "frontend",
+            "checkout",
+            &trace,
+            &root,
+            at + 1_000_000,
+            150,
+            false,
+        );
         spans.call(
             "checkout",
             "inventory",
@@ -113,6 +50,7 @@ fn shop(spans: &mut Spans, from_ns: u64, to_ns: u64, inventory_ms: u64) {
             &checkout,
             at + 2_000_000,
             inventory_ms + jitter,
+            false,
         );
         spans.call(
             "frontend",
@@ -121,6 +59,7 @@ fn shop(spans: &mut Spans, from_ns: u64, to_ns: u64, inventory_ms: u64) {
             &root,
             at + 3_000_000,
             20 + jitter,
+            false,
         );
         at += EVERY_NS;
     }

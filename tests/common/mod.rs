@@ -4,6 +4,7 @@
 
 pub mod ingest;
 pub mod otlp;
+pub mod spans;
 pub mod topology;
 
 use std::io::{BufRead, BufReader};
