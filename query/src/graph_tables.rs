@@ -54,7 +54,7 @@ const REBUILT_KEPT: usize = 16;
 /// before a window, as far as the live graph holds them. Their figures are computed once and
 /// kept, so a reader pays for one new sub-window every five minutes, not for an hour of
 /// buckets on every read.
-const BASELINE_STEP: Duration = Duration::from_secs(5 * 60);
+pub(crate) const BASELINE_STEP: Duration = Duration::from_secs(5 * 60);
 const BASELINE_STEPS: i64 = 12;
 /// Baseline sub-windows kept, the newest: an hour's, plus a few for windows further back.
 const BASELINE_KEPT: usize = 16;
@@ -70,6 +70,14 @@ pub struct GraphView {
     /// Health's baseline sub-windows by start, once they have settled: the buckets they were
     /// computed from (to tell whether they changed since) and their figures.
     baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
+}
+
+/// A judged window with the nodes' own verdicts and the baseline it was judged against.
+#[derive(Debug)]
+pub(crate) struct Judged {
+    pub snapshot: Snapshot,
+    pub own: health::OwnHealth,
+    pub baseline: Vec<Arc<BaselineFigures>>,
 }
 
 /// A snapshot and when it was computed.
@@ -246,6 +254,24 @@ impl GraphView {
         snapshot
     }
 
+    /// [`GraphView::judged`], plus what incidents need beside it: the nodes' own verdicts
+    /// and the baseline sub-windows the window was judged against.
+    pub(crate) fn judged_in_detail(&self, from_ns: i64, to_ns: i64) -> Result<Judged, QueryError> {
+        let mut snapshot = Arc::unwrap_or_clone(self.snapshot(from_ns, to_ns)?);
+        let baseline = self.baseline_before(snapshot.from_ns);
+        let own = health::judge_snapshot(&mut snapshot, &baseline, &self.objectives);
+        Ok(Judged {
+            snapshot,
+            own,
+            baseline,
+        })
+    }
+
+    /// The operator's objectives, as health applies them.
+    pub(crate) fn objectives(&self) -> &Objectives {
+        &self.objectives
+    }
+
     /// The figures of the baseline sub-windows before `from_ns` that the live graph holds
     /// whole. Older ones are not rebuilt from spans: that could take seconds on every read.
     fn baseline_before(&self, from_ns: i64) -> Vec<Arc<BaselineFigures>> {
@@ -281,6 +307,11 @@ impl GraphView {
             found.push(figures);
         }
         found
+    }
+
+    /// The live graph holds every window starting at or after this.
+    pub(crate) fn live_from_ns(&self) -> i64 {
+        self.live_covers_from(&self.history)
     }
 
     fn live_covers_from(&self, history: &History) -> i64 {
@@ -657,5 +688,6 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
         engine.register_table_function(&format!("{name}_between"), Arc::new(function));
     }
     crate::anomaly::register(engine, graph);
+    crate::incidents::register(engine, graph);
     Ok(())
 }

@@ -56,7 +56,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn error_rate(&self) -> f64 {
+    pub fn error_rate(&self) -> f64 {
         if self.calls == 0 {
             0.0
         } else {
@@ -290,6 +290,18 @@ impl BaselineFigures {
     }
 }
 
+impl BaselineFigures {
+    /// One edge's figures in this sub-window, if it had calls.
+    pub fn edge(&self, source: &str, target: &str, kind: EdgeKind) -> Option<Figures> {
+        self.edges.get(&edge_key(source, target, kind)).copied()
+    }
+
+    /// One node's figures in this sub-window, if it was in it.
+    pub fn node(&self, id: &str) -> Option<Figures> {
+        self.nodes.get(&node_key(id)).copied()
+    }
+}
+
 /// Objectives by what they apply to.
 #[derive(Debug, Default)]
 pub struct Objectives {
@@ -320,19 +332,35 @@ impl Objectives {
     }
 
     fn of_edge(&self, edge: &Edge) -> Option<&Objective> {
+        self.for_edge(&edge.source, &edge.target)
+    }
+
+    /// The objective set for the edge `source -> target`, if any.
+    pub fn for_edge(&self, source: &str, target: &str) -> Option<&Objective> {
         if self.edges.is_empty() {
             return None;
         }
-        self.edges.get(&(edge.source.clone(), edge.target.clone()))
+        self.edges.get(&(source.to_string(), target.to_string()))
+    }
+
+    /// The objective set for a service's own figures, if any.
+    pub fn for_service(&self, id: &str) -> Option<&Objective> {
+        self.services.get(id)
     }
 }
 
-/// Judges every edge, then every node, of `snapshot` in place.
+/// The verdicts on nodes' own figures (calls into them), before the calls they make are
+/// added: only those that are not ok, by node id. Incidents tell a service that is slow
+/// itself from one that only waits on a slow dependency.
+pub type OwnHealth = HashMap<String, Health>;
+
+/// Judges every edge, then every node, of `snapshot` in place; returns the nodes' own
+/// verdicts that are not ok.
 pub fn judge_snapshot(
     snapshot: &mut Snapshot,
     baseline: &[std::sync::Arc<BaselineFigures>],
     objectives: &Objectives,
-) {
+) -> OwnHealth {
     let mut history: Vec<Figures> = Vec::with_capacity(baseline.len());
     for edge in &mut snapshot.edges {
         let key = edge_key(&edge.source, &edge.target, edge.kind);
@@ -349,6 +377,7 @@ pub fn judge_snapshot(
                 .push((edge.target.as_str(), &edge.health));
         }
     }
+    let mut own_health = OwnHealth::new();
     for node in &mut snapshot.nodes {
         let key = node_key(&node.id);
         history.clear();
@@ -358,9 +387,13 @@ pub fn judge_snapshot(
             &history,
             objectives.services.get(&node.id),
         );
+        if own.level != HealthLevel::Ok {
+            own_health.insert(node.id.clone(), own.clone());
+        }
         let outgoing = calls.get(node.id.as_str()).map_or(&[][..], Vec::as_slice);
         node.health = judge_node(own, outgoing);
     }
+    own_health
 }
 
 #[cfg(test)]

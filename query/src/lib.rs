@@ -20,6 +20,7 @@ pub mod graph_tables;
 pub mod health;
 pub mod hex_id;
 pub mod history;
+pub mod incidents;
 pub mod rollups;
 pub mod segment;
 pub mod sql;

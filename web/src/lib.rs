@@ -26,6 +26,7 @@ pub mod auth;
 pub mod connections;
 pub mod error;
 mod graph;
+mod incidents;
 mod info;
 #[cfg(test)]
 mod router_tests;
@@ -128,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
         .route("/api/graph/series", get(series::get_series))
+        .route("/api/incidents", get(incidents::get_incidents))
         .route(
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),
