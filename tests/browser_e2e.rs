@@ -587,3 +587,67 @@ fn a_server_with_tokens_asks_for_one_and_shows_only_the_tenant_logged_in() {
     assert_eq!(result["logged_out"], true);
     server.stop();
 }
+
+/// The latency-only incident of the city demo (dispatch → drivers four times slower, still
+/// going on) is visible on the plain graph, listed in the What's wrong box with its cause,
+/// and a click on it focuses the path down to the cause.
+#[test]
+fn a_latency_incident_shows_on_the_plain_graph_and_whats_wrong_focuses_its_path() {
+    use common::city::{self, MINUTE, SECOND};
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--graph-pairing-ttl", "2s", "--graph-horizon", "2h"],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    // The baseline of a 15-minute window needs 25 minutes before it.
+    let start = (now - 45 * MINUTE).div_euclid(5 * MINUTE) * 5 * MINUTE;
+    let latency_at = now - 60 * SECOND;
+    // The error incident a day away: only the slowdown happens.
+    let topology = city::city(now + 12 * 60 * MINUTE, latency_at);
+    city::send(&server, topology, start, now);
+
+    let url = format!("http://{}", server.api);
+    let result = drive("incident", &url, |what| {
+        panic!("unexpected wait for {what}")
+    });
+    let slow = &result["slow_edge"];
+    let steady = &result["steady_edge"];
+    assert_eq!(slow["health"], "degraded", "{result:#}");
+    assert_eq!(steady["health"], "ok", "{result:#}");
+    assert_ne!(
+        slow["colour"], steady["colour"],
+        "a slow edge is drawn unlike a steady one: {result:#}"
+    );
+    let box_ = &result["box"];
+    assert_eq!(
+        box_["open"], true,
+        "open while the incident goes on: {box_:#}"
+    );
+    let items = box_["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{box_:#}");
+    assert!(
+        items[0].as_str().unwrap().contains("dispatch -> drivers"),
+        "{box_:#}"
+    );
+    let focused = &result["focused"];
+    let shown = strings(&focused["shown"]);
+    assert!(
+        shown.contains("dispatch") && shown.contains("drivers"),
+        "{focused:#}"
+    );
+    assert!(
+        focused["faded_nodes"].as_u64().unwrap() > 0,
+        "the rest of the graph fades: {focused:#}"
+    );
+    assert_eq!(
+        focused["path"]["cause"].as_array().unwrap().len(),
+        1,
+        "{focused:#}"
+    );
+    assert_eq!(result["slow_edge_focused"]["faded"], false, "{result:#}");
+}

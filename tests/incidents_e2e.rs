@@ -1,7 +1,8 @@
 //! Incidents end to end over the `city` demo: an hour of its traffic, simulated with
 //! timestamps in the past and sent over OTLP/gRPC, with its two scheduled incidents moved to
 //! known minutes: payments → card-processor failing 40% with retries (an error burst and a
-//! retry storm) and dispatch → drivers four times slower (latency only). During each,
+//! retry storm) half an hour in, and dispatch → drivers four times slower (latency only) in
+//! the last minute, still going on: what an alert raised now sees in its graph context. During each,
 //! `/api/incidents` reports one incident whose top-ranked likely cause is the planted edge,
 //! and `/api/graph` judges that edge degraded or failing; in the quiet minutes between them
 //! no incident is reported at all (the false positives are counted; the goal is zero).
@@ -11,43 +12,19 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::Server;
-use flowscope_demo::{Simulator, Topology};
+use common::city::{self, MINUTE, SECOND};
 use serde_json::Value;
 
-const SECOND: i64 = 1_000_000_000;
-const MINUTE: i64 = 60 * SECOND;
-/// The city preset runs 20 root traces a second; a fifth of that keeps the test to seconds
-/// and still gives every edge of the incidents well over health's minimum traffic.
-const SCALE: f64 = 0.2;
 /// Minutes after the start of the traffic.
 const ERRORS_AT: i64 = 30;
 const ERRORS_FOR: i64 = 2;
-const LATENCY_AT: i64 = 42;
+/// The slowdown started this long before the end of the traffic, and still goes on.
+const LATENCY_BEFORE_END: i64 = 60 * SECOND;
 const LATENCY_FOR_S: i64 = 90;
 const TRAFFIC_MINUTES: i64 = 63;
-
-/// The city preset with its two incidents moved to `errors_ns` and `latency_ns` (once a day,
-/// so once in the test).
-fn city(errors_ns: i64, latency_ns: i64) -> Topology {
-    let day = 86_400 * SECOND;
-    let offset = |ns: i64| format!("offset = \"{}s\"", ns.rem_euclid(day) / SECOND);
-    let text = include_str!("../demo/presets/city.toml");
-    let moved = text
-        .replace(
-            "every = \"15m\"\nlength = \"2m\"",
-            &format!("every = \"1d\"\n{}\nlength = \"2m\"", offset(errors_ns)),
-        )
-        .replace(
-            "every = \"20m\"\noffset = \"5m\"\nlength = \"90s\"",
-            &format!("every = \"1d\"\n{}\nlength = \"90s\"", offset(latency_ns)),
-        );
-    assert_ne!(moved, text, "the city preset's incidents moved");
-    assert!(moved.matches("every = \"1d\"").count() == 2, "{moved}");
-    Topology::parse(&moved, "city (test)").unwrap()
-}
 
 fn get(server: &Server, path: &str) -> Value {
     let response = reqwest::blocking::get(format!("http://{}{path}", server.api)).unwrap();
@@ -105,40 +82,14 @@ fn each_planted_incident_is_one_incident_caused_by_its_edge_and_quiet_minutes_ha
     // Health's baseline is cut in five-minute steps: start on one.
     let start = (now - TRAFFIC_MINUTES * MINUTE).div_euclid(5 * MINUTE) * 5 * MINUTE;
     let errors_at = start + ERRORS_AT * MINUTE;
-    let latency_at = start + LATENCY_AT * MINUTE;
-    let mut simulator = Simulator::new(city(errors_at, latency_at), 7);
+    let latency_at = now - LATENCY_BEFORE_END;
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
         &["--graph-pairing-ttl", "2s", "--graph-horizon", "2h"],
     );
-    let mut requests = Vec::new();
-    let mut spans = 0;
-    let mut second = start + SECOND;
-    while second <= now {
-        let rate = simulator.topology().traces_per_second_at(second) * SCALE;
-        let request = simulator.request(second, rate.round().max(1.0) as u32);
-        spans += flowscope_demo::send::span_count(&request);
-        requests.push(request);
-        second += SECOND;
-    }
-    server.export(requests);
-
-    // Ready when the graph has taken every span and paired what it could.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = get(&server, "/api/status");
-        let graph = &status["graph"];
-        if graph["spans_seen"].as_u64() == Some(spans) && graph["pending_spans"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the graph did not take the {spans} spans: {graph}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    city::send(&server, city::city(errors_at, latency_at), start, now);
 
     // During the error burst and retry storm, 90 s in.
     let during = errors_at + 90 * SECOND;
@@ -188,9 +139,10 @@ fn each_planted_incident_is_one_incident_caused_by_its_edge_and_quiet_minutes_ha
     assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
     assert_eq!(rows[0][1], "payments -> card-processor", "{rows}");
 
-    // During the latency-only slowdown, 60 s in.
-    let during = latency_at + 60 * SECOND;
+    // During the latency-only slowdown, 60 s in: now.
+    let during = now;
     let found = at(&server, during);
+    assert_eq!(found[0]["ongoing"], true, "{:#}", found[0]);
     assert_eq!(found.len(), 1, "one incident: {found:#?}");
     assert_eq!(
         found[0]["cause"]["name"], "dispatch -> drivers",
@@ -208,6 +160,20 @@ fn each_planted_incident_is_one_incident_caused_by_its_edge_and_quiet_minutes_ha
         found[0]
     );
 
+    // What an alert on that edge, or on its caller, carries as graph context: the incident.
+    for subject in ["'dispatch -> drivers'", "'dispatch'"] {
+        let rows = server.sql(&format!(
+            "SELECT summary FROM incidents(now() - INTERVAL '5 minutes', now()) \
+             WHERE array_has(elements, {subject}) ORDER BY rank LIMIT 1"
+        ))["rows"]
+            .clone();
+        let summary = rows[0][0].as_str().unwrap_or_default();
+        assert!(
+            summary.starts_with("likely cause: dispatch -> drivers (degraded: p95 "),
+            "{subject}: {rows}"
+        );
+    }
+
     // Quiet minutes: every five-minute window that holds neither incident, once the baseline
     // has its five sub-windows, at one-minute steps. Each window is five minutes of traffic;
     // together they cover more than twenty quiet minutes.
@@ -216,7 +182,7 @@ fn each_planted_incident_is_one_incident_caused_by_its_edge_and_quiet_minutes_ha
     let mut windows = 0;
     let mut false_positives = Vec::new();
     let mut to = start + 26 * MINUTE;
-    while to <= now - MINUTE {
+    while to < latency_at {
         let from = to - 5 * MINUTE;
         let overlaps = |a: i64, b: i64| from < b && a < to;
         if !overlaps(errors_at, errors_end) && !overlaps(latency_at, latency_end) {

@@ -1,5 +1,6 @@
 //! Graph context for an alert whose labels name a service or an edge: its upstream and
-//! downstream neighbours, the feedback loops it is in and a few example trace ids, as
+//! downstream neighbours, the feedback loops it is in, a few example trace ids and the
+//! incident it is part of (likely cause and impact, from `incidents(from, to)`), as
 //! annotations. Bounded: a few names per annotation, a few alerts per notification.
 
 use std::collections::BTreeMap;
@@ -20,8 +21,8 @@ pub const MAX_TRACES: usize = 3;
 /// Alerts of one notification that get context: with [`MAX_CHARS`] per annotation, the
 /// context of one notification stays under 20 KB.
 pub const MAX_ALERTS_WITH_CONTEXT: usize = 10;
-// Four annotations of at most MAX_CHARS on each alert that gets context: under 20 KB.
-const _: () = assert!(4 * MAX_CHARS * MAX_ALERTS_WITH_CONTEXT < 20 * 1024);
+// Five annotations of at most MAX_CHARS on each alert that gets context: under 20 KB.
+const _: () = assert!(5 * MAX_CHARS * MAX_ALERTS_WITH_CONTEXT < 20 * 1024);
 
 /// Each context query gives up after this: context is a help, never a delay.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,23 +56,26 @@ pub fn subject_of(labels: &Labels) -> Option<Subject> {
 /// 15 minutes of spans (errors first, then newest).
 pub fn queries(subject: &Subject) -> Vec<(&'static str, String)> {
     let limit = MAX_NAMES + 1;
-    let (up_of, down_of, loop_filter, trace_service) = match subject {
+    let (up_of, down_of, loop_filter, trace_service, incident_filter) = match subject {
         Subject::Service(name) => {
             let name = literal(name);
             (
                 name.clone(),
                 name.clone(),
                 format!("array_has(nodes, {name})"),
-                name,
+                name.clone(),
+                format!("array_has(elements, {name})"),
             )
         }
         Subject::Edge { source, target } => {
+            let edge = literal(&format!("{source} -> {target}"));
             let (source, target) = (literal(source), literal(target));
             (
                 source.clone(),
                 target.clone(),
                 format!("array_has(nodes, {source}) AND array_has(nodes, {target})"),
-                source,
+                source.clone(),
+                format!("(array_has(elements, {edge}) OR array_has(elements, {source}))"),
             )
         }
     };
@@ -100,6 +104,13 @@ pub fn queries(subject: &Subject) -> Vec<(&'static str, String)> {
                 "SELECT trace_id FROM spans WHERE service_name = {trace_service} \
                  AND start_time > now() - INTERVAL '15 minutes' \
                  ORDER BY CASE WHEN status_code = 'ERROR' THEN 0 ELSE 1 END, start_time DESC LIMIT {MAX_TRACES}"
+            ),
+        ),
+        (
+            "incident",
+            format!(
+                "SELECT summary FROM incidents(now() - INTERVAL '5 minutes', now()) \
+                 WHERE {incident_filter} ORDER BY rank LIMIT 1"
             ),
         ),
     ]

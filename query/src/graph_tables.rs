@@ -70,6 +70,8 @@ pub struct GraphView {
     /// Health's baseline sub-windows by start, once they have settled: the buckets they were
     /// computed from (to tell whether they changed since) and their figures.
     baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
+    /// The last incidents of the live window, shared by readers for a few seconds.
+    pub(crate) live_incidents: Arc<Mutex<Option<crate::incidents::LiveIncidents>>>,
 }
 
 /// A judged window with the nodes' own verdicts and the baseline it was judged against.
@@ -147,6 +149,7 @@ impl GraphView {
             last_live: Arc::default(),
             objectives: Arc::default(),
             baseline: Arc::default(),
+            live_incidents: Arc::default(),
         }
     }
 
@@ -257,7 +260,8 @@ impl GraphView {
     /// [`GraphView::judged`], plus what incidents need beside it: the nodes' own verdicts
     /// and the baseline sub-windows the window was judged against.
     pub(crate) fn judged_in_detail(&self, from_ns: i64, to_ns: i64) -> Result<Judged, QueryError> {
-        let mut snapshot = Arc::unwrap_or_clone(self.snapshot(from_ns, to_ns)?);
+        // Figures only: incidents need no loops, and finding them is the costly part.
+        let mut snapshot = self.window(from_ns, to_ns)?.figures();
         let baseline = self.baseline_before(snapshot.from_ns);
         let own = health::judge_snapshot(&mut snapshot, &baseline, &self.objectives);
         Ok(Judged {

@@ -53,6 +53,8 @@ const CALLS_PER_STEP: f64 = 40.0;
 /// The longest and the most steps looked at.
 const MAX_STEP: Duration = Duration::from_secs(5 * 60);
 const MAX_STEPS: i64 = 240;
+/// How long the live window's incidents are shared by readers (dashboards poll them).
+const LIVE_REUSE: Duration = Duration::from_secs(5);
 /// Nodes named in a summary's upstream list.
 const SUMMARY_NAMES: usize = 5;
 
@@ -610,7 +612,43 @@ fn summary(incident: &Incident) -> String {
     text
 }
 
+/// The live window's incidents, when they were computed and the window they cover.
+#[derive(Debug)]
+pub(crate) struct LiveIncidents {
+    at: std::time::Instant,
+    from_ns: i64,
+    to_ns: i64,
+    incidents: Arc<Vec<Incident>>,
+}
+
 impl GraphView {
+    /// The incidents of the last [`INCIDENT_WINDOW`] as of now, with the window: computed at
+    /// most once per [`LIVE_REUSE`], however many readers ask (a reader that comes while they
+    /// are computed waits for them rather than computing them again).
+    pub fn live_incidents(
+        &self,
+        now_ns: i64,
+    ) -> Result<(i64, i64, Arc<Vec<Incident>>), QueryError> {
+        let mut last = match self.live_incidents.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(kept) = last.as_ref()
+            && kept.at.elapsed() < LIVE_REUSE
+        {
+            return Ok((kept.from_ns, kept.to_ns, kept.incidents.clone()));
+        }
+        let (from_ns, to_ns) = (now_ns - INCIDENT_WINDOW.as_nanos() as i64, now_ns + 1);
+        let incidents = Arc::new(self.incidents(from_ns, to_ns)?);
+        *last = Some(LiveIncidents {
+            at: std::time::Instant::now(),
+            from_ns,
+            to_ns,
+            incidents: incidents.clone(),
+        });
+        Ok((from_ns, to_ns, incidents))
+    }
+
     /// The incidents of `[from_ns, to_ns)`, ranked (worst level, then most services
     /// upstream affected, then most calls through the cause), at most [`MAX_INCIDENTS`].
     /// Reads the live graph and, for a window older than it, rebuilds: call it off the
@@ -681,17 +719,27 @@ impl GraphView {
             Subject::Edge { source, target, .. } => self.objectives().for_edge(source, target),
             Subject::Node { id } => self.objectives().for_service(id),
         };
-        let anomalous: Vec<bool> = series
+        // Per step: anomalous or not, or unknown when it had too little traffic to judge (a
+        // quiet step is no sign that the incident ended).
+        let verdicts: Vec<Option<bool>> = series
             .iter()
             .map(|f| {
-                f.as_ref().is_some_and(|f| {
-                    health::judge(health_figures(f), &history, objective).level != HealthLevel::Ok
-                })
+                f.as_ref()
+                    .filter(|f| f.calls >= health::MIN_WINDOW_CALLS)
+                    .map(|f| {
+                        health::judge(health_figures(f), &history, objective).level
+                            != HealthLevel::Ok
+                    })
             })
             .collect();
+        let anomalous: Vec<bool> = verdicts.iter().map(|v| *v == Some(true)).collect();
         let (started_ns, ongoing, ended_ns) = match last_run(&anomalous) {
             Some((first, last)) => {
-                let ongoing = last + 2 >= starts.len();
+                // It ended when a later step was judged ok; the last step may be cut short
+                // by the window.
+                let whole = starts.len().saturating_sub(1);
+                let judged_ok_after = (last + 1..whole).any(|i| verdicts[i] == Some(false));
+                let ongoing = !judged_ok_after;
                 let ended = (!ongoing).then(|| starts[last] + step);
                 (starts[first], ongoing, ended)
             }

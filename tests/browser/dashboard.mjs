@@ -4,7 +4,8 @@
 //
 // Scenarios: `shop` (graph, edge panel, loop, live update, SQL, trace view, escaping),
 // `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive),
-// `many` (3,000 nodes: the quietest folded into one node per kind).
+// `many` (3,000 nodes: the quietest folded into one node per kind), `incident` (a latency
+// incident on the plain graph and in the What's wrong box, focused by a click).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -77,6 +78,7 @@ try {
   else if (scenario === 'big') await big(page);
   else if (scenario === 'many') await many(page);
   else if (scenario === 'login') await loginFlow(page);
+  else if (scenario === 'incident') await incident(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -408,4 +410,46 @@ async function loginFlow(page) {
   await Promise.all([page.waitForNavigation(), page.click('#logout')]);
   await page.waitForSelector('#login');
   result.logged_out = true;
+}
+
+/** The city with dispatch -> drivers slowed down in the last minute, on the plain graph. */
+async function incident(page) {
+  step('graph');
+  await page.goto(`${baseUrl}/#/graph`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.state.graph.incidents?.loaded === true);
+  const edgeLook = (source, target) =>
+    page.evaluate(
+      ([s, t]) => {
+        const cy = window.flowscope.cy;
+        const edge = cy.edges().filter((e) => e.data('source') === s && e.data('target') === t)[0];
+        if (!edge) return null;
+        return {health: edge.data('health'), colour: edge.style('line-color'), faded: edge.hasClass('faded')};
+      },
+      [source, target],
+    );
+  result.slow_edge = await edgeLook('dispatch', 'drivers');
+  result.steady_edge = await edgeLook('drivers', 'vehicles-db');
+  result.box = await page.evaluate(() => ({
+    open: document.querySelector('#whats-wrong').open,
+    text: document.querySelector('#whats-wrong').textContent,
+    items: [...document.querySelectorAll('#incidents .incident-item')].map((li) => li.textContent),
+    state: window.flowscope.state.graph.incidents.incidents,
+  }));
+  await page.screenshot({path: join(artefacts, 'incident.png')});
+  if (!result.box.items.length || !result.box.open) return;
+  step('focus');
+  await page.click('#incidents .incident-item');
+  await page.waitForFunction(() => window.flowscope.state.graph.focusedPath);
+  result.focused = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    return {
+      path: window.flowscope.state.graph.focusedPath,
+      shown: cy.nodes().not('.faded').map((n) => n.id()).sort(),
+      faded_nodes: cy.nodes('.faded').length,
+      all_nodes: cy.nodes().length,
+    };
+  });
+  result.slow_edge_focused = await edgeLook('dispatch', 'drivers');
+  await page.screenshot({path: join(artefacts, 'incident-focused.png')});
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod city;
 pub mod ingest;
 pub mod otlp;
 pub mod spans;

@@ -29,6 +29,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     asset!("js/chart.js"),
     asset!("js/dom.js"),
     asset!("js/graph.js"),
+    asset!("js/incidents.js"),
     asset!("js/layout.js"),
     asset!("js/main.js"),
     asset!("js/panel.js"),

@@ -22,7 +22,7 @@ use crate::graph::{nanos_json, now_ns, window};
 const WITH_EXAMPLES: usize = 5;
 const EXAMPLES: usize = 5;
 /// Examples are a help, never a delay.
-const EXAMPLES_TIMEOUT: Duration = Duration::from_secs(2);
+const EXAMPLES_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 pub struct IncidentsParams {
@@ -40,7 +40,7 @@ fn sample_json(sample: &Sample) -> Value {
     })
 }
 
-fn incident_json(incident: &Incident, examples: Value) -> Value {
+fn incident_json(incident: &Incident, (examples, examples_error): (Value, Value)) -> Value {
     let cause = &incident.cause;
     let mut subject = match &cause.subject {
         Subject::Edge {
@@ -80,6 +80,7 @@ fn incident_json(incident: &Incident, examples: Value) -> Value {
         "path": incident.path,
         "elements": incident.elements,
         "example_traces": examples,
+        "example_traces_error": examples_error,
         "summary": incident.summary,
     })
 }
@@ -154,13 +155,14 @@ fn examples_sql(incident: &Incident, to_ns: i64) -> String {
     )
 }
 
-async fn examples(engine: &SqlEngine, incident: &Incident, to_ns: i64) -> Value {
+/// The example rows, or why there are none (the SQL failed or took too long).
+async fn examples(engine: &SqlEngine, incident: &Incident, to_ns: i64) -> (Value, Value) {
     let sql = examples_sql(incident, to_ns);
     match engine.query_within(&sql, EXAMPLES, EXAMPLES_TIMEOUT).await {
-        Ok(output) => Value::Array(example_rows(&output.batches)),
+        Ok(output) => (Value::Array(example_rows(&output.batches)), Value::Null),
         Err(error) => {
             tracing::debug!(%error, "incident example traces failed");
-            json!([])
+            (json!([]), json!(error.to_string()))
         }
     }
 }
@@ -193,22 +195,36 @@ pub async fn get_incidents(
     Reader(caller): Reader,
     Query(params): Query<IncidentsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let (from, to) = window(
-        params.from.as_deref(),
-        params.to.as_deref(),
-        INCIDENT_WINDOW,
-        now_ns(),
-    )?;
+    let now = now_ns();
     let graph = caller.view.graph.clone();
-    let incidents = tokio::task::spawn_blocking(move || graph.incidents(from, to))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // The live window (no `from` or `to`, or `from=5m` up to now) is shared by every reader.
+    let live = params.to.as_deref().is_none_or(|to| to.trim() == "now")
+        && params
+            .from
+            .as_deref()
+            .is_none_or(|from| flowscope_model::parse_duration(from).ok() == Some(INCIDENT_WINDOW));
+    let (from, to, incidents) = if live {
+        tokio::task::spawn_blocking(move || graph.live_incidents(now))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    } else {
+        let (from, to) = window(
+            params.from.as_deref(),
+            params.to.as_deref(),
+            INCIDENT_WINDOW,
+            now,
+        )?;
+        let found = tokio::task::spawn_blocking(move || graph.incidents(from, to))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        (from, to, std::sync::Arc::new(found))
+    };
     let mut answer = Vec::with_capacity(incidents.len());
-    for incident in &incidents {
+    for incident in incidents.iter() {
         let examples = if incident.rank <= WITH_EXAMPLES {
             examples(&caller.view.engine, incident, to).await
         } else {
-            json!([])
+            (json!([]), Value::Null)
         };
         answer.push(incident_json(incident, examples));
     }

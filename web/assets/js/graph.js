@@ -20,6 +20,7 @@ import {
 } from './dom.js';
 import {layeredPositions} from './layout.js';
 import {openPanel, closePanel, refreshPanel} from './panel.js';
+import {IncidentsBox} from './incidents.js';
 
 /** dagre is only needed for graphs small enough for it; big ones never load it. */
 let dagreLoaded = null;
@@ -100,6 +101,10 @@ const STYLE = [
     style: {'underlay-color': '#c678dd', 'underlay-padding': 5, 'underlay-opacity': 0.35},
   },
   {selector: '.loop-selected', style: {'underlay-opacity': 0.85, 'underlay-padding': 7}},
+  {
+    selector: '.incident-cause',
+    style: {'underlay-color': '#f85149', 'underlay-opacity': 0.6, 'underlay-padding': 8},
+  },
   {selector: 'edge.appeared', style: {'line-color': '#3fb950', 'target-arrow-color': '#3fb950'}},
   {
     selector: 'edge.vanished',
@@ -243,6 +248,7 @@ export class GraphView {
     this.empty = h('div', {id: 'empty', class: 'empty hidden'});
     this.loopList = h('ol', {id: 'loops'});
     this.panel = h('div', {id: 'panel', class: 'panel hidden'});
+    this.incidents = new IncidentsBox(this);
     const legend = h(
       'div',
       {class: 'legend'},
@@ -289,6 +295,7 @@ export class GraphView {
         h(
           'aside',
           {class: 'sidebar'},
+          this.incidents.element(),
           this.panel,
           h('section', {class: 'loops-box'}, h('h3', {}, 'Feedback loops'), this.loopList),
         ),
@@ -396,6 +403,9 @@ export class GraphView {
     this.startPendingEdges();
     if (live) this.startLive();
     else this.liveBadge.textContent = 'fixed window';
+    this.incidents.refresh();
+    if (live) this.incidents.start();
+    else this.incidents.stop();
     if (this.params.focus) this.focus(this.params.focus);
     this.loadServiceLabels(w);
   }
@@ -1059,13 +1069,42 @@ export class GraphView {
     openPanel(this, start);
   }
 
+  /** Fades all but `path` (node ids, top down) and marks the incident's cause on it. */
+  focusPath(path, cause) {
+    const cy = this.cy;
+    if (!cy) return;
+    cy.elements().removeClass('faded incident-cause loop-selected');
+    let keep = cy.collection();
+    for (const id of path) keep = keep.union(cy.getElementById(id));
+    for (let i = 0; i + 1 < path.length; i++) {
+      keep = keep.union(cy.getElementById(path[i]).edgesTo(cy.getElementById(path[i + 1])));
+    }
+    if (keep.empty()) {
+      this.showNotice("this incident's path is not on the graph of this window");
+      return;
+    }
+    cy.elements().not(keep).addClass('faded');
+    const marked =
+      cause.kind === 'edge'
+        ? cy.getElementById(cause.source).edgesTo(cy.getElementById(cause.target))
+        : cy.getElementById(cause.id);
+    marked.addClass('incident-cause');
+    this.state.focusedPath = {
+      nodes: keep.nodes().map((n) => n.id()),
+      edges: keep.edges().map((e) => [e.source().id(), e.target().id()]),
+      cause: marked.map((e) => e.id()),
+    };
+    this.fitTo(keep, 60);
+  }
+
   clearFocus() {
     this.state.focus = '';
     this.params = {...this.params, focus: undefined};
     this.app.replaceParams('graph', this.params);
     this.searchInput.value = '';
     if (!this.cy) return;
-    this.cy.elements().removeClass('faded loop-selected');
+    this.cy.elements().removeClass('faded loop-selected incident-cause');
+    this.state.focusedPath = null;
     for (const item of this.loopList.querySelectorAll('.loop-item')) item.classList.remove('selected');
     this.fitAll();
   }
