@@ -37,9 +37,9 @@ const BATCH: usize = 512;
 const RUNS: usize = 5;
 /// The window the UI shows by default.
 const LIVE_WINDOW_NS: i64 = 15 * 60 * 1_000_000_000;
-/// Bulk spans start in `[now - 12 min, now - 2 min)`: inside the live window, and outside
-/// the one-minute window the ack-to-edge probe polls, so that poll stays cheap.
-const SPREAD_NS: i64 = 10 * 60 * 1_000_000_000;
+/// Bulk spans start in `[now - 2 min - spread, now - 2 min)` (`--spread`, 10 minutes by
+/// default: inside the live window), outside the one-minute window the ack-to-edge probe
+/// polls, so that poll stays cheap.
 const SPREAD_END_AGO_NS: i64 = 2 * 60 * 1_000_000_000;
 const POLL_EVERY: Duration = Duration::from_millis(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,10 +64,23 @@ pub struct GraphArgs {
     /// Only the in-process measurements
     #[arg(long)]
     no_server: bool,
+    /// How far back the bulk spans spread (before the last two minutes). Longer than 15
+    /// minutes gives health a baseline to judge the live window against, as a running
+    /// system has
+    #[arg(long, default_value = "10m", value_parser = parse_spread)]
+    spread: i64,
+}
+
+fn parse_spread(text: &str) -> Result<i64, String> {
+    let spread = flowscope_model::parse_duration(text)?;
+    i64::try_from(spread.as_nanos())
+        .ok()
+        .filter(|ns| *ns > 0)
+        .ok_or_else(|| format!("--spread must be a positive duration such as `10m`, not `{text}`"))
 }
 
 pub fn run(args: GraphArgs) -> anyhow::Result<()> {
-    let topology = Topology::new(args.services, args.edges)?;
+    let topology = Topology::new(args.services, args.edges, args.spread)?;
     let total_spans = args.spans / 2 * 2;
     if total_spans == 0 {
         bail!("--spans must be at least 2");
@@ -330,6 +343,35 @@ fn against_server(
     }
     latencies.sort_unstable();
 
+    // Incidents: a window given explicitly is computed on every request; the live one (no
+    // window) is computed at most every 5 s and shared, so it is timed after a first call.
+    let mut computed = Vec::with_capacity(RUNS);
+    let mut incidents = 0;
+    for _ in 0..RUNS {
+        let to_ms = now_ns() / 1_000_000;
+        let url = format!(
+            "http://{}/api/incidents?from={}&to={to_ms}",
+            server.api,
+            to_ms - 5 * 60 * 1000
+        );
+        let started = Instant::now();
+        let body = runtime.block_on(get(&http, &url))?;
+        computed.push(started.elapsed());
+        let answer: Value =
+            serde_json::from_slice(&body).context("/api/incidents did not answer JSON")?;
+        incidents = answer["incidents"].as_array().map_or(0, Vec::len);
+    }
+    computed.sort_unstable();
+    let live_url = format!("http://{}/api/incidents", server.api);
+    runtime.block_on(get(&http, &live_url))?;
+    let mut shared = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        runtime.block_on(get(&http, &live_url))?;
+        shared.push(started.elapsed());
+    }
+    shared.sort_unstable();
+
     eprintln!("{} ack-to-edge probes ...", args.probes);
     let delays = runtime.block_on(probe(&server, &http, args.probes))?;
     let rss = server::memory_bytes(server.pid(), "VmRSS")?;
@@ -359,6 +401,23 @@ fn against_server(
         "api_graph_bytes",
         "GET /api/graph response bytes",
         size as u64,
+    );
+    report.add_float(
+        "api_incidents_computed_p50_ms",
+        "GET /api/incidents, last 5 min given as from/to (computed), median of 5 (ms)",
+        quantile(&computed, 50.0),
+        1,
+    );
+    report.add_float(
+        "api_incidents_live_p50_ms",
+        "GET /api/incidents, live (shared for 5 s), median of 5 (ms)",
+        quantile(&shared, 50.0),
+        1,
+    );
+    report.add(
+        "incidents_found",
+        "incidents found in the last 5 min",
+        incidents as u64,
     );
     report.add_float(
         "server_rss_mib",
@@ -445,10 +504,11 @@ struct Topology {
     names: Vec<String>,
     out_degree: u64,
     stride: u64,
+    spread_ns: i64,
 }
 
 impl Topology {
-    fn new(services: u64, edges: u64) -> anyhow::Result<Self> {
+    fn new(services: u64, edges: u64, spread_ns: i64) -> anyhow::Result<Self> {
         if services < 2 || edges == 0 || !edges.is_multiple_of(services) {
             bail!("--edges must be a positive multiple of --services, and --services at least 2");
         }
@@ -460,6 +520,7 @@ impl Topology {
             names: (0..services).map(|s| format!("svc-{s:05}")).collect(),
             out_degree,
             stride: (services - 1) / out_degree,
+            spread_ns,
         })
     }
 
@@ -486,13 +547,14 @@ impl Topology {
     /// the child of the previous pair's SERVER. Starts spread over the spread window.
     fn spans(&self, total: u64, now: i64) -> Vec<GenSpan> {
         let mut spans = Vec::with_capacity(total as usize);
-        let first_start = now - SPREAD_END_AGO_NS - SPREAD_NS;
+        let spread = self.spread_ns;
+        let first_start = now - SPREAD_END_AGO_NS - spread;
         let (mut trace, mut pair) = (0u64, 0u64);
         while (spans.len() as u64) < total {
             let pairs = 1 + trace % 4;
             // About `total / 5` traces (5 spans on average) spread evenly over the window.
-            let offset = i128::from(trace) * 5 * i128::from(SPREAD_NS) / i128::from(total);
-            let trace_start = first_start + offset.min(i128::from(SPREAD_NS)) as i64;
+            let offset = i128::from(trace) * 5 * i128::from(spread) / i128::from(total);
+            let trace_start = first_start + offset.min(i128::from(spread)) as i64;
             let mut parent = None;
             for step in 0..pairs {
                 if spans.len() as u64 >= total {
