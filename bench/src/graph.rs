@@ -16,6 +16,8 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_graph::{GraphConfig, LiveGraph, feedback_loops};
 use flowscope_model::{SpanBatchBuilder, SpanRecord};
+use flowscope_query::health::{self, BaselineFigures, Objectives};
+use flowscope_query::incidents;
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -143,6 +145,35 @@ fn in_process(topology: &Topology, total_spans: u64, report: &mut Report) -> any
     let (loops, loops_time) = median_of(|| feedback_loops(&snapshot.edges));
     let edges = snapshot.edges.len() as u64;
 
+    // Health and incidents as `GraphView` does them: the baseline's twelve 5-minute
+    // sub-windows (computed once, then cached by the server), the judgement of the window,
+    // and the grouping of its unhealthy elements.
+    let step = 5 * 60 * 1_000_000_000i64;
+    let end = (now - LIVE_WINDOW_NS).div_euclid(step) * step;
+    let started = Instant::now();
+    let baseline: Vec<std::sync::Arc<BaselineFigures>> = (1..=12)
+        .rev()
+        .map(|back| {
+            let from = end - back * step;
+            std::sync::Arc::new(BaselineFigures::of(
+                &graph.window(from, from + step).figures(),
+            ))
+        })
+        .collect();
+    let baseline_time = started.elapsed();
+    let objectives = Objectives::default();
+    let ((judged, own), judge_time) = median_of(|| {
+        let mut judged = snapshot.clone();
+        let own = health::judge_snapshot(&mut judged, &baseline, &objectives);
+        (judged, own)
+    });
+    let (drafts, group_time) = median_of(|| incidents::group(&judged, &own));
+    let unhealthy = judged
+        .edges
+        .iter()
+        .filter(|e| e.health.level != flowscope_graph::HealthLevel::Ok)
+        .count() as u64;
+
     report.add_float(
         "ingest_spans_per_cpu_second",
         "ingest+advance: spans per CPU-second (1 thread)",
@@ -216,6 +247,26 @@ fn in_process(topology: &Topology, total_spans: u64, report: &mut Report) -> any
         1,
     );
     report.add("feedback_loops", "feedback_loops count", loops.len() as u64);
+    report.add_float(
+        "health_baseline_ms",
+        "health: the baseline's 12 sub-windows, once (ms)",
+        millis(baseline_time),
+        1,
+    );
+    report.add_float(
+        "health_judge_15m_ms",
+        "health: judging the 15-min snapshot, median of 5 (ms)",
+        millis(judge_time),
+        1,
+    );
+    report.add("unhealthy_edges", "edges not ok", unhealthy);
+    report.add_float(
+        "incidents_group_ms",
+        "incidents: grouping and causes, median of 5 (ms)",
+        millis(group_time),
+        1,
+    );
+    report.add("incident_groups", "incidents found", drafts.len() as u64);
     let (rebuilt, rebuild_spans, rebuild_time) = rebuild;
     anyhow::ensure!(
         rebuilt.edges.len() == snapshot.edges.len(),

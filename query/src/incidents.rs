@@ -166,7 +166,7 @@ pub struct Incident {
 
 /// One connected group of anomalous elements, before its timing is known.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Draft {
+pub struct Draft {
     pub level: HealthLevel,
     pub cause: Cause,
     /// The cause's calls in the window.
@@ -215,7 +215,7 @@ impl Groups {
 
 /// Groups the anomalous elements of a judged snapshot by connectivity and names each
 /// group's likely cause. `own` holds the nodes' own verdicts (not the calls they make).
-pub(crate) fn group(snapshot: &Snapshot, own: &OwnHealth) -> Vec<Draft> {
+pub fn group(snapshot: &Snapshot, own: &OwnHealth) -> Vec<Draft> {
     let bad: Vec<usize> = (0..snapshot.edges.len())
         .filter(|&i| snapshot.edges[i].health.level != HealthLevel::Ok)
         .collect();
