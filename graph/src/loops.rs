@@ -249,6 +249,7 @@ mod tests {
             amplification: 0.0,
             trace_loops: 0,
             health: Default::default(),
+            amplified: false,
         }
     }
 

@@ -103,6 +103,9 @@ pub struct Edge {
     /// Per-trace loops that went through this edge.
     pub trace_loops: u64,
     pub health: Health,
+    /// Its calls per caller are beyond its own baseline's limit (a retry storm or a new
+    /// fan-out); false until judged.
+    pub amplified: bool,
 }
 
 impl Edge {

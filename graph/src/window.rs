@@ -175,6 +175,7 @@ impl WindowStats {
                 },
                 trace_loops: 0,
                 health: Health::default(),
+                amplified: false,
             })
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));

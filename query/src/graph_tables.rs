@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
-    ArrayRef, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampNanosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -467,6 +467,7 @@ fn schema_of(which: Which) -> SchemaRef {
             Field::new("trace_loops", DataType::Int64, false),
             Field::new("health", DataType::Utf8, false),
             Field::new("health_reason", DataType::Utf8, false),
+            Field::new("amplified", DataType::Boolean, false),
         ],
         Which::Loops => vec![
             Field::new("id", DataType::Utf8, false),
@@ -545,6 +546,7 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
                 ints(e.iter().map(|x| x.trace_loops)),
                 strings(e.iter().map(|x| x.health.level.as_str())),
                 texts(e.iter().map(|x| x.health.reasons.join("; "))),
+                Arc::new(BooleanArray::from_iter(e.iter().map(|x| Some(x.amplified)))),
             ]
         }
         Which::Loops => {

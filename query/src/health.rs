@@ -14,6 +14,10 @@
 //!   or not;
 //! - p95 or p99 above mean + 3σ (at least [`LATENCY_MARGIN`] × mean and mean +
 //!   [`LATENCY_FLOOR_MS`], so sketch error and jitter on a steady edge do not flag): degraded;
+//! - an edge's calls per caller (amplification) above mean + 3σ (at least
+//!   [`AMPLIFICATION_MARGIN`] × mean and mean + [`AMPLIFICATION_FLOOR`], so a steady edge's
+//!   jitter does not flag): degraded, and the edge is `amplified` (a retry storm, or a
+//!   caller that fans out more than it used to);
 //! - a figure above the operator's objective: degraded.
 //!
 //! A node is the worst of its own figures (calls into it) and the edges it calls out on, so
@@ -42,6 +46,10 @@ pub const FAILING_ERROR_RATE: f64 = 0.20;
 pub const LATENCY_MARGIN: f64 = 1.5;
 /// ...and at least this many milliseconds above it.
 pub const LATENCY_FLOOR_MS: f64 = 5.0;
+/// An amplification limit is at least this many times the baseline mean...
+pub const AMPLIFICATION_MARGIN: f64 = 1.2;
+/// ...and at least this many calls per caller above it.
+pub const AMPLIFICATION_FLOOR: f64 = 0.2;
 /// At most this many reasons are given for a node (its own first, then its calls).
 const MAX_NODE_REASONS: usize = 4;
 
@@ -53,6 +61,8 @@ pub struct Figures {
     /// 0 when unknown (nodes other than services have no latency of their own).
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Calls per calling parent span; 0 when unknown (nodes, edges without known callers).
+    pub amplification: f64,
 }
 
 impl Figures {
@@ -70,6 +80,7 @@ impl Figures {
             errors: edge.errors,
             p95_ms: edge.p95_ms,
             p99_ms: edge.p99_ms,
+            amplification: edge.amplification,
         }
     }
 
@@ -79,6 +90,7 @@ impl Figures {
             errors: node.errors_in,
             p95_ms: node.p95_ms,
             p99_ms: node.p99_ms,
+            amplification: 0.0,
         }
     }
 }
@@ -95,11 +107,23 @@ pub struct Objective {
     pub error_rate: Option<f64>,
 }
 
+/// A verdict and whether the calls per caller were beyond their limit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Verdict {
+    pub health: Health,
+    pub amplified: bool,
+}
+
 /// The verdict on one element: `window` against the `baseline` sub-windows before it and the
 /// `objective` set for it.
 pub fn judge(window: Figures, baseline: &[Figures], objective: Option<&Objective>) -> Health {
+    assess(window, baseline, objective).health
+}
+
+/// [`judge`], also saying whether the amplification was beyond its limit.
+pub fn assess(window: Figures, baseline: &[Figures], objective: Option<&Objective>) -> Verdict {
     if window.calls < MIN_WINDOW_CALLS {
-        return Health::default();
+        return Verdict::default();
     }
     let mut findings: Vec<(HealthLevel, String)> = Vec::new();
     let usable: Vec<&Figures> = baseline
@@ -170,6 +194,10 @@ pub fn judge(window: Figures, baseline: &[Figures], objective: Option<&Objective
         }
     }
 
+    let amplification = amplification_finding(window.amplification, &usable);
+    let amplified = amplification.is_some();
+    findings.extend(amplification.map(|reason| (HealthLevel::Degraded, reason)));
+
     if let Some(objective) = objective {
         let latencies = [
             ("p95", window.p95_ms, objective.p95_ms),
@@ -202,7 +230,33 @@ pub fn judge(window: Figures, baseline: &[Figures], objective: Option<&Objective
             ));
         }
     }
-    verdict(findings)
+    Verdict {
+        health: verdict(findings),
+        amplified,
+    }
+}
+
+/// The reason when `value` calls per caller is beyond the limit of the usable sub-windows'
+/// amplifications (those that knew their callers).
+fn amplification_finding(value: f64, usable: &[&Figures]) -> Option<String> {
+    if value <= 0.0 {
+        return None;
+    }
+    let values: Vec<f64> = usable
+        .iter()
+        .map(|f| f.amplification)
+        .filter(|v| *v > 0.0)
+        .collect();
+    let base = spc::baseline(&values)?;
+    let limit = (base.mean + K * base.sigma)
+        .max(base.mean * AMPLIFICATION_MARGIN)
+        .max(base.mean + AMPLIFICATION_FLOOR);
+    (value > limit).then(|| {
+        format!(
+            "calls per caller ×{value:.1} above its limit ×{limit:.1} (baseline ×{:.1})",
+            base.mean
+        )
+    })
 }
 
 /// A node's verdict: its own, made worse by those of the edges it calls out on (`(target,
@@ -366,7 +420,9 @@ pub fn judge_snapshot(
         let key = edge_key(&edge.source, &edge.target, edge.kind);
         history.clear();
         history.extend(baseline.iter().filter_map(|b| b.edges.get(&key).copied()));
-        edge.health = judge(Figures::of_edge(edge), &history, objectives.of_edge(edge));
+        let verdict = assess(Figures::of_edge(edge), &history, objectives.of_edge(edge));
+        edge.health = verdict.health;
+        edge.amplified = verdict.amplified;
     }
     let mut calls: HashMap<&str, Vec<(&str, &Health)>> = HashMap::new();
     for edge in &snapshot.edges {
@@ -406,7 +462,28 @@ mod tests {
             errors,
             p95_ms,
             p99_ms: p95_ms * 1.2,
+            amplification: 0.0,
         }
+    }
+
+    /// An edge of 100 steady calls of 50 ms at `amplification` calls per caller.
+    fn amplified(calls: u64, amplification: f64) -> Figures {
+        Figures {
+            amplification,
+            ..figures(calls, 0, 50.0)
+        }
+    }
+
+    /// The verdict rendered as "level amplified|-: reason; reason".
+    fn check_amplification(window: Figures, baseline: &[Figures], expected: &str) {
+        let verdict = assess(window, baseline, None);
+        let got = format!(
+            "{} {}: {}",
+            verdict.health.level.as_str(),
+            if verdict.amplified { "amplified" } else { "-" },
+            verdict.health.reasons.join("; ")
+        );
+        assert_eq!(got.trim_end_matches(": "), expected, "{window:?}");
     }
 
     /// Ten steady sub-windows: 100 calls, `errors` errors, p95 around `p95_ms` (±2%).
@@ -527,5 +604,65 @@ mod tests {
         let node = judge_node(Health::default(), &many);
         assert_eq!(node.reasons.len(), 4);
         assert_eq!(node.reasons[3], "and 2 more");
+    }
+
+    #[test]
+    fn a_retry_storm_is_judged_against_the_edges_own_calls_per_caller() {
+        // The city's payments -> card-processor: about 1.1 calls per caller, jittering.
+        let base: Vec<Figures> = (0..10)
+            .map(|i| amplified(100, 1.05 + 0.01 * i as f64))
+            .collect();
+        check_amplification(amplified(300, 1.12), &base, "ok -");
+        check_amplification(amplified(300, 1.25), &base, "ok -");
+        // Retries = 3 during its incident.
+        check_amplification(
+            amplified(300, 2.1),
+            &base,
+            "degraded amplified: calls per caller ×2.1 above its limit ×1.3 (baseline ×1.1)",
+        );
+        check_amplification(
+            amplified(300, 1.6),
+            &base,
+            "degraded amplified: calls per caller ×1.6 above its limit ×1.3 (baseline ×1.1)",
+        );
+        // A fan-out of five that has always been five (± one) is not news at six.
+        let fan_out: Vec<Figures> = (0..10)
+            .map(|i| amplified(100, if i % 2 == 0 { 4.0 } else { 6.0 }))
+            .collect();
+        check_amplification(amplified(300, 6.0), &fan_out, "ok -");
+        // An edge that always made exactly one call per caller: a fifth retried is the floor.
+        let one: Vec<Figures> = (0..10).map(|_| amplified(100, 1.0)).collect();
+        check_amplification(amplified(300, 1.15), &one, "ok -");
+        check_amplification(
+            amplified(300, 1.5),
+            &one,
+            "degraded amplified: calls per caller ×1.5 above its limit ×1.2 (baseline ×1.0)",
+        );
+    }
+
+    #[test]
+    fn amplification_needs_traffic_and_a_baseline() {
+        let one: Vec<Figures> = (0..10).map(|_| amplified(100, 1.0)).collect();
+        // Too few calls in the window.
+        check_amplification(amplified(19, 3.0), &one, "ok -");
+        // Sub-windows under the minimum traffic, or too few of them, or callers unknown.
+        let quiet: Vec<Figures> = (0..10).map(|_| amplified(9, 1.0)).collect();
+        check_amplification(amplified(300, 3.0), &quiet, "ok -");
+        check_amplification(amplified(300, 3.0), &one[..4], "ok -");
+        let unknown: Vec<Figures> = (0..10).map(|_| amplified(100, 0.0)).collect();
+        check_amplification(amplified(300, 3.0), &unknown, "ok -");
+        // Unknown in the window.
+        check_amplification(amplified(300, 0.0), &one, "ok -");
+        // An amplified edge that also fails: the worse verdict wins, the flag stays.
+        let verdict = assess(
+            Figures {
+                errors: 90,
+                ..amplified(300, 3.0)
+            },
+            &one,
+            None,
+        );
+        assert_eq!(verdict.health.level, HealthLevel::Failing);
+        assert!(verdict.amplified);
     }
 }

@@ -100,6 +100,7 @@ fn edge_json(edge: &Edge) -> Value {
         "trace_loops": edge.trace_loops,
         "health": edge.health.level.as_str(),
         "health_reasons": edge.health.reasons,
+        "amplified": edge.amplified,
     })
 }
 
