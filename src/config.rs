@@ -161,6 +161,22 @@ pub struct ServeArgs {
     /// a reserve for the server's own files, split among the three ports, at most 10000 each]
     #[arg(long, env = "FLOWSCOPE_MAX_CONNECTIONS")]
     max_connections: Option<u64>,
+    /// How the log on stderr is written: `text` (coloured only when stderr is a terminal
+    /// and NO_COLOR is unset) or `json` (one object per line) [default: text]
+    #[arg(long, env = "FLOWSCOPE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// The log's format on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, `target` and the event's
+    /// own fields, for log shippers.
+    Json,
 }
 
 /// The same settings as a TOML file.
@@ -203,6 +219,7 @@ struct FileConfig {
     idle_timeout: Option<String>,
     request_body_timeout: Option<String>,
     max_connections: Option<u64>,
+    log_format: Option<LogFormat>,
     /// `[[objective]]` tables: what the operator expects of a service or an edge.
     #[serde(default)]
     objective: Vec<ObjectiveFile>,
@@ -340,6 +357,20 @@ const PENDING_SPAN_BYTES: usize = 300;
 const MAX_DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
 
 impl ServeArgs {
+    /// The `--log-format` these arguments resolve to, read before the logger starts (so
+    /// before the rest is resolved); a config file that cannot be read gives the default
+    /// here, and [`ServeConfig::resolve`] then reports it.
+    pub fn log_format(&self) -> LogFormat {
+        if let Some(format) = self.log_format {
+            return format;
+        }
+        let from_file = self.config.as_ref().and_then(|path| {
+            let text = std::fs::read_to_string(path).ok()?;
+            toml::from_str::<FileConfig>(&text).ok()?.log_format
+        });
+        from_file.unwrap_or_default()
+    }
+
     /// The `--memory-limit` these arguments resolve to, read before anything else runs (the
     /// allocator's settings depend on it); `None` if they do not resolve, which
     /// [`ServeConfig::resolve`] then reports.
@@ -432,11 +463,9 @@ impl ServeConfig {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./flowscope-data"));
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        // Parquet segments are read through an object store that needs absolute paths.
-        let data_dir = data_dir
-            .canonicalize()
+        // Nothing is created here: `serve` creates, resolves and locks the directory only
+        // once its ports are bound (`data_dir::create_and_lock`).
+        let data_dir = std::path::absolute(&data_dir)
             .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
 
         let wal_sync = match args.wal_sync.or(file.wal_sync) {
@@ -683,6 +712,10 @@ impl ServeConfig {
 
         let objectives = objectives(file.objective)?;
 
+        // The logger was set up from these before (`ServeArgs::log_format`); the file's
+        // value was checked when it was parsed.
+        let _ = (args.log_format, file.log_format);
+
         Ok(Self {
             objectives,
             demo,
@@ -854,11 +887,46 @@ mod tests {
         );
         assert_eq!(config.collector.max_request_bytes, 64 << 20);
         assert!(config.store.data_dir.is_absolute());
+        assert!(
+            !dir.path().join("data").exists(),
+            "serve creates the data directory once its ports are bound, not the config"
+        );
         assert_eq!(config.external_url, None, "the API address, once bound");
         assert!(!config.delivery.allow_private && !config.api.allow_private_webhooks);
         assert_eq!(
             config.delivery.retry.horizon,
             Duration::from_secs(24 * 3600)
+        );
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_or_the_file_and_is_text_by_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flowscope.toml");
+        std::fs::write(&file, "log_format = \"json\"\n").expect("write");
+        let args = |flag: Option<LogFormat>, config: bool| ServeArgs {
+            config: config.then(|| file.clone()),
+            data_dir: Some(dir.path().join("data")),
+            log_format: flag,
+            ..ServeArgs::default()
+        };
+        for (flag, config, expected) in [
+            (None, false, LogFormat::Text),
+            (None, true, LogFormat::Json),
+            (Some(LogFormat::Text), true, LogFormat::Text),
+            (Some(LogFormat::Json), false, LogFormat::Json),
+        ] {
+            assert_eq!(args(flag, config).log_format(), expected);
+            ServeConfig::resolve(args(flag, config)).expect("the file's key is known");
+        }
+        std::fs::write(&file, "log_format = \"xml\"\n").expect("write");
+        let error = format!(
+            "{:#}",
+            ServeConfig::resolve(args(None, true)).expect_err("xml")
+        );
+        assert!(
+            error.contains("log_format") || error.contains("xml"),
+            "{error}"
         );
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  flowscope serve ──> config (flags > env > TOML file > defaults)
-//!      ├── SpanStore::open (replays the WAL before anything listens)
+//!      ├── bind every port, then create and lock the data directory (data_dir.rs)
+//!      ├── SpanStore::open (replays the WAL before the servers start)
 //!      ├── listen: connection caps and timeouts on every port
 //!      ├── OTLP/gRPC  :4317 ─┐
 //!      ├── OTLP/HTTP  :4318 ─┴─> StoreSink ──> SpanStore
@@ -12,12 +13,14 @@
 //! ```
 
 mod config;
+mod data_dir;
 mod graph_stage;
 mod listen;
 mod loadgen;
 mod serve;
 
 use clap::{Parser, Subcommand};
+use config::LogFormat;
 
 /// flowscope: system-wide flow observability. OTLP traces in; a live dependency graph,
 /// SQL and alerts out.
@@ -98,13 +101,11 @@ fn main() -> std::process::ExitCode {
     if let Command::Serve(args) = &cli.command {
         reexec_with_malloc_settings(args.memory_limit());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOWSCOPE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format(),
+        Command::Loadgen(_) => LogFormat::Text,
+    };
+    start_logging(log_format);
     let result = match cli.command {
         Command::Serve(args) => config::ServeConfig::resolve(*args).and_then(serve::run),
         Command::Loadgen(args) => loadgen::run(*args),
@@ -112,9 +113,38 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("flowscope: {error:#}");
+            match log_format {
+                // A log shipper reading JSON lines gets the reason as one of them.
+                LogFormat::Json => {
+                    tracing::error!(error = %format!("{error:#}"), "flowscope stopped")
+                }
+                LogFormat::Text => eprintln!("flowscope: {error:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The logger on stderr, filtered by `FLOWSCOPE_LOG` (default `info`). Colour codes only go
+/// to a terminal, and not when `NO_COLOR` is set (no-color.org): in a file or a pipe to a
+/// log collector they are noise.
+fn start_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let logger = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+            logger.with_ansi(colour).init();
+        }
+        // The event's fields at the top level beside `level` and `message`, as log shippers
+        // index them; JSON has no colour.
+        LogFormat::Json => logger.json().flatten_event(true).with_ansi(false).init(),
     }
 }
 

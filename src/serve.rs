@@ -1,5 +1,5 @@
-//! `flowscope serve`: opens the store, binds every listener, runs until SIGINT or SIGTERM,
-//! then stops accepting, flushes memory to Parquet and exits.
+//! `flowscope serve`: binds every listener, locks the data directory, opens the store, runs
+//! until SIGINT or SIGTERM, then stops accepting, flushes memory to Parquet and exits.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
+use crate::data_dir;
 use crate::graph_stage;
 use crate::listen;
 
@@ -330,7 +331,7 @@ fn record_rss(budget: &MemoryBudget, rss: usize, over: &mut bool) {
     }
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
     // Before any file is opened: the stores' files count against the same limit.
     let descriptors = listen::raise_descriptor_limit();
     tracing::info!(
@@ -339,7 +340,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         soft = descriptors.soft,
         "open-file limit"
     );
-    let data_dir = config.store.data_dir.clone();
+    // Every port is bound before anything is created on disk: a busy port must fail the
+    // start without leaving a data directory behind. Connections wait in the backlog until
+    // the servers start.
+    let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
+    let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
+    let api = bind("api", config.api_addr, "--api-addr").await?;
+    // Then the data directory is ours alone, before a WAL is replayed or a file opened; the
+    // lock lasts until this function returns.
+    let (data_dir, _data_dir_lock) = data_dir::create_and_lock(&config.store.data_dir)?;
+    config.store.data_dir = data_dir.clone();
     let memory_figures = config.collector.memory.figures();
     tracing::info!(
         memory_limit_mib = memory_figures.memory_limit >> 20,
@@ -431,12 +441,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let http_first_request = Some(config.connections.header_read_timeout);
 
-    let grpc = bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?;
     let grpc_addr = grpc.local_addr()?;
     // gRPC clients may open their channel long before the first export: no first-request
     // deadline there, only the idle timeout and HTTP/2 keepalive.
     let grpc = listener(grpc, "otlp-grpc", connections.otlp_grpc.clone(), None);
-    let http = bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?;
     let http_addr = http.local_addr()?;
     let http = listener(
         http,
@@ -444,11 +452,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         connections.otlp_http.clone(),
         http_first_request,
     );
-    let api = bind("api", config.api_addr, "--api-addr").await?;
     let api_addr = api.local_addr()?;
     let api = listener(api, "api", connections.api.clone(), http_first_request);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // One set of labelled figures: the receivers count into the collector config's, the
+    // alert stages and the API share it.
+    let telemetry = config.collector.telemetry.clone();
     let ready = Arc::new(AtomicBool::new(false));
 
     let grpc_task = tokio::spawn(flowscope_collector::serve_grpc(
@@ -475,6 +485,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engines,
         flowscope_alert::scheduler::SchedulerConfig {
             liveness: liveness.clone(),
+            telemetry: telemetry.clone(),
             ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
         },
         stopped(stop_rx.clone()),
@@ -485,6 +496,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let (metadata, stop) = (metadata.clone(), stopped(stop_rx.clone()));
         let delivery = flowscope_alert::deliver::DeliveryConfig {
             liveness: liveness.clone(),
+            telemetry: telemetry.clone(),
             ..config.delivery.clone()
         };
         tokio::spawn(async move {
@@ -510,6 +522,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         connections,
         liveness: liveness.clone(),
         logins: Arc::default(),
+        telemetry,
     };
     // The accept layer gives every API request its client's address (login throttling).
     let api_task = tokio::spawn(listen::serve_http(

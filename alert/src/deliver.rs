@@ -27,6 +27,7 @@ use crate::redact::{redact, redact_url};
 use crate::ssrf::{ForbiddenTarget, GuardedResolver};
 use crate::{AlertError, Metadata, now_ms, sign, ssrf};
 use flowscope_model::liveness::{Liveness, Stage};
+use flowscope_model::telemetry::Telemetry;
 
 /// How the worker delivers and when it gives up.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct DeliveryConfig {
     /// Where the worker registers and counts the errors it survives (reading the outbox, a
     /// delivery task that panicked).
     pub liveness: Arc<Liveness>,
+    /// Where attempts are counted by tenant and outcome, with their duration (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Default for DeliveryConfig {
@@ -53,6 +56,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(5),
             max_in_flight: 4,
             liveness: Liveness::new(),
+            telemetry: Arc::default(),
         }
     }
 }
@@ -285,6 +289,18 @@ async fn deliver(
     let at = now_ms();
     let started = Instant::now();
     let (status, verdict, error) = attempt(&client, &config, &row, at).await;
+    let outcome = match verdict {
+        Verdict::Delivered => "delivered",
+        Verdict::Retry { .. } => "retry",
+        Verdict::Fail => "failed",
+    };
+    let telemetry = &config.telemetry;
+    telemetry
+        .webhook_attempts
+        .add((row.tenant.clone(), outcome), 1);
+    telemetry
+        .webhook_duration
+        .observe(row.tenant.clone(), started.elapsed());
     let attempts = row.attempts.saturating_add(1);
     let next = next_state(
         verdict,
@@ -548,6 +564,7 @@ mod tests {
             attempts: 0,
             url: format!("http://alice:pa55word@127.0.0.1:{port}/hook?token=s3cret#frag"),
             secret: None,
+            tenant: "default".into(),
         };
         let client = client(&config).expect("a client");
         let (status, verdict, error) = attempt(&client, &config, &row, 0).await;

@@ -17,6 +17,8 @@ pub struct DueMessage {
     pub attempts: u32,
     pub url: String,
     pub secret: Option<String>,
+    /// Whose notification it is: the delivery figures are the tenant's.
+    pub tenant: String,
 }
 
 /// What one delivery attempt found, as recorded in `delivery_attempts`.
@@ -66,7 +68,16 @@ pub async fn enqueue(
 }
 
 /// id, msg_id, body, created_at, attempts, url, secret.
-type DueRow = (i64, String, Vec<u8>, i64, i64, String, Option<String>);
+type DueRow = (
+    i64,
+    String,
+    Vec<u8>,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+);
 
 /// Pending notifications due at `now_ms`, oldest due first, at most `limit`.
 pub async fn due(
@@ -75,7 +86,7 @@ pub async fn due(
     limit: usize,
 ) -> Result<Vec<DueMessage>, AlertError> {
     let rows: Vec<DueRow> = sqlx::query_as(
-        "SELECT o.id, o.msg_id, o.body, o.created_at, o.attempts, w.url, w.secret
+        "SELECT o.id, o.msg_id, o.body, o.created_at, o.attempts, w.url, w.secret, o.tenant
          FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
          WHERE o.state = 'pending' AND o.next_attempt_at <= ?
          ORDER BY o.next_attempt_at, o.id
@@ -88,7 +99,7 @@ pub async fn due(
     Ok(rows
         .into_iter()
         .map(
-            |(id, msg_id, body, created_at, attempts, url, secret)| DueMessage {
+            |(id, msg_id, body, created_at, attempts, url, secret, tenant)| DueMessage {
                 id,
                 msg_id,
                 body,
@@ -96,6 +107,7 @@ pub async fn due(
                 attempts: u32::try_from(attempts).unwrap_or(0),
                 url,
                 secret,
+                tenant,
             },
         )
         .collect())

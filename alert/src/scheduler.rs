@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowscope_model::liveness::{Liveness, Stage};
+use flowscope_model::telemetry::Telemetry;
 use flowscope_query::SqlEngine;
 use tokio::task::JoinSet;
 
@@ -29,6 +30,8 @@ pub struct SchedulerConfig {
     /// Where the scheduler registers and counts the errors it survives (reading the rules,
     /// an evaluation that panicked, recording a failure).
     pub liveness: Arc<Liveness>,
+    /// Where evaluations are counted by tenant and outcome, with their duration (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl SchedulerConfig {
@@ -38,6 +41,7 @@ impl SchedulerConfig {
             tick: Duration::from_secs(1),
             max_rows: 10_000,
             liveness: Liveness::new(),
+            telemetry: Arc::default(),
         }
     }
 }
@@ -180,7 +184,18 @@ async fn run_one(
     rule: &Rule,
 ) {
     let now = now_ms();
-    match evaluate_rule(metadata, engine, config, tenant, rule, now).await {
+    let started = Instant::now();
+    let evaluated = evaluate_rule(metadata, engine, config, tenant, rule, now).await;
+    let outcome = if evaluated.is_ok() { "ok" } else { "failed" };
+    config
+        .telemetry
+        .alert_evaluations
+        .add((tenant.to_string(), outcome), 1);
+    config
+        .telemetry
+        .alert_duration
+        .observe(tenant.to_string(), started.elapsed());
+    match evaluated {
         Ok(committed) if committed.transitions > 0 => {
             if !committed.messages.is_empty() {
                 metadata.delivery_waker().wake();

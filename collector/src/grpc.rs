@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -123,6 +124,9 @@ where
         ) {
             Ok(principal) => principal,
             Err(error) => {
+                self.receiver
+                    .config
+                    .count_request(GRPC, None, crate::outcome(Err(&error)));
                 let status = grpc_status(&error);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
@@ -132,7 +136,13 @@ where
         let held = match self.receiver.config.memory.admit() {
             Ok(reservation) => HeldMemory(Arc::new(Mutex::new(reservation))),
             Err(refusal) => {
-                let status = grpc_status(&refusal.into());
+                let error = refusal.into();
+                self.receiver.config.count_request(
+                    GRPC,
+                    Some(&principal.tenant),
+                    crate::outcome(Err(&error)),
+                );
+                let status = grpc_status(&error);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
@@ -153,11 +163,32 @@ where
                     Some(server.max_decoding_message_size),
                     Some(MAX_RESPONSE_BYTES),
                 );
+            let principal = Arc::new(principal);
+            let counted = Arc::new(AtomicBool::new(false));
             let method = ExportMethod {
-                receiver: server.receiver,
-                principal: Arc::new(principal),
+                receiver: server.receiver.clone(),
+                principal: principal.clone(),
+                counted: counted.clone(),
             };
-            Ok(grpc.unary(method, request).await)
+            let response = grpc.unary(method, request).await;
+            if !counted.load(Ordering::Relaxed) {
+                // Refused while tonic read the message (too large, or the memory budget
+                // spent), before the handler ran.
+                let outcome =
+                    match codec_error(response.headers(), server.max_decoding_message_size) {
+                        Some(error) => crate::outcome(Err(&error)),
+                        None => match Status::from_header_map(response.headers()).map(|s| s.code())
+                        {
+                            Some(Code::Unavailable) => "refused",
+                            _ => "invalid",
+                        },
+                    };
+                server
+                    .receiver
+                    .config
+                    .count_request(GRPC, Some(&principal.tenant), outcome);
+            }
+            Ok(response)
         })
     }
 }
@@ -165,6 +196,8 @@ where
 struct ExportMethod {
     receiver: Arc<TraceReceiver>,
     principal: Arc<Principal>,
+    /// Set once the handler has counted the request's outcome.
+    counted: Arc<AtomicBool>,
 }
 
 impl UnaryService<Bytes> for ExportMethod {
@@ -175,10 +208,17 @@ impl UnaryService<Bytes> for ExportMethod {
         let receiver = self.receiver.clone();
         let principal = self.principal.clone();
         let held = request.extensions().get::<HeldMemory>().cloned();
+        let counted = self.counted.clone();
         Box::pin(async move {
-            receiver
+            let result = receiver
                 .receive(&principal, request.into_inner(), held)
-                .await
+                .await;
+            let outcome = crate::outcome(result.as_ref().map(rejected_spans));
+            receiver
+                .config
+                .count_request(GRPC, Some(&principal.tenant), outcome);
+            counted.store(true, Ordering::Relaxed);
+            result
                 .map(Response::new)
                 .map_err(|error| grpc_status(&error))
         })
@@ -248,15 +288,38 @@ impl TraceReceiver {
             );
         }
         let response = decoded.export_response();
-        if let Some(batch) = decoded.batch {
-            self.config
-                .admit(principal, batch.num_rows(), decoded_bytes)?;
-            self.sink
-                .write_request(&principal.tenant, batch, body)
-                .await?;
-        }
+        let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let written = match decoded.batch {
+            Some(batch) => {
+                async {
+                    self.config
+                        .admit(principal, batch.num_rows(), decoded_bytes)?;
+                    self.sink
+                        .write_request(&principal.tenant, batch, body)
+                        .await?;
+                    Ok::<(), CollectorError>(())
+                }
+                .await
+            }
+            None => Ok(()),
+        };
+        let rejected = rejected_spans(&response).max(0) as u64;
+        self.config
+            .count_spans(GRPC, &principal.tenant, spans, rejected, written.is_ok());
+        written?;
         Ok(response)
     }
+}
+
+/// The `protocol` label of this receiver's figures.
+const GRPC: &str = "grpc";
+
+/// Spans refused in an answer's partial success.
+pub(crate) fn rejected_spans(response: &ExportTraceServiceResponse) -> i64 {
+    response
+        .partial_success
+        .as_ref()
+        .map_or(0, |partial| partial.rejected_spans)
 }
 
 /// Decodes `body`, on a blocking thread when it is large, and gives it back for the sink.

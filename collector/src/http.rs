@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::BytesMut;
 use flate2::read::MultiGzDecoder;
-use flowscope_auth::{AuthError, TENANT_HEADER};
+use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
 use flowscope_model::memory::Reservation;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
@@ -88,13 +88,39 @@ enum Compression {
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let encoding = match payload_encoding(&headers) {
         Ok(encoding) => encoding,
-        Err(error) => return error_response(&error, None),
+        Err(error) => {
+            let outcome = crate::outcome(Err(&error));
+            state.config.count_request(HTTP, None, outcome);
+            return error_response(&error, None);
+        }
     };
-    match receive(&state, &headers, body, encoding).await {
+    let principal = match state.config.authorize(
+        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers
+            .get_all(TENANT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    ) {
+        Ok(principal) => principal,
+        Err(error) => {
+            let outcome = crate::outcome(Err(&error));
+            state.config.count_request(HTTP, None, outcome);
+            return error_response(&error, Some(encoding));
+        }
+    };
+    let result = receive(&state, &principal, &headers, body, encoding).await;
+    let outcome = crate::outcome(result.as_ref().map(crate::grpc::rejected_spans));
+    state
+        .config
+        .count_request(HTTP, Some(&principal.tenant), outcome);
+    match result {
         Ok(response) => success_response(&response, encoding),
         Err(error) => error_response(&error, Some(encoding)),
     }
 }
+
+/// The `protocol` label of this receiver's figures.
+const HTTP: &str = "http";
 
 async fn method_not_allowed(method: Method, headers: HeaderMap) -> Response {
     let error = CollectorError::MethodNotAllowed(method.to_string());
@@ -103,17 +129,11 @@ async fn method_not_allowed(method: Method, headers: HeaderMap) -> Response {
 
 async fn receive(
     state: &HttpState,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Body,
     encoding: PayloadEncoding,
 ) -> Result<ExportTraceServiceResponse, CollectorError> {
-    let principal = state.config.authorize(
-        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-        headers
-            .get_all(TENANT_HEADER)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )?;
     let compression = compression(headers)?;
     let limit = state.config.max_request_bytes;
     // Refused before a byte is read when memory is short; every buffer below is reserved
@@ -147,20 +167,33 @@ async fn receive(
             .map_or(0, |b| b.get_array_memory_size()),
     );
     let response = decoded.export_response();
-    if let Some(batch) = decoded.batch {
-        state
-            .config
-            .admit(&principal, batch.num_rows(), decoded_bytes)?;
-        match protobuf {
-            Some(request) => {
+    let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+    let written = match decoded.batch {
+        Some(batch) => {
+            async {
                 state
-                    .sink
-                    .write_request(&principal.tenant, batch, request)
-                    .await?
+                    .config
+                    .admit(principal, batch.num_rows(), decoded_bytes)?;
+                match protobuf {
+                    Some(request) => {
+                        state
+                            .sink
+                            .write_request(&principal.tenant, batch, request)
+                            .await?
+                    }
+                    None => state.sink.write(&principal.tenant, batch).await?,
+                }
+                Ok::<(), CollectorError>(())
             }
-            None => state.sink.write(&principal.tenant, batch).await?,
+            .await
         }
-    }
+        None => Ok(()),
+    };
+    let rejected = crate::grpc::rejected_spans(&response).max(0) as u64;
+    state
+        .config
+        .count_spans(HTTP, &principal.tenant, spans, rejected, written.is_ok());
+    written?;
     Ok(response)
 }
 

@@ -39,9 +39,10 @@ pub use sink::{SinkError, SpanSink};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter};
+use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter, TenantId};
 use flowscope_model::memory::{MemoryBudget, Refusal};
 use flowscope_model::retention::retention_cutoff_ns;
+use flowscope_model::telemetry::Telemetry;
 
 /// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
 /// 1.7 times the protobuf, and its builders grow by doubling when the last batch's sizes
@@ -71,6 +72,8 @@ pub struct CollectorConfig {
     pub retention: Option<Duration>,
     /// HTTP/2 keepalive pings on gRPC connections; `None` sends none.
     pub http2_keepalive: Option<Http2Keepalive>,
+    /// Where requests and spans are counted by tenant, protocol and outcome (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// HTTP/2 PING frames on an otherwise quiet gRPC connection: one after `interval` without a
@@ -90,6 +93,7 @@ impl Default for CollectorConfig {
             memory: Arc::new(MemoryBudget::unlimited()),
             http2_keepalive: None,
             retention: None,
+            telemetry: Arc::default(),
         }
     }
 }
@@ -107,6 +111,47 @@ impl CollectorConfig {
             return Err(AuthError::Forbidden("this token may not send spans").into());
         }
         Ok(principal)
+    }
+
+    /// Counts one answered export request of `tenant` (`None`: refused before its tenant
+    /// was known) under its outcome.
+    pub(crate) fn count_request(
+        &self,
+        protocol: &'static str,
+        tenant: Option<&TenantId>,
+        outcome: &'static str,
+    ) {
+        match tenant {
+            Some(tenant) => self
+                .telemetry
+                .ingest_requests
+                .add((tenant.as_str().to_string(), protocol, outcome), 1),
+            None => self
+                .telemetry
+                .ingest_unattributed
+                .add((protocol, outcome), 1),
+        }
+    }
+
+    /// Counts a decoded request's spans: `spans` stored (or, if `written` is false, all
+    /// refused with the request) and `rejected` refused in the partial success.
+    pub(crate) fn count_spans(
+        &self,
+        protocol: &'static str,
+        tenant: &TenantId,
+        spans: u64,
+        rejected: u64,
+        written: bool,
+    ) {
+        let counters = &self.telemetry.ingest_spans;
+        let tenant = tenant.as_str();
+        if spans > 0 {
+            let outcome = if written { "accepted" } else { "refused" };
+            counters.add((tenant.to_string(), protocol, outcome), spans);
+        }
+        if rejected > 0 {
+            counters.add((tenant.to_string(), protocol, "rejected"), rejected);
+        }
     }
 
     /// Takes a decoded request's spans and bytes from its tenant's rate limits.
@@ -181,6 +226,30 @@ pub enum CollectorError {
     /// A bug in this crate.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The request outcome of an answered export (`/metrics`' `outcome` label): `accepted`
+/// whole, `partial` (some spans refused in the partial success), or its error's.
+pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
+    let error = match result {
+        Ok(0) => return "accepted",
+        Ok(_) => return "partial",
+        Err(error) => error,
+    };
+    match error {
+        CollectorError::InvalidRequest(_)
+        | CollectorError::UnsupportedMediaType(_)
+        | CollectorError::MethodNotAllowed(_) => "invalid",
+        CollectorError::TooLarge { .. } => "too_large",
+        CollectorError::Auth(AuthError::Unauthenticated) => "unauthenticated",
+        CollectorError::Auth(AuthError::Forbidden(_)) => "forbidden",
+        CollectorError::RateLimited { .. } => "rate_limited",
+        CollectorError::Overloaded(_) => "refused",
+        CollectorError::Sink(sink) if sink.retry_after().is_some() => "refused",
+        CollectorError::Sink(_) | CollectorError::Server(_) | CollectorError::Internal(_) => {
+            "failed"
+        }
+    }
 }
 
 impl CollectorError {

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod retention;
 pub mod schema;
 pub mod size;
+pub mod telemetry;
 
 pub use duration::{format_duration, parse_duration};
 pub use schema::{SpanBatchBuilder, SpanRecord, columns, sql_schema, storage_schema};

@@ -281,6 +281,7 @@ mod tests {
             connections: Default::default(),
             liveness: flowscope_model::liveness::Liveness::new(),
             logins: Arc::default(),
+            telemetry: Default::default(),
         }
     }
 

@@ -111,6 +111,8 @@ pub struct ApiState {
     pub liveness: Arc<Liveness>,
     /// Failed and throttled logins per client address and per tenant.
     pub logins: Arc<auth::LoginThrottle>,
+    /// Ingest, SQL, alert evaluation and webhook delivery figures by tenant (`/metrics`).
+    pub telemetry: Arc<flowscope_model::telemetry::Telemetry>,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.

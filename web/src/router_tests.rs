@@ -65,6 +65,7 @@ async fn two_tenants(dir: &std::path::Path, limits: LoginLimits) -> ApiState {
         memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
         liveness: Liveness::new(),
         logins: Arc::new(LoginThrottle::new(limits)),
+        telemetry: Default::default(),
         connections: Default::default(),
     }
 }

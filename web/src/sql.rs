@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use flowscope_query::{QueryStream, SqlEngine};
+use flowscope_query::{QueryError, QueryStream, SqlEngine};
 use serde::Deserialize;
 
 use crate::ApiState;
@@ -67,6 +67,35 @@ fn requested_format(headers: &HeaderMap) -> Format {
 pub async fn run_sql(
     State(state): State<ApiState>,
     Reader(caller): Reader,
+    headers: HeaderMap,
+    body: Result<Json<SqlRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let tenant = caller.principal.tenant.as_str().to_string();
+    let telemetry = state.telemetry.clone();
+    let answered = answer_sql(state, caller, headers, body).await;
+    telemetry
+        .sql_queries
+        .add((tenant.clone(), query_outcome(&answered)), 1);
+    telemetry.sql_duration.observe(tenant, started.elapsed());
+    answered
+}
+
+/// The `outcome` label of a query in `/metrics`: `ok`, or what refused it.
+fn query_outcome(answered: &Result<Response, ApiError>) -> &'static str {
+    match answered {
+        Ok(_) => "ok",
+        Err(ApiError::BadRequest(_) | ApiError::Query(QueryError::Invalid(_))) => "invalid",
+        Err(ApiError::Query(QueryError::NotAllowed(_))) => "not_allowed",
+        Err(ApiError::Query(QueryError::TooExpensive(_))) => "too_expensive",
+        Err(ApiError::Query(QueryError::Busy(_))) => "busy",
+        Err(_) => "failed",
+    }
+}
+
+async fn answer_sql(
+    state: ApiState,
+    caller: crate::auth::Caller,
     headers: HeaderMap,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {

@@ -14,6 +14,8 @@ use flowscope_model::liveness::{Liveness, Stage};
 use flowscope_model::memory::MemoryBudget;
 use serde_json::{Map, Value, json};
 
+use flowscope_model::telemetry::{DURATION_BUCKETS, Histogram, Telemetry};
+
 use crate::auth::{LoginThrottle, Reader};
 use crate::connections::Connections;
 use crate::{ApiState, TenantView};
@@ -473,12 +475,18 @@ pub async fn get_status(State(state): State<ApiState>, Reader(caller): Reader) -
 }
 
 /// The same figures as Prometheus metrics: `flowscope_<section>_<key>`, counters with
-/// `_total`.
+/// `_total`; then the labelled families of [`Telemetry`] (the caller's tenant's series
+/// only) and `flowscope_build_info`.
 pub async fn get_metrics(
     State(state): State<ApiState>,
     Reader(caller): Reader,
 ) -> impl IntoResponse {
     let mut text = String::new();
+    labelled_families(
+        &mut text,
+        &state.telemetry,
+        caller.principal.tenant.as_str(),
+    );
     for figure in figures(&caller.view, &state) {
         let (kind, suffix) = match figure.kind {
             Type::Counter => ("counter", "_total"),
@@ -497,4 +505,239 @@ pub async fn get_metrics(
         )],
         text,
     )
+}
+
+/// `{name="value",...}` with values escaped as the text format asks (backslash, quote,
+/// newline).
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{name}=\"{value}\"")
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn header(text: &mut String, name: &str, kind: &str, help: &str) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+fn counter_family<K>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (K, u64)>,
+    label_pairs: impl Fn(&K) -> Vec<(&'static str, String)>,
+) {
+    header(text, name, "counter", help);
+    for (key, value) in samples {
+        let pairs = label_pairs(&key);
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        text.push_str(&format!("{name}{} {value}\n", labels(&pairs)));
+    }
+}
+
+fn histogram_family(text: &mut String, name: &str, help: &str, samples: &[(String, Histogram)]) {
+    header(text, name, "histogram", help);
+    for (tenant, histogram) in samples {
+        for (bound, count) in DURATION_BUCKETS.iter().zip(histogram.cumulative()) {
+            let le = bound.to_string();
+            text.push_str(&format!(
+                "{name}_bucket{} {count}\n",
+                labels(&[("tenant", tenant), ("le", &le)])
+            ));
+        }
+        text.push_str(&format!(
+            "{name}_bucket{} {}\n",
+            labels(&[("tenant", tenant), ("le", "+Inf")]),
+            histogram.count
+        ));
+        let tenant = labels(&[("tenant", tenant)]);
+        text.push_str(&format!("{name}_sum{tenant} {}\n", histogram.sum_seconds));
+        text.push_str(&format!("{name}_count{tenant} {}\n", histogram.count));
+    }
+}
+
+/// The labelled families: ingest by protocol and outcome, SQL, alert evaluation and webhook
+/// delivery, each by tenant and only `tenant`'s series; requests refused before any tenant
+/// was known (they hold no tenant's data); and the build.
+fn labelled_families(text: &mut String, telemetry: &Telemetry, tenant: &str) {
+    let ingest = |counters: &flowscope_model::telemetry::Counters<_>| {
+        counters
+            .snapshot()
+            .into_iter()
+            .filter(|((t, _, _), _): &((String, &str, &str), u64)| t == tenant)
+            .collect::<Vec<_>>()
+    };
+    let ingest_labels = |(t, protocol, outcome): &(String, &str, &str)| {
+        vec![
+            ("tenant", t.clone()),
+            ("protocol", protocol.to_string()),
+            ("outcome", outcome.to_string()),
+        ]
+    };
+    counter_family(
+        text,
+        "flowscope_ingest_requests_total",
+        "OTLP export requests answered, by tenant, protocol (grpc, http) and outcome (accepted, partial, invalid, too_large, rate_limited, refused, failed).",
+        ingest(&telemetry.ingest_requests),
+        ingest_labels,
+    );
+    counter_family(
+        text,
+        "flowscope_ingest_spans_total",
+        "Spans of decoded export requests, by tenant, protocol and outcome (accepted, rejected in the partial success, refused with their request).",
+        ingest(&telemetry.ingest_spans),
+        ingest_labels,
+    );
+    counter_family(
+        text,
+        "flowscope_ingest_unattributed_requests_total",
+        "OTLP export requests refused before their tenant was known, by protocol and outcome (unauthenticated, forbidden, invalid).",
+        telemetry.ingest_unattributed.snapshot(),
+        |(protocol, outcome)| {
+            vec![
+                ("protocol", protocol.to_string()),
+                ("outcome", outcome.to_string()),
+            ]
+        },
+    );
+    let by_outcome = |counters: &flowscope_model::telemetry::Counters<(String, &'static str)>| {
+        counters
+            .snapshot()
+            .into_iter()
+            .filter(|((t, _), _)| t == tenant)
+            .collect::<Vec<_>>()
+    };
+    let outcome_labels = |(t, outcome): &(String, &str)| {
+        vec![("tenant", t.clone()), ("outcome", outcome.to_string())]
+    };
+    let own = |histograms: &flowscope_model::telemetry::Histograms<String>| {
+        histograms
+            .snapshot()
+            .into_iter()
+            .filter(|(t, _)| t == tenant)
+            .collect::<Vec<_>>()
+    };
+    let queries = by_outcome(&telemetry.sql_queries);
+    let errors: u64 = queries
+        .iter()
+        .filter(|((_, outcome), _)| *outcome != "ok")
+        .map(|(_, n)| n)
+        .sum();
+    counter_family(
+        text,
+        "flowscope_sql_queries_total",
+        "POST /api/sql queries answered, by tenant and outcome (ok, invalid, not_allowed, too_expensive, busy, failed).",
+        queries,
+        outcome_labels,
+    );
+    counter_family(
+        text,
+        "flowscope_sql_query_errors_total",
+        "POST /api/sql queries that did not answer ok, by tenant.",
+        [(tenant.to_string(), errors)],
+        |t| vec![("tenant", t.clone())],
+    );
+    histogram_family(
+        text,
+        "flowscope_sql_query_duration_seconds",
+        "Time from a POST /api/sql request to its answer (or the first part of a streamed one), by tenant.",
+        &own(&telemetry.sql_duration),
+    );
+    let evaluations = by_outcome(&telemetry.alert_evaluations);
+    let failures: u64 = evaluations
+        .iter()
+        .filter(|((_, outcome), _)| *outcome != "ok")
+        .map(|(_, n)| n)
+        .sum();
+    counter_family(
+        text,
+        "flowscope_alert_evaluations_total",
+        "Alert rule evaluations, by tenant and outcome (ok, failed).",
+        evaluations,
+        outcome_labels,
+    );
+    counter_family(
+        text,
+        "flowscope_alert_evaluation_failures_total",
+        "Alert rule evaluations that failed (the rule's SQL or recording its state), by tenant.",
+        [(tenant.to_string(), failures)],
+        |t| vec![("tenant", t.clone())],
+    );
+    histogram_family(
+        text,
+        "flowscope_alert_evaluation_duration_seconds",
+        "Time to evaluate an alert rule and commit its state, by tenant.",
+        &own(&telemetry.alert_duration),
+    );
+    counter_family(
+        text,
+        "flowscope_webhook_delivery_attempts_total",
+        "Webhook delivery attempts, by tenant and outcome (delivered, retry, failed).",
+        by_outcome(&telemetry.webhook_attempts),
+        outcome_labels,
+    );
+    histogram_family(
+        text,
+        "flowscope_webhook_delivery_duration_seconds",
+        "Time of one webhook delivery attempt, connect to answer, by tenant.",
+        &own(&telemetry.webhook_duration),
+    );
+    header(
+        text,
+        "flowscope_build_info",
+        "gauge",
+        "The running build: always 1, with its version and compiler as labels.",
+    );
+    text.push_str(&format!(
+        "flowscope_build_info{} 1\n",
+        labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("rustc", env!("FLOWSCOPE_RUSTC_VERSION")),
+        ])
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_asks() {
+        assert_eq!(
+            labels(&[("tenant", "a\"b\\c\nd"), ("le", "+Inf")]),
+            "{tenant=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"}"
+        );
+    }
+
+    #[test]
+    fn a_caller_sees_its_own_tenants_series_only() {
+        let telemetry = Telemetry::default();
+        telemetry
+            .ingest_requests
+            .add(("acme".into(), "grpc", "accepted"), 2);
+        telemetry
+            .ingest_requests
+            .add(("globex".into(), "http", "accepted"), 5);
+        telemetry
+            .sql_duration
+            .observe("acme".into(), std::time::Duration::from_millis(30));
+        let mut text = String::new();
+        labelled_families(&mut text, &telemetry, "acme");
+        assert!(text.contains(
+            "flowscope_ingest_requests_total{tenant=\"acme\",protocol=\"grpc\",outcome=\"accepted\"} 2\n"
+        ));
+        assert!(!text.contains("globex"), "{text}");
+        assert!(text.contains(
+            "flowscope_sql_query_duration_seconds_bucket{tenant=\"acme\",le=\"0.05\"} 1\n"
+        ));
+        assert!(text.contains("flowscope_sql_query_duration_seconds_count{tenant=\"acme\"} 1\n"));
+        assert!(text.contains("flowscope_build_info{version=\""), "{text}");
+    }
 }
