@@ -4,6 +4,7 @@
 
 pub mod ingest;
 pub mod otlp;
+pub mod search_traces;
 pub mod spans;
 pub mod topology;
 

@@ -8,12 +8,12 @@
 //!
 //! The SQL that ran is in the answer, so the page can hand it to the console as it is.
 
-use axum::Json;
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
+use axum::Json;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -107,8 +107,7 @@ pub fn validate(params: &SearchParams, now: i64) -> Result<Search, ApiError> {
         to_ns,
         service: name(&params.service, "service")?,
         operation: name(&params.operation, "operation")?,
-        conditions: parse_conditions(params.attributes.as_deref().unwrap_or(""))
-            .map_err(bad)?,
+        conditions: parse_conditions(params.attributes.as_deref().unwrap_or("")).map_err(bad)?,
         status: given(&params.status)
             .map(Status::parse)
             .transpose()
@@ -158,7 +157,11 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
 
 /// A column of the search's result, cast to the type read here (a cast is free when the
 /// engine already made that type, and keeps a change of the engine's types from panicking).
-fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<arrow::array::ArrayRef, ApiError> {
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<arrow::array::ArrayRef, ApiError> {
     let column = batch
         .column_by_name(name)
         .ok_or_else(|| internal(format!("no column {name}")))?;
@@ -313,7 +316,10 @@ mod tests {
         refused(&[("status", "failed")], "ok, error or unset");
         refused(&[("attributes", "a~(")], "invalid regular expression");
         refused(&[("min_duration", "100")], "needs a unit");
-        refused(&[("min_duration", "2s"), ("max_duration", "1s")], "longer than");
+        refused(
+            &[("min_duration", "2s"), ("max_duration", "1s")],
+            "longer than",
+        );
         refused(&[("limit", "0")], "from 1 to 1000");
         refused(&[("limit", "1001")], "from 1 to 1000");
         refused(&[("limit", "many")], "from 1 to 1000");
@@ -336,7 +342,9 @@ mod tests {
     async fn literals_survive_the_real_parser() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path());
-        let alphabet: Vec<char> = "'\"\\;-/*$ \n\r\t\u{0}\u{2028}éx1=~<>()[]{}%_`E".chars().collect();
+        let alphabet: Vec<char> = "'\"\\;-/*$ \n\r\t\u{0}\u{2028}éx1=~<>()[]{}%_`E"
+            .chars()
+            .collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(21);
         let mut samples: Vec<String> = vec![
             "x' OR '1'='1".into(),
@@ -382,7 +390,11 @@ mod tests {
                 "attributes",
                 r#""k' OR 1=1 --"="v' OR 1=1 --" n>=5 r~"^a'b$" m!~x e!=y p"#,
             )],
-            vec![("status", "ok"), ("min_duration", "1ms"), ("max_duration", "1h")],
+            vec![
+                ("status", "ok"),
+                ("min_duration", "1ms"),
+                ("max_duration", "1h"),
+            ],
             vec![("order", "most_spans"), ("limit", "1000")],
         ] {
             let search = validate(&params(&pairs), NOW).unwrap();

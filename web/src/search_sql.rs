@@ -356,13 +356,21 @@ impl Reader {
         let operators: [(&str, fn(String) -> Result<Test, String>); 9] = [
             ("!=", |v| Ok(Test::NotEquals(v))),
             ("!~", |v| regex(&v).map(|()| Test::NotMatches(v))),
-            (">=", |v| number(&v).map(|n| Test::Compare(Comparison::GreaterOrEqual, n))),
-            ("<=", |v| number(&v).map(|n| Test::Compare(Comparison::LessOrEqual, n))),
+            (">=", |v| {
+                number(&v).map(|n| Test::Compare(Comparison::GreaterOrEqual, n))
+            }),
+            ("<=", |v| {
+                number(&v).map(|n| Test::Compare(Comparison::LessOrEqual, n))
+            }),
             ("==", |v| Ok(Test::Equals(v))),
             ("=", |v| Ok(Test::Equals(v))),
             ("~", |v| regex(&v).map(|()| Test::Matches(v))),
-            (">", |v| number(&v).map(|n| Test::Compare(Comparison::Greater, n))),
-            ("<", |v| number(&v).map(|n| Test::Compare(Comparison::Less, n))),
+            (">", |v| {
+                number(&v).map(|n| Test::Compare(Comparison::Greater, n))
+            }),
+            ("<", |v| {
+                number(&v).map(|n| Test::Compare(Comparison::Less, n))
+            }),
         ];
         let Some(make) = operators
             .iter()
@@ -389,7 +397,9 @@ impl Reader {
             }
         };
         if self.peek().is_some_and(|c| !c.is_whitespace()) {
-            return Err("has text right after its closing quote; separate conditions with a space".into());
+            return Err(
+                "has text right after its closing quote; separate conditions with a space".into(),
+            );
         }
         Ok(Condition {
             key,
@@ -533,13 +543,19 @@ mod tests {
         use Comparison::*;
         check("", &[]);
         check("  \n ", &[]);
-        check("http.route=/checkout", &[("http.route", Test::Equals("/checkout".into()))]);
+        check(
+            "http.route=/checkout",
+            &[("http.route", Test::Equals("/checkout".into()))],
+        );
         check("a==b", &[("a", Test::Equals("b".into()))]);
         check("a!=b", &[("a", Test::NotEquals("b".into()))]);
         check("a~^GET.*$", &[("a", Test::Matches("^GET.*$".into()))]);
         check("a!~x|y", &[("a", Test::NotMatches("x|y".into()))]);
         check("code>5", &[("code", Test::Compare(Greater, 5.0))]);
-        check("code>=500", &[("code", Test::Compare(GreaterOrEqual, 500.0))]);
+        check(
+            "code>=500",
+            &[("code", Test::Compare(GreaterOrEqual, 500.0))],
+        );
         check("lag<-0.5", &[("lag", Test::Compare(Less, -0.5))]);
         check("lag<=1e3", &[("lag", Test::Compare(LessOrEqual, 1000.0))]);
         check("error", &[("error", Test::Present)]);
@@ -596,7 +612,11 @@ mod tests {
         assert_eq!(Status::parse("ERROR"), Ok(Status::Error));
         assert_eq!(Status::parse("ok"), Ok(Status::Ok));
         assert_eq!(Status::parse("unset"), Ok(Status::Unset));
-        assert!(Status::parse("failed").unwrap_err().contains("ok, error or unset"));
+        assert!(
+            Status::parse("failed")
+                .unwrap_err()
+                .contains("ok, error or unset")
+        );
         assert_eq!(Order::parse("longest"), Ok(Order::Longest));
         assert!(Order::parse("random").is_err());
     }
@@ -609,7 +629,11 @@ mod tests {
         assert_eq!(parse_duration_ns("300µs"), Ok(300_000));
         assert_eq!(parse_duration_ns("2m"), Ok(120_000_000_000));
         assert_eq!(parse_duration_ns("7ns"), Ok(7));
-        assert!(parse_duration_ns("250").unwrap_err().contains("needs a unit"));
+        assert!(
+            parse_duration_ns("250")
+                .unwrap_err()
+                .contains("needs a unit")
+        );
         assert!(parse_duration_ns("fast").is_err());
         assert!(parse_duration_ns("1e30h").is_err());
         assert!(parse_duration_ns("-5ms").is_err());
@@ -679,7 +703,10 @@ mod tests {
         // Without duration bounds there is no outer WHERE.
         let plain = search().sql();
         assert!(!plain.contains("duration_ns >="), "{plain}");
-        assert!(plain.ends_with("ORDER BY start_time DESC, trace_id\nLIMIT 20"), "{plain}");
+        assert!(
+            plain.ends_with("ORDER BY start_time DESC, trace_id\nLIMIT 20"),
+            "{plain}"
+        );
     }
 
     /// Every user string appears in the SQL only inside a literal: after removing the
