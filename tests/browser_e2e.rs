@@ -650,4 +650,148 @@ fn a_latency_incident_shows_on_the_plain_graph_and_whats_wrong_focuses_its_path(
         "{focused:#}"
     );
     assert_eq!(result["slow_edge_focused"]["faded"], false, "{result:#}");
+/// Trace search through the page's form, then the trace view on known traces: the critical
+/// path, folding, event markers, a multi-line attribute as written, and a producer's and its
+/// consumer's traces drawn together from either side.
+#[test]
+fn trace_search_critical_path_and_linked_traces_in_the_browser() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (requests, t) = common::search_traces::search_traces();
+    server.export(requests);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.count("SELECT count(*) FROM spans") < 25 {
+        assert!(Instant::now() < deadline, "the spans did not arrive");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{}", server.api);
+    let ids = json!({
+        "critical": t.critical,
+        "gold_failed": t.gold_failed,
+        "producer": t.producer,
+        "consumer": t.consumer,
+    });
+    let result = drive("search", &url, |what| match what {
+        "ids" => ids.to_string(),
+        other => panic!("unexpected wait for {other}"),
+    });
+
+    // A search by attribute and minimum duration finds exactly the expected traces, lists
+    // them, draws them, shows its SQL and keeps itself in the URL.
+    let expected: BTreeSet<String> = [&t.gold_slow, &t.gold_failed, &t.shipping]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let search = &result["search"];
+    assert_eq!(search["error"], Value::Null, "{search}");
+    assert_eq!(strings(&search["traces"]), expected, "{search}");
+    assert_eq!(strings(&search["listed"]), expected, "{search}");
+    assert_eq!(search["listed"].as_array().unwrap().len(), 3, "{search}");
+    assert!(search["chart"].as_u64().unwrap() >= 1, "{search}");
+    let hash = search["hash"].as_str().unwrap();
+    assert!(
+        hash.starts_with("#/search?")
+            && hash.contains("attributes=customer.tier%3Dgold")
+            && hash.contains("min_duration=100ms"),
+        "{hash}"
+    );
+    let sql = search["sql"].as_str().unwrap();
+    assert!(
+        sql.contains(
+            "coalesce(attributes['customer.tier'], resource_attributes['customer.tier']) = 'gold'"
+        ) && sql.contains("duration_ns >= 100000000"),
+        "{sql}"
+    );
+    assert!(search["sql_link"].as_str().unwrap().starts_with("#/sql?q="));
+    for again in ["search_reloaded", "search_back"] {
+        let again = &result[again];
+        assert_eq!(strings(&again["traces"]), expected, "{again}");
+        assert_eq!(
+            again["inputs"]["attributes"], "customer.tier=gold",
+            "{again}"
+        );
+        assert_eq!(again["inputs"]["min_duration"], "100ms", "{again}");
+    }
+    assert!(
+        result["search_bad"]
+            .as_str()
+            .unwrap()
+            .contains("`status` must be ok, error or unset"),
+        "{}",
+        result["search_bad"]
+    );
+    let console = &result["search_console"];
+    assert_eq!(console["error"], Value::Null, "{console}");
+    assert_eq!(strings(&console["trace_ids"]), expected, "{console}");
+
+    // The critical path of the hand-made trace: A, G, E, F (B, C and D never block A).
+    let critical = &result["critical"];
+    assert_eq!(critical["path"], json!(["A", "G", "E", "F"]), "{critical}");
+    assert_eq!(
+        critical["highlighted"],
+        json!(["A", "E", "F", "G"]),
+        "{critical}"
+    );
+    assert!(critical["ruler_ticks"].as_u64().unwrap() >= 4, "{critical}");
+    assert_eq!(critical["ruler"][0], "0.00 ms", "{critical}");
+    assert_eq!(critical["rows"], 7, "{critical}");
+    assert_eq!(critical["events"], json!(["cache miss"]), "{critical}");
+    // Folding E hides F; unfolding shows it again.
+    let folded = &result["critical_folded"];
+    assert_eq!(folded["rows"], 6, "{folded}");
+    assert_eq!(folded["collapsed"], json!(["E"]), "{folded}");
+    assert_eq!(result["critical_unfolded"]["rows"], 7);
+
+    // A stack trace keeps its lines; the exception event is a marker on its span.
+    let multiline = &result["multiline"];
+    assert_eq!(
+        multiline["text"],
+        common::search_traces::STACK,
+        "{multiline}"
+    );
+    assert_eq!(multiline["white_space"], "pre-wrap", "{multiline}");
+    assert!(
+        multiline["lines_high"].as_u64().unwrap() >= 3,
+        "{multiline}"
+    );
+    assert_eq!(multiline["events"], json!(["exception"]), "{multiline}");
+
+    // The producer's and the consumer's traces in one timeline, opened from either side,
+    // the producer's first (it ran first).
+    let consumer = &result["consumer_view"];
+    assert_eq!(
+        consumer["traces"],
+        json!([
+            {"trace_id": t.producer, "role": "links to", "spans": 7},
+            {"trace_id": t.consumer, "role": "opened", "spans": 3},
+        ]),
+        "{consumer}"
+    );
+    assert_eq!(consumer["separators"], 2, "{consumer}");
+    assert_eq!(consumer["rows_by_trace"][&t.producer], 7, "{consumer}");
+    assert_eq!(consumer["rows_by_trace"][&t.consumer], 3, "{consumer}");
+    // The link is marked at both ends: on the consumer (→) and on the producer (←).
+    assert_eq!(consumer["link_badges"], 2, "{consumer}");
+    let producer = &result["producer_view"];
+    assert_eq!(
+        producer["traces"],
+        json!([
+            {"trace_id": t.producer, "role": "opened", "spans": 7},
+            {"trace_id": t.consumer, "role": "linked from", "spans": 3},
+        ]),
+        "{producer}"
+    );
+    assert_eq!(producer["link_badges"], 2, "{producer}");
+    for shot in [
+        "search",
+        "trace-critical",
+        "trace-multiline",
+        "trace-linked",
+    ] {
+        assert!(
+            artefacts().join(format!("{shot}.png")).exists(),
+            "{shot}.png"
+        );
+    }
 }

@@ -5,7 +5,9 @@
 // Scenarios: `shop` (graph, edge panel, loop, live update, SQL, trace view, escaping),
 // `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive),
 // `many` (3,000 nodes: the quietest folded into one node per kind), `incident` (a latency
-// incident on the plain graph and in the What's wrong box, focused by a click).
+// incident on the plain graph and in the What's wrong box, focused by a click), `search`
+// (trace search, the critical path, folding, events, multi-line attributes and linked
+// traces).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -79,6 +81,7 @@ try {
   else if (scenario === 'many') await many(page);
   else if (scenario === 'login') await loginFlow(page);
   else if (scenario === 'incident') await incident(page);
+  else if (scenario === 'search') await searchFlow(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -262,14 +265,15 @@ async function shop(page) {
   await page.goto(`${baseUrl}/#/trace/${traceId}`);
   await page.waitForFunction(() => window.flowscope?.state?.trace?.ready === true);
   await page.click('#waterfall .span-row.failed >> nth=0').catch(() => {});
-  result.trace = await page.evaluate(() => ({
+  // Rows of this trace only: traces linked to it are drawn below it.
+  result.trace = await page.evaluate((id) => ({
     spans: window.flowscope.state.trace.spans.length,
-    rows: document.querySelectorAll('#waterfall .span-row').length,
-    failed_rows: document.querySelectorAll('#waterfall .span-row.failed').length,
+    rows: document.querySelectorAll(`#waterfall .span-row[data-trace="${id}"]`).length,
+    failed_rows: document.querySelectorAll(`#waterfall .span-row.failed[data-trace="${id}"]`).length,
     services: [...new Set(window.flowscope.state.trace.spans.map((s) => s.service_name))].sort(),
     details_title: document.querySelector('#span-details h3')?.textContent,
     link_hrefs: [...document.querySelectorAll('#span-details a.trace-link')].map((a) => a.getAttribute('href')),
-  }));
+  }), traceId);
   await page.screenshot({path: join(artefacts, 'trace.png')});
 
   // The consumer's span links to its producer in another trace: following it opens that trace.
@@ -452,4 +456,121 @@ async function incident(page) {
   });
   result.slow_edge_focused = await edgeLook('dispatch', 'drivers');
   await page.screenshot({path: join(artefacts, 'incident-focused.png')});
+/** Resolves once the trace view shows trace `id` in full. */
+async function traceShown(page, id) {
+  await page.waitForFunction((t) => window.flowscope?.state?.trace?.ready === true && window.flowscope.state.trace.traceId === t, id);
+}
+
+function traceViewState(page) {
+  return page.evaluate(() => {
+    const st = window.flowscope.state.trace;
+    const rowsByTrace = {};
+    for (const row of document.querySelectorAll('#waterfall .span-row')) rowsByTrace[row.dataset.trace] = (rowsByTrace[row.dataset.trace] || 0) + 1;
+    return {
+      traces: st.traces,
+      linked: st.linked,
+      separators: document.querySelectorAll('#waterfall .trace-separator').length,
+      rows_by_trace: rowsByTrace,
+      link_badges: document.querySelectorAll('#waterfall .link-badge').length,
+    };
+  });
+}
+
+/** Trace search through its form, then the trace view's ruler, folds, critical path, events,
+ * multi-line attributes and linked traces. */
+async function searchFlow(page) {
+  const ids = JSON.parse(await waitFor('ids'));
+  step('search form');
+  await page.goto(`${baseUrl}/#/search`);
+  await page.waitForFunction(() => window.flowscope?.state?.search?.ready === true);
+  await page.fill('#search-attributes', 'customer.tier=gold');
+  await page.fill('#search-min-duration', '100ms');
+  await page.click('#search-run');
+  const searched = () =>
+    page.waitForFunction(() => {
+      const s = window.flowscope.state.search;
+      return s.ready && s.params.attributes === 'customer.tier=gold' && s.params.min_duration === '100ms';
+    });
+  await searched();
+  const searchState = () =>
+    page.evaluate(() => ({
+      traces: window.flowscope.state.search.traces.map((t) => t.trace_id),
+      listed: [...document.querySelectorAll('#search-results .search-result')].map((a) => a.dataset.trace),
+      hash: location.hash,
+      inputs: {attributes: document.getElementById('search-attributes').value, min_duration: document.getElementById('search-min-duration').value},
+      sql: document.getElementById('search-sql-text')?.textContent,
+      sql_link: document.getElementById('search-sql-link')?.getAttribute('href'),
+      chart: document.querySelectorAll('#search-chart canvas').length,
+      error: window.flowscope.state.search.error,
+    }));
+  result.search = await searchState();
+  await page.screenshot({path: join(artefacts, 'search.png')});
+
+  step('search survives a reload and the back button');
+  await page.reload();
+  await searched();
+  result.search_reloaded = await searchState();
+  await page.goto(`${baseUrl}/#/search?status=failed`);
+  await page.waitForFunction(() => window.flowscope.state.search.ready && window.flowscope.state.search.error);
+  result.search_bad = await page.evaluate(() => document.getElementById('search-error').textContent);
+  await page.goBack();
+  await searched();
+  result.search_back = await searchState();
+
+  step('continue in the SQL console');
+  await page.click('#search-sql-link');
+  await page.waitForFunction(() => window.flowscope.state.view === 'sql' && window.flowscope.state.sql.runs > 0 && !window.flowscope.state.sql.running);
+  result.search_console = await page.evaluate(() => ({
+    error: window.flowscope.state.sql.error,
+    trace_ids: window.flowscope.state.sql.rows.map((r) => r[0]),
+  }));
+
+  step('critical path');
+  await page.goto(`${baseUrl}/#/trace/${ids.critical}`);
+  await traceShown(page, ids.critical);
+  const critical = () =>
+    page.evaluate(() => {
+      const st = window.flowscope.state.trace;
+      const name = (id) => st.spans.find((s) => s.span_id === id)?.name;
+      return {
+        path: st.criticalPath.map(name),
+        highlighted: [...document.querySelectorAll('#waterfall .span-row.critical')].map((r) => name(r.dataset.span)).sort(),
+        ruler: st.ruler,
+        ruler_ticks: document.querySelectorAll('#trace-ruler .tick').length,
+        rows: document.querySelectorAll('#waterfall .span-row').length,
+        collapsed: st.collapsed.map(name),
+        events: [...document.querySelectorAll('#waterfall .event-marker')].map((m) => m.dataset.event),
+      };
+    });
+  result.critical = await critical();
+  await page.screenshot({path: join(artefacts, 'trace-critical.png')});
+  const e = await page.evaluate(() => window.flowscope.state.trace.spans.find((s) => s.name === 'E').span_id);
+  await page.click(`#waterfall [data-fold="${e}"]`);
+  result.critical_folded = await critical();
+  await page.click(`#waterfall [data-fold="${e}"]`);
+  result.critical_unfolded = await critical();
+
+  step('attributes as written');
+  await page.goto(`${baseUrl}/#/trace/${ids.gold_failed}`);
+  await traceShown(page, ids.gold_failed);
+  result.multiline = await page.evaluate(() => {
+    const th = [...document.querySelectorAll('#span-details table.kv th')].find((t) => t.textContent === 'exception.stacktrace');
+    const td = th?.nextElementSibling;
+    return {
+      text: td?.textContent,
+      white_space: td ? getComputedStyle(td).whiteSpace : null,
+      lines_high: td ? Math.round(td.getBoundingClientRect().height / (parseFloat(getComputedStyle(td).lineHeight) || 15)) : 0,
+      events: [...document.querySelectorAll('#waterfall .event-marker')].map((m) => m.dataset.event),
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'trace-multiline.png')});
+
+  step('linked traces');
+  await page.goto(`${baseUrl}/#/trace/${ids.consumer}`);
+  await traceShown(page, ids.consumer);
+  result.consumer_view = await traceViewState(page);
+  await page.screenshot({path: join(artefacts, 'trace-linked.png')});
+  await page.goto(`${baseUrl}/#/trace/${ids.producer}`);
+  await traceShown(page, ids.producer);
+  result.producer_view = await traceViewState(page);
 }

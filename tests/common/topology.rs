@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use super::otlp::{base_time_ns, string_attribute};
 
+pub const INTERNAL: i32 = 1;
 pub const SERVER: i32 = 2;
 pub const CLIENT: i32 = 3;
 pub const PRODUCER: i32 = 4;
@@ -100,6 +101,31 @@ impl Topology {
             trace_id: trace_id.to_vec(),
             span_id,
         }
+    }
+
+    /// Adds an event `offset_ms` after the base time to the span `span` of `service`.
+    pub fn event(
+        &mut self,
+        service: &str,
+        span: &SpanRef,
+        name: &str,
+        offset_ms: u64,
+        attributes: &[(&str, &str)],
+    ) {
+        let target = self
+            .spans
+            .get_mut(service)
+            .and_then(|spans| spans.iter_mut().find(|s| s.span_id == span.span_id))
+            .expect("the span was added to this service");
+        target.events.push(Event {
+            time_unix_nano: base_time_ns() + offset_ms * 1_000_000,
+            name: name.into(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| string_attribute(k, v))
+                .collect(),
+            ..Event::default()
+        });
     }
 
     /// One request per service, in reverse service order (children often before parents).

@@ -7,6 +7,7 @@
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/graph/series ──> GraphView::element_series (one element's buckets) ──> JSON
+//!  GET  /api/traces/search ──> SQL over spans (built from the search, shown) ──> JSON traces
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
 //!  /api/alert-rules[/{id}], GET /api/alerts ──> alert rules (SQL planned first) and state
 //!  /api/webhooks[/{id}[/test|/deliveries]] ──> flowscope_alert::webhooks ──> SQLite metadata
@@ -30,6 +31,8 @@ mod incidents;
 mod info;
 #[cfg(test)]
 mod router_tests;
+mod search;
+mod search_sql;
 mod series;
 mod sql;
 mod status;
@@ -132,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/graph/stream", get(graph::stream))
         .route("/api/graph/series", get(series::get_series))
         .route("/api/incidents", get(incidents::get_incidents))
+        .route("/api/traces/search", get(search::search_traces))
         .route(
             "/api/sql",
             post(sql::run_sql).layer(DefaultBodyLimit::max(MAX_SQL_BODY)),

@@ -1,17 +1,19 @@
-// The dashboard's entry point: a hash router over three views (graph, SQL, trace) and the
+// The dashboard's entry point: a hash router over four views (graph, SQL, search, trace) and the
 // page state that the browser tests read (`window.flowscope`).
 //
 //   #/graph?from=15m&to=now&compare=previous&focus=orders
 //   #/sql?q=SELECT+...
+//   #/search?from=1h&service=checkout&attributes=http.status_code%3E%3D500&min_duration=100ms
 //   #/trace/<trace id>?span=<span id>
 
 import {getJson, login, logout, onUnauthorized} from './api.js';
 import {GraphView} from './graph.js';
 import {h, replace} from './dom.js';
+import {SearchView} from './search.js';
 import {SqlView} from './sql.js';
 import {TraceView} from './trace.js';
 
-const VIEWS = ['graph', 'sql', 'trace'];
+const VIEWS = ['graph', 'sql', 'search', 'trace'];
 
 class App {
   constructor() {
@@ -46,6 +48,7 @@ class App {
     );
     this.views.graph = new GraphView(this.sections.graph, this);
     this.views.sql = new SqlView(this.sections.sql, this);
+    this.views.search = new SearchView(this.sections.search, this);
     this.views.trace = new TraceView(this.sections.trace, this);
     await this.route();
   }

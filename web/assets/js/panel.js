@@ -174,8 +174,16 @@ function loadQueries(view, d, group, series, examples) {
   const windowSql = `start_time >= ${sqlTime(w.from)} AND start_time < ${sqlTime(w.to)}`;
   const kindOf = (id) => view.cy.getElementById(id).data('kind');
   const condition = spanCondition(d, group, kindOf).replaceAll('{window}', windowSql);
-  const exampleSql = (extra, order) => `SELECT trace_id, service_name, name, duration_ns / 1e6 AS ms, status_code
+  // One row per trace: a trace whose spans match more than once (a retried call, a service
+  // called twice) was listed once per span, so the same trace showed twice.
+  const exampleSql = (extra, order) => `SELECT trace_id,
+  first_value(service_name ORDER BY duration_ns DESC) AS service_name,
+  first_value(name ORDER BY duration_ns DESC) AS name,
+  max(duration_ns) / 1e6 AS ms,
+  min(status_code) AS status_code, -- ERROR < OK < UNSET: an error wins
+  max(start_time) AS start_time
 FROM spans WHERE ${windowSql} AND ${condition}${extra}
+GROUP BY trace_id
 ORDER BY ${order} LIMIT 5`;
   const stale = () => view.state.panel?.token !== token;
   const started = performance.now();
@@ -193,8 +201,8 @@ ORDER BY ${order} LIMIT 5`;
       timings.series_ms = performance.now() - started;
     });
   const traces = Promise.allSettled([
-    sql(exampleSql('', 'duration_ns DESC')),
-    sql(exampleSql(" AND status_code = 'ERROR'", 'start_time DESC')),
+    sql(exampleSql('', 'ms DESC, trace_id')),
+    sql(exampleSql(" AND status_code = 'ERROR'", 'start_time DESC, trace_id')),
   ]).then(([slowest, failed]) => {
     if (stale()) return;
     timings.examples_ms = performance.now() - started;
@@ -204,7 +212,7 @@ ORDER BY ${order} LIMIT 5`;
       exampleList('failed', failed),
       h(
         'a',
-        {class: 'sql-link', href: `#/sql?q=${encodeURIComponent(exampleSql('', 'duration_ns DESC').replace(' LIMIT 5', ' LIMIT 100'))}`},
+        {class: 'sql-link', href: `#/sql?q=${encodeURIComponent(exampleSql('', 'ms DESC, trace_id').replace(' LIMIT 5', ' LIMIT 100'))}`},
         'open these spans in the SQL console',
       ),
     );
