@@ -650,6 +650,8 @@ fn a_latency_incident_shows_on_the_plain_graph_and_whats_wrong_focuses_its_path(
         "{focused:#}"
     );
     assert_eq!(result["slow_edge_focused"]["faded"], false, "{result:#}");
+}
+
 /// Trace search through the page's form, then the trace view on known traces: the critical
 /// path, folding, event markers, a multi-line attribute as written, and a producer's and its
 /// consumer's traces drawn together from either side.

@@ -128,6 +128,8 @@ fn each_planted_incident_is_one_incident_caused_by_its_edge_and_quiet_minutes_ha
         "card-processor",
     );
     assert_ne!(card["health"], "ok", "{card:#}");
+    // Payments retries each failed charge: a retry storm, flagged on the edge.
+    assert_eq!(card["amplified"], true, "{card:#}");
 
     // The same incident in SQL.
     let rows = server.sql(&format!(

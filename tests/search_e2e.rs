@@ -14,10 +14,29 @@ use common::Server;
 use common::search_traces::{SearchTraces, search_traces};
 use serde_json::Value;
 
+/// `application/x-www-form-urlencoded`, as a browser writes a query string.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn search(server: &Server, params: &[(&str, &str)]) -> (u16, Value) {
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
     let response = reqwest::blocking::Client::new()
-        .get(format!("http://{}/api/traces/search", server.api))
-        .query(params)
+        .get(format!(
+            "http://{}/api/traces/search?{}",
+            server.api,
+            query.join("&")
+        ))
         .send()
         .unwrap();
     let status = response.status().as_u16();

@@ -513,6 +513,9 @@ fn health_figures(f: &flowscope_graph::Figures) -> health::Figures {
         errors: f.errors,
         p95_ms: f.p95_ms,
         p99_ms: f.p99_ms,
+        // A series step does not carry calls per caller: the start is judged on errors and
+        // latency.
+        amplification: 0.0,
     }
 }
 
@@ -997,6 +1000,7 @@ mod tests {
                 p99_ms: 3.0,
                 bytes: 0,
                 amplification: 1.0,
+                amplified: false,
                 trace_loops: 0,
                 health: Health {
                     level,

@@ -12,6 +12,9 @@
 
 use std::fmt::Write as _;
 
+/// Builds a condition's test from the value after its operator.
+type MakeTest = fn(String) -> Result<Test, String>;
+
 /// Longest attribute expression accepted: a search box, not a program.
 pub const MAX_EXPRESSION: usize = 4096;
 /// Most attribute conditions in one search.
@@ -353,7 +356,7 @@ impl Reader {
             });
         }
         // Longest operators first.
-        let operators: [(&str, fn(String) -> Result<Test, String>); 9] = [
+        let operators: [(&str, MakeTest); 9] = [
             ("!=", |v| Ok(Test::NotEquals(v))),
             ("!~", |v| regex(&v).map(|()| Test::NotMatches(v))),
             (">=", |v| {

@@ -266,6 +266,7 @@ mod tests {
             p99_ms: 1.0,
             bytes: 0,
             amplification,
+            amplified: false,
             trace_loops: 0,
             health: Default::default(),
         }
