@@ -222,3 +222,124 @@ fn a_slower_edge_and_its_caller_are_degraded_and_steady_ones_stay_ok() {
     );
     assert_eq!(health(node(&snapshot, "checkout")).0, "degraded");
 }
+
+/// orders → payments → card-processor, one trace every five seconds over `[from_ns, to_ns)`;
+/// payments calls the card processor again in `retried` of every ten traces (the first call
+/// failed and was retried).
+fn payments(spans: &mut Spans, from_ns: u64, to_ns: u64, retried: u64) {
+    let mut at = from_ns;
+    let mut n = 0;
+    while at < to_ns {
+        let mut trace = vec![0x7A; 16];
+        trace[8..].copy_from_slice(&spans.id().to_be_bytes());
+        let root = spans.add("orders", &trace, None, SERVER, at, 100, false);
+        let pay = spans.call(
+            "orders",
+            "payments",
+            &trace,
+            &root,
+            at + 1_000_000,
+            60,
+            false,
+        );
+        let retries = if n % 10 < retried { 1 } else { 0 };
+        for attempt in 0..=retries {
+            let start = at + 2_000_000 + attempt * 20_000_000;
+            spans.call("payments", "card-processor", &trace, &pay, start, 15, false);
+        }
+        n += 1;
+        at += EVERY_NS;
+    }
+}
+
+#[test]
+fn a_retry_storm_edge_is_amplified_and_steady_edges_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "2s"]);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut spans = Spans::default();
+    // About 1.1 calls per caller in the baseline, 1.7 in the window.
+    payments(
+        &mut spans,
+        now_ns - 55 * MINUTE_NS,
+        now_ns - 16 * MINUTE_NS,
+        1,
+    );
+    payments(&mut spans, now_ns - 10 * MINUTE_NS, now_ns - MINUTE_NS, 7);
+    server.export(spans.requests());
+
+    let window_traces = 9 * MINUTE_NS / EVERY_NS;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let settled = loop {
+        let current = graph(&server);
+        let calls = |s, t| {
+            current["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["source"] == s && e["target"] == t)
+                .and_then(|e| e["calls"].as_u64())
+        };
+        // Calls per caller are counted when a trace is finalized (the pairing TTL later).
+        let amplification = current["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"] == "payments" && e["target"] == "card-processor")
+            .and_then(|e| e["amplification"].as_f64())
+            .unwrap_or_default();
+        if calls("orders", "payments") == Some(window_traces)
+            && calls("payments", "card-processor").is_some_and(|c| c > window_traces * 3 / 2)
+            && amplification > 1.5
+        {
+            break current;
+        }
+        assert!(Instant::now() < deadline, "the graph did not settle");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let storm = edge(&settled, "payments", "card-processor");
+    assert_eq!(storm["amplified"], true, "{storm}");
+    let (level, reason) = health(storm);
+    assert_eq!(level, "degraded", "{storm}");
+    assert!(
+        reason.starts_with("calls per caller ×1.7 above its limit ×1.3 (baseline ×1.1)"),
+        "{storm}"
+    );
+    let steady = edge(&settled, "orders", "payments");
+    assert_eq!(steady["amplified"], false, "{steady}");
+    assert_eq!(health(steady), ("ok".to_string(), String::new()));
+    let caller = health(node(&settled, "payments"));
+    assert_eq!(caller.0, "degraded", "{caller:?}");
+    assert!(
+        caller
+            .1
+            .starts_with("calls to card-processor: calls per caller")
+    );
+
+    // The same flag in SQL, and unjudged (false) in a diff between two windows.
+    let rows = server.sql("SELECT source, target FROM edges WHERE amplified ORDER BY 1, 2")["rows"]
+        .clone();
+    assert_eq!(rows, serde_json::json!([["payments", "card-processor"]]));
+    let diff: Value = reqwest::blocking::get(format!(
+        "http://{}/api/graph/diff?after_from=15m&before_from=45m&before_to=30m&ratio=1.5",
+        server.api
+    ))
+    .unwrap()
+    .json()
+    .unwrap();
+    let changed = diff["edges_changed"].as_array().unwrap();
+    assert!(
+        !changed.is_empty(),
+        "fewer calls in the last 15 minutes: {diff}"
+    );
+    assert!(
+        changed
+            .iter()
+            .all(|c| c["after"]["amplified"] == false && c["before"]["amplified"] == false),
+        "{diff}"
+    );
+}

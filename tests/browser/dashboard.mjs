@@ -4,10 +4,12 @@
 //
 // Scenarios: `shop` (graph, edge panel, loop, live update, SQL, trace view, escaping),
 // `empty` (the "point your OTLP exporter at" page), `big` (2,000 nodes: time to interactive),
-// `many` (3,000 nodes: the quietest folded into one node per kind), `incident` (a latency
-// incident on the plain graph and in the What's wrong box, focused by a click), `search`
-// (trace search, the critical path, folding, events, multi-line attributes and linked
-// traces).
+// `many` (3,000 nodes: the quietest folded into one node per kind), `health` (a degraded
+// edge, an amplified edge's badge, edge labels and the overlapping ones hidden, detours round
+// nodes), `city` (what the page drew of the server's own graph: crossings, labels, timings),
+// `incident` (a latency incident on the plain graph and in the What's wrong box, focused by
+// a click), `search` (trace search, the critical path, folding, events, multi-line
+// attributes and linked traces).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -79,6 +81,8 @@ try {
   else if (scenario === 'empty') await empty(page);
   else if (scenario === 'big') await big(page);
   else if (scenario === 'many') await many(page);
+  else if (scenario === 'health') await health(page);
+  else if (scenario === 'city') await city(page);
   else if (scenario === 'login') await loginFlow(page);
   else if (scenario === 'incident') await incident(page);
   else if (scenario === 'search') await searchFlow(page);
@@ -384,6 +388,98 @@ async function many(page) {
     };
   });
   await page.screenshot({path: join(artefacts, 'graph-3000.png')});
+}
+
+/**
+ * A graph as /api/graph gives it: a slow edge judged degraded, a retry storm judged
+ * amplified, and a dense block of edges between two ranks whose labels cannot all fit.
+ */
+function healthGraph() {
+  const node = (id) => ({id, kind: 'service', calls: 600, errors: 0, p50_ms: 3, p95_ms: 9, p99_ms: 20, health: 'ok', health_reasons: []});
+  const edge = (source, target, extra = {}) => ({
+    source, target, kind: 'sync', calls: 600, errors: 0, error_rate: 0, p50_ms: 2, p95_ms: 8, p99_ms: 15,
+    bytes: 0, amplification: 1, trace_loops: 0, health: 'ok', health_reasons: [], amplified: false, ...extra,
+  });
+  const ids = ['gateway', 'orders', 'payments', 'card-processor', 'inventory', 'a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'];
+  const edges = [
+    edge('gateway', 'orders', {calls: 3000}),
+    edge('orders', 'inventory', {p95_ms: 412, p99_ms: 600, health: 'degraded', health_reasons: ['p95 412 ms above its limit 30 ms (baseline 8.0 ms)']}),
+    edge('orders', 'payments', {calls: 900}),
+    edge('payments', 'card-processor', {
+      calls: 1890, amplification: 2.1, amplified: true, health: 'degraded',
+      health_reasons: ['calls per caller ×2.1 above its limit ×1.3 (baseline ×1.1)'],
+    }),
+    edge('gateway', 'a1'), edge('gateway', 'a2'), edge('gateway', 'a3'), edge('gateway', 'a4'),
+  ];
+  // Every a calls every b, with different traffic: their labels meet in the middle.
+  for (const [i, a] of ['a1', 'a2', 'a3', 'a4'].entries()) {
+    for (const [j, b] of ['b1', 'b2', 'b3', 'b4'].entries()) edges.push(edge(a, b, {calls: 100 + 10 * i + j}));
+  }
+  return {from: new Date(Date.now() - 900e3).toISOString(), to: new Date().toISOString(), nodes: ids.map(node), edges, loops: []};
+}
+
+async function health(page) {
+  step('health');
+  const graph = JSON.stringify(healthGraph());
+  await page.route((url) => url.pathname === '/api/graph', (route) => route.fulfill({contentType: 'application/json', body: graph}));
+  await page.goto(`${baseUrl}/#/graph?from=1h`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.state.graph.edgeLabels !== undefined);
+  result.health = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const state = window.flowscope.state.graph;
+    const edge = (s, t) => cy.edges().filter((e) => e.data('source') === s && e.data('target') === t)[0];
+    const drawn = (e) => ({
+      colour: e.style('line-color'),
+      label: e.hasClass('elbl') && !e.hasClass('lbl-off') ? e.pstyle('label').strValue : '',
+      badge: e.pstyle('source-label').strValue,
+      width: e.numericStyle('width'),
+    });
+    return {
+      layout: state.layout,
+      slow: drawn(edge('orders', 'inventory')),
+      steady: drawn(edge('orders', 'payments')),
+      storm: drawn(edge('payments', 'card-processor')),
+      busiest: drawn(edge('gateway', 'orders')),
+      quietest: drawn(edge('a1', 'b1')),
+      edge_labels: state.edgeLabels,
+      amplified: state.amplified,
+      crossings: state.crossings,
+      hidden_dense: cy.edges('.lbl-off').map((e) => `${e.data('source')}>${e.data('target')}`).sort(),
+      // Any two labels still shown that overlap (there should be none).
+      overlapping_shown: (() => {
+        const shown = cy.edges('.elbl').not('.lbl-off').map((e) => e.boundingBox({includeNodes: false, includeEdges: false, includeLabels: true, includeMainLabels: true, includeSourceLabels: false, includeTargetLabels: false, includeOverlays: false}));
+        let count = 0;
+        for (let i = 0; i < shown.length; i++) {
+          for (let j = i + 1; j < shown.length; j++) {
+            const a = shown[i];
+            const b = shown[j];
+            if (a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2) count++;
+          }
+        }
+        return count;
+      })(),
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'graph-health.png')});
+}
+
+/** The server's own graph (a demo running against it): what the page drew and how fast. */
+async function city(page) {
+  step('city');
+  await page.goto(`${baseUrl}/#/graph?from=15m`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.state.graph.edgeLabels !== undefined);
+  result.city = await page.evaluate(() => ({
+    nodes: window.flowscope.cy.nodes().length,
+    edges: window.flowscope.cy.edges().length,
+    layout: window.flowscope.state.graph.layout,
+    crossings: window.flowscope.state.graph.crossings,
+    edge_labels: window.flowscope.state.graph.edgeLabels,
+    amplified: window.flowscope.state.graph.amplified,
+    timings: window.flowscope.state.graph.timings,
+  }));
+  await page.screenshot({path: join(artefacts, 'graph-city.png')});
 }
 
 /** A server with tokens: the login form first, a wrong token refused, a read token in. */

@@ -37,6 +37,40 @@ pub fn baseline(values: &[f64]) -> Option<Baseline> {
     })
 }
 
+/// [`baseline`] of a series that grows one value at a time, without keeping the values
+/// (Welford's update: the same mean and sample σ, in constant memory per series).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RunningBaseline {
+    count: usize,
+    mean: f64,
+    /// The sum of squared distances from the running mean.
+    squares: f64,
+}
+
+impl RunningBaseline {
+    /// Adds `value` (NaN and infinite values are skipped, as [`baseline`] skips them).
+    pub fn push(&mut self, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        self.count += 1;
+        let delta = value - self.mean;
+        self.mean += delta / self.count as f64;
+        self.squares += delta * (value - self.mean);
+    }
+
+    /// `None` with fewer than [`MIN_BASELINE_POINTS`] values, as [`baseline`].
+    pub fn baseline(&self) -> Option<Baseline> {
+        if self.count < MIN_BASELINE_POINTS {
+            return None;
+        }
+        Some(Baseline {
+            mean: self.mean,
+            sigma: (self.squares.max(0.0) / (self.count as f64 - 1.0)).sqrt(),
+        })
+    }
+}
+
 /// One point of a control chart: the value and the statistics known at that point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ControlPoint {
@@ -391,6 +425,23 @@ mod tests {
             .filter(|l| !l.contains("super::*"))
             .collect();
         assert!(imports.is_empty(), "{imports:?}");
+    }
+
+    #[test]
+    fn a_running_baseline_is_the_baseline_of_its_values() {
+        let values = [1.05, 1.12, f64::NAN, 1.09, 1.15, 1.1, 1.08, 1.11];
+        let mut running = RunningBaseline::default();
+        for (i, value) in values.iter().enumerate() {
+            running.push(*value);
+            let expected = baseline(&values[..=i]);
+            match (running.baseline(), expected) {
+                (Some(got), Some(want)) => {
+                    assert!(close(got.mean, want.mean) && close(got.sigma, want.sigma));
+                }
+                (got, want) => assert_eq!(got, want, "after {} values", i + 1),
+            }
+        }
+        assert!(running.baseline().is_some());
     }
 
     #[test]

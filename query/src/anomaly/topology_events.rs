@@ -1,8 +1,18 @@
 //! `topology_events([from [, to [, step]]])`: how the graph's shape changed from one step to
 //! the next: edges and nodes that appeared or vanished, loops that formed or broke, and
-//! edges whose amplification (calls per calling span) at least doubled.
+//! edges whose amplification (calls per calling span) jumped beyond the control limits of
+//! their own earlier steps.
+//!
+//! An amplification jump is judged as `health.rs` judges a window: against mean + 3σ of the
+//! edge's amplification in the earlier steps that were within their limits (at least
+//! [`AMPLIFICATION_MARGIN`] × mean and mean + [`AMPLIFICATION_FLOOR`], so jitter does not
+//! flag), for steps with at least [`MIN_STEP_CALLS`] calls. With fewer than
+//! `spc::MIN_BASELINE_POINTS` such steps there is no σ to judge by, and a step at least
+//! [`AMPLIFICATION_JUMP`] times the step before is a jump. A jump is reported at the step that
+//! crosses the limit, once while it stays beyond, and the steps beyond stay out of the baseline.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -13,12 +23,20 @@ use flowscope_graph::{Edge, Snapshot};
 
 use super::args;
 use super::series::{optional_floats, snapshots, texts, timestamps};
+use super::spc::{self, RunningBaseline};
 use super::table::ComputedTable;
 use crate::error::QueryError;
 use crate::graph_tables::{GraphView, timestamp};
+use crate::health;
 
-/// An amplification at least this many times the step before's is a jump.
+/// Without a baseline, an amplification at least this many times the step before's is a jump.
 pub const AMPLIFICATION_JUMP: f64 = 2.0;
+/// The limit is at least this many times the earlier steps' mean amplification...
+pub const AMPLIFICATION_MARGIN: f64 = health::AMPLIFICATION_MARGIN;
+/// ...and at least this many calls per caller above it.
+pub const AMPLIFICATION_FLOOR: f64 = health::AMPLIFICATION_FLOOR;
+/// A step with fewer calls on the edge says too little about its calls per caller.
+pub const MIN_STEP_CALLS: u64 = health::MIN_BASELINE_CALLS;
 const DEFAULT_WINDOW_NS: i64 = 3_600_000_000_000;
 const DEFAULT_STEP: &str = "1m";
 
@@ -37,8 +55,85 @@ pub(crate) struct Event {
     pub after: Option<f64>,
 }
 
+/// What changed from each step to the next: `(index of the later step, event)`, by step, then
+/// event, then subject.
+pub(crate) fn events<S: Borrow<Snapshot>>(steps: &[S]) -> Vec<(usize, Event)> {
+    let mut amplification = AmplificationHistory::default();
+    let Some(first) = steps.first() else {
+        return Vec::new();
+    };
+    amplification.record(first.borrow());
+    steps
+        .windows(2)
+        .enumerate()
+        .flat_map(|(i, pair)| {
+            step_events(pair[0].borrow(), pair[1].borrow(), &mut amplification)
+                .into_iter()
+                .map(move |e| (i + 1, e))
+        })
+        .collect()
+}
+
+/// Each edge's amplification over the steps so far.
+#[derive(Debug, Default)]
+struct AmplificationHistory {
+    edges: HashMap<EdgeName, EdgeAmplification>,
+}
+
+#[derive(Debug, Default)]
+struct EdgeAmplification {
+    /// The steps that were within the limits (and had the traffic to say).
+    within: RunningBaseline,
+    /// The last step judged was beyond them.
+    beyond: bool,
+}
+
+impl AmplificationHistory {
+    /// The first step: nothing to compare with, only a baseline to start.
+    fn record(&mut self, snapshot: &Snapshot) {
+        for (key, edge) in edges_of(snapshot) {
+            self.judge(key, None, edge);
+        }
+    }
+
+    /// Whether `edge` crossed its limit in this step (`before`: the same edge in the step
+    /// before, if it was there); then adds the step to the edge's history.
+    fn judge(&mut self, key: EdgeName, before: Option<&Edge>, edge: &Edge) -> bool {
+        let history = self.edges.entry(key).or_default();
+        let value = edge.amplification;
+        if edge.calls < MIN_STEP_CALLS || value <= 0.0 {
+            return false;
+        }
+        let beyond = match history.within.baseline() {
+            Some(base) => value > amplification_limit(base),
+            None => before.is_some_and(|b| {
+                b.calls >= MIN_STEP_CALLS
+                    && b.amplification > 0.0
+                    && value >= AMPLIFICATION_JUMP * b.amplification
+            }),
+        };
+        let crossed = beyond && !history.beyond && before.is_some();
+        history.beyond = beyond;
+        if !beyond {
+            history.within.push(value);
+        }
+        crossed
+    }
+}
+
+/// mean + 3σ, at least the margins above the mean.
+fn amplification_limit(base: spc::Baseline) -> f64 {
+    (base.mean + health::K * base.sigma)
+        .max(base.mean * AMPLIFICATION_MARGIN)
+        .max(base.mean + AMPLIFICATION_FLOOR)
+}
+
 /// What changed from `before` to `after`, by event then subject.
-pub(crate) fn events(before: &Snapshot, after: &Snapshot) -> Vec<Event> {
+fn step_events(
+    before: &Snapshot,
+    after: &Snapshot,
+    amplification: &mut AmplificationHistory,
+) -> Vec<Event> {
     let mut found = Vec::new();
     let nodes = |s: &Snapshot| -> BTreeMap<String, (&'static str, f64)> {
         s.nodes
@@ -68,24 +163,21 @@ pub(crate) fn events(before: &Snapshot, after: &Snapshot) -> Vec<Event> {
         after: a,
     };
     for (key, edge) in &is {
-        match was.get(key) {
+        let earlier = was.get(key).copied();
+        let jumped = amplification.judge(key.clone(), earlier, edge);
+        match earlier {
             None => found.push(edge_event(
                 "edge_appeared",
                 key,
                 None,
                 Some(edge.calls as f64),
             )),
-            Some(earlier)
-                if earlier.amplification > 0.0
-                    && edge.amplification >= AMPLIFICATION_JUMP * earlier.amplification =>
-            {
-                found.push(edge_event(
-                    "amplification_jump",
-                    key,
-                    Some(earlier.amplification),
-                    Some(edge.amplification),
-                ))
-            }
+            Some(earlier) if jumped => found.push(edge_event(
+                "amplification_jump",
+                key,
+                Some(earlier.amplification),
+                Some(edge.amplification),
+            )),
             Some(_) => {}
         }
     }
@@ -226,10 +318,9 @@ impl TableFunctionImpl for TopologyEventsFunction {
         let graph = self.graph.clone();
         Ok(ComputedTable::new(schema(), move || {
             let windows = snapshots(&graph, &starts, step)?;
-            let rows: Vec<(i64, Event)> = windows
-                .windows(2)
-                .zip(starts.iter().skip(1))
-                .flat_map(|(pair, at)| events(&pair[0], &pair[1]).into_iter().map(|e| (*at, e)))
+            let rows: Vec<(i64, Event)> = events(&windows)
+                .into_iter()
+                .filter_map(|(i, e)| Some((*starts.get(i)?, e)))
                 .collect();
             batch(&rows).map_err(|e| QueryError::Internal(e.to_string()))
         }))
@@ -269,6 +360,7 @@ mod tests {
             amplified: false,
             trace_loops: 0,
             health: Default::default(),
+            amplified: false,
         }
     }
 
@@ -298,6 +390,28 @@ mod tests {
             .collect()
     }
 
+    /// The events between two steps.
+    fn between(before: &Snapshot, after: &Snapshot) -> Vec<Event> {
+        events(&[before, after])
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// The steps (from 1) at which a -> b's amplification jumped, over a series of steps.
+    fn check_jumps(amplifications: &[f64], expected: &[usize]) {
+        let steps: Vec<Snapshot> = amplifications
+            .iter()
+            .map(|a| graph(&["a", "b"], vec![edge("a", "b", *a)], &[]))
+            .collect();
+        let jumps: Vec<usize> = events(&steps)
+            .into_iter()
+            .filter(|(_, e)| e.event == "amplification_jump")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(jumps, expected, "{amplifications:?}");
+    }
+
     #[test]
     fn each_kind_of_change_once() {
         let before = graph(
@@ -321,7 +435,7 @@ mod tests {
             &["a -> b"],
         );
         assert_eq!(
-            named(&events(&before, &after)),
+            named(&between(&before, &after)),
             [
                 ("amplification_jump", "a -> b"),
                 ("edge_appeared", "b -> a"),
@@ -330,11 +444,11 @@ mod tests {
                 ("node_vanished", "old"),
             ]
         );
-        let jump = &events(&before, &after)[0];
+        let jump = &between(&before, &after)[0];
         assert_eq!((jump.before, jump.after), (Some(1.0), Some(2.0)));
         // And back: the reverse changes, but no jump down.
         assert_eq!(
-            named(&events(&after, &before)),
+            named(&between(&after, &before)),
             [
                 ("edge_appeared", "a -> old"),
                 ("edge_vanished", "b -> a"),
@@ -348,7 +462,51 @@ mod tests {
     fn a_rise_short_of_double_is_no_jump() {
         let before = graph(&["a", "b"], vec![edge("a", "b", 1.0)], &[]);
         let after = graph(&["a", "b"], vec![edge("a", "b", 1.99)], &[]);
-        assert!(events(&before, &after).is_empty());
-        assert!(events(&before, &before).is_empty());
+        assert!(between(&before, &after).is_empty());
+        assert!(between(&before, &before).is_empty());
+    }
+
+    /// The city's payments -> card-processor: about 1.1 calls per caller, jittering.
+    const STEADY: [f64; 12] = [
+        1.10, 1.08, 1.13, 1.05, 1.12, 1.09, 1.15, 1.07, 1.11, 1.10, 1.14, 1.06,
+    ];
+
+    #[test]
+    fn a_retry_storm_jumps_beyond_the_edges_own_limits() {
+        // Retries during an incident: ×1.1 to ×1.6 is far short of a doubling, and a jump.
+        let mut storm = STEADY.to_vec();
+        storm.extend([1.6, 1.7, 1.65, 1.1, 1.08, 1.62]);
+        // Reported where it crosses (step 12), once while it lasts, and again after it
+        // came back within its limits (step 17).
+        check_jumps(&storm, &[12, 17]);
+        let jump = events(
+            &storm
+                .iter()
+                .map(|a| graph(&["a", "b"], vec![edge("a", "b", *a)], &[]))
+                .collect::<Vec<_>>(),
+        );
+        let (_, first) = &jump[0];
+        assert_eq!((first.before, first.after), (Some(1.06), Some(1.6)));
+    }
+
+    #[test]
+    fn steady_jitter_is_no_jump() {
+        check_jumps(&STEADY, &[]);
+        // Jitter up to the margin (×1.2 of the mean, 0.2 above it) after a steady baseline.
+        let mut jitter = STEADY.to_vec();
+        jitter.extend([1.25, 1.18, 1.28, 1.1]);
+        check_jumps(&jitter, &[]);
+        // A noisy fan-out of about five keeps its noise.
+        check_jumps(&[4.0, 6.0, 5.0, 4.5, 5.5, 6.0, 4.0, 6.5, 5.0], &[]);
+        // A quiet edge (under ten calls a step) says nothing either way.
+        let quiet: Vec<Snapshot> = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0]
+            .iter()
+            .map(|a| {
+                let mut e = edge("a", "b", *a);
+                e.calls = 9;
+                graph(&["a", "b"], vec![e], &[])
+            })
+            .collect();
+        assert!(events(&quiet).is_empty());
     }
 }

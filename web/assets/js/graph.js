@@ -18,7 +18,7 @@ import {
   replace,
   sqlTime,
 } from './dom.js';
-import {layeredPositions} from './layout.js';
+import {crossingEdges, detours, layeredPositions, overlappingLabels} from './layout.js';
 import {openPanel, closePanel, refreshPanel} from './panel.js';
 import {IncidentsBox} from './incidents.js';
 
@@ -46,6 +46,8 @@ const LIVE_WINDOW = '15m';
 /** Wider or narrower live windows are re-read at most this often while deltas arrive. */
 const REFRESH_MS = 5000;
 const COLLAPSED_PREFIX = '\u0000collapsed:';
+/** Edge labels and detours round nodes only up to this many edges (measuring labels is slow). */
+const EDGE_DETAIL_LIMIT = 400;
 
 export const WINDOWS = ['5m', '15m', '1h', '24h'];
 
@@ -95,6 +97,42 @@ const STYLE = [
     },
   },
   {selector: 'edge[kind = "async"]', style: {'line-style': 'dashed', 'line-dash-pattern': [6, 3]}},
+  // Rate, errors and p95 on the edge, where the label overlaps neither a node nor a busier
+  // edge's label (\`lbl-off\`, decided after each layout).
+  {
+    selector: 'edge.elbl',
+    style: {
+      label: 'data(label)',
+      'text-wrap': 'wrap',
+      'font-size': 9,
+      'font-family': 'system-ui, sans-serif',
+      color: '#c9d1d9',
+      'text-background-color': '#0d1117',
+      'text-background-opacity': 0.8,
+      'text-background-padding': 2,
+      'min-zoomed-font-size': 6,
+    },
+  },
+  {selector: 'edge.elbl.lbl-off', style: {label: ''}},
+  // A retry storm or a new fan-out: the edge's calls per caller beyond its own baseline.
+  {
+    selector: 'edge[?amplified]',
+    style: {
+      'source-label': 'data(badge)',
+      'source-text-offset': 36,
+      'font-size': 10,
+      'font-weight': 'bold',
+      'font-family': 'system-ui, sans-serif',
+      color: '#f0883e',
+      'text-background-color': '#0d1117',
+      'text-background-opacity': 0.9,
+      'text-background-padding': 2,
+      'line-style': 'dashed',
+      'line-dash-pattern': [10, 3],
+      'source-arrow-shape': 'tee',
+      'source-arrow-color': '#f0883e',
+    },
+  },
   {selector: 'edge.fast', style: {'curve-style': 'haystack', 'haystack-radius': 0}},
   {
     selector: '.loop',
@@ -475,7 +513,8 @@ export class GraphView {
           name: 'dagre',
           rankDir: 'LR',
           nodeSep: 40,
-          rankSep: 130,
+          // Room between ranks for an edge's two-line label beside the nodes.
+          rankSep: 190,
           edgeSep: 10,
           animate: false,
           fit: false,
@@ -483,6 +522,8 @@ export class GraphView {
         .run();
     }
     this.state.layout = positions ? 'layered' : 'dagre';
+    this.routeAndLabel();
+    timings.detail = performance.now() - t0;
     this.fitAll();
     timings.fit = performance.now() - t0;
     this.setLoops(snapshot.loops || []);
@@ -619,6 +660,9 @@ export class GraphView {
       health: e.health || '',
       health_reasons: e.health_reasons || [],
       color: healthColour(e.health, rate),
+      label: `${formatRate(e.calls / this.seconds())} · ${formatPercent(rate)} err\np95 ${formatMs(e.p95_ms)}`,
+      amplified: e.amplified === true,
+      badge: e.amplified ? `×${(e.amplification || 0).toFixed(1)} retries` : '',
     };
   }
 
@@ -732,9 +776,96 @@ export class GraphView {
     }
   }
 
+  /**
+   * Small graphs: detours round the nodes an edge would cross, then the edge labels that fit.
+   * Both are in model coordinates, so they hold at every zoom; they are redone after each
+   * layout and change. `state.crossings` counts the edges crossing an unrelated node, drawn
+   * straight (`straight`) and as drawn (`drawn`); `state.edgeLabels` the labels shown and
+   * hidden; `state.amplified` the edges with a retries badge.
+   */
+  routeAndLabel() {
+    const cy = this.cy;
+    const edges = cy.edges();
+    this.state.amplified = edges.filter('[?amplified]').length;
+    if (this.big || edges.length > EDGE_DETAIL_LIMIT) {
+      edges.removeClass('elbl');
+      this.state.crossings = null;
+      this.state.edgeLabels = {shown: 0, hidden: 0};
+      this.detailFresh = true;
+      return;
+    }
+    const boxes = new Map();
+    const centres = new Map();
+    for (const node of cy.nodes()) {
+      boxes.set(node.id(), node.boundingBox({includeLabels: false, includeOverlays: false}));
+      centres.set(node.id(), node.position());
+    }
+    const straight = edges.map((e) => ({
+      id: e.id(),
+      source: e.data('source'),
+      target: e.data('target'),
+      points: [e.source().position(), e.target().position()],
+    }));
+    const before = crossingEdges(boxes, straight);
+    const routes = detours(boxes, centres, straight.filter((e) => before.includes(e.id)));
+    edges.removeStyle('curve-style segment-weights segment-distances edge-distances');
+    for (const [id, route] of routes) {
+      const edge = cy.getElementById(id);
+      const drawn = (distances) => {
+        edge.style({
+          'curve-style': 'segments',
+          'edge-distances': 'node-position',
+          'segment-weights': route.weights.join(' '),
+          'segment-distances': distances.join(' '),
+        });
+        return crossingEdges(boxes, [this.drawnEdge(edge)]).length === 0;
+      };
+      // Which side is "right" depends on how cytoscape pairs the edge's ends: the drawn
+      // points decide, and a detour that helps neither way is left straight.
+      if (drawn(route.distances)) continue;
+      if (drawn(route.distances.map((d) => -d))) continue;
+      edge.removeStyle('curve-style segment-weights segment-distances edge-distances');
+    }
+    const after = crossingEdges(boxes, edges.map((e) => this.drawnEdge(e)));
+    this.state.crossings = {straight: before.length, drawn: after.length, detoured: routes.size};
+
+    edges.addClass('elbl').removeClass('lbl-off');
+    const obstacles = cy.nodes().map((n) => n.boundingBox({includeOverlays: false}));
+    const labels = edges
+      .sort((a, b) => b.data('calls') - a.data('calls'))
+      .map((e) => ({
+        id: e.id(),
+        box: e.boundingBox({
+          includeNodes: false,
+          includeEdges: false,
+          includeLabels: true,
+          includeMainLabels: true,
+          includeSourceLabels: false,
+          includeTargetLabels: false,
+          includeOverlays: false,
+        }),
+      }))
+      .filter((l) => l.box.w > 0);
+    const hidden = overlappingLabels(labels, obstacles);
+    for (const id of hidden) cy.getElementById(id).addClass('lbl-off');
+    this.state.edgeLabels = {shown: labels.length - hidden.size, hidden: hidden.size};
+    this.detailFresh = true;
+  }
+
+  /** An edge as the polyline drawn: its segment points when it has any, else straight. */
+  drawnEdge(edge) {
+    const points = [edge.source().position()];
+    if (edge.style('curve-style') === 'segments') points.push(...(edge.segmentPoints() || []));
+    points.push(edge.target().position());
+    return {id: edge.id(), source: edge.data('source'), target: edge.data('target'), points};
+  }
+
   /** Bookkeeping after any change: counts, search names, empty page, open panel. */
   afterChange() {
     const cy = this.cy;
+    // A change after the render (a delta, a merge): labels and detours again, once settled.
+    if (!this.detailFresh) this.routeAndLabelSoon();
+    this.detailFresh = false;
     this.state.nodes = cy.nodes().not('.vanished').length;
     this.state.edges = cy.edges().not('.vanished').length;
     const names = cy.nodes().map((n) => n.id()).filter((id) => !id.startsWith(COLLAPSED_PREFIX));
@@ -942,6 +1073,14 @@ export class GraphView {
       }
       node.position(position);
     }
+  }
+
+  /** After a delta: new edges and changed labels, once the changes settle. */
+  routeAndLabelSoon() {
+    clearTimeout(this.detailTimer);
+    this.detailTimer = setTimeout(() => {
+      if (this.cy) this.routeAndLabel();
+    }, 150);
   }
 
   /** Fits everything, without blowing a handful of nodes up to poster size. */
