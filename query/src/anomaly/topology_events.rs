@@ -360,7 +360,6 @@ mod tests {
             amplified: false,
             trace_loops: 0,
             health: Default::default(),
-            amplified: false,
         }
     }
 
