@@ -552,6 +552,8 @@ async function incident(page) {
   });
   result.slow_edge_focused = await edgeLook('dispatch', 'drivers');
   await page.screenshot({path: join(artefacts, 'incident-focused.png')});
+}
+
 /** Resolves once the trace view shows trace `id` in full. */
 async function traceShown(page, id) {
   await page.waitForFunction((t) => window.flowscope?.state?.trace?.ready === true && window.flowscope.state.trace.traceId === t, id);
