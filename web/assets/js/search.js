@@ -90,7 +90,7 @@ export class SearchView {
     this.error = h('pre', {id: 'search-error', class: 'error hidden'});
     this.chart = h('div', {id: 'search-chart', class: 'chart search-chart'});
     this.list = h('div', {id: 'search-results', class: 'search-results'});
-    this.sqlBox = h('details', {id: 'search-sql', class: 'search-sql hidden'});
+    this.sqlBox = h('div', {id: 'search-sql', class: 'search-sql hidden'});
     replace(root, form, this.status, this.error, this.chart, this.list, this.sqlBox);
     this.loadServices();
   }
@@ -211,8 +211,13 @@ export class SearchView {
   drawSql(text) {
     replace(
       this.sqlBox,
-      h('summary', {}, 'The SQL this search ran'),
-      h('pre', {class: 'mono', id: 'search-sql-text'}, text),
+      // The link stays visible while the SQL itself is folded away.
+      h(
+        'details',
+        {},
+        h('summary', {}, 'The SQL this search ran'),
+        h('pre', {class: 'mono', id: 'search-sql-text'}, text),
+      ),
       h('a', {id: 'search-sql-link', class: 'sql-link', href: `#/sql?q=${encodeURIComponent(text)}`}, 'continue in the SQL console'),
     );
     this.sqlBox.classList.remove('hidden');
