@@ -368,9 +368,16 @@ fn against_server(
         );
     }
     let graph_url = format!("http://{}/api/graph", server.api);
+    // Every edge is visible in a window covering the whole spread (the default 15 minutes
+    // holds all of them only when the spread fits in it).
+    let all_url = format!(
+        "http://{}/api/graph?from={}ms",
+        server.api,
+        (args.spread + SPREAD_END_AGO_NS) / 1_000_000 + 60_000
+    );
     let waited = Instant::now();
     loop {
-        let body = runtime.block_on(get(&http, &graph_url))?;
+        let body = runtime.block_on(get(&http, &all_url))?;
         let edges = edge_count(&body)?;
         if edges >= expected_edges {
             break;
