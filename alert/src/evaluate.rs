@@ -3,7 +3,10 @@
 //!
 //! A row's string (and boolean) columns are its labels and identify the instance; its
 //! numeric columns are values. Other types (timestamps, lists, maps, binary) are skipped:
-//! a timestamp in the labels would make a new instance at every evaluation.
+//! a timestamp in the labels would make a new instance at every evaluation. A boolean
+//! column named `firing` is the row's condition instead of a label: a rule may return
+//! its label sets whether or not they are wrong (`errors > 10 AS firing`), so that an
+//! alert that resolves carries the values seen when it resolved.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,11 +19,20 @@ pub type Labels = BTreeMap<String, String>;
 /// The numeric columns of an instance's row.
 pub type Values = BTreeMap<String, f64>;
 
+/// The column that, when boolean, says whether a row's condition holds.
+pub const FIRING_COLUMN: &str = "firing";
+
+/// Extra annotations of an alert (graph context), kept while it fires.
+pub type Annotations = BTreeMap<String, String>;
+
 /// One row of a rule's answer, split into labels and values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub labels: Labels,
     pub values: Values,
+    /// The `firing` column, true when the answer has none: a false row is only an
+    /// observation of the label set's values.
+    pub firing: bool,
 }
 
 /// Where an instance stands: returned but not yet for `for`, or firing.
@@ -58,8 +70,11 @@ pub struct Instance {
     pub active_since: i64,
     /// When it became firing.
     pub fired_at: Option<i64>,
-    /// The last evaluation that returned it.
+    /// The last evaluation whose condition held for it; a firing instance kept by
+    /// `keep_firing_for` has an older one.
     pub last_seen: i64,
+    /// Graph context added when it started firing.
+    pub annotations: Annotations,
 }
 
 /// A change worth a notification.
@@ -93,29 +108,40 @@ pub struct Evaluation {
 /// Rows are keyed by their labels plus `alertname` (the rule's name, which wins over a
 /// column of that name); two rows with the same labels are one instance, the first row's
 /// values kept. A new label set is pending, and firing at once when `for_ms` is 0; one
-/// returned for `for_ms` becomes firing; one no longer returned is dropped silently when
-/// pending and resolved when firing.
+/// returned for `for_ms` becomes firing. One whose condition no longer holds (not
+/// returned, or returned with `firing` false) is dropped silently when pending; when
+/// firing it stays firing until its condition has not held for `keep_firing_for_ms`
+/// (Prometheus's `keep_firing_for`), then resolves, carrying the values of the row that
+/// returned it last (the observation at resolution when the rule returns one).
 pub fn evaluate(
     rule_name: &str,
     previous: &[Instance],
     rows: &[Row],
     now_ms: i64,
     for_ms: i64,
+    keep_firing_for_ms: i64,
 ) -> Evaluation {
     let before: HashMap<&str, &Instance> = previous
         .iter()
         .map(|instance| (instance.fingerprint.as_str(), instance))
         .collect();
     let mut current: BTreeMap<String, Instance> = BTreeMap::new();
+    // Values of label sets returned with their condition false, by fingerprint.
+    let mut observed: HashMap<String, Values> = HashMap::new();
     let mut transitions = Vec::new();
     for row in rows {
         let mut labels = row.labels.clone();
         labels.insert("alertname".into(), rule_name.into());
         let fingerprint = fingerprint(&labels);
-        if current.contains_key(&fingerprint) {
+        if current.contains_key(&fingerprint) || observed.contains_key(&fingerprint) {
             continue;
         }
-        let (active_since, was_firing, fired_at) = match before.get(fingerprint.as_str()) {
+        if !row.firing {
+            observed.insert(fingerprint, row.values.clone());
+            continue;
+        }
+        let old = before.get(fingerprint.as_str());
+        let (active_since, was_firing, fired_at) = match old {
             Some(old) => (old.active_since, old.state == State::Firing, old.fired_at),
             None => (now_ms, false, None),
         };
@@ -134,6 +160,7 @@ pub fn evaluate(
                 None
             },
             last_seen: now_ms,
+            annotations: old.map(|old| old.annotations.clone()).unwrap_or_default(),
         };
         if fires && !was_firing {
             transitions.push(Transition::Firing(instance.clone()));
@@ -141,9 +168,18 @@ pub fn evaluate(
         current.insert(fingerprint, instance);
     }
     for old in previous {
-        if old.state == State::Firing && !current.contains_key(&old.fingerprint) {
+        if old.state != State::Firing || current.contains_key(&old.fingerprint) {
+            continue;
+        }
+        let mut instance = old.clone();
+        if let Some(values) = observed.remove(&old.fingerprint) {
+            instance.values = values;
+        }
+        if now_ms.saturating_sub(old.last_seen) < keep_firing_for_ms {
+            current.insert(instance.fingerprint.clone(), instance);
+        } else {
             transitions.push(Transition::Resolved {
-                instance: old.clone(),
+                instance,
                 ends_at: now_ms,
             });
         }
@@ -184,16 +220,34 @@ pub fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
     let mut rows = Vec::new();
     for batch in batches {
         let schema = batch.schema();
+        let condition = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .find(|(field, _)| {
+                field.name() == FIRING_COLUMN && field.data_type() == &DataType::Boolean
+            })
+            .and_then(|(_, array)| {
+                array
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .cloned()
+            });
         let columns: Vec<(&str, Column)> = schema
             .fields()
             .iter()
             .zip(batch.columns())
+            .filter(|(field, _)| condition.is_none() || field.name() != FIRING_COLUMN)
             .filter_map(|(field, array)| Column::of(array).map(|c| (field.name().as_str(), c)))
             .collect();
         for index in 0..batch.num_rows() {
             let mut row = Row {
                 labels: Labels::new(),
                 values: Values::new(),
+                // A null condition is not a true one.
+                firing: condition
+                    .as_ref()
+                    .is_none_or(|c| c.is_valid(index) && c.value(index)),
             };
             for (name, column) in &columns {
                 match column {
@@ -264,6 +318,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            firing: true,
         }
     }
 
@@ -276,7 +331,7 @@ mod tests {
                 .iter()
                 .map(|s| row(&[("service", s)], &[("errors", 1.0)]))
                 .collect();
-            let evaluation = evaluate("high errors", &instances, &rows, *now, for_ms);
+            let evaluation = evaluate("high errors", &instances, &rows, *now, for_ms, 0);
             let got_states: Vec<String> = evaluation
                 .instances
                 .iter()
@@ -359,13 +414,104 @@ mod tests {
     }
 
     #[test]
+    fn keep_firing_for_rides_out_a_flapping_condition_then_resolves_once() {
+        // Returned, gone, returned, gone for good: with keep_firing_for 3s one firing and
+        // one resolved, 3s after the condition last held.
+        let mut instances = Vec::new();
+        let mut seen = Vec::new();
+        for (now, returned) in [
+            (0, true),
+            (1_000, false),
+            (2_000, true),
+            (3_000, false),
+            (4_000, false),
+            (5_000, false),
+        ] {
+            let rows = if returned {
+                vec![row(&[("service", "a")], &[("errors", 5.0)])]
+            } else {
+                vec![]
+            };
+            let evaluation = evaluate("flappy", &instances, &rows, now, 0, 3_000);
+            for transition in &evaluation.transitions {
+                seen.push(match transition {
+                    Transition::Firing(_) => format!("firing@{now}"),
+                    Transition::Resolved { ends_at, .. } => format!("resolved@{ends_at}"),
+                });
+            }
+            instances = evaluation.instances;
+        }
+        assert_eq!(seen, ["firing@0", "resolved@5000"]);
+        assert!(instances.is_empty());
+    }
+
+    #[test]
+    fn a_resolved_alert_carries_the_values_observed_when_it_resolved() {
+        let observation = |errors: f64| Row {
+            firing: false,
+            ..row(&[("service", "a")], &[("errors", errors)])
+        };
+        let fired = evaluate(
+            "r",
+            &[],
+            &[row(&[("service", "a")], &[("errors", 12.0)])],
+            0,
+            0,
+            0,
+        );
+        let resolved = evaluate("r", &fired.instances, &[observation(0.0)], 1_000, 0, 0);
+        match resolved.transitions.as_slice() {
+            [Transition::Resolved { instance, ends_at }] => {
+                assert_eq!(instance.values["errors"], 0.0, "the value at resolution");
+                assert_eq!(*ends_at, 1_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An observation never starts an alert, and a row gone altogether resolves with
+        // the last values seen.
+        assert!(
+            evaluate("r", &[], &[observation(1.0)], 0, 0, 0)
+                .instances
+                .is_empty()
+        );
+        let gone = evaluate("r", &fired.instances, &[], 1_000, 0, 0);
+        assert_eq!(gone.transitions[0].instance().values["errors"], 12.0);
+    }
+
+    #[test]
+    fn a_boolean_firing_column_is_the_condition_not_a_label() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("service", DataType::Utf8, false),
+            Field::new("firing", DataType::Boolean, true),
+            Field::new("errors", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(arrow::array::BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    None,
+                ])),
+                Arc::new(Int64Array::from(vec![12, 0, 1])),
+            ],
+        )
+        .unwrap();
+        let rows = rows_of(&[batch]);
+        let firing: Vec<bool> = rows.iter().map(|r| r.firing).collect();
+        assert_eq!(firing, [true, false, false]);
+        assert!(rows.iter().all(|r| !r.labels.contains_key("firing")));
+    }
+
+    #[test]
     fn rows_with_the_same_labels_are_one_instance_with_the_first_values() {
         let rows = [
             row(&[("service", "a")], &[("errors", 1.0)]),
             row(&[("service", "a")], &[("errors", 2.0)]),
             row(&[("service", "b")], &[]),
         ];
-        let evaluation = evaluate("r", &[], &rows, 5, 0);
+        let evaluation = evaluate("r", &[], &rows, 5, 0, 0);
         assert_eq!(evaluation.instances.len(), 2);
         let a = evaluation
             .instances
@@ -380,7 +526,14 @@ mod tests {
 
     #[test]
     fn the_rule_name_wins_over_an_alertname_column() {
-        let evaluation = evaluate("rule", &[], &[row(&[("alertname", "column")], &[])], 0, 0);
+        let evaluation = evaluate(
+            "rule",
+            &[],
+            &[row(&[("alertname", "column")], &[])],
+            0,
+            0,
+            0,
+        );
         assert_eq!(evaluation.instances[0].labels["alertname"], "rule");
     }
 

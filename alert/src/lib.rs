@@ -2,8 +2,12 @@
 //!
 //! ```text
 //!  alert rule (SQL, interval, for) ──every interval──> SqlEngine (read-only sandbox, own timeout)
-//!    rows ──> instances keyed by their string columns ──returned for `for`──> firing ──gone──> resolved
-//!    each notification is written to the outbox in the same SQLite transaction as the state change
+//!    rows ──> instances keyed by their string columns ──returned for `for`──> firing
+//!      ──condition gone for `keep_firing_for`──> resolved
+//!    firing and resolved alerts ──> groups (rule + `group_by` labels) ──group_wait, then every
+//!      group_interval, minus silenced alerts, if changed or repeat_interval passed──> notification
+//!    each notification is written to the outbox in the same SQLite transaction as the group's
+//!      notification log
 //!  outbox ──delivery worker──> webhook (Standard Webhooks signature, SSRF-checked connect, retries)
 //!  metadata (webhooks, rules, alert state, outbox): SQLite in the data directory, schema in migrations/
 //! ```
@@ -22,6 +26,7 @@ pub mod redact;
 pub mod rules;
 pub mod scheduler;
 pub mod sign;
+pub mod silences;
 pub mod ssrf;
 pub mod state;
 pub mod webhooks;

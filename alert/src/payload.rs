@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::{Labels, Transition, Values};
+use crate::evaluate::{Labels, Values};
 
 /// Alertmanager writes this as the end of an alert that has not ended.
 pub const NOT_ENDED: &str = "0001-01-01T00:00:00Z";
@@ -43,83 +43,129 @@ pub struct Alert {
     pub fingerprint: String,
 }
 
-/// What a notification is about: one rule's evaluation.
+/// Alerts one notification lists at most; the rest are counted in `truncatedAlerts`
+/// (Alertmanager's `max_alerts`), so that a rule returning thousands of rows cannot make
+/// a body of megabytes.
+pub const MAX_ALERTS: usize = 1_000;
+
+/// What a notification is about: one group of one rule's alerts.
 #[derive(Debug, Clone)]
 pub struct Source<'a> {
+    pub rule_id: i64,
     pub rule_name: &'a str,
-    pub rule_sql: &'a str,
     pub rule_annotations: &'a BTreeMap<String, String>,
     /// `--external-url`: where users reach this flowscope.
     pub external_url: &'a str,
 }
 
-/// The notification for one receiver of the changes of one evaluation, with extra
-/// annotations (graph context) by fingerprint. `None` when nothing changed.
+/// One alert of a group as a notification shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupAlert {
+    pub fingerprint: String,
+    pub labels: Labels,
+    /// The values last observed: while firing, at the latest evaluation; once resolved,
+    /// at the evaluation that resolved it.
+    pub values: Values,
+    /// Graph context added when it started firing.
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: i64,
+    /// `None` while it fires.
+    pub ends_at: Option<i64>,
+}
+
+/// The notification of one group for one receiver: every alert of the group it is given
+/// (its firing alerts and those resolved since the last notification), firing first,
+/// at most [`MAX_ALERTS`]; status `firing` while any alert of the group fires.
 pub fn message(
     source: &Source<'_>,
     receiver: &str,
-    transitions: &[Transition],
-    extra: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Option<Message> {
-    if transitions.is_empty() {
-        return None;
-    }
-    let generator_url = generator_url(source.external_url, source.rule_sql);
-    let alerts: Vec<Alert> = transitions
-        .iter()
-        .map(|transition| {
-            let instance = transition.instance();
+    group_labels: &Labels,
+    alerts: &[GroupAlert],
+) -> Message {
+    let generator_url = generator_url(source.external_url, source.rule_id);
+    let mut ordered: Vec<&GroupAlert> = alerts.iter().collect();
+    ordered.sort_by(|a, b| {
+        (a.ends_at.is_some(), &a.labels, &a.fingerprint).cmp(&(
+            b.ends_at.is_some(),
+            &b.labels,
+            &b.fingerprint,
+        ))
+    });
+    let alerts: Vec<Alert> = ordered
+        .into_iter()
+        .map(|alert| {
             let mut annotations = source.rule_annotations.clone();
-            if !instance.values.is_empty() {
-                annotations.insert("values".into(), render_values(&instance.values));
+            if !alert.values.is_empty() {
+                annotations.insert("values".into(), render_values(&alert.values));
             }
-            if let Some(more) = extra.get(&instance.fingerprint) {
-                annotations.extend(more.clone());
-            }
-            let (status, ends_at) = match transition {
-                Transition::Firing(_) => ("firing", NOT_ENDED.to_string()),
-                Transition::Resolved { ends_at, .. } => ("resolved", rfc3339(*ends_at)),
+            annotations.extend(alert.annotations.clone());
+            let (status, ends_at) = match alert.ends_at {
+                None => ("firing", NOT_ENDED.to_string()),
+                Some(ends_at) => ("resolved", rfc3339(ends_at)),
             };
             Alert {
                 status: status.into(),
-                labels: instance.labels.clone(),
+                labels: alert.labels.clone(),
                 annotations,
-                starts_at: rfc3339(instance.active_since),
+                starts_at: rfc3339(alert.starts_at),
                 ends_at,
                 generator_url: generator_url.clone(),
-                fingerprint: instance.fingerprint.clone(),
+                fingerprint: alert.fingerprint.clone(),
             }
         })
         .collect();
     let firing = alerts.iter().any(|alert| alert.status == "firing");
-    Some(Message {
+    // Like Alertmanager, the group's status and common labels are of every alert, the
+    // list is cut after.
+    let common_labels = common(alerts.iter().map(|a| &a.labels));
+    let common_annotations = common(alerts.iter().map(|a| &a.annotations));
+    let truncated = alerts.len().saturating_sub(MAX_ALERTS);
+    let mut alerts = alerts;
+    alerts.truncate(MAX_ALERTS);
+    Message {
         version: "4".into(),
-        group_key: group_key(source.rule_name),
-        truncated_alerts: 0,
+        group_key: group_key(group_labels),
+        truncated_alerts: u64::try_from(truncated).unwrap_or(u64::MAX),
         status: if firing { "firing" } else { "resolved" }.into(),
         receiver: receiver.into(),
-        group_labels: BTreeMap::from([("alertname".into(), source.rule_name.into())]),
-        common_labels: common(alerts.iter().map(|a| &a.labels)),
-        common_annotations: common(alerts.iter().map(|a| &a.annotations)),
+        group_labels: group_labels.clone(),
+        common_labels,
+        common_annotations,
         external_url: source.external_url.trim_end_matches('/').into(),
         alerts,
-    })
+    }
 }
 
-/// Alertmanager's group key for a route grouped by alert name: stable per rule.
-pub fn group_key(rule_name: &str) -> String {
-    format!(
-        "{{}}:{{alertname={}}}",
-        serde_json::Value::String(rule_name.into())
-    )
+/// The labels that name an alert's group: `alertname` (a group is one rule's) and the
+/// rule's `group_by` labels the alert has; with `...`, every label.
+pub fn group_labels(group_by: &[String], labels: &Labels) -> Labels {
+    if group_by.iter().any(|name| name == "...") {
+        return labels.clone();
+    }
+    let mut out = Labels::new();
+    for name in std::iter::once("alertname").chain(group_by.iter().map(String::as_str)) {
+        if let Some(value) = labels.get(name) {
+            out.insert(name.to_string(), value.clone());
+        }
+    }
+    out
 }
 
-/// The dashboard's SQL console with the rule's query in it (`#/sql?q=...`).
-pub fn generator_url(external_url: &str, sql: &str) -> String {
+/// Alertmanager's group key for the root route (`{}`) and the group's labels, written as
+/// Prometheus writes a label set: `{}:{alertname="checkout errors", service="cart"}`.
+pub fn group_key(group_labels: &Labels) -> String {
+    let pairs: Vec<String> = group_labels
+        .iter()
+        .map(|(name, value)| format!("{name}={}", serde_json::Value::String(value.clone())))
+        .collect();
+    format!("{{}}:{{{}}}", pairs.join(", "))
+}
+
+/// The rule on the dashboard's alerts page: `<external-url>/#/alerts/rule/<id>`.
+pub fn generator_url(external_url: &str, rule_id: i64) -> String {
     format!(
-        "{}/#/sql?q={}",
-        external_url.trim_end_matches('/'),
-        percent_encode(sql)
+        "{}/#/alerts/rule/{rule_id}",
+        external_url.trim_end_matches('/')
     )
 }
 
@@ -151,80 +197,79 @@ fn common<'a>(mut maps: impl Iterator<Item = &'a Labels>) -> BTreeMap<String, St
     shared
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::{Instance, State};
 
-    fn instance(service: &str, state: State) -> Instance {
+    fn alert(service: &str, ends_at: Option<i64>) -> GroupAlert {
         let labels: Labels = [("alertname", "slow"), ("service", service), ("env", "prod")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Instance {
+        GroupAlert {
             fingerprint: crate::evaluate::fingerprint(&labels),
             labels,
             values: Values::from([("p99_ms".into(), 812.5)]),
-            state,
-            active_since: 1_764_417_600_000,
-            fired_at: Some(1_764_417_660_000),
-            last_seen: 1_764_417_660_000,
+            annotations: BTreeMap::new(),
+            starts_at: 1_764_417_600_000,
+            ends_at,
+        }
+    }
+
+    fn source(annotations: &BTreeMap<String, String>) -> Source<'_> {
+        Source {
+            rule_id: 7,
+            rule_name: "slow",
+            rule_annotations: annotations,
+            external_url: "https://flowscope.example.com/",
         }
     }
 
     #[test]
-    fn a_message_has_every_alertmanager_v4_field() {
+    fn a_message_has_every_alertmanager_v4_field_with_its_type() {
         let annotations = BTreeMap::from([("summary".to_string(), "p99 too high".to_string())]);
-        let source = Source {
-            rule_name: "slow",
-            rule_sql: "SELECT 'a' AS service",
-            rule_annotations: &annotations,
-            external_url: "https://flowscope.example.com/",
-        };
-        let firing = instance("checkout", State::Firing);
-        let extra = BTreeMap::from([(
-            firing.fingerprint.clone(),
-            BTreeMap::from([("upstream".to_string(), "frontend".to_string())]),
-        )]);
-        let transitions = vec![
-            Transition::Firing(firing.clone()),
-            Transition::Resolved {
-                instance: instance("payments", State::Firing),
-                ends_at: 1_764_417_720_000,
-            },
-        ];
-        let message = message(&source, "ops", &transitions, &extra).unwrap();
+        let mut firing = alert("checkout", None);
+        firing
+            .annotations
+            .insert("upstream".into(), "frontend".into());
+        let resolved = alert("payments", Some(1_764_417_720_000));
+        let group = Labels::from([("alertname".to_string(), "slow".to_string())]);
+        // Given resolved first: the message lists firing alerts first.
+        let message = message(
+            &source(&annotations),
+            "ops",
+            &group,
+            &[resolved.clone(), firing.clone()],
+        );
         let json = serde_json::to_value(&message).unwrap();
-        for field in [
-            "version",
-            "groupKey",
-            "truncatedAlerts",
-            "status",
-            "receiver",
-            "groupLabels",
-            "commonLabels",
-            "commonAnnotations",
-            "externalURL",
-            "alerts",
-        ] {
-            assert!(json.get(field).is_some(), "{field} missing: {json}");
-        }
+        let object = json.as_object().unwrap();
+        let mut fields: Vec<&str> = object.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "alerts",
+                "commonAnnotations",
+                "commonLabels",
+                "externalURL",
+                "groupKey",
+                "groupLabels",
+                "receiver",
+                "status",
+                "truncatedAlerts",
+                "version"
+            ],
+            "exactly Alertmanager's documented fields"
+        );
         assert_eq!(json["version"], "4");
-        assert_eq!(json["status"], "firing");
+        assert!(json["truncatedAlerts"].is_u64());
+        assert_eq!(json["truncatedAlerts"], 0);
+        assert_eq!(json["status"], "firing", "one alert fires");
         assert_eq!(json["groupKey"], "{}:{alertname=\"slow\"}");
+        assert_eq!(
+            json["groupLabels"],
+            serde_json::json!({"alertname": "slow"})
+        );
         assert_eq!(json["externalURL"], "https://flowscope.example.com");
         assert_eq!(
             json["commonLabels"],
@@ -235,13 +280,33 @@ mod tests {
             serde_json::json!({"summary": "p99 too high", "values": "p99_ms=812.5"})
         );
         let first = &json["alerts"][0];
+        let mut alert_fields: Vec<&str> = first
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        alert_fields.sort_unstable();
+        assert_eq!(
+            alert_fields,
+            [
+                "annotations",
+                "endsAt",
+                "fingerprint",
+                "generatorURL",
+                "labels",
+                "startsAt",
+                "status"
+            ]
+        );
         assert_eq!(first["status"], "firing");
+        assert_eq!(first["labels"]["service"], "checkout");
         assert_eq!(first["startsAt"], "2025-11-29T12:00:00.000Z");
         assert_eq!(first["endsAt"], NOT_ENDED);
         assert_eq!(first["annotations"]["upstream"], "frontend");
         assert_eq!(
             first["generatorURL"],
-            "https://flowscope.example.com/#/sql?q=SELECT%20%27a%27%20AS%20service"
+            "https://flowscope.example.com/#/alerts/rule/7"
         );
         assert_eq!(first["fingerprint"], firing.fingerprint);
         let second = &json["alerts"][1];
@@ -251,21 +316,40 @@ mod tests {
     }
 
     #[test]
-    fn only_resolved_alerts_make_a_resolved_message_and_no_change_makes_none() {
+    fn only_resolved_alerts_make_a_resolved_message_and_long_groups_are_truncated() {
         let annotations = BTreeMap::new();
-        let source = Source {
-            rule_name: "slow",
-            rule_sql: "SELECT 1",
-            rule_annotations: &annotations,
-            external_url: "http://127.0.0.1:8080",
+        let group = Labels::from([("alertname".to_string(), "slow".to_string())]);
+        let resolved = message(&source(&annotations), "ops", &group, &[alert("a", Some(5))]);
+        assert_eq!(resolved.status, "resolved");
+        assert_eq!(resolved.receiver, "ops");
+
+        let many: Vec<GroupAlert> = (0..MAX_ALERTS + 5)
+            .map(|i| alert(&format!("s{i}"), None))
+            .collect();
+        let cut = message(&source(&annotations), "ops", &group, &many);
+        assert_eq!(cut.alerts.len(), MAX_ALERTS);
+        assert_eq!(cut.truncated_alerts, 5);
+    }
+
+    #[test]
+    fn groups_are_named_by_alertname_and_the_group_by_labels_an_alert_has() {
+        let labels: Labels = [("alertname", "r"), ("service", "cart"), ("env", "prod")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let by = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            group_key(&group_labels(&names, &labels))
         };
-        let resolved = vec![Transition::Resolved {
-            instance: instance("a", State::Firing),
-            ends_at: 0,
-        }];
-        let message = message(&source, "ops", &resolved, &BTreeMap::new()).unwrap();
-        assert_eq!(message.status, "resolved");
-        assert_eq!(message.receiver, "ops");
-        assert!(super::message(&source, "ops", &[], &BTreeMap::new()).is_none());
+        assert_eq!(by(&[]), "{}:{alertname=\"r\"}");
+        assert_eq!(
+            by(&["service", "zone"]),
+            "{}:{alertname=\"r\", service=\"cart\"}",
+            "a label the alert lacks is left out"
+        );
+        assert_eq!(
+            by(&["..."]),
+            "{}:{alertname=\"r\", env=\"prod\", service=\"cart\"}"
+        );
     }
 }

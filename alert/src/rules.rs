@@ -14,6 +14,17 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Shortest interval a rule may run at: each run is a SQL query.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Alertmanager's defaults for a route's timers.
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 60 * 60);
+
+/// Shortest group and repeat interval: groups are flushed by the scheduler's 1s tick.
+pub const MIN_GROUP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Labels a rule may group by; `...` (Alertmanager's "every label") counts as one.
+pub const MAX_GROUP_BY: usize = 32;
+
 /// What a user asks for, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct RuleInput {
@@ -25,6 +36,15 @@ pub struct RuleInput {
     pub for_: String,
     pub webhooks: Vec<i64>,
     pub annotations: BTreeMap<String, String>,
+    /// Label names whose values split the rule's alerts into notification groups;
+    /// empty groups by rule only, `["..."]` by every label.
+    pub group_by: Vec<String>,
+    /// Durations; `None` takes Alertmanager's default (30s, 5m, 4h) or 0s for
+    /// `keep_firing_for`.
+    pub group_wait: Option<String>,
+    pub group_interval: Option<String>,
+    pub repeat_interval: Option<String>,
+    pub keep_firing_for: Option<String>,
 }
 
 /// A validated rule (its SQL is checked against the engine separately).
@@ -36,6 +56,23 @@ pub struct RuleSpec {
     pub for_: Duration,
     pub webhooks: Vec<i64>,
     pub annotations: BTreeMap<String, String>,
+    /// Sorted, without duplicates and without `alertname` (every group is one rule's).
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    pub group_wait: Duration,
+    /// How long a group waits after a notification before it notifies of changes.
+    pub group_interval: Duration,
+    /// How long before a notification that changes nothing is sent again.
+    pub repeat_interval: Duration,
+    /// How long an alert stays firing after its condition cleared.
+    pub keep_firing_for: Duration,
+}
+
+impl RuleSpec {
+    /// Whether the rule groups by every label (`group_by: ["..."]`): each alert alone.
+    pub fn groups_by_all(&self) -> bool {
+        self.group_by.iter().any(|name| name == "...")
+    }
 }
 
 /// A stored rule and what the scheduler last did with it.
@@ -79,6 +116,34 @@ impl RuleSpec {
             )));
         }
         let for_ = duration("for", &input.for_)?;
+        let optional = |field: &str, text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(text) => duration(field, text),
+        };
+        let group_wait = optional("group_wait", &input.group_wait, DEFAULT_GROUP_WAIT)?;
+        let group_interval = optional(
+            "group_interval",
+            &input.group_interval,
+            DEFAULT_GROUP_INTERVAL,
+        )?;
+        let repeat_interval = optional(
+            "repeat_interval",
+            &input.repeat_interval,
+            DEFAULT_REPEAT_INTERVAL,
+        )?;
+        let keep_firing_for = optional("keep_firing_for", &input.keep_firing_for, Duration::ZERO)?;
+        for (field, value) in [
+            ("group_interval", group_interval),
+            ("repeat_interval", repeat_interval),
+        ] {
+            if value < MIN_GROUP_INTERVAL {
+                return Err(bad(format!(
+                    "`{field}` is {}; it must be at least 1s",
+                    format_duration(value)
+                )));
+            }
+        }
+        let group_by = group_by(input.group_by)?;
         let mut webhooks = input.webhooks;
         webhooks.sort_unstable();
         webhooks.dedup();
@@ -92,8 +157,47 @@ impl RuleSpec {
             for_,
             webhooks,
             annotations: input.annotations,
+            group_by,
+            group_wait,
+            group_interval,
+            repeat_interval,
+            keep_firing_for,
         })
     }
+}
+
+/// Checks label names as Prometheus writes them (`[a-zA-Z_][a-zA-Z0-9_]*`) or `...`;
+/// `alertname` is dropped since a group never spans two rules.
+fn group_by(names: Vec<String>) -> Result<Vec<String>, AlertError> {
+    if names.len() > MAX_GROUP_BY {
+        return Err(AlertError::BadInput(format!(
+            "`group_by` has {} labels; at most {MAX_GROUP_BY} are allowed",
+            names.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim().to_string();
+        let valid =
+            name == "..."
+                || name.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                }) && !name.is_empty();
+        if !valid {
+            return Err(AlertError::BadInput(format!(
+                "`group_by` label `{name}` is not a label name; write the names of the rule's string columns, e.g. [\"service\"], or [\"...\"] to group by every label"
+            )));
+        }
+        if name != "alertname" {
+            out.push(name);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.iter().any(|name| name == "...") {
+        out = vec!["...".into()];
+    }
+    Ok(out)
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -159,6 +263,10 @@ fn annotations_json(spec: &RuleSpec) -> String {
     serde_json::to_string(&spec.annotations).unwrap_or_else(|_| "{}".into())
 }
 
+fn group_by_json(spec: &RuleSpec) -> String {
+    serde_json::to_string(&spec.group_by).unwrap_or_else(|_| "[]".into())
+}
+
 /// Stores a new rule and returns its id.
 pub async fn create(
     pool: &SqlitePool,
@@ -169,8 +277,10 @@ pub async fn create(
     let mut tx = crate::metadata::begin_write(pool).await?;
     check_webhooks(&mut tx, tenant, &spec.webhooks).await?;
     let id: i64 = sqlx::query(
-        "INSERT INTO alert_rules (tenant, name, sql, interval_ms, for_ms, annotations, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO alert_rules (tenant, name, sql, interval_ms, for_ms, annotations, group_by,
+                group_wait_ms, group_interval_ms, repeat_interval_ms, keep_firing_for_ms,
+                created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(tenant)
     .bind(&spec.name)
@@ -178,6 +288,11 @@ pub async fn create(
     .bind(millis(spec.interval))
     .bind(millis(spec.for_))
     .bind(annotations_json(spec))
+    .bind(group_by_json(spec))
+    .bind(millis(spec.group_wait))
+    .bind(millis(spec.group_interval))
+    .bind(millis(spec.repeat_interval))
+    .bind(millis(spec.keep_firing_for))
     .bind(now_ms)
     .bind(now_ms)
     .fetch_one(&mut *tx)
@@ -201,7 +316,8 @@ pub async fn update(
     check_webhooks(&mut tx, tenant, &spec.webhooks).await?;
     let updated = sqlx::query(
         "UPDATE alert_rules SET name = ?, sql = ?, interval_ms = ?, for_ms = ?, annotations = ?,
-                updated_at = ?, last_error = NULL
+                group_by = ?, group_wait_ms = ?, group_interval_ms = ?, repeat_interval_ms = ?,
+                keep_firing_for_ms = ?, updated_at = ?, last_error = NULL
          WHERE id = ? AND tenant = ?",
     )
     .bind(&spec.name)
@@ -209,6 +325,11 @@ pub async fn update(
     .bind(millis(spec.interval))
     .bind(millis(spec.for_))
     .bind(annotations_json(spec))
+    .bind(group_by_json(spec))
+    .bind(millis(spec.group_wait))
+    .bind(millis(spec.group_interval))
+    .bind(millis(spec.repeat_interval))
+    .bind(millis(spec.keep_firing_for))
     .bind(now_ms)
     .bind(id)
     .bind(tenant)
@@ -226,7 +347,8 @@ pub async fn update(
 /// The columns [`rule_of`] reads, as a literal so queries stay static strings.
 macro_rules! rule_columns {
     () => {
-        "id, name, sql, interval_ms, for_ms, annotations, created_at, updated_at, last_evaluation, last_error"
+        "id, name, sql, interval_ms, for_ms, annotations, group_by, group_wait_ms, group_interval_ms, \
+         repeat_interval_ms, keep_firing_for_ms, created_at, updated_at, last_evaluation, last_error"
     };
 }
 
@@ -248,6 +370,7 @@ fn rule_of(row: &sqlx::sqlite::SqliteRow, webhooks: Vec<i64>) -> Result<Rule, Al
         Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
     };
     let annotations: String = row.try_get("annotations")?;
+    let group_by: String = row.try_get("group_by")?;
     Ok(Rule {
         id: row.try_get("id")?,
         spec: RuleSpec {
@@ -257,6 +380,11 @@ fn rule_of(row: &sqlx::sqlite::SqliteRow, webhooks: Vec<i64>) -> Result<Rule, Al
             for_: duration("for_ms")?,
             webhooks,
             annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+            group_by: serde_json::from_str(&group_by).unwrap_or_default(),
+            group_wait: duration("group_wait_ms")?,
+            group_interval: duration("group_interval_ms")?,
+            repeat_interval: duration("repeat_interval_ms")?,
+            keep_firing_for: duration("keep_firing_for_ms")?,
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -359,6 +487,7 @@ mod tests {
             for_: "1m".into(),
             webhooks: vec![],
             annotations: BTreeMap::from([("summary".into(), "too many errors".into())]),
+            ..RuleInput::default()
         }
     }
 

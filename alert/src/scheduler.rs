@@ -1,6 +1,8 @@
 //! The scheduler: one task that runs each rule every `interval`, never two runs of a rule at
 //! once, and reads the rules again every tick so created, updated and deleted rules take
-//! effect without a restart.
+//! effect without a restart. Between evaluations it sends the notifications of a rule's
+//! groups when their `group_wait` or `group_interval` ends (`state::flush`), in the same
+//! one-task-per-rule way, so a rule's groups are never flushed twice at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -68,8 +70,15 @@ pub async fn evaluate_rule(
     }
     let rows = rows_of(&output.batches);
     let previous = state::instances(metadata.pool(), rule.id).await?;
-    let for_ms = i64::try_from(rule.spec.for_.as_millis()).unwrap_or(i64::MAX);
-    let evaluation = evaluate(&rule.spec.name, &previous, &rows, now_ms, for_ms);
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let evaluation = evaluate(
+        &rule.spec.name,
+        &previous,
+        &rows,
+        now_ms,
+        millis(rule.spec.for_),
+        millis(rule.spec.keep_firing_for),
+    );
     let mut extra = Extra::new();
     let firing = evaluation.transitions.iter().filter_map(|t| match t {
         Transition::Firing(instance) => Some(instance),
@@ -144,6 +153,16 @@ pub async fn run(
                     }
                 };
                 let now = Instant::now();
+                let now_wall = now_ms();
+                // A failure here only delays notifications to the next tick.
+                let flushes = match state::next_flushes(metadata.pool()).await {
+                    Ok(flushes) => flushes,
+                    Err(error) => {
+                        config.liveness.error(Stage::AlertScheduler);
+                        tracing::warn!(%error, "cannot read the alert groups; trying again next tick");
+                        BTreeMap::new()
+                    }
+                };
                 let busy: Vec<i64> = running.values().copied().collect();
                 slots.retain(|id, _| rules.iter().any(|(_, rule)| rule.id == *id));
                 for (tenant, rule) in rules {
@@ -152,7 +171,19 @@ pub async fn run(
                         // An edited rule runs at once with its new SQL and interval.
                         *slot = Slot { updated_at: rule.updated_at, next: now };
                     }
-                    if slot.next > now || busy.contains(&rule.id) {
+                    if busy.contains(&rule.id) {
+                        continue;
+                    }
+                    if slot.next > now {
+                        // Not evaluated now; its groups may still be due.
+                        if flushes.get(&rule.id).is_some_and(|due| *due <= now_wall) {
+                            let (metadata, config) = (metadata.clone(), config.clone());
+                            let rule_id = rule.id;
+                            let handle = tasks.spawn(async move {
+                                flush_one(&metadata, &config, &tenant, &rule).await;
+                            });
+                            running.insert(handle.id(), rule_id);
+                        }
                         continue;
                     }
                     slot.next = now + rule.spec.interval;
@@ -176,6 +207,32 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+async fn flush_one(metadata: &Metadata, config: &SchedulerConfig, tenant: &str, rule: &Rule) {
+    match state::flush(
+        metadata.pool(),
+        tenant,
+        rule,
+        &config.external_url,
+        now_ms(),
+    )
+    .await
+    {
+        Ok(committed) if !committed.messages.is_empty() => {
+            metadata.delivery_waker().wake();
+            tracing::info!(
+                rule = %rule.spec.name,
+                notifications = committed.messages.len(),
+                "alert group notified"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            config.liveness.error(Stage::AlertScheduler);
+            tracing::warn!(rule = %rule.spec.name, %error, "cannot send the alert group's notifications; trying again next tick");
+        }
+    }
+}
+
 async fn run_one(
     metadata: &Metadata,
     engine: &SqlEngine,
@@ -196,7 +253,7 @@ async fn run_one(
         .alert_duration
         .observe(tenant.to_string(), started.elapsed());
     match evaluated {
-        Ok(committed) if committed.transitions > 0 => {
+        Ok(committed) if committed.transitions > 0 || !committed.messages.is_empty() => {
             if !committed.messages.is_empty() {
                 metadata.delivery_waker().wake();
             }

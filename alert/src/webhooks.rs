@@ -205,16 +205,19 @@ pub async fn enqueue_test(
     pool: &SqlitePool,
     tenant: &str,
     id: i64,
+    external_url: &str,
     now_ms: i64,
 ) -> Result<String, AlertError> {
     let hook = get(pool, tenant, id).await?;
-    let body = test_notification(&hook.name, now_ms);
+    let body = test_notification(&hook.name, external_url, now_ms);
     let mut conn = pool.acquire().await?;
     outbox::enqueue(&mut conn, tenant, id, "test", &body, now_ms).await
 }
 
-/// The body of a test notification: what Alertmanager would send for one firing alert.
-pub fn test_notification(receiver: &str, now_ms: i64) -> Vec<u8> {
+/// The body of a test notification: what Alertmanager would send for one firing alert,
+/// its links to the dashboard's alerts page at `external_url`.
+pub fn test_notification(receiver: &str, external_url: &str, now_ms: i64) -> Vec<u8> {
+    let external_url = external_url.trim_end_matches('/');
     let starts_at = chrono::DateTime::from_timestamp_millis(now_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -231,14 +234,14 @@ pub fn test_notification(receiver: &str, now_ms: i64) -> Vec<u8> {
         "groupLabels": { "alertname": "FlowscopeTest" },
         "commonLabels": labels,
         "commonAnnotations": annotations,
-        "externalURL": "",
+        "externalURL": external_url,
         "alerts": [{
             "status": "firing",
             "labels": labels,
             "annotations": annotations,
             "startsAt": starts_at,
             "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "",
+            "generatorURL": format!("{external_url}/#/alerts"),
             "fingerprint": format!("{:016x}", now_ms),
         }],
     });
@@ -528,8 +531,12 @@ mod tests {
         )
         .await
         .unwrap();
-        let first = enqueue_test(pool, "default", hook.id, 1_000).await.unwrap();
-        let second = enqueue_test(pool, "default", hook.id, 2_000).await.unwrap();
+        let first = enqueue_test(pool, "default", hook.id, "http://127.0.0.1:8080", 1_000)
+            .await
+            .unwrap();
+        let second = enqueue_test(pool, "default", hook.id, "http://127.0.0.1:8080", 2_000)
+            .await
+            .unwrap();
         let listed = deliveries(pool, "default", hook.id, 10).await.unwrap();
         let ids: Vec<&str> = listed.iter().map(|d| d.msg_id.as_str()).collect();
         assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
@@ -541,16 +548,25 @@ mod tests {
             1
         );
         assert!(matches!(
-            enqueue_test(pool, "default", 999, 1).await,
+            enqueue_test(pool, "default", 999, "http://x", 1).await,
             Err(AlertError::NotFound(_))
         ));
 
-        let body: serde_json::Value =
-            serde_json::from_slice(&test_notification("ops", 1_614_265_330_000)).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&test_notification(
+            "ops",
+            "https://flowscope.example.com/",
+            1_614_265_330_000,
+        ))
+        .unwrap();
         assert_eq!(body["version"], "4");
         assert_eq!(body["status"], "firing");
         assert_eq!(body["receiver"], "ops");
         assert_eq!(body["alerts"][0]["labels"]["alertname"], "FlowscopeTest");
         assert_eq!(body["alerts"][0]["startsAt"], "2021-02-25T15:02:10.000Z");
+        assert_eq!(body["externalURL"], "https://flowscope.example.com");
+        assert_eq!(
+            body["alerts"][0]["generatorURL"],
+            "https://flowscope.example.com/#/alerts"
+        );
     }
 }

@@ -132,9 +132,15 @@ async fn setup(url: &str, config: DeliveryConfig) -> Setup {
     )
     .await
     .unwrap();
-    let msg_id = webhooks::enqueue_test(metadata.pool(), "default", hook.id, now_ms())
-        .await
-        .unwrap();
+    let msg_id = webhooks::enqueue_test(
+        metadata.pool(),
+        "default",
+        hook.id,
+        "http://127.0.0.1:8080",
+        now_ms(),
+    )
+    .await
+    .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let worker = tokio::spawn({
         let metadata = metadata.clone();

@@ -1,5 +1,6 @@
-//! `/api/alert-rules` (create, list, read, replace, delete) and `GET /api/alerts` (current
-//! instances and recent transitions), as JSON.
+//! `/api/alert-rules` (create, list, read, replace, delete), `GET /api/alerts` (current
+//! instances, the silences that mute them, and recent transitions) and `/api/silences`
+//! (list, create, read, expire), as JSON.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use flowscope_alert::evaluate::Instance;
 use flowscope_alert::now_ms;
 use flowscope_alert::payload::rfc3339;
 use flowscope_alert::rules::{self, Rule, RuleInput, RuleSpec};
+use flowscope_alert::silences::{self, Matcher, Silence, SilenceInput};
 use flowscope_alert::state;
 use flowscope_model::format_duration;
 use flowscope_query::QueryError;
@@ -35,6 +37,11 @@ pub fn routes() -> Router<ApiState> {
             get(get_rule).put(replace_rule).delete(delete_rule),
         )
         .route("/api/alerts", get(get_alerts))
+        .route("/api/silences", get(list_silences).post(create_silence))
+        .route(
+            "/api/silences/{id}",
+            get(get_silence).delete(expire_silence),
+        )
 }
 
 /// The body of POST and PUT.
@@ -51,6 +58,12 @@ pub struct RuleBody {
     webhooks: Vec<i64>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    group_by: Vec<String>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
+    repeat_interval: Option<String>,
+    keep_firing_for: Option<String>,
 }
 
 fn default_interval() -> String {
@@ -81,6 +94,11 @@ async fn spec_of(
         for_: body.for_,
         webhooks: body.webhooks,
         annotations: body.annotations,
+        group_by: body.group_by,
+        group_wait: body.group_wait,
+        group_interval: body.group_interval,
+        repeat_interval: body.repeat_interval,
+        keep_firing_for: body.keep_firing_for,
     })?;
     match caller.view.engine.check(&spec.sql).await {
         Ok(()) => Ok(spec),
@@ -110,6 +128,11 @@ fn rule_json(rule: &Rule) -> Value {
         "for": format_duration(rule.spec.for_),
         "webhooks": rule.spec.webhooks,
         "annotations": rule.spec.annotations,
+        "group_by": rule.spec.group_by,
+        "group_wait": format_duration(rule.spec.group_wait),
+        "group_interval": format_duration(rule.spec.group_interval),
+        "repeat_interval": format_duration(rule.spec.repeat_interval),
+        "keep_firing_for": format_duration(rule.spec.keep_firing_for),
         "created_at": rfc3339(rule.created_at),
         "updated_at": rfc3339(rule.updated_at),
         "last_evaluation": rule.last_evaluation.map(rfc3339),
@@ -188,7 +211,12 @@ pub struct AlertsQuery {
     limit: Option<u32>,
 }
 
-fn instance_json(rule_id: i64, rule_name: &str, instance: &Instance) -> Value {
+fn instance_json(
+    rule_id: i64,
+    rule_name: &str,
+    instance: &Instance,
+    silenced_by: Vec<i64>,
+) -> Value {
     json!({
         "rule_id": rule_id,
         "rule": rule_name,
@@ -199,6 +227,7 @@ fn instance_json(rule_id: i64, rule_name: &str, instance: &Instance) -> Value {
         "activeSince": rfc3339(instance.active_since),
         "firedAt": instance.fired_at.map(rfc3339),
         "lastSeen": rfc3339(instance.last_seen),
+        "silenced_by": silenced_by,
     })
 }
 
@@ -217,10 +246,14 @@ async fn get_alerts(
     let pool = state.metadata.pool();
     let current = state::current(pool, caller.tenant()).await?;
     let history = state::history(pool, caller.tenant(), limit).await?;
+    let silences = silences::active_now(pool, caller.tenant(), now_ms()).await?;
     Ok(Json(json!({
         "alerts": current
             .iter()
-            .map(|c| instance_json(c.rule_id, &c.rule_name, &c.instance))
+            .map(|c| {
+                let silenced_by = silences.silenced_by(&c.instance.labels);
+                instance_json(c.rule_id, &c.rule_name, &c.instance, silenced_by)
+            })
             .collect::<Vec<_>>(),
         "history": history
             .iter()
@@ -237,6 +270,116 @@ async fn get_alerts(
             }))
             .collect::<Vec<_>>(),
     })))
+}
+
+/// The body of `POST /api/silences`, in Alertmanager's API shape.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SilenceBody {
+    matchers: Vec<Matcher>,
+    starts_at: Option<String>,
+    ends_at: String,
+    created_by: String,
+    comment: String,
+}
+
+const SILENCE_EXAMPLE: &str = r#"{"matchers": [{"name": "service", "value": "checkout", "isRegex": false, "isEqual": true}], "endsAt": "2030-01-01T12:00:00Z", "createdBy": "ana", "comment": "deploying checkout"}"#;
+
+/// An RFC 3339 time as unix ms, or a 400 naming the field.
+fn time_of(field: &str, text: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`{field}` `{text}` is not an RFC 3339 time ({e}); write e.g. \"2030-01-01T12:00:00Z\""
+            ))
+        })
+}
+
+fn silence_json(silence: &Silence, now: i64) -> Value {
+    json!({
+        "id": silence.id,
+        "matchers": silence.matchers.iter().map(|m| json!({
+            "name": m.name,
+            "value": m.value,
+            "isRegex": m.is_regex,
+            "isEqual": m.is_equal,
+        })).collect::<Vec<_>>(),
+        "startsAt": rfc3339(silence.starts_at),
+        "endsAt": rfc3339(silence.ends_at),
+        "createdBy": silence.created_by,
+        "comment": silence.comment,
+        "status": {"state": silence.state(now).as_str()},
+        "updatedAt": rfc3339(silence.updated_at),
+    })
+}
+
+/// The silence id of the path, or a JSON 400 that says what an id looks like.
+fn silence_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    path.map(|Path(id)| id).map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "{}; a silence id is the whole number POST /api/silences answered, e.g. /api/silences/1",
+            rejection.body_text()
+        ))
+    })
+}
+
+async fn create_silence(
+    State(state): State<ApiState>,
+    Manager(caller): Manager,
+    body: Result<Json<SilenceBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "the body must be JSON like {SILENCE_EXAMPLE} with Content-Type: application/json ({})",
+            rejection.body_text()
+        ))
+    })?;
+    let input = SilenceInput {
+        matchers: body.matchers,
+        starts_at: body
+            .starts_at
+            .as_deref()
+            .map(|t| time_of("startsAt", t))
+            .transpose()?,
+        ends_at: time_of("endsAt", &body.ends_at)?,
+        created_by: body.created_by,
+        comment: body.comment,
+    };
+    let id = silences::create(state.metadata.pool(), caller.tenant(), &input, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+async fn list_silences(
+    State(state): State<ApiState>,
+    Reader(caller): Reader,
+) -> Result<Json<Value>, ApiError> {
+    let now = now_ms();
+    let all = silences::list(state.metadata.pool(), caller.tenant()).await?;
+    Ok(Json(json!({
+        "silences": all.iter().map(|s| silence_json(s, now)).collect::<Vec<_>>()
+    })))
+}
+
+async fn get_silence(
+    State(state): State<ApiState>,
+    Reader(caller): Reader,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = silence_id(id)?;
+    let silence = silences::get(state.metadata.pool(), caller.tenant(), id).await?;
+    Ok(Json(silence_json(&silence, now_ms())))
+}
+
+/// Expires the silence (Alertmanager's DELETE): it ends now and stays listed.
+async fn expire_silence(
+    State(state): State<ApiState>,
+    Manager(caller): Manager,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = silence_id(id)?;
+    silences::expire(state.metadata.pool(), caller.tenant(), id, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
@@ -423,6 +566,8 @@ mod tests {
         let mut body = rule("constant");
         body["sql"] = json!("SELECT 'checkout' AS service, 3 AS errors UNION ALL SELECT 'cart', 1");
         body["for"] = json!("0s");
+        // Notified at once: with Alertmanager's default group_wait the first notification waits 30 s.
+        body["group_wait"] = json!("0s");
         let (_, created) = call(&state, "POST", "/api/alert-rules", Some(body)).await;
         let id = created["id"].as_i64().unwrap();
         let rule = rules::get(state.metadata.pool(), DEFAULT_TENANT, id)

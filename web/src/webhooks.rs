@@ -173,8 +173,15 @@ async fn send_test(
     Manager(caller): Manager,
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let msg_id =
-        webhooks::enqueue_test(state.metadata.pool(), caller.tenant(), id, now_ms()).await?;
+    let external_url = state.info.external_url.clone().unwrap_or_default();
+    let msg_id = webhooks::enqueue_test(
+        state.metadata.pool(),
+        caller.tenant(),
+        id,
+        &external_url,
+        now_ms(),
+    )
+    .await?;
     state.metadata.delivery_waker().wake();
     Ok((StatusCode::ACCEPTED, Json(json!({ "msg_id": msg_id }))))
 }
