@@ -651,20 +651,25 @@ pub(crate) fn timestamp_argument(expr: &Expr, name: &str) -> Result<i64> {
     }
 }
 
+/// A table function's `(from, to)` window in unix ns: two constant timestamps, `to` later.
+/// `usage` is what the error says the function takes, e.g. "incidents takes two timestamps".
+pub(crate) fn window_arguments(args: &TableFunctionArgs, usage: &str) -> Result<(i64, i64)> {
+    let [from, to] = args.exprs() else {
+        return plan_err!("{usage}: (from, to), e.g. (now() - INTERVAL '1 hour', now())");
+    };
+    let (from, to) = (
+        timestamp_argument(from, "from")?,
+        timestamp_argument(to, "to")?,
+    );
+    if to <= from {
+        return plan_err!("the window is empty: `to` must be later than `from`");
+    }
+    Ok((from, to))
+}
+
 impl TableFunctionImpl for GraphTableFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let [from, to] = args.exprs() else {
-            return plan_err!(
-                "this function takes two timestamps: (from, to), e.g. (now() - INTERVAL '1 hour', now())"
-            );
-        };
-        let (from, to) = (
-            timestamp_argument(from, "from")?,
-            timestamp_argument(to, "to")?,
-        );
-        if to <= from {
-            return plan_err!("the window is empty: `to` must be later than `from`");
-        }
+        let (from, to) = window_arguments(&args, "this function takes two timestamps")?;
         Ok(Arc::new(GraphTable {
             which: self.which,
             graph: self.graph.clone(),

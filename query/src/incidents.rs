@@ -28,7 +28,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::Expr;
@@ -36,7 +36,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use flowscope_graph::{EdgeKind, Element, HealthLevel, NodeKind, Snapshot};
 
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp, timestamp_argument};
+use crate::graph_tables::{GraphView, timestamp, window_arguments};
 use crate::health::{self, BaselineFigures, OwnHealth};
 use crate::sql::SqlEngine;
 
@@ -922,18 +922,7 @@ impl TableProvider for IncidentsTable {
 
 impl TableFunctionImpl for IncidentsFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let [from, to] = args.exprs() else {
-            return plan_err!(
-                "incidents takes two timestamps: (from, to), e.g. (now() - INTERVAL '5 minutes', now())"
-            );
-        };
-        let (from_ns, to_ns) = (
-            timestamp_argument(from, "from")?,
-            timestamp_argument(to, "to")?,
-        );
-        if to_ns <= from_ns {
-            return plan_err!("the window is empty: `to` must be later than `from`");
-        }
+        let (from_ns, to_ns) = window_arguments(&args, "incidents takes two timestamps")?;
         Ok(Arc::new(IncidentsTable {
             graph: self.graph.clone(),
             from_ns,
