@@ -14,6 +14,9 @@
 //!   or not;
 //! - p95 or p99 above mean + 3σ (at least [`LATENCY_MARGIN`] × mean and mean +
 //!   [`LATENCY_FLOOR_MS`], so sketch error and jitter on a steady edge do not flag): degraded;
+//!   a quantile is judged only in a window, and from baseline sub-windows, with at least
+//!   [`MIN_TAIL_CALLS`] calls above it (p95: 60 calls, p99: 300), since a quantile over
+//!   fewer calls is the slowest call or two and a quiet edge's p99 would flag by chance;
 //! - an edge's calls per caller (amplification) above mean + 3σ (at least
 //!   [`AMPLIFICATION_MARGIN`] × mean and mean + [`AMPLIFICATION_FLOOR`], so a steady edge's
 //!   jitter does not flag): degraded, and the edge is `amplified` (a retry storm, or a
@@ -42,6 +45,9 @@ pub const K: f64 = 3.0;
 pub const ERROR_RATE_MARGIN: f64 = 0.02;
 /// An error rate above this is failing, whatever the baseline.
 pub const FAILING_ERROR_RATE: f64 = 0.20;
+/// A latency quantile q is judged over at least this many calls above it: a window (or a
+/// baseline sub-window) needs `MIN_TAIL_CALLS / (1 - q)` calls.
+pub const MIN_TAIL_CALLS: f64 = 3.0;
 /// A latency limit is at least this many times the baseline mean...
 pub const LATENCY_MARGIN: f64 = 1.5;
 /// ...and at least this many milliseconds above it.
@@ -166,15 +172,21 @@ pub fn assess(window: Figures, baseline: &[Figures], objective: Option<&Objectiv
     }
 
     type Of = fn(&Figures) -> f64;
-    let latencies: [(&str, f64, Of); 2] = [
-        ("p95", window.p95_ms, |f| f.p95_ms),
-        ("p99", window.p99_ms, |f| f.p99_ms),
+    let latencies: [(&str, f64, f64, Of); 2] = [
+        ("p95", 0.95, window.p95_ms, |f| f.p95_ms),
+        ("p99", 0.99, window.p99_ms, |f| f.p99_ms),
     ];
-    for (name, value, of) in latencies {
-        if value <= 0.0 {
+    for (name, quantile, value, of) in latencies {
+        let enough = |calls: u64| calls as f64 * (1.0 - quantile) >= MIN_TAIL_CALLS - 1e-9;
+        if value <= 0.0 || !enough(window.calls) {
             continue;
         }
-        let values: Vec<f64> = usable.iter().map(|f| of(f)).filter(|v| *v > 0.0).collect();
+        let values: Vec<f64> = usable
+            .iter()
+            .filter(|f| enough(f.calls))
+            .map(|f| of(f))
+            .filter(|v| *v > 0.0)
+            .collect();
         let Some(base) = spc::baseline(&values) else {
             continue;
         };
@@ -486,10 +498,11 @@ mod tests {
         assert_eq!(got.trim_end_matches(": "), expected, "{window:?}");
     }
 
-    /// Ten steady sub-windows: 100 calls, `errors` errors, p95 around `p95_ms` (±2%).
+    /// Ten steady sub-windows: 500 calls (enough for a p99), `errors` errors in each hundred,
+    /// p95 around `p95_ms` (±2%).
     fn steady(errors: u64, p95_ms: f64) -> Vec<Figures> {
         (0..10)
-            .map(|i| figures(100, errors, p95_ms * (0.98 + 0.004 * i as f64)))
+            .map(|i| figures(500, 5 * errors, p95_ms * (0.98 + 0.004 * i as f64)))
             .collect()
     }
 
@@ -503,10 +516,10 @@ mod tests {
     #[test]
     fn an_element_is_judged_against_its_own_baseline() {
         let base = steady(0, 100.0);
-        check(figures(300, 0, 101.0), &base, None, "ok");
+        check(figures(600, 0, 101.0), &base, None, "ok");
         // Four times slower.
         check(
-            figures(300, 0, 400.0),
+            figures(600, 0, 400.0),
             &base,
             None,
             "degraded: p95 400 ms above its limit 150 ms (baseline 100 ms); p99 480 ms above its limit 180 ms (baseline 120 ms)",
@@ -542,6 +555,23 @@ mod tests {
         check(figures(300, 0, 400.0), &base[..4], None, "ok");
         // A 1 ms edge at 4 ms is within the absolute floor.
         check(figures(300, 0, 4.0), &steady(0, 1.0), None, "ok");
+        // A quantile over too few calls is the slowest call or two: not judged. 50 calls
+        // judge neither; 100 judge the p95 but not the p99.
+        let tail = |calls, p95_ms, p99_ms| Figures {
+            p99_ms,
+            ..figures(calls, 0, p95_ms)
+        };
+        check(tail(50, 400.0, 480.0), &base, None, "ok");
+        check(tail(100, 100.0, 480.0), &base, None, "ok");
+        check(
+            tail(100, 400.0, 480.0),
+            &base,
+            None,
+            "degraded: p95 400 ms above its limit 150 ms (baseline 100 ms)",
+        );
+        // Nor are baseline sub-windows too quiet for the quantile: no p99 limits from 200.
+        let p95_only: Vec<Figures> = base.iter().map(|f| Figures { calls: 200, ..*f }).collect();
+        check(tail(600, 100.0, 480.0), &p95_only, None, "ok");
     }
 
     #[test]
