@@ -584,6 +584,26 @@ fn a_server_with_tokens_asks_for_one_and_shows_only_the_tenant_logged_in() {
         nodes.contains("billing") && nodes.contains("fraud-check"),
         "{nodes:?}"
     );
+    // A read token sees the alerts page's lists; each form is a note saying what it needs.
+    let read_only = &result["alerts_read_only"];
+    assert_eq!(read_only["admin"], false, "{read_only}");
+    assert!(
+        read_only["webhooks_note"]
+            .as_str()
+            .is_some_and(|t| t.contains("needs the admin role")),
+        "{read_only}"
+    );
+    assert!(
+        read_only["rules_note"]
+            .as_str()
+            .unwrap()
+            .contains("needs the admin role"),
+        "{read_only}"
+    );
+    assert_eq!(read_only["new_rule_shown"], false, "{read_only}");
+    assert_eq!(read_only["new_silence_shown"], false, "{read_only}");
+    assert_eq!(read_only["webhook_form"], false, "{read_only}");
+    assert_eq!(read_only["page_error_shown"], json!([]), "{read_only}");
     assert_eq!(result["logged_out"], true);
     server.stop();
 }
@@ -791,6 +811,246 @@ fn trace_search_critical_path_and_linked_traces_in_the_browser() {
         "trace-multiline",
         "trace-linked",
     ] {
+        assert!(
+            artefacts().join(format!("{shot}.png")).exists(),
+            "{shot}.png"
+        );
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 answering every POST 202 (not 200: the page must show
+/// the receiver's own answer) and keeping the bodies it was sent.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<Mutex<Vec<Value>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        type Bodies = std::sync::Arc<Mutex<Vec<Value>>>;
+        async fn receive(
+            axum::extract::State(bodies): axum::extract::State<Bodies>,
+            body: axum::body::Bytes,
+        ) -> (axum::http::StatusCode, &'static str) {
+            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            bodies.lock().unwrap().push(value);
+            (axum::http::StatusCode::ACCEPTED, "accepted")
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let bodies: Bodies = Default::default();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(bodies.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            bodies,
+            _runtime: runtime,
+        }
+    }
+
+    /// The `generatorURL` of the first alert notification received, once there is one.
+    fn generator_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.bodies.lock().unwrap().iter().find_map(|body| {
+                (body["commonLabels"]["alertname"] == "checkout errors")
+                    .then(|| body["alerts"][0]["generatorURL"].as_str().map(String::from))
+                    .flatten()
+            });
+            if let Some(url) = found {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no alert notification reached the receiver: {:?}",
+                self.bodies.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The alerts page end to end: a webhook added and tested, a rule written and previewed on
+/// the page, firing there without a reload, its notification delivered with the receiver's
+/// answer, silenced from the alert and expired, the notification's link opening the rule
+/// highlighted, the refresh stopped when the page is left, and the rule deleted after a
+/// confirmation.
+#[test]
+fn an_alert_rule_made_on_the_alerts_page_fires_is_silenced_and_its_deliveries_are_listed() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--allow-private-webhooks"]);
+    let receiver = Receiver::start();
+    let url = format!("http://{}", server.api);
+    let started = Instant::now();
+    let result = drive("alerts", &url, |what| match what {
+        "receiver-url" => format!("http://{}/hook", receiver.addr),
+        "generator-url" => receiver.generator_url(),
+        other => panic!("unexpected wait for {other}"),
+    });
+    eprintln!("browser scenario `alerts` took {:?}", started.elapsed());
+
+    assert_eq!(
+        result["nav"],
+        json!({"active": "alerts", "visible": true, "admin": true})
+    );
+    assert_eq!(result["webhook_secret_shown"], true);
+    assert_eq!(
+        result["placeholders"],
+        json!({"interval": "1m", "for": "0s", "group-wait": "30s", "group-interval": "5m",
+               "repeat-interval": "4h", "keep-firing-for": "0s"}),
+        "the server's defaults"
+    );
+
+    // The preview is the rule's SQL run now: one row, the string a label, the number a value.
+    let preview = &result["preview"];
+    assert_eq!(
+        preview["state"]["columns"],
+        json!(["service", "errors"]),
+        "{preview}"
+    );
+    assert_eq!(
+        preview["state"]["rows"],
+        json!([["checkout", 3]]),
+        "{preview}"
+    );
+    assert_eq!(
+        preview["state"]["roles"],
+        json!(["label", "value"]),
+        "{preview}"
+    );
+    assert_eq!(preview["state"]["instances"], 1, "{preview}");
+    assert_eq!(preview["cells"], json!(["checkout", "3"]), "{preview}");
+    assert!(
+        preview["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 row, 1 alert"),
+        "{preview}"
+    );
+    let refused = result["refused"].as_str().unwrap();
+    assert!(refused.contains("soon"), "the server's words: {refused}");
+
+    // Created as typed, and shown highlighted under its own link.
+    let rules = result["created"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule = &rules[0];
+    let id = rule["id"].as_i64().unwrap();
+    assert_eq!(result["created"]["hash"], format!("#/alerts/rule/{id}"));
+    assert_eq!(result["created"]["editor_closed"], true);
+    assert_eq!(rule["name"], "checkout errors");
+    assert_eq!(
+        (&rule["interval"], &rule["for"], &rule["group_wait"]),
+        (&json!("1s"), &json!("0s"), &json!("0s"))
+    );
+    assert_eq!(rule["webhooks"].as_array().unwrap().len(), 1, "{rule}");
+    assert_eq!(rule["annotations"], json!({"summary": "checkout fails"}));
+
+    // Firing, shown by the page's own refresh.
+    let firing = &result["firing"];
+    assert_eq!(
+        firing["labels"],
+        json!(["service=\"checkout\""]),
+        "{firing}"
+    );
+    assert_eq!(firing["values"], "errors=3", "{firing}");
+    assert_eq!(firing["rule"], "checkout errors", "{firing}");
+    assert_eq!(firing["silenced"], false, "{firing}");
+    assert_eq!(
+        firing["marker"], "still here",
+        "the page reloaded: {firing}"
+    );
+    assert_eq!(
+        firing["rule_row"][3], "1",
+        "the rule's firing count: {firing}"
+    );
+    assert_eq!(firing["history"][0], "firing", "{firing}");
+
+    // Deliveries under the webhook: the test message and the alert, with the receiver's 202.
+    let deliveries = result["deliveries"].as_array().unwrap();
+    for kind in ["test", "alert"] {
+        assert!(
+            deliveries.iter().any(|d| d["kind"] == kind
+                && d["state"] == "delivered"
+                && d["answer"] == "202"
+                && d["attempts"] == "1"),
+            "no delivered {kind} with the receiver's answer: {deliveries:?}"
+        );
+    }
+
+    // The silence form was filled with the alert's labels, as equality matchers.
+    assert_eq!(
+        result["silence_prefill"],
+        json!([
+            {"name": "alertname", "value": "checkout errors", "isRegex": false, "isEqual": true},
+            {"name": "service", "value": "checkout", "isRegex": false, "isEqual": true},
+        ])
+    );
+    let silenced = &result["silenced"];
+    assert!(
+        silenced["badge"]
+            .as_str()
+            .unwrap()
+            .starts_with("silenced by #"),
+        "{silenced}"
+    );
+    assert_eq!(silenced["form_closed"], true, "{silenced}");
+    let silences = silenced["silences"].as_array().unwrap();
+    assert_eq!(silences.len(), 1, "{silenced}");
+    assert_eq!(silences[0]["state"], "active");
+    assert_eq!(
+        silences[0]["matchers"],
+        json!(["alertname=\"checkout errors\"", "service=\"checkout\""])
+    );
+    let text = silences[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("ana") && text.contains("deploying checkout"),
+        "{text}"
+    );
+    assert_eq!(result["expired"], true);
+    let (_, listed) = {
+        let response =
+            reqwest::blocking::get(format!("http://{}/api/silences", server.api)).unwrap();
+        (response.status(), response.json::<Value>().unwrap())
+    };
+    assert_eq!(listed["silences"][0]["status"]["state"], "expired");
+
+    // The notification's generatorURL opens the page on the rule, highlighted and in view.
+    let link = &result["link"];
+    assert_eq!(link["state_focused"], id, "{link}");
+    assert_eq!(link["focused_rows"], 1, "{link}");
+    assert_eq!(link["has_focus"], true, "{link}");
+    assert_eq!(link["in_view"], true, "{link}");
+    assert_eq!(
+        link["detail_sql"],
+        "SELECT 'checkout' AS service, 3 AS errors"
+    );
+    assert_eq!(
+        result["edit_form"],
+        json!({"name": "checkout errors", "interval": "1s", "group_wait": "0s", "ticked": 1,
+               "annotation": "checkout fails"})
+    );
+    assert_eq!(
+        result["left"],
+        json!({"refreshing": false, "requests_after": 0}),
+        "the page stops asking once left"
+    );
+
+    // Deleted only after the confirmation; its firing alert resolved.
+    assert_eq!(
+        result["delete_asked"],
+        json!({"still_listed": 1, "confirm_shown": true})
+    );
+    assert_eq!(result["deleted"]["firing"], 0);
+    assert_eq!(result["deleted"]["history"][0], "resolved");
+    assert_eq!(result["dialogs"], json!([]), "no browser dialog");
+    for shot in ["alerts-firing", "alerts-silenced", "alerts-deleted"] {
         assert!(
             artefacts().join(format!("{shot}.png")).exists(),
             "{shot}.png"

@@ -9,7 +9,9 @@
 // nodes), `city` (what the page drew of the server's own graph: crossings, labels, timings),
 // `incident` (a latency incident on the plain graph and in the What's wrong box, focused by
 // a click), `search` (trace search, the critical path, folding, events, multi-line
-// attributes and linked traces).
+// attributes and linked traces), `alerts` (a webhook, a rule made and previewed on the alerts
+// page, firing, silenced and expired there, deliveries with the receiver's answer, the rule's
+// own link, the refresh stopping when the page is left).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -86,6 +88,7 @@ try {
   else if (scenario === 'login') await loginFlow(page);
   else if (scenario === 'incident') await incident(page);
   else if (scenario === 'search') await searchFlow(page);
+  else if (scenario === 'alerts') await alertsFlow(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -507,6 +510,19 @@ async function loginFlow(page) {
     cookie_seen_by_script: document.cookie.includes('flowscope_session'),
   }));
   await page.screenshot({path: join(artefacts, 'logged-in.png')});
+  // A read token sees the alerts page's lists, and a note where the forms would be.
+  await page.goto(`${baseUrl}/#/alerts`);
+  await page.waitForFunction(() => window.flowscope.state.alerts?.ready === true);
+  result.alerts_read_only = await page.evaluate(() => ({
+    admin: window.flowscope.state.alerts.admin,
+    webhooks_note: document.getElementById('webhooks-forbidden')?.textContent ?? null,
+    rules_note: document.getElementById('rules-note').textContent,
+    new_rule_shown: !document.getElementById('rule-new').classList.contains('hidden'),
+    new_silence_shown: !document.getElementById('silence-new').classList.contains('hidden'),
+    webhook_form: Boolean(document.getElementById('webhook-form')),
+    page_error_shown: [...document.querySelectorAll('#view-alerts pre.error')].map((e) => e.textContent),
+  }));
+  await page.screenshot({path: join(artefacts, 'alerts-read-only.png')});
   await Promise.all([page.waitForNavigation(), page.click('#logout')]);
   await page.waitForSelector('#login');
   result.logged_out = true;
@@ -671,4 +687,195 @@ async function searchFlow(page) {
   await page.goto(`${baseUrl}/#/trace/${ids.producer}`);
   await traceShown(page, ids.producer);
   result.producer_view = await traceViewState(page);
+}
+
+/** The alerts page end to end against a webhook receiver the Rust side runs on 127.0.0.1. */
+async function alertsFlow(page) {
+  const receiverUrl = await waitFor('receiver-url');
+  const requests = [];
+  page.on('request', (request) => requests.push({url: request.url(), at: Date.now()}));
+  const alertsState = () => page.evaluate(() => window.flowscope.state.alerts);
+
+  step('the page, from the navigation');
+  await page.goto(`${baseUrl}/#/graph`);
+  await page.click('nav a[data-view=alerts]');
+  await page.waitForFunction(() => window.flowscope?.state?.alerts?.ready === true && location.hash === '#/alerts');
+  result.nav = await page.evaluate(() => ({
+    active: document.querySelector('nav a.active')?.dataset.view,
+    visible: !document.getElementById('view-alerts').classList.contains('hidden'),
+    admin: window.flowscope.state.alerts.admin,
+  }));
+  // Gone if anything below reloads the page: it must update itself.
+  await page.evaluate(() => {
+    window.marker = 'still here';
+  });
+
+  step('a webhook, and its test message delivered');
+  await page.fill('#webhook-name', 'ops');
+  await page.fill('#webhook-url', receiverUrl);
+  await page.click('#webhook-add');
+  await page.waitForSelector('#webhooks-list .webhook[data-webhook]');
+  result.webhook_secret_shown = (await page.textContent('#webhook-secret-shown')).startsWith('whsec_');
+  await page.click('#webhooks-list .webhook .webhook-test');
+  await page.waitForSelector('#webhooks-list .delivery[data-state=delivered]', {timeout: 20000});
+
+  step('a rule, previewed, then created');
+  await page.click('#rule-new');
+  await page.fill('#rule-name', 'checkout errors');
+  await page.fill('#rule-sql', "SELECT 'checkout' AS service, 3 AS errors");
+  await page.fill('#rule-interval', '1s');
+  await page.fill('#rule-for', '0s');
+  await page.fill('#rule-group-wait', '0s');
+  await page.check('#rule-webhooks input[name=webhook]');
+  await page.fill('#rule-annotations .pair-name', 'summary');
+  await page.fill('#rule-annotations .pair-value', 'checkout fails');
+  result.placeholders = await page.evaluate(() =>
+    Object.fromEntries(
+      ['interval', 'for', 'group-wait', 'group-interval', 'repeat-interval', 'keep-firing-for'].map((n) => [n, document.getElementById(`rule-${n}`).placeholder]),
+    ),
+  );
+  await page.click('#rule-preview');
+  await page.waitForSelector('#rule-preview-table, #rule-preview-error');
+  result.preview = await page.evaluate(() => ({
+    state: window.flowscope.state.alerts.preview,
+    summary: document.getElementById('rule-preview-summary')?.textContent,
+    cells: [...document.querySelectorAll('#rule-preview-table tbody td')].map((td) => td.textContent),
+  }));
+  await page.screenshot({path: join(artefacts, 'alerts-rule-form.png')});
+  // A bad duration is refused by the server, whose words are shown beside the form.
+  await page.fill('#rule-interval', 'soon');
+  await page.click('#rule-save');
+  await page.waitForSelector('#rule-error:not(.hidden)');
+  result.refused = await page.textContent('#rule-error');
+  await page.fill('#rule-interval', '1s');
+  await page.click('#rule-save');
+  await page.waitForFunction(() => /^#\/alerts\/rule\/\d+$/.test(location.hash) && document.querySelector('#rules-list tr.rule-row.focused'));
+  result.created = await page.evaluate(() => ({
+    hash: location.hash,
+    rules: window.flowscope.state.alerts.rules.map((r) => ({id: r.id, name: r.name, interval: r.interval, for: r.for, group_wait: r.group_wait, webhooks: r.webhooks, annotations: r.annotations})),
+    editor_closed: document.getElementById('rule-editor').classList.contains('hidden'),
+  }));
+
+  step('firing, without a reload');
+  const firing = '#alerts-firing .alert-instance[data-state=firing]';
+  await page.waitForSelector(firing, {timeout: 20000});
+  await page.waitForFunction(() => document.querySelector('#rules-list tr.rule-row.focused td.firing-count')?.textContent === '1');
+  result.firing = await page.evaluate((selector) => {
+    const card = document.querySelector(selector);
+    return {
+      labels: [...card.querySelectorAll('.label-chip')].map((c) => c.textContent),
+      values: card.querySelector('.alert-values').textContent,
+      rule: card.querySelector('.alert-rule').textContent,
+      silenced: Boolean(card.querySelector('.silenced-badge')),
+      rule_row: [...document.querySelector('#rules-list tr.rule-row.focused').cells].map((td) => td.textContent),
+      history: [...document.querySelectorAll('#alerts-history tr.history-row')].map((tr) => tr.dataset.status),
+      marker: window.marker ?? null,
+    };
+  }, firing);
+  await page.screenshot({path: join(artefacts, 'alerts-firing.png')});
+
+  step('its notification delivered, with the receiver answer');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#webhooks-list .delivery[data-state=delivered]')].length >= 2,
+    null,
+    {timeout: 20000},
+  );
+  result.deliveries = await page.evaluate(() =>
+    [...document.querySelectorAll('#webhooks-list .delivery')].map((tr) => ({
+      state: tr.dataset.state,
+      kind: tr.cells[1].textContent,
+      attempts: tr.cells[3].querySelector('summary')?.textContent ?? tr.cells[3].textContent,
+      answer: tr.querySelector('.http-answer').textContent,
+    })),
+  );
+
+  step('silenced from the page');
+  await page.click(`${firing} .silence-action`);
+  await page.waitForSelector('#silence-form');
+  result.silence_prefill = await page.evaluate(() =>
+    [...document.querySelectorAll('#silence-matchers .matcher')].map((row) => ({
+      name: row.querySelector('.matcher-name').value,
+      value: row.querySelector('.matcher-value').value,
+      isRegex: row.querySelector('.matcher-regex').checked,
+      isEqual: row.querySelector('.matcher-equal').checked,
+    })),
+  );
+  await page.fill('#silence-created-by', 'ana');
+  await page.fill('#silence-comment', 'deploying checkout');
+  await page.fill('#silence-duration', '1h');
+  await page.click('#silence-create');
+  await page.waitForSelector(`${firing} .silenced-badge`);
+  await page.waitForSelector('#silences-list .silence-row[data-state=active]');
+  result.silenced = await page.evaluate((selector) => ({
+    badge: document.querySelector(`${selector} .silenced-badge`).textContent,
+    silences: [...document.querySelectorAll('#silences-list .silence-row')].map((tr) => ({
+      state: tr.dataset.state,
+      matchers: [...tr.querySelectorAll('.matchers .label-chip')].map((c) => c.textContent),
+      text: tr.textContent,
+    })),
+    form_closed: document.getElementById('silence-editor').classList.contains('hidden'),
+  }), firing);
+  await page.screenshot({path: join(artefacts, 'alerts-silenced.png')});
+
+  step('the silence expired');
+  await page.click('#silences-list .silence-row[data-state=active] .silence-expire');
+  await page.waitForSelector('#silences-list .silence-row[data-state=expired]');
+  await page.waitForFunction((selector) => document.querySelector(selector) && !document.querySelector(`${selector} .silenced-badge`), firing);
+  result.expired = true;
+
+  step("the notification's link to the rule, opened afresh");
+  const id = result.created.rules[0]?.id;
+  const link = await waitFor('generator-url');
+  await page.goto('about:blank');
+  await page.goto(link);
+  await page.waitForFunction((rule) => document.querySelector(`#rules-list tr.rule-row.focused[data-rule="${rule}"]`), id);
+  result.link = await page.evaluate((rule) => {
+    const row = document.querySelector(`#rules-list tr.rule-row[data-rule="${rule}"]`);
+    const box = row.getBoundingClientRect();
+    return {
+      focused_rows: document.querySelectorAll('#rules-list tr.rule-row.focused').length,
+      has_focus: document.activeElement === row,
+      in_view: box.top >= 0 && box.bottom <= window.innerHeight,
+      detail_sql: document.querySelector('#rule-detail .rule-sql')?.textContent,
+      state_focused: window.flowscope.state.alerts.focused,
+    };
+  }, id);
+
+  step('edit: the form holds the rule');
+  await page.click(`#rules-list tr.rule-row[data-rule="${id}"] .rule-edit`);
+  result.edit_form = await page.evaluate(() => ({
+    name: document.getElementById('rule-name').value,
+    interval: document.getElementById('rule-interval').value,
+    group_wait: document.getElementById('rule-group-wait').value,
+    ticked: [...document.querySelectorAll('#rule-webhooks input[name=webhook]:checked')].length,
+    annotation: document.querySelector('#rule-annotations .pair-value').value,
+  }));
+  await page.click('#rule-cancel');
+
+  step('the refresh stops when the page is left');
+  await page.click('nav a[data-view=graph]');
+  await page.waitForFunction(() => window.flowscope.state.view === 'graph');
+  const left = Date.now();
+  result.left = {refreshing: (await alertsState()).refreshing};
+  // A load in flight when the page was left ends within the first second; a running timer
+  // (every 3 s) would ask again in the next three.
+  await page.waitForTimeout(4000);
+  result.left.requests_after = requests.filter((r) => r.at > left + 1000 && /\/api\/(alerts|alert-rules|silences|webhooks)/.test(r.url)).length;
+
+  step('deleted, after a confirmation');
+  await page.goto(`${baseUrl}/#/alerts`);
+  await page.waitForSelector(`#rules-list tr.rule-row[data-rule="${id}"] .rule-delete`);
+  await page.click(`#rules-list tr.rule-row[data-rule="${id}"] .rule-delete`);
+  result.delete_asked = await page.evaluate(() => ({
+    still_listed: window.flowscope.state.alerts.rules.length,
+    confirm_shown: Boolean(document.querySelector('#rules-list .rule-delete-confirm')),
+  }));
+  await page.click('#rules-list .rule-delete-confirm');
+  await page.waitForFunction(() => window.flowscope.state.alerts.rules.length === 0);
+  await page.waitForSelector('#alerts-history tr.history-row[data-status=resolved]');
+  result.deleted = await page.evaluate(() => ({
+    history: [...document.querySelectorAll('#alerts-history tr.history-row')].map((tr) => tr.dataset.status),
+    firing: document.querySelectorAll('#alerts-firing .alert-instance').length,
+  }));
+  await page.screenshot({path: join(artefacts, 'alerts-deleted.png')});
 }

@@ -25,6 +25,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     asset!("index.html"),
     asset!("app.css"),
     asset!("examples.sql"),
+    asset!("js/alerts.js"),
     asset!("js/api.js"),
     asset!("js/chart.js"),
     asset!("js/critical.js"),

@@ -40,6 +40,17 @@ export async function getJson(path, params = {}) {
   return answer(await fetch(url, {headers: {accept: 'application/json'}}));
 }
 
+/** Sends `body` (when given) as JSON with `method`; resolves to the answer's JSON, null when empty. */
+export async function sendJson(method, path, body) {
+  const headers = {accept: 'application/json'};
+  const init = {method, headers};
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  return answer(await fetch(path, init));
+}
+
 /** Runs SQL; resolves to `{columns, rows, truncated}`, rejects with the server's error. */
 export async function sql(text) {
   return answer(

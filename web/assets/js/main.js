@@ -1,11 +1,13 @@
-// The dashboard's entry point: a hash router over four views (graph, SQL, search, trace) and the
-// page state that the browser tests read (`window.flowscope`).
+// The dashboard's entry point: a hash router over five views (graph, SQL, search, trace,
+// alerts) and the page state that the browser tests read (`window.flowscope`).
 //
 //   #/graph?from=15m&to=now&compare=previous&focus=orders
 //   #/sql?q=SELECT+...
 //   #/search?from=1h&service=checkout&attributes=http.status_code%3E%3D500&min_duration=100ms
 //   #/trace/<trace id>?span=<span id>
+//   #/alerts, #/alerts/rule/<rule id>   (the link in alert notifications, `generatorURL`)
 
+import {AlertsView} from './alerts.js';
 import {getJson, login, logout, onUnauthorized} from './api.js';
 import {GraphView} from './graph.js';
 import {h, replace} from './dom.js';
@@ -13,7 +15,7 @@ import {SearchView} from './search.js';
 import {SqlView} from './sql.js';
 import {TraceView} from './trace.js';
 
-const VIEWS = ['graph', 'sql', 'search', 'trace'];
+const VIEWS = ['graph', 'sql', 'search', 'trace', 'alerts'];
 
 class App {
   constructor() {
@@ -50,6 +52,7 @@ class App {
     this.views.sql = new SqlView(this.sections.sql, this);
     this.views.search = new SearchView(this.sections.search, this);
     this.views.trace = new TraceView(this.sections.trace, this);
+    this.views.alerts = new AlertsView(this.sections.alerts, this);
     await this.route();
   }
 
@@ -60,6 +63,7 @@ class App {
     const view = VIEWS.includes(parts[0]) ? parts[0] : 'graph';
     const params = Object.fromEntries(new URLSearchParams(query));
     if (view === 'trace' && parts[1]) params.id = decodeURIComponent(parts[1]);
+    if (view === 'alerts' && parts[1] === 'rule' && parts[2]) params.rule = decodeURIComponent(parts[2]);
     return {view, params};
   }
 
@@ -69,6 +73,10 @@ class App {
     if (view === 'trace' && rest.id) {
       path += `/${encodeURIComponent(rest.id)}`;
       delete rest.id;
+    }
+    if (view === 'alerts' && rest.rule !== undefined && rest.rule !== null) {
+      path += `/rule/${encodeURIComponent(rest.rule)}`;
+      delete rest.rule;
     }
     const query = new URLSearchParams(
       Object.entries(rest).filter(([, v]) => v !== undefined && v !== null && v !== ''),
