@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
+use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
-use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_query::rollups::Rollups;
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use flowscope_base::parse_duration;
 use flowscope_demo::send::{
     self, Encoding, Load, Protocol, Sent, Source, Target, Totals, thousands,
 };
 use flowscope_demo::{Error, Simulator, Topology, cpu};
-use flowscope_model::parse_duration;
 use serde_json::json;
 
 /// Traces in the request that measures a topology's spans per trace.
@@ -150,7 +150,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 "{} spans/s",
                 thousands(rate as u64)
             )),
-        flowscope_model::format_duration(plan.duration),
+        flowscope_base::format_duration(plan.duration),
         plan.batch_spans,
     );
 

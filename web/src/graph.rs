@@ -40,7 +40,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
             .checked_mul(1_000_000)
             .ok_or_else(|| format!("time `{text}` is out of range"));
     }
-    if let Ok(ago) = flowscope_model::parse_duration(text) {
+    if let Ok(ago) = flowscope_base::parse_duration(text) {
         return Ok(now - ago.as_nanos().min(i64::MAX as u128) as i64);
     }
     arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {

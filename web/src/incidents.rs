@@ -202,7 +202,7 @@ pub async fn get_incidents(
         && params
             .from
             .as_deref()
-            .is_none_or(|from| flowscope_model::parse_duration(from).ok() == Some(INCIDENT_WINDOW));
+            .is_none_or(|from| flowscope_base::parse_duration(from).ok() == Some(INCIDENT_WINDOW));
     let (from, to, incidents) = if live {
         tokio::task::spawn_blocking(move || graph.live_incidents(now))
             .await

@@ -8,7 +8,7 @@ use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use flowscope_model::duration::parse_duration;
+use flowscope_base::duration::parse_duration;
 
 use crate::graph_tables::timestamp_argument;
 
@@ -94,7 +94,7 @@ pub(crate) fn series_bucket(expr: &Expr, graph_bucket: Duration) -> Result<i64> 
     let width = duration(expr, "bucket")?;
     let unit = nanos(graph_bucket).max(1);
     if width % unit != 0 {
-        let unit = flowscope_model::duration::format_duration(graph_bucket);
+        let unit = flowscope_base::duration::format_duration(graph_bucket);
         return plan_err!(
             "bucket must be a whole multiple of the graph's {unit} buckets (--graph-bucket), e.g. '{unit}' or '1m'"
         );
