@@ -136,7 +136,7 @@ async fn open_tenant(
     // The store backfills the live graph with the spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
-    let graph_covers_from = graph_stage::now_ns().saturating_sub(
+    let graph_covers_from = flowscope_base::clock::now_ns().saturating_sub(
         config
             .store
             .listener_backfill

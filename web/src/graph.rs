@@ -2,11 +2,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use flowscope_base::clock::now_ns;
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
 use flowscope_query::QueryError;
 use flowscope_query::graph_tables::LIVE_WINDOW;
@@ -20,13 +21,6 @@ use crate::error::ApiError;
 
 /// How often the stream looks for changes; deltas are sent at most this often.
 const STREAM_PERIOD: Duration = Duration::from_secs(1);
-
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 /// A point in time from a query parameter: RFC 3339 (`2026-11-29T06:00:00Z`), Unix
 /// milliseconds (`1764396000000`), `now`, or a duration ago (`15m`, `2h`).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::Query;
+use flowscope_base::clock::now_ns;
 use flowscope_graph::{EdgeKind, Element, Figures};
 use flowscope_query::anomaly::whole_buckets;
 use flowscope_query::graph_tables::LIVE_WINDOW;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Reader;
 use crate::error::ApiError;
-use crate::graph::{nanos_json, now_ns, window};
+use crate::graph::{nanos_json, window};
 
 /// A series has at most this many points: each is a graph window of its own.
 pub const MAX_POINTS: i64 = 360;
