@@ -10,11 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use flowscope_alert::{DeliveryConfig, RetryPolicy};
 use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
+use flowscope_base::memory::MemoryBudget;
+use flowscope_base::parse_duration;
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
-use flowscope_model::memory::MemoryBudget;
-use flowscope_model::parse_duration;
 use flowscope_query::health::Objective;
 use flowscope_query::{RequestDecoder, SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
@@ -412,7 +412,7 @@ fn default_memory_limit() -> usize {
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1GB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
-    flowscope_model::parse_size(text).map_err(anyhow::Error::msg)
+    flowscope_base::parse_size(text).map_err(anyhow::Error::msg)
 }
 
 fn duration(name: &str, text: Option<String>, default: Duration) -> anyhow::Result<Duration> {

@@ -5,23 +5,17 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
+use flowscope_base::clock::now_ns;
+use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
-use flowscope_model::liveness::{Liveness, Stage, StageGuard};
 use flowscope_query::rollups::Rollups;
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
 const QUEUE: usize = 256;
 const TICK: Duration = Duration::from_secs(1);
-
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 /// The running stage: the shared graph, the sender the store commits to, and the thread
 /// (which ends when every sender is gone).

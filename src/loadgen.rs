@@ -10,14 +10,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use flowscope_base::clock::now_ns;
+use flowscope_base::parse_duration;
 use flowscope_demo::send::{
     self, Encoding, Load, Protocol, Sent, Source, Target, Totals, thousands,
 };
 use flowscope_demo::{Error, Simulator, Topology, cpu};
-use flowscope_model::parse_duration;
 use serde_json::json;
 
 /// Traces in the request that measures a topology's spans per trace.
@@ -150,7 +151,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 "{} spans/s",
                 thousands(rate as u64)
             )),
-        flowscope_model::format_duration(plan.duration),
+        flowscope_base::format_duration(plan.duration),
         plan.batch_spans,
     );
 
@@ -351,12 +352,4 @@ fn print_table(report: &serde_json::Value) {
 fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-        })
 }

@@ -13,9 +13,9 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_auth::TenantId;
+use flowscope_base::liveness::{Liveness, Stage, StageGuard};
+use flowscope_base::memory::{self, MemoryBudget};
 use flowscope_collector::{SinkError, SpanSink};
-use flowscope_model::liveness::{Liveness, Stage, StageGuard};
-use flowscope_model::memory::{self, MemoryBudget};
 use flowscope_query::graph_tables::{self, GraphView};
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::{ApiState, TenantView};
@@ -136,7 +136,7 @@ async fn open_tenant(
     // The store backfills the live graph with the spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
-    let graph_covers_from = graph_stage::now_ns().saturating_sub(
+    let graph_covers_from = flowscope_base::clock::now_ns().saturating_sub(
         config
             .store
             .listener_backfill

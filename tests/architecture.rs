@@ -37,13 +37,27 @@ fn dependencies(package: &str) -> Vec<String> {
 
 fn check_absent(package: &str, forbidden: &[&str]) {
     let deps = dependencies(package);
-    assert!(deps.len() > 1, "cargo tree listed nothing for {package}");
+    // The package itself is the first line; `flowscope-base` has nothing after it.
+    assert!(
+        deps.first().is_some_and(|first| first == package),
+        "cargo tree did not list {package}: {deps:?}"
+    );
     for name in forbidden {
         assert!(
             !deps.iter().any(|d| d == name),
             "{package} must not depend on {name}"
         );
     }
+}
+
+/// Arrow as `cargo tree` names it: the facade and the crates any Arrow user pulls in.
+const ARROW: [&str; 4] = ["arrow", "arrow-array", "arrow-schema", "arrow-buffer"];
+
+#[test]
+fn base_builds_no_arrow_runtime_or_server() {
+    let mut forbidden = ARROW.to_vec();
+    forbidden.extend(["parquet", "datafusion", "tokio", "tonic", "axum"]);
+    check_absent("flowscope-base", &forbidden);
 }
 
 #[test]
@@ -86,6 +100,7 @@ fn auth_is_plain_logic() {
             "flowscope-web",
         ],
     );
+    check_absent("flowscope-auth", &ARROW);
 }
 
 #[test]
@@ -100,6 +115,7 @@ fn the_demo_is_only_an_otlp_client() {
             "flowscope-collector",
         ],
     );
+    check_absent("flowscope-demo", &ARROW);
 }
 
 #[test]

@@ -26,8 +26,8 @@ use crate::outbox::{self, AttemptRecord, DueMessage, NextState};
 use crate::redact::{redact, redact_url};
 use crate::ssrf::{ForbiddenTarget, GuardedResolver};
 use crate::{AlertError, Metadata, now_ms, sign, ssrf};
-use flowscope_model::liveness::{Liveness, Stage};
-use flowscope_model::telemetry::Telemetry;
+use flowscope_base::liveness::{Liveness, Stage};
+use flowscope_base::telemetry::Telemetry;
 
 /// How the worker delivers and when it gives up.
 #[derive(Debug, Clone)]

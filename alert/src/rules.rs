@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flowscope_model::{format_duration, parse_duration};
+use flowscope_base::{format_duration, parse_duration};
 use sqlx::{Row as _, SqliteConnection, SqlitePool};
 
 use crate::AlertError;

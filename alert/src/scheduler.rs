@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowscope_model::liveness::{Liveness, Stage};
-use flowscope_model::telemetry::Telemetry;
+use flowscope_base::liveness::{Liveness, Stage};
+use flowscope_base::telemetry::Telemetry;
 use flowscope_query::SqlEngine;
 use tokio::task::JoinSet;
 

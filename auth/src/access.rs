@@ -283,7 +283,7 @@ impl Access {
                 None => default_limits.bytes_per_second,
                 Some(SizeValue::Bytes(n)) => Some(n),
                 Some(SizeValue::Text(text)) => {
-                    Some(flowscope_model::parse_size(&text).map_err(at)? as u64)
+                    Some(flowscope_base::parse_size(&text).map_err(at)? as u64)
                 }
             };
             let spans = line

@@ -74,7 +74,7 @@ pub struct GraphArgs {
 }
 
 fn parse_spread(text: &str) -> Result<i64, String> {
-    let spread = flowscope_model::parse_duration(text)?;
+    let spread = flowscope_base::parse_duration(text)?;
     i64::try_from(spread.as_nanos())
         .ok()
         .filter(|ns| *ns > 0)

@@ -43,7 +43,7 @@ pub struct SustainedArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    flowscope_model::parse_duration(text).map_err(|e| e.to_string())
+    flowscope_base::parse_duration(text).map_err(|e| e.to_string())
 }
 
 pub fn run(args: SustainedArgs) -> anyhow::Result<()> {

@@ -16,10 +16,11 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use flowscope_base::format_duration;
+use flowscope_model::SpanBatchBuilder;
 use flowscope_model::ids::{is_valid_span_id, is_valid_trace_id, to_hex};
 use flowscope_model::retention::retain_started_since;
 use flowscope_model::schema::{EventRecord, LinkRecord, SpanRecord};
-use flowscope_model::{SpanBatchBuilder, format_duration};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
 use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
-use flowscope_model::memory::Reservation;
+use flowscope_base::memory::Reservation;
 use futures::future::BoxFuture;
 use http_body::{Frame, SizeHint};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -477,7 +477,7 @@ mod tests {
     use super::*;
     use crate::sink::SinkError;
     use crate::test_support::*;
-    use flowscope_model::memory::MemoryBudget;
+    use flowscope_base::memory::MemoryBudget;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use std::time::Duration;

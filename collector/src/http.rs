@@ -14,7 +14,7 @@ use axum::routing::post;
 use bytes::BytesMut;
 use flate2::read::MultiGzDecoder;
 use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
-use flowscope_model::memory::Reservation;
+use flowscope_base::memory::Reservation;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
     WWW_AUTHENTICATE,
@@ -1005,7 +1005,7 @@ mod tests {
     }
 
     fn unlimited() -> Reservation {
-        Arc::new(flowscope_model::memory::MemoryBudget::unlimited())
+        Arc::new(flowscope_base::memory::MemoryBudget::unlimited())
             .admit()
             .expect("an unlimited budget admits")
     }
@@ -1237,7 +1237,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_memory_budget_is_refused_503_before_it_is_read() {
         let sink = Arc::new(TestSink::accepting());
-        let memory = Arc::new(flowscope_model::memory::MemoryBudget::new(1 << 20, 1024, 0));
+        let memory = Arc::new(flowscope_base::memory::MemoryBudget::new(1 << 20, 1024, 0));
         let config = CollectorConfig {
             memory: memory.clone(),
             ..CollectorConfig::default()

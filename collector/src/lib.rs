@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter, TenantId};
-use flowscope_model::memory::{MemoryBudget, Refusal};
+use flowscope_base::memory::{MemoryBudget, Refusal};
+use flowscope_base::telemetry::Telemetry;
 use flowscope_model::retention::retention_cutoff_ns;
-use flowscope_model::telemetry::Telemetry;
 
 /// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
 /// 1.7 times the protobuf, and its builders grow by doubling when the last batch's sizes

@@ -29,8 +29,9 @@ pub mod simulate;
 pub mod topology;
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use flowscope_base::clock::now_ns;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 pub use simulate::Simulator;
@@ -79,13 +80,6 @@ impl DemoConfig {
 
 /// How often [`run`] sends.
 const TICK: Duration = Duration::from_millis(500);
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 /// Sends the topology's traces to an OTLP/gRPC `endpoint` (e.g. `http://127.0.0.1:4317`)
 /// twice a second, at the topology's traffic rate, until `shutdown` resolves. Export errors

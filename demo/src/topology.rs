@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use flowscope_model::parse_duration;
+use flowscope_base::parse_duration;
 use serde::Deserialize;
 
 use crate::Error;

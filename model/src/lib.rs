@@ -1,22 +1,18 @@
-//! The span schema every flowscope crate shares: Arrow fields, id encoding and time helpers.
+//! The span schema every flowscope crate shares: Arrow fields, id encoding, the batch
+//! builder and the retention rule over a batch.
 //!
 //! ```text
 //!  collector ──(SpanBatch: Arrow RecordBatch in SPAN_SCHEMA)──> query (WAL, memtable, Parquet, SQL)
-//!                                                         └──> graph (later)
+//!                                                         └──> graph
 //! ```
 //!
 //! The storage schema keeps ids compact (`FixedSizeBinary`); the SQL schema shows them as
 //! lowercase hex strings. Both are defined here so that no other crate invents its own.
+//! Durations, sizes, the memory budget and the clock are in `flowscope-base`, which needs
+//! no Arrow.
 
-pub mod duration;
 pub mod ids;
-pub mod liveness;
-pub mod memory;
 pub mod retention;
 pub mod schema;
-pub mod size;
-pub mod telemetry;
 
-pub use duration::{format_duration, parse_duration};
 pub use schema::{SpanBatchBuilder, SpanRecord, columns, sql_schema, storage_schema};
-pub use size::parse_size;

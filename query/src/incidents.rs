@@ -936,7 +936,7 @@ impl TableProvider for IncidentsTable {
         let (graph, from, to) = (self.graph.clone(), self.from_ns, self.to_ns);
         // `incidents(now() - INTERVAL '5 minutes', now())`, as alert context asks it, is the
         // live answer every reader shares.
-        let now = crate::graph_tables::now_ns();
+        let now = flowscope_base::clock::now_ns();
         let live =
             to - from == INCIDENT_WINDOW.as_nanos() as i64 && (now - to).abs() < 2_000_000_000;
         let incidents = tokio::task::spawn_blocking(move || {

@@ -21,15 +21,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
-use flowscope_model::liveness::{Liveness, Stage, StageGuard};
-use flowscope_model::memory::MemoryBudget;
+use flowscope_base::clock::now_ns;
+use flowscope_base::liveness::{Liveness, Stage, StageGuard};
+use flowscope_base::memory::MemoryBudget;
 use flowscope_model::retention::{retain_started_since, retention_cutoff_ns};
 use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
@@ -212,13 +213,6 @@ const COMPACT_BELOW_ROWS: usize = 256;
 
 fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Arrow IPC stream bytes of one batch: the WAL record payload.

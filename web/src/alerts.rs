@@ -16,7 +16,7 @@ use flowscope_alert::payload::rfc3339;
 use flowscope_alert::rules::{self, Rule, RuleInput, RuleSpec};
 use flowscope_alert::silences::{self, Matcher, Silence, SilenceInput};
 use flowscope_alert::state;
-use flowscope_model::format_duration;
+use flowscope_base::format_duration;
 use flowscope_query::QueryError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -420,9 +420,9 @@ mod tests {
             ready: Arc::default(),
             info: crate::ServerInfo::default(),
             metadata,
-            memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
+            memory: Arc::new(flowscope_base::memory::MemoryBudget::unlimited()),
             connections: Default::default(),
-            liveness: flowscope_model::liveness::Liveness::new(),
+            liveness: flowscope_base::liveness::Liveness::new(),
             logins: Arc::default(),
             telemetry: Default::default(),
         }

@@ -2,13 +2,14 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use flowscope_base::clock::now_ns;
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
 use flowscope_query::QueryError;
 use flowscope_query::graph_tables::LIVE_WINDOW;
@@ -23,13 +24,6 @@ use crate::error::ApiError;
 /// How often the stream looks for changes; deltas are sent at most this often.
 const STREAM_PERIOD: Duration = Duration::from_secs(1);
 
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// A point in time from a query parameter: RFC 3339 (`2026-11-29T06:00:00Z`), Unix
 /// milliseconds (`1764396000000`), `now`, or a duration ago (`15m`, `2h`).
 pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
@@ -42,7 +36,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
             .checked_mul(1_000_000)
             .ok_or_else(|| format!("time `{text}` is out of range"));
     }
-    if let Ok(ago) = flowscope_model::parse_duration(text) {
+    if let Ok(ago) = flowscope_base::parse_duration(text) {
         return Ok(now - ago.as_nanos().min(i64::MAX as u128) as i64);
     }
     arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {

@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use axum::Json;
 use axum::extract::Query;
+use flowscope_base::clock::now_ns;
 use flowscope_graph::NodeKind;
 use flowscope_query::SqlEngine;
 use flowscope_query::incidents::{INCIDENT_WINDOW, Incident, Sample, Subject};
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Reader;
 use crate::error::ApiError;
-use crate::graph::{nanos_json, now_ns, window};
+use crate::graph::{nanos_json, window};
 
 /// Incidents that get example traces: the highest ranked.
 const WITH_EXAMPLES: usize = 5;
@@ -202,7 +203,7 @@ pub async fn get_incidents(
         && params
             .from
             .as_deref()
-            .is_none_or(|from| flowscope_model::parse_duration(from).ok() == Some(INCIDENT_WINDOW));
+            .is_none_or(|from| flowscope_base::parse_duration(from).ok() == Some(INCIDENT_WINDOW));
     let (from, to, incidents) = if live {
         tokio::task::spawn_blocking(move || graph.live_incidents(now))
             .await

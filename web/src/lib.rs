@@ -53,7 +53,7 @@ use axum::{Json, Router};
 use std::collections::BTreeMap;
 
 use flowscope_auth::{Access, TenantId};
-use flowscope_model::liveness::Liveness;
+use flowscope_base::liveness::Liveness;
 use flowscope_query::SqlEngine;
 use flowscope_query::graph_tables::GraphView;
 
@@ -106,7 +106,7 @@ pub struct ApiState {
     /// Webhooks, alert rules, alert state and the delivery outbox.
     pub metadata: flowscope_alert::Metadata,
     /// The process's memory ceiling, shared by every tenant: shown in the status figures.
-    pub memory: Arc<flowscope_model::memory::MemoryBudget>,
+    pub memory: Arc<flowscope_base::memory::MemoryBudget>,
     /// Every listener's connection counters, kept by the accept layer: shown in the status
     /// figures.
     pub connections: connections::Connections,
@@ -115,7 +115,7 @@ pub struct ApiState {
     /// Failed and throttled logins per client address and per tenant.
     pub logins: Arc<auth::LoginThrottle>,
     /// Ingest, SQL, alert evaluation and webhook delivery figures by tenant (`/metrics`).
-    pub telemetry: Arc<flowscope_model::telemetry::Telemetry>,
+    pub telemetry: Arc<flowscope_base::telemetry::Telemetry>,
 }
 
 /// SQL text is small; a larger body is a mistake or an attack.

@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, header};
 use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
+use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_graph::{GraphConfig, LiveGraph};
-use flowscope_model::liveness::{Liveness, Stage};
 use flowscope_query::graph_tables::GraphView;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
 use http_body_util::BodyExt;
@@ -62,7 +62,7 @@ async fn two_tenants(dir: &std::path::Path, limits: LoginLimits) -> ApiState {
         ready: Arc::new(true.into()),
         info: crate::ServerInfo::default(),
         metadata: flowscope_alert::Metadata::open_in_memory().await.unwrap(),
-        memory: Arc::new(flowscope_model::memory::MemoryBudget::unlimited()),
+        memory: Arc::new(flowscope_base::memory::MemoryBudget::unlimited()),
         liveness: Liveness::new(),
         logins: Arc::new(LoginThrottle::new(limits)),
         telemetry: Default::default(),

@@ -14,12 +14,13 @@ use arrow::record_batch::RecordBatch;
 use axum::Json;
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
+use flowscope_base::clock::now_ns;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Reader;
 use crate::error::ApiError;
-use crate::graph::{nanos_json, now_ns, parse_time};
+use crate::graph::{nanos_json, parse_time};
 use crate::search_sql::{Order, Search, Status, parse_conditions, parse_duration_ns};
 
 /// Traces listed when the search names no limit (Jaeger's default).

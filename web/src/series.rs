@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::Query;
+use flowscope_base::clock::now_ns;
 use flowscope_graph::{EdgeKind, Element, Figures};
 use flowscope_query::anomaly::whole_buckets;
 use flowscope_query::graph_tables::LIVE_WINDOW;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Reader;
 use crate::error::ApiError;
-use crate::graph::{nanos_json, now_ns, window};
+use crate::graph::{nanos_json, window};
 
 /// A series has at most this many points: each is a graph window of its own.
 pub const MAX_POINTS: i64 = 360;
@@ -64,7 +65,7 @@ fn element_of(params: &SeriesParams) -> Result<Element, ApiError> {
 }
 
 fn duration_text(ns: i64) -> String {
-    flowscope_model::duration::format_duration(Duration::from_nanos(ns.max(0) as u64))
+    flowscope_base::duration::format_duration(Duration::from_nanos(ns.max(0) as u64))
 }
 
 /// The step: `step` if given (a whole number of graph buckets, at most [`MAX_POINTS`] of it
@@ -76,7 +77,7 @@ fn step_of(text: Option<&str>, bucket_ns: i64, span_ns: i64) -> Result<i64, ApiE
         let per_step = buckets / DEFAULT_POINTS + i64::from(buckets % DEFAULT_POINTS != 0);
         return Ok(per_step.max(1).saturating_mul(bucket_ns));
     };
-    let step = flowscope_model::parse_duration(text)
+    let step = flowscope_base::parse_duration(text)
         .ok()
         .and_then(|d| i64::try_from(d.as_nanos()).ok())
         .filter(|ns| *ns > 0)

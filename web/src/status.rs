@@ -10,11 +10,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flowscope_model::liveness::{Liveness, Stage};
-use flowscope_model::memory::MemoryBudget;
+use flowscope_base::liveness::{Liveness, Stage};
+use flowscope_base::memory::MemoryBudget;
 use serde_json::{Map, Value, json};
 
-use flowscope_model::telemetry::{DURATION_BUCKETS, Histogram, Telemetry};
+use flowscope_base::telemetry::{DURATION_BUCKETS, Histogram, Telemetry};
 
 use crate::auth::{LoginThrottle, Reader};
 use crate::connections::Connections;
@@ -567,7 +567,7 @@ fn histogram_family(text: &mut String, name: &str, help: &str, samples: &[(Strin
 /// delivery, each by tenant and only `tenant`'s series; requests refused before any tenant
 /// was known (they hold no tenant's data); and the build.
 fn labelled_families(text: &mut String, telemetry: &Telemetry, tenant: &str) {
-    let ingest = |counters: &flowscope_model::telemetry::Counters<_>| {
+    let ingest = |counters: &flowscope_base::telemetry::Counters<_>| {
         counters
             .snapshot()
             .into_iter()
@@ -607,7 +607,7 @@ fn labelled_families(text: &mut String, telemetry: &Telemetry, tenant: &str) {
             ]
         },
     );
-    let by_outcome = |counters: &flowscope_model::telemetry::Counters<(String, &'static str)>| {
+    let by_outcome = |counters: &flowscope_base::telemetry::Counters<(String, &'static str)>| {
         counters
             .snapshot()
             .into_iter()
@@ -617,7 +617,7 @@ fn labelled_families(text: &mut String, telemetry: &Telemetry, tenant: &str) {
     let outcome_labels = |(t, outcome): &(String, &str)| {
         vec![("tenant", t.clone()), ("outcome", outcome.to_string())]
     };
-    let own = |histograms: &flowscope_model::telemetry::Histograms<String>| {
+    let own = |histograms: &flowscope_base::telemetry::Histograms<String>| {
         histograms
             .snapshot()
             .into_iter()

@@ -2,13 +2,14 @@
 //! timestamps (anything that folds to a constant timestamp), plain numbers. Each error says
 //! what to write instead.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use flowscope_model::duration::parse_duration;
+use flowscope_base::clock::now_ns;
+use flowscope_base::duration::parse_duration;
 
 use crate::graph_tables::timestamp_argument;
 
@@ -19,13 +20,6 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(15);
 
 /// A series may have at most this many buckets: each is a graph window of its own.
 pub(crate) const MAX_BUCKETS: i64 = 2_000;
-
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 pub(crate) fn nanos(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
@@ -94,7 +88,7 @@ pub(crate) fn series_bucket(expr: &Expr, graph_bucket: Duration) -> Result<i64> 
     let width = duration(expr, "bucket")?;
     let unit = nanos(graph_bucket).max(1);
     if width % unit != 0 {
-        let unit = flowscope_model::duration::format_duration(graph_bucket);
+        let unit = flowscope_base::duration::format_duration(graph_bucket);
         return plan_err!(
             "bucket must be a whole multiple of the graph's {unit} buckets (--graph-bucket), e.g. '{unit}' or '1m'"
         );

@@ -302,7 +302,7 @@ impl TableFunctionImpl for SeriesFunction {
         let width = args::series_bucket(&exprs[0], self.graph.bucket())?;
         let to = match exprs.get(2) {
             Some(expr) => args::timestamp(expr, "to")?,
-            None => args::now_ns(),
+            None => flowscope_base::clock::now_ns(),
         };
         let from = match exprs.get(1) {
             Some(expr) => args::timestamp(expr, "from")?,

@@ -9,7 +9,7 @@
 //!  store.write ──take_buffered──> memtable ... Parquet flush ──release_buffered
 //! ```
 //!
-//! It lives here, next to the span schema, because the receivers (`collector`) and the
+//! It lives in `base`, below every crate, because the receivers (`collector`) and the
 //! stores (`query`) take from it and the status page (`web`) reads it.
 
 use std::fmt;

@@ -5,8 +5,8 @@
 //! A stage holds a [`StageGuard`] for as long as it runs; the guard's `Drop` marks it
 //! stopped, so a stage that returns early and one that panics (the guard is dropped while
 //! unwinding) both count. Once the process is shutting down ([`Liveness::shutting_down`]),
-//! stages ending is expected and nothing is marked. Here because every crate depends on
-//! `model` and none of the stages may depend on another.
+//! stages ending is expected and nothing is marked. In `base` because every crate may depend
+//! on it and none of the stages may depend on another.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
