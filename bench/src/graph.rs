@@ -851,6 +851,11 @@ fn median_of<T>(mut work: impl FnMut() -> T) -> (T, Duration) {
 
 /// The status `url` answers, its body read and dropped.
 async fn status_of(client: &HttpClient, url: &str) -> anyhow::Result<hyper::StatusCode> {
+    Ok(fetch(client, url).await?.0)
+}
+
+/// `url`'s status and body.
+async fn fetch(client: &HttpClient, url: &str) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
     let request = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("cannot build a request to {url}"))?;
@@ -859,20 +864,11 @@ async fn status_of(client: &HttpClient, url: &str) -> anyhow::Result<hyper::Stat
         .await
         .with_context(|| format!("GET {url} failed"))?;
     let status = response.status();
-    response.into_body().collect().await?;
-    Ok(status)
+    Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
 async fn get(client: &HttpClient, url: &str) -> anyhow::Result<Bytes> {
-    let request = hyper::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .with_context(|| format!("cannot build a request to {url}"))?;
-    let response = client
-        .request(request)
-        .await
-        .with_context(|| format!("GET {url} failed"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let (status, body) = fetch(client, url).await?;
     if !status.is_success() {
         bail!(
             "GET {url} answered {status}: {}",
