@@ -9,70 +9,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Server;
 use common::otlp::{request, span};
+use common::receiver::Receiver;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::{Value, json};
-
-/// A receiver on 127.0.0.1 answering 200 to every POST to `/hook/{name}`; keeps the
-/// bodies by webhook name, once per `webhook-id` (a retry repeats it).
-struct Receiver {
-    addr: std::net::SocketAddr,
-    inbox: Arc<Mutex<Vec<(String, String, Value)>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        type Inbox = Arc<Mutex<Vec<(String, String, Value)>>>;
-        async fn receive(
-            axum::extract::State(inbox): axum::extract::State<Inbox>,
-            axum::extract::Path(name): axum::extract::Path<String>,
-            headers: axum::http::HeaderMap,
-            body: axum::body::Bytes,
-        ) -> &'static str {
-            let id = headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            inbox.lock().unwrap().push((name, id, value));
-            "ok"
-        }
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let inbox: Inbox = Default::default();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .route("/hook/{name}", axum::routing::post(receive))
-            .with_state(inbox.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            inbox,
-            _runtime: runtime,
-        }
-    }
-
-    /// The bodies webhook `name` received, once each, in the order they were created
-    /// (message ids sort by creation).
-    fn messages(&self, name: &str) -> Vec<Value> {
-        let mut seen = BTreeMap::new();
-        for (to, id, body) in self.inbox.lock().unwrap().iter() {
-            if to == name {
-                seen.insert(id.clone(), body.clone());
-            }
-        }
-        seen.into_values().collect()
-    }
-}
 
 fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::blocking::Client::new();
@@ -91,7 +34,7 @@ fn add_webhook(server: &Server, receiver: &Receiver, name: &str) -> i64 {
         server,
         reqwest::Method::POST,
         "/api/webhooks",
-        Some(json!({"name": name, "url": format!("http://{}/hook/{name}", receiver.addr)})),
+        Some(json!({"name": name, "url": receiver.url(name)})),
     );
     assert_eq!(status, 201, "{created}");
     created["id"].as_i64().expect("a webhook id")

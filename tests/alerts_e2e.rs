@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use common::otlp::{request, span};
+use common::receiver::Receiver;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,76 +84,6 @@ fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>
     let status = response.status().as_u16();
     let text = response.text().expect("a body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-/// A real HTTP receiver on 127.0.0.1, answering 200 to every POST and keeping what came.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    inbox: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        use axum::extract::State;
-        use axum::http::HeaderMap;
-        type Inbox = std::sync::Arc<std::sync::Mutex<Vec<Received>>>;
-        async fn receive(
-            State(inbox): State<Inbox>,
-            uri: axum::http::Uri,
-            headers: HeaderMap,
-            body: axum::body::Bytes,
-        ) -> &'static str {
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            inbox.lock().unwrap().push(Received {
-                path: uri.path().to_string(),
-                id: header("webhook-id"),
-                timestamp: header("webhook-timestamp"),
-                signature: header("webhook-signature"),
-                body: body.to_vec(),
-            });
-            "ok"
-        }
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let inbox: Inbox = Default::default();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .route("/hook/{name}", axum::routing::post(receive))
-            .with_state(inbox.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            inbox,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://{}/hook/{name}", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.inbox.lock().unwrap().clone()
-    }
 }
 
 /// The Standard Webhooks signature computed by Python's `hmac` module: an implementation

@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::receiver::Receiver;
 use common::topology::{CLIENT, SERVER, Topology};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::{Value, json};
@@ -818,61 +819,30 @@ fn trace_search_critical_path_and_linked_traces_in_the_browser() {
     }
 }
 
-/// A webhook receiver on 127.0.0.1 answering every POST 202 (not 200: the page must show
-/// the receiver's own answer) and keeping the bodies it was sent.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    bodies: std::sync::Arc<Mutex<Vec<Value>>>,
-    _runtime: tokio::runtime::Runtime,
+/// A webhook receiver answering every POST 202 (not 200: the page must show the receiver's
+/// own answer).
+fn accepting_receiver() -> Receiver {
+    Receiver::answering(axum::http::StatusCode::ACCEPTED)
 }
 
-impl Receiver {
-    fn start() -> Self {
-        type Bodies = std::sync::Arc<Mutex<Vec<Value>>>;
-        async fn receive(
-            axum::extract::State(bodies): axum::extract::State<Bodies>,
-            body: axum::body::Bytes,
-        ) -> (axum::http::StatusCode, &'static str) {
-            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            bodies.lock().unwrap().push(value);
-            (axum::http::StatusCode::ACCEPTED, "accepted")
+/// The `generatorURL` of the first alert notification `receiver` got, once there is one.
+fn generator_url(receiver: &Receiver) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = receiver.bodies().iter().find_map(|body| {
+            (body["commonLabels"]["alertname"] == "checkout errors")
+                .then(|| body["alerts"][0]["generatorURL"].as_str().map(String::from))
+                .flatten()
+        });
+        if let Some(url) = found {
+            return url;
         }
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let bodies: Bodies = Default::default();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(bodies.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            bodies,
-            _runtime: runtime,
-        }
-    }
-
-    /// The `generatorURL` of the first alert notification received, once there is one.
-    fn generator_url(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let found = self.bodies.lock().unwrap().iter().find_map(|body| {
-                (body["commonLabels"]["alertname"] == "checkout errors")
-                    .then(|| body["alerts"][0]["generatorURL"].as_str().map(String::from))
-                    .flatten()
-            });
-            if let Some(url) = found {
-                return url;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no alert notification reached the receiver: {:?}",
-                self.bodies.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert notification reached the receiver: {:?}",
+            receiver.bodies()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -886,12 +856,12 @@ fn an_alert_rule_made_on_the_alerts_page_fires_is_silenced_and_its_deliveries_ar
     let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--allow-private-webhooks"]);
-    let receiver = Receiver::start();
+    let receiver = accepting_receiver();
     let url = format!("http://{}", server.api);
     let started = Instant::now();
     let result = drive("alerts", &url, |what| match what {
         "receiver-url" => format!("http://{}/hook", receiver.addr),
-        "generator-url" => receiver.generator_url(),
+        "generator-url" => generator_url(&receiver),
         other => panic!("unexpected wait for {other}"),
     });
     eprintln!("browser scenario `alerts` took {:?}", started.elapsed());

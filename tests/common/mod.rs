@@ -5,6 +5,7 @@
 pub mod city;
 pub mod ingest;
 pub mod otlp;
+pub mod receiver;
 pub mod search_traces;
 pub mod spans;
 pub mod topology;
