@@ -9,25 +9,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Server;
-use common::otlp::{request, span};
-use common::receiver::Receiver;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use common::alerting::{Receiver, api, spans_named, wait_for};
+use common::otlp::request;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
-
-fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::blocking::Client::new();
-    let mut request = client.request(method, format!("http://{}{path}", server.api));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().expect("the API answers");
-    let status = response.status().as_u16();
-    let text = response.text().expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 fn add_webhook(server: &Server, receiver: &Receiver, name: &str) -> i64 {
     let (status, created) = api(
@@ -49,22 +35,6 @@ fn add_rule(server: &Server, rule: Value) -> i64 {
     );
     assert_eq!(status, 201, "{created}");
     created["id"].as_i64().expect("a rule id")
-}
-
-/// Polls until `ready` returns something, for at most 60 s.
-fn wait_for<T>(what: &str, server: &Server, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what}:\n{}",
-            server.log.lock().expect("log").join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `(service, status)` of each alert of a message, in its order.
@@ -207,17 +177,7 @@ const OPERATION: &str = "am-e2e-charge";
 
 /// `count` spans of `OPERATION` with status code `code` (1 OK, 2 ERROR).
 fn spans(first: u64, count: u64, code: i32) -> Vec<Span> {
-    (first..first + count)
-        .map(|n| {
-            let mut span = span(n, n);
-            span.name = OPERATION.into();
-            span.status = Some(Status {
-                code,
-                message: String::new(),
-            });
-            span
-        })
-        .collect()
+    spans_named(OPERATION, first, count, code)
 }
 
 #[test]

@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use common::Server;
-use common::otlp::{request, span};
-use common::receiver::Receiver;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use common::alerting::{Receiver, api, spans_named, wait_for};
+use common::otlp::request;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -61,29 +60,7 @@ const RULE_SQL: &str = "SELECT service_name AS service, \
 
 /// `count` spans of `OPERATION` with status code `code` (1 OK, 2 ERROR).
 fn spans(first: u64, count: u64, code: i32) -> Vec<Span> {
-    (first..first + count)
-        .map(|n| {
-            let mut span = span(n, n);
-            span.name = OPERATION.into();
-            span.status = Some(Status {
-                code,
-                message: String::new(),
-            });
-            span
-        })
-        .collect()
-}
-
-fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::blocking::Client::new();
-    let mut request = client.request(method, format!("http://{}{path}", server.api));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().expect("the API answers");
-    let status = response.status().as_u16();
-    let text = response.text().expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    spans_named(OPERATION, first, count, code)
 }
 
 /// The Standard Webhooks signature computed by Python's `hmac` module: an implementation
@@ -157,22 +134,6 @@ fn wait_delivered(
         let all: Vec<_> = names.iter().map(|n| delivered(receiver, n)).collect();
         all.iter().all(|m| m.len() >= count).then_some(all)
     })
-}
-
-/// Polls until `ready` returns something, for at most 60 s.
-fn wait_for<T>(what: &str, server: &Server, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what}:\n{}",
-            server.log.lock().expect("log").join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::receiver::Receiver;
+use common::alerting::Receiver;
 use common::topology::{CLIENT, SERVER, Topology};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::{Value, json};

@@ -2,10 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod alerting;
 pub mod city;
 pub mod ingest;
 pub mod otlp;
-pub mod receiver;
 pub mod search_traces;
 pub mod spans;
 pub mod topology;

@@ -1,8 +1,15 @@
-//! A real webhook receiver on 127.0.0.1 for the alerting tests: it answers every POST to
-//! `/hook` or `/hook/{name}` with one status and keeps each request as it came.
+//! What the alerting tests share: a real webhook receiver on 127.0.0.1 (it answers every
+//! POST to `/hook` or `/hook/{name}` with one status and keeps each request as it came), the
+//! JSON API called as a user would, a bounded wait, and spans that fail or succeed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+
+use super::Server;
+use super::otlp::span;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -109,4 +116,53 @@ impl Receiver {
         }
         seen.into_values().collect()
     }
+}
+
+/// Calls the JSON API: `(status, body)`, the body `Null` when it is not JSON.
+pub fn api(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.request(method, format!("http://{}{path}", server.api));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.text().expect("a body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Polls until `ready` returns something, for at most 60 s; the server's log on failure.
+pub fn wait_for<T>(what: &str, server: &Server, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what}:\n{}",
+            server.log.lock().expect("log").join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `count` spans named `operation` with status code `code` (1 OK, 2 ERROR).
+pub fn spans_named(operation: &str, first: u64, count: u64, code: i32) -> Vec<Span> {
+    (first..first + count)
+        .map(|n| {
+            let mut span = span(n, n);
+            span.name = operation.into();
+            span.status = Some(Status {
+                code,
+                message: String::new(),
+            });
+            span
+        })
+        .collect()
 }
