@@ -48,6 +48,12 @@ pub const FAILING_ERROR_RATE: f64 = 0.20;
 /// A latency quantile q is judged over at least this many calls above it: a window (or a
 /// baseline sub-window) needs `MIN_TAIL_CALLS / (1 - q)` calls.
 pub const MIN_TAIL_CALLS: f64 = 3.0;
+/// The calls a window needs for its `quantile` latency to be judged: [`MIN_TAIL_CALLS`]
+/// beyond it (60 for a p95, 300 for a p99).
+pub fn min_calls_for(quantile: f64) -> u64 {
+    (MIN_TAIL_CALLS / (1.0 - quantile) - 1e-9).ceil() as u64
+}
+
 /// A latency limit is at least this many times the baseline mean...
 pub const LATENCY_MARGIN: f64 = 1.5;
 /// ...and at least this many milliseconds above it.
@@ -177,7 +183,7 @@ pub fn assess(window: Figures, baseline: &[Figures], objective: Option<&Objectiv
         ("p99", 0.99, window.p99_ms, |f| f.p99_ms),
     ];
     for (name, quantile, value, of) in latencies {
-        let enough = |calls: u64| calls as f64 * (1.0 - quantile) >= MIN_TAIL_CALLS - 1e-9;
+        let enough = |calls: u64| calls >= min_calls_for(quantile);
         if value <= 0.0 || !enough(window.calls) {
             continue;
         }
@@ -555,6 +561,7 @@ mod tests {
         check(figures(300, 0, 400.0), &base[..4], None, "ok");
         // A 1 ms edge at 4 ms is within the absolute floor.
         check(figures(300, 0, 4.0), &steady(0, 1.0), None, "ok");
+        assert_eq!((min_calls_for(0.95), min_calls_for(0.99)), (60, 300));
         // A quantile over too few calls is the slowest call or two: not judged. 50 calls
         // judge neither; 100 judge the p95 but not the p99.
         let tail = |calls, p95_ms, p99_ms| Figures {

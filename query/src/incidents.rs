@@ -48,8 +48,9 @@ pub const MAX_INCIDENTS: usize = 50;
 /// How far before the window the start of an incident is looked for.
 const LOOKBACK: Duration = Duration::from_secs(30 * 60);
 /// The steps the start is found in hold about this many of the cause's calls, so each step
-/// is judged on enough traffic (health's minimum is 20).
-const CALLS_PER_STEP: f64 = 40.0;
+/// is judged on enough traffic: a step under health's minimum for a p95
+/// ([`health::min_calls_for`], 60) is unknown, since it could not show a slowdown.
+const CALLS_PER_STEP: f64 = 80.0;
 /// The longest and the most steps looked at.
 const MAX_STEP: Duration = Duration::from_secs(5 * 60);
 const MAX_STEPS: i64 = 240;
@@ -766,7 +767,7 @@ impl GraphView {
             .iter()
             .map(|f| {
                 f.as_ref()
-                    .filter(|f| f.calls >= health::MIN_WINDOW_CALLS)
+                    .filter(|f| f.calls >= health::min_calls_for(0.95))
                     .map(|f| {
                         health::judge(health_figures(f), &history, objective).level
                             != HealthLevel::Ok
@@ -1155,8 +1156,8 @@ mod tests {
     #[test]
     fn steps_hold_enough_calls_to_judge() {
         let bucket = 10_000_000_000;
-        // 1 call/s: 40 s → four 10 s buckets; 100 calls/s: one bucket; none: one bucket.
-        assert_eq!(step_for(1.0, bucket), 4 * bucket);
+        // 1 call/s: 80 s → eight 10 s buckets; 100 calls/s: one bucket; none: one bucket.
+        assert_eq!(step_for(1.0, bucket), 8 * bucket);
         assert_eq!(step_for(100.0, bucket), bucket);
         assert_eq!(step_for(0.0, bucket), bucket);
         // A trickle: at most five minutes.
