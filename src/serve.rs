@@ -490,29 +490,6 @@ async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
         },
         stopped(stop_rx.clone()),
     ));
-    // Health's baseline sub-windows computed as they settle, not by the read that first
-    // needs one (stopped with the others; one blocking call at a time).
-    let baseline_task = {
-        let graphs: Vec<GraphView> = spaces.iter().map(|s| s.view.graph.clone()).collect();
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            tokio::pin!(stop);
-            let mut every = tokio::time::interval(graph_tables::BASELINE_WARM_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = every.tick() => {
-                        let graphs = graphs.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            graphs.iter().for_each(GraphView::warm_baseline)
-                        })
-                        .await;
-                    }
-                }
-            }
-        })
-    };
     // The delivery worker sends what is in the outbox, including what was left pending when
     // the last run was killed.
     let delivery_task = {
@@ -588,7 +565,6 @@ async fn serve(mut config: ServeConfig) -> anyhow::Result<()> {
         let _ = http_task.await;
         let _ = api_task.await;
         let _ = scheduler_task.await;
-        let _ = baseline_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), drain)
         .await

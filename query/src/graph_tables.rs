@@ -59,8 +59,6 @@ pub(crate) const BASELINE_STEP: Duration = Duration::from_secs(5 * 60);
 const BASELINE_STEPS: i64 = 12;
 /// Baseline sub-windows kept, the newest: an hour's, plus a few for windows further back.
 const BASELINE_KEPT: usize = 16;
-/// How often the server computes the newest baseline sub-windows ahead of readers.
-pub const BASELINE_WARM_EVERY: Duration = Duration::from_secs(20);
 
 /// The live graph, shared by the graph stage (which writes it) and readers, plus what it
 /// takes to rebuild windows older than its horizon from the stored spans.
@@ -307,14 +305,6 @@ impl GraphView {
             found.push(figures);
         }
         found
-    }
-
-    /// Computes health's baseline sub-windows up to now and keeps those that have settled,
-    /// so that the read which first needs a new one does not pay for it (about 90 ms at
-    /// 100,000 edges, once every five minutes). The server calls it every
-    /// [`BASELINE_WARM_EVERY`], off the async runtime.
-    pub fn warm_baseline(&self) {
-        let _ = self.baseline_before(now_ns());
     }
 
     /// The live graph holds every window starting at or after this.
