@@ -15,7 +15,7 @@ use flowscope_base::parse_duration;
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
-use flowscope_query::health::Objective;
+use flowscope_query::graph::health::Objective;
 use flowscope_query::{RequestDecoder, SqlConfig, StoreConfig, WalSync};
 use flowscope_web::ApiConfig;
 use rand::RngCore as _;

@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use flowscope_base::clock::now_ns;
 use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
-use flowscope_query::rollups::Rollups;
+use flowscope_query::graph::rollups::Rollups;
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
 const QUEUE: usize = 256;

@@ -16,7 +16,7 @@ use flowscope_auth::TenantId;
 use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_base::memory::{self, MemoryBudget};
 use flowscope_collector::{SinkError, SpanSink};
-use flowscope_query::graph_tables::{self, GraphView};
+use flowscope_query::graph::GraphView;
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::{ApiState, TenantView};
 use futures::future::BoxFuture;
@@ -144,7 +144,7 @@ async fn open_tenant(
             .min(i64::MAX as u128) as i64,
     );
     let rollups = Arc::new(
-        flowscope_query::rollups::Rollups::open(&data_dir)
+        flowscope_query::graph::rollups::Rollups::open(&data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
     );
     let keeper = graph_stage::Keeper::new(
@@ -186,7 +186,8 @@ async fn open_tenant(
         SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
             .context("cannot start the SQL engine")?,
     );
-    graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
+    flowscope_query::graph::register(&engine, &graph)
+        .context("cannot register the graph tables")?;
     Ok(TenantSpace {
         tenant,
         store,

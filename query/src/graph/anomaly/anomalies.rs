@@ -20,7 +20,7 @@ use super::series::{
 use super::spc::{self, Baseline, ControlPoint, Violation};
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::view::{GraphView, timestamp};
 
 /// The watched window by default: the last 15 minutes (less the settle time).
 const DEFAULT_WATCHED_NS: i64 = 15 * 60_000_000_000;
@@ -214,8 +214,8 @@ impl TableFunctionImpl for AnomaliesFunction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anomaly::series::Point;
-    use crate::anomaly::spc::Rule;
+    use crate::graph::anomaly::series::Point;
+    use crate::graph::anomaly::spc::Rule;
 
     fn edge(source: &str) -> Subject {
         Subject::Edge {

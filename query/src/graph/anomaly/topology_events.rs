@@ -26,8 +26,8 @@ use super::series::{optional_floats, snapshots, texts, timestamps};
 use super::spc::{self, RunningBaseline};
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
-use crate::health;
+use crate::graph::health;
+use crate::graph::view::{GraphView, timestamp};
 
 /// Without a baseline, an amplification at least this many times the step before's is a jump.
 pub const AMPLIFICATION_JUMP: f64 = 2.0;

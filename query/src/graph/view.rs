@@ -38,9 +38,9 @@ use flowscope_graph::{
 };
 
 use crate::error::QueryError;
-use crate::health::{self, BaselineFigures, Objective, Objectives};
-use crate::history;
-use crate::rollups::Rollups;
+use crate::graph::health::{self, BaselineFigures, Objective, Objectives};
+use crate::graph::history;
+use crate::graph::rollups::Rollups;
 use crate::sql::SqlEngine;
 use crate::store::SpanStore;
 
@@ -72,7 +72,7 @@ pub struct GraphView {
     /// computed from (to tell whether they changed since) and their figures.
     baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
     /// The last incidents of the live window, shared by readers for a few seconds.
-    pub(crate) live_incidents: Arc<Mutex<Option<crate::incidents::LiveIncidents>>>,
+    pub(crate) live_incidents: Arc<Mutex<Option<crate::graph::incidents::LiveIncidents>>>,
 }
 
 /// A judged window with the nodes' own verdicts and the baseline it was judged against.
@@ -692,7 +692,7 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
         };
         engine.register_table_function(&format!("{name}_between"), Arc::new(function));
     }
-    crate::anomaly::register(engine, graph);
-    crate::incidents::register(engine, graph);
+    crate::graph::anomaly::register(engine, graph);
+    crate::graph::incidents::register(engine, graph);
     Ok(())
 }

@@ -36,8 +36,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use flowscope_graph::{EdgeKind, Element, HealthLevel, NodeKind, Snapshot};
 
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp, window_arguments};
-use crate::health::{self, BaselineFigures, OwnHealth};
+use crate::graph::health::{self, BaselineFigures, OwnHealth};
+use crate::graph::view::{GraphView, timestamp, window_arguments};
 use crate::sql::SqlEngine;
 
 /// The window incidents are judged over when none is given: recent enough to say what is
@@ -740,7 +740,7 @@ impl GraphView {
             .unwrap_or(i64::MAX)
             .max(1);
         let history = history_of(&subject, baseline);
-        let baseline_step_s = crate::graph_tables::BASELINE_STEP.as_secs_f64();
+        let baseline_step_s = crate::graph::view::BASELINE_STEP.as_secs_f64();
         let before = baseline_sample(&history, baseline_step_s);
         let window_s = (to_ns - from_ns) as f64 / 1e9;
         let rate = before

@@ -15,6 +15,9 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub mod segment;
+pub mod wal;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,9 +39,9 @@ use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use crate::history;
-use crate::segment::{self, Segment};
-use crate::wal::{self, Wal, WalSync};
+use crate::graph::history;
+use segment::Segment;
+use wal::{Wal, WalSync};
 
 /// How the store writes and keeps spans.
 #[derive(Debug, Clone)]

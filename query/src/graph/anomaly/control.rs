@@ -17,7 +17,7 @@ use super::series::{
 use super::spc::ControlPoint;
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::view::{GraphView, timestamp};
 
 const STATISTICS: [&str; 12] = [
     "value",

@@ -24,8 +24,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{QueryError, StoreError};
-use crate::segment::Segment;
 use crate::store::View;
+use crate::store::segment::Segment;
 
 /// The columns edge inference reads; the others are not decoded.
 const GRAPH_COLUMNS: [&str; 11] = [
