@@ -15,6 +15,7 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub(crate) mod read;
 pub mod segment;
 pub mod wal;
 
@@ -39,7 +40,6 @@ use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use crate::graph::history;
 use segment::Segment;
 use wal::{Wal, WalSync};
 
@@ -354,7 +354,7 @@ fn backfill(
             sent += batch.num_rows();
             Ok(listener.send(batch).is_ok())
         };
-        if !history::read_segment(segment, None, since_ns, i64::MAX, &mut send)? {
+        if !read::read_segment(segment, None, since_ns, i64::MAX, &mut send)? {
             break;
         }
     }
