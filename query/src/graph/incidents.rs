@@ -36,8 +36,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use flowscope_graph::{EdgeKind, Element, HealthLevel, NodeKind, Snapshot};
 
 use crate::error::QueryError;
+use crate::graph::GraphView;
 use crate::graph::health::{self, BaselineFigures, OwnHealth};
-use crate::graph::view::{GraphView, timestamp, window_arguments};
+use crate::graph::tables::{timestamp, window_arguments};
 use crate::sql::SqlEngine;
 
 /// The window incidents are judged over when none is given: recent enough to say what is

@@ -14,6 +14,18 @@ pub mod health;
 pub mod history;
 pub mod incidents;
 pub mod rollups;
+pub mod tables;
 pub mod view;
 
-pub use view::{GraphView, LIVE_WINDOW, register};
+pub use view::{GraphView, LIVE_WINDOW};
+
+use crate::error::QueryError;
+use crate::sql::SqlEngine;
+
+/// Registers every table and table function of the graph: the one list of them.
+pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError> {
+    tables::register(engine, graph)?;
+    anomaly::register(engine, graph);
+    incidents::register(engine, graph);
+    Ok(())
+}

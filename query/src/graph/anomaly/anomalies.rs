@@ -20,7 +20,8 @@ use super::series::{
 use super::spc::{self, Baseline, ControlPoint, Violation};
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph::view::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::timestamp;
 
 /// The watched window by default: the last 15 minutes (less the settle time).
 const DEFAULT_WATCHED_NS: i64 = 15 * 60_000_000_000;

@@ -17,7 +17,8 @@ use super::series::{
 use super::spc::ControlPoint;
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph::view::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::timestamp;
 
 const STATISTICS: [&str; 12] = [
     "value",

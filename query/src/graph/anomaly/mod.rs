@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableFunctionImpl;
 
-use crate::graph::view::GraphView;
+use crate::graph::GraphView;
 use crate::sql::SqlEngine;
 use series::Subjects;
 

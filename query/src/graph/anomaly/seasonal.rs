@@ -19,7 +19,8 @@ use super::series::{
 use super::spc;
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph::view::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::timestamp;
 
 const DAY_NS: i64 = 86_400_000_000_000;
 const DEFAULT_WINDOW_NS: i64 = 3_600_000_000_000;

@@ -15,7 +15,8 @@ use flowscope_graph::{NodeKind, Snapshot};
 use super::args;
 use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph::view::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::timestamp;
 
 /// The default window of a series: the last hour.
 pub(crate) const DEFAULT_SERIES_WINDOW_NS: i64 = 3_600_000_000_000;

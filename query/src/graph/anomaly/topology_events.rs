@@ -26,8 +26,9 @@ use super::series::{optional_floats, snapshots, texts, timestamps};
 use super::spc::{self, RunningBaseline};
 use super::table::ComputedTable;
 use crate::error::QueryError;
+use crate::graph::GraphView;
 use crate::graph::health;
-use crate::graph::view::{GraphView, timestamp};
+use crate::graph::tables::timestamp;
 
 /// Without a baseline, an amplification at least this many times the step before's is a jump.
 pub const AMPLIFICATION_JUMP: f64 = 2.0;
