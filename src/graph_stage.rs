@@ -1,21 +1,16 @@
-//! The graph stage: one thread that owns the writes to the live graph. It takes every batch
-//! the store makes durable, in commit order, and advances the graph's clock once a second
-//! (pairing expiry, trace finalization, horizon trimming).
+//! Starts the graph stage (`flowscope_query::graph::stage`, the loop that owns the writes to
+//! the live graph) on a thread of its own.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use flowscope_base::clock::now_ns;
-use flowscope_base::liveness::{Liveness, Stage, StageGuard};
-use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
-use flowscope_query::graph::rollups::Rollups;
+use flowscope_base::liveness::{Liveness, Stage};
+use flowscope_graph::{GraphConfig, LiveGraph};
+use flowscope_query::graph::stage;
 
-/// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
-const QUEUE: usize = 256;
-const TICK: Duration = Duration::from_secs(1);
+pub use stage::Keeper;
 
 /// The running stage: the shared graph, the sender the store commits to, and the thread
 /// (which ends when every sender is gone).
@@ -25,65 +20,6 @@ pub struct GraphStage {
     pub thread: JoinHandle<()>,
 }
 
-/// Keeps the buckets the horizon trims, so old windows need no rebuild from spans.
-pub struct Keeper {
-    pub rollups: Arc<Rollups>,
-    /// The live graph holds whole buckets from here (the backfill's start, rounded up to a
-    /// bucket); trimmed buckets before it are partial and not kept.
-    next_from_ns: i64,
-    retention: Duration,
-    last_retention: Option<Instant>,
-}
-
-impl Keeper {
-    pub fn new(
-        rollups: Arc<Rollups>,
-        covered_from_ns: i64,
-        graph: &GraphConfig,
-        retention: Duration,
-    ) -> Self {
-        let next_from_ns = graph.bucket_start_at_or_after(covered_from_ns);
-        Self {
-            rollups,
-            next_from_ns,
-            retention,
-            last_retention: None,
-        }
-    }
-
-    /// Writes the trimmed buckets and claims the range up to `trimmed_before_ns`. A failed
-    /// write claims nothing: that range is rebuilt from spans when asked for.
-    fn keep(
-        &mut self,
-        trimmed: &[StoredBucket],
-        trimmed_before_ns: Option<i64>,
-        liveness: &Liveness,
-    ) {
-        let Some(to) = trimmed_before_ns.filter(|to| *to > self.next_from_ns) else {
-            return;
-        };
-        if let Err(error) = self.rollups.append(trimmed, self.next_from_ns, to) {
-            liveness.error(Stage::GraphKeeper);
-            tracing::warn!(%error, "cannot keep graph buckets past the horizon; old windows there will be rebuilt from spans");
-        }
-        self.next_from_ns = to;
-        if self
-            .last_retention
-            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
-        {
-            self.last_retention = Some(Instant::now());
-            let cutoff =
-                now_ns().saturating_sub(self.retention.as_nanos().min(i64::MAX as u128) as i64);
-            if let Err(error) = self.rollups.remove_older_than(cutoff) {
-                liveness.error(Stage::GraphKeeper);
-                tracing::warn!(%error, "cannot apply retention to kept graph buckets");
-            }
-        }
-    }
-}
-
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
 /// Starts the stage, registered in `liveness`: it is marked stopped if its thread ends (or
 /// panics) before shutdown.
 pub fn start(
@@ -91,67 +27,18 @@ pub fn start(
     keeper: Option<Keeper>,
     liveness: &Arc<Liveness>,
 ) -> std::io::Result<GraphStage> {
-    let graph = Arc::new(RwLock::new(LiveGraph::new(config)));
-    let (input, receiver) = std::sync::mpsc::sync_channel(QUEUE);
-    let owned = graph.clone();
+    let stage::GraphStage {
+        graph,
+        input,
+        runner,
+    } = stage::GraphStage::new(config, keeper);
     let alive = liveness.start(Stage::Graph);
     let thread = std::thread::Builder::new()
         .name("flowscope-graph".into())
-        .spawn(move || run(&owned, &receiver, keeper, &alive))?;
+        .spawn(move || runner.run(&alive))?;
     Ok(GraphStage {
         graph,
         input,
         thread,
     })
-}
-
-/// Runs until the store's writer, the only sender, is gone.
-fn run(
-    graph: &RwLock<LiveGraph>,
-    batches: &Receiver<RecordBatch>,
-    mut keeper: Option<Keeper>,
-    alive: &StageGuard,
-) {
-    let mut last_tick = Instant::now();
-    loop {
-        match batches.recv_timeout(TICK) {
-            Ok(batch) => {
-                // Take whatever else is waiting under the same lock: fewer lock round trips.
-                let mut graph = match graph.write() {
-                    Ok(graph) => graph,
-                    Err(poisoned) => {
-                        // A reader panicked holding the lock; the graph itself is whole.
-                        alive.error();
-                        poisoned.into_inner()
-                    }
-                };
-                let now = now_ns();
-                graph.ingest(&batch, now);
-                while let Ok(more) = batches.try_recv() {
-                    graph.ingest(&more, now);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if last_tick.elapsed() >= TICK {
-            last_tick = Instant::now();
-            let (trimmed, trimmed_before) = {
-                let mut graph = match graph.write() {
-                    Ok(graph) => graph,
-                    Err(poisoned) => {
-                        // A reader panicked holding the lock; the graph itself is whole.
-                        alive.error();
-                        poisoned.into_inner()
-                    }
-                };
-                graph.advance(now_ns());
-                (graph.take_trimmed(), graph.trimmed_before_ns())
-            };
-            // Written after letting go of the lock: readers never wait for the disk.
-            if let Some(keeper) = keeper.as_mut() {
-                keeper.keep(&trimmed, trimmed_before, alive.liveness());
-            }
-        }
-    }
 }

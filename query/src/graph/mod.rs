@@ -14,6 +14,7 @@ pub mod health;
 pub mod history;
 pub mod incidents;
 pub mod rollups;
+pub mod stage;
 pub mod tables;
 pub mod view;
 
