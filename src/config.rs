@@ -702,9 +702,6 @@ impl ServeConfig {
             .min(memory_limit / 8 / PENDING_SPAN_BYTES / tenants)
             .max(1000);
 
-        // After a restart the live graph is rebuilt from the spans of its horizon.
-        store.listener_backfill = graph.horizon;
-
         let external_url = match args.external_url.or(file.external_url) {
             None => None,
             Some(url) => Some(external_url(&url)?),

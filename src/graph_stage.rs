@@ -1,22 +1,20 @@
 //! Starts the graph stage (`flowscope_query::graph::stage`, the loop that owns the writes to
 //! the live graph) on a thread of its own.
 
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use arrow::record_batch::RecordBatch;
 use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_graph::{GraphConfig, LiveGraph};
 use flowscope_query::graph::stage;
 
-pub use stage::Keeper;
+pub use stage::{GraphInput, Keeper};
 
-/// The running stage: the shared graph, the sender the store commits to, and the thread
+/// The running stage: the shared graph, the input that opens the store feeding it, and the thread
 /// (which ends when every sender is gone).
 pub struct GraphStage {
     pub graph: Arc<RwLock<LiveGraph>>,
-    pub input: SyncSender<RecordBatch>,
+    pub input: GraphInput,
     pub thread: JoinHandle<()>,
 }
 

@@ -133,16 +133,11 @@ async fn open_tenant(
     let mut store_config = config.store.clone();
     store_config.data_dir = data_dir.clone();
     store_config.liveness = liveness.clone();
-    // The store backfills the live graph with the spans of its horizon before this moment;
+    // The live graph is backfilled with the stored spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
-    let graph_covers_from = flowscope_base::clock::now_ns().saturating_sub(
-        config
-            .store
-            .listener_backfill
-            .as_nanos()
-            .min(i64::MAX as u128) as i64,
-    );
+    let graph_covers_from = flowscope_base::clock::now_ns()
+        .saturating_sub(config.graph.horizon.as_nanos().min(i64::MAX as u128) as i64);
     let rollups = Arc::new(
         flowscope_query::graph::rollups::Rollups::open(&data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
@@ -160,11 +155,9 @@ async fn open_tenant(
         thread: graph_thread,
     } = graph_stage::start(config.graph.clone(), Some(keeper), liveness)
         .context("cannot start the graph stage")?;
-    let store = tokio::task::spawn_blocking(move || {
-        SpanStore::open_with_listener(store_config, Some(graph_input))
-    })
-    .await?
-    .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
+        .await?
+        .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
     let stats = store.stats();
     tracing::info!(
         %tenant,
