@@ -16,20 +16,17 @@ use arrow::array::{
     StringBuilder, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::physical_plan::ExecutionPlan;
 use flowscope_graph::Snapshot;
 
 use crate::error::QueryError;
 use crate::graph::GraphView;
 use crate::sql::SqlEngine;
+use crate::sql::computed_table::ComputedTable;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Which {
@@ -42,41 +39,56 @@ pub(crate) fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
+/// The figures of a node or an edge, in the order both tables show them.
+fn figure_fields() -> Vec<Field> {
+    let mut fields = vec![
+        Field::new("calls", DataType::Int64, false),
+        Field::new("errors", DataType::Int64, false),
+    ];
+    for name in ["error_rate", "p50_ms", "p95_ms", "p99_ms"] {
+        fields.push(Field::new(name, DataType::Float64, false));
+    }
+    fields
+}
+
+fn health_fields() -> Vec<Field> {
+    vec![
+        Field::new("health", DataType::Utf8, false),
+        Field::new("health_reason", DataType::Utf8, false),
+    ]
+}
+
 fn schema_of(which: Which) -> SchemaRef {
     let window = [
         Field::new("window_start", timestamp(), false),
         Field::new("window_end", timestamp(), false),
     ];
     let mut fields = match which {
-        Which::Nodes => vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("calls", DataType::Int64, false),
-            Field::new("errors", DataType::Int64, false),
-            Field::new("error_rate", DataType::Float64, false),
-            Field::new("p50_ms", DataType::Float64, false),
-            Field::new("p95_ms", DataType::Float64, false),
-            Field::new("p99_ms", DataType::Float64, false),
-            Field::new("health", DataType::Utf8, false),
-            Field::new("health_reason", DataType::Utf8, false),
-        ],
-        Which::Edges => vec![
-            Field::new("source", DataType::Utf8, false),
-            Field::new("target", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("calls", DataType::Int64, false),
-            Field::new("errors", DataType::Int64, false),
-            Field::new("error_rate", DataType::Float64, false),
-            Field::new("p50_ms", DataType::Float64, false),
-            Field::new("p95_ms", DataType::Float64, false),
-            Field::new("p99_ms", DataType::Float64, false),
-            Field::new("bytes", DataType::Int64, false),
-            Field::new("amplification", DataType::Float64, false),
-            Field::new("trace_loops", DataType::Int64, false),
-            Field::new("health", DataType::Utf8, false),
-            Field::new("health_reason", DataType::Utf8, false),
-            Field::new("amplified", DataType::Boolean, false),
-        ],
+        Which::Nodes => [
+            vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+            ],
+            figure_fields(),
+            health_fields(),
+        ]
+        .concat(),
+        Which::Edges => [
+            vec![
+                Field::new("source", DataType::Utf8, false),
+                Field::new("target", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+            ],
+            figure_fields(),
+            vec![
+                Field::new("bytes", DataType::Int64, false),
+                Field::new("amplification", DataType::Float64, false),
+                Field::new("trace_loops", DataType::Int64, false),
+            ],
+            health_fields(),
+            vec![Field::new("amplified", DataType::Boolean, false)],
+        ]
+        .concat(),
         Which::Loops => vec![
             Field::new("id", DataType::Utf8, false),
             Field::new(
@@ -185,62 +197,51 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum TableWindow {
-    Live,
-    Fixed(i64, i64),
-}
-
-/// One graph table, over the live window or a fixed one.
-#[derive(Debug)]
-pub struct GraphTable {
-    which: Which,
-    graph: GraphView,
-    window: TableWindow,
-}
-
-#[async_trait]
-impl TableProvider for GraphTable {
-    fn schema(&self) -> SchemaRef {
-        schema_of(self.which)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = match self.window {
-            TableWindow::Live => self.graph.live(),
-            TableWindow::Fixed(from, to) => {
-                // A window older than the horizon is rebuilt from Parquet: off the runtime.
-                let graph = self.graph.clone();
-                tokio::task::spawn_blocking(move || graph.judged(from, to))
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-            }
+/// One graph table over the live window, or over `(from, to)`.
+fn graph_table(which: Which, graph: &GraphView, window: Option<(i64, i64)>) -> Arc<ComputedTable> {
+    let graph = graph.clone();
+    ComputedTable::new(schema_of(which), move || {
+        let snapshot = match window {
+            None => graph.live(),
+            Some((from, to)) => graph.judged(from, to)?,
         };
-        let batch = batch_of(self.which, &snapshot)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        batch_of(which, &snapshot).map_err(|e| QueryError::Internal(e.to_string()))
+    })
+}
+
+/// A table function over the graph: `plan` checks the call's arguments when the query is
+/// planned and returns the table that computes its rows when scanned.
+pub(crate) struct GraphFunction<P> {
+    graph: GraphView,
+    plan: P,
+}
+
+impl<P> std::fmt::Debug for GraphFunction<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphFunction")
+            .field("graph", &self.graph)
+            .finish()
     }
 }
 
-/// `edges_between(from, to)` and its siblings: the graph of a fixed window.
-#[derive(Debug)]
-pub struct GraphTableFunction {
-    which: Which,
-    graph: GraphView,
+/// The table function whose calls `plan` answers.
+pub(crate) fn graph_function<P>(graph: &GraphView, plan: P) -> Arc<dyn TableFunctionImpl>
+where
+    P: Fn(&GraphView, &[Expr]) -> Result<Arc<dyn TableProvider>> + Send + Sync + 'static,
+{
+    Arc::new(GraphFunction {
+        graph: graph.clone(),
+        plan,
+    })
+}
+
+impl<P> TableFunctionImpl for GraphFunction<P>
+where
+    P: Fn(&GraphView, &[Expr]) -> Result<Arc<dyn TableProvider>> + Send + Sync + 'static,
+{
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        (self.plan)(&self.graph, args.exprs())
+    }
 }
 
 pub(crate) fn timestamp_argument(expr: &Expr, name: &str) -> Result<i64> {
@@ -261,8 +262,8 @@ pub(crate) fn timestamp_argument(expr: &Expr, name: &str) -> Result<i64> {
 
 /// A table function's `(from, to)` window in unix ns: two constant timestamps, `to` later.
 /// `usage` is what the error says the function takes, e.g. "incidents takes two timestamps".
-pub(crate) fn window_arguments(args: &TableFunctionArgs, usage: &str) -> Result<(i64, i64)> {
-    let [from, to] = args.exprs() else {
+pub(crate) fn window_arguments(args: &[Expr], usage: &str) -> Result<(i64, i64)> {
+    let [from, to] = args else {
         return plan_err!("{usage}: (from, to), e.g. (now() - INTERVAL '1 hour', now())");
     };
     let (from, to) = (
@@ -275,17 +276,6 @@ pub(crate) fn window_arguments(args: &TableFunctionArgs, usage: &str) -> Result<
     Ok((from, to))
 }
 
-impl TableFunctionImpl for GraphTableFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let (from, to) = window_arguments(&args, "this function takes two timestamps")?;
-        Ok(Arc::new(GraphTable {
-            which: self.which,
-            graph: self.graph.clone(),
-            window: TableWindow::Fixed(from, to),
-        }))
-    }
-}
-
 /// Registers `nodes`, `edges`, `feedback_loops` and their `*_between` table functions.
 pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError> {
     for (name, which) in [
@@ -293,17 +283,13 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
         ("edges", Which::Edges),
         ("feedback_loops", Which::Loops),
     ] {
-        let table = GraphTable {
-            which,
-            graph: graph.clone(),
-            window: TableWindow::Live,
-        };
-        engine.register_table(name, Arc::new(table))?;
-        let function = GraphTableFunction {
-            which,
-            graph: graph.clone(),
-        };
-        engine.register_table_function(&format!("{name}_between"), Arc::new(function));
+        engine.register_table(name, graph_table(which, graph, None))?;
+        // `edges_between(from, to)` and its siblings: the graph of a fixed window.
+        let function = graph_function(graph, move |graph, args| {
+            let window = window_arguments(args, "this function takes two timestamps")?;
+            Ok(graph_table(which, graph, Some(window)))
+        });
+        engine.register_table_function(&format!("{name}_between"), function);
     }
     Ok(())
 }

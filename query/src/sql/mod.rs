@@ -16,6 +16,7 @@
 //! SQL can read the tables flowscope registers and nothing else on the machine.
 
 pub mod bounded_functions;
+pub(crate) mod computed_table;
 pub mod hex_id;
 pub mod spans_table;
 

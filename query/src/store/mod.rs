@@ -443,32 +443,25 @@ impl Recovered {
         self,
         on_commit: Option<SyncSender<RecordBatch>>,
     ) -> Result<Arc<SpanStore>, StoreError> {
-        let Recovered {
-            config,
-            segments,
-            replayed,
-            report,
-            expired,
-            undecodable,
-        } = self;
+        let (config, report) = (self.config, self.report);
         // Batches read from the WAL are slices of each record's one buffer, and Arrow counts
         // that whole buffer for every column: copying them into one compact batch frees the
         // record buffers and makes the ingest buffer count what memory really holds (it
         // counted many times that, refusing writes after every restart).
-        let replayed = match concat_batches(&storage_schema(), &replayed) {
+        let replayed = match concat_batches(&storage_schema(), &self.replayed) {
             Ok(batch) if batch.num_rows() > 0 => vec![batch],
             Ok(_) => Vec::new(),
-            Err(_) => replayed,
+            Err(_) => self.replayed,
         };
         let replayed_bytes: usize = replayed
             .iter()
             .map(RecordBatch::get_array_memory_size)
             .sum();
         tracing::info!(
-            segments = segments.len(),
+            segments = self.segments.len(),
             wal_records = report.records,
-            expired_spans = expired,
-            undecodable,
+            expired_spans = self.expired,
+            undecodable = self.undecodable,
             cut_bytes = report.truncated_bytes,
             "span store opened"
         );
@@ -484,7 +477,7 @@ impl Recovered {
             view: RwLock::new(View {
                 memory: replayed,
                 frozen: Vec::new(),
-                segments: segments.into_iter().map(Arc::new).collect(),
+                segments: self.segments.into_iter().map(Arc::new).collect(),
             }),
             buffered_bytes: AtomicUsize::new(replayed_bytes),
             spans_written: AtomicU64::new(0),

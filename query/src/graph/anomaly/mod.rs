@@ -21,7 +21,6 @@ mod control;
 mod seasonal;
 mod series;
 pub mod spc;
-mod table;
 mod topology_events;
 
 use std::sync::Arc;
