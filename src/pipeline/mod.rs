@@ -73,6 +73,9 @@ pub struct Running {
 
 /// Binds, locks, and opens every tenant's store and graph.
 pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
+    for note in &config.notes {
+        note.log();
+    }
     // Before any file is opened: the stores' files count against the same limit.
     let descriptors = listen::raise_descriptor_limit();
     tracing::info!(
