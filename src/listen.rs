@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -695,6 +696,33 @@ impl http_body::Body for DeadlineBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Connections the kernel may hold for a port before they are accepted (it caps this at
+/// `net.core.somaxconn`, 4096 on current kernels). Tokio's default of 1024 overflowed when
+/// 2,000 connections arrived at once (`tests/mixed_attack.rs`): the kernel then drops SYNs,
+/// and a `/healthz` probe caught in it waited for the client's one-second SYN retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+pub async fn bind(name: &'static str, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        // As std's and tokio's own bind do on Unix: a restart may bind while old
+        // connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let listener = listen().with_context(|| {
+        format!("cannot listen on {addr} for {name}; pick another address with {flag}")
+    })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(service = name, addr = %bound, "listening");
+    Ok(listener)
 }
 
 #[cfg(test)]

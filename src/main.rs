@@ -17,6 +17,7 @@ mod data_dir;
 mod graph_stage;
 mod listen;
 mod loadgen;
+mod pipeline;
 mod serve;
 
 use clap::{Parser, Subcommand};

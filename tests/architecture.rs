@@ -145,3 +145,86 @@ fn otlp_stays_in_the_collector_and_sql_in_query() {
         ],
     );
 }
+
+/// The `.rs` files under `dir`, recursively, as paths relative to the workspace root.
+fn rust_files(dir: &str) -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut pending = vec![root.join(dir)];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read a source folder") {
+            let path = entry.expect("a folder entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path.strip_prefix(root).expect("under the root");
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A file's code without its unit tests: everything before its first `#[cfg(test)]`.
+fn code_without_tests(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(path)).expect("read a source file");
+    match text.find("#[cfg(test)]") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Only the pipeline module starts the server's threads and long-lived tasks, so that the
+/// list of stages in `src/pipeline/mod.rs` is the whole list and a role is a subset of it.
+/// Work for one request (`spawn_blocking`, a query's task on the SQL runtime, a
+/// connection's task in the accept layer, a rule's evaluation in the scheduler) is not a
+/// stage.
+#[test]
+fn only_the_pipeline_starts_the_servers_threads_and_tasks() {
+    const STARTS: [&str; 3] = ["thread::Builder", "thread::spawn(", "tokio::spawn("];
+    // Not the server: the load generator is a client command of the same binary.
+    const ALLOWED: [&str; 4] = [
+        "src/loadgen.rs",
+        // A connection's task, the child of its port's accept loop.
+        "src/listen.rs",
+        // Still to move into the pipeline.
+        "query/src/store/mod.rs",
+        "src/graph_stage.rs",
+    ];
+    let crates = [
+        "src",
+        "base/src",
+        "model/src",
+        "auth/src",
+        "collector/src",
+        "graph/src",
+        "query/src",
+        "alert/src",
+        "web/src",
+    ];
+    let mut starts = Vec::new();
+    for dir in crates {
+        for file in rust_files(dir) {
+            if file.starts_with("src/pipeline/")
+                || ALLOWED.contains(&file.as_str())
+                || file.ends_with("test_support.rs")
+                || file.ends_with("_tests.rs")
+                || file.ends_with("fuzzing.rs")
+            {
+                continue;
+            }
+            let code = code_without_tests(&file);
+            for (n, line) in code.lines().enumerate() {
+                if STARTS.iter().any(|start| line.contains(start)) {
+                    starts.push(format!("{file}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        starts.is_empty(),
+        "threads or tasks started outside src/pipeline/: {starts:#?}"
+    );
+}

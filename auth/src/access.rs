@@ -247,7 +247,18 @@ impl Access {
         extra: Vec<TokenEntry>,
         default_limits: Limits,
     ) -> Result<Self, TokenFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+        Self::from_file(path, std::fs::read_to_string(path), extra, default_limits)
+    }
+
+    /// [`Access::load`] from the file's text as it was read (or the error reading it), for
+    /// a caller that does its reading apart from resolving.
+    pub fn from_file(
+        path: &Path,
+        text: std::io::Result<String>,
+        extra: Vec<TokenEntry>,
+        default_limits: Limits,
+    ) -> Result<Self, TokenFileError> {
+        let text = text.map_err(|source| TokenFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;

@@ -7,21 +7,29 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use flowscope_alert::{DeliveryConfig, RetryPolicy};
-use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
-use flowscope_base::memory::MemoryBudget;
+mod access;
+mod alert;
+mod collector;
+mod connections;
+mod graph;
+mod sql;
+mod store;
+
+use anyhow::Context;
+use flowscope_alert::DeliveryConfig;
+use flowscope_auth::Access;
 use flowscope_base::parse_duration;
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
 use flowscope_query::graph::health::Objective;
-use flowscope_query::{RequestDecoder, SqlConfig, StoreConfig, WalSync};
+use flowscope_query::{SqlConfig, StoreConfig};
 use flowscope_web::ApiConfig;
 use rand::RngCore as _;
 use serde::Deserialize;
 
 use crate::listen::ConnectionConfig;
+use connections::ConnectionFlags;
 
 /// Flags of `flowscope serve`. Each also reads an environment variable; a flag given on the
 /// command line wins over the variable, which wins over the config file.
@@ -179,10 +187,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// The same settings as a TOML file.
+/// The settings as a TOML file holds them; [`Settings::merge`] puts the flags over them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+struct Settings {
     data_dir: Option<PathBuf>,
     otlp_grpc_addr: Option<SocketAddr>,
     otlp_http_addr: Option<SocketAddr>,
@@ -225,6 +233,62 @@ struct FileConfig {
     objective: Vec<ObjectiveFile>,
 }
 
+impl Settings {
+    /// The flags (each already over its environment variable) over the file's settings.
+    fn merge(args: ServeArgs, file: Settings) -> Settings {
+        // The logger was set up from these before (`ServeArgs::log_format`); the file's
+        // value was checked when it was parsed.
+        Settings {
+            data_dir: args.data_dir.or(file.data_dir),
+            otlp_grpc_addr: args.otlp_grpc_addr.or(file.otlp_grpc_addr),
+            otlp_http_addr: args.otlp_http_addr.or(file.otlp_http_addr),
+            api_addr: args.api_addr.or(file.api_addr),
+            retention: args.retention.or(file.retention),
+            max_request_size: args.max_request_size.or(file.max_request_size),
+            wal_sync: args.wal_sync.or(file.wal_sync),
+            flush_interval: args.flush_interval.or(file.flush_interval),
+            flush_rows: args.flush_rows.or(file.flush_rows),
+            memory_limit: args.memory_limit.or(file.memory_limit),
+            ingest_buffer: args.ingest_buffer.or(file.ingest_buffer),
+            sql_timeout: args.sql_timeout.or(file.sql_timeout),
+            sql_memory_limit: args.sql_memory_limit.or(file.sql_memory_limit),
+            sql_max_rows: args.sql_max_rows.or(file.sql_max_rows),
+            sql_max_response: args.sql_max_response.or(file.sql_max_response),
+            sql_max_concurrent: args.sql_max_concurrent.or(file.sql_max_concurrent),
+            sql_max_concurrent_per_tenant: args
+                .sql_max_concurrent_per_tenant
+                .or(file.sql_max_concurrent_per_tenant),
+            graph_pairing_ttl: args.graph_pairing_ttl.or(file.graph_pairing_ttl),
+            graph_bucket: args.graph_bucket.or(file.graph_bucket),
+            graph_horizon: args.graph_horizon.or(file.graph_horizon),
+            demo: Some(args.demo || file.demo.unwrap_or(false)),
+            demo_topology: args.demo_topology.or(file.demo_topology),
+            external_url: args.external_url.or(file.external_url),
+            allow_private_webhooks: Some(
+                args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false),
+            ),
+            webhook_retry_horizon: args.webhook_retry_horizon.or(file.webhook_retry_horizon),
+            webhook_retry_base: args.webhook_retry_base.or(file.webhook_retry_base),
+            tokens_file: args.tokens_file.or(file.tokens_file),
+            ingest_token: args.ingest_token.or(file.ingest_token),
+            read_token: args.read_token.or(file.read_token),
+            admin_token: args.admin_token.or(file.admin_token),
+            tenant_max_spans_per_second: args
+                .tenant_max_spans_per_second
+                .or(file.tenant_max_spans_per_second),
+            tenant_max_bytes_per_second: args
+                .tenant_max_bytes_per_second
+                .or(file.tenant_max_bytes_per_second),
+            header_read_timeout: args.header_read_timeout.or(file.header_read_timeout),
+            idle_timeout: args.idle_timeout.or(file.idle_timeout),
+            request_body_timeout: args.request_body_timeout.or(file.request_body_timeout),
+            max_connections: args.max_connections.or(file.max_connections),
+            log_format: args.log_format.or(file.log_format),
+            objective: file.objective,
+        }
+    }
+}
+
 /// One `[[objective]]`: a service's own figures (calls into it), or with `target` those of
 /// its calls to `target`. Breaching one makes the element at least degraded.
 #[derive(Debug, Default, Deserialize)]
@@ -236,44 +300,6 @@ struct ObjectiveFile {
     p99_ms: Option<f64>,
     /// A fraction: 0.01 is 1%.
     error_rate: Option<f64>,
-}
-
-/// The objectives of the config file, checked.
-fn objectives(given: Vec<ObjectiveFile>) -> anyhow::Result<Vec<Objective>> {
-    given
-        .into_iter()
-        .map(|o| {
-            let what = match &o.target {
-                Some(target) => format!("objective for {} -> {target}", o.service),
-                None => format!("objective for {}", o.service),
-            };
-            if o.service.is_empty() || o.target.as_deref() == Some("") {
-                bail!("an objective's `service` and `target` must not be empty");
-            }
-            if o.p95_ms.is_none() && o.p99_ms.is_none() && o.error_rate.is_none() {
-                bail!("{what} sets nothing: give p95_ms, p99_ms or error_rate");
-            }
-            for (name, value) in [("p95_ms", o.p95_ms), ("p99_ms", o.p99_ms)] {
-                if let Some(value) = value
-                    && !(value > 0.0 && value.is_finite())
-                {
-                    bail!("{what}: {name} must be a number of milliseconds above 0");
-                }
-            }
-            if let Some(rate) = o.error_rate
-                && !(0.0..1.0).contains(&rate)
-            {
-                bail!("{what}: error_rate is a fraction from 0 up to 1, e.g. 0.01 for 1%");
-            }
-            Ok(Objective {
-                service: o.service,
-                target: o.target,
-                p95_ms: o.p95_ms,
-                p99_ms: o.p99_ms,
-                error_rate: o.error_rate,
-            })
-        })
-        .collect()
 }
 
 /// Everything `serve` needs, validated.
@@ -301,54 +327,8 @@ pub struct ServeConfig {
     pub connections: ConnectionConfig,
     /// What health judges nodes and edges against besides their own baselines.
     pub objectives: Vec<Objective>,
-}
-
-/// The configured tokens: the tokens file's plus the default tenant's from flags; none at
-/// all means the server is open.
-/// With `demo`, and tokens configured, also a token of this process only, with which the
-/// built-in demo sends to the default tenant.
-fn access(
-    tokens_file: Option<PathBuf>,
-    flag_tokens: [(Role, Option<String>); 3],
-    default_limits: Limits,
-    demo: bool,
-) -> anyhow::Result<(Access, Option<String>)> {
-    let mut entries = Vec::new();
-    for (role, token) in flag_tokens {
-        if let Some(token) = token {
-            let entry = TokenEntry::new(&token, TenantId::default_tenant(), role)
-                .map_err(|e| anyhow::anyhow!("--{}-token: {e}", role.as_str()))?;
-            entries.push(entry);
-        }
-    }
-    let open = tokens_file.is_none() && entries.is_empty();
-    let demo_token = (demo && !open).then(|| {
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        hex::encode(bytes)
-    });
-    if let Some(token) = &demo_token {
-        entries.push(
-            TokenEntry::new(token, TenantId::default_tenant(), Role::Ingest)
-                .map_err(anyhow::Error::msg)?,
-        );
-    }
-    let access = match tokens_file {
-        Some(path) => Access::load(&path, entries, default_limits)?,
-        None if open => Access::open(default_limits),
-        None => {
-            Access::new(entries, Default::default(), default_limits).map_err(anyhow::Error::msg)?
-        }
-    };
-    Ok((access, demo_token))
-}
-
-/// Without tokens anyone who reaches the API is an admin: keep it on loopback.
-fn api_addr(asked: SocketAddr, access: &Access) -> SocketAddr {
-    if access.is_open() && !asked.ip().is_loopback() {
-        return SocketAddr::from(([127, 0, 0, 1], asked.port()));
-    }
-    asked
+    /// What resolving changed on its own, for the log.
+    pub notes: Vec<Note>,
 }
 
 const MIN_MEMORY_LIMIT: usize = 64 << 20;
@@ -366,7 +346,7 @@ impl ServeArgs {
         }
         let from_file = self.config.as_ref().and_then(|path| {
             let text = std::fs::read_to_string(path).ok()?;
-            toml::from_str::<FileConfig>(&text).ok()?.log_format
+            toml::from_str::<Settings>(&text).ok()?.log_format
         });
         from_file.unwrap_or_default()
     }
@@ -378,7 +358,7 @@ impl ServeArgs {
         let from_file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).ok()?;
-                toml::from_str::<FileConfig>(&text).ok()?.memory_limit
+                toml::from_str::<Settings>(&text).ok()?.memory_limit
             }
             None => None,
         };
@@ -429,289 +409,134 @@ fn size(name: &str, text: Option<String>, default: usize) -> anyhow::Result<usiz
     }
 }
 
-/// An absolute http(s) URL without a trailing slash, so links can be appended to it.
-fn external_url(text: &str) -> anyhow::Result<String> {
-    let url = text.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.to_string()),
-        _ => bail!(
-            "--external-url `{text}` must be an absolute http(s) URL, e.g. https://flowscope.example.com"
-        ),
-    }
-}
-
 fn default_addr(text: &str) -> SocketAddr {
     text.parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-impl ServeConfig {
-    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+/// What resolving takes from outside the arguments, read apart so that resolving itself
+/// ([`ServeConfig::from_inputs`]) reads nothing: the config file merged under the flags,
+/// the data directory made absolute, the files they name and the machine's memory.
+pub struct Inputs {
+    settings: Settings,
+    data_dir: PathBuf,
+    default_memory_limit: usize,
+    /// The tokens file's path and its text, or the error reading it.
+    tokens_file: Option<(PathBuf, std::io::Result<String>)>,
+    /// The demo's topology when the demo is on, or why it cannot be loaded.
+    demo: Option<Result<Topology, flowscope_demo::Error>>,
+    /// A fresh random token, the demo's when tokens are configured.
+    random_token: String,
+}
+
+impl Inputs {
+    /// Reads the config file the arguments name (failing if it cannot be read or parsed),
+    /// the files it and they name, and the machine's memory.
+    pub fn read(args: ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
+                toml::from_str::<Settings>(&text)
                     .with_context(|| format!("config file {} is not valid", path.display()))?
             }
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        let data_dir = args
+        let settings = Settings::merge(args, file);
+        let data_dir = settings
             .data_dir
-            .or(file.data_dir)
+            .clone()
             .unwrap_or_else(|| PathBuf::from("./flowscope-data"));
         // Nothing is created here: `serve` creates, resolves and locks the directory only
         // once its ports are bound (`data_dir::create_and_lock`).
         let data_dir = std::path::absolute(&data_dir)
             .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
+        let tokens_file = settings.tokens_file.clone().map(|path| {
+            let text = std::fs::read_to_string(&path);
+            (path, text)
+        });
+        let demo = (settings.demo == Some(true) || settings.demo_topology.is_some())
+            .then(|| Topology::load(settings.demo_topology.as_deref().unwrap_or("shop")));
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        Ok(Self {
+            settings,
+            data_dir,
+            default_memory_limit: default_memory_limit(),
+            tokens_file,
+            demo,
+            random_token: hex::encode(bytes),
+        })
+    }
+}
 
-        let wal_sync = match args.wal_sync.or(file.wal_sync) {
-            None => WalSync::Always,
-            Some(text) => text
-                .parse::<WalSync>()
-                .map_err(|e| anyhow::anyhow!("--wal-sync: {e}"))?,
-        };
-        let mut store = StoreConfig::new(data_dir);
-        store.wal_sync = wal_sync;
-        // The WAL logs each OTLP/protobuf request as it arrived; replay decodes it with the
-        // receivers' own decoder, so the rows come back as they were acknowledged.
-        store.request_decoder = Some(RequestDecoder::new(|request| {
-            flowscope_collector::decode::decode_protobuf(request)
-                .map(|decoded| decoded.batch)
-                .map_err(|error| error.to_string())
-        }));
-        store.retention = duration(
-            "retention",
-            args.retention.or(file.retention),
-            store.retention,
-        )?;
-        store.flush_interval = duration(
-            "flush-interval",
-            args.flush_interval.or(file.flush_interval),
-            store.flush_interval,
-        )?;
-        store.flush_rows = args
-            .flush_rows
-            .or(file.flush_rows)
-            .unwrap_or(store.flush_rows);
-        let memory_limit = size(
-            "memory-limit",
-            args.memory_limit.or(file.memory_limit),
-            default_memory_limit(),
-        )?;
-        if memory_limit < MIN_MEMORY_LIMIT {
-            bail!("--memory-limit must be at least 64MiB");
-        }
-        let ingest_buffer = size(
-            "ingest-buffer",
-            args.ingest_buffer.or(file.ingest_buffer),
-            memory_limit / 8,
-        )?;
-        if ingest_buffer > memory_limit / 2 {
-            bail!(
-                "--ingest-buffer must be at most half of --memory-limit ({} MiB); raise --memory-limit or lower --ingest-buffer",
-                memory_limit >> 21
-            );
-        }
-        let memory = Arc::new(
-            MemoryBudget::new(memory_limit, memory_limit / 8, memory_limit / 20 * 17)
-                .with_ingest_buffer(ingest_buffer),
-        );
-        // Every tenant's store gets a clone of this config, so they share the one budget.
-        store.memory = memory.clone();
-        if store.flush_rows == 0 || store.flush_interval.is_zero() {
-            bail!("--flush-rows and --flush-interval must be greater than zero");
-        }
-        if store.retention < Duration::from_secs(60) {
-            bail!("--retention must be at least 1m");
-        }
+/// What resolving changed on its own, logged when the server starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// `--max-request-size` was more than the memory ceiling allows a request.
+    RequestSizeLowered { asked: usize, lowered_to: usize },
+    /// The default `--idle-timeout` was not longer than `--sql-timeout`.
+    IdleTimeoutRaised { to: Duration },
+}
 
-        let demo_topology = args.demo_topology.or(file.demo_topology);
-        let demo = if args.demo || file.demo.unwrap_or(false) || demo_topology.is_some() {
-            let topology = Topology::load(demo_topology.as_deref().unwrap_or("shop"))
-                .context("--demo-topology")?;
-            Some(topology)
-        } else {
-            None
-        };
-
-        let (access, demo_token) = access(
-            args.tokens_file.or(file.tokens_file),
-            [
-                (Role::Ingest, args.ingest_token.or(file.ingest_token)),
-                (Role::Read, args.read_token.or(file.read_token)),
-                (Role::Admin, args.admin_token.or(file.admin_token)),
-            ],
-            Limits {
-                spans_per_second: args
-                    .tenant_max_spans_per_second
-                    .or(file.tenant_max_spans_per_second)
-                    .filter(|n| *n > 0),
-                bytes_per_second: match args
-                    .tenant_max_bytes_per_second
-                    .or(file.tenant_max_bytes_per_second)
-                {
-                    None => None,
-                    Some(text) => {
-                        Some(parse_size(&text).context("--tenant-max-bytes-per-second")? as u64)
-                            .filter(|n| *n > 0)
-                    }
-                },
-            },
-            demo.is_some(),
-        )?;
-        let access = Arc::new(access);
-        let mut collector = CollectorConfig {
-            max_request_bytes: size(
-                "max-request-size",
-                args.max_request_size.or(file.max_request_size),
-                64 << 20,
-            )?,
-            access: access.clone(),
-            memory: memory.clone(),
-            retention: Some(store.retention),
-            ..CollectorConfig::default()
-        };
-        if collector.max_request_bytes < 1024 {
-            bail!("--max-request-size must be at least 1KiB");
-        }
-        // A request holds a few times its size while it is read and decoded; one that can
-        // never fit in the request budget must be refused for good (413), not answered
-        // "retry later" forever.
-        let fits = memory_limit / 8 / flowscope_collector::REQUEST_MEMORY_FACTOR;
-        if collector.max_request_bytes > fits {
-            tracing::warn!(
-                max_request_size_mib = collector.max_request_bytes >> 20,
-                lowered_to_mib = fits >> 20,
+impl Note {
+    pub fn log(&self) {
+        match self {
+            Note::RequestSizeLowered { asked, lowered_to } => tracing::warn!(
+                max_request_size_mib = asked >> 20,
+                lowered_to_mib = lowered_to >> 20,
                 "--max-request-size is more than --memory-limit allows a request; lowered"
-            );
-            collector.max_request_bytes = fits;
+            ),
+            Note::IdleTimeoutRaised { to } => tracing::info!(
+                idle_timeout_s = to.as_secs_f64(),
+                "--idle-timeout raised past --sql-timeout"
+            ),
         }
+    }
+}
 
-        let mut sql = SqlConfig::default();
-        sql.timeout = duration(
-            "sql-timeout",
-            args.sql_timeout.or(file.sql_timeout),
-            sql.timeout,
-        )?;
-        sql.memory_limit = size(
-            "sql-memory-limit",
-            args.sql_memory_limit.or(file.sql_memory_limit),
-            sql.memory_limit.min(memory_limit / 4),
-        )?;
-        sql.max_concurrent = args
-            .sql_max_concurrent
-            .or(file.sql_max_concurrent)
-            .unwrap_or(sql.max_concurrent);
-        sql.max_concurrent_per_tenant = args
-            .sql_max_concurrent_per_tenant
-            .or(file.sql_max_concurrent_per_tenant)
-            .unwrap_or(sql.max_concurrent.div_ceil(2));
-        if sql.max_concurrent == 0 || sql.max_concurrent_per_tenant == 0 {
-            bail!("--sql-max-concurrent and --sql-max-concurrent-per-tenant must be at least 1");
-        }
-        let connections = connection_config(
+impl ServeConfig {
+    /// Reads the inputs the arguments name and resolves them.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        Self::from_inputs(Inputs::read(args)?)
+    }
+
+    /// The configuration, checked, from what was read: no I/O. Each crate's part is
+    /// resolved in the module named after it, in the order the checks have always run.
+    pub fn from_inputs(inputs: Inputs) -> anyhow::Result<Self> {
+        let Inputs {
+            settings,
+            data_dir,
+            default_memory_limit,
+            tokens_file,
+            demo,
+            random_token,
+        } = inputs;
+        let mut notes = Vec::new();
+        let (store, memory_limit) = store::resolve(&settings, data_dir, default_memory_limit)?;
+        let demo = demo.transpose().context("--demo-topology")?;
+        let (access, demo_token) =
+            access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
+        let access = Arc::new(access);
+        let mut collector =
+            collector::resolve(&settings, &access, &store, memory_limit, &mut notes)?;
+        let sql = sql::resolve(&settings, memory_limit)?;
+        let connections = connections::connection_config(
             ConnectionFlags {
-                header_read_timeout: args.header_read_timeout.or(file.header_read_timeout),
-                idle_timeout: args.idle_timeout.or(file.idle_timeout),
-                request_body_timeout: args.request_body_timeout.or(file.request_body_timeout),
-                max_connections: args.max_connections.or(file.max_connections),
+                header_read_timeout: settings.header_read_timeout.clone(),
+                idle_timeout: settings.idle_timeout.clone(),
+                request_body_timeout: settings.request_body_timeout.clone(),
+                max_connections: settings.max_connections,
             },
             sql.timeout,
+            &mut notes,
         )?;
         collector.http2_keepalive = Some(connections.http2_keepalive());
-        let allow_private_webhooks =
-            args.allow_private_webhooks || file.allow_private_webhooks.unwrap_or(false);
-        let mut api = ApiConfig::default();
-        api.max_json_rows = args
-            .sql_max_rows
-            .or(file.sql_max_rows)
-            .unwrap_or(api.max_json_rows);
-        api.max_response_bytes = size(
-            "sql-max-response",
-            args.sql_max_response.or(file.sql_max_response),
-            api.max_response_bytes,
-        )?;
-        if api.max_response_bytes < flowscope_web::SQL_FIRST_PART {
-            bail!(
-                "--sql-max-response must be at least {} KiB",
-                flowscope_web::SQL_FIRST_PART >> 10
-            );
-        }
-        api.allow_private_webhooks = allow_private_webhooks;
-
-        let defaults = RetryPolicy::default();
-        let retry = RetryPolicy {
-            horizon: duration(
-                "webhook-retry-horizon",
-                args.webhook_retry_horizon.or(file.webhook_retry_horizon),
-                defaults.horizon,
-            )?,
-            base: duration(
-                "webhook-retry-base",
-                args.webhook_retry_base.or(file.webhook_retry_base),
-                defaults.base,
-            )?,
-            cap: defaults.cap,
-        };
-        if retry.horizon.is_zero() || retry.base.is_zero() || retry.base > retry.cap {
-            bail!(
-                "--webhook-retry-horizon must be above zero and --webhook-retry-base between 1ms and {}s",
-                retry.cap.as_secs()
-            );
-        }
-        let delivery = DeliveryConfig {
-            allow_private: allow_private_webhooks,
-            retry,
-            ..DeliveryConfig::default()
-        };
-
-        let mut graph = GraphConfig::default();
-        graph.pairing_ttl = duration(
-            "graph-pairing-ttl",
-            args.graph_pairing_ttl.or(file.graph_pairing_ttl),
-            graph.pairing_ttl,
-        )?;
-        graph.bucket = duration(
-            "graph-bucket",
-            args.graph_bucket.or(file.graph_bucket),
-            graph.bucket,
-        )?;
-        graph.horizon = duration(
-            "graph-horizon",
-            args.graph_horizon.or(file.graph_horizon),
-            graph.horizon,
-        )?;
-        if graph.bucket < Duration::from_secs(1)
-            || graph.horizon < graph.bucket
-            || graph.pairing_ttl.is_zero()
-        {
-            bail!(
-                "--graph-bucket must be at least 1s, --graph-horizon at least one bucket, --graph-pairing-ttl above zero"
-            );
-        }
-
-        // The pairing store holds about PENDING_SPAN_BYTES per span waiting for its other
-        // half; all tenants' graphs together get an eighth of the memory ceiling.
-        let tenants = access.tenants().len().max(1);
-        graph.max_pending_spans = graph
-            .max_pending_spans
-            .min(memory_limit / 8 / PENDING_SPAN_BYTES / tenants)
-            .max(1000);
-
-        let external_url = match args.external_url.or(file.external_url) {
-            None => None,
-            Some(url) => Some(external_url(&url)?),
-        };
-
-        let objectives = objectives(file.objective)?;
-
-        // The logger was set up from these before (`ServeArgs::log_format`); the file's
-        // value was checked when it was parsed.
-        let _ = (args.log_format, file.log_format);
+        let api = sql::api(&settings)?;
+        let delivery = alert::delivery(&settings)?;
+        let graph = graph::resolve(&settings, memory_limit, access.tenants().len())?;
+        let external_url = alert::external_url(&settings)?;
+        let objectives = graph::objectives(settings.objective)?;
 
         Ok(Self {
             objectives,
@@ -719,17 +544,15 @@ impl ServeConfig {
             external_url,
             delivery,
             graph,
-            otlp_grpc_addr: args
+            otlp_grpc_addr: settings
                 .otlp_grpc_addr
-                .or(file.otlp_grpc_addr)
                 .unwrap_or_else(|| default_addr("0.0.0.0:4317")),
-            otlp_http_addr: args
+            otlp_http_addr: settings
                 .otlp_http_addr
-                .or(file.otlp_http_addr)
                 .unwrap_or_else(|| default_addr("0.0.0.0:4318")),
-            api_addr: api_addr(
-                args.api_addr
-                    .or(file.api_addr)
+            api_addr: access::api_addr(
+                settings
+                    .api_addr
                     .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
                 &access,
             ),
@@ -740,73 +563,15 @@ impl ServeConfig {
             sql,
             api,
             connections,
+            notes,
         })
     }
-}
-
-/// The connection flags as given, before defaults.
-struct ConnectionFlags {
-    header_read_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    request_body_timeout: Option<String>,
-    max_connections: Option<u64>,
-}
-
-/// The connection limits, checked against each other and against `--sql-timeout`: a
-/// connection waiting for a query's answer moves no byte, so the idle timeout must outlast
-/// the longest query.
-fn connection_config(
-    flags: ConnectionFlags,
-    sql_timeout: Duration,
-) -> anyhow::Result<ConnectionConfig> {
-    let defaults = ConnectionConfig::default();
-    let given_idle = flags.idle_timeout.is_some();
-    let mut config = ConnectionConfig {
-        header_read_timeout: duration(
-            "header-read-timeout",
-            flags.header_read_timeout,
-            defaults.header_read_timeout,
-        )?,
-        idle_timeout: duration("idle-timeout", flags.idle_timeout, defaults.idle_timeout)?,
-        request_body_timeout: duration(
-            "request-body-timeout",
-            flags.request_body_timeout,
-            defaults.request_body_timeout,
-        )?,
-        max_connections: flags.max_connections,
-    };
-    if config.header_read_timeout.is_zero()
-        || config.idle_timeout.is_zero()
-        || config.request_body_timeout.is_zero()
-    {
-        bail!(
-            "--header-read-timeout, --idle-timeout and --request-body-timeout must be above zero"
-        );
-    }
-    if config.max_connections == Some(0) {
-        bail!("--max-connections must be at least 1");
-    }
-    if config.idle_timeout <= sql_timeout {
-        if given_idle {
-            bail!(
-                "--idle-timeout ({}s) must be longer than --sql-timeout ({}s), or connections waiting for a query's answer are closed: raise --idle-timeout",
-                config.idle_timeout.as_secs_f64(),
-                sql_timeout.as_secs_f64()
-            );
-        }
-        // Only the default is in the way: keep the idle timeout half a minute past queries.
-        config.idle_timeout = sql_timeout + Duration::from_secs(30);
-        tracing::info!(
-            idle_timeout_s = config.idle_timeout.as_secs_f64(),
-            "--idle-timeout raised past --sql-timeout"
-        );
-    }
-    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowscope_auth::{Role, TenantId};
     use std::path::Path;
 
     #[test]
@@ -925,36 +690,6 @@ mod tests {
             error.contains("log_format") || error.contains("xml"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn the_idle_timeout_outlasts_the_longest_query() {
-        let flags = |idle: Option<&str>, max| ConnectionFlags {
-            header_read_timeout: None,
-            idle_timeout: idle.map(str::to_string),
-            request_body_timeout: Some("5s".into()),
-            max_connections: max,
-        };
-        let config =
-            connection_config(flags(None, None), Duration::from_secs(30)).expect("the defaults");
-        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(config.idle_timeout, Duration::from_secs(60));
-        assert_eq!(config.request_body_timeout, Duration::from_secs(5));
-        assert_eq!(config.max_connections, None);
-        // The default makes way for a longer --sql-timeout...
-        let config = connection_config(flags(None, Some(100)), Duration::from_secs(120))
-            .expect("a raised default");
-        assert_eq!(config.idle_timeout, Duration::from_secs(150));
-        assert_eq!(config.max_connections, Some(100));
-        // ...an idle timeout asked for is refused instead, with what to do.
-        let error = connection_config(flags(Some("20s"), None), Duration::from_secs(30))
-            .expect_err("shorter than a query");
-        assert!(
-            error.to_string().contains("raise --idle-timeout"),
-            "{error}"
-        );
-        assert!(connection_config(flags(Some("0s"), None), Duration::ZERO).is_err());
-        assert!(connection_config(flags(None, Some(0)), Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! `flowscope-query`'s store part: the WAL, flushes, retention, and the memory ceiling every
+//! store and receiver shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use flowscope_base::memory::MemoryBudget;
+use flowscope_query::{RequestDecoder, StoreConfig, WalSync};
+
+use super::{MIN_MEMORY_LIMIT, Settings, duration, size};
+
+/// The store's config and the memory ceiling it was given, in bytes.
+pub(super) fn resolve(
+    settings: &Settings,
+    data_dir: PathBuf,
+    default_memory_limit: usize,
+) -> anyhow::Result<(StoreConfig, usize)> {
+    let wal_sync = match &settings.wal_sync {
+        None => WalSync::Always,
+        Some(text) => text
+            .parse::<WalSync>()
+            .map_err(|e| anyhow::anyhow!("--wal-sync: {e}"))?,
+    };
+    let mut store = StoreConfig::new(data_dir);
+    store.wal_sync = wal_sync;
+    // The WAL logs each OTLP/protobuf request as it arrived; replay decodes it with the
+    // receivers' own decoder, so the rows come back as they were acknowledged.
+    store.request_decoder = Some(RequestDecoder::new(|request| {
+        flowscope_collector::decode::decode_protobuf(request)
+            .map(|decoded| decoded.batch)
+            .map_err(|error| error.to_string())
+    }));
+    store.retention = duration("retention", settings.retention.clone(), store.retention)?;
+    store.flush_interval = duration(
+        "flush-interval",
+        settings.flush_interval.clone(),
+        store.flush_interval,
+    )?;
+    store.flush_rows = settings.flush_rows.unwrap_or(store.flush_rows);
+    let memory_limit = size(
+        "memory-limit",
+        settings.memory_limit.clone(),
+        default_memory_limit,
+    )?;
+    if memory_limit < MIN_MEMORY_LIMIT {
+        bail!("--memory-limit must be at least 64MiB");
+    }
+    let ingest_buffer = size(
+        "ingest-buffer",
+        settings.ingest_buffer.clone(),
+        memory_limit / 8,
+    )?;
+    if ingest_buffer > memory_limit / 2 {
+        bail!(
+            "--ingest-buffer must be at most half of --memory-limit ({} MiB); raise --memory-limit or lower --ingest-buffer",
+            memory_limit >> 21
+        );
+    }
+    // Every tenant's store gets a clone of this config, so they share the one budget.
+    store.memory = Arc::new(
+        MemoryBudget::new(memory_limit, memory_limit / 8, memory_limit / 20 * 17)
+            .with_ingest_buffer(ingest_buffer),
+    );
+    if store.flush_rows == 0 || store.flush_interval.is_zero() {
+        bail!("--flush-rows and --flush-interval must be greater than zero");
+    }
+    if store.retention < Duration::from_secs(60) {
+        bail!("--retention must be at least 1m");
+    }
+    Ok((store, memory_limit))
+}

@@ -1,0 +1,400 @@
+//! The pipeline of `flowscope serve`: every stage of the server is started here, in order,
+//! and stopped here, in the reverse of the order data flows through them. A role of a
+//! cluster later is a subset of this list.
+//!
+//! | stage | runs on | its input, and the bound on it | owns | stops |
+//! |---|---|---|---|---|
+//! | RSS watchdog | thread `flowscope-rss` | `/proc/self/status`, every 100 ms | the budget's RSS figure | with the process |
+//! | graph stage (a tenant) | thread `flowscope-graph` | committed batches, 256 queued (the store's writer waits) | writes to the `LiveGraph`; its `Keeper` writes rollups | when the store's writer, its only sender, is gone |
+//! | store writer (a tenant) | thread `flowscope-wal` | writes, a bounded command queue and the memory budget | the WAL and the active memtable | `SpanStore::close` |
+//! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, held by the ingest buffer | Parquet files, `_committed`, retention | after the writer, at `close` |
+//! | OTLP/gRPC, OTLP/HTTP, API | tasks | connections, `--max-connections` per port | their requests | stop signal, then 10 s to drain |
+//! | alert scheduler | task | the rules in the metadata database | rule evaluation, the outbox | stop signal, drained with the servers |
+//! | delivery worker | task | the outbox | webhook requests | stop signal, after the servers |
+//! | demo (`--demo`) | task | its simulator | one OTLP client | stop signal |
+//!
+//! [`open`] binds every port, locks the data directory, starts the watchdog and opens each
+//! tenant (its graph stage first, then its store, which replays the WAL into it); nothing
+//! is served yet, connections wait in the listen backlog. [`Opened::start`] starts the
+//! servers and the alert stages. [`Running::drain`] stops accepting, lets requests finish,
+//! stops the delivery worker, then flushes each store and lets its graph stage end.
+
+mod rss;
+mod tenant;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use flowscope_alert::Metadata;
+use flowscope_auth::TenantId;
+use flowscope_base::liveness::{Liveness, Stage};
+use flowscope_collector::SpanSink;
+use flowscope_query::SqlResources;
+use flowscope_web::{ApiState, TenantView};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ServeConfig;
+use crate::data_dir::{self, DataDirLock};
+use crate::listen::{self, DescriptorLimit};
+use tenant::{TenantSink, TenantSpace};
+
+/// How long requests in flight may take to finish once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything opened and nothing served: the ports are bound, the data directory is ours,
+/// the stores have replayed their WAL into their graphs.
+pub struct Opened {
+    config: ServeConfig,
+    descriptors: DescriptorLimit,
+    ports: [TcpListener; 3],
+    _data_dir_lock: DataDirLock,
+    liveness: Arc<Liveness>,
+    spaces: Vec<TenantSpace>,
+    metadata: Metadata,
+}
+
+/// The serving pipeline, until [`Running::drain`].
+pub struct Running {
+    stop: watch::Sender<bool>,
+    liveness: Arc<Liveness>,
+    /// Stopped with the stop signal and given [`DRAIN`] together: the three servers and the
+    /// alert scheduler.
+    servers: Vec<JoinHandle<()>>,
+    delivery: JoinHandle<()>,
+    spaces: Vec<TenantSpace>,
+    _data_dir_lock: DataDirLock,
+}
+
+/// Binds, locks, and opens every tenant's store and graph.
+pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
+    for note in &config.notes {
+        note.log();
+    }
+    // Before any file is opened: the stores' files count against the same limit.
+    let descriptors = listen::raise_descriptor_limit();
+    tracing::info!(
+        soft_before = descriptors.soft_before,
+        hard = descriptors.hard,
+        soft = descriptors.soft,
+        "open-file limit"
+    );
+    // Every port is bound before anything is created on disk: a busy port must fail the
+    // start without leaving a data directory behind. Connections wait in the backlog until
+    // the servers start.
+    let ports = [
+        listen::bind("otlp-grpc", config.otlp_grpc_addr, "--otlp-grpc-addr").await?,
+        listen::bind("otlp-http", config.otlp_http_addr, "--otlp-http-addr").await?,
+        listen::bind("api", config.api_addr, "--api-addr").await?,
+    ];
+    // Then the data directory is ours alone, before a WAL is replayed or a file opened; the
+    // lock lasts until the pipeline is drained.
+    let (data_dir, data_dir_lock) = data_dir::create_and_lock(&config.store.data_dir)?;
+    config.store.data_dir = data_dir.clone();
+    let memory_figures = config.collector.memory.figures();
+    tracing::info!(
+        memory_limit_mib = memory_figures.memory_limit >> 20,
+        request_budget_mib = memory_figures.in_flight_limit >> 20,
+        ingest_buffer_mib = memory_figures.ingest_buffer_limit >> 20,
+        high_water_mib = memory_figures.high_water >> 20,
+        max_request_bytes = config.collector.max_request_bytes,
+        "memory ceiling"
+    );
+    // Every background stage registers here; /healthz fails if one stops while we run.
+    let liveness = Liveness::new();
+    let budget = config.collector.memory.clone();
+    let guard = liveness.start(Stage::RssWatchdog);
+    std::thread::Builder::new()
+        .name("flowscope-rss".into())
+        .spawn(move || rss::run(&budget, &guard))
+        .context("cannot start the memory watchdog")?;
+    if config.access.is_open() {
+        tracing::warn!(
+            api = %config.api_addr,
+            "no tokens configured: anyone who reaches a port may send spans, and anyone who reaches the API is an admin, so the API listens on loopback only; give --tokens-file or --admin-token to open it to the network"
+        );
+    }
+    // One query memory pool, runtime and set of permits for all tenants together.
+    let sql_resources =
+        SqlResources::new(&config.sql).context("cannot start the SQL engine's runtime")?;
+    let mut spaces = Vec::new();
+    for tenant in config.access.tenants() {
+        spaces.push(tenant::open(&config, tenant, &sql_resources, &liveness).await?);
+    }
+    let metadata_path = data_dir.join("metadata.sqlite");
+    let metadata = Metadata::open(&metadata_path).await.with_context(|| {
+        format!(
+            "cannot open the metadata database {}",
+            metadata_path.display()
+        )
+    })?;
+    Ok(Opened {
+        config,
+        descriptors,
+        ports,
+        _data_dir_lock: data_dir_lock,
+        liveness,
+        spaces,
+        metadata,
+    })
+}
+
+/// Resolves once the pipeline is told to stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Opened {
+    /// Starts the servers and the alert stages; from here on flowscope is ready.
+    pub fn start(self) -> anyhow::Result<Running> {
+        let Opened {
+            config,
+            descriptors,
+            ports: [grpc, http, api],
+            _data_dir_lock,
+            liveness,
+            spaces,
+            metadata,
+        } = self;
+        let tenant_views: BTreeMap<TenantId, TenantView> = spaces
+            .iter()
+            .map(|space| (space.tenant.clone(), space.view.clone()))
+            .collect();
+        let engines: flowscope_alert::scheduler::Engines = Arc::new(
+            spaces
+                .iter()
+                .map(|space| (space.tenant.as_str().to_string(), space.view.engine.clone()))
+                .collect(),
+        );
+        let sink: Arc<dyn SpanSink> = Arc::new(TenantSink(
+            spaces
+                .iter()
+                .map(|space| (space.tenant.clone(), space.store.clone()))
+                .collect(),
+        ));
+
+        // The stores, their WAL and the metadata database are open: what is left of the
+        // descriptor limit, less a reserve for the files they open later, is for connections.
+        let in_use = listen::open_descriptors().unwrap_or(0);
+        let plan = listen::plan_connections(
+            descriptors.soft,
+            in_use,
+            spaces.len() as u64,
+            config.connections.max_connections,
+        )?;
+        if let Some(asked) = plan.lowered_from {
+            tracing::warn!(
+                asked,
+                lowered_to = plan.per_listener,
+                open_file_limit = descriptors.soft,
+                "--max-connections is more than the open-file limit covers for three ports; lowered (raise ulimit -n for more)"
+            );
+        }
+        tracing::info!(
+            per_listener = plan.per_listener,
+            descriptors_open = in_use,
+            descriptors_reserved = plan.reserved,
+            header_read_timeout_s = config.connections.header_read_timeout.as_secs_f64(),
+            idle_timeout_s = config.connections.idle_timeout.as_secs_f64(),
+            request_body_timeout_s = config.connections.request_body_timeout.as_secs_f64(),
+            "connection limits"
+        );
+        let connections = flowscope_web::connections::Connections::default();
+        let listener = |tcp, name, counters, first_request_timeout| {
+            listen::Listener::new(
+                tcp,
+                name,
+                plan.per_listener,
+                counters,
+                config.connections.idle_timeout,
+                first_request_timeout,
+            )
+        };
+        let http_first_request = Some(config.connections.header_read_timeout);
+
+        let grpc_addr = grpc.local_addr()?;
+        // gRPC clients may open their channel long before the first export: no first-request
+        // deadline there, only the idle timeout and HTTP/2 keepalive.
+        let grpc = listener(grpc, "otlp-grpc", connections.otlp_grpc.clone(), None);
+        let http_addr = http.local_addr()?;
+        let http = listener(
+            http,
+            "otlp-http",
+            connections.otlp_http.clone(),
+            http_first_request,
+        );
+        let api_addr = api.local_addr()?;
+        let api = listener(api, "api", connections.api.clone(), http_first_request);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // One set of labelled figures: the receivers count into the collector config's, the
+        // alert stages and the API share it.
+        let telemetry = config.collector.telemetry.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let grpc_server = flowscope_collector::serve_grpc(
+            grpc.incoming(),
+            sink.clone(),
+            config.collector.clone(),
+            stopped(stop_rx.clone()),
+        );
+        // Its end is awaited only for the drain, as the other servers' are.
+        let grpc_task = tokio::spawn(async move {
+            let _ = grpc_server.await;
+        });
+        let http_router = flowscope_collector::http_router(sink, config.collector.clone());
+        let http_task = tokio::spawn(listen::serve_http(
+            http,
+            http_router,
+            config.connections.clone(),
+            listen::ErrorBody::Text,
+            stopped(stop_rx.clone()),
+        ));
+        // Links in notifications point at the API address unless users reach it elsewhere.
+        let external_url = config
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{api_addr}"));
+        let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
+            metadata.clone(),
+            engines,
+            flowscope_alert::scheduler::SchedulerConfig {
+                liveness: liveness.clone(),
+                telemetry: telemetry.clone(),
+                ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
+            },
+            stopped(stop_rx.clone()),
+        ));
+        // The delivery worker sends what is in the outbox, including what was left pending
+        // when the last run was killed.
+        let delivery = {
+            let (metadata, stop) = (metadata.clone(), stopped(stop_rx.clone()));
+            let delivery = flowscope_alert::deliver::DeliveryConfig {
+                liveness: liveness.clone(),
+                telemetry: telemetry.clone(),
+                ..config.delivery.clone()
+            };
+            tokio::spawn(async move {
+                if let Err(error) = flowscope_alert::deliver::run(metadata, delivery, stop).await {
+                    tracing::error!(%error, "the webhook delivery worker stopped; webhooks are not sent");
+                }
+            })
+        };
+        let api_state = ApiState {
+            tenants: Arc::new(tenant_views),
+            access: config.access.clone(),
+            sessions: Default::default(),
+            config: config.api.clone(),
+            ready: ready.clone(),
+            info: flowscope_web::ServerInfo {
+                otlp_grpc_addr: Some(grpc_addr),
+                otlp_http_addr: Some(http_addr),
+                graph_horizon: config.graph.horizon,
+                external_url: Some(external_url.clone()),
+            },
+            metadata,
+            memory: config.collector.memory.clone(),
+            connections,
+            liveness: liveness.clone(),
+            logins: Arc::default(),
+            telemetry,
+        };
+        // The accept layer gives every API request its client's address (login throttling).
+        let api_task = tokio::spawn(listen::serve_http(
+            api,
+            flowscope_web::router(api_state),
+            config.connections.clone(),
+            listen::ErrorBody::Json,
+            stopped(stop_rx.clone()),
+        ));
+        if let Some(topology) = config.demo.clone() {
+            // The demo is a client like any other: it reaches the gRPC port over loopback.
+            let target = SocketAddr::new(
+                if grpc_addr.ip().is_unspecified() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    grpc_addr.ip()
+                },
+                grpc_addr.port(),
+            );
+            tokio::spawn(flowscope_demo::run(
+                format!("http://{target}"),
+                flowscope_demo::DemoConfig {
+                    token: config.demo_token.clone(),
+                    ..flowscope_demo::DemoConfig::new(topology)
+                },
+                stopped(stop_rx.clone()),
+            ));
+        }
+        ready.store(true, Ordering::SeqCst);
+        tracing::info!("flowscope is ready");
+        Ok(Running {
+            stop: stop_tx,
+            liveness,
+            servers: vec![grpc_task, http_task, api_task, scheduler_task],
+            delivery,
+            spaces,
+            _data_dir_lock,
+        })
+    }
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, then flushes every store to Parquet
+    /// and lets its graph stage end. An error means some spans were left in the WAL (the
+    /// next start replays them).
+    pub async fn drain(self) -> anyhow::Result<()> {
+        let Running {
+            stop,
+            liveness,
+            servers,
+            delivery,
+            spaces,
+            _data_dir_lock,
+        } = self;
+        tracing::info!("shutting down: no new requests; flushing spans to Parquet");
+        // Stages end from here on because they are told to: not a failed health check.
+        liveness.shutting_down();
+        let _ = stop.send(true);
+        // Requests in flight get a few seconds to finish; the store flush comes after them.
+        let drain = async {
+            for server in servers {
+                let _ = server.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            tracing::warn!("some requests did not finish within 10s of shutdown");
+        }
+        // Webhook requests under way finish within their own timeout; anything left pending
+        // is sent after the next start.
+        if let Err(error) = delivery.await {
+            tracing::error!(%error, "the webhook delivery worker panicked");
+        }
+        let mut flushed = Ok(());
+        for space in spaces {
+            let TenantSpace {
+                tenant,
+                store,
+                view,
+                graph_thread,
+            } = space;
+            if let Err(error) = store.close().await {
+                tracing::error!(%tenant, %error, "flushing spans at shutdown failed; they remain in the WAL");
+                flushed = Err(anyhow::anyhow!(
+                    "flushing tenant {tenant}'s spans at shutdown failed; they remain in the WAL: {error}"
+                ));
+            }
+            // The store's writer held the only sender: the graph stage ends with it.
+            drop((store, view));
+            let _ = tokio::task::spawn_blocking(move || graph_thread.join()).await;
+        }
+        flushed?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! One tenant's part of the pipeline: its store, the graph stage fed by it, its rollups,
+//! `GraphView` and SQL engine; and the sink that routes each acknowledged batch to it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use flowscope_auth::TenantId;
+use flowscope_base::liveness::Liveness;
+use flowscope_collector::{SinkError, SpanSink};
+use flowscope_query::graph::GraphView;
+use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
+use flowscope_web::TenantView;
+use futures::future::BoxFuture;
+
+use crate::config::ServeConfig;
+use crate::graph_stage;
+
+/// The store's errors as the collector's.
+fn sink_error(error: StoreError) -> SinkError {
+    match error {
+        StoreError::Overloaded(_, retry_after) => SinkError::Overloaded { retry_after },
+        StoreError::Unavailable(message) => SinkError::Unavailable(message),
+        // An I/O error on the WAL (disk full, read-only filesystem) is the machine's state,
+        // not a bad request: the client should keep the spans and retry.
+        StoreError::Io(error) => SinkError::Unavailable(error.to_string()),
+        other => SinkError::Internal(other.to_string()),
+    }
+}
+
+/// One tenant's data: its own store (WAL, Parquet), graph stage and rollups, and a SQL
+/// engine that sees only those. The default tenant lives at the data directory's root (the
+/// layout of a server without tenants); every other under `tenants/<name>/`.
+pub struct TenantSpace {
+    pub tenant: TenantId,
+    pub store: Arc<SpanStore>,
+    pub view: TenantView,
+    pub graph_thread: std::thread::JoinHandle<()>,
+}
+
+fn tenant_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
+    if tenant.is_default() {
+        data_dir.to_path_buf()
+    } else {
+        data_dir.join("tenants").join(tenant.as_str())
+    }
+}
+
+pub async fn open(
+    config: &ServeConfig,
+    tenant: TenantId,
+    sql_resources: &SqlResources,
+    liveness: &Arc<Liveness>,
+) -> anyhow::Result<TenantSpace> {
+    let data_dir = tenant_dir(&config.store.data_dir, &tenant);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut store_config = config.store.clone();
+    store_config.data_dir = data_dir.clone();
+    store_config.liveness = liveness.clone();
+    // The live graph is backfilled with the stored spans of its horizon before this moment;
+    // windows starting earlier come from the buckets kept past the horizon, else are
+    // rebuilt from the stored spans.
+    let graph_covers_from = flowscope_base::clock::now_ns()
+        .saturating_sub(config.graph.horizon.as_nanos().min(i64::MAX as u128) as i64);
+    let rollups = Arc::new(
+        flowscope_query::graph::rollups::Rollups::open(&data_dir)
+            .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
+    );
+    let keeper = graph_stage::Keeper::new(
+        rollups.clone(),
+        graph_covers_from,
+        &config.graph,
+        config.store.retention,
+    );
+    // The graph stage starts first: the store feeds it the spans it replays while opening.
+    let graph_stage::GraphStage {
+        graph,
+        input: graph_input,
+        thread: graph_thread,
+    } = graph_stage::start(config.graph.clone(), Some(keeper), liveness)
+        .context("cannot start the graph stage")?;
+    let store = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
+        .await?
+        .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    let stats = store.stats();
+    tracing::info!(
+        %tenant,
+        data_dir = %data_dir.display(),
+        segments = stats.segments,
+        spans_in_segments = stats.spans_in_segments,
+        replayed_wal_records = stats.replayed_records,
+        "span store ready"
+    );
+    let graph = GraphView::with_history(
+        graph,
+        store.clone(),
+        Some(rollups),
+        graph_covers_from,
+        config.sql.timeout,
+    )
+    .with_objectives(config.objectives.clone());
+    let engine = Arc::new(
+        SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
+            .context("cannot start the SQL engine")?,
+    );
+    flowscope_query::graph::register(&engine, &graph)
+        .context("cannot register the graph tables")?;
+    Ok(TenantSpace {
+        tenant,
+        store,
+        view: TenantView { engine, graph },
+        graph_thread,
+    })
+}
+
+/// Sends each batch to the store of the tenant whose token sent it.
+pub struct TenantSink(pub BTreeMap<TenantId, Arc<SpanStore>>);
+
+impl TenantSink {
+    /// Writes `batch` to `tenant`'s store, logging `request` in its WAL when there is one.
+    fn send(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+        request: Option<Bytes>,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        let Some(store) = self.0.get(tenant).cloned() else {
+            // Every token's tenant has a store; reaching this is a bug, not a client error.
+            let message = format!("no store for tenant {tenant}");
+            return Box::pin(async move { Err(SinkError::Internal(message)) });
+        };
+        Box::pin(async move {
+            match request {
+                Some(request) => store.write_request(batch, request).await,
+                None => store.write(batch).await,
+            }
+            .map_err(sink_error)
+        })
+    }
+}
+
+impl SpanSink for TenantSink {
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        self.send(tenant, batch, None)
+    }
+
+    fn write_request(
+        &self,
+        tenant: &TenantId,
+        batch: RecordBatch,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        self.send(tenant, batch, Some(request))
+    }
+}
