@@ -9,15 +9,15 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_auth::TenantId;
-use flowscope_base::liveness::Liveness;
+use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::{SinkError, SpanSink};
 use flowscope_query::graph::GraphView;
+use flowscope_query::graph::stage::{GraphStage, Keeper};
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::TenantView;
 use futures::future::BoxFuture;
 
 use crate::config::ServeConfig;
-use crate::graph_stage;
 
 /// The store's errors as the collector's.
 fn sink_error(error: StoreError) -> SinkError {
@@ -70,18 +70,24 @@ pub async fn open(
         flowscope_query::graph::rollups::Rollups::open(&data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
     );
-    let keeper = graph_stage::Keeper::new(
+    let keeper = Keeper::new(
         rollups.clone(),
         graph_covers_from,
         &config.graph,
         config.store.retention,
     );
-    // The graph stage starts first: the store feeds it the spans it replays while opening.
-    let graph_stage::GraphStage {
+    // The graph stage starts first: its input opens the store, which feeds it the stored
+    // spans of its horizon and those it replays. Registered in `liveness`, it is marked
+    // stopped if its thread ends (or panics) before shutdown.
+    let GraphStage {
         graph,
         input: graph_input,
-        thread: graph_thread,
-    } = graph_stage::start(config.graph.clone(), Some(keeper), liveness)
+        runner,
+    } = GraphStage::new(config.graph.clone(), Some(keeper));
+    let alive = liveness.start(Stage::Graph);
+    let graph_thread = std::thread::Builder::new()
+        .name("flowscope-graph".into())
+        .spawn(move || runner.run(&alive))
         .context("cannot start the graph stage")?;
     let store = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
         .await?
