@@ -6,7 +6,8 @@
 //! other table functions share.
 //!
 //! ```text
-//!  SELECT ... FROM edges ──> GraphTable::scan ──> GraphView::judged(window) ──> Arrow batch
+//!  SELECT ... FROM edges ──> ComputedTable (scanned on a blocking thread) ──> GraphView::live
+//!      or GraphView::judged(window) ──> Arrow batch
 //! ```
 
 use std::sync::Arc;
