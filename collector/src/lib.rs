@@ -24,6 +24,7 @@ pub mod fuzzing;
 mod grpc;
 mod http;
 pub mod sink;
+mod spans;
 mod wire;
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 //! malformed input) makes it stop with
 //! [`Unusual`], and `decode::decode_protobuf` decodes the same bytes with prost and
 //! `decode::convert` instead. So any request either gets the result the prost path gives,
-//! or is handed to the prost path, error messages included. The validation and rendering
-//! rules are the ones in `decode.rs`, shared where they are functions over plain values.
+//! or is handed to the prost path, error messages included. The validation and naming rules
+//! are the ones in `spans.rs`, which the prost path applies too; this file knows nothing of
+//! `decode.rs` (which calls it), so the two never call each other.
 
 use std::fmt::Write as _;
 
@@ -19,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use flowscope_model::SpanBatchBuilder;
 use flowscope_model::schema::SpanRecord;
 
-use crate::decode::{
+use crate::spans::{
     CheckedSpan, DecodedTraces, MAX_VALUE_NESTING, Rejection, Rejections, UNKNOWN_SERVICE,
     check_span_fields, decoded_traces, kind_name, status_name, write_json_string,
 };
