@@ -40,7 +40,7 @@ pub use decode::{
 };
 pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
-pub use sink::{SinkError, SpanSink};
+pub use sink::{SinkError, SpanSink, decode_logged_request};
 
 use std::sync::Arc;
 use std::time::Duration;
