@@ -596,17 +596,14 @@ mod tests {
         assert_eq!(batch.schema(), flowscope_model::storage_schema());
         assert_eq!(binary_column(&batch, "trace_id", 0), Some(vec![1; 16]));
         assert_eq!(binary_column(&batch, "parent_span_id", 0), Some(vec![9; 8]));
-        assert_eq!(
-            string_column(&batch, "trace_state", 0).as_deref(),
-            Some("k=v")
-        );
-        assert_eq!(
-            string_column(&batch, "scope_name", 0).as_deref(),
-            Some("io.opentelemetry.http")
-        );
-        assert_eq!(
-            string_column(&batch, "scope_version", 0).as_deref(),
-            Some("1.2.3")
+        assert_strings(
+            &batch,
+            0,
+            &[
+                ("trace_state", "k=v"),
+                ("scope_name", "io.opentelemetry.http"),
+                ("scope_version", "1.2.3"),
+            ],
         );
         assert_eq!(u32_column(&batch, "flags", 0), 0x101);
         assert_eq!(u32_column(&batch, "dropped_attributes_count", 0), 1);
@@ -757,14 +754,14 @@ mod tests {
             Some("eee19b7ec3c1b174")
         );
         assert_eq!(binary_column(&batch, "parent_span_id", 0), None);
-        assert_eq!(string_column(&batch, "kind", 0).as_deref(), Some("SERVER"));
-        assert_eq!(
-            string_column(&batch, "service_name", 0).as_deref(),
-            Some("cart")
-        );
-        assert_eq!(
-            string_column(&batch, "status_code", 0).as_deref(),
-            Some("ERROR")
+        assert_strings(
+            &batch,
+            0,
+            &[
+                ("kind", "SERVER"),
+                ("service_name", "cart"),
+                ("status_code", "ERROR"),
+            ],
         );
         assert_eq!(
             i64_column(&batch, "start_time", 0),

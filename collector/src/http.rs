@@ -451,6 +451,17 @@ mod tests {
         }
     }
 
+    /// A POST with only a Content-Type, under `config`.
+    async fn post_with(
+        sink: Arc<TestSink>,
+        config: CollectorConfig,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let headers = [("content-type", content_type)];
+        send_with(sink, config, Method::POST, &headers, body).await
+    }
+
     async fn post(sink: Arc<TestSink>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         send(sink, 64 * MIB, Method::POST, headers, body).await
     }
@@ -558,14 +569,7 @@ mod tests {
             (JSON_CONTENT_TYPE, json_body(spans())),
         ] {
             let sink = Arc::new(TestSink::accepting());
-            let reply = send_with(
-                sink.clone(),
-                config.clone(),
-                Method::POST,
-                &[("content-type", content_type)],
-                body,
-            )
-            .await;
+            let reply = post_with(sink.clone(), config.clone(), content_type, body).await;
             assert_eq!(reply.status, StatusCode::OK, "{content_type}");
             let partial = if content_type == JSON_CONTENT_TYPE {
                 let json = reply.json();
@@ -592,14 +596,8 @@ mod tests {
         }
         // Every span too old: nothing reaches the sink, and the client is told why.
         let sink = Arc::new(TestSink::accepting());
-        let reply = send_with(
-            sink.clone(),
-            config,
-            Method::POST,
-            &[("content-type", JSON_CONTENT_TYPE)],
-            json_body(vec![valid_span(1)]),
-        )
-        .await;
+        let body = json_body(vec![valid_span(1)]);
+        let reply = post_with(sink.clone(), config, JSON_CONTENT_TYPE, body).await;
         assert_eq!(reply.json()["partialSuccess"]["rejectedSpans"], "1");
         assert!(sink.batches.lock().expect("lock").is_empty());
     }
@@ -1099,29 +1097,24 @@ mod tests {
         ];
         // globex may send 10 spans a second with a one-second burst: 8 fit, the next 8 wait.
         let body = json_body((1..=8).map(valid_span).collect());
-        let first = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &headers,
-            body.clone(),
-        )
-        .await;
+        let send = || {
+            send_with(
+                sink.clone(),
+                config.clone(),
+                Method::POST,
+                &headers,
+                body.clone(),
+            )
+        };
+        let first = send().await;
         assert_eq!(first.status, StatusCode::OK);
-        let second = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &headers,
-            body.clone(),
-        )
-        .await;
+        let second = send().await;
         assert_eq!(
             second.status,
             StatusCode::OK,
             "a burst of up to a second is let through"
         );
-        let third = send_with(sink.clone(), config.clone(), Method::POST, &headers, body).await;
+        let third = send().await;
         assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
             third.json()["code"],
@@ -1154,28 +1147,15 @@ mod tests {
         };
         let body = protobuf_body((1..=40).map(valid_span).collect());
         assert!(body.len() > 1024);
-        let reply = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &[("content-type", PROTOBUF_CONTENT_TYPE)],
-            body,
-        )
-        .await;
+        let reply = post_with(sink.clone(), config.clone(), PROTOBUF_CONTENT_TYPE, body).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(reply.headers.get(RETRY_AFTER).is_some(), "Retry-After");
         assert_eq!(
             reply.protobuf_status().code,
             tonic::Code::Unavailable as i32
         );
-        let small = send_with(
-            sink.clone(),
-            config,
-            Method::POST,
-            &[("content-type", PROTOBUF_CONTENT_TYPE)],
-            protobuf_body(vec![valid_span(1)]),
-        )
-        .await;
+        let body = protobuf_body(vec![valid_span(1)]);
+        let small = post_with(sink.clone(), config, PROTOBUF_CONTENT_TYPE, body).await;
         assert_eq!(small.status, StatusCode::OK);
         assert_eq!(sink.rows(), 1);
         assert_eq!(memory.figures().in_flight_bytes, 0);
