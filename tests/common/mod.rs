@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod otlp;
 pub mod search_traces;
 pub mod spans;
+pub mod tokens;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -37,6 +38,19 @@ impl Server {
             data_dir,
             extra,
         )
+    }
+
+    /// Starts the server on `dir/data` with `tokens_toml` as its `--tokens-file`
+    /// (`dir/tokens.toml`), before `extra`.
+    pub fn start_with_tokens(dir: &Path, tokens_toml: &str, extra: &[&str]) -> Self {
+        let tokens = dir.join("tokens.toml");
+        std::fs::write(&tokens, tokens_toml).expect("write the tokens file");
+        let tokens = tokens.to_str().expect("a UTF-8 path");
+        let args: Vec<&str> = ["--tokens-file", tokens]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::start(&dir.join("data"), &args)
     }
 
     /// Like [`Server::start`], with the process's address space limited to `kib` KiB
@@ -152,6 +166,17 @@ impl Server {
                 assert!(answer.partial_success.is_none(), "{answer:?}");
             }
         });
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        reqwest::blocking::Client::new()
+            .get(format!("http://{}/metrics", self.api))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("metrics text")
     }
 
     pub fn pid(&self) -> u32 {
