@@ -2,7 +2,7 @@
 //! status codes the OTLP specification asks for.
 //!
 //! tonic frames, inflates and size-checks the request, then hands the handler its bytes,
-//! which `decode::decode_protobuf` turns into Arrow. tonic reports its own framing errors
+//! which the shared accept step (`accept.rs`) decodes and sends to the sink. tonic reports its own framing errors
 //! before the handler runs; a response layer (`rewrite_codec_status`) translates the ones
 //! OTLP clients would misread (an over-size message is OUT_OF_RANGE, which clients retry)
 //! into [`CollectorError`]s and sends them through the same mapping as ours, `grpc_status`.
