@@ -228,3 +228,23 @@ fn only_the_pipeline_starts_the_servers_threads_and_tasks() {
         "threads or tasks started outside src/pipeline/: {starts:#?}"
     );
 }
+
+/// The receive path is one way: the transports (`grpc.rs`, `http.rs`) call the accept step,
+/// which calls the decoders, and `decode.rs` calls `wire.rs`, which calls `spans.rs`; no
+/// module reaches back to one before it (their unit tests may, to compare paths).
+#[test]
+fn the_receive_path_calls_one_way() {
+    let order = ["accept", "decode", "wire", "spans"];
+    for (at, module) in order.iter().enumerate() {
+        let code = code_without_tests(&format!("collector/src/{module}.rs"));
+        let before = order[..at].iter().chain(&["grpc", "http"]);
+        for earlier in before {
+            for path in [format!("crate::{earlier}"), format!("super::{earlier}")] {
+                assert!(
+                    !code.contains(&path),
+                    "collector/src/{module}.rs reaches back to {path}"
+                );
+            }
+        }
+    }
+}
