@@ -253,3 +253,23 @@ fn the_store_knows_nothing_of_the_graph_and_the_graph_only_its_api() {
     }
     assert!(breaches.is_empty(), "{breaches:#?}");
 }
+
+/// The receive path is one way: the transports (`grpc.rs`, `http.rs`) call the accept step,
+/// which calls the decoders, and `decode.rs` calls `wire.rs`, which calls `spans.rs`; no
+/// module reaches back to one before it (their unit tests may, to compare paths).
+#[test]
+fn the_receive_path_calls_one_way() {
+    let order = ["accept", "decode", "wire", "spans"];
+    for (at, module) in order.iter().enumerate() {
+        let code = code_without_tests(&format!("collector/src/{module}.rs"));
+        let before = order[..at].iter().chain(&["grpc", "http"]);
+        for earlier in before {
+            for path in [format!("crate::{earlier}"), format!("super::{earlier}")] {
+                assert!(
+                    !code.contains(&path),
+                    "collector/src/{module}.rs reaches back to {path}"
+                );
+            }
+        }
+    }
+}

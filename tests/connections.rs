@@ -19,13 +19,7 @@ use prost::Message as _;
 
 /// The `process` section's figure `key` from `/metrics`.
 fn metric(server: &Server, key: &str) -> u64 {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("http://{}/metrics", server.api))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .expect("GET /metrics")
-        .text()
-        .expect("metrics text");
+    let text = server.metrics_text();
     let name = format!("flowscope_process_{key}");
     text.lines()
         .find_map(|line| {

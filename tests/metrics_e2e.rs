@@ -7,20 +7,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::Server;
 use prometheus_parse::{Sample, Scrape, Value};
 use prost::Message as _;
 
 fn scrape(server: &Server) -> (String, Scrape) {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("http://{}/metrics", server.api))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .expect("GET /metrics")
-        .text()
-        .expect("metrics text");
+    let text = server.metrics_text();
     let parsed = Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
         .expect("parses as text format");
     (text, parsed)

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::Server;
+use common::tokens::{ACME_INGEST, ACME_READ, GLOBEX_READ, tokens_toml};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -29,25 +30,14 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 
-const TOKENS: &str = r#"
-[[token]]
-token = "acme-ingest-token-0001"
-tenant = "acme"
-role = "ingest"
-
-[[token]]
-token = "acme-read-token-000001"
-tenant = "acme"
-role = "read"
-
-[[token]]
-token = "globex-read-token-0001"
-tenant = "globex"
-role = "read"
-"#;
-const ACME_INGEST: &str = "acme-ingest-token-0001";
-const ACME_READ: &str = "acme-read-token-000001";
-const GLOBEX_READ: &str = "globex-read-token-0001";
+/// acme sends and reads; globex only reads.
+fn tokens_file_text() -> String {
+    tokens_toml(&[
+        (ACME_INGEST, "acme", "ingest"),
+        (ACME_READ, "acme", "read"),
+        (GLOBEX_READ, "globex", "read"),
+    ])
+}
 
 const MEMORY_LIMIT_MIB: u64 = 512;
 const IDLE_PER_PORT: usize = 2_000;
@@ -407,13 +397,10 @@ fn stored_ids(server: &Server) -> HashSet<u64> {
 
 fn mixed_run(duration: Duration) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(&tokens, TOKENS).unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
+    let server = Server::start_with_tokens(
+        dir.path(),
+        &tokens_file_text(),
         &[
-            "--tokens-file",
-            tokens.to_str().unwrap(),
             "--memory-limit",
             &format!("{MEMORY_LIMIT_MIB}MiB"),
             "--sql-timeout",

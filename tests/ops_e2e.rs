@@ -114,19 +114,8 @@ fn start_logging_to_file(
     log: &Path,
     extra: &[&str],
 ) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowscope"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--api-addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("FLOWSCOPE_LOG", "info")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowscope"));
+    let mut child = flowscope_bench::launch::serve_on_free_ports(&mut command, data_dir, extra)
         // Colour must stay off because stderr is a file, not because the caller asked.
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())

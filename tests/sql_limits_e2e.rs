@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::tokens::{ACME_READ, GLOBEX_READ, tokens_toml};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
@@ -212,28 +213,18 @@ fn timed_out_queries_stop_running_and_leave_the_cpu_idle() {
     );
 }
 
-const TOKENS: &str = r#"
-[[token]]
-token = "acme-read-token-000001"
-tenant = "acme"
-role = "read"
-
-[[token]]
-token = "globex-read-token-0001"
-tenant = "globex"
-role = "read"
-"#;
+/// Both tenants only read.
+fn tokens_file_text() -> String {
+    tokens_toml(&[(ACME_READ, "acme", "read"), (GLOBEX_READ, "globex", "read")])
+}
 
 #[test]
 fn a_tenant_at_its_sql_concurrency_cap_does_not_keep_another_tenant_waiting() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(&tokens, TOKENS).unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
+    let server = Server::start_with_tokens(
+        dir.path(),
+        &tokens_file_text(),
         &[
-            "--tokens-file",
-            tokens.to_str().unwrap(),
             "--sql-timeout",
             "3s",
             "--sql-max-concurrent",

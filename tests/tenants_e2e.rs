@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use common::otlp::numbered_request;
+use common::tokens::{ACME_ADMIN, ACME_INGEST, ACME_READ, GLOBEX_INGEST, GLOBEX_READ, tokens_toml};
 use common::topology::{CLIENT, SERVER, Topology};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -19,44 +20,22 @@ use prost::Message as _;
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
-const TOKENS: &str = r#"
-[[token]]
-token = "acme-ingest-token-0001"
-tenant = "acme"
-role = "ingest"
+/// Every role for both tenants; globex's admin token is stored as its SHA-256 only.
+fn tokens_file_text() -> String {
+    let mut toml = tokens_toml(&[
+        (ACME_INGEST, "acme", "ingest"),
+        (ACME_READ, "acme", "read"),
+        (ACME_ADMIN, "acme", "admin"),
+        (GLOBEX_INGEST, "globex", "ingest"),
+        (GLOBEX_READ, "globex", "read"),
+    ]);
+    toml.push_str(&format!(
+        "[[token]]\nsha256 = \"{}\"\ntenant = \"globex\"\nrole = \"admin\"\n",
+        sha256_hex(GLOBEX_ADMIN)
+    ));
+    toml
+}
 
-[[token]]
-token = "acme-read-token-000001"
-tenant = "acme"
-role = "read"
-
-[[token]]
-token = "acme-admin-token-00001"
-tenant = "acme"
-role = "admin"
-
-[[token]]
-token = "globex-ingest-token-01"
-tenant = "globex"
-role = "ingest"
-
-[[token]]
-token = "globex-read-token-0001"
-tenant = "globex"
-role = "read"
-
-# Stored as its SHA-256 only: the token is "globex-admin-token-001".
-[[token]]
-sha256 = "SHA"
-tenant = "globex"
-role = "admin"
-"#;
-
-const ACME_INGEST: &str = "acme-ingest-token-0001";
-const ACME_READ: &str = "acme-read-token-000001";
-const ACME_ADMIN: &str = "acme-admin-token-00001";
-const GLOBEX_INGEST: &str = "globex-ingest-token-01";
-const GLOBEX_READ: &str = "globex-read-token-0001";
 const GLOBEX_ADMIN: &str = "globex-admin-token-001";
 
 const ACME_SPANS: i64 = 240 + 2 * 20;
@@ -68,18 +47,10 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    let tokens = dir.join("tokens.toml");
-    std::fs::write(&tokens, TOKENS.replace("SHA", &sha256_hex(GLOBEX_ADMIN))).unwrap();
-    let data = dir.join("data");
-    Server::start(
-        &data,
-        &[
-            "--tokens-file",
-            tokens.to_str().unwrap(),
-            "--graph-pairing-ttl",
-            "1s",
-            "--allow-private-webhooks",
-        ],
+    Server::start_with_tokens(
+        dir,
+        &tokens_file_text(),
+        &["--graph-pairing-ttl", "1s", "--allow-private-webhooks"],
     )
 }
 
@@ -644,19 +615,11 @@ fn wrong_missing_and_misused_tokens_are_refused_on_every_door() {
 #[test]
 fn a_tenant_over_its_rate_limit_is_told_to_retry_and_others_are_not_slowed() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "{}\n[tenant.globex]\nmax_spans_per_second = 100\n",
-            TOKENS.replace("SHA", &sha256_hex(GLOBEX_ADMIN))
-        ),
-    )
-    .unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--tokens-file", tokens.to_str().unwrap()],
+    let tokens = format!(
+        "{}\n[tenant.globex]\nmax_spans_per_second = 100\n",
+        tokens_file_text()
     );
+    let server = Server::start_with_tokens(dir.path(), &tokens, &[]);
     let globex = format!("Bearer {GLOBEX_INGEST}");
     // 100 spans/s with a one-second burst: the first 150 pass, the next 150 wait.
     let first = export_http(

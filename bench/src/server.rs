@@ -1,15 +1,15 @@
 //! Runs the real `flowscope serve` as a child process: start on free ports, read its
 //! resource use from /proc, query it over /api/sql, stop it with SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use bytes::Bytes;
+use flowscope_bench::launch;
 use flowscope_demo::cpu;
 use http_body_util::{BodyExt as _, Full};
 use hyper::StatusCode;
@@ -59,57 +59,25 @@ pub struct Stopped {
 impl Server {
     /// Starts `binary serve` on `data_dir` with free ports and waits for its ready line.
     pub fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--api-addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("FLOWSCOPE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .context("the server's stderr is not piped")?;
+        let mut command = Command::new(binary);
+        launch::serve_on_free_ports(&mut command, data_dir, extra).stdin(Stdio::null());
         let log = Arc::new(Mutex::new(Log::default()));
-        let (ready_tx, ready_rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || read_log(stderr, &sink, &ready_tx));
-
-        let addrs = match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addrs) => addrs,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "flowscope did not become ready within {READY_TIMEOUT:?}; its log ends:\n{}",
-                    lock(&log).tail.join("\n")
-                );
-            }
-        };
-        let find = |service: &str| {
-            addrs
-                .iter()
-                .find(|(name, _)| name == service)
-                .map(|(_, addr)| *addr)
-                .ok_or_else(|| anyhow!("flowscope did not log a listening line for {service}"))
+        let started = launch::start_and_wait(command, READY_TIMEOUT, move |line| {
+            record(&sink, line);
+        });
+        let (child, ports) = match started {
+            Ok(started) => started,
+            Err(error) => bail!(
+                "{error} ({}); its log ends:\n{}",
+                binary.display(),
+                lock(&log).tail.join("\n")
+            ),
         };
         Ok(Self {
-            grpc: find("otlp-grpc")?,
-            http: find("otlp-http")?,
-            api: find("api")?,
+            grpc: ports.grpc,
+            http: ports.http,
+            api: ports.api,
             child,
             log,
         })
@@ -365,44 +333,21 @@ pub fn status_kib(status: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-fn read_log(
-    stderr: impl std::io::Read,
-    log: &Mutex<Log>,
-    ready: &mpsc::Sender<Vec<(String, SocketAddr)>>,
-) {
-    let mut addrs = Vec::new();
-    let mut announced = false;
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        if line.contains("listening") {
-            let service = field(&line, "service=").map(|s| s.trim_matches('"').to_string());
-            let addr = field(&line, "addr=").and_then(|a| a.parse::<SocketAddr>().ok());
-            if let (Some(service), Some(addr)) = (service, addr) {
-                addrs.push((service, addr));
-            }
-        }
-        if !announced && line.contains("flowscope is ready") {
-            announced = true;
-            let _ = ready.send(addrs.clone());
-        }
-        let mut log = lock(log);
-        let warning = line.contains(" WARN ");
-        let error = line.contains(" ERROR ");
-        log.warnings += usize::from(warning);
-        log.errors += usize::from(error);
-        if (warning || error) && log.notable.len() < NOTABLE_LINES {
-            log.notable.push(line.clone());
-        }
-        if log.tail.len() == LOG_TAIL {
-            log.tail.remove(0);
-        }
-        log.tail.push(line);
+/// Keeps a line of the server's log: in the tail, and among the notable ones if it is a
+/// warning or an error.
+fn record(log: &Mutex<Log>, line: String) {
+    let mut log = lock(log);
+    let warning = line.contains(" WARN ");
+    let error = line.contains(" ERROR ");
+    log.warnings += usize::from(warning);
+    log.errors += usize::from(error);
+    if (warning || error) && log.notable.len() < NOTABLE_LINES {
+        log.notable.push(line.clone());
     }
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    line[start..].split_whitespace().next()
+    if log.tail.len() == LOG_TAIL {
+        log.tail.remove(0);
+    }
+    log.tail.push(line);
 }
 
 fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
@@ -422,13 +367,5 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS"), Some(1000));
         assert_eq!(status_kib(status, "VmSwap"), None);
         assert_eq!(status_kib(status, "Vm"), None);
-    }
-
-    #[test]
-    fn log_fields_are_read_up_to_the_next_space() {
-        let line = "2025-01-01T00:00:00Z  INFO flowscope::serve: listening service=\"api\" addr=127.0.0.1:8080";
-        assert_eq!(field(line, "addr="), Some("127.0.0.1:8080"));
-        assert_eq!(field(line, "service="), Some("\"api\""));
-        assert_eq!(field(line, "port="), None);
     }
 }

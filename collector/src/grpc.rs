@@ -2,7 +2,7 @@
 //! status codes the OTLP specification asks for.
 //!
 //! tonic frames, inflates and size-checks the request, then hands the handler its bytes,
-//! which `decode::decode_protobuf` turns into Arrow. tonic reports its own framing errors
+//! which the shared accept step (`accept.rs`) decodes and sends to the sink. tonic reports its own framing errors
 //! before the handler runs; a response layer (`rewrite_codec_status`) translates the ones
 //! OTLP clients would misread (an over-size message is OUT_OF_RANGE, which clients retry)
 //! into [`CollectorError`]s and sends them through the same mapping as ours, `grpc_status`.
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
-use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
+use flowscope_auth::{AuthError, Principal};
 use flowscope_base::memory::Reservation;
 use futures::future::BoxFuture;
 use http_body::{Frame, SizeHint};
@@ -29,7 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::decode::{DecodedTraces, INLINE_DECODE_BYTES, decode_protobuf};
+use crate::accept::{Encoding, Receiver, outcome};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -62,7 +62,11 @@ where
     let mut compression = EnabledCompressionEncodings::default();
     compression.enable(CompressionEncoding::Gzip);
     let service = TraceExportServer {
-        receiver: Arc::new(TraceReceiver { sink, config }),
+        receiver: Arc::new(Receiver {
+            sink,
+            config,
+            protocol: GRPC,
+        }),
         compression,
         max_decoding_message_size: limit,
     };
@@ -88,7 +92,7 @@ where
 /// (gzip both ways, the size limits, UNIMPLEMENTED for any other path).
 #[derive(Clone)]
 struct TraceExportServer {
-    receiver: Arc<TraceReceiver>,
+    receiver: Arc<Receiver>,
     compression: EnabledCompressionEncodings,
     max_decoding_message_size: usize,
 }
@@ -115,44 +119,31 @@ where
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         // Who is calling is settled from the headers before a byte of the message is read.
-        let headers = request.headers();
-        let principal = match self.receiver.config.authorize(
-            headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            headers.get_all(TENANT_HEADER).iter().map(|v| v.as_bytes()),
-        ) {
+        let principal = match self.receiver.authorize(request.headers()) {
             Ok(principal) => principal,
             Err(error) => {
-                self.receiver
-                    .config
-                    .count_request(GRPC, None, crate::outcome(Err(&error)));
+                self.receiver.count_refusal(None, &error);
                 let status = grpc_status(&error);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
         // Then refused before tonic reads a byte when memory is short; the body reserves its
-        // bytes as they arrive, and the handler finds the same reservation in the extensions.
+        // bytes as they arrive, and the handler takes the same reservation over.
         let held = match self.receiver.config.memory.admit() {
-            Ok(reservation) => HeldMemory(Arc::new(Mutex::new(reservation))),
+            Ok(reservation) => HeldMemory(Arc::new(Mutex::new(Some(reservation)))),
             Err(refusal) => {
                 let error = refusal.into();
-                self.receiver.config.count_request(
-                    GRPC,
-                    Some(&principal.tenant),
-                    crate::outcome(Err(&error)),
-                );
+                self.receiver.count_refusal(Some(&principal.tenant), &error);
                 let status = grpc_status(&error);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
-        let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(held.clone());
+        let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(
             parts,
             ReservedBody {
                 inner: Box::pin(body),
-                held,
+                held: held.clone(),
             },
         );
         let server = self.clone();
@@ -168,6 +159,7 @@ where
             let method = ExportMethod {
                 receiver: server.receiver.clone(),
                 principal: principal.clone(),
+                held,
                 counted: counted.clone(),
             };
             let response = grpc.unary(method, request).await;
@@ -176,7 +168,7 @@ where
                 // spent), before the handler ran.
                 let outcome =
                     match codec_error(response.headers(), server.max_decoding_message_size) {
-                        Some(error) => crate::outcome(Err(&error)),
+                        Some(error) => outcome(Err(&error)),
                         None => match Status::from_header_map(response.headers()).map(|s| s.code())
                         {
                             Some(Code::Unavailable) => "refused",
@@ -185,8 +177,7 @@ where
                     };
                 server
                     .receiver
-                    .config
-                    .count_request(GRPC, Some(&principal.tenant), outcome);
+                    .count_request(Some(&principal.tenant), outcome);
             }
             Ok(response)
         })
@@ -194,8 +185,10 @@ where
 }
 
 struct ExportMethod {
-    receiver: Arc<TraceReceiver>,
+    receiver: Arc<Receiver>,
     principal: Arc<Principal>,
+    /// The memory reserved for the call, which the body grew while tonic read it.
+    held: HeldMemory,
     /// Set once the handler has counted the request's outcome.
     counted: Arc<AtomicBool>,
 }
@@ -207,16 +200,34 @@ impl UnaryService<Bytes> for ExportMethod {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let receiver = self.receiver.clone();
         let principal = self.principal.clone();
-        let held = request.extensions().get::<HeldMemory>().cloned();
+        let reservation = self.held.take();
         let counted = self.counted.clone();
         Box::pin(async move {
-            let result = receiver
-                .receive(&principal, request.into_inner(), held)
-                .await;
-            let outcome = crate::outcome(result.as_ref().map(rejected_spans));
-            receiver
-                .config
-                .count_request(GRPC, Some(&principal.tenant), outcome);
+            let body = request.into_inner();
+            let result = match reservation {
+                Some(reservation) => {
+                    let inline = Encoding::Protobuf.decodes_inline(body.len());
+                    receiver
+                        .accept(
+                            &principal,
+                            reservation,
+                            Encoding::Protobuf,
+                            inline,
+                            |held| {
+                                // The frames were reserved as they arrived; tonic may have
+                                // inflated them into a larger message.
+                                held.grow_to(body.len())?;
+                                Ok(body)
+                            },
+                        )
+                        .await
+                }
+                // Only a bug gets here: the call is made once, after `call` reserved.
+                None => Err(CollectorError::Internal(
+                    "the export call's memory reservation was already taken".into(),
+                )),
+            };
+            receiver.count_answer(&principal.tenant, &result);
             counted.store(true, Ordering::Relaxed);
             result
                 .map(Response::new)
@@ -256,93 +267,25 @@ impl Decoder for RequestBytesDecoder {
     }
 }
 
-struct TraceReceiver {
-    sink: Arc<dyn SpanSink>,
-    config: CollectorConfig,
-}
-
-impl TraceReceiver {
-    async fn receive(
-        &self,
-        principal: &Principal,
-        body: Bytes,
-        held: Option<HeldMemory>,
-    ) -> Result<ExportTraceServiceResponse, CollectorError> {
-        let decoded_bytes = body.len();
-        if let Some(held) = &held {
-            // The frames were reserved as they arrived; tonic may have inflated them into a
-            // larger message, and the Arrow builders decoding fills take up to twice its size
-            // (measured: a batch is ~1.7x its protobuf, and builders grow by doubling).
-            let mut reservation = held.lock();
-            reservation.grow_to(body.len())?;
-            reservation.grow(crate::DECODE_FACTOR * body.len())?;
-        }
-        let (mut decoded, body) = decode_off_runtime(body).await?;
-        crate::refuse_expired(&mut decoded, self.config.retention)?;
-        if let Some(held) = &held {
-            held.lock().set(
-                decoded
-                    .batch
-                    .as_ref()
-                    .map_or(0, |b| b.get_array_memory_size()),
-            );
-        }
-        let response = decoded.export_response();
-        let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-        let written = match decoded.batch {
-            Some(batch) => {
-                async {
-                    self.config
-                        .admit(principal, batch.num_rows(), decoded_bytes)?;
-                    self.sink
-                        .write_request(&principal.tenant, batch, body)
-                        .await?;
-                    Ok::<(), CollectorError>(())
-                }
-                .await
-            }
-            None => Ok(()),
-        };
-        let rejected = rejected_spans(&response).max(0) as u64;
-        self.config
-            .count_spans(GRPC, &principal.tenant, spans, rejected, written.is_ok());
-        written?;
-        Ok(response)
-    }
-}
-
 /// The `protocol` label of this receiver's figures.
 const GRPC: &str = "grpc";
 
-/// Spans refused in an answer's partial success.
-pub(crate) fn rejected_spans(response: &ExportTraceServiceResponse) -> i64 {
-    response
-        .partial_success
-        .as_ref()
-        .map_or(0, |partial| partial.rejected_spans)
-}
-
-/// Decodes `body`, on a blocking thread when it is large, and gives it back for the sink.
-async fn decode_off_runtime(body: Bytes) -> Result<(DecodedTraces, Bytes), CollectorError> {
-    if body.len() <= INLINE_DECODE_BYTES {
-        return Ok((decode_protobuf(&body)?, body));
-    }
-    tokio::task::spawn_blocking(move || Ok((decode_protobuf(&body)?, body)))
-        .await
-        .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
-}
-
-/// The memory one export call holds, shared by its body (while tonic reads it) and its
-/// handler; given back when both are done.
+/// The memory one export call holds, grown by its body while tonic reads it, then taken
+/// over by the handler (tonic reads the whole message before calling it) and given back
+/// when the call is answered.
 #[derive(Clone)]
-struct HeldMemory(Arc<Mutex<Reservation>>);
+struct HeldMemory(Arc<Mutex<Option<Reservation>>>);
 
 impl HeldMemory {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Reservation> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Reservation>> {
         match self.0.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn take(&self) -> Option<Reservation> {
+        self.lock().take()
     }
 }
 
@@ -373,7 +316,8 @@ where
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |data| data.remaining());
-                if let Err(refusal) = this.held.lock().grow(len) {
+                let grown = this.held.lock().as_mut().map(|held| held.grow(len));
+                if let Some(Err(refusal)) = grown {
                     let status = grpc_status(&refusal.into());
                     return Poll::Ready(Some(Err(Box::new(status))));
                 }

@@ -13,20 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::BytesMut;
 use flate2::read::MultiGzDecoder;
-use flowscope_auth::{AuthError, Principal, TENANT_HEADER};
+use flowscope_auth::{AuthError, Principal};
 use flowscope_base::memory::Reservation;
 use http::header::{
-    ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
-    WWW_AUTHENTICATE,
+    ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
-use crate::decode::{
-    DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
-};
+use crate::accept::{Encoding as PayloadEncoding, Receiver};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -38,7 +35,11 @@ const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// The OTLP/HTTP router: POST /v1/traces. The binary serves it with axum::serve on its own listener.
 pub fn http_router(sink: Arc<dyn SpanSink>, config: CollectorConfig) -> Router {
-    let state = HttpState { sink, config };
+    let state = Receiver {
+        sink,
+        config,
+        protocol: HTTP,
+    };
     Router::new()
         .route(
             TRACES_PATH,
@@ -49,33 +50,12 @@ pub fn http_router(sink: Arc<dyn SpanSink>, config: CollectorConfig) -> Router {
         .with_state(state)
 }
 
-#[derive(Clone)]
-struct HttpState {
-    sink: Arc<dyn SpanSink>,
-    config: CollectorConfig,
-}
-
-/// The two OTLP/HTTP payload encodings; responses, errors included, use the request's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PayloadEncoding {
-    Protobuf,
-    Json,
-}
-
-impl PayloadEncoding {
-    /// The largest body decoded on the async runtime rather than the blocking pool.
-    fn inline_decode_bytes(self) -> usize {
-        match self {
-            PayloadEncoding::Protobuf => INLINE_DECODE_BYTES,
-            PayloadEncoding::Json => INLINE_DECODE_JSON_BYTES,
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            PayloadEncoding::Protobuf => PROTOBUF_CONTENT_TYPE,
-            PayloadEncoding::Json => JSON_CONTENT_TYPE,
-        }
+/// The media type of an OTLP/HTTP payload encoding; responses, errors included, use the
+/// request's.
+fn content_type(encoding: PayloadEncoding) -> &'static str {
+    match encoding {
+        PayloadEncoding::Protobuf => PROTOBUF_CONTENT_TYPE,
+        PayloadEncoding::Json => JSON_CONTENT_TYPE,
     }
 }
 
@@ -85,34 +65,27 @@ enum Compression {
     Gzip,
 }
 
-async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn export_traces(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let encoding = match payload_encoding(&headers) {
         Ok(encoding) => encoding,
         Err(error) => {
-            let outcome = crate::outcome(Err(&error));
-            state.config.count_request(HTTP, None, outcome);
+            receiver.count_refusal(None, &error);
             return error_response(&error, None);
         }
     };
-    let principal = match state.config.authorize(
-        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-        headers
-            .get_all(TENANT_HEADER)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    ) {
+    let principal = match receiver.authorize(&headers) {
         Ok(principal) => principal,
         Err(error) => {
-            let outcome = crate::outcome(Err(&error));
-            state.config.count_request(HTTP, None, outcome);
+            receiver.count_refusal(None, &error);
             return error_response(&error, Some(encoding));
         }
     };
-    let result = receive(&state, &principal, &headers, body, encoding).await;
-    let outcome = crate::outcome(result.as_ref().map(crate::grpc::rejected_spans));
-    state
-        .config
-        .count_request(HTTP, Some(&principal.tenant), outcome);
+    let result = receive(&receiver, &principal, &headers, body, encoding).await;
+    receiver.count_answer(&principal.tenant, &result);
     match result {
         Ok(response) => success_response(&response, encoding),
         Err(error) => error_response(&error, Some(encoding)),
@@ -127,74 +100,31 @@ async fn method_not_allowed(method: Method, headers: HeaderMap) -> Response {
     error_response(&error, payload_encoding(&headers).ok())
 }
 
+/// Reads the body within the limit and the memory budget, then hands it to the accept
+/// step, which inflates gzip on the blocking pool along with decoding it.
 async fn receive(
-    state: &HttpState,
+    receiver: &Receiver,
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
     encoding: PayloadEncoding,
 ) -> Result<ExportTraceServiceResponse, CollectorError> {
     let compression = compression(headers)?;
-    let limit = state.config.max_request_bytes;
+    let limit = receiver.config.max_request_bytes;
     // Refused before a byte is read when memory is short; every buffer below is reserved
     // before it is allocated and given back when the request is answered.
-    let mut reservation = state.config.memory.admit()?;
+    let mut reservation = receiver.config.memory.admit()?;
     let raw = read_body(body, headers, limit, &mut reservation).await?;
-    let (decoded, mut reservation) =
-        if compression == Compression::Identity && raw.len() <= encoding.inline_decode_bytes() {
-            let decoded = decode_body(&raw, compression, encoding, limit, &mut reservation);
-            (decoded, reservation)
-        } else {
-            tokio::task::spawn_blocking(move || {
-                let decoded = decode_body(&raw, compression, encoding, limit, &mut reservation);
-                (decoded, reservation)
-            })
-            .await
-            .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
-        };
-    let Decoded {
-        traces: mut decoded,
-        bytes: decoded_bytes,
-        protobuf,
-    } = decoded?;
-    crate::refuse_expired(&mut decoded, state.config.retention)?;
-    // The batch is what this request holds until the sink answers. A protobuf body kept for
-    // the sink is counted by the store when it takes it, as its WAL record.
-    reservation.set(
-        decoded
-            .batch
-            .as_ref()
-            .map_or(0, |b| b.get_array_memory_size()),
-    );
-    let response = decoded.export_response();
-    let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-    let written = match decoded.batch {
-        Some(batch) => {
-            async {
-                state
-                    .config
-                    .admit(principal, batch.num_rows(), decoded_bytes)?;
-                match protobuf {
-                    Some(request) => {
-                        state
-                            .sink
-                            .write_request(&principal.tenant, batch, request)
-                            .await?
-                    }
-                    None => state.sink.write(&principal.tenant, batch).await?,
-                }
-                Ok::<(), CollectorError>(())
-            }
-            .await
-        }
-        None => Ok(()),
-    };
-    let rejected = crate::grpc::rejected_spans(&response).max(0) as u64;
-    state
-        .config
-        .count_spans(HTTP, &principal.tenant, spans, rejected, written.is_ok());
-    written?;
-    Ok(response)
+    let inline = compression == Compression::Identity && encoding.decodes_inline(raw.len());
+    receiver
+        .accept(
+            principal,
+            reservation,
+            encoding,
+            inline,
+            move |reservation| inflate(raw, compression, limit, reservation),
+        )
+        .await
 }
 
 /// The payload encoding from Content-Type, ignoring parameters such as `charset`.
@@ -268,43 +198,22 @@ async fn read_body(
     Ok(collected.freeze())
 }
 
-/// A decoded request body.
-struct Decoded {
-    traces: DecodedTraces,
-    /// The body's length after decompression: what the rate limit counts.
-    bytes: usize,
-    /// The protobuf request (inflated), for a sink that logs it; `None` for JSON.
-    protobuf: Option<Bytes>,
-}
-
-fn decode_body(
-    raw: &Bytes,
+/// The body as the decoder reads it: as sent, or inflated from gzip within `limit`.
+fn inflate(
+    raw: Bytes,
     compression: Compression,
-    encoding: PayloadEncoding,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<Decoded, CollectorError> {
-    let body = match compression {
-        Compression::Identity => raw.clone(),
+) -> Result<Bytes, CollectorError> {
+    match compression {
+        Compression::Identity => Ok(raw),
         Compression::Gzip => {
-            let mut inflated = gunzip(raw, limit, reservation)?;
+            let mut inflated = gunzip(&raw, limit, reservation)?;
             // Kept until the sink has it: give back what doubling the buffer left unused.
             inflated.shrink_to_fit();
-            Bytes::from(inflated)
+            Ok(Bytes::from(inflated))
         }
-    };
-    // The Arrow builders decoding fills take up to twice the protobuf or JSON's size.
-    reservation.grow(crate::DECODE_FACTOR * body.len())?;
-    let (traces, protobuf) = match encoding {
-        PayloadEncoding::Protobuf => (decode_protobuf(&body)?, Some(body.clone())),
-        PayloadEncoding::Json => (decode_json(&body)?, None),
-    };
-    // The rate limit counts the bytes after decompression: gzip must not buy a tenant more.
-    Ok(Decoded {
-        traces,
-        bytes: body.len(),
-        protobuf,
-    })
+    }
 }
 
 /// Inflates gzip (all members) into a buffer that never grows past `limit + 1` bytes, each
@@ -355,7 +264,7 @@ fn success_response(response: &ExportTraceServiceResponse, encoding: PayloadEnco
     };
     (
         StatusCode::OK,
-        [(CONTENT_TYPE, encoding.content_type())],
+        [(CONTENT_TYPE, content_type(encoding))],
         body,
     )
         .into_response()
@@ -434,7 +343,7 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
                         .into_bytes()
                 }
             };
-            (status, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
+            (status, [(CONTENT_TYPE, content_type(encoding))], body).into_response()
         }
     };
     if let Some(retry_after) = error.retry_after() {
@@ -460,6 +369,7 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::INLINE_DECODE_BYTES;
     use crate::sink::SinkError;
     use crate::test_support::*;
     use flate2::Compression as GzipLevel;
@@ -539,6 +449,17 @@ mod tests {
             headers,
             body,
         }
+    }
+
+    /// A POST with only a Content-Type, under `config`.
+    async fn post_with(
+        sink: Arc<TestSink>,
+        config: CollectorConfig,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let headers = [("content-type", content_type)];
+        send_with(sink, config, Method::POST, &headers, body).await
     }
 
     async fn post(sink: Arc<TestSink>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
@@ -648,14 +569,7 @@ mod tests {
             (JSON_CONTENT_TYPE, json_body(spans())),
         ] {
             let sink = Arc::new(TestSink::accepting());
-            let reply = send_with(
-                sink.clone(),
-                config.clone(),
-                Method::POST,
-                &[("content-type", content_type)],
-                body,
-            )
-            .await;
+            let reply = post_with(sink.clone(), config.clone(), content_type, body).await;
             assert_eq!(reply.status, StatusCode::OK, "{content_type}");
             let partial = if content_type == JSON_CONTENT_TYPE {
                 let json = reply.json();
@@ -682,14 +596,8 @@ mod tests {
         }
         // Every span too old: nothing reaches the sink, and the client is told why.
         let sink = Arc::new(TestSink::accepting());
-        let reply = send_with(
-            sink.clone(),
-            config,
-            Method::POST,
-            &[("content-type", JSON_CONTENT_TYPE)],
-            json_body(vec![valid_span(1)]),
-        )
-        .await;
+        let body = json_body(vec![valid_span(1)]);
+        let reply = post_with(sink.clone(), config, JSON_CONTENT_TYPE, body).await;
         assert_eq!(reply.json()["partialSuccess"]["rejectedSpans"], "1");
         assert!(sink.batches.lock().expect("lock").is_empty());
     }
@@ -1189,29 +1097,24 @@ mod tests {
         ];
         // globex may send 10 spans a second with a one-second burst: 8 fit, the next 8 wait.
         let body = json_body((1..=8).map(valid_span).collect());
-        let first = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &headers,
-            body.clone(),
-        )
-        .await;
+        let send = || {
+            send_with(
+                sink.clone(),
+                config.clone(),
+                Method::POST,
+                &headers,
+                body.clone(),
+            )
+        };
+        let first = send().await;
         assert_eq!(first.status, StatusCode::OK);
-        let second = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &headers,
-            body.clone(),
-        )
-        .await;
+        let second = send().await;
         assert_eq!(
             second.status,
             StatusCode::OK,
             "a burst of up to a second is let through"
         );
-        let third = send_with(sink.clone(), config.clone(), Method::POST, &headers, body).await;
+        let third = send().await;
         assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
             third.json()["code"],
@@ -1244,28 +1147,15 @@ mod tests {
         };
         let body = protobuf_body((1..=40).map(valid_span).collect());
         assert!(body.len() > 1024);
-        let reply = send_with(
-            sink.clone(),
-            config.clone(),
-            Method::POST,
-            &[("content-type", PROTOBUF_CONTENT_TYPE)],
-            body,
-        )
-        .await;
+        let reply = post_with(sink.clone(), config.clone(), PROTOBUF_CONTENT_TYPE, body).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(reply.headers.get(RETRY_AFTER).is_some(), "Retry-After");
         assert_eq!(
             reply.protobuf_status().code,
             tonic::Code::Unavailable as i32
         );
-        let small = send_with(
-            sink.clone(),
-            config,
-            Method::POST,
-            &[("content-type", PROTOBUF_CONTENT_TYPE)],
-            protobuf_body(vec![valid_span(1)]),
-        )
-        .await;
+        let body = protobuf_body(vec![valid_span(1)]);
+        let small = post_with(sink.clone(), config, PROTOBUF_CONTENT_TYPE, body).await;
         assert_eq!(small.status, StatusCode::OK);
         assert_eq!(sink.rows(), 1);
         assert_eq!(memory.figures().in_flight_bytes, 0);

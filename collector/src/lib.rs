@@ -2,14 +2,18 @@
 //! to a [`SpanSink`], acknowledging the client only once the sink says the batch is durable.
 //!
 //! ```text
-//!  OTLP/gRPC :4317 ──> grpc.rs ─┐   (the request's bytes)
-//!                               ├─> decode.rs ─ protobuf ──> wire.rs ──────────────────┐
-//!  OTLP/HTTP :4318 ──> http.rs ─┘        │        (unusual encodings: prost ──convert)─┤
-//!                                        └─ JSON ──> ExportTraceServiceRequest ──convert─┤
-//!                                                             RecordBatch in storage_schema()
-//!                                        │
-//!                                        └──> SpanSink::write(batch) ──Ok──> 200 / OK to the client
+//!  OTLP/gRPC :4317 ──> grpc.rs ─┐  framing, gzip by tonic, status codes
+//!  OTLP/HTTP :4318 ──> http.rs ─┤  content types, gzip, status codes
+//!                               └─> accept.rs: authorize ─ memory ─ decode ─ retention ─ rate
+//!                                        │                                   └─> SpanSink::write
+//!                                        │                              ──Ok──> 200 / OK to the client
+//!                                   decode.rs ─ protobuf ──> wire.rs ─────────────────────┐
+//!                                        │        (unusual encodings: prost ──convert)────┤
+//!                                        └─ JSON ──> ExportTraceServiceRequest ──convert──┤
+//!                                 spans.rs: checks, rejections     RecordBatch in storage_schema()
 //! ```
+//!
+//! Calls go one way, down this list: `grpc`/`http` → `accept` → `decode` → `wire` → `spans`.
 //!
 //! **Invariant:** OTLP types and wire formats never leave this crate; what goes out is an Arrow
 //! `RecordBatch` in `flowscope_model::storage_schema()`.
@@ -17,6 +21,7 @@
 //! **Invariant:** each protocol maps [`CollectorError`] to its status codes in exactly one
 //! function: `grpc::grpc_status` and `http::error_response`.
 
+mod accept;
 pub mod decode;
 /// The fuzz targets' checks (`fuzz/`), shared with `tests/fuzz_corpus.rs`.
 #[doc(hidden)]
@@ -24,6 +29,7 @@ pub mod fuzzing;
 mod grpc;
 mod http;
 pub mod sink;
+mod spans;
 mod wire;
 
 #[cfg(test)]
@@ -34,15 +40,14 @@ pub use decode::{
 };
 pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
-pub use sink::{SinkError, SpanSink};
+pub use sink::{SinkError, SpanSink, decode_logged_request};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use flowscope_auth::{Access, AuthError, Limits, Permission, Principal, RateLimiter, TenantId};
+use flowscope_auth::{Access, AuthError, Limits, RateLimiter};
 use flowscope_base::memory::{MemoryBudget, Refusal};
 use flowscope_base::telemetry::Telemetry;
-use flowscope_model::retention::retention_cutoff_ns;
 
 /// Bytes reserved for decoding, per byte of (inflated) request: the Arrow batch is about
 /// 1.7 times the protobuf, and its builders grow by doubling when the last batch's sizes
@@ -98,97 +103,6 @@ impl Default for CollectorConfig {
     }
 }
 
-impl CollectorConfig {
-    /// The principal a request sends spans as, from its `authorization` header and every
-    /// value of its tenant header, checked before any of its body is read.
-    pub(crate) fn authorize<'h>(
-        &self,
-        authorization: Option<&[u8]>,
-        tenant_header: impl IntoIterator<Item = &'h [u8]>,
-    ) -> Result<Principal, CollectorError> {
-        let principal = self.access.authenticate(authorization, tenant_header)?;
-        if !principal.may(Permission::Ingest) {
-            return Err(AuthError::Forbidden("this token may not send spans").into());
-        }
-        Ok(principal)
-    }
-
-    /// Counts one answered export request of `tenant` (`None`: refused before its tenant
-    /// was known) under its outcome.
-    pub(crate) fn count_request(
-        &self,
-        protocol: &'static str,
-        tenant: Option<&TenantId>,
-        outcome: &'static str,
-    ) {
-        match tenant {
-            Some(tenant) => self
-                .telemetry
-                .ingest_requests
-                .add((tenant.as_str().to_string(), protocol, outcome), 1),
-            None => self
-                .telemetry
-                .ingest_unattributed
-                .add((protocol, outcome), 1),
-        }
-    }
-
-    /// Counts a decoded request's spans: `spans` stored (or, if `written` is false, all
-    /// refused with the request) and `rejected` refused in the partial success.
-    pub(crate) fn count_spans(
-        &self,
-        protocol: &'static str,
-        tenant: &TenantId,
-        spans: u64,
-        rejected: u64,
-        written: bool,
-    ) {
-        let counters = &self.telemetry.ingest_spans;
-        let tenant = tenant.as_str();
-        if spans > 0 {
-            let outcome = if written { "accepted" } else { "refused" };
-            counters.add((tenant.to_string(), protocol, outcome), spans);
-        }
-        if rejected > 0 {
-            counters.add((tenant.to_string(), protocol, "rejected"), rejected);
-        }
-    }
-
-    /// Takes a decoded request's spans and bytes from its tenant's rate limits.
-    pub(crate) fn admit(
-        &self,
-        principal: &Principal,
-        spans: usize,
-        bytes: usize,
-    ) -> Result<(), CollectorError> {
-        let limits = self.access.limits(&principal.tenant);
-        self.limiter
-            .admit(
-                &principal.tenant,
-                limits,
-                spans as u64,
-                bytes as u64,
-                Instant::now(),
-            )
-            .map_err(|retry_after| CollectorError::RateLimited { retry_after })
-    }
-}
-
-/// Refuses the spans of a decoded request that started before the retention horizon, by the
-/// clock now: the one place both receivers apply `CollectorConfig::retention`. WAL replay
-/// drops the same spans from the logged request (`flowscope_query::StoreConfig::retention`),
-/// so the decoder itself stays free of clocks and settings.
-pub(crate) fn refuse_expired(
-    decoded: &mut DecodedTraces,
-    retention: Option<Duration>,
-) -> Result<(), CollectorError> {
-    let Some(retention) = retention else {
-        return Ok(());
-    };
-    let cutoff_ns = retention_cutoff_ns(SystemTime::now(), retention);
-    decoded.refuse_started_before(cutoff_ns, retention)
-}
-
 /// Everything that can go wrong while receiving spans; each variant says whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -226,30 +140,6 @@ pub enum CollectorError {
     /// A bug in this crate.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// The request outcome of an answered export (`/metrics`' `outcome` label): `accepted`
-/// whole, `partial` (some spans refused in the partial success), or its error's.
-pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
-    let error = match result {
-        Ok(0) => return "accepted",
-        Ok(_) => return "partial",
-        Err(error) => error,
-    };
-    match error {
-        CollectorError::InvalidRequest(_)
-        | CollectorError::UnsupportedMediaType(_)
-        | CollectorError::MethodNotAllowed(_) => "invalid",
-        CollectorError::TooLarge { .. } => "too_large",
-        CollectorError::Auth(AuthError::Unauthenticated) => "unauthenticated",
-        CollectorError::Auth(AuthError::Forbidden(_)) => "forbidden",
-        CollectorError::RateLimited { .. } => "rate_limited",
-        CollectorError::Overloaded(_) => "refused",
-        CollectorError::Sink(sink) if sink.retry_after().is_some() => "refused",
-        CollectorError::Sink(_) | CollectorError::Server(_) | CollectorError::Internal(_) => {
-            "failed"
-        }
-    }
 }
 
 impl CollectorError {

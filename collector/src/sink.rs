@@ -18,7 +18,7 @@ pub trait SpanSink: Send + Sync + 'static {
 
     /// Like `write`, for a batch decoded from the OTLP protobuf `request` (after any gzip was
     /// inflated): a sink may make the request's own bytes durable instead of encoding the
-    /// batch, and decode them again on recovery with [`crate::decode::decode_protobuf`].
+    /// batch, and decode them again on recovery with [`decode_logged_request`].
     fn write_request(
         &self,
         tenant: &TenantId,
@@ -58,3 +58,12 @@ impl SinkError {
 
 /// The retry delay we advertise when the store is unavailable and cannot say for how long.
 pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Decodes the OTLP protobuf request a sink logged through [`SpanSink::write_request`] back
+/// into the batch it was acknowledged with (`Ok(None)`: none of its spans were accepted):
+/// the decoder WAL replay must use, since it is the one the receivers used.
+pub fn decode_logged_request(request: &[u8]) -> Result<Option<RecordBatch>, String> {
+    crate::decode::decode_protobuf(request)
+        .map(|decoded| decoded.batch)
+        .map_err(|error| error.to_string())
+}

@@ -145,6 +145,20 @@ pub fn string_column(batch: &RecordBatch, name: &str, row: usize) -> Option<Stri
     array.is_valid(row).then(|| array.value(row).to_string())
 }
 
+/// Checks the text columns of one row, `(column, expected)`, all in one comparison that
+/// names every column that differs.
+pub fn assert_strings(batch: &RecordBatch, row: usize, expected: &[(&str, &str)]) {
+    let actual: Vec<(&str, Option<String>)> = expected
+        .iter()
+        .map(|(column, _)| (*column, string_column(batch, column, row)))
+        .collect();
+    let expected: Vec<(&str, Option<String>)> = expected
+        .iter()
+        .map(|(column, value)| (*column, Some(value.to_string())))
+        .collect();
+    assert_eq!(actual, expected, "row {row}");
+}
+
 pub fn binary_column(batch: &RecordBatch, name: &str, row: usize) -> Option<Vec<u8>> {
     let array = column(batch, name).as_fixed_size_binary();
     array.is_valid(row).then(|| array.value(row).to_vec())

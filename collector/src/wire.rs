@@ -9,8 +9,9 @@
 //! malformed input) makes it stop with
 //! [`Unusual`], and `decode::decode_protobuf` decodes the same bytes with prost and
 //! `decode::convert` instead. So any request either gets the result the prost path gives,
-//! or is handed to the prost path, error messages included. The validation and rendering
-//! rules are the ones in `decode.rs`, shared where they are functions over plain values.
+//! or is handed to the prost path, error messages included. The validation and naming rules
+//! are the ones in `spans.rs`, which the prost path applies too; this file knows nothing of
+//! `decode.rs` (which calls it), so the two never call each other.
 
 use std::fmt::Write as _;
 
@@ -19,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use flowscope_model::SpanBatchBuilder;
 use flowscope_model::schema::SpanRecord;
 
-use crate::decode::{
+use crate::spans::{
     CheckedSpan, DecodedTraces, MAX_VALUE_NESTING, Rejection, Rejections, UNKNOWN_SERVICE,
     check_span_fields, decoded_traces, kind_name, status_name, write_json_string,
 };
@@ -128,29 +129,10 @@ struct SpanFields<'a> {
 
 impl Decoder {
     fn resource_spans(&mut self, bytes: &[u8]) -> Parse<()> {
-        // The resource may follow its scopes on the wire, so find it first.
-        let mut resource = None;
-        let mut fields = Reader::new(bytes);
-        while let Some((tag, field)) = fields.next()? {
-            match tag {
-                1 => set_once(&mut resource, field.message()?)?,
-                2 => {
-                    field.message()?;
-                }
-                3 => {
-                    field.string()?;
-                }
-                _ => {}
-            }
-        }
-        let resource = self.resource(resource.unwrap_or_default())?;
-        let mut fields = Reader::new(bytes);
-        while let Some((tag, field)) = fields.next()? {
-            if tag == 2 {
-                self.scope_spans(field.message()?, &resource)?;
-            }
-        }
-        Ok(())
+        let resource = self.resource(container_head(bytes)?)?;
+        each_contained(bytes, |scope_spans| {
+            self.scope_spans(scope_spans, &resource)
+        })
     }
 
     fn resource<'a>(&mut self, bytes: &'a [u8]) -> Parse<ResourceView<'a>> {
@@ -185,28 +167,8 @@ impl Decoder {
     }
 
     fn scope_spans(&mut self, bytes: &[u8], resource: &ResourceView<'_>) -> Parse<()> {
-        let mut scope = None;
-        let mut fields = Reader::new(bytes);
-        while let Some((tag, field)) = fields.next()? {
-            match tag {
-                1 => set_once(&mut scope, field.message()?)?,
-                2 => {
-                    field.message()?;
-                }
-                3 => {
-                    field.string()?;
-                }
-                _ => {}
-            }
-        }
-        let scope = self.scope(scope.unwrap_or_default())?;
-        let mut fields = Reader::new(bytes);
-        while let Some((tag, field)) = fields.next()? {
-            if tag == 2 {
-                self.span(field.message()?, resource, scope)?;
-            }
-        }
-        Ok(())
+        let scope = self.scope(container_head(bytes)?)?;
+        each_contained(bytes, |span| self.span(span, resource, scope))
     }
 
     /// The scope's name and version; its attributes have no column but must be valid.
@@ -293,6 +255,39 @@ impl Decoder {
     }
 }
 
+/// Field 1 of a `ResourceSpans` or `ScopeSpans`, the two messages of the same shape: the
+/// resource or scope that field 2's scope spans or spans belong to (it may follow them on
+/// the wire, so it is read first), with field 2 checked to be messages and field 3, the
+/// schema URL, a string.
+fn container_head(bytes: &[u8]) -> Parse<&[u8]> {
+    let mut head = None;
+    let mut fields = Reader::new(bytes);
+    while let Some((tag, field)) = fields.next()? {
+        match tag {
+            1 => set_once(&mut head, field.message()?)?,
+            2 => {
+                field.message()?;
+            }
+            3 => {
+                field.string()?;
+            }
+            _ => {}
+        }
+    }
+    Ok(head.unwrap_or_default())
+}
+
+/// Reads each message of field 2 of a `ResourceSpans` or `ScopeSpans`, in wire order.
+fn each_contained(bytes: &[u8], mut read: impl FnMut(&[u8]) -> Parse<()>) -> Parse<()> {
+    let mut fields = Reader::new(bytes);
+    while let Some((tag, field)) = fields.next()? {
+        if tag == 2 {
+            read(field.message()?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a span's non-repeated fields, checking the wire types of the repeated ones.
 fn span_fields(bytes: &[u8]) -> Parse<SpanFields<'_>> {
     let mut span = SpanFields::default();
@@ -375,12 +370,12 @@ fn event(
         match tag {
             1 => time_unix_nano = field.fixed64()?,
             2 => name = field.string()?,
-            3 => {
-                let (key, value) = read_key_value(field.message()?, &mut scratch.value)?;
-                if let Some(builder) = builder.as_deref_mut() {
-                    builder.push_event_attribute(key, value.text(&scratch.value));
-                }
-            }
+            3 => read_nested_attribute(
+                field.message()?,
+                builder.as_deref_mut(),
+                scratch,
+                SpanBatchBuilder::push_event_attribute,
+            )?,
             4 => {
                 field.varint()?;
             }
@@ -409,12 +404,12 @@ fn link(
             1 => trace_id = field.bytes()?,
             2 => span_id = field.bytes()?,
             3 => trace_state = field.string()?,
-            4 => {
-                let (key, value) = read_key_value(field.message()?, &mut scratch.value)?;
-                if let Some(builder) = builder.as_deref_mut() {
-                    builder.push_link_attribute(key, value.text(&scratch.value));
-                }
-            }
+            4 => read_nested_attribute(
+                field.message()?,
+                builder.as_deref_mut(),
+                scratch,
+                SpanBatchBuilder::push_link_attribute,
+            )?,
             5 => {
                 field.varint()?;
             }
@@ -430,6 +425,21 @@ fn link(
         builder
             .end_link(&scratch.trace_id_hex, &scratch.span_id_hex, trace_state)
             .map_err(|_| Unusual)?;
+    }
+    Ok(())
+}
+
+/// Reads an attribute of an event or a link, and `push`es it into the open row of
+/// `builder` when there is one.
+fn read_nested_attribute(
+    bytes: &[u8],
+    builder: Option<&mut SpanBatchBuilder>,
+    scratch: &mut Scratch,
+    push: fn(&mut SpanBatchBuilder, &str, &str),
+) -> Parse<()> {
+    let (key, value) = read_key_value(bytes, &mut scratch.value)?;
+    if let Some(builder) = builder {
+        push(builder, key, value.text(&scratch.value));
     }
     Ok(())
 }
@@ -635,42 +645,42 @@ fn write_json(value: WireValue<'_>, out: &mut String, level: usize) -> Parse<()>
         }
         WireValue::Double(number) => write_json_string(&number.to_string(), out),
         WireValue::Bytes(bytes) => write_json_string(&BASE64.encode(bytes), out),
-        WireValue::Array(bytes) => {
-            out.push('[');
-            let mut first = true;
-            let mut fields = Reader::new(bytes);
-            while let Some((tag, field)) = fields.next()? {
-                if tag != 1 {
-                    continue;
-                }
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                write_json(any_value(field.message()?)?, out, level + 1)?;
-            }
-            out.push(']');
-        }
-        WireValue::Kvlist(bytes) => {
-            out.push('{');
-            let mut first = true;
-            let mut fields = Reader::new(bytes);
-            while let Some((tag, field)) = fields.next()? {
-                if tag != 1 {
-                    continue;
-                }
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                let (key, value) = nested_key_value(field.message()?)?;
-                write_json_string(key, out);
-                out.push(':');
-                write_json(value, out, level + 1)?;
-            }
-            out.push('}');
-        }
+        WireValue::Array(bytes) => write_json_list(bytes, out, ['[', ']'], |item, out| {
+            write_json(any_value(item)?, out, level + 1)
+        })?,
+        WireValue::Kvlist(bytes) => write_json_list(bytes, out, ['{', '}'], |entry, out| {
+            let (key, value) = nested_key_value(entry)?;
+            write_json_string(key, out);
+            out.push(':');
+            write_json(value, out, level + 1)
+        })?,
     }
+    Ok(())
+}
+
+/// Writes the messages of field 1 of an `ArrayValue` (its values) or a `KeyValueList` (its
+/// entries) with `write_item`, separated by commas and between the `brackets`.
+fn write_json_list(
+    bytes: &[u8],
+    out: &mut String,
+    brackets: [char; 2],
+    mut write_item: impl FnMut(&[u8], &mut String) -> Parse<()>,
+) -> Parse<()> {
+    let [open, close] = brackets;
+    out.push(open);
+    let mut first = true;
+    let mut fields = Reader::new(bytes);
+    while let Some((tag, field)) = fields.next()? {
+        if tag != 1 {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_item(field.message()?, out)?;
+    }
+    out.push(close);
     Ok(())
 }
 
@@ -993,14 +1003,8 @@ mod tests {
         let decoded = decode(&body).expect("read");
         let batch = decoded.batch.expect("two spans");
         assert_eq!(batch.num_rows(), 2);
-        assert_eq!(
-            string_column(&batch, "service_name", 1).as_deref(),
-            Some("cart")
-        );
-        assert_eq!(
-            string_column(&batch, "scope_name", 0).as_deref(),
-            Some("lib")
-        );
+        assert_strings(&batch, 1, &[("service_name", "cart")]);
+        assert_strings(&batch, 0, &[("scope_name", "lib")]);
         assert_eq!(
             links_column(&batch, 0),
             vec![(

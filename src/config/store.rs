@@ -27,11 +27,9 @@ pub(super) fn resolve(
     store.wal_sync = wal_sync;
     // The WAL logs each OTLP/protobuf request as it arrived; replay decodes it with the
     // receivers' own decoder, so the rows come back as they were acknowledged.
-    store.request_decoder = Some(RequestDecoder::new(|request| {
-        flowscope_collector::decode::decode_protobuf(request)
-            .map(|decoded| decoded.batch)
-            .map_err(|error| error.to_string())
-    }));
+    store.request_decoder = Some(RequestDecoder::new(
+        flowscope_collector::decode_logged_request,
+    ));
     store.retention = duration("retention", settings.retention.clone(), store.retention)?;
     store.flush_interval = duration(
         "flush-interval",

@@ -8,15 +8,16 @@ pub mod ingest;
 pub mod otlp;
 pub mod search_traces;
 pub mod spans;
+pub mod tokens;
 pub mod topology;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flowscope_bench::launch;
 use serde_json::Value;
 
 /// A running `flowscope serve` child process.
@@ -29,11 +30,6 @@ pub struct Server {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    line[start..].split_whitespace().next()
-}
-
 impl Server {
     /// Starts the server on `data_dir` and waits for its "ready" line (no sleeps).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
@@ -42,6 +38,19 @@ impl Server {
             data_dir,
             extra,
         )
+    }
+
+    /// Starts the server on `dir/data` with `tokens_toml` as its `--tokens-file`
+    /// (`dir/tokens.toml`), before `extra`.
+    pub fn start_with_tokens(dir: &Path, tokens_toml: &str, extra: &[&str]) -> Self {
+        let tokens = dir.join("tokens.toml");
+        std::fs::write(&tokens, tokens_toml).expect("write the tokens file");
+        let tokens = tokens.to_str().expect("a UTF-8 path");
+        let args: Vec<&str> = ["--tokens-file", tokens]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::start(&dir.join("data"), &args)
     }
 
     /// Like [`Server::start`], with the process's address space limited to `kib` KiB
@@ -83,73 +92,22 @@ impl Server {
     }
 
     fn start_command(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--api-addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("FLOWSCOPE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start flowscope");
-        let stderr = child.stderr.take().expect("stderr");
+        launch::serve_on_free_ports(&mut command, data_dir, extra);
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
-            let mut announced = false;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let plain = strip_ansi(&line);
-                let service = field(&plain, "service=");
-                let addr = field(&plain, "addr=").and_then(|a| a.parse::<SocketAddr>().ok());
-                if let (true, Some(service), Some(addr)) =
-                    (plain.contains("listening"), service, addr)
-                {
-                    addrs.push((service.trim_matches('"').to_string(), addr));
-                }
-                if !announced && plain.contains("flowscope is ready") {
-                    announced = true;
-                    let _ = tx.send(Ok(addrs.clone()));
-                }
-                sink.lock().expect("log").push(plain);
-            }
-            if !announced {
-                let _ = tx.send(Err(()));
-            }
+        let started = launch::start_and_wait(command, Duration::from_secs(60), move |line| {
+            sink.lock().expect("log").push(line);
         });
-        let addrs = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(addrs)) => addrs,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "flowscope did not become ready:\n{}",
-                    log.lock().expect("log").join("\n")
-                );
-            }
-        };
-        let find = |name: &str| {
-            addrs
-                .iter()
-                .find(|(s, _)| s == name)
-                .map(|(_, a)| *a)
-                .expect(name)
-        };
+        let (child, ports) = started.unwrap_or_else(|error| {
+            panic!(
+                "flowscope did not become ready ({error}):\n{}",
+                log.lock().expect("log").join("\n")
+            )
+        });
         Self {
-            grpc: find("otlp-grpc"),
-            http: find("otlp-http"),
-            api: find("api"),
+            grpc: ports.grpc,
+            http: ports.http,
+            api: ports.api,
             child,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -210,6 +168,17 @@ impl Server {
         });
     }
 
+    /// The text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        reqwest::blocking::Client::new()
+            .get(format!("http://{}/metrics", self.api))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("metrics text")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -254,23 +223,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The `(id, kind)` of every node of a `/api/graph` answer (or of the page's graph), sorted.

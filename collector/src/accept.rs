@@ -1,0 +1,298 @@
+//! The one receive path both transports share, from the request's headers to its answer:
+//! who sends ([`Receiver::authorize`]), decoding within the memory reserved for it, the
+//! retention horizon, the tenant's rate, the sink, and the figures of every answer
+//! ([`Receiver::accept`]). `grpc.rs` and `http.rs` keep only what their protocol needs:
+//! framing, content types and encodings, and the mapping of errors to status codes.
+//!
+//! ```text
+//!  transport: headers ──authorize──> memory.admit ──read/inflate──┐
+//!  accept:    decode (runtime or blocking pool) ──> refuse_expired ──> hold the batch
+//!             ──> admit (rate) ──> SpanSink ──> count ──> ExportTraceServiceResponse
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use flowscope_auth::{AuthError, Permission, Principal, TENANT_HEADER, TenantId};
+use flowscope_base::memory::Reservation;
+use flowscope_model::retention::retention_cutoff_ns;
+use http::{HeaderMap, HeaderValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
+use crate::decode::{
+    DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
+};
+use crate::sink::SpanSink;
+use crate::{CollectorConfig, CollectorError, DECODE_FACTOR};
+
+/// The two OTLP payload encodings. gRPC only ever sends protobuf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    /// Whether a body of `bytes` (as decoded, not compressed) is decoded on the async runtime
+    /// rather than the blocking pool.
+    pub(crate) fn decodes_inline(self, bytes: usize) -> bool {
+        let inline = match self {
+            Encoding::Protobuf => INLINE_DECODE_BYTES,
+            Encoding::Json => INLINE_DECODE_JSON_BYTES,
+        };
+        bytes <= inline
+    }
+}
+
+/// What a receiver holds: where spans go, the settings they are taken under, and the
+/// `protocol` label of its figures.
+#[derive(Clone)]
+pub(crate) struct Receiver {
+    pub(crate) sink: Arc<dyn SpanSink>,
+    pub(crate) config: CollectorConfig,
+    pub(crate) protocol: &'static str,
+}
+
+impl Receiver {
+    /// The principal a request sends spans as, from its `authorization` header and every
+    /// value of its tenant header, checked before any of its body is read.
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<Principal, CollectorError> {
+        let principal = self.config.access.authenticate(
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+            headers
+                .get_all(TENANT_HEADER)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )?;
+        if !principal.may(Permission::Ingest) {
+            return Err(AuthError::Forbidden("this token may not send spans").into());
+        }
+        Ok(principal)
+    }
+
+    /// Decodes a request and hands its spans to the sink: the step after the transport has
+    /// read it. `body` gives the request's bytes in `encoding` (inflating them first if the
+    /// transport must, each buffer reserved in `reservation`); it runs on the async runtime
+    /// when `inline`, else on the blocking pool. Then spans past the retention horizon are
+    /// refused, the batch is what the request holds until the sink answers, the tenant's rate
+    /// is taken, and the spans are counted. Ok is the answer to send.
+    pub(crate) async fn accept<B>(
+        &self,
+        principal: &Principal,
+        reservation: Reservation,
+        encoding: Encoding,
+        inline: bool,
+        body: B,
+    ) -> Result<ExportTraceServiceResponse, CollectorError>
+    where
+        B: FnOnce(&mut Reservation) -> Result<Bytes, CollectorError> + Send + 'static,
+    {
+        let mut reservation = reservation;
+        let decode = move || {
+            let decoded = body(&mut reservation)
+                .and_then(|body| decode_reserved(body, encoding, &mut reservation));
+            (decoded, reservation)
+        };
+        let (decoded, mut reservation) = if inline {
+            decode()
+        } else {
+            tokio::task::spawn_blocking(decode)
+                .await
+                .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
+        };
+        let Decoded {
+            traces: mut decoded,
+            bytes: decoded_bytes,
+            protobuf,
+        } = decoded?;
+        refuse_expired(&mut decoded, self.config.retention)?;
+        // The batch is what this request holds until the sink answers. A protobuf body kept for
+        // the sink is counted by the store when it takes it, as its WAL record.
+        reservation.set(
+            decoded
+                .batch
+                .as_ref()
+                .map_or(0, RecordBatch::get_array_memory_size),
+        );
+        let response = decoded.export_response();
+        let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let written = match decoded.batch {
+            Some(batch) => self.write(principal, batch, decoded_bytes, protobuf).await,
+            None => Ok(()),
+        };
+        let rejected = rejected_spans(&response).max(0) as u64;
+        self.count_spans(&principal.tenant, spans, rejected, written.is_ok());
+        written?;
+        Ok(response)
+    }
+
+    /// Takes the batch's spans and bytes from the tenant's rate, then gives the batch (and
+    /// the protobuf request it came from, for a sink that logs requests) to the sink.
+    async fn write(
+        &self,
+        principal: &Principal,
+        batch: RecordBatch,
+        decoded_bytes: usize,
+        protobuf: Option<Bytes>,
+    ) -> Result<(), CollectorError> {
+        self.admit(principal, batch.num_rows(), decoded_bytes)?;
+        match protobuf {
+            Some(request) => {
+                self.sink
+                    .write_request(&principal.tenant, batch, request)
+                    .await?
+            }
+            None => self.sink.write(&principal.tenant, batch).await?,
+        }
+        Ok(())
+    }
+
+    /// Takes a decoded request's spans and bytes from its tenant's rate limits.
+    fn admit(
+        &self,
+        principal: &Principal,
+        spans: usize,
+        bytes: usize,
+    ) -> Result<(), CollectorError> {
+        let limits = self.config.access.limits(&principal.tenant);
+        self.config
+            .limiter
+            .admit(
+                &principal.tenant,
+                limits,
+                spans as u64,
+                bytes as u64,
+                Instant::now(),
+            )
+            .map_err(|retry_after| CollectorError::RateLimited { retry_after })
+    }
+
+    /// Counts an answered export request of `tenant` under the outcome of `result`.
+    pub(crate) fn count_answer(
+        &self,
+        tenant: &TenantId,
+        result: &Result<ExportTraceServiceResponse, CollectorError>,
+    ) {
+        let outcome = outcome(result.as_ref().map(rejected_spans));
+        self.count_request(Some(tenant), outcome);
+    }
+
+    /// Counts a request refused with `error` (`tenant` is `None` when it was refused before
+    /// its tenant was known).
+    pub(crate) fn count_refusal(&self, tenant: Option<&TenantId>, error: &CollectorError) {
+        self.count_request(tenant, outcome(Err(error)));
+    }
+
+    /// Counts one answered export request of `tenant` (`None`: refused before its tenant
+    /// was known) under its outcome.
+    pub(crate) fn count_request(&self, tenant: Option<&TenantId>, outcome: &'static str) {
+        let protocol = self.protocol;
+        match tenant {
+            Some(tenant) => self
+                .config
+                .telemetry
+                .ingest_requests
+                .add((tenant.as_str().to_string(), protocol, outcome), 1),
+            None => self
+                .config
+                .telemetry
+                .ingest_unattributed
+                .add((protocol, outcome), 1),
+        }
+    }
+
+    /// Counts a decoded request's spans: `spans` stored (or, if `written` is false, all
+    /// refused with the request) and `rejected` refused in the partial success.
+    fn count_spans(&self, tenant: &TenantId, spans: u64, rejected: u64, written: bool) {
+        let counters = &self.config.telemetry.ingest_spans;
+        let tenant = tenant.as_str();
+        if spans > 0 {
+            let outcome = if written { "accepted" } else { "refused" };
+            counters.add((tenant.to_string(), self.protocol, outcome), spans);
+        }
+        if rejected > 0 {
+            counters.add((tenant.to_string(), self.protocol, "rejected"), rejected);
+        }
+    }
+}
+
+/// A decoded request body.
+struct Decoded {
+    traces: DecodedTraces,
+    /// The body's length after decompression: what the rate limit counts, so that gzip
+    /// does not buy a tenant more.
+    bytes: usize,
+    /// The protobuf request (inflated), for a sink that logs it; `None` for JSON.
+    protobuf: Option<Bytes>,
+}
+
+/// Decodes `body` once the Arrow builders decoding fills (up to twice the protobuf or
+/// JSON's size) are reserved.
+fn decode_reserved(
+    body: Bytes,
+    encoding: Encoding,
+    reservation: &mut Reservation,
+) -> Result<Decoded, CollectorError> {
+    reservation.grow(DECODE_FACTOR * body.len())?;
+    let bytes = body.len();
+    let (traces, protobuf) = match encoding {
+        Encoding::Protobuf => (decode_protobuf(&body)?, Some(body)),
+        Encoding::Json => (decode_json(&body)?, None),
+    };
+    Ok(Decoded {
+        traces,
+        bytes,
+        protobuf,
+    })
+}
+
+/// Refuses the spans of a decoded request that started before the retention horizon, by the
+/// clock now: the one place both receivers apply `CollectorConfig::retention`. WAL replay
+/// drops the same spans from the logged request (`flowscope_query::StoreConfig::retention`),
+/// so the decoder itself stays free of clocks and settings.
+fn refuse_expired(
+    decoded: &mut DecodedTraces,
+    retention: Option<Duration>,
+) -> Result<(), CollectorError> {
+    let Some(retention) = retention else {
+        return Ok(());
+    };
+    let cutoff_ns = retention_cutoff_ns(SystemTime::now(), retention);
+    decoded.refuse_started_before(cutoff_ns, retention)
+}
+
+/// Spans refused in an answer's partial success.
+fn rejected_spans(response: &ExportTraceServiceResponse) -> i64 {
+    response
+        .partial_success
+        .as_ref()
+        .map_or(0, |partial| partial.rejected_spans)
+}
+
+/// The request outcome of an answered export (`/metrics`' `outcome` label): `accepted`
+/// whole, `partial` (some spans refused in the partial success), or its error's.
+pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
+    let error = match result {
+        Ok(0) => return "accepted",
+        Ok(_) => return "partial",
+        Err(error) => error,
+    };
+    match error {
+        CollectorError::InvalidRequest(_)
+        | CollectorError::UnsupportedMediaType(_)
+        | CollectorError::MethodNotAllowed(_) => "invalid",
+        CollectorError::TooLarge { .. } => "too_large",
+        CollectorError::Auth(AuthError::Unauthenticated) => "unauthenticated",
+        CollectorError::Auth(AuthError::Forbidden(_)) => "forbidden",
+        CollectorError::RateLimited { .. } => "rate_limited",
+        CollectorError::Overloaded(_) => "refused",
+        CollectorError::Sink(sink) if sink.retry_after().is_some() => "refused",
+        CollectorError::Sink(_) | CollectorError::Server(_) | CollectorError::Internal(_) => {
+            "failed"
+        }
+    }
+}
