@@ -1,13 +1,17 @@
-//! The graph's persistence and read path: the buckets kept past the live graph's horizon,
-//! windows rebuilt from the stored spans, health, incidents, and the graph in SQL.
+//! The graph past inference, write path and read path in one place: the graph stage that
+//! feeds the live graph from the store's commits, the buckets kept past its horizon, windows
+//! rebuilt from the stored spans, health, incidents, and the graph in SQL.
 //!
 //! ```text
-//!  LiveGraph (graph stage) ──trimmed buckets──> rollups (hourly files)
+//!  store commits ──> stage: LiveGraph ──trimmed buckets──> rollups (hourly files)
 //!  GraphView::snapshot(window) ──> live buckets ─┬─> merge, names, loops ──> health
 //!                                  rollups ──────┤
 //!                                  history ──────┘ (rebuilt from store::read_range)
 //!  SQL: nodes, edges, feedback_loops, *_between, anomaly functions, incidents ──> GraphView
 //! ```
+//!
+//! The store knows nothing of this module, which reads the store only through `SpanStore`,
+//! `View`, `Recovered` and `store::read`.
 
 pub mod anomaly;
 pub mod health;
