@@ -14,7 +14,6 @@
 
 mod config;
 mod data_dir;
-mod graph_stage;
 mod listen;
 mod loadgen;
 mod pipeline;

@@ -16,8 +16,8 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_graph::{GraphConfig, LiveGraph, feedback_loops};
 use flowscope_model::{SpanBatchBuilder, SpanRecord};
-use flowscope_query::health::{self, BaselineFigures, Objectives};
-use flowscope_query::incidents;
+use flowscope_query::graph::health::{self, BaselineFigures, Objectives};
+use flowscope_query::graph::incidents;
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -342,7 +342,7 @@ fn rebuild_from_store(
         store.flush().await
     })?;
     let started = Instant::now();
-    let (window, stats) = flowscope_query::history::rebuild(
+    let (window, stats) = flowscope_query::graph::history::rebuild(
         &store.view(),
         &GraphConfig::default(),
         now - LIVE_WINDOW_NS,

@@ -103,7 +103,7 @@ fn otlp(
 /// the demo's requests.
 fn wal(dir: &Path, requests: &[(String, ExportTraceServiceRequest)]) -> Result<()> {
     use flowscope_query::store::encode_batch;
-    use flowscope_query::wal::{Wal, WalSync};
+    use flowscope_query::store::wal::{Wal, WalSync};
 
     let dir = fresh(dir)?;
     let mut payloads = Vec::new();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use flowscope_graph::{GraphConfig, LiveGraph};
 use flowscope_query::fuzzing::{assert_read_only, sample_batch};
-use flowscope_query::graph_tables::{self, GraphView};
+use flowscope_query::graph::GraphView;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
 use libfuzzer_sys::fuzz_target;
 
@@ -59,7 +59,7 @@ fn harness() -> &'static Harness {
         let engine =
             SqlEngine::new(store.clone(), sql).unwrap_or_else(|e| panic!("the engine starts: {e}"));
         let graph = GraphView::with_history(live, store, None, 0, Duration::from_secs(5));
-        graph_tables::register(&engine, &graph)
+        flowscope_query::graph::register(&engine, &graph)
             .unwrap_or_else(|e| panic!("the graph tables register: {e}"));
         Harness { engine, caller }
     })

@@ -40,7 +40,7 @@ impl EdgeKind {
 }
 
 /// How an element of the graph is doing, worst last: judged against its own baseline and the
-/// operator's objectives (the rules are in `flowscope_query::health`).
+/// operator's objectives (the rules are in `flowscope_query::graph::health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum HealthLevel {
     #[default]

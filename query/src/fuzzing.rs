@@ -11,8 +11,8 @@ use datafusion::logical_expr::LogicalPlan;
 use flowscope_model::SpanBatchBuilder;
 use flowscope_model::schema::{EventRecord, LinkRecord, SpanRecord};
 
+use crate::store::wal::{self, Wal, WalSync};
 use crate::store::{decode_batches, encode_batch};
-use crate::wal::{self, Wal, WalSync};
 
 /// The segment a WAL input becomes: number 1, the first segment of a fresh log.
 pub const SEGMENT_SEQ: u64 = 1;

@@ -20,7 +20,7 @@ use flowscope_model::retention::{retain_started_since, retention_cutoff_ns};
 use flowscope_query::fuzzing::{
     assert_read_only, check_decodes, check_wal_replay, sample_batch, sample_payloads,
 };
-use flowscope_query::graph_tables::{self, GraphView};
+use flowscope_query::graph::GraphView;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
 
 #[test]
@@ -70,7 +70,7 @@ async fn the_store_opened_on_each_wal_segment_holds_exactly_the_rows_of_its_good
         std::fs::write(copy.path().join("wal-00000000000000000001.log"), segment).unwrap();
         let cutoff_ns = retention_cutoff_ns(SystemTime::now(), Duration::MAX);
         let mut expected = 0;
-        flowscope_query::wal::replay(copy.path(), 0, &mut |record| {
+        flowscope_query::store::wal::replay(copy.path(), 0, &mut |record| {
             for batch in check_decodes(record).unwrap_or_default() {
                 let retained = retain_started_since(batch, cutoff_ns).unwrap();
                 expected += retained.batch.map_or(0, |batch| batch.num_rows());
@@ -118,7 +118,7 @@ async fn engine() -> SqlEngine {
     };
     let engine = SqlEngine::new(store.clone(), sql).unwrap();
     let graph = GraphView::with_history(live, store, None, 0, Duration::from_secs(5));
-    graph_tables::register(&engine, &graph).unwrap();
+    flowscope_query::graph::register(&engine, &graph).unwrap();
     engine
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use flowscope_graph::GraphConfig;
-use flowscope_query::health::Objective;
+use flowscope_query::graph::health::Objective;
 
 use super::{ObjectiveFile, PENDING_SPAN_BYTES, Settings, duration};
 

@@ -22,7 +22,7 @@ use flowscope_base::parse_duration;
 use flowscope_collector::CollectorConfig;
 use flowscope_demo::Topology;
 use flowscope_graph::GraphConfig;
-use flowscope_query::health::Objective;
+use flowscope_query::graph::health::Objective;
 use flowscope_query::{SqlConfig, StoreConfig};
 use flowscope_web::ApiConfig;
 use rand::RngCore as _;
@@ -513,7 +513,7 @@ impl ServeConfig {
             random_token,
         } = inputs;
         let mut notes = Vec::new();
-        let (mut store, memory_limit) = store::resolve(&settings, data_dir, default_memory_limit)?;
+        let (store, memory_limit) = store::resolve(&settings, data_dir, default_memory_limit)?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
@@ -535,8 +535,6 @@ impl ServeConfig {
         let api = sql::api(&settings)?;
         let delivery = alert::delivery(&settings)?;
         let graph = graph::resolve(&settings, memory_limit, access.tenants().len())?;
-        // After a restart the live graph is rebuilt from the spans of its horizon.
-        store.listener_backfill = graph.horizon;
         let external_url = alert::external_url(&settings)?;
         let objectives = graph::objectives(settings.objective)?;
 

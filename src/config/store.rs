@@ -11,8 +11,7 @@ use flowscope_query::{RequestDecoder, StoreConfig, WalSync};
 
 use super::{MIN_MEMORY_LIMIT, Settings, duration, size};
 
-/// The store's config (its `listener_backfill` is the graph's horizon, set with the graph's
-/// part) and the memory ceiling it was given, in bytes.
+/// The store's config and the memory ceiling it was given, in bytes.
 pub(super) fn resolve(
     settings: &Settings,
     data_dir: PathBuf,

@@ -14,7 +14,8 @@
 //! | demo (`--demo`) | task | its simulator | one OTLP client | stop signal |
 //!
 //! [`open`] binds every port, locks the data directory, starts the watchdog and opens each
-//! tenant (its graph stage first, then its store, which replays the WAL into it); nothing
+//! tenant (its graph stage first, then its store, opened by the graph stage's input, which
+//! sends it the stored spans of its horizon, then the WAL's replayed ones); nothing
 //! is served yet, connections wait in the listen backlog. [`Opened::start`] starts the
 //! servers and the alert stages. [`Running::drain`] stops accepting, lets requests finish,
 //! stops the delivery worker, then flushes each store and lets its graph stage end.

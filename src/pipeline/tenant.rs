@@ -9,15 +9,15 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowscope_auth::TenantId;
-use flowscope_base::liveness::Liveness;
+use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::{SinkError, SpanSink};
-use flowscope_query::graph_tables::{self, GraphView};
+use flowscope_query::graph::GraphView;
+use flowscope_query::graph::stage::{GraphStage, Keeper};
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::TenantView;
 use futures::future::BoxFuture;
 
 use crate::config::ServeConfig;
-use crate::graph_stage;
 
 /// The store's errors as the collector's.
 fn sink_error(error: StoreError) -> SinkError {
@@ -61,38 +61,37 @@ pub async fn open(
     let mut store_config = config.store.clone();
     store_config.data_dir = data_dir.clone();
     store_config.liveness = liveness.clone();
-    // The store backfills the live graph with the spans of its horizon before this moment;
+    // The live graph is backfilled with the stored spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.
-    let graph_covers_from = flowscope_base::clock::now_ns().saturating_sub(
-        config
-            .store
-            .listener_backfill
-            .as_nanos()
-            .min(i64::MAX as u128) as i64,
-    );
+    let graph_covers_from = flowscope_base::clock::now_ns()
+        .saturating_sub(config.graph.horizon.as_nanos().min(i64::MAX as u128) as i64);
     let rollups = Arc::new(
-        flowscope_query::rollups::Rollups::open(&data_dir)
+        flowscope_query::graph::rollups::Rollups::open(&data_dir)
             .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
     );
-    let keeper = graph_stage::Keeper::new(
+    let keeper = Keeper::new(
         rollups.clone(),
         graph_covers_from,
         &config.graph,
         config.store.retention,
     );
-    // The graph stage starts first: the store feeds it the spans it replays while opening.
-    let graph_stage::GraphStage {
+    // The graph stage starts first: its input opens the store, which feeds it the stored
+    // spans of its horizon and those it replays. Registered in `liveness`, it is marked
+    // stopped if its thread ends (or panics) before shutdown.
+    let GraphStage {
         graph,
         input: graph_input,
-        thread: graph_thread,
-    } = graph_stage::start(config.graph.clone(), Some(keeper), liveness)
+        runner,
+    } = GraphStage::new(config.graph.clone(), Some(keeper));
+    let alive = liveness.start(Stage::Graph);
+    let graph_thread = std::thread::Builder::new()
+        .name("flowscope-graph".into())
+        .spawn(move || runner.run(&alive))
         .context("cannot start the graph stage")?;
-    let store = tokio::task::spawn_blocking(move || {
-        SpanStore::open_with_listener(store_config, Some(graph_input))
-    })
-    .await?
-    .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
+        .await?
+        .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
     let stats = store.stats();
     tracing::info!(
         %tenant,
@@ -114,7 +113,8 @@ pub async fn open(
         SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
             .context("cannot start the SQL engine")?,
     );
-    graph_tables::register(&engine, &graph).context("cannot register the graph tables")?;
+    flowscope_query::graph::register(&engine, &graph)
+        .context("cannot register the graph tables")?;
     Ok(TenantSpace {
         tenant,
         store,

@@ -390,7 +390,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, header};
     use flowscope_graph::{GraphConfig, LiveGraph};
-    use flowscope_query::graph_tables::GraphView;
+    use flowscope_query::graph::GraphView;
     use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -405,7 +405,7 @@ mod tests {
         let engine = Arc::new(SqlEngine::new(store.clone(), SqlConfig::default()).unwrap());
         let live = Arc::new(RwLock::new(LiveGraph::new(GraphConfig::default())));
         let graph = GraphView::with_history(live, store, None, 0, Duration::from_secs(5));
-        flowscope_query::graph_tables::register(&engine, &graph).unwrap();
+        flowscope_query::graph::register(&engine, &graph).unwrap();
         let metadata = flowscope_alert::Metadata::open_in_memory().await.unwrap();
         sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (1, 'ops', 'https://example.com/', 0, 0)")
             .execute(metadata.pool())

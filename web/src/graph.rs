@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
 use flowscope_query::QueryError;
-use flowscope_query::graph_tables::LIVE_WINDOW;
+use flowscope_query::graph::LIVE_WINDOW;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

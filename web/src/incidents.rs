@@ -11,7 +11,7 @@ use axum::extract::Query;
 use flowscope_base::clock::now_ns;
 use flowscope_graph::NodeKind;
 use flowscope_query::SqlEngine;
-use flowscope_query::incidents::{INCIDENT_WINDOW, Incident, Sample, Subject};
+use flowscope_query::graph::incidents::{INCIDENT_WINDOW, Incident, Sample, Subject};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

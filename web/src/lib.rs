@@ -55,7 +55,7 @@ use std::collections::BTreeMap;
 use flowscope_auth::{Access, TenantId};
 use flowscope_base::liveness::Liveness;
 use flowscope_query::SqlEngine;
-use flowscope_query::graph_tables::GraphView;
+use flowscope_query::graph::GraphView;
 
 /// Limits of the API.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use axum::http::{Request, Response, StatusCode, header};
 use flowscope_auth::{Access, Limits, Role, TenantId, TokenEntry};
 use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_graph::{GraphConfig, LiveGraph};
-use flowscope_query::graph_tables::GraphView;
+use flowscope_query::graph::GraphView;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ fn tenant_view(dir: &std::path::Path) -> TenantView {
     let engine = Arc::new(SqlEngine::new(store.clone(), SqlConfig::default()).unwrap());
     let live = Arc::new(RwLock::new(LiveGraph::new(GraphConfig::default())));
     let graph = GraphView::with_history(live, store, None, 0, Duration::from_secs(5));
-    flowscope_query::graph_tables::register(&engine, &graph).unwrap();
+    flowscope_query::graph::register(&engine, &graph).unwrap();
     TenantView { engine, graph }
 }
 

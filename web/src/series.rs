@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::Query;
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{EdgeKind, Element, Figures};
-use flowscope_query::anomaly::whole_buckets;
-use flowscope_query::graph_tables::LIVE_WINDOW;
+use flowscope_query::graph::LIVE_WINDOW;
+use flowscope_query::graph::anomaly::whole_buckets;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -35,9 +35,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use flowscope_model::{columns, sql_schema, storage_schema};
 
-use crate::hex_id::HexId;
-use crate::segment::Segment;
+use crate::sql::hex_id::HexId;
 use crate::store::SpanStore;
+use crate::store::segment::Segment;
 
 /// The `spans` table.
 #[derive(Debug)]

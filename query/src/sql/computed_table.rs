@@ -1,5 +1,7 @@
-//! A table whose one batch is computed when it is scanned, off the async runtime: what every
-//! anomaly function returns once its arguments are checked.
+//! A table whose one batch is computed when it is scanned, on a blocking thread: what every
+//! graph table and table function returns once its arguments are checked, since a window
+//! older than the live graph may be rebuilt from the stored spans (seconds, not
+//! microseconds).
 
 use std::sync::Arc;
 
@@ -60,7 +62,6 @@ impl TableProvider for ComputedTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Windows older than the horizon are rebuilt from Parquet: seconds, not microseconds.
         let compute = self.compute.clone();
         let batch = tokio::task::spawn_blocking(move || compute())
             .await

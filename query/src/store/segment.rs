@@ -23,7 +23,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::StoreError;
-use crate::wal::sync_dir;
+use crate::store::wal::sync_dir;
 
 const KEY_WAL_SEQ: &str = "flowscope.wal_seq";
 const KEY_MIN_START: &str = "flowscope.min_start_ns";

@@ -15,6 +15,10 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub(crate) mod read;
+pub mod segment;
+pub mod wal;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +32,6 @@ use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
-use flowscope_base::clock::now_ns;
 use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_base::memory::MemoryBudget;
 use flowscope_model::retention::{retain_started_since, retention_cutoff_ns};
@@ -36,9 +39,8 @@ use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use crate::history;
-use crate::segment::{self, Segment};
-use crate::wal::{self, Wal, WalSync};
+use segment::Segment;
+use wal::{Wal, WalSync};
 
 /// How the store writes and keeps spans.
 #[derive(Debug, Clone)]
@@ -56,9 +58,6 @@ pub struct StoreConfig {
     /// catch up. One budget shared by every store of the process (one per tenant), so
     /// memory does not grow with the number of tenants.
     pub memory: Arc<MemoryBudget>,
-    /// On open, a commit listener first receives the spans of Parquet segments that started
-    /// within this long before now (the live graph rebuilds its horizon after a restart).
-    pub listener_backfill: Duration,
     /// Turns an OTLP protobuf request back into its spans. With one, [`SpanStore::write_request`]
     /// logs the request's own bytes (half the size of the batch's Arrow IPC, and nothing to
     /// encode) and replay decodes them again; without one, every record is Arrow IPC.
@@ -104,7 +103,6 @@ impl StoreConfig {
             flush_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 86_400),
             memory: Arc::new(MemoryBudget::unlimited().with_ingest_buffer(1 << 30)),
-            listener_backfill: Duration::ZERO,
             request_decoder: None,
             liveness: Liveness::new(),
         }
@@ -336,42 +334,17 @@ fn read_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(batches)
 }
 
-/// Sends the rows of `segments` that started at or after `since_ns` to `listener`, oldest
-/// segment first.
-fn backfill(
-    segments: &[Segment],
-    since_ns: i64,
-    listener: &SyncSender<RecordBatch>,
-) -> Result<usize, StoreError> {
-    let mut sent = 0;
-    for segment in segments.iter().filter(|s| s.max_start_ns >= since_ns) {
-        let mut send = |batch: RecordBatch| -> Result<bool, StoreError> {
-            // Parquet gives back the schema it stored; the listener expects the storage schema.
-            let batch = RecordBatch::try_new(storage_schema(), batch.columns().to_vec())?;
-            sent += batch.num_rows();
-            Ok(listener.send(batch).is_ok())
-        };
-        if !history::read_segment(segment, None, since_ns, i64::MAX, &mut send)? {
-            break;
-        }
-    }
-    Ok(sent)
-}
-
 impl SpanStore {
     /// Opens the store: loads committed segments, replays the WAL, starts the writer and
     /// flusher threads. Returns once every acknowledged span is readable again.
     pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
-        Self::open_with_listener(config, None)
+        Self::recover(config)?.start(None)
     }
 
-    /// Like [`SpanStore::open`], and every batch that becomes durable (replayed ones first)
-    /// is also sent to `on_commit`, in commit order. The send blocks when the listener falls
-    /// behind, so a slow listener slows ingest instead of losing spans.
-    pub fn open_with_listener(
-        config: StoreConfig,
-        on_commit: Option<SyncSender<RecordBatch>>,
-    ) -> Result<Arc<Self>, StoreError> {
+    /// The first half of [`SpanStore::open`]: loads the committed segments and replays the
+    /// WAL, starting nothing, so that a downstream stage can take the spans stored before
+    /// (`Recovered::read_stored_since`) and the replayed ones before any new commit.
+    pub fn recover(config: StoreConfig) -> Result<Recovered, StoreError> {
         let spans_dir = segment::spans_dir(&config.data_dir);
         std::fs::create_dir_all(&spans_dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -418,38 +391,77 @@ impl SpanStore {
                  opened without their decoder; open the data directory with `flowscope serve`"
             )));
         }
-        if let Some(listener) = &on_commit {
-            let since = now_ns()
-                .saturating_sub(config.listener_backfill.as_nanos().min(i64::MAX as u128) as i64);
-            let sent = backfill(&segments, since, listener)?;
-            if sent > 0 {
-                tracing::info!(
-                    spans = sent,
-                    "sent stored spans of the recent past to the graph"
-                );
-            }
-            for batch in &replayed {
-                let _ = listener.send(batch.clone());
+        Ok(Recovered {
+            config,
+            segments,
+            replayed,
+            report,
+            expired,
+            undecodable,
+        })
+    }
+}
+
+/// A store whose committed segments are loaded and whose WAL is replayed, not yet started:
+/// what [`SpanStore::recover`] returns.
+pub struct Recovered {
+    config: StoreConfig,
+    segments: Vec<Segment>,
+    replayed: Vec<RecordBatch>,
+    report: wal::ReplayReport,
+    expired: usize,
+    undecodable: usize,
+}
+
+impl Recovered {
+    /// The batches replayed from the WAL, in the order they were logged.
+    pub fn replayed(&self) -> &[RecordBatch] {
+        &self.replayed
+    }
+
+    /// Reads the rows of the committed segments that started at or after `since_ns`, in the
+    /// order the segments were loaded, as Parquet gives them back; `visit` returns `false` to
+    /// stop.
+    pub fn read_stored_since(
+        &self,
+        since_ns: i64,
+        visit: &mut dyn FnMut(RecordBatch) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for segment in self.segments.iter().filter(|s| s.max_start_ns >= since_ns) {
+            if !read::read_segment(segment, None, since_ns, i64::MAX, visit)? {
+                break;
             }
         }
+        Ok(())
+    }
+
+    /// The second half of [`SpanStore::open`]: starts the writer and flusher threads. Every
+    /// batch that becomes durable from now on is also sent to `on_commit`, in commit order.
+    /// The send blocks when the listener falls behind, so a slow listener slows ingest
+    /// instead of losing spans.
+    pub fn start(
+        self,
+        on_commit: Option<SyncSender<RecordBatch>>,
+    ) -> Result<Arc<SpanStore>, StoreError> {
+        let (config, report) = (self.config, self.report);
         // Batches read from the WAL are slices of each record's one buffer, and Arrow counts
         // that whole buffer for every column: copying them into one compact batch frees the
         // record buffers and makes the ingest buffer count what memory really holds (it
         // counted many times that, refusing writes after every restart).
-        let replayed = match concat_batches(&storage_schema(), &replayed) {
+        let replayed = match concat_batches(&storage_schema(), &self.replayed) {
             Ok(batch) if batch.num_rows() > 0 => vec![batch],
             Ok(_) => Vec::new(),
-            Err(_) => replayed,
+            Err(_) => self.replayed,
         };
         let replayed_bytes: usize = replayed
             .iter()
             .map(RecordBatch::get_array_memory_size)
             .sum();
         tracing::info!(
-            segments = segments.len(),
+            segments = self.segments.len(),
             wal_records = report.records,
-            expired_spans = expired,
-            undecodable,
+            expired_spans = self.expired,
+            undecodable = self.undecodable,
             cut_bytes = report.truncated_bytes,
             "span store opened"
         );
@@ -465,7 +477,7 @@ impl SpanStore {
             view: RwLock::new(View {
                 memory: replayed,
                 frozen: Vec::new(),
-                segments: segments.into_iter().map(Arc::new).collect(),
+                segments: self.segments.into_iter().map(Arc::new).collect(),
             }),
             buffered_bytes: AtomicUsize::new(replayed_bytes),
             spans_written: AtomicU64::new(0),
@@ -500,13 +512,15 @@ impl SpanStore {
                 .name("flowscope-flush".into())
                 .spawn(move || flusher.run(flush_rx, flusher_guard))?,
         ];
-        Ok(Arc::new(Self {
+        Ok(Arc::new(SpanStore {
             shared,
             commands: Mutex::new(Some(command_tx)),
             threads: Mutex::new(threads),
         }))
     }
+}
 
+impl SpanStore {
     fn sender(&self) -> Result<SyncSender<Command>, StoreError> {
         let guard = self
             .commands

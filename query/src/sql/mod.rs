@@ -15,6 +15,11 @@
 //! The sandbox never enables URL tables, file-reading table functions or table factories:
 //! SQL can read the tables flowscope registers and nothing else on the machine.
 
+pub mod bounded_functions;
+pub(crate) mod computed_table;
+pub mod hex_id;
+pub mod spans_table;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,11 +39,11 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::bounded_functions::{self, CallLimits};
 use crate::error::QueryError;
-use crate::hex_id::HexId;
 use crate::store::SpanStore;
-use crate::table::SpansTable;
+use bounded_functions::CallLimits;
+use hex_id::HexId;
+use spans_table::SpansTable;
 
 /// Limits of the SQL sandbox.
 #[derive(Debug, Clone)]

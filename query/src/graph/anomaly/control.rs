@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 
-use super::anomalies::{Chart, analyse, parse};
+use super::anomalies::{Analysed, Chart, analysis_function};
 use super::series::{
-    Series, Subject, Subjects, floats, subject_columns, subject_fields, texts, timestamps,
+    Subject, Subjects, floats, subject_columns, subject_fields, texts, timestamps,
 };
 use super::spc::ControlPoint;
-use super::table::ComputedTable;
-use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::timestamp;
 
 const STATISTICS: [&str; 12] = [
     "value",
@@ -50,12 +49,9 @@ fn schema(subjects: Subjects) -> SchemaRef {
 }
 
 /// Every defined point of every chart, baseline included, by subject, metric and bucket.
-fn batch(
-    subjects: Subjects,
-    series: &Series,
-    charts: &[Chart],
-    baseline_buckets: usize,
-) -> Result<RecordBatch> {
+fn batch(subjects: Subjects, analysed: &Analysed) -> Result<RecordBatch> {
+    let (series, charts) = (&analysed.series, &analysed.charts);
+    let baseline_buckets = analysed.baseline_buckets;
     let rows: Vec<(usize, &Chart, &ControlPoint)> = charts
         .iter()
         .flat_map(|c| c.points.iter().map(move |(i, p)| (*i, c, p)))
@@ -85,27 +81,6 @@ fn batch(
     Ok(RecordBatch::try_new(schema(subjects), columns)?)
 }
 
-#[derive(Debug)]
-struct ControlFunction {
-    graph: GraphView,
-    subjects: Subjects,
-}
-
 pub(crate) fn function(graph: &GraphView, subjects: Subjects) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(ControlFunction {
-        graph: graph.clone(),
-        subjects,
-    })
-}
-
-impl TableFunctionImpl for ControlFunction {
-    fn call_with_args(&self, call: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let analysis = parse(call.exprs(), &self.graph)?;
-        let (graph, subjects) = (self.graph.clone(), self.subjects);
-        Ok(ComputedTable::new(schema(subjects), move || {
-            let (series, charts) = analyse(&graph, subjects, &analysis)?;
-            batch(subjects, &series, &charts, analysis.baseline_buckets)
-                .map_err(|e| QueryError::Internal(e.to_string()))
-        }))
-    }
+    analysis_function(graph, subjects, schema, batch)
 }

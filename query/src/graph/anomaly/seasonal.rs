@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{Result, plan_err};
 
 use super::args;
@@ -17,9 +17,10 @@ use super::series::{
     subject_fields, texts, timestamps,
 };
 use super::spc;
-use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::{graph_function, timestamp};
+use crate::sql::computed_table::ComputedTable;
 
 const DAY_NS: i64 = 86_400_000_000_000;
 const DEFAULT_WINDOW_NS: i64 = 3_600_000_000_000;
@@ -114,22 +115,8 @@ fn batch(subjects: Subjects, rows: &[SeasonalRow], from: i64, to: i64) -> Result
     Ok(RecordBatch::try_new(schema(subjects), columns)?)
 }
 
-#[derive(Debug)]
-struct SeasonalFunction {
-    graph: GraphView,
-    subjects: Subjects,
-}
-
 pub(crate) fn function(graph: &GraphView, subjects: Subjects) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(SeasonalFunction {
-        graph: graph.clone(),
-        subjects,
-    })
-}
-
-impl TableFunctionImpl for SeasonalFunction {
-    fn call_with_args(&self, call: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let exprs = call.exprs();
+    graph_function(graph, move |graph, exprs| {
         if exprs.len() > 3 {
             return plan_err!(
                 "write ([window [, days [, at]]]), e.g. () or ('1h', 7) or ('1h', 7, TIMESTAMP '2026-11-29T12:00:00Z')"
@@ -153,7 +140,7 @@ impl TableFunctionImpl for SeasonalFunction {
             Some(expr) => args::timestamp(expr, "at")?,
             None => args::settled_now_ns(),
         };
-        let (graph, subjects) = (self.graph.clone(), self.subjects);
+        let graph = graph.clone();
         Ok(ComputedTable::new(schema(subjects), move || {
             let now = graph.snapshot(at - window, at)?;
             let mut earlier = Vec::new();
@@ -165,7 +152,7 @@ impl TableFunctionImpl for SeasonalFunction {
             let rows = seasonal_rows(&points_of(&now, subjects), &earlier);
             batch(subjects, &rows, at - window, at).map_err(|e| QueryError::Internal(e.to_string()))
         }))
-    }
+    })
 }
 
 #[cfg(test)]

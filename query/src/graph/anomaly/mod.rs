@@ -21,14 +21,13 @@ mod control;
 mod seasonal;
 mod series;
 pub mod spc;
-mod table;
 mod topology_events;
 
 use std::sync::Arc;
 
 use datafusion::catalog::TableFunctionImpl;
 
-use crate::graph_tables::GraphView;
+use crate::graph::GraphView;
 use crate::sql::SqlEngine;
 use series::Subjects;
 

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use arrow::array::TimestampNanosecondArray;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{Result, plan_err};
 use flowscope_graph::{NodeKind, Snapshot};
 
 use super::args;
-use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::{graph_function, timestamp};
+use crate::sql::computed_table::ComputedTable;
 
 /// The default window of a series: the last hour.
 pub(crate) const DEFAULT_SERIES_WINDOW_NS: i64 = 3_600_000_000_000;
@@ -278,28 +279,14 @@ fn batch(subjects: Subjects, windows: &[(i64, Vec<(Subject, Point)>)]) -> Result
     Ok(RecordBatch::try_new(schema(subjects), columns)?)
 }
 
-#[derive(Debug)]
-struct SeriesFunction {
-    graph: GraphView,
-    subjects: Subjects,
-}
-
 pub(crate) fn function(graph: &GraphView, subjects: Subjects) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(SeriesFunction {
-        graph: graph.clone(),
-        subjects,
-    })
-}
-
-impl TableFunctionImpl for SeriesFunction {
-    fn call_with_args(&self, call: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let exprs = call.exprs();
+    graph_function(graph, move |graph, exprs| {
         if exprs.is_empty() || exprs.len() > 3 {
             return plan_err!(
                 "write (bucket [, from [, to]]), e.g. ('1m') or ('1m', now() - INTERVAL '6 hours', now())"
             );
         }
-        let width = args::series_bucket(&exprs[0], self.graph.bucket())?;
+        let width = args::series_bucket(&exprs[0], graph.bucket())?;
         let to = match exprs.get(2) {
             Some(expr) => args::timestamp(expr, "to")?,
             None => flowscope_base::clock::now_ns(),
@@ -310,7 +297,7 @@ impl TableFunctionImpl for SeriesFunction {
         };
         args::check_window(from, to)?;
         let starts = args::bucket_starts(from, to, width)?;
-        let (graph, subjects) = (self.graph.clone(), self.subjects);
+        let graph = graph.clone();
         Ok(ComputedTable::new(schema(subjects), move || {
             let windows = snapshots(&graph, &starts, width)?;
             let rows: Vec<(i64, Vec<(Subject, Point)>)> = starts
@@ -320,7 +307,7 @@ impl TableFunctionImpl for SeriesFunction {
                 .collect();
             batch(subjects, &rows).map_err(|e| QueryError::Internal(e.to_string()))
         }))
-    }
+    })
 }
 
 #[cfg(test)]

@@ -17,17 +17,18 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{Result, plan_err};
 use flowscope_graph::{Edge, Snapshot};
 
 use super::args;
 use super::series::{optional_floats, snapshots, texts, timestamps};
 use super::spc::{self, RunningBaseline};
-use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
-use crate::health;
+use crate::graph::GraphView;
+use crate::graph::health;
+use crate::graph::tables::{graph_function, timestamp};
+use crate::sql::computed_table::ComputedTable;
 
 /// Without a baseline, an amplification at least this many times the step before's is a jump.
 pub const AMPLIFICATION_JUMP: f64 = 2.0;
@@ -279,31 +280,18 @@ fn batch(rows: &[(i64, Event)]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
 
-#[derive(Debug)]
-struct TopologyEventsFunction {
-    graph: GraphView,
-}
-
 pub(crate) fn function(graph: &GraphView) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(TopologyEventsFunction {
-        graph: graph.clone(),
-    })
-}
-
-impl TableFunctionImpl for TopologyEventsFunction {
-    fn call_with_args(&self, call: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let exprs = call.exprs();
+    graph_function(graph, move |graph, exprs| {
         if exprs.len() > 3 {
             return plan_err!(
                 "write ([from [, to [, step]]]), e.g. () or (now() - INTERVAL '6 hours', now(), '5m')"
             );
         }
         let step = match exprs.get(2) {
-            Some(expr) => args::series_bucket(expr, self.graph.bucket())?,
-            None => args::series_bucket(
-                &datafusion::logical_expr::lit(DEFAULT_STEP),
-                self.graph.bucket(),
-            )?,
+            Some(expr) => args::series_bucket(expr, graph.bucket())?,
+            None => {
+                args::series_bucket(&datafusion::logical_expr::lit(DEFAULT_STEP), graph.bucket())?
+            }
         };
         let to = match exprs.get(1) {
             Some(expr) => args::timestamp(expr, "to")?,
@@ -315,7 +303,7 @@ impl TableFunctionImpl for TopologyEventsFunction {
         };
         args::check_window(from, to)?;
         let starts = args::bucket_starts(from, to, step)?;
-        let graph = self.graph.clone();
+        let graph = graph.clone();
         Ok(ComputedTable::new(schema(), move || {
             let windows = snapshots(&graph, &starts, step)?;
             let rows: Vec<(i64, Event)> = events(&windows)
@@ -324,7 +312,7 @@ impl TableFunctionImpl for TopologyEventsFunction {
                 .collect();
             batch(&rows).map_err(|e| QueryError::Internal(e.to_string()))
         }))
-    }
+    })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use flowscope_graph::{Edge, EdgeKind, Health, HealthLevel, Node, Snapshot};
 
-use crate::anomaly::spc;
+use crate::graph::anomaly::spc;
 
 /// Fewer calls in the window than this, and an element is ok.
 pub const MIN_WINDOW_CALLS: u64 = 20;

@@ -1,28 +1,106 @@
-//! The graph stage: one thread that owns the writes to the live graph. It takes every batch
+//! The graph stage: the loop that owns the writes to the live graph. It takes every batch
 //! the store makes durable, in commit order, and advances the graph's clock once a second
-//! (pairing expiry, trace finalization, horizon trimming).
+//! (pairing expiry, trace finalization, horizon trimming); its [`Keeper`] writes the buckets
+//! the horizon trims to [`Rollups`]. The loop runs on its caller's thread: the binary's
+//! pipeline starts it. [`GraphInput::open_store`] opens the store that feeds it, first with
+//! the stored spans of the graph's horizon, so a restart rebuilds the live graph.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use flowscope_base::clock::now_ns;
 use flowscope_base::liveness::{Liveness, Stage, StageGuard};
 use flowscope_graph::{GraphConfig, LiveGraph, StoredBucket};
-use flowscope_query::rollups::Rollups;
+use flowscope_model::storage_schema;
+
+use crate::error::StoreError;
+use crate::graph::rollups::Rollups;
+use crate::store::{Recovered, SpanStore, StoreConfig};
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
 const QUEUE: usize = 256;
 const TICK: Duration = Duration::from_secs(1);
 
-/// The running stage: the shared graph, the sender the store commits to, and the thread
-/// (which ends when every sender is gone).
+/// The stage before it runs: the graph readers share, the sender the store commits to, and
+/// the loop, which ends when every sender is gone.
 pub struct GraphStage {
     pub graph: Arc<RwLock<LiveGraph>>,
-    pub input: SyncSender<RecordBatch>,
-    pub thread: JoinHandle<()>,
+    pub input: GraphInput,
+    pub runner: GraphRunner,
+}
+
+impl GraphStage {
+    pub fn new(config: GraphConfig, keeper: Option<Keeper>) -> Self {
+        // After a restart the live graph is rebuilt from the spans of its horizon.
+        let backfill = config.horizon;
+        let graph = Arc::new(RwLock::new(LiveGraph::new(config)));
+        let (sender, batches) = std::sync::mpsc::sync_channel(QUEUE);
+        let input = GraphInput { sender, backfill };
+        let runner = GraphRunner {
+            graph: graph.clone(),
+            batches,
+            keeper,
+        };
+        Self {
+            graph,
+            input,
+            runner,
+        }
+    }
+}
+
+/// The stage's input: the batches the store commits, after the stored spans of the graph's
+/// horizon.
+pub struct GraphInput {
+    sender: SyncSender<RecordBatch>,
+    backfill: Duration,
+}
+
+impl GraphInput {
+    /// Opens the store that feeds the graph, which sees exactly the durable spans, in this
+    /// order: the stored spans that started within its horizon (oldest segment first), the
+    /// batches replayed from the WAL, then every batch the store commits. Each send blocks
+    /// while the stage's queue is full, so a slow graph slows ingest instead of losing spans.
+    pub fn open_store(self, config: StoreConfig) -> Result<Arc<SpanStore>, StoreError> {
+        let recovered = SpanStore::recover(config)?;
+        let since = now_ns().saturating_sub(self.backfill.as_nanos().min(i64::MAX as u128) as i64);
+        let sent = backfill(&recovered, since, &self.sender)?;
+        if sent > 0 {
+            tracing::info!(
+                spans = sent,
+                "sent stored spans of the recent past to the graph"
+            );
+        }
+        for batch in recovered.replayed() {
+            let _ = self.sender.send(batch.clone());
+        }
+        recovered.start(Some(self.sender))
+    }
+}
+
+/// Sends the rows of the stored segments that started at or after `since_ns` to `graph`.
+fn backfill(
+    recovered: &Recovered,
+    since_ns: i64,
+    graph: &SyncSender<RecordBatch>,
+) -> Result<usize, StoreError> {
+    let mut sent = 0;
+    recovered.read_stored_since(since_ns, &mut |batch| {
+        // Parquet gives back the schema it stored; the graph expects the storage schema.
+        let batch = RecordBatch::try_new(storage_schema(), batch.columns().to_vec())?;
+        sent += batch.num_rows();
+        Ok(graph.send(batch).is_ok())
+    })?;
+    Ok(sent)
+}
+
+/// The stage's loop and what it owns: the receiving end of its input and the keeper.
+pub struct GraphRunner {
+    graph: Arc<RwLock<LiveGraph>>,
+    batches: Receiver<RecordBatch>,
+    keeper: Option<Keeper>,
 }
 
 /// Keeps the buckets the horizon trims, so old windows need no rebuild from spans.
@@ -84,28 +162,14 @@ impl Keeper {
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Starts the stage, registered in `liveness`: it is marked stopped if its thread ends (or
-/// panics) before shutdown.
-pub fn start(
-    config: GraphConfig,
-    keeper: Option<Keeper>,
-    liveness: &Arc<Liveness>,
-) -> std::io::Result<GraphStage> {
-    let graph = Arc::new(RwLock::new(LiveGraph::new(config)));
-    let (input, receiver) = std::sync::mpsc::sync_channel(QUEUE);
-    let owned = graph.clone();
-    let alive = liveness.start(Stage::Graph);
-    let thread = std::thread::Builder::new()
-        .name("flowscope-graph".into())
-        .spawn(move || run(&owned, &receiver, keeper, &alive))?;
-    Ok(GraphStage {
-        graph,
-        input,
-        thread,
-    })
+impl GraphRunner {
+    /// Runs until the store's writer, the only sender, is gone; `alive` is the stage's
+    /// registration, which counts the errors it survives.
+    pub fn run(self, alive: &StageGuard) {
+        run(&self.graph, &self.batches, self.keeper, alive);
+    }
 }
 
-/// Runs until the store's writer, the only sender, is gone.
 fn run(
     graph: &RwLock<LiveGraph>,
     batches: &Receiver<RecordBatch>,

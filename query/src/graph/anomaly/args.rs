@@ -11,7 +11,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use flowscope_base::clock::now_ns;
 use flowscope_base::duration::parse_duration;
 
-use crate::graph_tables::timestamp_argument;
+use crate::graph::tables::timestamp_argument;
 
 /// How long after a bucket ends its spans are taken to have arrived (SDKs batch their
 /// exports for up to about 5 s): default windows end this long before now, so the newest

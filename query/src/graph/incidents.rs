@@ -26,19 +26,15 @@ use arrow::array::{
     StringBuilder, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::common::Result;
 use flowscope_graph::{EdgeKind, Element, HealthLevel, NodeKind, Snapshot};
 
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp, window_arguments};
-use crate::health::{self, BaselineFigures, OwnHealth};
+use crate::graph::GraphView;
+use crate::graph::health::{self, BaselineFigures, OwnHealth};
+use crate::graph::tables::{graph_function, timestamp, window_arguments};
 use crate::sql::SqlEngine;
+use crate::sql::computed_table::ComputedTable;
 
 /// The window incidents are judged over when none is given: recent enough to say what is
 /// wrong now, long enough for a minute-long fault to move an element's p95.
@@ -740,7 +736,7 @@ impl GraphView {
             .unwrap_or(i64::MAX)
             .max(1);
         let history = history_of(&subject, baseline);
-        let baseline_step_s = crate::graph_tables::BASELINE_STEP.as_secs_f64();
+        let baseline_step_s = crate::graph::view::BASELINE_STEP.as_secs_f64();
         let before = baseline_sample(&history, baseline_step_s);
         let window_s = (to_ns - from_ns) as f64 / 1e9;
         let rate = before
@@ -905,79 +901,30 @@ fn batch(incidents: &[Incident], from_ns: i64, to_ns: i64) -> Result<RecordBatch
 }
 
 /// `incidents(from, to)`: one row per incident of the window, by rank.
-#[derive(Debug)]
-struct IncidentsFunction {
-    graph: GraphView,
-}
-
-#[derive(Debug)]
-struct IncidentsTable {
-    graph: GraphView,
-    from_ns: i64,
-    to_ns: i64,
-}
-
-#[async_trait]
-impl TableProvider for IncidentsTable {
-    fn schema(&self) -> SchemaRef {
-        schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (graph, from, to) = (self.graph.clone(), self.from_ns, self.to_ns);
+fn incidents_table(graph: &GraphView, from: i64, to: i64) -> Arc<ComputedTable> {
+    let graph = graph.clone();
+    ComputedTable::new(schema(), move || {
         // `incidents(now() - INTERVAL '5 minutes', now())`, as alert context asks it, is the
         // live answer every reader shares.
         let now = flowscope_base::clock::now_ns();
         let live =
             to - from == INCIDENT_WINDOW.as_nanos() as i64 && (now - to).abs() < 2_000_000_000;
-        let incidents = tokio::task::spawn_blocking(move || {
-            if live {
-                graph.live_incidents(now).map(|(_, _, found)| found)
-            } else {
-                graph.incidents(from, to).map(Arc::new)
-            }
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = batch(&incidents, from, to)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
-    }
-}
-
-impl TableFunctionImpl for IncidentsFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let (from_ns, to_ns) = window_arguments(&args, "incidents takes two timestamps")?;
-        Ok(Arc::new(IncidentsTable {
-            graph: self.graph.clone(),
-            from_ns,
-            to_ns,
-        }))
-    }
+        let incidents = if live {
+            graph.live_incidents(now).map(|(_, _, found)| found)?
+        } else {
+            graph.incidents(from, to).map(Arc::new)?
+        };
+        batch(&incidents, from, to).map_err(|e| QueryError::Internal(e.to_string()))
+    })
 }
 
 /// Registers `incidents(from, to)`.
 pub fn register(engine: &SqlEngine, graph: &GraphView) {
-    engine.register_table_function(
-        "incidents",
-        Arc::new(IncidentsFunction {
-            graph: graph.clone(),
-        }),
-    );
+    let function = graph_function(graph, |graph, args| {
+        let (from, to) = window_arguments(args, "incidents takes two timestamps")?;
+        Ok(incidents_table(graph, from, to))
+    });
+    engine.register_table_function("incidents", function);
 }
 
 #[cfg(test)]

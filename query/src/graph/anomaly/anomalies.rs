@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::Expr;
 
@@ -18,9 +18,10 @@ use super::series::{
     timestamps,
 };
 use super::spc::{self, Baseline, ControlPoint, Violation};
-use super::table::ComputedTable;
 use crate::error::QueryError;
-use crate::graph_tables::{GraphView, timestamp};
+use crate::graph::GraphView;
+use crate::graph::tables::{graph_function, timestamp};
+use crate::sql::computed_table::ComputedTable;
 
 /// The watched window by default: the last 15 minutes (less the settle time).
 const DEFAULT_WATCHED_NS: i64 = 15 * 60_000_000_000;
@@ -137,14 +138,26 @@ pub(crate) fn charts(series: &Series, baseline_buckets: usize, k: f64) -> Vec<Ch
     charts
 }
 
+/// What an analysis found: the series and their charts, the first `baseline_buckets`
+/// buckets the baseline.
+pub(crate) struct Analysed {
+    pub series: Series,
+    pub charts: Vec<Chart>,
+    pub baseline_buckets: usize,
+}
+
 pub(crate) fn analyse(
     graph: &GraphView,
     subjects: Subjects,
     analysis: &Analysis,
-) -> Result<(Series, Vec<Chart>), QueryError> {
+) -> Result<Analysed, QueryError> {
     let series = series::collect(graph, subjects, analysis.starts.clone(), analysis.width)?;
     let charts = charts(&series, analysis.baseline_buckets, analysis.k);
-    Ok((series, charts))
+    Ok(Analysed {
+        series,
+        charts,
+        baseline_buckets: analysis.baseline_buckets,
+    })
 }
 
 fn schema(subjects: Subjects) -> SchemaRef {
@@ -159,12 +172,9 @@ fn schema(subjects: Subjects) -> SchemaRef {
 }
 
 /// The violations at watched buckets, by bucket, then subject, metric and rule.
-fn batch(
-    subjects: Subjects,
-    series: &Series,
-    charts: &[Chart],
-    baseline_buckets: usize,
-) -> Result<RecordBatch> {
+fn batch(subjects: Subjects, analysed: &Analysed) -> Result<RecordBatch> {
+    let (series, charts) = (&analysed.series, &analysed.charts);
+    let baseline_buckets = analysed.baseline_buckets;
     let mut rows: Vec<(usize, &Chart, &Violation)> = charts
         .iter()
         .flat_map(|c| c.violations.iter().map(move |(i, v)| (*i, c, v)))
@@ -186,36 +196,36 @@ fn batch(
     Ok(RecordBatch::try_new(schema(subjects), columns)?)
 }
 
-#[derive(Debug)]
-struct AnomaliesFunction {
-    graph: GraphView,
-    subjects: Subjects,
-}
-
 pub(crate) fn function(graph: &GraphView, subjects: Subjects) -> Arc<dyn TableFunctionImpl> {
-    Arc::new(AnomaliesFunction {
-        graph: graph.clone(),
-        subjects,
-    })
+    analysis_function(graph, subjects, schema, batch)
 }
 
-impl TableFunctionImpl for AnomaliesFunction {
-    fn call_with_args(&self, call: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let analysis = parse(call.exprs(), &self.graph)?;
-        let (graph, subjects) = (self.graph.clone(), self.subjects);
+/// The rows an analysis shows.
+pub(crate) type AnalysisRows = fn(Subjects, &Analysed) -> Result<RecordBatch>;
+
+/// A table function that runs the analysis its arguments ask for (`parse`) and shows it as
+/// `rows`: `*_anomalies` and `*_control`.
+pub(crate) fn analysis_function(
+    graph: &GraphView,
+    subjects: Subjects,
+    schema: fn(Subjects) -> SchemaRef,
+    rows: AnalysisRows,
+) -> Arc<dyn TableFunctionImpl> {
+    graph_function(graph, move |graph, args| {
+        let analysis = parse(args, graph)?;
+        let graph = graph.clone();
         Ok(ComputedTable::new(schema(subjects), move || {
-            let (series, charts) = analyse(&graph, subjects, &analysis)?;
-            batch(subjects, &series, &charts, analysis.baseline_buckets)
-                .map_err(|e| QueryError::Internal(e.to_string()))
+            let analysed = analyse(&graph, subjects, &analysis)?;
+            rows(subjects, &analysed).map_err(|e| QueryError::Internal(e.to_string()))
         }))
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anomaly::series::Point;
-    use crate::anomaly::spc::Rule;
+    use crate::graph::anomaly::series::Point;
+    use crate::graph::anomaly::spc::Rule;
 
     fn edge(source: &str) -> Subject {
         Subject::Edge {
