@@ -89,9 +89,18 @@ pub async fn open(
         .name("flowscope-graph".into())
         .spawn(move || runner.run(&alive))
         .context("cannot start the graph stage")?;
-    let store = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
+    let (store, stages) = tokio::task::spawn_blocking(move || graph_input.open_store(store_config))
         .await?
         .with_context(|| format!("cannot open the span store in {}", data_dir.display()))?;
+    // The store's writer and flusher, each on a thread of its own; `SpanStore::close` waits
+    // for both to end.
+    for stage in stages.into_array() {
+        let name = stage.thread_name();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || stage.run())
+            .with_context(|| format!("cannot start the store's {name} thread"))?;
+    }
     let stats = store.stats();
     tracing::info!(
         %tenant,

@@ -17,7 +17,7 @@ use flowscope_model::storage_schema;
 
 use crate::error::StoreError;
 use crate::graph::rollups::Rollups;
-use crate::store::{Recovered, SpanStore, StoreConfig};
+use crate::store::{Recovered, SpanStore, StoreConfig, StoreStages};
 
 /// Batches waiting for the graph; when full, the store's writer waits (no span is skipped).
 const QUEUE: usize = 256;
@@ -63,7 +63,11 @@ impl GraphInput {
     /// order: the stored spans that started within its horizon (oldest segment first), the
     /// batches replayed from the WAL, then every batch the store commits. Each send blocks
     /// while the stage's queue is full, so a slow graph slows ingest instead of losing spans.
-    pub fn open_store(self, config: StoreConfig) -> Result<Arc<SpanStore>, StoreError> {
+    /// The store's stages are returned for the caller to run (`Recovered::stages`).
+    pub fn open_store(
+        self,
+        config: StoreConfig,
+    ) -> Result<(Arc<SpanStore>, StoreStages), StoreError> {
         let recovered = SpanStore::recover(config)?;
         let since = now_ns().saturating_sub(self.backfill.as_nanos().min(i64::MAX as u128) as i64);
         let sent = backfill(&recovered, since, &self.sender)?;
@@ -76,7 +80,7 @@ impl GraphInput {
         for batch in recovered.replayed() {
             let _ = self.sender.send(batch.clone());
         }
-        recovered.start(Some(self.sender))
+        recovered.stages(Some(self.sender))
     }
 }
 

@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::RecordBatch;
@@ -193,7 +192,8 @@ struct FlushJob {
 pub struct SpanStore {
     shared: Arc<Shared>,
     commands: Mutex<Option<SyncSender<Command>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Disconnects once both stages have ended.
+    finished: Mutex<Option<Receiver<()>>>,
 }
 
 impl std::fmt::Debug for SpanStore {
@@ -205,6 +205,11 @@ impl std::fmt::Debug for SpanStore {
 }
 
 const COMMAND_QUEUE: usize = 256;
+/// Memtables frozen and not yet in Parquet, the one being written included. The writer
+/// freezes on its own (rows, interval, memory pressure) only below this, so its sends never
+/// wait; past it the active memtable grows instead, held by the ingest buffer as before. An
+/// explicit flush (`SpanStore::flush`, `close`) freezes anyway and may wait for room.
+const FLUSH_QUEUE: usize = 4;
 const MAX_GROUP: usize = 512;
 /// A group of requests averaging fewer spans than this is concatenated into one batch.
 const COMPACT_BELOW_ROWS: usize = 256;
@@ -335,10 +340,18 @@ fn read_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StoreError> {
 }
 
 impl SpanStore {
-    /// Opens the store: loads committed segments, replays the WAL, starts the writer and
-    /// flusher threads. Returns once every acknowledged span is readable again.
+    /// Opens a store outside the server (tests, tools): loads committed segments, replays
+    /// the WAL, and runs the writer and flusher on threads of their own. Returns once every
+    /// acknowledged span is readable again. The server instead takes the stages from
+    /// [`Recovered::stages`] and starts them in its pipeline.
     pub fn open(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
-        Self::recover(config)?.start(None)
+        let (store, stages) = Self::recover(config)?.stages(None)?;
+        for stage in stages.into_array() {
+            std::thread::Builder::new()
+                .name(stage.thread_name().into())
+                .spawn(move || stage.run())?;
+        }
+        Ok(store)
     }
 
     /// The first half of [`SpanStore::open`]: loads the committed segments and replays the
@@ -402,6 +415,38 @@ impl SpanStore {
     }
 }
 
+/// The store's two stages, each to run on a thread of its own: the writer (the WAL and the
+/// active memtable, fed by the bounded command queue) and the flusher (frozen memtables to
+/// Parquet, retention).
+pub struct StoreStages {
+    pub writer: StoreStage,
+    pub flusher: StoreStage,
+}
+
+impl StoreStages {
+    pub fn into_array(self) -> [StoreStage; 2] {
+        [self.writer, self.flusher]
+    }
+}
+
+/// One stage's loop, not yet running.
+pub struct StoreStage {
+    thread_name: &'static str,
+    work: Box<dyn FnOnce() + Send>,
+}
+
+impl StoreStage {
+    /// The name its thread should carry (`flowscope-wal`, `flowscope-flush`).
+    pub fn thread_name(&self) -> &'static str {
+        self.thread_name
+    }
+
+    /// Runs the loop on this thread until the store is closed.
+    pub fn run(self) {
+        (self.work)()
+    }
+}
+
 /// A store whose committed segments are loaded and whose WAL is replayed, not yet started:
 /// what [`SpanStore::recover`] returns.
 pub struct Recovered {
@@ -435,14 +480,15 @@ impl Recovered {
         Ok(())
     }
 
-    /// The second half of [`SpanStore::open`]: starts the writer and flusher threads. Every
-    /// batch that becomes durable from now on is also sent to `on_commit`, in commit order.
-    /// The send blocks when the listener falls behind, so a slow listener slows ingest
-    /// instead of losing spans.
-    pub fn start(
+    /// The second half of opening: the store, and its writer and flusher stages for the
+    /// caller to run, each on a thread of its own (writes wait in the bounded command queue
+    /// until they run). Every batch that becomes durable from now on is also sent to
+    /// `on_commit`, in commit order. The send blocks when the listener falls behind, so a
+    /// slow listener slows ingest instead of losing spans.
+    pub fn stages(
         self,
         on_commit: Option<SyncSender<RecordBatch>>,
-    ) -> Result<Arc<SpanStore>, StoreError> {
+    ) -> Result<(Arc<SpanStore>, StoreStages), StoreError> {
         let (config, report) = (self.config, self.report);
         // Batches read from the WAL are slices of each record's one buffer, and Arrow counts
         // that whole buffer for every column: copying them into one compact batch frees the
@@ -485,7 +531,7 @@ impl Recovered {
             config,
         });
         let (command_tx, command_rx) = mpsc::sync_channel(COMMAND_QUEUE);
-        let (flush_tx, flush_rx) = mpsc::channel();
+        let (flush_tx, flush_rx) = mpsc::sync_channel(FLUSH_QUEUE);
         let writer = Writer {
             on_commit,
             shared: shared.clone(),
@@ -504,19 +550,32 @@ impl Recovered {
             liveness.start(Stage::WalWriter),
             liveness.start(Stage::Flusher),
         );
-        let threads = vec![
-            std::thread::Builder::new()
-                .name("flowscope-wal".into())
-                .spawn(move || writer.run(command_rx, writer_guard))?,
-            std::thread::Builder::new()
-                .name("flowscope-flush".into())
-                .spawn(move || flusher.run(flush_rx, flusher_guard))?,
-        ];
-        Ok(Arc::new(SpanStore {
+        // Each stage holds a sender of `finished` until its loop ends (or unwinds, or the
+        // stage is dropped unrun): `close` waits for the channel to disconnect.
+        let (finished_tx, finished_rx) = mpsc::channel::<()>();
+        let writer_finished = finished_tx.clone();
+        let stages = StoreStages {
+            writer: StoreStage {
+                thread_name: "flowscope-wal",
+                work: Box::new(move || {
+                    let _finished = writer_finished;
+                    writer.run(command_rx, writer_guard)
+                }),
+            },
+            flusher: StoreStage {
+                thread_name: "flowscope-flush",
+                work: Box::new(move || {
+                    let _finished = finished_tx;
+                    flusher.run(flush_rx, flusher_guard)
+                }),
+            },
+        };
+        let store = Arc::new(SpanStore {
             shared,
             commands: Mutex::new(Some(command_tx)),
-            threads: Mutex::new(threads),
-        }))
+            finished: Mutex::new(Some(finished_rx)),
+        });
+        Ok((store, stages))
     }
 }
 
@@ -633,19 +692,20 @@ impl SpanStore {
             .map_err(|_| StoreError::Unavailable("the store stopped during the flush".into()))?
     }
 
-    /// Flushes, stops the threads and waits for them.
+    /// Flushes, stops the stages and waits for them to end.
     pub async fn close(&self) -> Result<(), StoreError> {
         let flushed = self.flush().await;
         if let Ok(mut guard) = self.commands.lock() {
             guard.take();
         }
-        let threads = match self.threads.lock() {
-            Ok(mut guard) => std::mem::take(&mut *guard),
-            Err(_) => Vec::new(),
+        let finished = match self.finished.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(_) => None,
         };
         tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
+            // Nothing is ever sent: `recv` returns once both stages have let go.
+            if let Some(finished) = finished {
+                while finished.recv().is_ok() {}
             }
         })
         .await
@@ -715,7 +775,7 @@ fn write_view(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, View> {
 struct Writer {
     shared: Arc<Shared>,
     wal: Wal,
-    flush_tx: mpsc::Sender<FlushJob>,
+    flush_tx: SyncSender<FlushJob>,
     on_commit: Option<SyncSender<RecordBatch>>,
     active_rows: usize,
     active_bytes: usize,
@@ -763,11 +823,12 @@ impl Writer {
             // running frees nothing sooner, and freezing one every few MiB made hundreds of
             // small files whose overhead slowed the flusher further (144 files for 2M spans,
             // against 16 at --flush-rows).
-            let pressure = read_view(&self.shared).frozen.is_empty()
-                && self.shared.config.memory.should_flush(self.active_bytes);
+            let frozen = read_view(&self.shared).frozen.len();
+            let pressure = frozen == 0 && self.shared.config.memory.should_flush(self.active_bytes);
             let due = (self.active_rows >= self.shared.config.flush_rows
                 || self.oldest.is_some_and(|t| t.elapsed() >= interval)
                 || pressure)
+                && frozen < FLUSH_QUEUE
                 && self.seal_retry_at.is_none_or(|at| Instant::now() >= at);
             if due || !flush_acks.is_empty() {
                 self.freeze(flush_acks);
@@ -1049,5 +1110,50 @@ mod tests {
             .map(RecordBatch::num_rows)
             .sum();
         assert_eq!(rows, 1);
+    }
+
+    /// The flush queue is bounded: with the flusher stopped and every write due for a
+    /// flush, the writer freezes `FLUSH_QUEUE` memtables, then keeps the rest in its active
+    /// memtable and goes on acknowledging (the ingest buffer, not a blocked writer, is what
+    /// refuses writes when the flusher cannot keep up).
+    #[test]
+    fn the_writer_freezes_at_most_the_flush_queue_and_goes_on_acknowledging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = StoreConfig::new(dir.path().to_path_buf());
+        config.flush_rows = 1;
+        let (store, stages) = SpanStore::recover(config)
+            .expect("recover")
+            .stages(None)
+            .expect("stages");
+        let [writer, flusher] = stages.into_array();
+        let writer = std::thread::spawn(move || writer.run());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let writes = FLUSH_QUEUE as u8 * 3;
+        for seed in 0..writes {
+            let write = store.write(sample_batch(1, seed));
+            runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), write).await })
+                .expect("the writer never waits for the flusher")
+                .expect("acknowledged while the flush queue is full");
+        }
+        // The last write is frozen (or not) just after its acknowledgement.
+        let mut waited = 0;
+        while store.view().frozen.len() < FLUSH_QUEUE && waited < 200 {
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let view = store.view();
+        assert_eq!(view.frozen.len(), FLUSH_QUEUE);
+        assert_eq!(view.memory_batches().len(), usize::from(writes));
+        assert_eq!(store.stats().spans_written, u64::from(writes));
+        // Without a flusher nothing reaches Parquet; the writer ends with the store.
+        drop((store, flusher));
+        writer
+            .join()
+            .expect("the writer ends when the store is dropped");
     }
 }
