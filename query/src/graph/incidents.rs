@@ -523,16 +523,19 @@ fn step_for(calls_per_second: f64, bucket_ns: i64) -> i64 {
 }
 
 /// The run of anomalous steps that reaches furthest toward the end, a gap of one quiet step
-/// tolerated: `(first, last)` indices, or `None` when no step was anomalous.
-fn last_run(anomalous: &[bool]) -> Option<(usize, usize)> {
-    let last = anomalous.iter().rposition(|a| *a)?;
+/// (too little traffic to judge: `None`) tolerated: `(first, last)` indices, or `None` when
+/// no step was anomalous. A step judged ok ends the run: bridging it let a chance anomalous
+/// step minutes before the incident move its start there.
+fn last_run(verdicts: &[Option<bool>]) -> Option<(usize, usize)> {
+    let anomalous = |i: usize| verdicts[i] == Some(true);
+    let last = (0..verdicts.len()).rposition(anomalous)?;
     let mut first = last;
     let mut i = last;
     while i > 0 {
-        if anomalous[i - 1] {
+        if anomalous(i - 1) {
             first = i - 1;
             i -= 1;
-        } else if i > 1 && anomalous[i - 2] {
+        } else if i > 1 && verdicts[i - 1].is_none() && anomalous(i - 2) {
             first = i - 2;
             i -= 2;
         } else {
@@ -540,6 +543,56 @@ fn last_run(anomalous: &[bool]) -> Option<(usize, usize)> {
         }
     }
     Some((first, last))
+}
+
+/// The bucket at which the evidence changes from the baseline (`before`) to the anomalous
+/// step (`during`): the start of the suffix of `buckets` whose summed evidence is greatest
+/// (the CUSUM change-point estimate), or `None` when no suffix carries more evidence of the
+/// anomaly than against it. Per bucket, with `calls` and `errors` the binomial log-likelihood
+/// ratio of the anomalous error rate against the baseline's, when errors are what changed;
+/// and ±1 for a median above (below) the baseline p95, when latency is: a bucket holds too
+/// few calls to be judged, but together they place the change to a bucket.
+fn change_point(
+    starts: &[i64],
+    buckets: &[Option<flowscope_graph::Figures>],
+    before: &Sample,
+    during: &flowscope_graph::Figures,
+) -> Option<i64> {
+    let p0 = before.error_rate.clamp(1e-3, 0.5);
+    let p1 = (during.errors as f64 / during.calls.max(1) as f64).clamp(1e-3, 0.999);
+    let errors_changed = during.calls > 0 && p1 > p0 + health::ERROR_RATE_MARGIN;
+    let latency_changed =
+        before.p95_ms > 0.0 && during.p95_ms > before.p95_ms * health::LATENCY_MARGIN;
+    if !errors_changed && !latency_changed {
+        return None;
+    }
+    let (error_weight, ok_weight) = ((p1 / p0).ln(), ((1.0 - p1) / (1.0 - p0)).ln());
+    let evidence: Vec<f64> = buckets
+        .iter()
+        .map(|bucket| {
+            let Some(f) = bucket.as_ref().filter(|f| f.calls > 0) else {
+                return 0.0;
+            };
+            let mut score = 0.0;
+            if errors_changed {
+                score += f.errors as f64 * error_weight
+                    + f.calls.saturating_sub(f.errors) as f64 * ok_weight;
+            }
+            if latency_changed && f.p50_ms > 0.0 {
+                score += if f.p50_ms > before.p95_ms { 1.0 } else { -1.0 };
+            }
+            score
+        })
+        .collect();
+    let mut best: Option<(f64, usize)> = None;
+    let mut suffix = 0.0;
+    for i in (0..evidence.len()).rev() {
+        suffix += evidence[i];
+        if suffix > 0.0 && best.is_none_or(|(score, _)| suffix >= score) {
+            best = Some((suffix, i));
+        }
+    }
+    best.and_then(|(_, i)| starts.get(i).copied())
 }
 
 fn health_figures(f: &flowscope_graph::Figures) -> health::Figures {
@@ -747,9 +800,9 @@ impl GraphView {
         let earliest = (from_ns - LOOKBACK.as_nanos() as i64)
             .max(self.live_from_ns().min(from_ns))
             .max(to_ns - MAX_STEPS * step);
-        let first = earliest.div_euclid(step) * step;
+        let first_start = earliest.div_euclid(step) * step;
         let starts: Vec<i64> = (0..)
-            .map(|i| first + i * step)
+            .map(|i| first_start + i * step)
             .take_while(|start| *start < to_ns)
             .collect();
         let series = self.element_series(&element, &starts, step)?;
@@ -770,8 +823,7 @@ impl GraphView {
                     })
             })
             .collect();
-        let anomalous: Vec<bool> = verdicts.iter().map(|v| *v == Some(true)).collect();
-        let (started_ns, ongoing, ended_ns) = match last_run(&anomalous) {
+        let (started_ns, ongoing, ended_ns) = match last_run(&verdicts) {
             Some((first, last)) => {
                 // It ended when a later step was judged ok; the last step may be cut short
                 // by the window.
@@ -779,7 +831,22 @@ impl GraphView {
                 let judged_ok_after = (last + 1..whole).any(|i| verdicts[i] == Some(false));
                 let ongoing = !judged_ok_after;
                 let ended = (!ongoing).then(|| starts[last] + step);
-                (starts[first], ongoing, ended)
+                // A step holds enough calls to judge, so it can be minutes long: the start is
+                // placed to a bucket inside the first anomalous step or the one before it.
+                let started = match (&before, &series[first]) {
+                    (Some(before), Some(during)) => {
+                        let from = (starts[first] - step).max(first_start);
+                        let bucket_starts: Vec<i64> = (0..)
+                            .map(|i| from + i * bucket_ns)
+                            .take_while(|at| *at < starts[first] + step)
+                            .collect();
+                        let buckets = self.element_series(&element, &bucket_starts, bucket_ns)?;
+                        change_point(&bucket_starts, &buckets, before, during)
+                            .unwrap_or(starts[first])
+                    }
+                    _ => starts[first],
+                };
+                (started, ongoing, ended)
             }
             // Too little traffic in each step to judge it: the window is all we know.
             None => (from_ns, true, None),
@@ -1093,11 +1160,50 @@ mod tests {
 
     #[test]
     fn the_start_is_the_last_run_of_anomalous_steps() {
-        assert_eq!(last_run(&[false, false]), None);
-        assert_eq!(last_run(&[false, true, true, false]), Some((1, 2)));
-        // One quiet step inside a run does not split it; two do.
-        assert_eq!(last_run(&[true, false, true, true]), Some((0, 3)));
-        assert_eq!(last_run(&[true, false, false, true]), Some((3, 3)));
+        let (yes, ok, quiet) = (Some(true), Some(false), None);
+        assert_eq!(last_run(&[ok, ok]), None);
+        assert_eq!(last_run(&[ok, yes, yes, ok]), Some((1, 2)));
+        // One quiet step inside a run does not split it; two do, and so does one judged ok.
+        assert_eq!(last_run(&[yes, quiet, yes, yes]), Some((0, 3)));
+        assert_eq!(last_run(&[yes, quiet, quiet, yes]), Some((3, 3)));
+        assert_eq!(last_run(&[yes, ok, yes, yes]), Some((2, 3)));
+    }
+
+    #[test]
+    fn the_start_is_placed_to_the_bucket_where_the_evidence_changes() {
+        let before = Sample {
+            calls_per_second: 0.5,
+            error_rate: 0.01,
+            p95_ms: 220.0,
+            p99_ms: 280.0,
+        };
+        let bucket = |calls: u64, errors: u64, p50_ms: f64| {
+            Some(flowscope_graph::Figures {
+                calls,
+                errors,
+                p50_ms,
+                p95_ms: p50_ms * 2.0,
+                p99_ms: p50_ms * 3.0,
+                has_latency: true,
+            })
+        };
+        let starts: Vec<i64> = (0..20).map(|i| i * 10).collect();
+        // Errors: 1 in 100 for 12 buckets (one stray error among them), then 2 in 5.
+        let mut errors: Vec<_> = (0..12).map(|_| bucket(5, 0, 100.0)).collect();
+        errors[3] = bucket(5, 1, 100.0);
+        errors[5] = None;
+        errors.extend((12..20).map(|i| bucket(5, if i == 15 { 0 } else { 2 }, 100.0)));
+        let during = bucket(40, 14, 100.0).expect("figures");
+        assert_eq!(change_point(&starts, &errors, &before, &during), Some(120));
+        // Latency: medians four times the usual from bucket 7 on, with one fast call in it.
+        let mut slow: Vec<_> = (0..7).map(|_| bucket(5, 0, 100.0)).collect();
+        slow.extend((7..20).map(|i| bucket(5, 0, if i == 9 { 150.0 } else { 400.0 })));
+        let during = bucket(65, 0, 400.0).expect("figures");
+        assert_eq!(change_point(&starts, &slow, &before, &during), Some(70));
+        // Nothing changed: no start to place.
+        let calm: Vec<_> = (0..20).map(|_| bucket(5, 0, 100.0)).collect();
+        let during = bucket(100, 1, 100.0).expect("figures");
+        assert_eq!(change_point(&starts, &calm, &before, &during), None);
     }
 
     #[test]
