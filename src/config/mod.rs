@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Directory for the write-ahead log and Parquet segments [default: ./flowscope-data]
     #[arg(long, env = "FLOWSCOPE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep Parquet segments in object storage: s3://bucket/prefix, configured by the
+    /// standard AWS_* variables (AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP=true for a local server); the WAL stays in
+    /// --data-dir [default: segments on the local disk, in --data-dir]
+    #[arg(long, env = "FLOWSCOPE_OBJECT_STORE")]
+    object_store: Option<String>,
     /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317]
     #[arg(long, env = "FLOWSCOPE_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -192,6 +198,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct Settings {
     data_dir: Option<PathBuf>,
+    object_store: Option<String>,
     otlp_grpc_addr: Option<SocketAddr>,
     otlp_http_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
@@ -240,6 +247,7 @@ impl Settings {
         // value was checked when it was parsed.
         Settings {
             data_dir: args.data_dir.or(file.data_dir),
+            object_store: args.object_store.or(file.object_store),
             otlp_grpc_addr: args.otlp_grpc_addr.or(file.otlp_grpc_addr),
             otlp_http_addr: args.otlp_http_addr.or(file.otlp_http_addr),
             api_addr: args.api_addr.or(file.api_addr),
@@ -327,6 +335,8 @@ pub struct ServeConfig {
     pub connections: ConnectionConfig,
     /// What health judges nodes and edges against besides their own baselines.
     pub objectives: Vec<Objective>,
+    /// Where Parquet segments go (`s3://bucket/prefix`); `None`: the local disk.
+    pub object_store: Option<String>,
     /// What resolving changed on its own, for the log.
     pub notes: Vec<Note>,
 }
@@ -514,6 +524,7 @@ impl ServeConfig {
         } = inputs;
         let mut notes = Vec::new();
         let (store, memory_limit) = store::resolve(&settings, data_dir, default_memory_limit)?;
+        let object_store = store::object_store(&settings)?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
@@ -563,6 +574,7 @@ impl ServeConfig {
             sql,
             api,
             connections,
+            object_store,
             notes,
         })
     }

@@ -69,3 +69,39 @@ pub(super) fn resolve(
     }
     Ok((store, memory_limit))
 }
+
+/// `--object-store`, checked (an `s3://` address with a bucket); no I/O: the bucket is
+/// first reached when the stores open.
+pub(super) fn object_store(settings: &Settings) -> anyhow::Result<Option<String>> {
+    let Some(url) = settings.object_store.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    flowscope_query::store::objects::parse_s3_url(url).map_err(anyhow::Error::msg)?;
+    Ok(Some(url.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_store_is_an_s3_address_with_a_bucket() {
+        let with = |url: &str| {
+            object_store(&Settings {
+                object_store: Some(url.into()),
+                ..Settings::default()
+            })
+        };
+        assert_eq!(
+            with("s3://spans/team-a").expect("valid"),
+            Some("s3://spans/team-a".to_string())
+        );
+        assert_eq!(with("").expect("empty is the local disk"), None);
+        let refused = with("/var/lib/flowscope").expect_err("not s3");
+        assert!(refused.to_string().contains("s3://bucket"), "{refused}");
+        assert!(with("s3:///team-a").is_err(), "no bucket");
+    }
+}

@@ -40,6 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use flowscope_query::store::objects::ObjectStorage;
+
 use crate::config::ServeConfig;
 use crate::data_dir::{self, DataDirLock};
 use crate::listen::{self, DescriptorLimit};
@@ -123,9 +125,21 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     // One query memory pool, runtime and set of permits for all tenants together.
     let sql_resources =
         SqlResources::new(&config.sql).context("cannot start the SQL engine's runtime")?;
+    // Segments in object storage when asked; the bucket is first reached as the stores
+    // open (each lists its segments there).
+    let objects = match &config.object_store {
+        None => None,
+        Some(url) => {
+            let objects = ObjectStorage::s3(url, tokio::runtime::Handle::current())?;
+            tracing::info!(object_store = %objects.describe(), "Parquet segments go to object storage; the WAL stays in the data directory");
+            Some(objects)
+        }
+    };
     let mut spaces = Vec::new();
     for tenant in config.access.tenants() {
-        spaces.push(tenant::open(&config, tenant, &sql_resources, &liveness).await?);
+        spaces.push(
+            tenant::open(&config, tenant, objects.as_ref(), &sql_resources, &liveness).await?,
+        );
     }
     let metadata_path = data_dir.join("metadata.sqlite");
     let metadata = Metadata::open(&metadata_path).await.with_context(|| {

@@ -13,6 +13,7 @@ use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::{SinkError, SpanSink};
 use flowscope_query::graph::GraphView;
 use flowscope_query::graph::stage::{GraphStage, Keeper};
+use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::TenantView;
 use futures::future::BoxFuture;
@@ -52,6 +53,7 @@ fn tenant_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
 pub async fn open(
     config: &ServeConfig,
     tenant: TenantId,
+    objects: Option<&ObjectStorage>,
     sql_resources: &SqlResources,
     liveness: &Arc<Liveness>,
 ) -> anyhow::Result<TenantSpace> {
@@ -61,6 +63,15 @@ pub async fn open(
     let mut store_config = config.store.clone();
     store_config.data_dir = data_dir.clone();
     store_config.liveness = liveness.clone();
+    // In object storage a tenant's segments sit under the prefix as its data directory
+    // sits under --data-dir.
+    store_config.objects = objects.map(|objects| {
+        if tenant.is_default() {
+            objects.clone()
+        } else {
+            objects.child(&format!("tenants/{}", tenant.as_str()))
+        }
+    });
     // The live graph is backfilled with the stored spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.

@@ -315,6 +315,13 @@ fn tenant_figures(view: &TenantView) -> Vec<Figure> {
         ),
         figure(
             "store",
+            "pending_flushes",
+            Gauge,
+            "Memtables sealed and waiting to be written to Parquet (uploaded, with --object-store): how far behind flushes are.",
+            store.pending_flushes,
+        ),
+        figure(
+            "store",
             "buffered_bytes",
             Gauge,
             "Bytes of spans held in memory (the ingest budget counts these).",

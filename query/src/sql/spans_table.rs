@@ -37,7 +37,7 @@ use flowscope_model::{columns, sql_schema, storage_schema};
 
 use crate::sql::hex_id::HexId;
 use crate::store::SpanStore;
-use crate::store::segment::Segment;
+use crate::store::segment::{Location, Segment};
 
 /// The `spans` table.
 #[derive(Debug)]
@@ -369,27 +369,45 @@ impl TableProvider for SpansTable {
             )?);
         }
 
-        let segments: Vec<&Arc<Segment>> =
-            view.segments.iter().filter(|s| pruning.keeps(s)).collect();
-        if !segments.is_empty() {
+        // One scan per place the kept segments are in: the local disk, or a bucket (an
+        // object store registered with the session's runtime under its URL).
+        let mut places: Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> = Vec::new();
+        for segment in view.segments.iter().filter(|s| pruning.keeps(s)) {
+            let (url, file) = match &segment.location {
+                Location::File(path) => (
+                    ObjectStoreUrl::local_filesystem(),
+                    PartitionedFile::new(path.to_string_lossy(), segment.bytes),
+                ),
+                Location::Object(objects, location) => {
+                    state
+                        .runtime_env()
+                        .register_object_store(objects.url().as_ref(), objects.store().clone());
+                    (
+                        objects.url().clone(),
+                        PartitionedFile::new(location.to_string(), segment.bytes),
+                    )
+                }
+            };
+            match places.iter_mut().find(|(known, _)| *known == url) {
+                Some((_, files)) => files.push(file),
+                None => places.push((url, vec![file])),
+            }
+        }
+        for (url, files) in places {
             let mut source = ParquetSource::new(schema.clone());
             if let Some(predicate) = parquet_predicate(state, filters)? {
                 source = source.with_predicate(predicate);
             }
-            let mut groups = vec![Vec::new(); partitions.min(segments.len())];
-            for (i, segment) in segments.iter().enumerate() {
+            let mut groups = vec![Vec::new(); partitions.min(files.len())];
+            for (i, file) in files.into_iter().enumerate() {
                 let slot = i % groups.len();
-                groups[slot].push(PartitionedFile::new(
-                    segment.path.to_string_lossy(),
-                    segment.bytes,
-                ));
+                groups[slot].push(file);
             }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_projection_indices(Some(projection.clone()))?
-                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                    .with_limit(if filters.is_empty() { limit } else { None })
-                    .build();
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_projection_indices(Some(projection.clone()))?
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_limit(if filters.is_empty() { limit } else { None })
+                .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 

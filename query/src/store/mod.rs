@@ -15,6 +15,7 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub mod objects;
 pub(crate) mod read;
 pub mod segment;
 pub mod wal;
@@ -64,6 +65,9 @@ pub struct StoreConfig {
     /// Where the writer and flusher threads register, count the errors they survive and
     /// are marked stopped if they end before shutdown; one per process, shared like `memory`.
     pub liveness: Arc<Liveness>,
+    /// Where committed segments go: object storage (`--object-store`), or the local disk
+    /// under `data_dir` when `None`. The WAL stays local either way.
+    pub objects: Option<objects::ObjectStorage>,
 }
 
 /// Decodes the protobuf request a WAL record holds into the batch it was written with:
@@ -104,6 +108,7 @@ impl StoreConfig {
             memory: Arc::new(MemoryBudget::unlimited().with_ingest_buffer(1 << 30)),
             request_decoder: None,
             liveness: Liveness::new(),
+            objects: None,
         }
     }
 }
@@ -142,6 +147,9 @@ pub struct StoreStats {
     pub spans_in_segments: u64,
     pub buffered_bytes: u64,
     pub replayed_records: u64,
+    /// Memtables sealed and not yet committed to Parquet: how far behind flushes (and
+    /// uploads, with object storage) are.
+    pub pending_flushes: u64,
 }
 
 struct Shared {
@@ -358,15 +366,18 @@ impl SpanStore {
     /// WAL, starting nothing, so that a downstream stage can take the spans stored before
     /// (`Recovered::read_stored_since`) and the replayed ones before any new commit.
     pub fn recover(config: StoreConfig) -> Result<Recovered, StoreError> {
-        let spans_dir = segment::spans_dir(&config.data_dir);
-        std::fs::create_dir_all(&spans_dir).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot create {}: {e}; check --data-dir and its permissions",
-                spans_dir.display()
-            ))
-        })?;
-        let committed = segment::read_committed(&spans_dir)?;
-        let segments = segment::load_segments(&spans_dir, committed)?;
+        let place = segment::Place::new(&config.data_dir, config.objects.as_ref());
+        place.prepare()?;
+        let migrated = place.migrate_local(&config.data_dir)?;
+        if migrated > 0 {
+            tracing::info!(
+                segments = migrated,
+                to = %place.describe(),
+                "moved the data directory's Parquet segments to object storage (once; the WAL stays local)"
+            );
+        }
+        let committed = place.read_committed()?;
+        let segments = place.load_segments(committed)?;
         let mut replayed = Vec::new();
         let mut undecodable = 0usize;
         // Requests found with no decoder to read them: the store refuses to open rather than
@@ -543,6 +554,7 @@ impl Recovered {
             seal_retry_at: None,
         };
         let flusher = Flusher {
+            place: segment::Place::new(&shared.config.data_dir, shared.config.objects.as_ref()),
             shared: shared.clone(),
         };
         let liveness = &shared.config.liveness;
@@ -732,6 +744,7 @@ impl SpanStore {
             spans_in_segments: view.segments.iter().map(|s| s.rows).sum(),
             buffered_bytes: self.shared.buffered_bytes.load(Ordering::Relaxed) as u64,
             replayed_records: self.shared.replayed_records.load(Ordering::Relaxed),
+            pending_flushes: view.frozen.len() as u64,
         }
     }
 
@@ -933,6 +946,7 @@ impl Writer {
 /// retention.
 struct Flusher {
     shared: Arc<Shared>,
+    place: segment::Place,
 }
 
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
@@ -967,10 +981,9 @@ impl Flusher {
 
     fn write_until_done(&self, frozen: &Arc<Frozen>) {
         let data_dir = &self.shared.config.data_dir;
-        let spans_dir = segment::spans_dir(data_dir);
         let mut backoff = Duration::from_millis(100);
         let segments = loop {
-            match segment::write_flush(&spans_dir, &frozen.batches, frozen.wal_seq) {
+            match segment::write_flush(&self.place, &frozen.batches, frozen.wal_seq) {
                 Ok(segments) => break segments,
                 Err(error) => {
                     // The spans stay in memory and in the WAL; ingest is refused once the
@@ -1007,13 +1020,13 @@ impl Flusher {
             old
         };
         for segment in expired {
-            match segment::delete_segment(&segment) {
+            match self.place.delete(&segment) {
                 Ok(()) => {
-                    tracing::info!(path = %segment.path.display(), rows = segment.rows, "retention: deleted segment")
+                    tracing::info!(location = %segment.location, rows = segment.rows, "retention: deleted segment")
                 }
                 Err(error) => {
                     self.shared.config.liveness.error(Stage::Flusher);
-                    tracing::warn!(%error, path = %segment.path.display(), "retention: cannot delete segment")
+                    tracing::warn!(%error, location = %segment.location, "retention: cannot delete segment")
                 }
             }
         }

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::StoreError;
 use crate::store::View;
-use crate::store::segment::Segment;
+use crate::store::segment::{Location, Segment};
 
 /// The rows of `batch` whose start time lies in `[from_ns, to_ns)`; `None` when none do.
 fn starting_in(
@@ -49,8 +49,25 @@ pub(crate) fn read_segment(
     to_ns: i64,
     visit: &mut dyn FnMut(RecordBatch) -> Result<bool, StoreError>,
 ) -> Result<bool, StoreError> {
-    let file = File::open(&segment.path)?;
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    match &segment.location {
+        Location::File(path) => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+            read_parquet(builder, wanted, from_ns, to_ns, visit)
+        }
+        Location::Object(objects, location) => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(objects.get(location)?)?;
+            read_parquet(builder, wanted, from_ns, to_ns, visit)
+        }
+    }
+}
+
+fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
+    mut builder: ParquetRecordBatchReaderBuilder<T>,
+    wanted: Option<&[&str]>,
+    from_ns: i64,
+    to_ns: i64,
+    visit: &mut dyn FnMut(RecordBatch) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
     if let Some(wanted) = wanted {
         let roots: Vec<usize> = builder
             .schema()

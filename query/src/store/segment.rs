@@ -4,6 +4,10 @@
 //! Layout: `<data>/spans/date=YYYY-MM-DD/hour=HH/part-<wal seq>.parquet`. A flush is
 //! committed when `<data>/spans/_committed` names its WAL sequence number; files of a flush
 //! that never got there are deleted on start and their spans come back from the WAL.
+//!
+//! With object storage ([`Place::Remote`]) the same layout lives under the bucket's prefix
+//! (`<prefix>/spans/…`, the marker an object too); each file is written in a local staging
+//! directory and uploaded before the marker names its flush.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -22,7 +26,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
+use object_store::path::Path as ObjectPath;
+
 use crate::error::StoreError;
+use crate::store::objects::ObjectStorage;
 use crate::store::wal::sync_dir;
 
 const KEY_WAL_SEQ: &str = "flowscope.wal_seq";
@@ -35,10 +42,40 @@ const MAX_LISTED_SERVICES: usize = 256;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
+/// Where a segment's bytes are.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A file on the local disk.
+    File(PathBuf),
+    /// An object in the store's object storage.
+    Object(ObjectStorage, ObjectPath),
+}
+
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::File(a), Self::File(b)) => a == b,
+            (Self::Object(s, a), Self::Object(t, b)) => a == b && s.describe() == t.describe(),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Object(storage, path) => {
+                write!(f, "{}/{path}", storage.url().as_str().trim_end_matches('/'))
+            }
+        }
+    }
+}
+
 /// One Parquet file and what the store knows about it without opening it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
-    pub path: PathBuf,
+    pub location: Location,
     pub bytes: u64,
     pub rows: u64,
     pub min_start_ns: i64,
@@ -68,15 +105,184 @@ pub fn spans_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("spans")
 }
 
+/// Where one store keeps its committed segments and the commit marker.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// `<data>/spans/…` on the local disk: the default.
+    Local { spans_dir: PathBuf },
+    /// `<prefix>/spans/…` in object storage; each file is written in `staging` (on the
+    /// local disk) and uploaded whole.
+    Remote {
+        objects: ObjectStorage,
+        staging: PathBuf,
+    },
+}
+
+/// The prefix, under a store's root in object storage, of its segments and marker.
+const REMOTE_SPANS: &str = "spans";
+
+impl Place {
+    /// The local disk under `data_dir`, or `objects` when given (staging in `data_dir`).
+    pub fn new(data_dir: &Path, objects: Option<&ObjectStorage>) -> Self {
+        match objects {
+            None => Self::Local {
+                spans_dir: spans_dir(data_dir),
+            },
+            Some(objects) => Self::Remote {
+                objects: objects.clone(),
+                staging: data_dir.join("upload"),
+            },
+        }
+    }
+
+    /// Where the segments are, for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local { spans_dir } => spans_dir.display().to_string(),
+            Self::Remote { objects, .. } => format!("{}/{REMOTE_SPANS}", objects.describe()),
+        }
+    }
+
+    /// Creates the local directory this place writes in, and empties the staging directory
+    /// of files an interrupted flush left.
+    pub fn prepare(&self) -> Result<(), StoreError> {
+        let dir = match self {
+            Self::Local { spans_dir } => spans_dir,
+            Self::Remote { staging, .. } => staging,
+        };
+        fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create {}: {e}; check --data-dir and its permissions",
+                dir.display()
+            ))
+        })?;
+        if let Self::Remote { staging, .. } = self {
+            for entry in fs::read_dir(staging)? {
+                fs::remove_file(entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The WAL sequence number of the last committed flush (0 before the first).
+    pub fn read_committed(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Local { spans_dir } => read_committed(spans_dir),
+            Self::Remote { objects, .. } => {
+                let location = objects.location(&format!("{REMOTE_SPANS}/{COMMIT_FILE}"));
+                match objects.get_if_exists(&location)? {
+                    None => Ok(0),
+                    Some(bytes) => parse_committed(&bytes, location.as_ref()),
+                }
+            }
+        }
+    }
+
+    fn write_committed(&self, wal_seq: u64) -> Result<(), StoreError> {
+        match self {
+            Self::Local { spans_dir } => Ok(write_committed(spans_dir, wal_seq)?),
+            Self::Remote { objects, .. } => objects.put(
+                &objects.location(&format!("{REMOTE_SPANS}/{COMMIT_FILE}")),
+                wal_seq.to_string().into(),
+            ),
+        }
+    }
+
+    /// Every committed segment, deleting leftovers of an interrupted flush (temporary
+    /// files, files of an uncommitted flush).
+    pub fn load_segments(&self, committed: u64) -> Result<Vec<Segment>, StoreError> {
+        let mut segments = match self {
+            Self::Local { spans_dir } => return load_segments(spans_dir, committed),
+            Self::Remote { objects, .. } => {
+                let mut segments = Vec::new();
+                for object in objects.list(REMOTE_SPANS)? {
+                    if object.location.extension() != Some("parquet") {
+                        continue;
+                    }
+                    let footer = objects.footer(&object)?;
+                    let location = Location::Object(objects.clone(), object.location.clone());
+                    let segment = segment_meta(location, object.size, footer.file_metadata())?;
+                    if segment.wal_seq > committed {
+                        tracing::info!(location = %segment.location, "removing a segment of an interrupted flush; its spans are replayed from the WAL");
+                        objects.delete(&object.location)?;
+                        continue;
+                    }
+                    segments.push(segment);
+                }
+                segments
+            }
+        };
+        segments.sort_by_key(|s| (s.min_start_ns, s.wal_seq));
+        Ok(segments)
+    }
+
+    /// Deletes a committed segment (retention).
+    pub fn delete(&self, segment: &Segment) -> Result<(), StoreError> {
+        match &segment.location {
+            Location::File(path) => Ok(delete_file(path)?),
+            Location::Object(objects, location) => objects.delete(location),
+        }
+    }
+
+    /// Moves the committed segments of a local data directory into object storage, once:
+    /// each file is uploaded to the same relative path, the remote marker is raised to the
+    /// local one, and only then are the local files and marker deleted. A crash on the way
+    /// repeats it on the next start (uploads of the same name replace each other).
+    pub fn migrate_local(&self, data_dir: &Path) -> Result<usize, StoreError> {
+        let Self::Remote { objects, .. } = self else {
+            return Ok(0);
+        };
+        let local = spans_dir(data_dir);
+        if !local.join(COMMIT_FILE).exists() {
+            return Ok(0);
+        }
+        let committed = read_committed(&local)?;
+        let segments = load_segments(&local, committed)?;
+        for segment in &segments {
+            let Location::File(path) = &segment.location else {
+                continue;
+            };
+            let relative = path.strip_prefix(&local).map_err(|_| {
+                StoreError::Internal(format!("{} is outside {}", path.display(), local.display()))
+            })?;
+            let relative = relative
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            objects.upload(
+                path,
+                &objects.location(&format!("{REMOTE_SPANS}/{relative}")),
+            )?;
+        }
+        if self.read_committed()? < committed {
+            self.write_committed(committed)?;
+        }
+        for segment in &segments {
+            if let Location::File(path) = &segment.location {
+                delete_file(path)?;
+            }
+        }
+        fs::remove_file(local.join(COMMIT_FILE))?;
+        sync_dir(&local)?;
+        Ok(segments.len())
+    }
+}
+
+fn parse_committed(text: &[u8], name: &str) -> Result<u64, StoreError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{name} does not hold a number; restore it or delete the data directory"
+            ))
+        })
+}
+
 /// The WAL sequence number of the last committed flush (0 before the first).
 pub fn read_committed(spans_dir: &Path) -> Result<u64, StoreError> {
-    match fs::read_to_string(spans_dir.join(COMMIT_FILE)) {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "{} does not hold a number; restore it or delete the data directory",
-                spans_dir.join(COMMIT_FILE).display()
-            ))
-        }),
+    let path = spans_dir.join(COMMIT_FILE);
+    match fs::read(&path) {
+        Ok(text) => parse_committed(&text, &path.display().to_string()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(error) => Err(error.into()),
     }
@@ -142,17 +348,32 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 }
 
 fn read_segment_meta(path: &Path) -> Result<Segment, StoreError> {
-    let corrupt = |what: &str| {
-        StoreError::Corrupt(format!(
-            "segment {} {what}; move it out of the data directory to start without it",
-            path.display()
-        ))
-    };
     let file = File::open(path)?;
     let bytes = file.metadata()?.len();
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| corrupt(&format!("is not readable Parquet ({e})")))?;
-    let meta = reader.metadata().file_metadata();
+    let reader = SerializedFileReader::new(file).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "segment {} is not readable Parquet ({e}); move it out of the data directory to start without it",
+            path.display()
+        ))
+    })?;
+    segment_meta(
+        Location::File(path.to_path_buf()),
+        bytes,
+        reader.metadata().file_metadata(),
+    )
+}
+
+/// What the store knows of a segment, from its footer's key-value metadata.
+fn segment_meta(
+    location: Location,
+    bytes: u64,
+    meta: &parquet::file::metadata::FileMetaData,
+) -> Result<Segment, StoreError> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "segment {location} {what}; move it out of the data directory (or bucket) to start without it"
+        ))
+    };
     let kv = meta.key_value_metadata().cloned().unwrap_or_default();
     let get = |key: &str| {
         kv.iter()
@@ -167,13 +388,13 @@ fn read_segment_meta(path: &Path) -> Result<Segment, StoreError> {
     let services =
         get(KEY_SERVICES).and_then(|v| serde_json::from_str::<BTreeSet<String>>(&v).ok());
     Ok(Segment {
-        path: path.to_path_buf(),
         bytes,
         rows: meta.num_rows().max(0) as u64,
         min_start_ns: number(KEY_MIN_START)?,
         max_start_ns: number(KEY_MAX_START)?,
         services,
         wal_seq: number(KEY_WAL_SEQ)? as u64,
+        location,
     })
 }
 
@@ -332,7 +553,7 @@ impl<'a> Memtable<'a> {
 /// hour of `start_time`, sorted by `start_time`, then commits the flush. Returns the new
 /// segments. Nothing is visible as committed until every file is durable.
 pub fn write_flush(
-    spans_dir: &Path,
+    place: &Place,
     batches: &[RecordBatch],
     wal_seq: u64,
 ) -> Result<Vec<Segment>, StoreError> {
@@ -340,9 +561,9 @@ pub fn write_flush(
     let order = memtable.order_by_start();
     let mut segments = Vec::new();
     for run in runs_by_hour(&memtable, &order) {
-        segments.push(write_segment(spans_dir, &memtable, &order[run], wal_seq)?);
+        segments.push(write_segment(place, &memtable, &order[run], wal_seq)?);
     }
-    write_committed(spans_dir, wal_seq)?;
+    place.write_committed(wal_seq)?;
     Ok(segments)
 }
 
@@ -371,7 +592,7 @@ fn runs_by_hour(memtable: &Memtable<'_>, order: &[RowRef]) -> Vec<std::ops::Rang
 
 /// Writes the rows `rows` of the memtable (in that order, all of one hour) as one segment.
 fn write_segment(
-    spans_dir: &Path,
+    place: &Place,
     memtable: &Memtable<'_>,
     rows: &[RowRef],
     wal_seq: u64,
@@ -392,26 +613,52 @@ fn write_segment(
             serde_json::to_string(services).unwrap_or_default(),
         ));
     }
-    let dir = spans_dir.join(hour_partition(min_start_ns));
-    fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("part-{wal_seq:020}.parquet"));
-    let tmp = path.with_extension("parquet.tmp");
-    let bytes = match write_parquet(&tmp, memtable, rows, metadata) {
-        Ok(bytes) => bytes,
-        Err(error) => {
+    let partition = hour_partition(min_start_ns);
+    let name = format!("part-{wal_seq:020}.parquet");
+    let (tmp, dir) = match place {
+        Place::Local { spans_dir } => {
+            let dir = spans_dir.join(&partition);
+            (dir.join(format!("{name}.tmp")), Some(dir))
+        }
+        Place::Remote { staging, .. } => (staging.join(format!("{name}.tmp")), None),
+    };
+    if let Some(dir) = &dir {
+        fs::create_dir_all(dir)?;
+    }
+    let written = write_parquet(&tmp, memtable, rows, metadata);
+    let (bytes, location) = match (written, place, &dir) {
+        (Err(error), _, _) => {
             // A half-written file (the disk filled up) is never renamed into place; removing
             // it gives its space back for the retry.
             let _ = fs::remove_file(&tmp);
             return Err(error);
         }
+        (Ok(bytes), Place::Local { .. }, Some(dir)) => {
+            let path = dir.join(&name);
+            fs::rename(&tmp, &path)?;
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+            (bytes, Location::File(path))
+        }
+        (Ok(_), Place::Remote { objects, .. }, _) => {
+            let partition = partition
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            let location = objects.location(&format!("{REMOTE_SPANS}/{partition}/{name}"));
+            let uploaded = objects.upload(&tmp, &location);
+            let _ = fs::remove_file(&tmp);
+            (uploaded?, Location::Object(objects.clone(), location))
+        }
+        (Ok(_), Place::Local { .. }, None) => {
+            return Err(StoreError::Internal(
+                "a local segment without its directory".into(),
+            ));
+        }
     };
-    fs::rename(&tmp, &path)?;
-    sync_dir(&dir)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
     Ok(Segment {
-        path,
+        location,
         bytes,
         rows: rows.len() as u64,
         min_start_ns,
@@ -480,9 +727,9 @@ fn distinct_services(memtable: &Memtable<'_>, rows: &[RowRef]) -> Option<BTreeSe
 }
 
 /// Deletes a segment file and the hour and date directories it leaves empty.
-pub fn delete_segment(segment: &Segment) -> io::Result<()> {
-    fs::remove_file(&segment.path)?;
-    let mut dir = segment.path.parent();
+fn delete_file(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    let mut dir = path.parent();
     for _ in 0..2 {
         let Some(current) = dir else { break };
         if fs::remove_dir(current).is_err() {
@@ -553,7 +800,10 @@ mod tests {
     }
 
     fn read(segment: &Segment) -> RecordBatch {
-        let file = File::open(&segment.path).expect("open");
+        let Location::File(path) = &segment.location else {
+            panic!("a local segment");
+        };
+        let file = File::open(path).expect("open");
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .expect("parquet")
             .build()
@@ -575,7 +825,9 @@ mod tests {
             spans(20_000..40_000, at),
             spans(40_000..40_010, |_| base + hour),
         ];
-        let segments = write_flush(dir.path(), &batches, 9).expect("flush");
+        let place = Place::new(dir.path(), None);
+        place.prepare().expect("prepare");
+        let segments = write_flush(&place, &batches, 9).expect("flush");
         assert_eq!(segments.len(), 2, "one file per hour");
         let mut seen = std::collections::HashSet::new();
         for segment in &segments {
@@ -605,7 +857,7 @@ mod tests {
             assert_eq!(services.len(), 3);
         }
         assert_eq!(seen.len(), 40_010);
-        assert_eq!(read_committed(dir.path()).expect("committed"), 9);
+        assert_eq!(place.read_committed().expect("committed"), 9);
     }
 
     #[test]
@@ -619,7 +871,9 @@ mod tests {
             (0..80).map(|n| spans(n * 512..(n + 1) * 512, at)).collect();
         batches.insert(40, spans(0..0, at));
         batches.push(spans(100_000..100_100, |_| at(20_000) + 1));
-        let segments = write_flush(dir.path(), &batches, 3).expect("flush");
+        let place = Place::new(dir.path(), None);
+        place.prepare().expect("prepare");
+        let segments = write_flush(&place, &batches, 3).expect("flush");
         assert_eq!(segments.len(), 1);
         let batch = read(&segments[0]);
         assert_eq!(batch.num_rows(), 80 * 512 + 100);

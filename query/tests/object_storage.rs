@@ -1,0 +1,390 @@
+//! The span store with its segments in object storage (issue 23): flushes upload Parquet and
+//! an object marker, reopening lists the bucket, a flush cut between upload and commit
+//! neither loses nor duplicates a span, an unreachable bucket does not stop ingest, and a
+//! local data directory moves its segments to the bucket once. `object_store`'s in-memory
+//! store stands in for S3 here; `tests/s3_e2e.rs` runs the server against real S3 servers.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use async_trait::async_trait;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use flowscope_model::{SpanBatchBuilder, SpanRecord};
+use flowscope_query::store::objects::ObjectStorage;
+use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// An object store that refuses everything while `down`, and refuses writes of the commit
+/// marker while `refuse_commit`: a crash between upload and commit, an S3 outage.
+#[derive(Debug)]
+struct Faulty {
+    inner: InMemory,
+    down: AtomicBool,
+    refuse_commit: AtomicBool,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+fn refused() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: "the test made the bucket unreachable".into(),
+    }
+}
+
+impl Faulty {
+    fn check(&self, location: Option<&Path>) -> object_store::Result<()> {
+        let commit = location.is_some_and(|l| l.filename() == Some("_committed"));
+        if self.down.load(Ordering::SeqCst) || (commit && self.refuse_commit.load(Ordering::SeqCst))
+        {
+            return Err(refused());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check(Some(location))?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check(Some(location))?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check(None)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        if self.down.load(Ordering::SeqCst) {
+            return futures::stream::once(async { Err(refused()) }).boxed();
+        }
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if self.down.load(Ordering::SeqCst) {
+            return futures::stream::once(async { Err(refused()) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check(None)?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check(Some(to))?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
+}
+
+/// `count` spans of service `service`, span ids from `first`.
+fn batch(service: &str, first: u32, count: u32) -> arrow::array::RecordBatch {
+    let mut builder = SpanBatchBuilder::default();
+    let now = now_ns();
+    for i in first..first + count {
+        let mut span = [1u8; 8];
+        span[4..].copy_from_slice(&i.to_be_bytes());
+        let start = now - i64::from(count - (i - first)) * 1_000_000;
+        let record = SpanRecord {
+            trace_id: &[9; 16],
+            span_id: &span,
+            name: "publish",
+            kind: "PRODUCER",
+            service_name: service,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000,
+            status_code: "OK",
+            ..SpanRecord::default()
+        };
+        let none: [(&str, &str); 0] = [];
+        builder
+            .append(&record, &none, &none, &[], &[])
+            .expect("append");
+    }
+    builder.finish().expect("finish")
+}
+
+struct Bucket {
+    faulty: Arc<Faulty>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            faulty: Arc::new(Faulty {
+                inner: InMemory::new(),
+                down: AtomicBool::new(false),
+                refuse_commit: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn storage(&self) -> ObjectStorage {
+        ObjectStorage::new(
+            self.faulty.clone(),
+            ObjectStoreUrl::parse("memory://bucket").expect("url"),
+            "flowscope",
+            tokio::runtime::Handle::current(),
+        )
+    }
+
+    async fn objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .faulty
+            .inner
+            .list(None)
+            .map(|meta| meta.expect("list").location.to_string())
+            .collect()
+            .await;
+        names.sort();
+        names
+    }
+}
+
+fn config(dir: &std::path::Path, objects: Option<ObjectStorage>) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
+    config.wal_sync = WalSync::Never;
+    config.objects = objects;
+    config
+}
+
+/// Opens the store on a blocking thread: with object storage, recovery calls the bucket
+/// through the runtime, which it may not do from inside a task.
+async fn open(config: StoreConfig) -> Arc<SpanStore> {
+    tokio::task::spawn_blocking(move || SpanStore::open(config))
+        .await
+        .expect("join")
+        .expect("open")
+}
+
+async fn count(store: &Arc<SpanStore>, sql: &str) -> i64 {
+    let engine = SqlEngine::new(store.clone(), SqlConfig::default()).expect("engine");
+    let output = engine
+        .query(sql, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    output.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+fn parquet_files_under(dir: &std::path::Path) -> usize {
+    let mut found = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found += parquet_files_under(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            found += 1;
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_spans_live_in_the_bucket_and_come_back_from_it_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = Bucket::new();
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    store.write(batch("orders", 0, 300)).await.expect("write");
+    store.flush().await.expect("flush");
+    store
+        .write(batch("billing", 1_000, 20))
+        .await
+        .expect("write");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 320);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM spans WHERE service_name = 'orders'"
+        )
+        .await,
+        300
+    );
+    store.close().await.expect("close");
+    drop(store);
+
+    let objects = bucket.objects().await;
+    assert!(
+        objects.contains(&"flowscope/spans/_committed".to_string()),
+        "{objects:?}"
+    );
+    let parts: Vec<&String> = objects.iter().filter(|o| o.ends_with(".parquet")).collect();
+    assert_eq!(parts.len(), 2, "one file per flush: {objects:?}");
+    assert!(parts.iter().all(|p| p.starts_with("flowscope/spans/date=")));
+    assert_eq!(
+        parquet_files_under(dir.path()),
+        0,
+        "no Parquet on the local disk"
+    );
+
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    assert_eq!(store.stats().segments, 2);
+    assert_eq!(
+        count(&store, "SELECT count(DISTINCT span_id) FROM spans").await,
+        320
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 320);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = Bucket::new();
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    store.write(batch("orders", 0, 100)).await.expect("write");
+    store.flush().await.expect("flush");
+    bucket.faulty.refuse_commit.store(true, Ordering::SeqCst);
+    store.write(batch("orders", 100, 50)).await.expect("write");
+    // The flush uploads its file, then cannot write the marker: it retries, never acks.
+    let flushing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.flush().await })
+    };
+    let mut uploaded = 0;
+    for _ in 0..200 {
+        uploaded = bucket
+            .objects()
+            .await
+            .iter()
+            .filter(|o| o.ends_with(".parquet"))
+            .count();
+        if uploaded == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(uploaded, 2, "the second flush's file was uploaded");
+    // The process dies here: nothing more reaches the bucket from it.
+    bucket.faulty.down.store(true, Ordering::SeqCst);
+    flushing.abort();
+    drop(store);
+    let bucket_now = Bucket {
+        faulty: Arc::new(Faulty {
+            inner: bucket.faulty.inner.clone(),
+            down: AtomicBool::new(false),
+            refuse_commit: AtomicBool::new(false),
+        }),
+    };
+
+    let store = open(config(dir.path(), Some(bucket_now.storage()))).await;
+    assert_eq!(
+        store.stats().segments,
+        1,
+        "the uncommitted upload was removed on start"
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 150);
+    assert_eq!(
+        count(&store, "SELECT count(DISTINCT span_id) FROM spans").await,
+        150
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 150);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bucket_does_not_stop_ingest_and_uploads_catch_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = Bucket::new();
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    bucket.faulty.down.store(true, Ordering::SeqCst);
+    for round in 0..5u32 {
+        store
+            .write(batch("orders", round * 100, 100))
+            .await
+            .expect("acknowledged while the bucket is down");
+        // A flush that cannot finish: started, not awaited.
+        let store = store.clone();
+        tokio::spawn(async move { store.flush().await });
+    }
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    assert_eq!(store.stats().segments, 0, "nothing reached the bucket");
+    bucket.faulty.down.store(false, Ordering::SeqCst);
+    store.flush().await.expect("flush once the bucket is back");
+    assert_eq!(store.stats().spans_in_segments, 500, "every span uploaded");
+    assert_eq!(store.stats().spans_in_memory, 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_data_directory_moves_its_segments_to_the_bucket_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(config(dir.path(), None)).await;
+    store.write(batch("orders", 0, 40)).await.expect("write");
+    store.flush().await.expect("flush");
+    store.write(batch("orders", 40, 2)).await.expect("write");
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(parquet_files_under(dir.path()), 2);
+
+    let bucket = Bucket::new();
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    assert_eq!(store.stats().segments, 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 42);
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(parquet_files_under(dir.path()), 0, "moved, not copied");
+    assert!(!dir.path().join("spans").join("_committed").exists());
+
+    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 42);
+    store.close().await.expect("close");
+}
