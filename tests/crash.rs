@@ -91,7 +91,7 @@ fn acknowledged_spans_survive_sigkill_and_replay_adds_no_duplicates() {
 
     // After a clean stop everything is in Parquet: read it without our schema code.
     let mut files = Vec::new();
-    collect_parquet(&dir.path().join("spans"), &mut files);
+    collect_parquet(&common::segments_dir(dir.path()), &mut files);
     assert!(!files.is_empty());
     let mut rows = 0usize;
     for file in files {

@@ -104,7 +104,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Every Parquet segment reads whole with an independent reader; no temporary file is left.
 fn assert_segments_intact(data: &Path) -> usize {
     let mut files = Vec::new();
-    files_under(&data.join("spans"), &mut files);
+    files_under(&common::segments_dir(data), &mut files);
     let mut rows = 0;
     for file in &files {
         let name = file.to_string_lossy();

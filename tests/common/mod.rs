@@ -29,6 +29,49 @@ pub struct Server {
     pub api: SocketAddr,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The S3 server this one keeps its segments in, under `FLOWSCOPE_TEST_OBJECT_STORE`.
+    pub s3: Option<s3::S3>,
+}
+
+/// Where the Parquet segments of a server on `data_dir` are as files: `<data>/spans`, or
+/// under `FLOWSCOPE_TEST_OBJECT_STORE=s3s-fs` the bucket's folder that s3s-fs serves.
+pub fn segments_dir(data_dir: &Path) -> PathBuf {
+    match std::env::var("FLOWSCOPE_TEST_OBJECT_STORE").ok().as_deref() {
+        Some("s3s-fs") => s3_root(data_dir)
+            .join(s3::BUCKET)
+            .join("test")
+            .join("spans"),
+        _ => data_dir.join("spans"),
+    }
+}
+
+fn s3_root(data_dir: &Path) -> PathBuf {
+    let name = data_dir
+        .file_name()
+        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    data_dir.with_file_name(format!("{name}.s3"))
+}
+
+/// With `FLOWSCOPE_TEST_OBJECT_STORE=s3s-fs` every server a test starts keeps its segments
+/// in an s3s-fs of its own, whose folder sits beside the data directory (`<data>.s3`), so
+/// a restart on the same data directory finds the same bucket: the suite run against S3.
+fn object_store_under_test(
+    command: &mut Command,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Option<s3::S3> {
+    let kind = match std::env::var("FLOWSCOPE_TEST_OBJECT_STORE").ok()?.as_str() {
+        "s3s-fs" => s3::Kind::S3sFs,
+        "moto" => s3::Kind::Moto,
+        other => panic!("FLOWSCOPE_TEST_OBJECT_STORE={other}: use s3s-fs or moto"),
+    };
+    if extra.contains(&"--object-store") {
+        return None;
+    }
+    let s3 = s3::S3::start_at(kind, s3_root(data_dir));
+    command.envs(s3.env());
+    command.args(["--object-store", &format!("s3://{}/test", s3::BUCKET)]);
+    Some(s3)
 }
 
 impl Server {
@@ -94,6 +137,7 @@ impl Server {
 
     fn start_command(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
         launch::serve_on_free_ports(&mut command, data_dir, extra);
+        let s3 = object_store_under_test(&mut command, data_dir, extra);
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let started = launch::start_and_wait(command, Duration::from_secs(60), move |line| {
@@ -112,6 +156,7 @@ impl Server {
             child,
             data_dir: data_dir.to_path_buf(),
             log,
+            s3,
         }
     }
 

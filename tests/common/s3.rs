@@ -35,8 +35,13 @@ fn free_port() -> u16 {
 impl S3 {
     /// Starts `kind` with its state under `dir`, and creates the bucket.
     pub fn start(kind: Kind, dir: &Path) -> Self {
+        Self::start_at(kind, dir.join("s3"))
+    }
+
+    /// Starts `kind` with its state (s3s-fs: its folder) at `root`, and creates the bucket.
+    pub fn start_at(kind: Kind, root: PathBuf) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let root = (kind == Kind::S3sFs).then(|| dir.join("s3"));
+        let root = (kind == Kind::S3sFs).then_some(root);
         let mut s3 = Self {
             kind,
             addr,
