@@ -1,18 +1,15 @@
 //! The metadata database: a SQLite file in the data directory, migrated at start.
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use flowscope_query::store::catalog;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::AlertError;
 use crate::deliver::DeliveryWaker;
 
-/// The schema, embedded from `migrations/` at build time and applied in order at start.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+/// The schema (the catalog's tables and the alerting tables), applied in order at start.
+pub use flowscope_query::store::catalog::MIGRATOR;
 
 /// A handle on the metadata database; cheap to clone.
 #[derive(Debug, Clone)]
@@ -25,42 +22,19 @@ pub struct Metadata {
 impl Metadata {
     /// Opens (creating if missing) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, AlertError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            // WAL with FULL sync: a committed state change or outbox row survives SIGKILL
-            // and power loss, and readers never wait for the writer.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self {
-            pool,
-            waker: DeliveryWaker::default(),
-        })
+        Ok(Self::with_pool(catalog::open_sqlite(path).await?))
     }
 
     /// A private database in memory, for tests.
     pub async fn open_in_memory() -> Result<Self, AlertError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        // Every connection to ":memory:" is its own database: keep exactly one.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self {
+        Ok(Self::with_pool(catalog::open_sqlite_in_memory().await?))
+    }
+
+    fn with_pool(pool: SqlitePool) -> Self {
+        Self {
             pool,
             waker: DeliveryWaker::default(),
-        })
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -1,8 +1,10 @@
-//! The span store with its segments in object storage (issue 23): flushes upload Parquet and
-//! an object marker, reopening lists the bucket, a flush cut between upload and commit
-//! neither loses nor duplicates a span, an unreachable bucket does not stop ingest, and a
-//! local data directory moves its segments to the bucket once. `object_store`'s in-memory
-//! store stands in for S3 here; `tests/s3_e2e.rs` runs the server against real S3 servers.
+//! The span store with its segments in object storage and its files in the catalog (issue
+//! 23): flushes upload Parquet and commit it in the catalog, reopening reads the catalog, a
+//! flush cut between upload and commit neither loses nor duplicates a span, an unreachable
+//! bucket does not stop ingest, a local data directory moves its segments to the bucket once,
+//! a new metadata database over an existing bucket takes its files, and a data directory of
+//! the store before the catalog is recorded in it once. `object_store`'s in-memory store
+//! stands in for S3 here; `tests/s3_e2e.rs` runs the server against real S3 servers.
 
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,7 @@ use arrow::datatypes::Int64Type;
 use async_trait::async_trait;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use flowscope_model::{SpanBatchBuilder, SpanRecord};
+use flowscope_query::store::catalog::{self, Catalog};
 use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
 use futures::StreamExt;
@@ -28,13 +31,12 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-/// An object store that refuses everything while `down`, and refuses writes of the commit
-/// marker while `refuse_commit`: a crash between upload and commit, an S3 outage.
+/// An object store that refuses everything while `down`: an S3 outage, or a process that
+/// died (nothing more reaches the bucket from it).
 #[derive(Debug)]
 struct Faulty {
     inner: InMemory,
     down: AtomicBool,
-    refuse_commit: AtomicBool,
 }
 
 impl fmt::Display for Faulty {
@@ -51,10 +53,8 @@ fn refused() -> object_store::Error {
 }
 
 impl Faulty {
-    fn check(&self, location: Option<&Path>) -> object_store::Result<()> {
-        let commit = location.is_some_and(|l| l.filename() == Some("_committed"));
-        if self.down.load(Ordering::SeqCst) || (commit && self.refuse_commit.load(Ordering::SeqCst))
-        {
+    fn check(&self, _location: Option<&Path>) -> object_store::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
             return Err(refused());
         }
         Ok(())
@@ -168,7 +168,6 @@ impl Bucket {
             faulty: Arc::new(Faulty {
                 inner: InMemory::new(),
                 down: AtomicBool::new(false),
-                refuse_commit: AtomicBool::new(false),
             }),
         }
     }
@@ -261,8 +260,8 @@ async fn flushed_spans_live_in_the_bucket_and_come_back_from_it_after_a_reopen()
 
     let objects = bucket.objects().await;
     assert!(
-        objects.contains(&"flowscope/spans/_committed".to_string()),
-        "{objects:?}"
+        !objects.iter().any(|o| o.ends_with("_committed")),
+        "the catalog, not a marker object, commits: {objects:?}"
     );
     let parts: Vec<&String> = objects.iter().filter(|o| o.ends_with(".parquet")).collect();
     assert_eq!(parts.len(), 2, "one file per flush: {objects:?}");
@@ -287,12 +286,22 @@ async fn flushed_spans_live_in_the_bucket_and_come_back_from_it_after_a_reopen()
 async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_span() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = Bucket::new();
-    let store = open(config(dir.path(), Some(bucket.storage()))).await;
+    // The catalog on a pool the test can cut: the metadata database gone mid-flush.
+    let pool = catalog::open_sqlite(&dir.path().join("metadata.sqlite"))
+        .await
+        .expect("metadata database");
+    let mut with_catalog = config(dir.path(), Some(bucket.storage()));
+    with_catalog.catalog = Some(Catalog::new(
+        pool.clone(),
+        "default",
+        tokio::runtime::Handle::current(),
+    ));
+    let store = open(with_catalog).await;
     store.write(batch("orders", 0, 100)).await.expect("write");
     store.flush().await.expect("flush");
-    bucket.faulty.refuse_commit.store(true, Ordering::SeqCst);
+    pool.close().await;
     store.write(batch("orders", 100, 50)).await.expect("write");
-    // The flush uploads its file, then cannot write the marker: it retries, never acks.
+    // The flush uploads its file, then cannot commit it: it retries, never acks.
     let flushing = {
         let store = store.clone();
         tokio::spawn(async move { store.flush().await })
@@ -319,7 +328,6 @@ async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_sp
         faulty: Arc::new(Faulty {
             inner: bucket.faulty.inner.clone(),
             down: AtomicBool::new(false),
-            refuse_commit: AtomicBool::new(false),
         }),
     };
 
@@ -329,6 +337,13 @@ async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_sp
         1,
         "the uncommitted upload was removed on start"
     );
+    let parquet = bucket_now
+        .objects()
+        .await
+        .into_iter()
+        .filter(|o| o.ends_with(".parquet"))
+        .count();
+    assert_eq!(parquet, 1, "the orphan object is deleted");
     assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 150);
     assert_eq!(
         count(&store, "SELECT count(DISTINCT span_id) FROM spans").await,
@@ -336,6 +351,87 @@ async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_sp
     );
     store.flush().await.expect("flush");
     assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 150);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_metadata_database_over_an_existing_bucket_takes_its_files() {
+    let bucket = Bucket::new();
+    let first = tempfile::tempdir().expect("tempdir");
+    let store = open(config(first.path(), Some(bucket.storage()))).await;
+    store.write(batch("orders", 0, 70)).await.expect("write");
+    store.flush().await.expect("flush");
+    store.write(batch("orders", 70, 5)).await.expect("write");
+    store.close().await.expect("close");
+    drop(store);
+
+    // The node and its data directory are lost; the bucket survives.
+    let second = tempfile::tempdir().expect("tempdir");
+    let store = open(config(second.path(), Some(bucket.storage()))).await;
+    assert_eq!(store.stats().segments, 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 75);
+    // New spans go on after the files it took: a restart replays only the new ones.
+    store.write(batch("billing", 500, 3)).await.expect("write");
+    drop(store);
+    let store = open(config(second.path(), Some(bucket.storage()))).await;
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 78);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_from_before_the_catalog_is_recorded_in_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(config(dir.path(), None)).await;
+    store.write(batch("orders", 0, 30)).await.expect("write");
+    store.flush().await.expect("flush");
+    store.write(batch("orders", 30, 12)).await.expect("write");
+    store.flush().await.expect("flush");
+    store.close().await.expect("close");
+    drop(store);
+    let files = parquet_files_under(dir.path());
+    assert_eq!(files, 2);
+    // What the store before the catalog left: no metadata database, a marker naming the
+    // first flush only, as if the second had been cut before its commit (its WAL is gone
+    // here, so only the rule is tested: files past the marker are not taken).
+    std::fs::remove_file(dir.path().join("metadata.sqlite")).expect("remove");
+    for extra in ["metadata.sqlite-wal", "metadata.sqlite-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(extra));
+    }
+    let first_seq = {
+        let mut seqs: Vec<String> = Vec::new();
+        let mut stack = vec![dir.path().join("spans")];
+        while let Some(at) = stack.pop() {
+            for entry in std::fs::read_dir(&at).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    seqs.push(name.to_string());
+                }
+            }
+        }
+        seqs.sort();
+        seqs[0]
+            .trim_start_matches("part-")
+            .trim_end_matches(".parquet")
+            .parse::<u64>()
+            .expect("seq")
+    };
+    std::fs::write(
+        dir.path().join("spans").join("_committed"),
+        first_seq.to_string(),
+    )
+    .expect("marker");
+
+    let store = open(config(dir.path(), None)).await;
+    assert_eq!(store.stats().segments, 1, "the file past the marker went");
+    assert_eq!(parquet_files_under(dir.path()), 1);
+    assert!(!dir.path().join("spans").join("_committed").exists());
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 30);
+    store.close().await.expect("close");
+    drop(store);
+    let store = open(config(dir.path(), None)).await;
+    assert_eq!(store.stats().segments, 1);
     store.close().await.expect("close");
 }
 

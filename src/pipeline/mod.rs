@@ -7,7 +7,7 @@
 //! | RSS watchdog | thread `flowscope-rss` | `/proc/self/status`, every 100 ms | the budget's RSS figure | with the process |
 //! | graph stage (a tenant) | thread `flowscope-graph` | committed batches, 256 queued (the store's writer waits) | writes to the `LiveGraph`; its `Keeper` writes rollups | when the store's writer, its only sender, is gone |
 //! | store writer (a tenant) | thread `flowscope-wal` | writes, a bounded command queue and the memory budget | the WAL and the active memtable | `SpanStore::close` |
-//! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, at most 4 (`FLUSH_QUEUE`: the writer freezes only below it) | Parquet files, `_committed`, retention | after the writer, at `close` |
+//! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, at most 4 (`FLUSH_QUEUE`: the writer freezes only below it) | Parquet files, their commit in the catalog, retention | after the writer, at `close` |
 //! | OTLP/gRPC, OTLP/HTTP, API | tasks | connections, `--max-connections` per port | their requests | stop signal, then 10 s to drain |
 //! | alert scheduler | task | the rules in the metadata database | rule evaluation, the outbox | stop signal, drained with the servers |
 //! | delivery worker | task | the outbox | webhook requests | stop signal, after the servers |
@@ -135,12 +135,8 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
             Some(objects)
         }
     };
-    let mut spaces = Vec::new();
-    for tenant in config.access.tenants() {
-        spaces.push(
-            tenant::open(&config, tenant, objects.as_ref(), &sql_resources, &liveness).await?,
-        );
-    }
+    // The metadata database holds the catalog of every store's committed files: open it
+    // before the stores.
     let metadata_path = data_dir.join("metadata.sqlite");
     let metadata = Metadata::open(&metadata_path).await.with_context(|| {
         format!(
@@ -148,6 +144,20 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
             metadata_path.display()
         )
     })?;
+    let mut spaces = Vec::new();
+    for tenant in config.access.tenants() {
+        spaces.push(
+            tenant::open(
+                &config,
+                tenant,
+                objects.as_ref(),
+                &metadata,
+                &sql_resources,
+                &liveness,
+            )
+            .await?,
+        );
+    }
     Ok(Opened {
         config,
         descriptors,

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use flowscope_alert::metadata::Metadata;
 use flowscope_auth::TenantId;
 use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::{SinkError, SpanSink};
 use flowscope_query::graph::GraphView;
 use flowscope_query::graph::stage::{GraphStage, Keeper};
+use flowscope_query::store::catalog::Catalog;
 use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{SpanStore, SqlEngine, SqlResources, StoreError};
 use flowscope_web::TenantView;
@@ -54,6 +56,7 @@ pub async fn open(
     config: &ServeConfig,
     tenant: TenantId,
     objects: Option<&ObjectStorage>,
+    metadata: &Metadata,
     sql_resources: &SqlResources,
     liveness: &Arc<Liveness>,
 ) -> anyhow::Result<TenantSpace> {
@@ -72,6 +75,12 @@ pub async fn open(
             objects.child(&format!("tenants/{}", tenant.as_str()))
         }
     });
+    // Each tenant's files are its rows in the one catalog of the metadata database.
+    store_config.catalog = Some(Catalog::new(
+        metadata.pool().clone(),
+        tenant.as_str(),
+        tokio::runtime::Handle::current(),
+    ));
     // The live graph is backfilled with the stored spans of its horizon before this moment;
     // windows starting earlier come from the buckets kept past the horizon, else are
     // rebuilt from the stored spans.

@@ -4,8 +4,9 @@
 //!  write(batch) ──try_send──> writer thread ──> WAL group commit (fsync) ──> memtable ──> ack
 //!                 (bounded)        │ every flush_rows or flush_interval: seal the WAL segment,
 //!                                  ▼ freeze the memtable
-//!                            flusher thread ──> Parquet per hour ──> _committed ──> delete WAL
-//!                                  └── retention: delete segments older than the horizon
+//!                            flusher thread ──> Parquet per hour ──> catalog commit ──> delete WAL
+//!                                  └── retention: drop old segments from the catalog, delete
+//!                                      their files after a grace period
 //! ```
 //!
 //! `write_request(batch, request)` is `write` for a batch decoded from an OTLP/protobuf request:
@@ -15,6 +16,7 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub mod catalog;
 pub mod objects;
 pub(crate) mod read;
 pub mod segment;
@@ -39,7 +41,7 @@ use flowscope_model::storage_schema;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use segment::Segment;
+use segment::{Place, Segment};
 use wal::{Wal, WalSync};
 
 /// How the store writes and keeps spans.
@@ -68,6 +70,10 @@ pub struct StoreConfig {
     /// Where committed segments go: object storage (`--object-store`), or the local disk
     /// under `data_dir` when `None`. The WAL stays local either way.
     pub objects: Option<objects::ObjectStorage>,
+    /// This store's part of the catalog (the metadata database's table of committed files).
+    /// `None` opens `<data_dir>/metadata.sqlite` as the default tenant's, on a runtime of its
+    /// own: for stores opened outside the server.
+    pub catalog: Option<catalog::Catalog>,
 }
 
 /// Decodes the protobuf request a WAL record holds into the batch it was written with:
@@ -109,6 +115,7 @@ impl StoreConfig {
             request_decoder: None,
             liveness: Liveness::new(),
             objects: None,
+            catalog: None,
         }
     }
 }
@@ -368,16 +375,19 @@ impl SpanStore {
     pub fn recover(config: StoreConfig) -> Result<Recovered, StoreError> {
         let place = segment::Place::new(&config.data_dir, config.objects.as_ref());
         place.prepare()?;
-        let migrated = place.migrate_local(&config.data_dir)?;
-        if migrated > 0 {
-            tracing::info!(
-                segments = migrated,
-                to = %place.describe(),
-                "moved the data directory's Parquet segments to object storage (once; the WAL stays local)"
-            );
-        }
-        let committed = place.read_committed()?;
-        let segments = place.load_segments(committed)?;
+        let catalog = match &config.catalog {
+            Some(catalog) => catalog.clone(),
+            None => catalog::Catalog::open_private(
+                &config.data_dir.join("metadata.sqlite"),
+                DEFAULT_TENANT,
+            )?,
+        };
+        let committed = open_catalog(&place, &catalog, &config.data_dir)?;
+        let segments: Vec<Segment> = catalog
+            .files()?
+            .into_iter()
+            .map(|file| place.segment(file))
+            .collect();
         let mut replayed = Vec::new();
         let mut undecodable = 0usize;
         // Requests found with no decoder to read them: the store refuses to open rather than
@@ -417,6 +427,8 @@ impl SpanStore {
         }
         Ok(Recovered {
             config,
+            catalog,
+            committed,
             segments,
             replayed,
             report,
@@ -424,6 +436,95 @@ impl SpanStore {
             undecodable,
         })
     }
+}
+
+/// The tenant a store opened outside the server belongs to in the catalog.
+const DEFAULT_TENANT: &str = "default";
+
+/// Brings the catalog and the files at `place` into agreement, returning the committed WAL
+/// position: on the first start with a catalog, records the files an earlier version
+/// committed by marker file (once, logged); moves the files of a data directory to object
+/// storage when the store now has one (once, logged); removes files no committed flush
+/// names (an upload or flush interrupted before its commit).
+fn open_catalog(
+    place: &segment::Place,
+    catalog: &catalog::Catalog,
+    data_dir: &Path,
+) -> Result<u64, StoreError> {
+    let location = place.catalog_location();
+    let state = match catalog.state()? {
+        Some(state) => state,
+        None => {
+            // Before the catalog a marker file named the last committed flush: files past
+            // it were never committed. With neither a row nor a marker (a new metadata
+            // database over existing segments: a lost data directory, a new node on the
+            // same bucket) every file found is taken as committed.
+            let legacy =
+                Place::new(data_dir, None).has_legacy_marker()? || place.has_legacy_marker()?;
+            let migrated = place.migrate_local(data_dir)?;
+            let marker = place.read_committed()?;
+            let segments = place.load_segments(if legacy { marker } else { u64::MAX })?;
+            let committed = segments
+                .iter()
+                .map(|segment| segment.wal_seq)
+                .max()
+                .unwrap_or(0)
+                .max(marker);
+            let files: Vec<_> = segments
+                .iter()
+                .map(|segment| place.catalog_file(segment, segment.wal_seq))
+                .collect();
+            catalog.commit(&location, &files, committed)?;
+            if legacy {
+                place.remove_legacy_marker()?;
+                tracing::info!(
+                    segments = files.len(),
+                    moved_to_object_storage = migrated,
+                    at = %place.describe(),
+                    "recorded the committed segments in the catalog (once); the catalog, not the _committed file, now says what is committed"
+                );
+            } else if !files.is_empty() {
+                tracing::info!(
+                    segments = files.len(),
+                    at = %place.describe(),
+                    "the catalog had no record of this store: recorded the segments found there as committed"
+                );
+            }
+            catalog::StoreState {
+                committed_wal_seq: committed,
+                location: location.clone(),
+            }
+        }
+    };
+    if state.location != location {
+        if state.location != catalog::LOCAL || matches!(place, Place::Local { .. }) {
+            return Err(StoreError::Unavailable(format!(
+                "the catalog says this store's segments are in {}, not {}; start with the same --object-store as before (moving segments out of object storage is not supported)",
+                state.location,
+                place.describe()
+            )));
+        }
+        let files = catalog.files()?;
+        place.upload_local(data_dir, &files)?;
+        catalog.set_location(&location)?;
+        let local = Place::new(data_dir, None);
+        for file in &files {
+            local.delete_relative(&file.path)?;
+        }
+        tracing::info!(
+            segments = files.len(),
+            to = %place.describe(),
+            "moved the data directory's Parquet segments to object storage (once; the WAL stays local)"
+        );
+    }
+    let removed = place.sweep_orphans(&catalog.known_paths()?)?;
+    if removed > 0 {
+        tracing::info!(
+            files = removed,
+            "removed files of flushes that were never committed"
+        );
+    }
+    Ok(state.committed_wal_seq)
 }
 
 /// The store's two stages, each to run on a thread of its own: the writer (the WAL and the
@@ -462,6 +563,8 @@ impl StoreStage {
 /// what [`SpanStore::recover`] returns.
 pub struct Recovered {
     config: StoreConfig,
+    catalog: catalog::Catalog,
+    committed: u64,
     segments: Vec<Segment>,
     replayed: Vec<RecordBatch>,
     report: wal::ReplayReport,
@@ -553,8 +656,12 @@ impl Recovered {
             oldest: (memory_rows > 0).then(Instant::now),
             seal_retry_at: None,
         };
+        let place = segment::Place::new(&shared.config.data_dir, shared.config.objects.as_ref());
         let flusher = Flusher {
-            place: segment::Place::new(&shared.config.data_dir, shared.config.objects.as_ref()),
+            location: place.catalog_location(),
+            place,
+            catalog: self.catalog,
+            committed: self.committed,
             shared: shared.clone(),
         };
         let liveness = &shared.config.liveness;
@@ -947,15 +1054,23 @@ impl Writer {
 struct Flusher {
     shared: Arc<Shared>,
     place: segment::Place,
+    catalog: catalog::Catalog,
+    /// The place as the catalog names it.
+    location: String,
+    /// The WAL position of the last commit: the next flush holds the records past it.
+    committed: u64,
 }
 
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
 /// The longest wait between attempts at a failed Parquet flush (a full disk).
 const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a file dropped from the catalog (retention, compaction) is kept before it is
+/// deleted: longer than any query that may have started before may still read it.
+pub const DELETE_GRACE: Duration = Duration::from_secs(10 * 60);
 
 impl Flusher {
     /// Runs until the writer is gone; `_alive` is dropped with the thread, also by a panic.
-    fn run(self, jobs: Receiver<FlushJob>, _alive: StageGuard) {
+    fn run(mut self, jobs: Receiver<FlushJob>, _alive: StageGuard) {
         let mut last_retention = Instant::now() - RETENTION_CHECK;
         loop {
             if last_retention.elapsed() >= RETENTION_CHECK {
@@ -970,7 +1085,7 @@ impl Flusher {
         }
     }
 
-    fn flush(&self, job: FlushJob) {
+    fn flush(&mut self, job: FlushJob) {
         if let Some(frozen) = job.frozen {
             self.write_until_done(&frozen);
         }
@@ -979,7 +1094,7 @@ impl Flusher {
         }
     }
 
-    fn write_until_done(&self, frozen: &Arc<Frozen>) {
+    fn write_until_done(&mut self, frozen: &Arc<Frozen>) {
         let data_dir = &self.shared.config.data_dir;
         let mut backoff = Duration::from_millis(100);
         let segments = loop {
@@ -996,6 +1111,20 @@ impl Flusher {
                 }
             }
         };
+        // The commit point: the files' rows and the new WAL position, in one transaction.
+        // Until it succeeds the files are orphans that the next start removes.
+        let files: Vec<_> = segments
+            .iter()
+            .map(|segment| self.place.catalog_file(segment, self.committed + 1))
+            .collect();
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = self.catalog.commit(&self.location, &files, frozen.wal_seq) {
+            self.shared.config.liveness.error(Stage::Flusher);
+            tracing::error!(%error, retry_in = ?backoff, "committing a flush to the catalog failed; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_FLUSH_BACKOFF);
+        }
+        self.committed = frozen.wal_seq;
         {
             let mut view = write_view(&self.shared);
             view.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
@@ -1019,14 +1148,50 @@ impl Flusher {
             view.segments = keep;
             old
         };
-        for segment in expired {
-            match self.place.delete(&segment) {
+        if !expired.is_empty() {
+            let paths: Vec<String> = expired
+                .iter()
+                .map(|segment| self.place.relative(&segment.location))
+                .collect();
+            match self.catalog.mark_deleted(&paths) {
                 Ok(()) => {
-                    tracing::info!(location = %segment.location, rows = segment.rows, "retention: deleted segment")
+                    for segment in &expired {
+                        tracing::info!(location = %segment.location, rows = segment.rows, "retention: dropped segment; its file is deleted after the grace period");
+                    }
                 }
                 Err(error) => {
+                    // Still in the catalog: they come back on the next start and are
+                    // dropped again then.
                     self.shared.config.liveness.error(Stage::Flusher);
-                    tracing::warn!(%error, location = %segment.location, "retention: cannot delete segment")
+                    tracing::warn!(%error, "retention: cannot drop segments from the catalog");
+                }
+            }
+        }
+        self.delete_dropped();
+    }
+
+    /// Deletes the files dropped from the catalog longer than [`DELETE_GRACE`] ago, then
+    /// their rows.
+    fn delete_dropped(&self) {
+        let before = flowscope_base::clock::now_ns()
+            .saturating_sub(DELETE_GRACE.as_nanos().min(i64::MAX as u128) as i64);
+        let dropped = match self.catalog.dropped_before(before) {
+            Ok(dropped) => dropped,
+            Err(error) => {
+                tracing::warn!(%error, "retention: cannot read the dropped files from the catalog");
+                return;
+            }
+        };
+        for path in dropped {
+            let deleted = self
+                .place
+                .delete_relative(&path)
+                .and_then(|()| self.catalog.forget(&path));
+            match deleted {
+                Ok(()) => tracing::info!(%path, "retention: deleted a dropped segment"),
+                Err(error) => {
+                    self.shared.config.liveness.error(Stage::Flusher);
+                    tracing::warn!(%error, %path, "retention: cannot delete a dropped segment");
                 }
             }
         }

@@ -144,6 +144,18 @@ impl ObjectStorage {
         at
     }
 
+    /// `location`'s path relative to this storage's prefix (`/`-separated), when it is
+    /// under it.
+    pub(crate) fn relative(&self, location: &ObjectPath) -> Option<String> {
+        let parts = location.prefix_match(&self.root)?;
+        Some(
+            parts
+                .map(|part| part.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
     fn unavailable(&self, what: &str, error: impl fmt::Display) -> StoreError {
         StoreError::Unavailable(format!("cannot {what} in {}: {error}", self.describe()))
     }

@@ -2,12 +2,14 @@
 //! carrying in its footer the facts the store needs to prune and to recover.
 //!
 //! Layout: `<data>/spans/date=YYYY-MM-DD/hour=HH/part-<wal seq>.parquet`. A flush is
-//! committed when `<data>/spans/_committed` names its WAL sequence number; files of a flush
-//! that never got there are deleted on start and their spans come back from the WAL.
+//! committed when the catalog ([`super::catalog`]) holds its files' rows and its WAL
+//! sequence number; files no row names were never committed and are deleted on start, their
+//! spans coming back from the WAL. Before the catalog, `<data>/spans/_committed` named the
+//! last committed flush: a store that finds one records its files in the catalog once.
 //!
 //! With object storage ([`Place::Remote`]) the same layout lives under the bucket's prefix
-//! (`<prefix>/spans/…`, the marker an object too); each file is written in a local staging
-//! directory and uploaded before the marker names its flush.
+//! (`<prefix>/spans/…`); each file is written in a local staging directory and uploaded
+//! before the catalog names it.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -29,6 +31,7 @@ use parquet::schema::types::ColumnPath;
 use object_store::path::Path as ObjectPath;
 
 use crate::error::StoreError;
+use crate::store::catalog::{self, CatalogFile};
 use crate::store::objects::ObjectStorage;
 use crate::store::wal::sync_dir;
 
@@ -140,6 +143,178 @@ impl Place {
         match self {
             Self::Local { spans_dir } => spans_dir.display().to_string(),
             Self::Remote { objects, .. } => format!("{}/{REMOTE_SPANS}", objects.describe()),
+        }
+    }
+
+    /// Where the files are, as the catalog records it: [`catalog::LOCAL`] or the object
+    /// store's address.
+    pub fn catalog_location(&self) -> String {
+        match self {
+            Self::Local { .. } => catalog::LOCAL.to_string(),
+            Self::Remote { objects, .. } => objects.describe(),
+        }
+    }
+
+    /// `segment`'s path relative to the store's root, as the catalog names it
+    /// (`spans/date=…/hour=…/part-….parquet`).
+    pub fn relative(&self, location: &Location) -> String {
+        match (self, location) {
+            (Self::Local { spans_dir }, Location::File(path)) => match path.strip_prefix(spans_dir)
+            {
+                Ok(inner) => format!(
+                    "{REMOTE_SPANS}/{}",
+                    inner
+                        .to_string_lossy()
+                        .replace(std::path::MAIN_SEPARATOR, "/")
+                ),
+                Err(_) => path.display().to_string(),
+            },
+            (Self::Remote { objects, .. }, Location::Object(_, path)) => {
+                objects.relative(path).unwrap_or_else(|| path.to_string())
+            }
+            (_, other) => other.to_string(),
+        }
+    }
+
+    /// Where the file the catalog names `relative` is.
+    pub fn resolve(&self, relative: &str) -> Location {
+        match self {
+            Self::Local { spans_dir } => {
+                let inner = relative
+                    .strip_prefix(REMOTE_SPANS)
+                    .map(|rest| rest.trim_start_matches('/'))
+                    .unwrap_or(relative);
+                let mut path = spans_dir.clone();
+                for part in inner.split('/').filter(|p| !p.is_empty()) {
+                    path.push(part);
+                }
+                Location::File(path)
+            }
+            Self::Remote { objects, .. } => {
+                Location::Object(objects.clone(), objects.location(relative))
+            }
+        }
+    }
+
+    /// The catalog's row for `segment`, a file of the flush of WAL records
+    /// `wal_seq_min..=segment.wal_seq`.
+    pub fn catalog_file(&self, segment: &Segment, wal_seq_min: u64) -> CatalogFile {
+        CatalogFile {
+            path: self.relative(&segment.location),
+            min_start_ns: segment.min_start_ns,
+            max_start_ns: segment.max_start_ns,
+            services: segment.services.clone(),
+            rows: segment.rows,
+            bytes: segment.bytes,
+            wal_seq_min: wal_seq_min.min(segment.wal_seq),
+            wal_seq_max: segment.wal_seq,
+        }
+    }
+
+    /// The segment the catalog's row `file` describes.
+    pub fn segment(&self, file: CatalogFile) -> Segment {
+        Segment {
+            location: self.resolve(&file.path),
+            bytes: file.bytes,
+            rows: file.rows,
+            min_start_ns: file.min_start_ns,
+            max_start_ns: file.max_start_ns,
+            services: file.services,
+            wal_seq: file.wal_seq_max,
+        }
+    }
+
+    /// Deletes the file the catalog names `relative`; one already gone is not an error.
+    pub fn delete_relative(&self, relative: &str) -> Result<(), StoreError> {
+        match self.resolve(relative) {
+            Location::File(path) => Ok(delete_file(&path)?),
+            Location::Object(objects, location) => objects.delete(&location),
+        }
+    }
+
+    /// Deletes every segment file (and temporary file) under this place that `known` (the
+    /// catalog's paths) does not name: files of a flush or upload that was never
+    /// committed. Returns how many went.
+    pub fn sweep_orphans(&self, known: &BTreeSet<String>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        match self {
+            Self::Local { spans_dir } => {
+                let mut files = Vec::new();
+                collect_files(spans_dir, &mut files)?;
+                for path in files {
+                    let name = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    let orphan = name.ends_with(".tmp")
+                        || (name.ends_with(".parquet")
+                            && !known.contains(&self.relative(&Location::File(path.clone()))));
+                    if orphan {
+                        tracing::info!(path = %path.display(), "removing a file no committed flush names; its spans are replayed from the WAL");
+                        fs::remove_file(&path)?;
+                        removed += 1;
+                    }
+                }
+            }
+            Self::Remote { objects, .. } => {
+                for object in objects.list(REMOTE_SPANS)? {
+                    if object.location.extension() != Some("parquet") {
+                        continue;
+                    }
+                    let relative = objects
+                        .relative(&object.location)
+                        .unwrap_or_else(|| object.location.to_string());
+                    if !known.contains(&relative) {
+                        tracing::info!(location = %object.location, "removing an object no committed flush names; its spans are replayed from the WAL");
+                        objects.delete(&object.location)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Uploads the files `files` of the local data directory `data_dir` to this place's
+    /// object storage under the same relative paths (a repeated upload replaces the object
+    /// whole). The caller records the new location, then deletes the local files.
+    pub fn upload_local(&self, data_dir: &Path, files: &[CatalogFile]) -> Result<(), StoreError> {
+        let Self::Remote { objects, .. } = self else {
+            return Ok(());
+        };
+        let local = Place::new(data_dir, None);
+        for file in files {
+            if let Location::File(path) = local.resolve(&file.path)
+                && path.exists()
+            {
+                objects.upload(&path, &objects.location(&file.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a marker file of the store before the catalog is here.
+    pub fn has_legacy_marker(&self) -> Result<bool, StoreError> {
+        match self {
+            Self::Local { spans_dir } => Ok(spans_dir.join(COMMIT_FILE).exists()),
+            Self::Remote { objects, .. } => Ok(objects
+                .get_if_exists(&objects.location(&format!("{REMOTE_SPANS}/{COMMIT_FILE}")))?
+                .is_some()),
+        }
+    }
+
+    /// Deletes the marker of the store before the catalog, once the catalog holds what it
+    /// said.
+    pub fn remove_legacy_marker(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Local { spans_dir } => {
+                delete_file(&spans_dir.join(COMMIT_FILE))?;
+                sync_dir(spans_dir)?;
+                Ok(())
+            }
+            Self::Remote { objects, .. } => {
+                objects.delete(&objects.location(&format!("{REMOTE_SPANS}/{COMMIT_FILE}")))
+            }
         }
     }
 
@@ -550,8 +725,8 @@ impl<'a> Memtable<'a> {
 }
 
 /// Writes `batches` (all covered by WAL segments up to `wal_seq`) as one Parquet file per
-/// hour of `start_time`, sorted by `start_time`, then commits the flush. Returns the new
-/// segments. Nothing is visible as committed until every file is durable.
+/// hour of `start_time`, sorted by `start_time`. Returns the new segments, durable and not
+/// yet committed: the caller commits them in the catalog.
 pub fn write_flush(
     place: &Place,
     batches: &[RecordBatch],
@@ -563,7 +738,6 @@ pub fn write_flush(
     for run in runs_by_hour(&memtable, &order) {
         segments.push(write_segment(place, &memtable, &order[run], wal_seq)?);
     }
-    place.write_committed(wal_seq)?;
     Ok(segments)
 }
 
@@ -857,7 +1031,10 @@ mod tests {
             assert_eq!(services.len(), 3);
         }
         assert_eq!(seen.len(), 40_010);
-        assert_eq!(place.read_committed().expect("committed"), 9);
+        assert!(
+            segments.iter().all(|segment| segment.wal_seq == 9),
+            "each file carries the flush's WAL position, for the catalog to commit"
+        );
     }
 
     #[test]
