@@ -83,7 +83,16 @@ fn spans_round_trip_through_the_bucket(kind: Kind) {
         !s3.keys(PREFIX).iter().any(|k| k.ends_with("_committed")),
         "{kind:?}: the catalog in the metadata database commits flushes, no marker object"
     );
-    assert_eq!(local_parquet(&first), 0, "no Parquet on the local disk");
+    assert_eq!(
+        local_parquet(&first.join("spans")) + local_parquet(&first.join("upload")),
+        0,
+        "no Parquet in the data directory's own layout"
+    );
+    assert_eq!(
+        local_parquet(&first.join("cache")),
+        keys.len(),
+        "{kind:?}: each upload is kept in the local cache"
+    );
 
     // Another machine, say: nothing local (no WAL, no metadata database with its catalog),
     // the same bucket: the new catalog takes the files it finds there.
@@ -134,8 +143,9 @@ fn a_bucket_that_goes_away_during_ingest_refuses_nothing_and_catches_up() {
         server.export(vec![numbered_request("s3", r * 300, 300)]);
         std::thread::sleep(Duration::from_millis(200));
     }
-    // (SQL over the spans already in the bucket fails until it is back: queries read the
-    // bucket, and no local cache holds its files yet.)
+    // SQL still answers: the flushed file was kept in the local cache as it went up, the
+    // rest is in memory.
+    assert_eq!(server.count("SELECT count(*) FROM spans"), 3300);
     assert_eq!(
         parquet_keys(&s3).len(),
         before,
@@ -185,4 +195,35 @@ fn a_bucket_that_goes_away_during_ingest_refuses_nothing_and_catches_up() {
         fresh.count("SELECT count(DISTINCT span_id) FROM spans"),
         3300
     );
+    // The files that query read from the bucket are fetched into the new machine's cache:
+    // once there, the bucket can go away and SQL still answers.
+    let metric = |server: &Server, name: &str| -> u64 {
+        server
+            .metrics_text()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert!(metric(&fresh, "flowscope_cache_misses_total") > 0);
+    let in_bucket: u64 = parquet_keys(&s3).len() as u64;
+    wait_until(
+        "the bucket's files are in the local cache",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(dir.path().join("fresh").join("cache")).is_ok()
+                && local_parquet(&dir.path().join("fresh").join("cache")) as u64 == in_bucket
+        },
+    );
+    s3.pause();
+    let hits = metric(&fresh, "flowscope_cache_hits_total");
+    // (A bare count(*) reads no data at all: the footers are cached in memory.)
+    assert_eq!(
+        fresh.count("SELECT count(DISTINCT span_id) FROM spans"),
+        3300
+    );
+    assert!(metric(&fresh, "flowscope_cache_hits_total") > hits);
+    s3.resume();
+    fresh.stop();
 }

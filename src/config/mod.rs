@@ -55,6 +55,14 @@ pub struct ServeArgs {
     /// --data-dir [default: segments on the local disk, in --data-dir]
     #[arg(long, env = "FLOWSCOPE_OBJECT_STORE")]
     object_store: Option<String>,
+    /// With --object-store: the folder of the local disk cache of Parquet files (uploads
+    /// are kept there, reads fill it) [default: DATA_DIR/cache]
+    #[arg(long, env = "FLOWSCOPE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// With --object-store: the most the local disk cache holds, least recently used files
+    /// going first; 0 turns it off [default: 1GiB]
+    #[arg(long, env = "FLOWSCOPE_CACHE_SIZE")]
+    cache_size: Option<String>,
     /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317]
     #[arg(long, env = "FLOWSCOPE_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -199,6 +207,8 @@ pub enum LogFormat {
 struct Settings {
     data_dir: Option<PathBuf>,
     object_store: Option<String>,
+    cache_dir: Option<PathBuf>,
+    cache_size: Option<String>,
     otlp_grpc_addr: Option<SocketAddr>,
     otlp_http_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
@@ -248,6 +258,8 @@ impl Settings {
         Settings {
             data_dir: args.data_dir.or(file.data_dir),
             object_store: args.object_store.or(file.object_store),
+            cache_dir: args.cache_dir.or(file.cache_dir),
+            cache_size: args.cache_size.or(file.cache_size),
             otlp_grpc_addr: args.otlp_grpc_addr.or(file.otlp_grpc_addr),
             otlp_http_addr: args.otlp_http_addr.or(file.otlp_http_addr),
             api_addr: args.api_addr.or(file.api_addr),
@@ -337,6 +349,9 @@ pub struct ServeConfig {
     pub objectives: Vec<Objective>,
     /// Where Parquet segments go (`s3://bucket/prefix`); `None`: the local disk.
     pub object_store: Option<String>,
+    /// The local disk cache of object storage: its folder and bound; `None` without
+    /// object storage or with `--cache-size 0`.
+    pub object_cache: Option<(PathBuf, u64)>,
     /// What resolving changed on its own, for the log.
     pub notes: Vec<Note>,
 }
@@ -487,6 +502,8 @@ pub enum Note {
     RequestSizeLowered { asked: usize, lowered_to: usize },
     /// The default `--idle-timeout` was not longer than `--sql-timeout`.
     IdleTimeoutRaised { to: Duration },
+    /// `--cache-dir` or `--cache-size` without `--object-store`: nothing to cache.
+    CacheWithoutObjectStore,
 }
 
 impl Note {
@@ -500,6 +517,9 @@ impl Note {
             Note::IdleTimeoutRaised { to } => tracing::info!(
                 idle_timeout_s = to.as_secs_f64(),
                 "--idle-timeout raised past --sql-timeout"
+            ),
+            Note::CacheWithoutObjectStore => tracing::warn!(
+                "--cache-dir and --cache-size only apply with --object-store (segments on the local disk need no cache); ignored"
             ),
         }
     }
@@ -525,6 +545,12 @@ impl ServeConfig {
         let mut notes = Vec::new();
         let (store, memory_limit) = store::resolve(&settings, data_dir, default_memory_limit)?;
         let object_store = store::object_store(&settings)?;
+        let object_cache = store::object_cache(
+            &settings,
+            &store.data_dir,
+            object_store.is_some(),
+            &mut notes,
+        )?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
@@ -575,6 +601,7 @@ impl ServeConfig {
             api,
             connections,
             object_store,
+            object_cache,
             notes,
         })
     }

@@ -1,15 +1,15 @@
 //! `flowscope-query`'s store part: the WAL, flushes, retention, and the memory ceiling every
 //! store and receiver shares.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use flowscope_base::memory::MemoryBudget;
 use flowscope_query::{RequestDecoder, StoreConfig, WalSync};
 
-use super::{MIN_MEMORY_LIMIT, Settings, duration, size};
+use super::{MIN_MEMORY_LIMIT, Note, Settings, duration, size};
 
 /// The store's config and the memory ceiling it was given, in bytes.
 pub(super) fn resolve(
@@ -83,6 +83,36 @@ pub(super) fn object_store(settings: &Settings) -> anyhow::Result<Option<String>
     Ok(Some(url.to_string()))
 }
 
+/// The local disk cache of object storage: `--cache-dir` (default `DATA_DIR/cache`) and
+/// `--cache-size` (default 1 GiB; 0 turns it off).
+pub(super) fn object_cache(
+    settings: &Settings,
+    data_dir: &Path,
+    object_store: bool,
+    notes: &mut Vec<Note>,
+) -> anyhow::Result<Option<(PathBuf, u64)>> {
+    let size = match settings.cache_size.as_deref() {
+        None => DEFAULT_CACHE_SIZE,
+        Some(text) => super::parse_size(text).context("--cache-size")? as u64,
+    };
+    if !object_store {
+        if settings.cache_dir.is_some() || settings.cache_size.is_some() {
+            notes.push(Note::CacheWithoutObjectStore);
+        }
+        return Ok(None);
+    }
+    if size == 0 {
+        return Ok(None);
+    }
+    let dir = settings
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("cache"));
+    Ok(Some((dir, size)))
+}
+
+const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +133,34 @@ mod tests {
         let refused = with("/var/lib/flowscope").expect_err("not s3");
         assert!(refused.to_string().contains("s3://bucket"), "{refused}");
         assert!(with("s3:///team-a").is_err(), "no bucket");
+    }
+
+    #[test]
+    fn the_cache_defaults_to_a_gibibyte_in_the_data_directory_and_only_with_object_storage() {
+        let data = Path::new("/var/lib/flowscope");
+        let resolve = |dir: Option<&str>, size: Option<&str>, object_store: bool| {
+            let mut notes = Vec::new();
+            let settings = Settings {
+                cache_dir: dir.map(PathBuf::from),
+                cache_size: size.map(String::from),
+                ..Settings::default()
+            };
+            (
+                object_cache(&settings, data, object_store, &mut notes),
+                notes.len(),
+            )
+        };
+        let (cache, notes) = resolve(None, None, true);
+        assert_eq!(cache.expect("default"), Some((data.join("cache"), 1 << 30)));
+        assert_eq!(notes, 0);
+        let (cache, _) = resolve(Some("/fast/cache"), Some("200MiB"), true);
+        assert_eq!(
+            cache.expect("set"),
+            Some((PathBuf::from("/fast/cache"), 200 << 20))
+        );
+        assert_eq!(resolve(None, Some("0"), true).0.expect("off"), None);
+        let (cache, notes) = resolve(None, Some("1GiB"), false);
+        assert_eq!((cache.expect("ignored"), notes), (None, 1));
+        assert!(resolve(None, Some("lots"), true).0.is_err());
     }
 }

@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use flowscope_query::store::cache::DiskCache;
 use flowscope_query::store::objects::ObjectStorage;
 
 use crate::config::ServeConfig;
@@ -130,8 +131,25 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     let objects = match &config.object_store {
         None => None,
         Some(url) => {
-            let objects = ObjectStorage::s3(url, tokio::runtime::Handle::current())?;
+            let mut objects = ObjectStorage::s3(url, tokio::runtime::Handle::current())?;
             tracing::info!(object_store = %objects.describe(), "Parquet segments go to object storage; the WAL stays in the data directory");
+            if let Some((dir, size)) = &config.object_cache {
+                let cache = DiskCache::open(dir, *size).with_context(|| {
+                    format!(
+                        "cannot use {} as the cache of object storage; give --cache-dir a writable folder, or --cache-size 0",
+                        dir.display()
+                    )
+                })?;
+                let held = cache.stats();
+                tracing::info!(
+                    cache_dir = %dir.display(),
+                    cache_size_mib = size >> 20,
+                    held_files = held.files,
+                    held_mib = held.bytes >> 20,
+                    "Parquet files uploaded and read are kept in a local disk cache"
+                );
+                objects = objects.with_cache(cache);
+            }
             Some(objects)
         }
     };

@@ -22,6 +22,7 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -394,7 +395,14 @@ impl TableProvider for SpansTable {
             }
         }
         for (url, files) in places {
-            let mut source = ParquetSource::new(schema.clone());
+            // Footers and page indexes are read once per file and kept (bounded) in the
+            // runtime's metadata cache: a remote file's are two ranged GETs saved per query.
+            let reader = CachedParquetFileReaderFactory::new(
+                state.runtime_env().object_store(&url)?,
+                state.runtime_env().cache_manager.get_file_metadata_cache(),
+            );
+            let mut source = ParquetSource::new(schema.clone())
+                .with_parquet_file_reader_factory(Arc::new(reader));
             if let Some(predicate) = parquet_predicate(state, filters)? {
                 source = source.with_predicate(predicate);
             }

@@ -16,6 +16,7 @@
 //! swapped atomically under one lock, so a span is never seen twice nor missed while it
 //! moves from memory to Parquet.
 
+pub mod cache;
 pub mod catalog;
 pub mod objects;
 pub(crate) mod read;
@@ -157,6 +158,9 @@ pub struct StoreStats {
     /// Memtables sealed and not yet committed to Parquet: how far behind flushes (and
     /// uploads, with object storage) are.
     pub pending_flushes: u64,
+    /// The local disk cache of object storage (shared by every store of the process);
+    /// zeros without one.
+    pub cache: cache::CacheStats,
 }
 
 struct Shared {
@@ -852,6 +856,14 @@ impl SpanStore {
             buffered_bytes: self.shared.buffered_bytes.load(Ordering::Relaxed) as u64,
             replayed_records: self.shared.replayed_records.load(Ordering::Relaxed),
             pending_flushes: view.frozen.len() as u64,
+            cache: self
+                .shared
+                .config
+                .objects
+                .as_ref()
+                .and_then(|objects| objects.cache())
+                .map(|cache| cache.stats())
+                .unwrap_or_default(),
         }
     }
 

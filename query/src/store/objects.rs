@@ -23,6 +23,7 @@ use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader
 use tokio::runtime::Handle;
 
 use crate::error::StoreError;
+use crate::store::cache::{CachedStore, DiskCache};
 
 /// A bucket (or any `object_store` implementation) and the prefix under which one store
 /// keeps its files.
@@ -32,6 +33,8 @@ pub struct ObjectStorage {
     url: ObjectStoreUrl,
     root: ObjectPath,
     runtime: Handle,
+    /// The local disk cache the store's reads go through, when there is one.
+    cache: Option<Arc<DiskCache>>,
 }
 
 impl fmt::Debug for ObjectStorage {
@@ -101,7 +104,23 @@ impl ObjectStorage {
             url,
             root: ObjectPath::from(prefix),
             runtime,
+            cache: None,
         }
+    }
+
+    /// The same bucket read through `cache` (`--cache-dir`, `--cache-size`): uploads are
+    /// kept there too, and reads of what it holds never reach the bucket.
+    pub fn with_cache(self, cache: Arc<DiskCache>) -> Self {
+        Self {
+            store: Arc::new(CachedStore::new(self.store, cache.clone())),
+            cache: Some(cache),
+            ..self
+        }
+    }
+
+    /// The local disk cache, when there is one.
+    pub fn cache(&self) -> Option<&Arc<DiskCache>> {
+        self.cache.as_ref()
     }
 
     /// The same bucket with `sub` (a relative path of `/`-separated parts) under the prefix:
