@@ -108,16 +108,20 @@ impl std::fmt::Debug for Catalog {
 /// The runtime of catalogs a store opens for itself (tests, tools): one small one per
 /// process, never dropped.
 fn private_runtime() -> Result<&'static Runtime, StoreError> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
-        return Ok(runtime);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("flowscope-catalog")
-        .enable_all()
-        .build()?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    // Built inside `get_or_init`, so only one is ever built: a second one dropped by a
+    // losing thread inside an async test would panic.
+    static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("flowscope-catalog")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| StoreError::Internal("cannot start the catalog's runtime".into()))
 }
 
 fn catalog_error(error: sqlx::Error) -> StoreError {
