@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -217,12 +217,12 @@ pub async fn run(
         let room = config.max_in_flight.saturating_sub(tasks.len());
         let mut wait = MAX_IDLE;
         if room > 0 {
-            match outbox::due(&pool, now, room + in_flight.len()).await {
+            let claim_until = now.saturating_add(millis(claim_for(&config)));
+            match outbox::claim(&pool, now, claim_until, room).await {
                 Ok(rows) => {
                     let fresh: Vec<DueMessage> = rows
                         .into_iter()
                         .filter(|r| !in_flight.contains(&r.id))
-                        .take(room)
                         .collect();
                     for row in fresh {
                         in_flight.insert(row.id);
@@ -275,14 +275,24 @@ pub async fn run(
     {
         // Rows left pending are sent again after the restart, with the same webhook-id.
         tasks.shutdown().await;
+        let unfinished: Vec<i64> = in_flight.iter().copied().collect();
+        if let Err(error) = outbox::release(&pool, &unfinished).await {
+            tracing::warn!(%error, "cannot release the notifications under way; they are sent again when their claim ends");
+        }
     }
     Ok(())
+}
+
+/// How long a claimed notification is this worker's: its attempt (connect and request
+/// timeouts) with room to record it.
+fn claim_for(config: &DeliveryConfig) -> Duration {
+    config.connect_timeout + config.request_timeout + Duration::from_secs(30)
 }
 
 /// One attempt on one notification, recorded; returns the outbox row id.
 async fn deliver(
     client: reqwest::Client,
-    pool: SqlitePool,
+    pool: AnyPool,
     config: Arc<DeliveryConfig>,
     row: DueMessage,
 ) -> i64 {

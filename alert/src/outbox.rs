@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{SqliteConnection, SqlitePool};
+use flowscope_query::metadata::Backend;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::AlertError;
 
@@ -43,7 +44,7 @@ pub enum NextState {
 /// (the `webhook-id` header, the same on every retry). Call it inside the transaction that
 /// records the state change, then wake the delivery worker after the commit.
 pub async fn enqueue(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     webhook_id: i64,
     kind: &str,
@@ -53,7 +54,7 @@ pub async fn enqueue(
     let msg_id = new_message_id(now_ms);
     sqlx::query(
         "INSERT INTO outbox (tenant, msg_id, webhook_id, kind, body, created_at, next_attempt_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(tenant)
     .bind(&msg_id)
@@ -79,23 +80,43 @@ type DueRow = (
     String,
 );
 
-/// Pending notifications due at `now_ms`, oldest due first, at most `limit`.
-pub async fn due(
-    pool: &SqlitePool,
+/// Claims the pending notifications due at `now_ms`, oldest due first, at most `limit`,
+/// until `claim_until_ms`: no other delivery worker on the same metadata database takes
+/// them meanwhile (PostgreSQL: `FOR UPDATE SKIP LOCKED`, then the claim is written; SQLite's
+/// write transaction is exclusive). [`record_attempt`] ends the claim; a worker that dies
+/// with it leaves the row due again when the claim ends.
+pub async fn claim(
+    pool: &AnyPool,
     now_ms: i64,
+    claim_until_ms: i64,
     limit: usize,
 ) -> Result<Vec<DueMessage>, AlertError> {
-    let rows: Vec<DueRow> = sqlx::query_as(
+    let skip_locked = match crate::metadata::backend_of(pool) {
+        Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let select = format!(
         "SELECT o.id, o.msg_id, o.body, o.created_at, o.attempts, w.url, w.secret, o.tenant
          FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
-         WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+         WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.claimed_until <= $2
          ORDER BY o.next_attempt_at, o.id
-         LIMIT ?",
-    )
-    .bind(now_ms)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
+         LIMIT $3{skip_locked}"
+    );
+    let mut tx = crate::metadata::begin_write(pool).await?;
+    let rows: Vec<DueRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in &rows {
+        sqlx::query("UPDATE outbox SET claimed_until = $1 WHERE id = $2")
+            .bind(claim_until_ms)
+            .bind(row.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(
@@ -113,10 +134,27 @@ pub async fn due(
         .collect())
 }
 
-/// The earliest time after `now_ms` at which a pending notification falls due.
-pub async fn next_due_after(pool: &SqlitePool, now_ms: i64) -> Result<Option<i64>, AlertError> {
+/// Ends the claims on rows `ids` without an attempt (the worker is stopping): they are due
+/// again at once, for the next worker.
+pub async fn release(pool: &AnyPool, ids: &[i64]) -> Result<(), AlertError> {
+    for id in ids {
+        sqlx::query("UPDATE outbox SET claimed_until = 0 WHERE id = $1 AND state = 'pending'")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The earliest time after `now_ms` at which a pending notification falls due (or its
+/// claim ends).
+pub async fn next_due_after(pool: &AnyPool, now_ms: i64) -> Result<Option<i64>, AlertError> {
     let (next,): (Option<i64>,) = sqlx::query_as(
-        "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+        "SELECT min(due) FROM (
+             SELECT CASE WHEN claimed_until > next_attempt_at THEN claimed_until
+                         ELSE next_attempt_at END AS due
+             FROM outbox WHERE state = 'pending') pending
+         WHERE due > $1",
     )
     .bind(now_ms)
     .fetch_one(pool)
@@ -127,7 +165,7 @@ pub async fn next_due_after(pool: &SqlitePool, now_ms: i64) -> Result<Option<i64
 /// Records an attempt on outbox row `id` and moves the row to `next`, in one transaction.
 /// A row deleted meanwhile (its webhook was deleted) is left alone.
 pub async fn record_attempt(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     id: i64,
     attempt: &AttemptRecord,
     next: NextState,
@@ -140,10 +178,10 @@ pub async fn record_attempt(
     };
     let mut tx = crate::metadata::begin_write(pool).await?;
     let updated = sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, state = ?,
-             next_attempt_at = coalesce(?, next_attempt_at), finished_at = ?,
-             last_status = ?, last_error = ?
-         WHERE id = ? AND state = 'pending'",
+        "UPDATE outbox SET attempts = attempts + 1, state = $1, claimed_until = 0,
+             next_attempt_at = coalesce($2, next_attempt_at), finished_at = $3,
+             last_status = $4, last_error = $5
+         WHERE id = $6 AND state = 'pending'",
     )
     .bind(state)
     .bind(next_attempt_at)
@@ -156,7 +194,7 @@ pub async fn record_attempt(
     if updated.rows_affected() == 1 {
         sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, at, status, error, duration_ms)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(attempt.at)
@@ -226,12 +264,21 @@ mod tests {
             .await
             .unwrap();
         drop(conn);
-        assert!(due(pool, 999, 10).await.unwrap().is_empty());
-        let rows = due(pool, 5_000, 10).await.unwrap();
+        assert!(claim(pool, 999, 1_999, 10).await.unwrap().is_empty());
+        let rows = claim(pool, 5_000, 6_000, 10).await.unwrap();
         let ids: Vec<&str> = rows.iter().map(|r| r.msg_id.as_str()).collect();
         assert_eq!(ids, [early.as_str(), late.as_str()]);
         assert_eq!(rows[0].secret.as_deref(), Some("whsec_x"));
-        assert_eq!(due(pool, 5_000, 1).await.unwrap().len(), 1);
+        assert!(
+            claim(pool, 5_000, 6_000, 10).await.unwrap().is_empty(),
+            "claimed rows are not handed out twice"
+        );
+        assert_eq!(next_due_after(pool, 5_000).await.unwrap(), Some(6_000));
+        assert_eq!(
+            claim(pool, 6_000, 7_000, 1).await.unwrap().len(),
+            1,
+            "a claim whose worker died ends"
+        );
 
         let attempt = AttemptRecord {
             at: 5_000,
@@ -257,9 +304,9 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(due(pool, 8_999, 10).await.unwrap().is_empty());
+        assert!(claim(pool, 8_999, 9_999, 10).await.unwrap().is_empty());
         assert_eq!(next_due_after(pool, 5_000).await.unwrap(), Some(9_000));
-        let again = due(pool, 9_000, 10).await.unwrap();
+        let again = claim(pool, 9_000, 10_000, 10).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 1);
         // A finished row takes no more attempts.
@@ -271,5 +318,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(attempts, 2);
+    }
+
+    /// Two workers claiming at once (two processes on one PostgreSQL, under scripts/test's
+    /// PostgreSQL pass; one SQLite file otherwise) never get the same row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_share_out_the_rows_without_overlap() {
+        let metadata = Metadata::open_in_memory().await.unwrap();
+        let pool = metadata.pool();
+        sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (7, 'a', 'https://example.com/', 0, 0)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        for _ in 0..60 {
+            enqueue(&mut conn, "default", 7, "test", b"{}", 1_000)
+                .await
+                .unwrap();
+        }
+        drop(conn);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let pool = pool.clone();
+            workers.spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..40 {
+                    let rows = claim(&pool, 2_000, 60_000, 3).await.unwrap();
+                    mine.extend(rows.into_iter().map(|row| row.id));
+                    tokio::task::yield_now().await;
+                }
+                mine
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(mine) = workers.join_next().await {
+            all.extend(mine.unwrap());
+        }
+        let unique: std::collections::BTreeSet<i64> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "a row was claimed twice");
+        assert_eq!(unique.len(), 60, "every row was claimed");
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flowscope_base::{format_duration, parse_duration};
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use crate::AlertError;
 
@@ -221,12 +221,12 @@ fn not_found(id: i64) -> AlertError {
 
 /// Refuses webhook ids the tenant does not have, naming the first missing one.
 async fn check_webhooks(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     webhooks: &[i64],
 ) -> Result<(), AlertError> {
     for id in webhooks {
-        let found = sqlx::query("SELECT 1 FROM webhooks WHERE id = ? AND tenant = ?")
+        let found = sqlx::query("SELECT 1 FROM webhooks WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
             .fetch_optional(&mut *conn)
@@ -241,16 +241,16 @@ async fn check_webhooks(
 }
 
 async fn link_webhooks(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule_id: i64,
     webhooks: &[i64],
 ) -> Result<(), AlertError> {
-    sqlx::query("DELETE FROM alert_rule_webhooks WHERE rule_id = ?")
+    sqlx::query("DELETE FROM alert_rule_webhooks WHERE rule_id = $1")
         .bind(rule_id)
         .execute(&mut *conn)
         .await?;
     for webhook in webhooks {
-        sqlx::query("INSERT INTO alert_rule_webhooks (rule_id, webhook_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO alert_rule_webhooks (rule_id, webhook_id) VALUES ($1, $2)")
             .bind(rule_id)
             .bind(webhook)
             .execute(&mut *conn)
@@ -269,7 +269,7 @@ fn group_by_json(spec: &RuleSpec) -> String {
 
 /// Stores a new rule and returns its id.
 pub async fn create(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     spec: &RuleSpec,
     now_ms: i64,
@@ -280,7 +280,7 @@ pub async fn create(
         "INSERT INTO alert_rules (tenant, name, sql, interval_ms, for_ms, annotations, group_by,
                 group_wait_ms, group_interval_ms, repeat_interval_ms, keep_firing_for_ms,
                 created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
     .bind(tenant)
     .bind(&spec.name)
@@ -306,7 +306,7 @@ pub async fn create(
 
 /// Replaces a rule's spec; its alert state is kept (instances are keyed by their labels).
 pub async fn update(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     id: i64,
     spec: &RuleSpec,
@@ -315,10 +315,10 @@ pub async fn update(
     let mut tx = crate::metadata::begin_write(pool).await?;
     check_webhooks(&mut tx, tenant, &spec.webhooks).await?;
     let updated = sqlx::query(
-        "UPDATE alert_rules SET name = ?, sql = ?, interval_ms = ?, for_ms = ?, annotations = ?,
-                group_by = ?, group_wait_ms = ?, group_interval_ms = ?, repeat_interval_ms = ?,
-                keep_firing_for_ms = ?, updated_at = ?, last_error = NULL
-         WHERE id = ? AND tenant = ?",
+        "UPDATE alert_rules SET name = $1, sql = $2, interval_ms = $3, for_ms = $4, annotations = $5,
+                group_by = $6, group_wait_ms = $7, group_interval_ms = $8, repeat_interval_ms = $9,
+                keep_firing_for_ms = $10, updated_at = $11, last_error = NULL
+         WHERE id = $12 AND tenant = $13",
     )
     .bind(&spec.name)
     .bind(&spec.sql)
@@ -352,9 +352,9 @@ macro_rules! rule_columns {
     };
 }
 
-async fn webhooks_of(conn: &mut SqliteConnection, rule_id: i64) -> Result<Vec<i64>, AlertError> {
+async fn webhooks_of(conn: &mut AnyConnection, rule_id: i64) -> Result<Vec<i64>, AlertError> {
     let rows = sqlx::query(
-        "SELECT webhook_id FROM alert_rule_webhooks WHERE rule_id = ? ORDER BY webhook_id",
+        "SELECT webhook_id FROM alert_rule_webhooks WHERE rule_id = $1 ORDER BY webhook_id",
     )
     .bind(rule_id)
     .fetch_all(&mut *conn)
@@ -364,7 +364,7 @@ async fn webhooks_of(conn: &mut SqliteConnection, rule_id: i64) -> Result<Vec<i6
         .collect()
 }
 
-fn rule_of(row: &sqlx::sqlite::SqliteRow, webhooks: Vec<i64>) -> Result<Rule, AlertError> {
+fn rule_of(row: &sqlx::any::AnyRow, webhooks: Vec<i64>) -> Result<Rule, AlertError> {
     let duration = |column: &str| -> Result<Duration, AlertError> {
         let ms: i64 = row.try_get(column)?;
         Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
@@ -394,21 +394,17 @@ fn rule_of(row: &sqlx::sqlite::SqliteRow, webhooks: Vec<i64>) -> Result<Rule, Al
 }
 
 /// One rule of the tenant.
-pub async fn get(pool: &SqlitePool, tenant: &str, id: i64) -> Result<Rule, AlertError> {
+pub async fn get(pool: &AnyPool, tenant: &str, id: i64) -> Result<Rule, AlertError> {
     let mut conn = pool.acquire().await?;
     get_in(&mut conn, tenant, id).await
 }
 
 /// One rule of the tenant, read on `conn` (inside a transaction, say).
-pub async fn get_in(
-    conn: &mut SqliteConnection,
-    tenant: &str,
-    id: i64,
-) -> Result<Rule, AlertError> {
+pub async fn get_in(conn: &mut AnyConnection, tenant: &str, id: i64) -> Result<Rule, AlertError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         rule_columns!(),
-        " FROM alert_rules WHERE id = ? AND tenant = ?"
+        " FROM alert_rules WHERE id = $1 AND tenant = $2"
     ))
     .bind(id)
     .bind(tenant)
@@ -420,12 +416,12 @@ pub async fn get_in(
 }
 
 /// Every rule of the tenant, by id.
-pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Rule>, AlertError> {
+pub async fn list(pool: &AnyPool, tenant: &str) -> Result<Vec<Rule>, AlertError> {
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query(concat!(
         "SELECT ",
         rule_columns!(),
-        " FROM alert_rules WHERE tenant = ? ORDER BY id"
+        " FROM alert_rules WHERE tenant = $1 ORDER BY id"
     ))
     .bind(tenant)
     .fetch_all(&mut *conn)
@@ -440,7 +436,7 @@ pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Rule>, AlertErr
 }
 
 /// Every rule of every tenant, with its tenant: what the scheduler runs.
-pub async fn list_all(pool: &SqlitePool) -> Result<Vec<(String, Rule)>, AlertError> {
+pub async fn list_all(pool: &AnyPool) -> Result<Vec<(String, Rule)>, AlertError> {
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query(concat!(
         "SELECT tenant, ",
@@ -460,12 +456,12 @@ pub async fn list_all(pool: &SqlitePool) -> Result<Vec<(String, Rule)>, AlertErr
 
 /// Records a failed evaluation (the SQL failed or timed out); the alert state is untouched.
 pub async fn record_failure(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     id: i64,
     now_ms: i64,
     error: &str,
 ) -> Result<(), AlertError> {
-    sqlx::query("UPDATE alert_rules SET last_evaluation = ?, last_error = ? WHERE id = ?")
+    sqlx::query("UPDATE alert_rules SET last_evaluation = $1, last_error = $2 WHERE id = $3")
         .bind(now_ms)
         .bind(error)
         .bind(id)
@@ -474,10 +470,66 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Takes (or renews) rule `id`'s lease for `owner` until `until_ms`: succeeds when nobody
+/// holds it, `owner` already does, or the holder's lease ended before `now_ms`. Only the
+/// holder evaluates the rule and sends its groups' notifications, so several processes on
+/// one metadata database never do either twice at once. One statement: atomic on both
+/// backends.
+pub async fn take_lease(
+    pool: &AnyPool,
+    id: i64,
+    owner: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<bool, AlertError> {
+    let taken = sqlx::query(
+        "UPDATE alert_rules SET lease_owner = $1, lease_until = $2
+         WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $4 OR lease_until < $5)",
+    )
+    .bind(owner)
+    .bind(until_ms)
+    .bind(id)
+    .bind(owner)
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Metadata;
+
+    #[tokio::test]
+    async fn one_process_holds_a_rules_lease_until_it_ends() {
+        let metadata = Metadata::open_in_memory().await.unwrap();
+        let pool = metadata.pool();
+        let id = create(pool, "default", &RuleSpec::parse(input("r")).unwrap(), 0)
+            .await
+            .unwrap();
+        assert!(take_lease(pool, id, "a", 1_000, 31_000).await.unwrap());
+        assert!(
+            !take_lease(pool, id, "b", 2_000, 32_000).await.unwrap(),
+            "held by a"
+        );
+        assert!(
+            take_lease(pool, id, "a", 30_000, 60_000).await.unwrap(),
+            "a renews"
+        );
+        assert!(!take_lease(pool, id, "b", 59_000, 89_000).await.unwrap());
+        assert!(
+            take_lease(pool, id, "b", 60_001, 90_000).await.unwrap(),
+            "a stopped renewing: b takes over"
+        );
+        assert!(!take_lease(pool, id, "a", 61_000, 91_000).await.unwrap());
+        let before = get(pool, "default", id).await.unwrap();
+        assert_eq!(before.updated_at, 0, "a lease is not an edit of the rule");
+        assert!(
+            !take_lease(pool, id + 1, "a", 0, 1).await.unwrap(),
+            "no such rule"
+        );
+    }
 
     fn input(name: &str) -> RuleInput {
         RuleInput {

@@ -34,6 +34,20 @@ pub struct SchedulerConfig {
     pub liveness: Arc<Liveness>,
     /// Where evaluations are counted by tenant and outcome, with their duration (`/metrics`).
     pub telemetry: Arc<Telemetry>,
+    /// This process's name in rule leases (`rules::take_lease`): unique per process.
+    pub owner: String,
+}
+
+/// A name for this process in leases: the host, the process id and the start time.
+pub fn process_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        flowscope_base::clock::now_ns()
+    )
 }
 
 impl SchedulerConfig {
@@ -44,6 +58,7 @@ impl SchedulerConfig {
             max_rows: 10_000,
             liveness: Liveness::new(),
             telemetry: Arc::default(),
+            owner: process_owner(),
         }
     }
 }
@@ -207,7 +222,26 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Takes the rule's lease for one interval and two ticks (so the holder renews it before it
+/// ends); `false` when another process holds it, or the database cannot say.
+async fn leased(metadata: &Metadata, config: &SchedulerConfig, rule: &Rule) -> bool {
+    let now = now_ms();
+    let hold = rule.spec.interval + config.tick * 2;
+    let until = now.saturating_add(i64::try_from(hold.as_millis()).unwrap_or(i64::MAX));
+    match rules::take_lease(metadata.pool(), rule.id, &config.owner, now, until).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            config.liveness.error(Stage::AlertScheduler);
+            tracing::warn!(rule = %rule.spec.name, %error, "cannot take the alert rule's lease; trying again next tick");
+            false
+        }
+    }
+}
+
 async fn flush_one(metadata: &Metadata, config: &SchedulerConfig, tenant: &str, rule: &Rule) {
+    if !leased(metadata, config, rule).await {
+        return;
+    }
     match state::flush(
         metadata.pool(),
         tenant,
@@ -240,6 +274,9 @@ async fn run_one(
     tenant: &str,
     rule: &Rule,
 ) {
+    if !leased(metadata, config, rule).await {
+        return;
+    }
     let now = now_ms();
     let started = Instant::now();
     let evaluated = evaluate_rule(metadata, engine, config, tenant, rule, now).await;

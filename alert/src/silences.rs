@@ -5,7 +5,7 @@
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use crate::AlertError;
 use crate::evaluate::Labels;
@@ -235,7 +235,7 @@ fn not_found(id: i64) -> AlertError {
 
 /// Stores a new silence and returns its id.
 pub async fn create(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     input: &SilenceInput,
     now_ms: i64,
@@ -246,7 +246,7 @@ pub async fn create(
     let mut tx = crate::metadata::begin_write(pool).await?;
     let id: i64 = sqlx::query(
         "INSERT INTO silences (tenant, matchers, starts_at, ends_at, created_by, comment, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(tenant)
     .bind(matchers)
@@ -263,7 +263,7 @@ pub async fn create(
     Ok(id)
 }
 
-fn silence_of(row: &sqlx::sqlite::SqliteRow) -> Result<Silence, AlertError> {
+fn silence_of(row: &sqlx::any::AnyRow) -> Result<Silence, AlertError> {
     let matchers: String = row.try_get("matchers")?;
     Ok(Silence {
         id: row.try_get("id")?,
@@ -278,10 +278,10 @@ fn silence_of(row: &sqlx::sqlite::SqliteRow) -> Result<Silence, AlertError> {
 }
 
 /// Every silence of the tenant, newest first.
-pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Silence>, AlertError> {
+pub async fn list(pool: &AnyPool, tenant: &str) -> Result<Vec<Silence>, AlertError> {
     let rows = sqlx::query(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, updated_at
-         FROM silences WHERE tenant = ? ORDER BY id DESC",
+         FROM silences WHERE tenant = $1 ORDER BY id DESC",
     )
     .bind(tenant)
     .fetch_all(pool)
@@ -290,10 +290,10 @@ pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Silence>, Alert
 }
 
 /// One silence of the tenant.
-pub async fn get(pool: &SqlitePool, tenant: &str, id: i64) -> Result<Silence, AlertError> {
+pub async fn get(pool: &AnyPool, tenant: &str, id: i64) -> Result<Silence, AlertError> {
     let row = sqlx::query(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, updated_at
-         FROM silences WHERE id = ? AND tenant = ?",
+         FROM silences WHERE id = $1 AND tenant = $2",
     )
     .bind(id)
     .bind(tenant)
@@ -304,17 +304,13 @@ pub async fn get(pool: &SqlitePool, tenant: &str, id: i64) -> Result<Silence, Al
 }
 
 /// Ends a silence now (a pending one never starts); an expired one stays as it was.
-pub async fn expire(
-    pool: &SqlitePool,
-    tenant: &str,
-    id: i64,
-    now_ms: i64,
-) -> Result<(), AlertError> {
+pub async fn expire(pool: &AnyPool, tenant: &str, id: i64, now_ms: i64) -> Result<(), AlertError> {
     let mut tx = crate::metadata::begin_write(pool).await?;
     let found = sqlx::query(
-        "UPDATE silences SET starts_at = min(starts_at, ?), ends_at = min(ends_at, ?),
-                updated_at = CASE WHEN ends_at > ? THEN ? ELSE updated_at END
-         WHERE id = ? AND tenant = ?",
+        "UPDATE silences SET starts_at = CASE WHEN starts_at < $1 THEN starts_at ELSE $1 END,
+                ends_at = CASE WHEN ends_at < $2 THEN ends_at ELSE $2 END,
+                updated_at = CASE WHEN ends_at > $3 THEN $4 ELSE updated_at END
+         WHERE id = $5 AND tenant = $6",
     )
     .bind(now_ms)
     .bind(now_ms)
@@ -334,13 +330,13 @@ pub async fn expire(
 /// The tenant's silences active at `now_ms`, compiled, read on `conn` (the transaction
 /// of a notification, so a silence and the notification it stops agree).
 pub async fn active(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     now_ms: i64,
 ) -> Result<ActiveSilences, AlertError> {
     let rows = sqlx::query(
         "SELECT id, matchers FROM silences
-         WHERE tenant = ? AND starts_at <= ? AND ends_at > ? ORDER BY id",
+         WHERE tenant = $1 AND starts_at <= $2 AND ends_at > $3 ORDER BY id",
     )
     .bind(tenant)
     .bind(now_ms)
@@ -368,7 +364,7 @@ pub async fn active(
 
 /// [`active`] on a connection of the pool.
 pub async fn active_now(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     now_ms: i64,
 ) -> Result<ActiveSilences, AlertError> {

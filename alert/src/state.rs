@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use crate::AlertError;
 use crate::evaluate::{Evaluation, Instance, Labels, State, Transition, Values};
@@ -35,10 +35,10 @@ pub struct Committed {
 }
 
 /// The instances (pending and firing) a rule had after its last committed evaluation.
-pub async fn instances(pool: &SqlitePool, rule_id: i64) -> Result<Vec<Instance>, AlertError> {
+pub async fn instances(pool: &AnyPool, rule_id: i64) -> Result<Vec<Instance>, AlertError> {
     let rows = sqlx::query(
         "SELECT fingerprint, labels, annotations, \"values\", state, active_since, fired_at, last_seen
-         FROM alert_instances WHERE rule_id = ? ORDER BY fingerprint",
+         FROM alert_instances WHERE rule_id = $1 ORDER BY fingerprint",
     )
     .bind(rule_id)
     .fetch_all(pool)
@@ -46,7 +46,7 @@ pub async fn instances(pool: &SqlitePool, rule_id: i64) -> Result<Vec<Instance>,
     rows.iter().map(instance_of).collect()
 }
 
-fn instance_of(row: &sqlx::sqlite::SqliteRow) -> Result<Instance, AlertError> {
+fn instance_of(row: &sqlx::any::AnyRow) -> Result<Instance, AlertError> {
     let labels: String = row.try_get("labels")?;
     let annotations: String = row.try_get("annotations")?;
     let values: String = row.try_get("values")?;
@@ -71,12 +71,12 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 /// Takes SQLite's write lock by touching the rule's row first; false when the rule is gone
 /// (deleted, or another tenant's).
 async fn lock_rule(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     rule_id: i64,
 ) -> Result<bool, AlertError> {
     let touched = sqlx::query(
-        "UPDATE alert_rules SET last_evaluation = last_evaluation WHERE id = ? AND tenant = ?",
+        "UPDATE alert_rules SET last_evaluation = last_evaluation WHERE id = $1 AND tenant = $2",
     )
     .bind(rule_id)
     .bind(tenant)
@@ -90,7 +90,7 @@ async fn lock_rule(
 /// appended to the history, a resolved alert kept for its group's next notification, a
 /// group begun for an alert that fires in none. A rule deleted meanwhile records nothing.
 pub async fn commit(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     rule: &Rule,
     evaluation: &Evaluation,
@@ -101,7 +101,7 @@ pub async fn commit(
     let mut tx = crate::metadata::begin_write(pool).await?;
     // Writing first takes SQLite's write lock before anything is read.
     let marked = sqlx::query(
-        "UPDATE alert_rules SET last_evaluation = ?, last_error = NULL WHERE id = ? AND tenant = ?",
+        "UPDATE alert_rules SET last_evaluation = $1, last_error = NULL WHERE id = $2 AND tenant = $3",
     )
     .bind(now_ms)
     .bind(rule.id)
@@ -111,7 +111,7 @@ pub async fn commit(
     if marked.rows_affected() == 0 {
         return Ok(Committed::default());
     }
-    sqlx::query("DELETE FROM alert_instances WHERE rule_id = ?")
+    sqlx::query("DELETE FROM alert_instances WHERE rule_id = $1")
         .bind(rule.id)
         .execute(&mut *tx)
         .await?;
@@ -123,7 +123,7 @@ pub async fn commit(
         sqlx::query(
             "INSERT INTO alert_instances
                (rule_id, fingerprint, labels, annotations, \"values\", state, active_since, fired_at, last_seen)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(rule.id)
         .bind(&instance.fingerprint)
@@ -147,7 +147,7 @@ pub async fn commit(
             Transition::Firing(instance) => {
                 // Alertmanager keeps one alert per fingerprint: firing again replaces
                 // the resolved one not yet notified.
-                sqlx::query("DELETE FROM alert_resolved WHERE rule_id = ? AND fingerprint = ?")
+                sqlx::query("DELETE FROM alert_resolved WHERE rule_id = $1 AND fingerprint = $2")
                     .bind(rule.id)
                     .bind(&instance.fingerprint)
                     .execute(&mut *tx)
@@ -161,8 +161,8 @@ pub async fn commit(
     // Every firing alert has a group (also one that fired before groups existed).
     for (key, labels) in &firing_groups {
         sqlx::query(
-            "INSERT OR IGNORE INTO alert_groups (rule_id, group_key, group_labels, created_at, next_flush_at)
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO alert_groups (rule_id, group_key, group_labels, created_at, next_flush_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (rule_id, group_key) DO NOTHING",
         )
         .bind(rule.id)
         .bind(key)
@@ -184,7 +184,7 @@ pub async fn commit(
 /// transaction with the groups' notification log, so a restart neither repeats nor
 /// loses one.
 pub async fn flush(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     rule: &Rule,
     external_url: &str,
@@ -203,7 +203,7 @@ pub async fn flush(
 }
 
 /// When each rule's next group is due, by rule id: what the scheduler polls.
-pub async fn next_flushes(pool: &SqlitePool) -> Result<BTreeMap<i64, i64>, AlertError> {
+pub async fn next_flushes(pool: &AnyPool) -> Result<BTreeMap<i64, i64>, AlertError> {
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT rule_id, min(next_flush_at) FROM alert_groups GROUP BY rule_id")
             .fetch_all(pool)
@@ -215,7 +215,7 @@ pub async fn next_flushes(pool: &SqlitePool) -> Result<BTreeMap<i64, i64>, Alert
 /// were told something fires is notified, in the same transaction, so a receiver is never
 /// left with an alert nothing will end.
 pub async fn delete_rule(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     id: i64,
     external_url: &str,
@@ -230,7 +230,7 @@ pub async fn delete_rule(
     let rule = rules::get_in(&mut tx, tenant, id).await?;
     let rows = sqlx::query(
         "SELECT fingerprint, labels, annotations, \"values\", state, active_since, fired_at, last_seen
-         FROM alert_instances WHERE rule_id = ? AND state = 'firing' ORDER BY fingerprint",
+         FROM alert_instances WHERE rule_id = $1 AND state = 'firing' ORDER BY fingerprint",
     )
     .bind(id)
     .fetch_all(&mut *tx)
@@ -250,18 +250,18 @@ pub async fn delete_rule(
             keep_resolved(&mut tx, id, instance, *ends_at).await?;
         }
     }
-    sqlx::query("DELETE FROM alert_instances WHERE rule_id = ?")
+    sqlx::query("DELETE FROM alert_instances WHERE rule_id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
     // Every group is due now: the rule will not be there to wait for its interval.
-    sqlx::query("UPDATE alert_groups SET next_flush_at = ? WHERE rule_id = ?")
+    sqlx::query("UPDATE alert_groups SET next_flush_at = $1 WHERE rule_id = $2")
         .bind(now_ms)
         .bind(id)
         .execute(&mut *tx)
         .await?;
     let messages = flush_in(&mut tx, tenant, &rule, external_url, now_ms).await?;
-    sqlx::query("DELETE FROM alert_rules WHERE id = ?")
+    sqlx::query("DELETE FROM alert_rules WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -278,15 +278,18 @@ fn millis(duration: std::time::Duration) -> i64 {
 
 /// Keeps a resolved alert for its group's next notification.
 async fn keep_resolved(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule_id: i64,
     instance: &Instance,
     ends_at: i64,
 ) -> Result<(), AlertError> {
     sqlx::query(
-        "INSERT OR REPLACE INTO alert_resolved
+        "INSERT INTO alert_resolved
            (rule_id, fingerprint, labels, annotations, \"values\", starts_at, ends_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (rule_id, fingerprint) DO UPDATE SET labels = excluded.labels,
+           annotations = excluded.annotations, \"values\" = excluded.\"values\",
+           starts_at = excluded.starts_at, ends_at = excluded.ends_at",
     )
     .bind(rule_id)
     .bind(&instance.fingerprint)
@@ -302,7 +305,7 @@ async fn keep_resolved(
 
 /// Appends `transitions` to the history.
 async fn record_history(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     rule: &Rule,
     transitions: &[Transition],
@@ -317,7 +320,7 @@ async fn record_history(
         sqlx::query(
             "INSERT INTO alert_history
                (rule_id, rule_name, tenant, fingerprint, labels, \"values\", status, starts_at, ends_at, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(rule.id)
         .bind(&rule.spec.name)
@@ -379,7 +382,7 @@ struct DueGroup {
 
 /// Flushes `rule`'s due groups on `conn`, inside the caller's transaction.
 async fn flush_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     rule: &Rule,
     external_url: &str,
@@ -397,7 +400,7 @@ async fn flush_in(
     let silences = silences::active(conn, tenant, now_ms).await?;
     let webhooks: Vec<(i64, String)> = sqlx::query_as(
         "SELECT w.id, w.name FROM alert_rule_webhooks l JOIN webhooks w ON w.id = l.webhook_id
-         WHERE l.rule_id = ? ORDER BY w.id",
+         WHERE l.rule_id = $1 ORDER BY w.id",
     )
     .bind(rule.id)
     .fetch_all(&mut *conn)
@@ -460,7 +463,7 @@ async fn flush_in(
         // Resolved alerts are dropped from the group once a flush has seen them, as
         // Alertmanager drops them after a notification.
         for alert in members.iter().filter(|a| a.ends_at.is_some()) {
-            sqlx::query("DELETE FROM alert_resolved WHERE rule_id = ? AND fingerprint = ?")
+            sqlx::query("DELETE FROM alert_resolved WHERE rule_id = $1 AND fingerprint = $2")
                 .bind(rule.id)
                 .bind(&alert.fingerprint)
                 .execute(&mut *conn)
@@ -468,7 +471,7 @@ async fn flush_in(
         }
         if members.iter().all(|a| a.ends_at.is_some()) {
             // Nothing fires any more: the group ends, and a new alert begins a new one.
-            sqlx::query("DELETE FROM alert_groups WHERE rule_id = ? AND group_key = ?")
+            sqlx::query("DELETE FROM alert_groups WHERE rule_id = $1 AND group_key = $2")
                 .bind(rule.id)
                 .bind(&group.key)
                 .execute(&mut *conn)
@@ -481,7 +484,7 @@ async fn flush_in(
             next = now_ms.saturating_add(interval);
         }
         sqlx::query(
-            "UPDATE alert_groups SET next_flush_at = ? WHERE rule_id = ? AND group_key = ?",
+            "UPDATE alert_groups SET next_flush_at = $1 WHERE rule_id = $2 AND group_key = $3",
         )
         .bind(next)
         .bind(rule.id)
@@ -510,13 +513,13 @@ fn unsilenced(
 }
 
 async fn due_groups(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule_id: i64,
     now_ms: i64,
 ) -> Result<Vec<DueGroup>, AlertError> {
     let rows = sqlx::query(
         "SELECT group_key, group_labels, next_flush_at, notified_at, notified_firing, notified_resolved
-         FROM alert_groups WHERE rule_id = ? AND next_flush_at <= ? ORDER BY group_key",
+         FROM alert_groups WHERE rule_id = $1 AND next_flush_at <= $2 ORDER BY group_key",
     )
     .bind(rule_id)
     .bind(now_ms)
@@ -542,14 +545,14 @@ async fn due_groups(
 }
 
 async fn write_log(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule_id: i64,
     key: &str,
     log: &NotificationLog,
 ) -> Result<(), AlertError> {
     sqlx::query(
-        "UPDATE alert_groups SET notified_at = ?, notified_firing = ?, notified_resolved = ?
-         WHERE rule_id = ? AND group_key = ?",
+        "UPDATE alert_groups SET notified_at = $1, notified_firing = $2, notified_resolved = $3
+         WHERE rule_id = $4 AND group_key = $5",
     )
     .bind(log.notified_at)
     .bind(json(&log.firing))
@@ -563,15 +566,15 @@ async fn write_log(
 
 /// The rule's firing alerts and those resolved since their group's last notification.
 async fn group_alerts(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule_id: i64,
 ) -> Result<Vec<GroupAlert>, AlertError> {
     let rows = sqlx::query(
         "SELECT fingerprint, labels, annotations, \"values\", active_since AS starts_at, NULL AS ends_at
-         FROM alert_instances WHERE rule_id = ? AND state = 'firing'
+         FROM alert_instances WHERE rule_id = $1 AND state = 'firing'
          UNION ALL
          SELECT fingerprint, labels, annotations, \"values\", starts_at, ends_at
-         FROM alert_resolved WHERE rule_id = ?",
+         FROM alert_resolved WHERE rule_id = $2",
     )
     .bind(rule_id)
     .bind(rule_id)
@@ -603,12 +606,12 @@ pub struct CurrentAlert {
 }
 
 /// Every pending and firing instance of the tenant, firing first, then oldest first.
-pub async fn current(pool: &SqlitePool, tenant: &str) -> Result<Vec<CurrentAlert>, AlertError> {
+pub async fn current(pool: &AnyPool, tenant: &str) -> Result<Vec<CurrentAlert>, AlertError> {
     let rows = sqlx::query(
         "SELECT r.id AS rule_id, r.name AS rule_name, i.fingerprint, i.labels, i.annotations,
                 i.\"values\", i.state, i.active_since, i.fired_at, i.last_seen
          FROM alert_instances i JOIN alert_rules r ON r.id = i.rule_id
-         WHERE r.tenant = ?
+         WHERE r.tenant = $1
          ORDER BY i.state = 'pending', i.active_since, r.id, i.fingerprint",
     )
     .bind(tenant)
@@ -642,16 +645,16 @@ pub struct HistoryEntry {
 
 /// The tenant's `limit` latest transitions, newest first.
 pub async fn history(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     limit: u32,
 ) -> Result<Vec<HistoryEntry>, AlertError> {
     let rows = sqlx::query(
         "SELECT rule_id, rule_name, fingerprint, labels, \"values\", status, starts_at, ends_at, at
-         FROM alert_history WHERE tenant = ? ORDER BY at DESC, id DESC LIMIT ?",
+         FROM alert_history WHERE tenant = $1 ORDER BY at DESC, id DESC LIMIT $2",
     )
     .bind(tenant)
-    .bind(limit)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -735,7 +738,7 @@ mod tests {
         let path = dir.path().join("metadata.sqlite");
         let metadata = Metadata::open(&path).await.unwrap();
         for (id, name) in [(1, "ops"), (2, "chat")] {
-            sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (?, ?, 'https://example.com/', 0, 0)")
+            sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES ($1, $2, 'https://example.com/', 0, 0)")
                 .bind(id)
                 .bind(name)
                 .execute(metadata.pool())
@@ -909,7 +912,7 @@ mod tests {
 
     /// A webhook `ops` (id 1) and a rule over it with `input`'s timers.
     async fn rule_with(metadata: &Metadata, input: RuleInput) -> i64 {
-        sqlx::query("INSERT OR IGNORE INTO webhooks (id, name, url, created_at, updated_at) VALUES (1, 'ops', 'https://example.com/', 0, 0)")
+        sqlx::query("INSERT INTO webhooks (id, name, url, created_at, updated_at) VALUES (1, 'ops', 'https://example.com/', 0, 0) ON CONFLICT DO NOTHING")
             .execute(metadata.pool())
             .await
             .unwrap();

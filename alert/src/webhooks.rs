@@ -1,7 +1,7 @@
 //! Webhooks: where notifications go, with their signing secrets, and the history of what
 //! was delivered to each.
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use crate::outbox;
 use crate::{AlertError, sign, ssrf};
@@ -88,7 +88,7 @@ fn not_found(id: i64) -> AlertError {
 }
 
 pub async fn create(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     input: WebhookInput,
     allow_private: bool,
@@ -103,7 +103,7 @@ pub async fn create(
     let name = input.name.trim();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO webhooks (tenant, name, url, secret, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(tenant)
     .bind(name)
@@ -120,23 +120,24 @@ pub async fn create(
     })
 }
 
-type WebhookRow = (i64, String, String, bool, i64, i64);
+/// `has_secret` as 0 or 1: the one form SQLite and PostgreSQL both answer.
+type WebhookRow = (i64, String, String, i64, i64, i64);
 
 fn webhook((id, name, url, has_secret, created_at, updated_at): WebhookRow) -> Webhook {
     Webhook {
         id,
         name,
         url,
-        has_secret,
+        has_secret: has_secret != 0,
         created_at,
         updated_at,
     }
 }
 
-pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Webhook>, AlertError> {
+pub async fn list(pool: &AnyPool, tenant: &str) -> Result<Vec<Webhook>, AlertError> {
     let rows: Vec<WebhookRow> = sqlx::query_as(
-        "SELECT id, name, url, secret IS NOT NULL, created_at, updated_at
-         FROM webhooks WHERE tenant = ? ORDER BY id",
+        "SELECT id, name, url, CASE WHEN secret IS NULL THEN 0 ELSE 1 END, created_at, updated_at
+         FROM webhooks WHERE tenant = $1 ORDER BY id",
     )
     .bind(tenant)
     .fetch_all(pool)
@@ -144,10 +145,10 @@ pub async fn list(pool: &SqlitePool, tenant: &str) -> Result<Vec<Webhook>, Alert
     Ok(rows.into_iter().map(webhook).collect())
 }
 
-pub async fn get(pool: &SqlitePool, tenant: &str, id: i64) -> Result<Webhook, AlertError> {
+pub async fn get(pool: &AnyPool, tenant: &str, id: i64) -> Result<Webhook, AlertError> {
     let row: Option<WebhookRow> = sqlx::query_as(
-        "SELECT id, name, url, secret IS NOT NULL, created_at, updated_at
-         FROM webhooks WHERE tenant = ? AND id = ?",
+        "SELECT id, name, url, CASE WHEN secret IS NULL THEN 0 ELSE 1 END, created_at, updated_at
+         FROM webhooks WHERE tenant = $1 AND id = $2",
     )
     .bind(tenant)
     .bind(id)
@@ -158,7 +159,7 @@ pub async fn get(pool: &SqlitePool, tenant: &str, id: i64) -> Result<Webhook, Al
 
 /// Replaces name and URL, and the secret if one is given.
 pub async fn update(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     id: i64,
     input: WebhookInput,
@@ -168,8 +169,8 @@ pub async fn update(
     validate(&input, allow_private)?;
     let name = input.name.trim();
     let updated = sqlx::query(
-        "UPDATE webhooks SET name = ?, url = ?, secret = coalesce(?, secret), updated_at = ?
-         WHERE tenant = ? AND id = ?",
+        "UPDATE webhooks SET name = $1, url = $2, secret = coalesce($3, secret), updated_at = $4
+         WHERE tenant = $5 AND id = $6",
     )
     .bind(name)
     .bind(&input.url)
@@ -187,8 +188,8 @@ pub async fn update(
 }
 
 /// Deletes the webhook and, with it, its notifications and their history.
-pub async fn delete(pool: &SqlitePool, tenant: &str, id: i64) -> Result<(), AlertError> {
-    let deleted = sqlx::query("DELETE FROM webhooks WHERE tenant = ? AND id = ?")
+pub async fn delete(pool: &AnyPool, tenant: &str, id: i64) -> Result<(), AlertError> {
+    let deleted = sqlx::query("DELETE FROM webhooks WHERE tenant = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .execute(pool)
@@ -202,7 +203,7 @@ pub async fn delete(pool: &SqlitePool, tenant: &str, id: i64) -> Result<(), Aler
 /// Enqueues a test notification (Alertmanager webhook v4 shape, alert `FlowscopeTest`,
 /// firing) to webhook `id`; returns its message id. The caller wakes the worker.
 pub async fn enqueue_test(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     id: i64,
     external_url: &str,
@@ -250,7 +251,7 @@ pub fn test_notification(receiver: &str, external_url: &str, now_ms: i64) -> Vec
 
 /// The newest `limit` notifications to webhook `id`, newest first, with their attempts.
 pub async fn deliveries(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     tenant: &str,
     id: i64,
     limit: u32,
@@ -271,7 +272,7 @@ pub async fn deliveries(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, msg_id, kind, state, attempts, created_at, next_attempt_at, finished_at,
                 last_status, last_error
-         FROM outbox WHERE tenant = ? AND webhook_id = ? ORDER BY id DESC LIMIT ?",
+         FROM outbox WHERE tenant = $1 AND webhook_id = $2 ORDER BY id DESC LIMIT $3",
     )
     .bind(tenant)
     .bind(id)
@@ -294,7 +295,7 @@ pub async fn deliveries(
     {
         let attempt_rows: Vec<(i64, Option<i64>, Option<String>, i64)> = sqlx::query_as(
             "SELECT at, status, error, duration_ms FROM delivery_attempts
-             WHERE outbox_id = ? ORDER BY id",
+             WHERE outbox_id = $1 ORDER BY id",
         )
         .bind(outbox_id)
         .fetch_all(pool)
@@ -399,7 +400,7 @@ mod tests {
             ("a2", "https://a2.example/")
         );
         assert_eq!(changed.updated_at, 9);
-        let (secret,): (String,) = sqlx::query_as("SELECT secret FROM webhooks WHERE id = ?")
+        let (secret,): (String,) = sqlx::query_as("SELECT secret FROM webhooks WHERE id = $1")
             .bind(a.id)
             .fetch_one(pool)
             .await

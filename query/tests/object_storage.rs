@@ -19,6 +19,7 @@ use arrow::datatypes::Int64Type;
 use async_trait::async_trait;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use flowscope_model::{SpanBatchBuilder, SpanRecord};
+use flowscope_query::metadata::MetadataDb;
 use flowscope_query::store::catalog::{self, Catalog};
 use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{SpanStore, SqlConfig, SqlEngine, StoreConfig, WalSync};
@@ -287,12 +288,14 @@ async fn a_flush_cut_between_upload_and_commit_neither_loses_nor_duplicates_a_sp
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = Bucket::new();
     // The catalog on a pool the test can cut: the metadata database gone mid-flush.
-    let pool = catalog::open_sqlite(&dir.path().join("metadata.sqlite"))
+    let db = MetadataDb::open_sqlite(&dir.path().join("metadata.sqlite"))
         .await
         .expect("metadata database");
+    let pool = db.pool().clone();
     let mut with_catalog = config(dir.path(), Some(bucket.storage()));
     with_catalog.catalog = Some(Catalog::new(
-        pool.clone(),
+        db,
+        &catalog::node_id(dir.path()).expect("node id"),
         "default",
         tokio::runtime::Handle::current(),
     ));

@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// going first; 0 turns it off [default: 1GiB]
     #[arg(long, env = "FLOWSCOPE_CACHE_SIZE")]
     cache_size: Option<String>,
+    /// The metadata database (catalog of files, alert rules, webhooks, alert state, the
+    /// outbox): a PostgreSQL URL (postgres://user:password@host:port/database), which
+    /// several processes can share [default: DATA_DIR/metadata.sqlite]
+    #[arg(long, env = "FLOWSCOPE_METADATA")]
+    metadata: Option<String>,
     /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317]
     #[arg(long, env = "FLOWSCOPE_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -209,6 +214,7 @@ struct Settings {
     object_store: Option<String>,
     cache_dir: Option<PathBuf>,
     cache_size: Option<String>,
+    metadata: Option<String>,
     otlp_grpc_addr: Option<SocketAddr>,
     otlp_http_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
@@ -260,6 +266,7 @@ impl Settings {
             object_store: args.object_store.or(file.object_store),
             cache_dir: args.cache_dir.or(file.cache_dir),
             cache_size: args.cache_size.or(file.cache_size),
+            metadata: args.metadata.or(file.metadata),
             otlp_grpc_addr: args.otlp_grpc_addr.or(file.otlp_grpc_addr),
             otlp_http_addr: args.otlp_http_addr.or(file.otlp_http_addr),
             api_addr: args.api_addr.or(file.api_addr),
@@ -352,6 +359,9 @@ pub struct ServeConfig {
     /// The local disk cache of object storage: its folder and bound; `None` without
     /// object storage or with `--cache-size 0`.
     pub object_cache: Option<(PathBuf, u64)>,
+    /// The metadata database: a PostgreSQL URL, or the SQLite file's path
+    /// (`DATA_DIR/metadata.sqlite` by default).
+    pub metadata: String,
     /// What resolving changed on its own, for the log.
     pub notes: Vec<Note>,
 }
@@ -551,6 +561,7 @@ impl ServeConfig {
             object_store.is_some(),
             &mut notes,
         )?;
+        let metadata = store::metadata(&settings, &store.data_dir)?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
@@ -602,6 +613,7 @@ impl ServeConfig {
             connections,
             object_store,
             object_cache,
+            metadata,
             notes,
         })
     }

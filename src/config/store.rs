@@ -113,6 +113,35 @@ pub(super) fn object_cache(
 
 const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
 
+/// `--metadata`: a `postgres://` URL, checked for form only (the server is first reached
+/// when the pipeline opens), or by default the SQLite file `DATA_DIR/metadata.sqlite`.
+pub(super) fn metadata(settings: &Settings, data_dir: &Path) -> anyhow::Result<String> {
+    let Some(target) = settings.metadata.as_deref().map(str::trim) else {
+        return Ok(data_dir.join("metadata.sqlite").display().to_string());
+    };
+    if target.is_empty() {
+        return Ok(data_dir.join("metadata.sqlite").display().to_string());
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        bail!(
+            "--metadata {target:?} is not a PostgreSQL URL; give postgres://user:password@host:port/database, \
+             or leave it out for the SQLite file in --data-dir"
+        );
+    };
+    if scheme != "postgres" && scheme != "postgresql" {
+        bail!(
+            "--metadata: the scheme {scheme:?} is not supported; give postgres://user:password@host:port/database, \
+             or leave it out for the SQLite file in --data-dir"
+        );
+    }
+    if rest.is_empty() || rest.starts_with('/') {
+        bail!(
+            "--metadata: the URL names no host; give postgres://user:password@host:port/database"
+        );
+    }
+    Ok(target.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +162,36 @@ mod tests {
         let refused = with("/var/lib/flowscope").expect_err("not s3");
         assert!(refused.to_string().contains("s3://bucket"), "{refused}");
         assert!(with("s3:///team-a").is_err(), "no bucket");
+    }
+
+    #[test]
+    fn metadata_is_the_sqlite_file_in_the_data_directory_or_a_postgres_url() {
+        let data = Path::new("/var/lib/flowscope");
+        let with = |target: Option<&str>| {
+            metadata(
+                &Settings {
+                    metadata: target.map(String::from),
+                    ..Settings::default()
+                },
+                data,
+            )
+        };
+        assert_eq!(
+            with(None).expect("default"),
+            "/var/lib/flowscope/metadata.sqlite"
+        );
+        assert_eq!(
+            with(Some("postgres://flowscope:pw@db:5432/meta")).expect("url"),
+            "postgres://flowscope:pw@db:5432/meta"
+        );
+        assert!(with(Some("postgresql://db/meta")).is_ok());
+        let refused = with(Some("mysql://db/meta")).expect_err("not postgres");
+        assert!(refused.to_string().contains("postgres://"), "{refused}");
+        assert!(
+            with(Some("/tmp/meta.sqlite")).is_err(),
+            "a path is not a URL"
+        );
+        assert!(with(Some("postgres:///meta")).is_err(), "no host");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use flowscope_auth::TenantId;
 use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::SpanSink;
 use flowscope_query::SqlResources;
+use flowscope_query::metadata::MetadataDb;
 use flowscope_web::{ApiState, TenantView};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -58,6 +59,8 @@ pub struct Opened {
     descriptors: DescriptorLimit,
     ports: [TcpListener; 3],
     _data_dir_lock: DataDirLock,
+    /// This node's id (`DATA_DIR/node-id`), its name in leases.
+    node_id: String,
     liveness: Arc<Liveness>,
     spaces: Vec<TenantSpace>,
     metadata: Metadata,
@@ -100,6 +103,8 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     // lock lasts until the pipeline is drained.
     let (data_dir, data_dir_lock) = data_dir::create_and_lock(&config.store.data_dir)?;
     config.store.data_dir = data_dir.clone();
+    let node_id = flowscope_query::store::catalog::node_id(&data_dir)
+        .with_context(|| format!("cannot read or write {}/node-id", data_dir.display()))?;
     let memory_figures = config.collector.memory.figures();
     tracing::info!(
         memory_limit_mib = memory_figures.memory_limit >> 20,
@@ -155,13 +160,29 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     };
     // The metadata database holds the catalog of every store's committed files: open it
     // before the stores.
-    let metadata_path = data_dir.join("metadata.sqlite");
-    let metadata = Metadata::open(&metadata_path).await.with_context(|| {
+    let metadata_db = MetadataDb::open(&config.metadata).await.with_context(|| {
         format!(
             "cannot open the metadata database {}",
-            metadata_path.display()
+            flowscope_query::metadata::redact_url(&config.metadata)
         )
     })?;
+    tracing::info!(
+        metadata = metadata_db.describe(),
+        backend = ?metadata_db.backend(),
+        "metadata database opened"
+    );
+    let local_metadata = data_dir.join("metadata.sqlite");
+    if metadata_db.backend() == flowscope_query::metadata::Backend::Postgres
+        && local_metadata.exists()
+    {
+        tracing::warn!(
+            file = %local_metadata.display(),
+            "the metadata database is PostgreSQL now; the alert rules, webhooks and alert \
+             state in the local SQLite file are not copied to it (recreate them through the \
+             API); stored spans are found again"
+        );
+    }
+    let metadata = Metadata::new(metadata_db);
     let mut spaces = Vec::new();
     for tenant in config.access.tenants() {
         spaces.push(
@@ -170,6 +191,7 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
                 tenant,
                 objects.as_ref(),
                 &metadata,
+                &node_id,
                 &sql_resources,
                 &liveness,
             )
@@ -181,6 +203,7 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         descriptors,
         ports,
         _data_dir_lock: data_dir_lock,
+        node_id,
         liveness,
         spaces,
         metadata,
@@ -200,6 +223,7 @@ impl Opened {
             descriptors,
             ports: [grpc, http, api],
             _data_dir_lock,
+            node_id,
             liveness,
             spaces,
             metadata,
@@ -309,6 +333,7 @@ impl Opened {
             flowscope_alert::scheduler::SchedulerConfig {
                 liveness: liveness.clone(),
                 telemetry: telemetry.clone(),
+                owner: node_id.clone(),
                 ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
             },
             stopped(stop_rx.clone()),

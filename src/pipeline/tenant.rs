@@ -57,6 +57,7 @@ pub async fn open(
     tenant: TenantId,
     objects: Option<&ObjectStorage>,
     metadata: &Metadata,
+    node_id: &str,
     sql_resources: &SqlResources,
     liveness: &Arc<Liveness>,
 ) -> anyhow::Result<TenantSpace> {
@@ -77,7 +78,8 @@ pub async fn open(
     });
     // Each tenant's files are its rows in the one catalog of the metadata database.
     store_config.catalog = Some(Catalog::new(
-        metadata.pool().clone(),
+        metadata.db().clone(),
+        node_id,
         tenant.as_str(),
         tokio::runtime::Handle::current(),
     ));

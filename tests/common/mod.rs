@@ -74,6 +74,37 @@ fn object_store_under_test(
     Some(s3)
 }
 
+/// With `FLOWSCOPE_TEST_POSTGRES` (an admin URL; scripts/test starts a PostgreSQL and sets
+/// it for its second pass) every server a test starts keeps its metadata in a PostgreSQL
+/// database of its own, named after the data directory, so a restart on the same data
+/// directory finds the same database.
+fn metadata_under_test(command: &mut Command, data_dir: &Path, extra: &[&str]) {
+    let Ok(admin) = std::env::var("FLOWSCOPE_TEST_POSTGRES") else {
+        return;
+    };
+    if admin.is_empty() || extra.contains(&"--metadata") {
+        return;
+    }
+    let name = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        data_dir.hash(&mut hasher);
+        format!("flowscope_test_{:016x}", hasher.finish())
+    };
+    // On a thread of its own: the caller may be inside a runtime already.
+    let url = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(flowscope_query::metadata::ensure_database(&admin, &name))
+    })
+    .join()
+    .expect("the database helper")
+    .expect("create the test's PostgreSQL database");
+    command.args(["--metadata", &url]);
+}
+
 impl Server {
     /// Starts the server on `data_dir` and waits for its "ready" line (no sleeps).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
@@ -138,6 +169,7 @@ impl Server {
     fn start_command(mut command: Command, data_dir: &Path, extra: &[&str]) -> Self {
         launch::serve_on_free_ports(&mut command, data_dir, extra);
         let s3 = object_store_under_test(&mut command, data_dir, extra);
+        metadata_under_test(&mut command, data_dir, extra);
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let started = launch::start_and_wait(command, Duration::from_secs(60), move |line| {

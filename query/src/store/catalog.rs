@@ -11,61 +11,19 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::StoreError;
-
-/// The metadata database's schema, embedded from `migrations/` at build time and applied in
-/// order at start: the catalog's tables and the alerting tables are one set.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+use crate::metadata::MetadataDb;
 
 /// Where a store's files are, as the catalog records it: the data directory.
 pub const LOCAL: &str = "local";
 
 /// The kind of the spans' Parquet segments in `catalog_files`.
 const KIND_SPANS: &str = "spans";
-
-/// Opens (creating if missing) the SQLite metadata database at `path` and applies pending
-/// migrations.
-pub async fn open_sqlite(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // WAL with FULL sync: a committed flush, state change or outbox row survives
-        // SIGKILL and power loss, and readers never wait for the writer.
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
-
-/// A private SQLite database in memory, migrated, for tests.
-pub async fn open_sqlite_in_memory() -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-    // Every connection to ":memory:" is its own database: keep exactly one.
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
 
 /// One committed file, as its catalog row holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,18 +49,49 @@ pub struct StoreState {
     pub location: String,
 }
 
-/// One store's (one tenant's) part of the catalog; cheap to clone.
+/// One store's part of the catalog: one node's (one data directory's) store of one tenant;
+/// cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    db: MetadataDb,
+    node: String,
     tenant: String,
     runtime: Handle,
 }
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Catalog({})", self.tenant)
+        write!(f, "Catalog({}/{})", self.node, self.tenant)
     }
+}
+
+/// The file in a data directory that names its node: created once, kept for its life.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// The node id of the data directory `data_dir`: read from [`NODE_ID_FILE`], or made
+/// (random) and written (atomically, synced) the first time. The catalog keys a node's
+/// stores by it, and alert rule leases name their holder by it; the data directory's lock
+/// makes it one process's at a time.
+pub fn node_id(data_dir: &Path) -> Result<String, StoreError> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error.into()),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let id = format!("{:032x}", rand::random::<u128>());
+    let temporary = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&temporary)?;
+        writeln!(file, "{id}")?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(id)
 }
 
 /// The runtime of catalogs a store opens for itself (tests, tools): one small one per
@@ -137,11 +126,12 @@ fn to_i64(value: u64) -> i64 {
 }
 
 impl Catalog {
-    /// `tenant`'s part of the catalog in `pool` (the server's metadata database), called
-    /// through `runtime`.
-    pub fn new(pool: SqlitePool, tenant: &str, runtime: Handle) -> Self {
+    /// The store of `tenant` on `node` (a data directory's [`node_id`]) in `db` (the
+    /// server's metadata database), called through `runtime`.
+    pub fn new(db: MetadataDb, node: &str, tenant: &str, runtime: Handle) -> Self {
         Self {
-            pool,
+            db,
+            node: node.to_string(),
             tenant: tenant.to_string(),
             runtime,
         }
@@ -149,11 +139,15 @@ impl Catalog {
 
     /// Opens the metadata database at `path` on a runtime of the catalog's own: for a store
     /// opened outside the server (tests, tools).
-    pub fn open_private(path: &Path, tenant: &str) -> Result<Self, StoreError> {
+    pub fn open_private(data_dir: &Path, tenant: &str) -> Result<Self, StoreError> {
+        let node = node_id(data_dir)?;
         let runtime = private_runtime()?.handle().clone();
-        let path = path.to_path_buf();
-        let pool = run_on(&runtime, async move { open_sqlite(&path).await })?;
-        Ok(Self::new(pool, tenant, runtime))
+        let path = data_dir.join("metadata.sqlite");
+        let db = run_on(
+            &runtime,
+            async move { MetadataDb::open_sqlite(&path).await },
+        )?;
+        Ok(Self::new(db, &node, tenant, runtime))
     }
 
     pub fn tenant(&self) -> &str {
@@ -168,13 +162,45 @@ impl Catalog {
     }
 
     /// The store's commit point and where its files are; `None` before its first start
-    /// with a catalog.
+    /// with a catalog. Rows from before stores were keyed by node (node `''`) become this
+    /// node's here, once.
     pub fn state(&self) -> Result<Option<StoreState>, StoreError> {
-        let row = self.run(
-            sqlx::query("SELECT committed_wal_seq, location FROM catalog_stores WHERE tenant = $1")
-                .bind(&self.tenant)
-                .fetch_optional(&self.pool),
-        )?;
+        let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
+        let row = self.run(async move {
+            let mut tx = db.begin_write().await?;
+            let select = "SELECT committed_wal_seq, location FROM catalog_stores \
+                          WHERE node = $1 AND tenant = $2";
+            let mut row = sqlx::query(select)
+                .bind(node)
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if row.is_none() && !node.is_empty() {
+                let adopted = sqlx::query(
+                    "UPDATE catalog_stores SET node = $1 WHERE node = '' AND tenant = $2",
+                )
+                .bind(node)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+                if adopted.rows_affected() > 0 {
+                    sqlx::query(
+                        "UPDATE catalog_files SET node = $1 WHERE node = '' AND tenant = $2",
+                    )
+                    .bind(node)
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+                    row = sqlx::query(select)
+                        .bind(node)
+                        .bind(tenant)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(row)
+        })?;
         Ok(row.map(|row| StoreState {
             committed_wal_seq: row.get::<i64, _>(0).max(0) as u64,
             location: row.get(1),
@@ -188,12 +214,13 @@ impl Catalog {
             sqlx::query(
                 "SELECT path, min_start_ns, max_start_ns, services, row_count, byte_count, \
                  wal_seq_min, wal_seq_max FROM catalog_files \
-                 WHERE tenant = $1 AND kind = $2 AND deleted_ns IS NULL \
+                 WHERE node = $1 AND tenant = $2 AND kind = $3 AND deleted_ns IS NULL \
                  ORDER BY min_start_ns, wal_seq_max",
             )
+            .bind(&self.node)
             .bind(&self.tenant)
             .bind(KIND_SPANS)
-            .fetch_all(&self.pool),
+            .fetch_all(self.db.pool()),
         )?;
         Ok(rows
             .into_iter()
@@ -216,9 +243,10 @@ impl Catalog {
     /// sweep must leave alone.
     pub fn known_paths(&self) -> Result<BTreeSet<String>, StoreError> {
         let rows = self.run(
-            sqlx::query("SELECT path FROM catalog_files WHERE tenant = $1")
+            sqlx::query("SELECT path FROM catalog_files WHERE node = $1 AND tenant = $2")
+                .bind(&self.node)
                 .bind(&self.tenant)
-                .fetch_all(&self.pool),
+                .fetch_all(self.db.pool()),
         )?;
         Ok(rows.into_iter().map(|row| row.get(0)).collect())
     }
@@ -232,21 +260,23 @@ impl Catalog {
         files: &[CatalogFile],
         wal_seq: u64,
     ) -> Result<(), StoreError> {
-        let (pool, tenant) = (&self.pool, &self.tenant);
+        let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
         self.run(async move {
             let created = now_ns();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = db.begin_write().await?;
             for file in files {
                 let services = file
                     .services
                     .as_ref()
                     .map(|services| serde_json::to_string(services).unwrap_or_default());
                 sqlx::query(
-                    "INSERT INTO catalog_files (tenant, kind, path, min_start_ns, max_start_ns, \
-                     services, row_count, byte_count, wal_seq_min, wal_seq_max, created_ns) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT (tenant, kind, path) DO NOTHING",
+                    "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
+                     max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
+                     created_ns) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (node, tenant, kind, path) DO NOTHING",
                 )
+                .bind(node)
                 .bind(tenant)
                 .bind(KIND_SPANS)
                 .bind(&file.path)
@@ -262,13 +292,14 @@ impl Catalog {
                 .await?;
             }
             sqlx::query(
-                "INSERT INTO catalog_stores (tenant, committed_wal_seq, location, updated_ns) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant) DO UPDATE SET \
+                "INSERT INTO catalog_stores (node, tenant, committed_wal_seq, location, updated_ns) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (node, tenant) DO UPDATE SET \
                  committed_wal_seq = CASE WHEN excluded.committed_wal_seq > catalog_stores.committed_wal_seq \
                  THEN excluded.committed_wal_seq ELSE catalog_stores.committed_wal_seq END, \
                  updated_ns = excluded.updated_ns",
             )
+            .bind(node)
             .bind(tenant)
             .bind(to_i64(wal_seq))
             .bind(location)
@@ -283,28 +314,32 @@ impl Catalog {
     pub fn set_location(&self, location: &str) -> Result<(), StoreError> {
         self.run(
             sqlx::query(
-                "UPDATE catalog_stores SET location = $1, updated_ns = $2 WHERE tenant = $3",
+                "UPDATE catalog_stores SET location = $1, updated_ns = $2 \
+                 WHERE node = $3 AND tenant = $4",
             )
             .bind(location)
             .bind(now_ns())
+            .bind(&self.node)
             .bind(&self.tenant)
-            .execute(&self.pool),
+            .execute(self.db.pool()),
         )
         .map(drop)
     }
 
     /// Drops files from every query from now on; they are deleted after a grace period.
     pub fn mark_deleted(&self, paths: &[String]) -> Result<(), StoreError> {
-        let (pool, tenant) = (&self.pool, &self.tenant);
+        let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
         self.run(async move {
             let now = now_ns();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = db.begin_write().await?;
             for path in paths {
                 sqlx::query(
                     "UPDATE catalog_files SET deleted_ns = $1 \
-                     WHERE tenant = $2 AND kind = $3 AND path = $4 AND deleted_ns IS NULL",
+                     WHERE node = $2 AND tenant = $3 AND kind = $4 AND path = $5 \
+                     AND deleted_ns IS NULL",
                 )
                 .bind(now)
+                .bind(node)
                 .bind(tenant)
                 .bind(KIND_SPANS)
                 .bind(path)
@@ -320,12 +355,14 @@ impl Catalog {
         let rows = self.run(
             sqlx::query(
                 "SELECT path FROM catalog_files \
-                 WHERE tenant = $1 AND kind = $2 AND deleted_ns IS NOT NULL AND deleted_ns < $3",
+                 WHERE node = $1 AND tenant = $2 AND kind = $3 AND deleted_ns IS NOT NULL \
+                 AND deleted_ns < $4",
             )
+            .bind(&self.node)
             .bind(&self.tenant)
             .bind(KIND_SPANS)
             .bind(before_ns)
-            .fetch_all(&self.pool),
+            .fetch_all(self.db.pool()),
         )?;
         Ok(rows.into_iter().map(|row| row.get(0)).collect())
     }
@@ -334,13 +371,14 @@ impl Catalog {
     pub fn forget(&self, path: &str) -> Result<(), StoreError> {
         self.run(
             sqlx::query(
-                "DELETE FROM catalog_files WHERE tenant = $1 AND kind = $2 AND path = $3 \
-                 AND deleted_ns IS NOT NULL",
+                "DELETE FROM catalog_files WHERE node = $1 AND tenant = $2 AND kind = $3 \
+                 AND path = $4 AND deleted_ns IS NOT NULL",
             )
+            .bind(&self.node)
             .bind(&self.tenant)
             .bind(KIND_SPANS)
             .bind(path)
-            .execute(&self.pool),
+            .execute(self.db.pool()),
         )
         .map(drop)
     }
@@ -363,4 +401,132 @@ fn run_on<T: Send>(
         runtime.block_on(work)
     };
     result.map_err(catalog_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, start: i64, wal: u64) -> CatalogFile {
+        CatalogFile {
+            path: path.into(),
+            min_start_ns: start,
+            max_start_ns: start + 10,
+            services: Some(["orders".to_string(), "payments".to_string()].into()),
+            rows: 100,
+            bytes: 4_096,
+            wal_seq_min: wal,
+            wal_seq_max: wal + 9,
+        }
+    }
+
+    /// Runs against the backend `MetadataDb::open_for_tests` picks: SQLite in memory, or a
+    /// new database in `FLOWSCOPE_TEST_POSTGRES` (scripts/test's PostgreSQL pass).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_is_atomic_idempotent_and_its_position_only_rises() {
+        let db = MetadataDb::open_for_tests()
+            .await
+            .expect("metadata database");
+        let catalog = Catalog::new(db.clone(), "node-a", "default", Handle::current());
+        let other = Catalog::new(db.clone(), "node-a", "team-b", Handle::current());
+        let other_node = Catalog::new(db.clone(), "node-b", "default", Handle::current());
+        assert_eq!(catalog.state().expect("state"), None);
+
+        let first = file("spans/a.parquet", 1_000, 1);
+        catalog
+            .commit(LOCAL, std::slice::from_ref(&first), 10)
+            .expect("commit");
+        // The answer was lost: the flusher commits the same flush again.
+        catalog
+            .commit(LOCAL, std::slice::from_ref(&first), 10)
+            .expect("again");
+        assert_eq!(catalog.files().expect("files"), vec![first.clone()]);
+        let second = file("spans/b.parquet", 500, 11);
+        catalog
+            .commit(LOCAL, std::slice::from_ref(&second), 20)
+            .expect("second");
+        // A late retry of an older flush does not move the position back.
+        catalog.commit(LOCAL, &[], 5).expect("stale");
+        assert_eq!(
+            catalog.state().expect("state"),
+            Some(StoreState {
+                committed_wal_seq: 20,
+                location: LOCAL.into()
+            })
+        );
+        assert_eq!(
+            catalog.files().expect("files"),
+            vec![second.clone(), first.clone()],
+            "oldest first"
+        );
+        assert!(other.files().expect("other tenant").is_empty());
+        assert_eq!(other.state().expect("other state"), None);
+        assert!(other_node.files().expect("other node").is_empty());
+        assert_eq!(other_node.state().expect("other node's state"), None);
+        other_node
+            .commit(LOCAL, std::slice::from_ref(&first), 3)
+            .expect("the same path on another node");
+        assert_eq!(
+            catalog
+                .state()
+                .expect("state")
+                .expect("row")
+                .committed_wal_seq,
+            20
+        );
+
+        catalog.set_location("s3://spans/x").expect("move");
+        assert_eq!(
+            catalog.state().expect("state").expect("row").location,
+            "s3://spans/x"
+        );
+
+        catalog
+            .mark_deleted(std::slice::from_ref(&first.path))
+            .expect("mark deleted");
+        assert_eq!(catalog.files().expect("files"), vec![second.clone()]);
+        assert_eq!(
+            catalog.known_paths().expect("known").len(),
+            2,
+            "a dropped file is still known until it is deleted"
+        );
+        assert!(
+            catalog.dropped_before(0).expect("dropped").is_empty(),
+            "within its grace period"
+        );
+        let due = catalog.dropped_before(i64::MAX).expect("dropped");
+        assert_eq!(due, vec![first.path.clone()]);
+        catalog.forget(&first.path).expect("forget");
+        catalog
+            .forget(&second.path)
+            .expect("a live file is not forgotten");
+        assert_eq!(
+            catalog.known_paths().expect("known"),
+            [second.path.clone()].into()
+        );
+    }
+
+    /// Rows written before stores were keyed by node become the first opening node's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catalog_from_before_nodes_is_taken_by_the_first_node_that_opens_it() {
+        let db = MetadataDb::open_for_tests()
+            .await
+            .expect("metadata database");
+        let before = Catalog::new(db.clone(), "", "default", Handle::current());
+        let old = file("spans/old.parquet", 1_000, 1);
+        before
+            .commit(LOCAL, std::slice::from_ref(&old), 10)
+            .expect("commit");
+        let node = Catalog::new(db.clone(), "node-a", "default", Handle::current());
+        assert_eq!(
+            node.state()
+                .expect("state")
+                .expect("taken")
+                .committed_wal_seq,
+            10
+        );
+        assert_eq!(node.files().expect("files"), vec![old]);
+        let second = Catalog::new(db, "node-b", "default", Handle::current());
+        assert_eq!(second.state().expect("state"), None, "taken once");
+    }
 }

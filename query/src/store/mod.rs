@@ -381,10 +381,7 @@ impl SpanStore {
         place.prepare()?;
         let catalog = match &config.catalog {
             Some(catalog) => catalog.clone(),
-            None => catalog::Catalog::open_private(
-                &config.data_dir.join("metadata.sqlite"),
-                DEFAULT_TENANT,
-            )?,
+            None => catalog::Catalog::open_private(&config.data_dir, DEFAULT_TENANT)?,
         };
         let committed = open_catalog(&place, &catalog, &config.data_dir)?;
         let segments: Vec<Segment> = catalog
