@@ -161,8 +161,14 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     // The metadata database holds the catalog of every store's committed files: open it
     // before the stores.
     let metadata_db = MetadataDb::open(&config.metadata).await.with_context(|| {
+        let hint = if config.metadata.contains("://") {
+            " (is the PostgreSQL server running and reachable from here, and are the URL's \
+             user, password and database right? see --metadata)"
+        } else {
+            ""
+        };
         format!(
-            "cannot open the metadata database {}",
+            "cannot open the metadata database {}{hint}",
             flowscope_query::metadata::redact_url(&config.metadata)
         )
     })?;
