@@ -487,3 +487,96 @@ async fn a_local_data_directory_moves_its_segments_to_the_bucket_once() {
     assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 42);
     store.close().await.expect("close");
 }
+
+/// An empty kept graph bucket starting at `start_ns`, in the format `StoredBucket` reads.
+fn stored_bucket(start_ns: i64) -> flowscope_graph::StoredBucket {
+    let mut bytes = b"FSB1".to_vec();
+    bytes.extend_from_slice(&start_ns.to_le_bytes());
+    for _ in 0..3 {
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+    }
+    flowscope_graph::StoredBucket::decode(&bytes).expect("a bucket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_hours_of_graph_buckets_move_to_the_bucket_and_read_back() {
+    use flowscope_query::graph::rollups::Rollups;
+    const HOUR: i64 = 3_600_000_000_000;
+    const TEN_S: i64 = 10_000_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = Bucket::new();
+    let db = MetadataDb::open_sqlite(&dir.path().join("metadata.sqlite"))
+        .await
+        .expect("metadata database");
+    let node = catalog::node_id(dir.path()).expect("node id");
+    let catalog = Catalog::new(db, &node, "default", tokio::runtime::Handle::current());
+    let open =
+        || Rollups::open_with(dir.path(), Some((bucket.storage(), catalog.clone()))).expect("open");
+    let rollups = open();
+    let base = 490_000 * HOUR;
+    let every = |from: i64, to: i64| -> Vec<_> {
+        (from..to)
+            .step_by(TEN_S as usize)
+            .map(stored_bucket)
+            .collect()
+    };
+    // Half an hour: its hour is not complete, so it stays local.
+    rollups
+        .append(&every(base, base + HOUR / 2), base, base + HOUR / 2)
+        .expect("append");
+    let sealed = |objects: Vec<String>| -> Vec<String> {
+        objects
+            .into_iter()
+            .filter(|o| o.contains("/graph/"))
+            .collect()
+    };
+    assert!(sealed(bucket.objects().await).is_empty());
+    // Past the next hour's end: both hours are complete and move.
+    rollups
+        .append(
+            &every(base + HOUR / 2, base + 2 * HOUR),
+            base + HOUR / 2,
+            base + 2 * HOUR,
+        )
+        .expect("append");
+    let objects = sealed(bucket.objects().await);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let local: Vec<_> = std::fs::read_dir(dir.path().join("graph"))
+        .expect("graph dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("buckets-"))
+        .collect();
+    assert!(local.is_empty(), "moved, not copied: {local:?}");
+    let starts = |found: Vec<flowscope_graph::StoredBucket>| -> Vec<i64> {
+        let mut starts: Vec<i64> = found.iter().map(|b| b.start_ns()).collect();
+        starts.sort_unstable();
+        starts
+    };
+    let expected: Vec<i64> = (base..base + 2 * HOUR).step_by(TEN_S as usize).collect();
+    let found = rollups
+        .load(base, base + 2 * HOUR)
+        .expect("load")
+        .expect("covered");
+    assert_eq!(starts(found), expected, "each bucket once");
+    // Another life of the process reads them from the bucket as well.
+    drop(rollups);
+    let again = open();
+    let found = again
+        .load(base + HOUR / 4, base + HOUR + HOUR / 4)
+        .expect("load")
+        .expect("covered");
+    assert_eq!(
+        starts(found).len() as i64,
+        HOUR / TEN_S,
+        "an hour's buckets across two sealed hours"
+    );
+    // Retention deletes the objects and their rows.
+    again.remove_older_than(base + 3 * HOUR).expect("retention");
+    assert!(sealed(bucket.objects().await).is_empty());
+    assert!(
+        catalog
+            .files_of(catalog::KIND_ROLLUPS)
+            .expect("rows")
+            .is_empty()
+    );
+}

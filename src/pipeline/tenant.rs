@@ -88,8 +88,13 @@ pub async fn open(
     // rebuilt from the stored spans.
     let graph_covers_from = flowscope_base::clock::now_ns()
         .saturating_sub(config.graph.horizon.as_nanos().min(i64::MAX as u128) as i64);
+    // With object storage, complete hours of kept graph buckets move to the bucket too.
+    let sealed_to = store_config
+        .objects
+        .clone()
+        .zip(store_config.catalog.clone());
     let rollups = Arc::new(
-        flowscope_query::graph::rollups::Rollups::open(&data_dir)
+        flowscope_query::graph::rollups::Rollups::open_with(&data_dir, sealed_to)
             .with_context(|| format!("cannot open {}", data_dir.join("graph").display()))?,
     );
     let keeper = Keeper::new(

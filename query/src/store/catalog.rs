@@ -24,6 +24,8 @@ pub const LOCAL: &str = "local";
 
 /// The kind of the spans' Parquet segments in `catalog_files`.
 const KIND_SPANS: &str = "spans";
+/// The kind of the graph's kept buckets, one object per hour (`graph/buckets-….log`).
+pub const KIND_ROLLUPS: &str = "rollups";
 
 /// One committed file, as its catalog row holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +212,11 @@ impl Catalog {
     /// The store's committed spans files that no query should skip (none dropped), oldest
     /// first.
     pub fn files(&self) -> Result<Vec<CatalogFile>, StoreError> {
+        self.files_of(KIND_SPANS)
+    }
+
+    /// The store's committed files of `kind` (none dropped), oldest first.
+    pub fn files_of(&self, kind: &str) -> Result<Vec<CatalogFile>, StoreError> {
         let rows = self.run(
             sqlx::query(
                 "SELECT path, min_start_ns, max_start_ns, services, row_count, byte_count, \
@@ -219,7 +226,7 @@ impl Catalog {
             )
             .bind(&self.node)
             .bind(&self.tenant)
-            .bind(KIND_SPANS)
+            .bind(kind)
             .fetch_all(self.db.pool()),
         )?;
         Ok(rows
@@ -310,6 +317,41 @@ impl Catalog {
         })
     }
 
+    /// Records files of `kind` that are not a flush's (the graph's kept buckets): visible at
+    /// once, the WAL position untouched. A row already there for a path is updated (its
+    /// object was written again, whole).
+    pub fn keep(&self, kind: &str, files: &[CatalogFile]) -> Result<(), StoreError> {
+        let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
+        self.run(async move {
+            let created = now_ns();
+            let mut tx = db.begin_write().await?;
+            for file in files {
+                sqlx::query(
+                    "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
+                     max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
+                     created_ns) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, 0, 0, $9) \
+                     ON CONFLICT (node, tenant, kind, path) DO UPDATE SET \
+                     min_start_ns = excluded.min_start_ns, max_start_ns = excluded.max_start_ns, \
+                     row_count = excluded.row_count, byte_count = excluded.byte_count, \
+                     created_ns = excluded.created_ns, deleted_ns = NULL",
+                )
+                .bind(node)
+                .bind(tenant)
+                .bind(kind)
+                .bind(&file.path)
+                .bind(file.min_start_ns)
+                .bind(file.max_start_ns)
+                .bind(to_i64(file.rows))
+                .bind(to_i64(file.bytes))
+                .bind(created)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+
     /// Records that the store's files now live at `location` (after moving them there).
     pub fn set_location(&self, location: &str) -> Result<(), StoreError> {
         self.run(
@@ -328,6 +370,11 @@ impl Catalog {
 
     /// Drops files from every query from now on; they are deleted after a grace period.
     pub fn mark_deleted(&self, paths: &[String]) -> Result<(), StoreError> {
+        self.mark_deleted_of(KIND_SPANS, paths)
+    }
+
+    /// [`Catalog::mark_deleted`] for files of `kind`.
+    pub fn mark_deleted_of(&self, kind: &str, paths: &[String]) -> Result<(), StoreError> {
         let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
         self.run(async move {
             let now = now_ns();
@@ -341,7 +388,7 @@ impl Catalog {
                 .bind(now)
                 .bind(node)
                 .bind(tenant)
-                .bind(KIND_SPANS)
+                .bind(kind)
                 .bind(path)
                 .execute(&mut *tx)
                 .await?;
@@ -352,6 +399,11 @@ impl Catalog {
 
     /// Files dropped before `before_ns`, whose deletion no query can still be reading.
     pub fn dropped_before(&self, before_ns: i64) -> Result<Vec<String>, StoreError> {
+        self.dropped_before_of(KIND_SPANS, before_ns)
+    }
+
+    /// [`Catalog::dropped_before`] for files of `kind`.
+    pub fn dropped_before_of(&self, kind: &str, before_ns: i64) -> Result<Vec<String>, StoreError> {
         let rows = self.run(
             sqlx::query(
                 "SELECT path FROM catalog_files \
@@ -360,7 +412,7 @@ impl Catalog {
             )
             .bind(&self.node)
             .bind(&self.tenant)
-            .bind(KIND_SPANS)
+            .bind(kind)
             .bind(before_ns)
             .fetch_all(self.db.pool()),
         )?;
@@ -369,6 +421,11 @@ impl Catalog {
 
     /// Removes the rows of dropped files once the files are deleted.
     pub fn forget(&self, path: &str) -> Result<(), StoreError> {
+        self.forget_of(KIND_SPANS, path)
+    }
+
+    /// [`Catalog::forget`] for a file of `kind`.
+    pub fn forget_of(&self, kind: &str, path: &str) -> Result<(), StoreError> {
         self.run(
             sqlx::query(
                 "DELETE FROM catalog_files WHERE node = $1 AND tenant = $2 AND kind = $3 \
@@ -376,7 +433,7 @@ impl Catalog {
             )
             .bind(&self.node)
             .bind(&self.tenant)
-            .bind(KIND_SPANS)
+            .bind(kind)
             .bind(path)
             .execute(self.db.pool()),
         )
