@@ -439,6 +439,19 @@ impl SpanStore {
     }
 }
 
+/// A test hook into the flush protocol: with `FLOWSCOPE_TEST_CRASH_AT=after-upload` (files
+/// written or uploaded, not committed) or `after-commit` (committed in the catalog, the WAL
+/// not yet deleted) the process aborts at that point of its first flush, as a crash there
+/// would end it (`tests/flush_crash_e2e.rs`). Unset, nothing happens.
+fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("FLOWSCOPE_TEST_CRASH_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("FLOWSCOPE_TEST_CRASH_AT={point}: aborting here, as asked");
+        std::process::abort();
+    }
+}
+
 /// The tenant a store opened outside the server belongs to in the catalog.
 const DEFAULT_TENANT: &str = "default";
 
@@ -1120,6 +1133,7 @@ impl Flusher {
                 }
             }
         };
+        crash_point("after-upload");
         // The commit point: the files' rows and the new WAL position, in one transaction.
         // Until it succeeds the files are orphans that the next start removes.
         let files: Vec<_> = segments
@@ -1134,6 +1148,7 @@ impl Flusher {
             backoff = (backoff * 2).min(MAX_FLUSH_BACKOFF);
         }
         self.committed = frozen.wal_seq;
+        crash_point("after-commit");
         {
             let mut view = write_view(&self.shared);
             view.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
