@@ -134,8 +134,13 @@ fn now_ns() -> i64 {
 
 /// `count` spans of service `service`, span ids from `first`.
 fn batch(service: &str, first: u32, count: u32) -> arrow::array::RecordBatch {
+    batch_before(service, first, count, now_ns())
+}
+
+/// `count` spans of service `service`, span ids from `first`, starting 1 ms apart up to
+/// `now`.
+fn batch_before(service: &str, first: u32, count: u32, now: i64) -> arrow::array::RecordBatch {
     let mut builder = SpanBatchBuilder::default();
-    let now = now_ns();
     for i in first..first + count {
         let mut span = [1u8; 8];
         span[4..].copy_from_slice(&i.to_be_bytes());
@@ -579,4 +584,100 @@ async fn complete_hours_of_graph_buckets_move_to_the_bucket_and_read_back() {
             .expect("rows")
             .is_empty()
     );
+}
+
+/// Compaction on `objects` (the local disk when `None`): ten small flushes of one past hour
+/// become one file, swapped in while queries see every span once, and the next start finds
+/// only the merged file; the old files wait out the grace period.
+async fn compaction_merges_small_files(objects: Option<(Bucket, ObjectStorage)>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = |compact_every: Duration| {
+        let mut settings = config(dir.path(), objects.as_ref().map(|(_, o)| o.clone()));
+        settings.compact_every = compact_every;
+        settings.flush_rows = 10_000;
+        settings
+    };
+    // Two hours ago, in the middle of that hour: settled.
+    let hour = 3_600_000_000_000i64;
+    let past = (now_ns() - 2 * hour).div_euclid(hour) * hour + hour / 2;
+    let store = open(settings(Duration::from_secs(3600))).await;
+    for flush in 0..10u32 {
+        store
+            .write(batch_before("orders", flush * 50, 50, past))
+            .await
+            .expect("write");
+        store.flush().await.expect("flush");
+    }
+    assert_eq!(store.stats().segments, 10);
+    store.close().await.expect("close");
+    let store = open(settings(Duration::from_millis(100))).await;
+    let mut segments = store.stats().segments;
+    for _ in 0..100 {
+        segments = store.stats().segments;
+        if segments == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(segments, 1, "ten files of one hour merged into one");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    assert_eq!(
+        count(&store, "SELECT count(DISTINCT span_id) FROM spans").await,
+        500
+    );
+    store.close().await.expect("close");
+
+    let mut settings = config(dir.path(), objects.as_ref().map(|(_, o)| o.clone()));
+    settings.compact_every = Duration::from_secs(3600);
+    let store = open(settings).await;
+    assert_eq!(
+        store.stats().segments,
+        1,
+        "the catalog names the merged file"
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    let files = match &objects {
+        None => parquet_files_under(&dir.path().join("spans")),
+        Some((bucket, _)) => bucket
+            .objects()
+            .await
+            .iter()
+            .filter(|o| o.ends_with(".parquet"))
+            .count(),
+    };
+    assert_eq!(files, 11, "the old files are kept for the grace period");
+    store.close().await.expect("close");
+
+    // The metadata database is lost: every file found is taken, except those merged into
+    // another file found there too.
+    let other = tempfile::tempdir().expect("tempdir");
+    let settings = match &objects {
+        None => {
+            for name in [
+                "metadata.sqlite",
+                "metadata.sqlite-wal",
+                "metadata.sqlite-shm",
+            ] {
+                let _ = std::fs::remove_file(dir.path().join(name));
+            }
+            config(dir.path(), None)
+        }
+        Some((_, storage)) => config(other.path(), Some(storage.clone())),
+    };
+    let store = open(settings).await;
+    assert_eq!(store.stats().segments, 1, "only the merged file is taken");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_of_an_hour_on_local_disk() {
+    compaction_merges_small_files(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_of_an_hour_in_the_bucket() {
+    let bucket = Bucket::new();
+    let storage = bucket.storage();
+    compaction_merges_small_files(Some((bucket, storage))).await;
 }

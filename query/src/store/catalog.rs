@@ -317,6 +317,59 @@ impl Catalog {
         })
     }
 
+    /// Swaps compacted files in: `new` spans files become visible and `old` ones are
+    /// dropped (deleted after the grace period), in one transaction, the WAL position
+    /// untouched.
+    pub fn swap(&self, new: &[CatalogFile], old: &[String]) -> Result<(), StoreError> {
+        let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
+        self.run(async move {
+            let now = now_ns();
+            let mut tx = db.begin_write().await?;
+            for file in new {
+                let services = file
+                    .services
+                    .as_ref()
+                    .map(|services| serde_json::to_string(services).unwrap_or_default());
+                sqlx::query(
+                    "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
+                     max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
+                     created_ns) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (node, tenant, kind, path) DO NOTHING",
+                )
+                .bind(node)
+                .bind(tenant)
+                .bind(KIND_SPANS)
+                .bind(&file.path)
+                .bind(file.min_start_ns)
+                .bind(file.max_start_ns)
+                .bind(services)
+                .bind(to_i64(file.rows))
+                .bind(to_i64(file.bytes))
+                .bind(to_i64(file.wal_seq_min))
+                .bind(to_i64(file.wal_seq_max))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for path in old {
+                sqlx::query(
+                    "UPDATE catalog_files SET deleted_ns = $1 \
+                     WHERE node = $2 AND tenant = $3 AND kind = $4 AND path = $5 \
+                     AND deleted_ns IS NULL",
+                )
+                .bind(now)
+                .bind(node)
+                .bind(tenant)
+                .bind(KIND_SPANS)
+                .bind(path)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+
     /// Records files of `kind` that are not a flush's (the graph's kept buckets): visible at
     /// once, the WAL position untouched. A row already there for a path is updated (its
     /// object was written again, whole).

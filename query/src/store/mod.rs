@@ -75,6 +75,8 @@ pub struct StoreConfig {
     /// `None` opens `<data_dir>/metadata.sqlite` as the default tenant's, on a runtime of its
     /// own: for stores opened outside the server.
     pub catalog: Option<catalog::Catalog>,
+    /// How often the flusher looks for small files to merge (compaction).
+    pub compact_every: Duration,
 }
 
 /// Decodes the protobuf request a WAL record holds into the batch it was written with:
@@ -117,6 +119,7 @@ impl StoreConfig {
             liveness: Liveness::new(),
             objects: None,
             catalog: None,
+            compact_every: COMPACT_EVERY,
         }
     }
 }
@@ -1089,17 +1092,33 @@ const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a file dropped from the catalog (retention, compaction) is kept before it is
 /// deleted: longer than any query that may have started before may still read it.
 pub const DELETE_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often the flusher looks for small files to merge, by default.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Fewer small files than this in an hour are left as they are.
+const COMPACT_MIN_FILES: usize = 4;
+/// Merges a compaction round does at most.
+const COMPACT_GROUPS: usize = 4;
 
 impl Flusher {
     /// Runs until the writer is gone; `_alive` is dropped with the thread, also by a panic.
     fn run(mut self, jobs: Receiver<FlushJob>, _alive: StageGuard) {
         let mut last_retention = Instant::now() - RETENTION_CHECK;
+        let compact_every = self
+            .shared
+            .config
+            .compact_every
+            .max(Duration::from_millis(10));
+        let mut last_compaction = Instant::now();
         loop {
             if last_retention.elapsed() >= RETENTION_CHECK {
                 self.apply_retention();
                 last_retention = Instant::now();
             }
-            match jobs.recv_timeout(RETENTION_CHECK) {
+            if last_compaction.elapsed() >= compact_every {
+                self.compact();
+                last_compaction = Instant::now();
+            }
+            match jobs.recv_timeout(RETENTION_CHECK.min(compact_every)) {
                 Ok(job) => self.flush(job),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -1159,6 +1178,108 @@ impl Flusher {
             self.shared.config.liveness.error(Stage::Flusher);
             tracing::warn!(%error, "cannot delete flushed WAL segments; they are skipped on replay");
         }
+    }
+
+    /// Merges small committed files of one hour into one (compaction): an hour that ended a
+    /// while ago (two flush intervals: late spans still come to it, rarely) with at least
+    /// [`COMPACT_MIN_FILES`] files under a quarter of `--flush-rows` rows each, merged in
+    /// WAL order into groups of at most `--flush-rows` rows (what a flush holds in memory:
+    /// the bound of this one). The new file is written or uploaded, then swapped in by one
+    /// catalog transaction (its row in, the old rows dropped); the old files are deleted
+    /// after [`DELETE_GRACE`], as retention's are. At most [`COMPACT_GROUPS`] groups a round,
+    /// so a flush never waits long behind it. A failure is logged and tried next round.
+    fn compact(&mut self) {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let max_rows = config.flush_rows.max(1) as u64;
+        let settled_before = flowscope_base::clock::now_ns().saturating_sub(
+            i64::try_from((config.flush_interval * 2).as_nanos()).unwrap_or(i64::MAX),
+        );
+        let groups: Vec<Vec<Arc<Segment>>> = {
+            let view = read_view(&self.shared).clone();
+            let mut by_hour: std::collections::BTreeMap<i64, Vec<Arc<Segment>>> =
+                Default::default();
+            for segment in &view.segments {
+                let hour = segment.min_start_ns.div_euclid(segment::NANOS_PER_HOUR);
+                let ends = (hour + 1).saturating_mul(segment::NANOS_PER_HOUR);
+                if segment.rows < max_rows / 4 && ends < settled_before {
+                    by_hour.entry(hour).or_default().push(segment.clone());
+                }
+            }
+            let mut groups = Vec::new();
+            for (_, mut small) in by_hour {
+                small.sort_by_key(|segment| segment.wal_seq);
+                let mut group: Vec<Arc<Segment>> = Vec::new();
+                let mut rows = 0;
+                for segment in small {
+                    if rows + segment.rows > max_rows && !group.is_empty() {
+                        groups.push(std::mem::take(&mut group));
+                        rows = 0;
+                    }
+                    rows += segment.rows;
+                    group.push(segment);
+                }
+                groups.push(group);
+            }
+            groups.retain(|group| group.len() >= COMPACT_MIN_FILES);
+            groups.truncate(COMPACT_GROUPS);
+            groups
+        };
+        for group in groups {
+            let started = Instant::now();
+            match self.merge(&group) {
+                Ok(merged) => tracing::info!(
+                    files = group.len(),
+                    into = %merged.location,
+                    rows = merged.rows,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "compaction: merged small files of one hour; the old ones are deleted after the grace period"
+                ),
+                Err(error) => {
+                    config.liveness.error(Stage::Flusher);
+                    tracing::warn!(%error, files = group.len(), "compaction failed; trying again later");
+                }
+            }
+        }
+    }
+
+    /// Merges `group` (files of one hour) into one file and swaps it in.
+    fn merge(&self, group: &[Arc<Segment>]) -> Result<Segment, StoreError> {
+        let mut batches = Vec::new();
+        for segment in group {
+            read::read_segment(segment, None, i64::MIN, i64::MAX, &mut |batch| {
+                batches.push(batch);
+                Ok(true)
+            })?;
+        }
+        // A file merged before holds records from further back than its own sequence.
+        let wal_min = group
+            .iter()
+            .map(|s| segment::compacted_range(&s.location).map_or(s.wal_seq, |(min, _)| min))
+            .min()
+            .unwrap_or(0);
+        let wal_max = group.iter().map(|s| s.wal_seq).max().unwrap_or(0);
+        let mut written = segment::write_compacted(&self.place, &batches, wal_max, wal_min)?;
+        drop(batches);
+        let Some(merged) = written.pop().filter(|_| written.is_empty()) else {
+            return Err(StoreError::Internal(
+                "compaction of one hour wrote files of several hours".into(),
+            ));
+        };
+        let old: Vec<String> = group
+            .iter()
+            .map(|segment| self.place.relative(&segment.location))
+            .collect();
+        self.catalog
+            .swap(&[self.place.catalog_file(&merged, wal_min)], &old)?;
+        let merged = Arc::new(merged);
+        {
+            let mut view = write_view(&self.shared);
+            view.segments
+                .retain(|segment| !group.iter().any(|old| Arc::ptr_eq(old, segment)));
+            view.segments.push(merged.clone());
+        }
+        Ok((*merged).clone())
     }
 
     fn apply_retention(&self) {

@@ -43,7 +43,7 @@ const COMMIT_FILE: &str = "_committed";
 /// A segment lists its service names for pruning only up to this many.
 const MAX_LISTED_SERVICES: usize = 256;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// Where a segment's bytes are.
 #[derive(Debug, Clone)]
@@ -367,7 +367,7 @@ impl Place {
     /// files, files of an uncommitted flush).
     pub fn load_segments(&self, committed: u64) -> Result<Vec<Segment>, StoreError> {
         let mut segments = match self {
-            Self::Local { spans_dir } => return load_segments(spans_dir, committed),
+            Self::Local { spans_dir } => load_segments(spans_dir, committed)?,
             Self::Remote { objects, .. } => {
                 let mut segments = Vec::new();
                 for object in objects.list(REMOTE_SPANS)? {
@@ -388,7 +388,7 @@ impl Place {
             }
         };
         segments.sort_by_key(|s| (s.min_start_ns, s.wal_seq));
-        Ok(segments)
+        Ok(without_compacted_away(segments))
     }
 
     /// Deletes a committed segment (retention).
@@ -480,6 +480,45 @@ fn write_committed(spans_dir: &Path, wal_seq: u64) -> io::Result<()> {
 
 /// Finds every committed segment under `spans_dir`, deleting leftovers of an interrupted
 /// flush (temporary files, files of an uncommitted flush).
+/// The WAL range `(min, max)` a compacted file's name (`part-<max>-c<min>.parquet`) holds.
+pub(crate) fn compacted_range(location: &Location) -> Option<(u64, u64)> {
+    let name = match location {
+        Location::File(path) => path.file_name()?.to_str()?.to_string(),
+        Location::Object(_, location) => location.filename()?.to_string(),
+    };
+    let (max, min) = name
+        .strip_prefix("part-")?
+        .strip_suffix(".parquet")?
+        .split_once("-c")?;
+    Some((min.parse().ok()?, max.parse().ok()?))
+}
+
+/// Files found by listing, without those a compaction merged into another file found
+/// there too (dropped from a catalog that is now lost, still within their grace period):
+/// adopting both would show their spans twice.
+fn without_compacted_away(segments: Vec<Segment>) -> Vec<Segment> {
+    let hour = |segment: &Segment| segment.min_start_ns.div_euclid(NANOS_PER_HOUR);
+    let merged: Vec<(i64, u64, u64)> = segments
+        .iter()
+        .filter_map(|segment| {
+            compacted_range(&segment.location).map(|(min, max)| (hour(segment), min, max))
+        })
+        .collect();
+    if merged.is_empty() {
+        return segments;
+    }
+    segments
+        .into_iter()
+        .filter(|segment| {
+            let (min, max) =
+                compacted_range(&segment.location).unwrap_or((segment.wal_seq, segment.wal_seq));
+            !merged.iter().any(|&(h, from, to)| {
+                h == hour(segment) && from <= min && max <= to && (from, to) != (min, max)
+            })
+        })
+        .collect()
+}
+
 pub fn load_segments(spans_dir: &Path, committed: u64) -> Result<Vec<Segment>, StoreError> {
     fs::create_dir_all(spans_dir)?;
     let mut files = Vec::new();
@@ -732,11 +771,41 @@ pub fn write_flush(
     batches: &[RecordBatch],
     wal_seq: u64,
 ) -> Result<Vec<Segment>, StoreError> {
+    write_runs(
+        place,
+        batches,
+        wal_seq,
+        &format!("part-{wal_seq:020}.parquet"),
+    )
+}
+
+/// Writes the spans of compacted files (WAL records `wal_seq_min..=wal_seq`) as one file
+/// per hour, named apart from any flush's (`part-<max>-c<min>.parquet`).
+pub fn write_compacted(
+    place: &Place,
+    batches: &[RecordBatch],
+    wal_seq: u64,
+    wal_seq_min: u64,
+) -> Result<Vec<Segment>, StoreError> {
+    write_runs(
+        place,
+        batches,
+        wal_seq,
+        &format!("part-{wal_seq:020}-c{wal_seq_min:020}.parquet"),
+    )
+}
+
+fn write_runs(
+    place: &Place,
+    batches: &[RecordBatch],
+    wal_seq: u64,
+    name: &str,
+) -> Result<Vec<Segment>, StoreError> {
     let memtable = Memtable::new(batches)?;
     let order = memtable.order_by_start();
     let mut segments = Vec::new();
     for run in runs_by_hour(&memtable, &order) {
-        segments.push(write_segment(place, &memtable, &order[run], wal_seq)?);
+        segments.push(write_segment(place, &memtable, &order[run], wal_seq, name)?);
     }
     Ok(segments)
 }
@@ -770,6 +839,7 @@ fn write_segment(
     memtable: &Memtable<'_>,
     rows: &[RowRef],
     wal_seq: u64,
+    name: &str,
 ) -> Result<Segment, StoreError> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Err(StoreError::Internal("an empty segment".into()));
@@ -788,7 +858,6 @@ fn write_segment(
         ));
     }
     let partition = hour_partition(min_start_ns);
-    let name = format!("part-{wal_seq:020}.parquet");
     let (tmp, dir) = match place {
         Place::Local { spans_dir } => {
             let dir = spans_dir.join(&partition);
@@ -808,7 +877,7 @@ fn write_segment(
             return Err(error);
         }
         (Ok(bytes), Place::Local { .. }, Some(dir)) => {
-            let path = dir.join(&name);
+            let path = dir.join(name);
             fs::rename(&tmp, &path)?;
             sync_dir(dir)?;
             if let Some(parent) = dir.parent() {
