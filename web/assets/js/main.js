@@ -97,6 +97,9 @@ class App {
 
   async route() {
     const {view, params} = this.parseHash();
+    // A hash changed before start() has made the views (its /api/whoami still under way,
+    // on a slow server): start() routes to the hash as it is then.
+    if (!this.views[view]) return;
     if (this.state.view && this.state.view !== view) this.views[this.state.view].hide?.();
     this.state.view = view;
     for (const [name, section] of Object.entries(this.sections)) {
