@@ -218,12 +218,19 @@ fn a_bucket_that_goes_away_during_ingest_refuses_nothing_and_catches_up() {
     );
     s3.pause();
     let hits = metric(&fresh, "flowscope_cache_hits_total");
+    let gets = metric(&fresh, "flowscope_object_store_get_requests_total");
+    assert!(gets > 0, "the first query's reads reached the bucket");
     // (A bare count(*) reads no data at all: the footers are cached in memory.)
     assert_eq!(
         fresh.count("SELECT count(DISTINCT span_id) FROM spans"),
         3300
     );
     assert!(metric(&fresh, "flowscope_cache_hits_total") > hits);
+    assert_eq!(
+        metric(&fresh, "flowscope_object_store_get_requests_total"),
+        gets,
+        "the cache answered every read: no GET reached the bucket"
+    );
     s3.resume();
     fresh.stop();
 }

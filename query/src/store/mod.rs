@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod counted;
 pub mod objects;
 pub(crate) mod read;
 pub mod segment;
@@ -164,6 +165,9 @@ pub struct StoreStats {
     /// The local disk cache of object storage (shared by every store of the process);
     /// zeros without one.
     pub cache: cache::CacheStats,
+    /// Requests sent to object storage since start (shared by every store of the process;
+    /// zero without one).
+    pub requests: counted::RequestStats,
 }
 
 struct Shared {
@@ -876,6 +880,13 @@ impl SpanStore {
                 .as_ref()
                 .and_then(|objects| objects.cache())
                 .map(|cache| cache.stats())
+                .unwrap_or_default(),
+            requests: self
+                .shared
+                .config
+                .objects
+                .as_ref()
+                .map(|objects| objects.requests())
                 .unwrap_or_default(),
         }
     }

@@ -19,6 +19,8 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::store::counted::{CountedStore, RequestCounts, RequestStats};
 use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use tokio::runtime::Handle;
 
@@ -35,6 +37,8 @@ pub struct ObjectStorage {
     runtime: Handle,
     /// The local disk cache the store's reads go through, when there is one.
     cache: Option<Arc<DiskCache>>,
+    /// The requests that reached `store` (counted under the cache).
+    requests: Arc<RequestCounts>,
 }
 
 impl fmt::Debug for ObjectStorage {
@@ -99,12 +103,14 @@ impl ObjectStorage {
         prefix: &str,
         runtime: Handle,
     ) -> Self {
+        let requests = Arc::new(RequestCounts::default());
         Self {
-            store,
+            store: Arc::new(CountedStore::new(store, requests.clone())),
             url,
             root: ObjectPath::from(prefix),
             runtime,
             cache: None,
+            requests,
         }
     }
 
@@ -116,6 +122,12 @@ impl ObjectStorage {
             cache: Some(cache),
             ..self
         }
+    }
+
+    /// The requests sent to the object store since start (all tenants' together: they
+    /// share one client).
+    pub fn requests(&self) -> RequestStats {
+        self.requests.stats()
     }
 
     /// The local disk cache, when there is one.
