@@ -681,3 +681,59 @@ async fn compaction_merges_small_files_of_an_hour_in_the_bucket() {
     let storage = bucket.storage();
     compaction_merges_small_files(Some((bucket, storage))).await;
 }
+
+/// A slow bucket (every PUT takes 800 ms, every GET 20 ms, `object_store`'s
+/// `ThrottledStore`): writes are acknowledged at the WAL's pace while the upload crawls,
+/// SQL sees every span meanwhile, and once the uploads are done a new start finds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_bucket_delays_uploads_not_writes() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow: Arc<dyn object_store::ObjectStore> = Arc::new(ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: Duration::from_millis(800),
+            wait_get_per_call: Duration::from_millis(20),
+            ..ThrottleConfig::default()
+        },
+    ));
+    let storage = || {
+        ObjectStorage::new(
+            slow.clone(),
+            ObjectStoreUrl::parse("memory://slow").expect("url"),
+            "flowscope",
+            tokio::runtime::Handle::current(),
+        )
+    };
+    let store = open(config(dir.path(), Some(storage()))).await;
+    store.write(batch("orders", 0, 100)).await.expect("write");
+    let flushing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.flush().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    for n in 1..5u32 {
+        store
+            .write(batch("orders", n * 100, 100))
+            .await
+            .expect("write");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(600),
+        "writes waited for the upload: {took:?}"
+    );
+    assert!(!flushing.is_finished(), "the upload is still under way");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    flushing.await.expect("join").expect("flush");
+    store.flush().await.expect("flush");
+    assert_eq!(count(&store, "SELECT count(*) FROM spans").await, 500);
+    store.close().await.expect("close");
+    let store = open(config(dir.path(), Some(storage()))).await;
+    assert_eq!(
+        count(&store, "SELECT count(DISTINCT span_id) FROM spans").await,
+        500
+    );
+    store.close().await.expect("close");
+}
