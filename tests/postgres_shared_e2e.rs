@@ -175,6 +175,33 @@ fn two_servers_on_one_postgres_share_rules_and_notify_once() {
         let (_, alerts) = api(server, reqwest::Method::GET, "/api/alerts", None);
         assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
     }
+    // Membership: each lists both nodes up, and names itself.
+    let cluster = |server: &Server| api(server, reqwest::Method::GET, "/api/cluster", None).1;
+    let seen = cluster(&a);
+    let nodes = seen["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{seen}");
+    assert!(nodes.iter().all(|node| node["state"] == "up"), "{seen}");
+    let a_id = seen["this_node"].as_str().unwrap().to_string();
+    let b_id = cluster(&b)["this_node"].as_str().unwrap().to_string();
+    assert_ne!(a_id, b_id);
+    let a_api = nodes
+        .iter()
+        .find(|node| node["node"] == a_id.as_str())
+        .unwrap()["api_addr"]
+        .clone();
+    assert_eq!(a_api, a.api.to_string());
     a.stop();
+    let seen = cluster(&b);
+    let state_of = |id: &str| {
+        seen["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["node"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state_of(&a_id), "left", "{seen}");
+    assert_eq!(state_of(&b_id), "up", "{seen}");
     b.stop();
 }

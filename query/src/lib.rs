@@ -17,6 +17,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
+pub mod membership;
 pub mod metadata;
 pub mod sql;
 pub mod store;

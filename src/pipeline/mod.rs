@@ -74,6 +74,8 @@ pub struct Running {
     /// alert scheduler.
     servers: Vec<JoinHandle<()>>,
     delivery: JoinHandle<()>,
+    /// Registers this node, heartbeats, and marks it left when stopped.
+    membership: JoinHandle<()>,
     spaces: Vec<TenantSpace>,
     _data_dir_lock: DataDirLock,
 }
@@ -217,6 +219,44 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
 }
 
 /// Resolves once the pipeline is told to stop.
+/// Registers this node in the metadata database's membership, heartbeats every
+/// `membership::HEARTBEAT` until `stop`, then marks it left. A database that cannot be
+/// reached is logged and tried again at the next beat: membership never stops the server.
+async fn membership(
+    db: flowscope_query::metadata::MetadataDb,
+    record: flowscope_query::membership::NodeRecord,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use flowscope_query::membership;
+    let mut registered = false;
+    let mut beat = tokio::time::interval(membership::HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = beat.tick() => {
+                let now = flowscope_base::clock::now_ns();
+                let done = if registered {
+                    membership::heartbeat(&db, &record.node, now).await
+                } else {
+                    membership::register(&db, &record).await
+                };
+                match done {
+                    Ok(()) => registered = true,
+                    Err(error) => tracing::warn!(%error, "cannot write this node's heartbeat to the metadata database; trying again"),
+                }
+            }
+        }
+    }
+    if registered
+        && let Err(error) =
+            membership::leave(&db, &record.node, flowscope_base::clock::now_ns()).await
+    {
+        tracing::warn!(%error, "cannot mark this node as left in the metadata database");
+    }
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -234,6 +274,7 @@ impl Opened {
             spaces,
             metadata,
         } = self;
+        let membership_db = metadata.db().clone();
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces
             .iter()
             .map(|space| (space.tenant.clone(), space.view.clone()))
@@ -370,6 +411,7 @@ impl Opened {
                 otlp_http_addr: Some(http_addr),
                 graph_horizon: config.graph.horizon,
                 external_url: Some(external_url.clone()),
+                node: Some(node_id.clone()),
             },
             metadata,
             memory: config.collector.memory.clone(),
@@ -405,6 +447,21 @@ impl Opened {
                 stopped(stop_rx.clone()),
             ));
         }
+        let membership = tokio::spawn(membership(
+            membership_db,
+            flowscope_query::membership::NodeRecord {
+                node: node_id,
+                roles: "all".into(),
+                otlp_grpc: Some(grpc_addr.to_string()),
+                otlp_http: Some(http_addr.to_string()),
+                api: Some(api_addr.to_string()),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_ns: flowscope_base::clock::now_ns(),
+                heartbeat_ns: flowscope_base::clock::now_ns(),
+                left_ns: None,
+            },
+            stopped(stop_rx.clone()),
+        ));
         ready.store(true, Ordering::SeqCst);
         tracing::info!("flowscope is ready");
         Ok(Running {
@@ -412,6 +469,7 @@ impl Opened {
             liveness,
             servers: vec![grpc_task, http_task, api_task, scheduler_task],
             delivery,
+            membership,
             spaces,
             _data_dir_lock,
         })
@@ -428,6 +486,7 @@ impl Running {
             liveness,
             servers,
             delivery,
+            membership,
             spaces,
             _data_dir_lock,
         } = self;
@@ -448,6 +507,14 @@ impl Running {
         // is sent after the next start.
         if let Err(error) = delivery.await {
             tracing::error!(%error, "the webhook delivery worker panicked");
+        }
+        if tokio::time::timeout(Duration::from_secs(5), membership)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "could not mark this node as left in time; it shows as stale after 15 s"
+            );
         }
         let mut flushed = Ok(());
         for space in spaces {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::ApiState;
 use crate::auth::Reader;
+use crate::error::ApiError;
 
 /// Facts about the running server, fixed at start.
 #[derive(Debug, Clone, Default)]
@@ -23,10 +24,43 @@ pub struct ServerInfo {
     /// Where users reach this server (`--external-url`, else the API address): the base of
     /// links in alert notifications.
     pub external_url: Option<String>,
+    /// This node's id (`DATA_DIR/node-id`), as `GET /api/cluster` names it.
+    pub node: Option<String>,
 }
 
 pub async fn get_info(State(state): State<ApiState>, Reader(_): Reader) -> Json<Value> {
     Json(info_json(&state.info))
+}
+
+/// `GET /api/cluster`: the nodes registered in the metadata database, with their roles,
+/// addresses and state (`up`, `stale`: no heartbeat for 15 s, `left`: stopped cleanly), and
+/// which one answers.
+pub async fn get_cluster(
+    State(state): State<ApiState>,
+    Reader(_): Reader,
+) -> Result<Json<Value>, ApiError> {
+    let nodes = flowscope_query::membership::list(state.metadata.db())
+        .await
+        .map_err(|error| ApiError::Alert(error.into()))?;
+    let now = flowscope_base::clock::now_ns();
+    let ms = |ns: i64| ns.div_euclid(1_000_000);
+    Ok(Json(json!({
+        "this_node": state.info.node,
+        "heartbeat_s": flowscope_query::membership::HEARTBEAT.as_secs(),
+        "stale_after_s": flowscope_query::membership::STALE_AFTER.as_secs(),
+        "nodes": nodes.iter().map(|node| json!({
+            "node": node.node,
+            "roles": node.roles.split(',').collect::<Vec<_>>(),
+            "otlp_grpc_addr": node.otlp_grpc,
+            "otlp_http_addr": node.otlp_http,
+            "api_addr": node.api,
+            "version": node.version,
+            "started_ms": ms(node.started_ns),
+            "last_heartbeat_ms": ms(node.heartbeat_ns),
+            "left_ms": node.left_ns.map(ms),
+            "state": node.state(now).name(),
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 fn info_json(info: &ServerInfo) -> Value {
@@ -50,6 +84,7 @@ mod tests {
             otlp_http_addr: Some(([0, 0, 0, 0], 4318).into()),
             graph_horizon: Duration::from_secs(3600),
             external_url: None,
+            node: None,
         };
         let value = info_json(&info);
         assert_eq!(value["otlp_grpc_addr"], "127.0.0.1:4317");

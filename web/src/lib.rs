@@ -130,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/status", get(status::get_status))
         .route("/metrics", get(status::get_metrics))
         .route("/api/info", get(info::get_info))
+        .route("/api/cluster", get(info::get_cluster))
         .route("/api/graph", get(graph::get_graph))
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
