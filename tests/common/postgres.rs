@@ -88,16 +88,22 @@ impl Postgres {
         self.dir.path().join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// `tool` of the server's binaries, as the `postgres` user when this runs as root.
+    fn command(&self, tool: &str) -> Command {
         let program = self.bindir.join(tool);
-        let mut command = if is_root() {
+        if is_root() {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(&program);
             command
         } else {
             Command::new(&program)
-        };
-        let output = command
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bindir.join(tool);
+        let output = self
+            .command(tool)
             .args(args)
             .current_dir(self.dir.path())
             .output()
@@ -182,15 +188,8 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
             let data = self.data();
-            let program = self.bindir.join("pg_ctl");
-            let mut command = if is_root() {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(&program);
-                command
-            } else {
-                Command::new(&program)
-            };
-            let _ = command
+            let _ = self
+                .command("pg_ctl")
                 .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
                 .output();
         }

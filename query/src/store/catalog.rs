@@ -271,33 +271,7 @@ impl Catalog {
         self.run(async move {
             let created = now_ns();
             let mut tx = db.begin_write().await?;
-            for file in files {
-                let services = file
-                    .services
-                    .as_ref()
-                    .map(|services| serde_json::to_string(services).unwrap_or_default());
-                sqlx::query(
-                    "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
-                     max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
-                     created_ns) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (node, tenant, kind, path) DO NOTHING",
-                )
-                .bind(node)
-                .bind(tenant)
-                .bind(KIND_SPANS)
-                .bind(&file.path)
-                .bind(file.min_start_ns)
-                .bind(file.max_start_ns)
-                .bind(services)
-                .bind(to_i64(file.rows))
-                .bind(to_i64(file.bytes))
-                .bind(to_i64(file.wal_seq_min))
-                .bind(to_i64(file.wal_seq_max))
-                .bind(created)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_spans_files(&mut tx, node, tenant, files, created).await?;
             sqlx::query(
                 "INSERT INTO catalog_stores (node, tenant, committed_wal_seq, location, updated_ns) \
                  VALUES ($1, $2, $3, $4, $5) \
@@ -325,33 +299,7 @@ impl Catalog {
         self.run(async move {
             let now = now_ns();
             let mut tx = db.begin_write().await?;
-            for file in new {
-                let services = file
-                    .services
-                    .as_ref()
-                    .map(|services| serde_json::to_string(services).unwrap_or_default());
-                sqlx::query(
-                    "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
-                     max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
-                     created_ns) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (node, tenant, kind, path) DO NOTHING",
-                )
-                .bind(node)
-                .bind(tenant)
-                .bind(KIND_SPANS)
-                .bind(&file.path)
-                .bind(file.min_start_ns)
-                .bind(file.max_start_ns)
-                .bind(services)
-                .bind(to_i64(file.rows))
-                .bind(to_i64(file.bytes))
-                .bind(to_i64(file.wal_seq_min))
-                .bind(to_i64(file.wal_seq_max))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_spans_files(&mut tx, node, tenant, new, now).await?;
             for path in old {
                 sqlx::query(
                     "UPDATE catalog_files SET deleted_ns = $1 \
@@ -492,6 +440,45 @@ impl Catalog {
         )
         .map(drop)
     }
+}
+
+/// Inserts rows for spans `files` in `tx` (a row already there for a path stays as it is:
+/// a commit repeated after a lost answer changes nothing).
+async fn insert_spans_files(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    node: &str,
+    tenant: &str,
+    files: &[CatalogFile],
+    created_ns: i64,
+) -> Result<(), sqlx::Error> {
+    for file in files {
+        let services = file
+            .services
+            .as_ref()
+            .map(|services| serde_json::to_string(services).unwrap_or_default());
+        sqlx::query(
+            "INSERT INTO catalog_files (node, tenant, kind, path, min_start_ns, \
+             max_start_ns, services, row_count, byte_count, wal_seq_min, wal_seq_max, \
+             created_ns) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (node, tenant, kind, path) DO NOTHING",
+        )
+        .bind(node)
+        .bind(tenant)
+        .bind(KIND_SPANS)
+        .bind(&file.path)
+        .bind(file.min_start_ns)
+        .bind(file.max_start_ns)
+        .bind(services)
+        .bind(to_i64(file.rows))
+        .bind(to_i64(file.bytes))
+        .bind(to_i64(file.wal_seq_min))
+        .bind(to_i64(file.wal_seq_max))
+        .bind(created_ns)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Runs `work` to completion on `runtime` from synchronous code, also when called from
