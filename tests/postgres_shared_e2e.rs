@@ -37,15 +37,7 @@ fn shared_database() -> Option<String> {
             .as_nanos()
             % 1_000_000_000
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    Some(
-        runtime
-            .block_on(flowscope_query::metadata::ensure_database(&admin, &name))
-            .expect("a database for the two servers"),
-    )
+    Some(common::postgres::ensure_database(&admin, &name))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flowscope_query::metadata::{Backend, MetadataDb};
+use flowscope_query::metadata::MetadataDb;
 use sqlx::{Any, AnyPool, Transaction};
 
 use crate::AlertError;
@@ -55,22 +55,7 @@ impl Metadata {
 /// Begins a transaction that writes (on SQLite, one that holds the write lock from its
 /// first statement: see [`MetadataDb::begin_write`]).
 pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, AlertError> {
-    Ok(match backend_of(pool) {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => pool.begin().await?,
-    })
+    Ok(flowscope_query::metadata::begin_write(pool).await?)
 }
 
-/// Which database `pool` reaches.
-pub fn backend_of(pool: &AnyPool) -> Backend {
-    if pool
-        .connect_options()
-        .database_url
-        .scheme()
-        .starts_with("postgres")
-    {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    }
-}
+pub use flowscope_query::metadata::backend_of;

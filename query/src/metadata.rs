@@ -174,19 +174,29 @@ impl MetadataDb {
     /// may be stale). On PostgreSQL rows are locked as they are written or selected
     /// `FOR UPDATE`.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        begin_write(&self.pool).await
     }
+}
 
-    /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL, where several processes may claim rows
-    /// at once; nothing on SQLite, whose write transaction is already exclusive.
-    pub fn skip_locked(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
+/// [`MetadataDb::begin_write`] for a bare pool (the alerting side holds one).
+pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match backend_of(pool) {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
+}
+
+/// Which database `pool` reaches.
+pub fn backend_of(pool: &AnyPool) -> Backend {
+    if pool
+        .connect_options()
+        .database_url
+        .scheme()
+        .starts_with("postgres")
+    {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
     }
 }
 
@@ -222,7 +232,6 @@ pub async fn ensure_database(admin: &str, name: &str) -> Result<String, sqlx::Er
 
 /// Creates a database of its own for one test in the server `admin` names; returns its URL.
 pub async fn create_test_database(admin: &str) -> Result<String, sqlx::Error> {
-    drivers();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "test_{}_{}_{}",
@@ -230,17 +239,7 @@ pub async fn create_test_database(admin: &str) -> Result<String, sqlx::Error> {
         NEXT.fetch_add(1, Ordering::Relaxed),
         flowscope_base::clock::now_ns().rem_euclid(1_000_000_000)
     );
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await?;
-    let create = format!("CREATE DATABASE {name}");
-    sqlx::query(sqlx::AssertSqlSafe(create))
-        .execute(&pool)
-        .await?;
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').unwrap_or((admin, ""));
-    Ok(format!("{base}/{name}"))
+    ensure_database(admin, &name).await
 }
 
 #[cfg(test)]

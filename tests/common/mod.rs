@@ -92,17 +92,7 @@ fn metadata_under_test(command: &mut Command, data_dir: &Path, extra: &[&str]) {
         data_dir.hash(&mut hasher);
         format!("flowscope_test_{:016x}", hasher.finish())
     };
-    // On a thread of its own: the caller may be inside a runtime already.
-    let url = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(flowscope_query::metadata::ensure_database(&admin, &name))
-    })
-    .join()
-    .expect("the database helper")
-    .expect("create the test's PostgreSQL database");
+    let url = postgres::ensure_database(&admin, &name);
     command.args(["--metadata", &url]);
 }
 

@@ -165,23 +165,28 @@ impl Postgres {
 
     /// A new database `name` (created now) and its URL.
     pub fn database(&self, name: &str) -> String {
-        let admin = self.admin_url();
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(flowscope_query::metadata::ensure_database(&admin, &name))
-        })
-        .join()
-        .expect("the database helper")
-        .expect("create the database")
+        ensure_database(&self.admin_url(), name)
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The URL of database `name` in the server `admin` names, created if missing; callable
+/// from a test inside a runtime or not (the work runs on a thread of its own).
+pub fn ensure_database(admin: &str, name: &str) -> String {
+    let (admin, name) = (admin.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(flowscope_query::metadata::ensure_database(&admin, &name))
+    })
+    .join()
+    .expect("the database helper")
+    .unwrap_or_else(|error| panic!("create the test's PostgreSQL database: {error}"))
 }
 
 impl Drop for Postgres {
