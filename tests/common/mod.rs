@@ -6,6 +6,7 @@ pub mod alerting;
 pub mod city;
 pub mod ingest;
 pub mod otlp;
+pub mod ports;
 pub mod postgres;
 pub mod s3;
 pub mod search_traces;

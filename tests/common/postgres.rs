@@ -4,7 +4,6 @@
 //! `scripts/test` installs the server binaries; `pg_config --bindir` or Debian's
 //! `/usr/lib/postgresql/*/bin` finds them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,10 +56,7 @@ impl Postgres {
                 .expect("chown");
             assert!(status.success(), "chown postgres {}", dir.path().display());
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::ports::helper_port();
         let mut pg = Self {
             bindir,
             dir,

@@ -1,7 +1,7 @@
 //! Real S3 servers on loopback for the object-storage tests: `s3s-fs` (S3 over a folder)
 //! and `moto_server`, each on a free port with its own state; `scripts/test` installs both.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,13 +25,6 @@ pub struct S3 {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 impl S3 {
     /// Starts `kind` with its state under `dir`, and creates the bucket.
     pub fn start(kind: Kind, dir: &Path) -> Self {
@@ -40,7 +33,7 @@ impl S3 {
 
     /// Starts `kind` with its state (s3s-fs: its folder) at `root`, and creates the bucket.
     pub fn start_at(kind: Kind, root: PathBuf) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::ports::helper_port()));
         let root = (kind == Kind::S3sFs).then_some(root);
         let mut s3 = Self {
             kind,
@@ -85,9 +78,11 @@ impl S3 {
                 command
             }
         };
-        let child = command
+        let log = std::env::temp_dir().join(format!("flowscope-test-s3-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("the S3 server's log file");
+        let mut child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -95,9 +90,15 @@ impl S3 {
                     self.kind
                 )
             });
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "{:?} on {} exited ({status}) before it listened:\n{said}",
+                    self.kind, self.addr
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "{:?} did not listen on {}",
@@ -106,6 +107,7 @@ impl S3 {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.child = Some(child);
     }
 
     /// Stops the server (SIGKILL): the bucket is unreachable until [`S3::resume`].
