@@ -18,14 +18,33 @@ use bytes::Bytes;
 use flowscope_auth::{AuthError, Permission, Principal, TENANT_HEADER, TenantId};
 use flowscope_base::memory::Reservation;
 use flowscope_model::retention::retention_cutoff_ns;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
 use crate::decode::{
     DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
 };
+use crate::route::{Cluster, forwarded_headers, route_of};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError, DECODE_FACTOR};
+
+/// What of a request's headers routing needs: whether it is a part forwarded by a
+/// receiver (its route), and the credentials a receiver forwards with its parts.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Routing {
+    pub(crate) forwarded: Option<String>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Routing {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        Self {
+            forwarded: route_of(headers),
+            headers: forwarded_headers(headers),
+        }
+    }
+}
 
 /// The two OTLP payload encodings. gRPC only ever sends protobuf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +101,7 @@ impl Receiver {
     /// is taken, and the spans are counted. Ok is the answer to send.
     pub(crate) async fn accept<B>(
         &self,
+        routing: Routing,
         principal: &Principal,
         reservation: Reservation,
         encoding: Encoding,
@@ -91,6 +111,26 @@ impl Receiver {
     where
         B: FnOnce(&mut Reservation) -> Result<Bytes, CollectorError> + Send + 'static,
     {
+        if let Some(cluster) = &self.config.cluster {
+            match &routing.forwarded {
+                // A part a receiver routed here: taken if this node holds its partitions.
+                Some(route) => cluster.admit(route)?,
+                None if cluster.routes() => {
+                    return self
+                        .route(
+                            cluster.clone(),
+                            principal,
+                            reservation,
+                            encoding,
+                            inline,
+                            body,
+                            routing.headers,
+                        )
+                        .await;
+                }
+                None => {}
+            }
+        }
         let mut reservation = reservation;
         let decode = move || {
             let decoded = body(&mut reservation)
@@ -128,6 +168,53 @@ impl Receiver {
         self.count_spans(&principal.tenant, spans, rejected, written.is_ok());
         written?;
         Ok(response)
+    }
+
+    /// A receiver's way with a request: its protobuf bytes (a JSON body is encoded as
+    /// protobuf) are split by trace and forwarded by `cluster`; the spans are decoded, rated
+    /// and counted by the ingesters that take them.
+    #[allow(clippy::too_many_arguments)]
+    async fn route<B>(
+        &self,
+        cluster: Arc<dyn Cluster>,
+        principal: &Principal,
+        mut reservation: Reservation,
+        encoding: Encoding,
+        inline: bool,
+        body: B,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<ExportTraceServiceResponse, CollectorError>
+    where
+        B: FnOnce(&mut Reservation) -> Result<Bytes, CollectorError> + Send + 'static,
+    {
+        let read = move || {
+            let request = body(&mut reservation).and_then(|body| match encoding {
+                Encoding::Protobuf => Ok(body),
+                Encoding::Json => {
+                    reservation.grow(DECODE_FACTOR * body.len())?;
+                    let request: ExportTraceServiceRequest = serde_json::from_slice(&body)
+                        .map_err(|error| {
+                            CollectorError::InvalidRequest(format!(
+                                "request body is not valid OTLP/JSON: {error}"
+                            ))
+                        })?;
+                    Ok(Bytes::from(prost::Message::encode_to_vec(&request)))
+                }
+            });
+            (request, reservation)
+        };
+        // The bytes are held until every part is answered.
+        let (request, _reservation) = if inline {
+            read()
+        } else {
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
+        };
+        Ok(cluster
+            .route(&principal.tenant, headers, request?)
+            .await?
+            .response())
     }
 
     /// Takes the batch's spans and bytes from the tenant's rate, then gives the batch (and

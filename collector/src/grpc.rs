@@ -29,7 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::accept::{Encoding, Receiver, outcome};
+use crate::accept::{Encoding, Receiver, Routing, outcome};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -138,6 +138,12 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
+        // Only a node of a cluster reads the headers routing needs.
+        let routing = if self.receiver.config.cluster.is_some() {
+            Routing::of(request.headers())
+        } else {
+            Routing::default()
+        };
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(
             parts,
@@ -161,6 +167,7 @@ where
                 principal: principal.clone(),
                 held,
                 counted: counted.clone(),
+                routing,
             };
             let response = grpc.unary(method, request).await;
             if !counted.load(Ordering::Relaxed) {
@@ -191,6 +198,7 @@ struct ExportMethod {
     held: HeldMemory,
     /// Set once the handler has counted the request's outcome.
     counted: Arc<AtomicBool>,
+    routing: Routing,
 }
 
 impl UnaryService<Bytes> for ExportMethod {
@@ -202,6 +210,7 @@ impl UnaryService<Bytes> for ExportMethod {
         let principal = self.principal.clone();
         let reservation = self.held.take();
         let counted = self.counted.clone();
+        let routing = std::mem::take(&mut self.routing);
         Box::pin(async move {
             let body = request.into_inner();
             let result = match reservation {
@@ -209,6 +218,7 @@ impl UnaryService<Bytes> for ExportMethod {
                     let inline = Encoding::Protobuf.decodes_inline(body.len());
                     receiver
                         .accept(
+                            routing,
                             &principal,
                             reservation,
                             Encoding::Protobuf,

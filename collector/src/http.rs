@@ -23,7 +23,7 @@ use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
-use crate::accept::{Encoding as PayloadEncoding, Receiver};
+use crate::accept::{Encoding as PayloadEncoding, Receiver, Routing};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError};
 
@@ -116,8 +116,14 @@ async fn receive(
     let mut reservation = receiver.config.memory.admit()?;
     let raw = read_body(body, headers, limit, &mut reservation).await?;
     let inline = compression == Compression::Identity && encoding.decodes_inline(raw.len());
+    let routing = if receiver.config.cluster.is_some() {
+        Routing::of(headers)
+    } else {
+        Routing::default()
+    };
     receiver
         .accept(
+            routing,
             principal,
             reservation,
             encoding,

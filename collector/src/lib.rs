@@ -28,6 +28,7 @@ pub mod decode;
 pub mod fuzzing;
 mod grpc;
 mod http;
+pub mod route;
 pub mod sink;
 mod spans;
 mod wire;
@@ -40,6 +41,7 @@ pub use decode::{
 };
 pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
+pub use route::{Cluster, ROUTE_HEADER};
 pub use sink::{SinkError, SpanSink, decode_logged_request};
 
 use std::sync::Arc;
@@ -79,6 +81,9 @@ pub struct CollectorConfig {
     pub http2_keepalive: Option<Http2Keepalive>,
     /// Where requests and spans are counted by tenant, protocol and outcome (`/metrics`).
     pub telemetry: Arc<Telemetry>,
+    /// This node's part in a cluster (routing requests, or taking forwarded parts); `None`
+    /// for a standalone node, which takes every request itself.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// HTTP/2 PING frames on an otherwise quiet gRPC connection: one after `interval` without a
@@ -99,6 +104,7 @@ impl Default for CollectorConfig {
             http2_keepalive: None,
             retention: None,
             telemetry: Arc::default(),
+            cluster: None,
         }
     }
 }

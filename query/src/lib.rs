@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod membership;
 pub mod metadata;
+pub mod partitions;
 pub mod sql;
 pub mod store;
 

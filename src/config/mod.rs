@@ -12,6 +12,7 @@ mod alert;
 mod collector;
 mod connections;
 mod graph;
+mod roles;
 mod sql;
 mod store;
 
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 use crate::listen::ConnectionConfig;
 use connections::ConnectionFlags;
+pub use roles::Roles;
 
 /// Flags of `flowscope serve`. Each also reads an environment variable; a flag given on the
 /// command line wins over the variable, which wins over the config file.
@@ -68,6 +70,12 @@ pub struct ServeArgs {
     /// several processes can share [default: DATA_DIR/metadata.sqlite]
     #[arg(long, env = "FLOWSCOPE_METADATA")]
     metadata: Option<String>,
+    /// Run as one node of a cluster with these roles, comma separated: receiver (takes OTLP
+    /// and routes each trace to its ingester), ingester (holds partitions of the trace
+    /// space), querier, compactor, or all. Needs --metadata postgres://… shared by the
+    /// nodes [default: everything in one standalone process]
+    #[arg(long, env = "FLOWSCOPE_ROLES")]
+    roles: Option<String>,
     /// OTLP/gRPC listen address; port 0 picks a free port [default: 0.0.0.0:4317]
     #[arg(long, env = "FLOWSCOPE_OTLP_GRPC_ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -215,6 +223,7 @@ struct Settings {
     cache_dir: Option<PathBuf>,
     cache_size: Option<String>,
     metadata: Option<String>,
+    roles: Option<String>,
     otlp_grpc_addr: Option<SocketAddr>,
     otlp_http_addr: Option<SocketAddr>,
     api_addr: Option<SocketAddr>,
@@ -267,6 +276,7 @@ impl Settings {
             cache_dir: args.cache_dir.or(file.cache_dir),
             cache_size: args.cache_size.or(file.cache_size),
             metadata: args.metadata.or(file.metadata),
+            roles: args.roles.or(file.roles),
             otlp_grpc_addr: args.otlp_grpc_addr.or(file.otlp_grpc_addr),
             otlp_http_addr: args.otlp_http_addr.or(file.otlp_http_addr),
             api_addr: args.api_addr.or(file.api_addr),
@@ -362,6 +372,8 @@ pub struct ServeConfig {
     /// The metadata database: a PostgreSQL URL, or the SQLite file's path
     /// (`DATA_DIR/metadata.sqlite` by default).
     pub metadata: String,
+    /// What this process does: everything (standalone) or its roles in a cluster.
+    pub roles: Roles,
     /// What resolving changed on its own, for the log.
     pub notes: Vec<Note>,
 }
@@ -562,6 +574,8 @@ impl ServeConfig {
             &mut notes,
         )?;
         let metadata = store::metadata(&settings, &store.data_dir)?;
+        let roles = Roles::parse(settings.roles.as_deref())?;
+        roles.check(&metadata)?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;
@@ -614,6 +628,7 @@ impl ServeConfig {
             object_store,
             object_cache,
             metadata,
+            roles,
             notes,
         })
     }

@@ -20,6 +20,7 @@
 //! servers and the alert stages. [`Running::drain`] stops accepting, lets requests finish,
 //! stops the delivery worker, then flushes each store and lets its graph stage end.
 
+mod cluster;
 mod rss;
 mod tenant;
 
@@ -76,6 +77,8 @@ pub struct Running {
     delivery: JoinHandle<()>,
     /// Registers this node, heartbeats, and marks it left when stopped.
     membership: JoinHandle<()>,
+    /// A cluster node's leases (given back when stopped) and partition map.
+    cluster_tasks: Vec<JoinHandle<()>>,
     spaces: Vec<TenantSpace>,
     _data_dir_lock: DataDirLock,
 }
@@ -138,7 +141,15 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
     let objects = match &config.object_store {
         None => None,
         Some(url) => {
-            let mut objects = ObjectStorage::s3(url, tokio::runtime::Handle::current())?;
+            // Each ingester of a cluster writes under a prefix of its own: file names are
+            // its WAL positions, which other nodes' files share, and a store adopts what
+            // its prefix lists.
+            let url = if config.roles.clustered {
+                format!("{}/nodes/{node_id}", url.trim_end_matches('/'))
+            } else {
+                url.clone()
+            };
+            let mut objects = ObjectStorage::s3(&url, tokio::runtime::Handle::current())?;
             tracing::info!(object_store = %objects.describe(), "Parquet segments go to object storage; the WAL stays in the data directory");
             if let Some((dir, size)) = &config.object_cache {
                 let cache = DiskCache::open(dir, *size).with_context(|| {
@@ -275,6 +286,26 @@ impl Opened {
             metadata,
         } = self;
         let membership_db = metadata.db().clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // A node of a cluster: the receivers route through it, and it holds partitions
+        // (ingester) or follows who holds them (receiver).
+        let mut config = config;
+        let mut cluster_tasks = Vec::new();
+        if config.roles.clustered {
+            let node =
+                cluster::ClusterNode::new(node_id.clone(), config.roles, metadata.db().clone());
+            if config.roles.ingester {
+                cluster_tasks.push(tokio::spawn(
+                    node.clone().hold_partitions(stopped(stop_rx.clone())),
+                ));
+            }
+            if node_routes(config.roles) {
+                cluster_tasks.push(tokio::spawn(
+                    node.clone().follow_map(stopped(stop_rx.clone())),
+                ));
+            }
+            config.collector.cluster = Some(Arc::new(cluster::ClusterHandle(node)));
+        }
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces
             .iter()
             .map(|space| (space.tenant.clone(), space.view.clone()))
@@ -345,7 +376,6 @@ impl Opened {
         let api_addr = api.local_addr()?;
         let api = listener(api, "api", connections.api.clone(), http_first_request);
 
-        let (stop_tx, stop_rx) = watch::channel(false);
         // One set of labelled figures: the receivers count into the collector config's, the
         // alert stages and the API share it.
         let telemetry = config.collector.telemetry.clone();
@@ -451,10 +481,10 @@ impl Opened {
             membership_db,
             flowscope_query::membership::NodeRecord {
                 node: node_id,
-                roles: "all".into(),
-                otlp_grpc: Some(grpc_addr.to_string()),
-                otlp_http: Some(http_addr.to_string()),
-                api: Some(api_addr.to_string()),
+                roles: config.roles.to_string(),
+                otlp_grpc: Some(advertised(grpc_addr)),
+                otlp_http: Some(advertised(http_addr)),
+                api: Some(advertised(api_addr)),
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_ns: flowscope_base::clock::now_ns(),
                 heartbeat_ns: flowscope_base::clock::now_ns(),
@@ -470,10 +500,30 @@ impl Opened {
             servers: vec![grpc_task, http_task, api_task, scheduler_task],
             delivery,
             membership,
+            cluster_tasks,
             spaces,
             _data_dir_lock,
         })
     }
+}
+
+/// Whether a node with `roles` routes what clients send it (see `ClusterHandle::routes`).
+fn node_routes(roles: crate::config::Roles) -> bool {
+    roles.receiver || !roles.ingester
+}
+
+/// The address other nodes reach a listener at: the bound one, or for a wildcard bind
+/// (0.0.0.0, ::) this machine's host name with the port.
+fn advertised(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", addr.port())
 }
 
 impl Running {
@@ -487,6 +537,7 @@ impl Running {
             servers,
             delivery,
             membership,
+            cluster_tasks,
             spaces,
             _data_dir_lock,
         } = self;
@@ -515,6 +566,16 @@ impl Running {
             tracing::warn!(
                 "could not mark this node as left in time; it shows as stale after 15 s"
             );
+        }
+        for task in cluster_tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "could not give back this ingester's partitions in time; the others take them when the leases end"
+                );
+            }
         }
         let mut flushed = Ok(());
         for space in spaces {

@@ -42,8 +42,17 @@ pub async fn get_cluster(
     let nodes = flowscope_query::membership::list(state.metadata.db())
         .await
         .map_err(|error| ApiError::Alert(error.into()))?;
+    let leases = flowscope_query::partitions::list(state.metadata.db())
+        .await
+        .map_err(|error| ApiError::Alert(error.into()))?;
     let now = flowscope_base::clock::now_ns();
     let ms = |ns: i64| ns.div_euclid(1_000_000);
+    let held_by = |node: &str| {
+        leases
+            .iter()
+            .filter(|lease| lease.owner.as_deref() == Some(node) && lease.held_at(now))
+            .count()
+    };
     Ok(Json(json!({
         "this_node": state.info.node,
         "heartbeat_s": flowscope_query::membership::HEARTBEAT.as_secs(),
@@ -59,6 +68,18 @@ pub async fn get_cluster(
             "last_heartbeat_ms": ms(node.heartbeat_ns),
             "left_ms": node.left_ns.map(ms),
             "state": node.state(now).name(),
+            "partitions": held_by(&node.node),
+        })).collect::<Vec<_>>(),
+        "partition_count": flowscope_query::partitions::PARTITIONS,
+        "lease_s": flowscope_query::partitions::LEASE.as_secs(),
+        // Who holds each partition; `held: false` is one whose lease ended (its last holder
+        // is named: its unflushed spans are on that node).
+        "partitions": leases.iter().map(|lease| json!({
+            "partition": lease.part,
+            "owner": lease.owner,
+            "epoch": lease.epoch,
+            "held": lease.held_at(now),
+            "lease_until_ms": (lease.until_ns > 0).then(|| ms(lease.until_ns)),
         })).collect::<Vec<_>>(),
     })))
 }

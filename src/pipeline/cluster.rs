@@ -1,0 +1,354 @@
+//! This process as a node of a cluster (`--roles`, issue 24): the [`Cluster`] the OTLP
+//! receivers call. A receiver splits each request by trace (`flowscope_collector::route`),
+//! forwards each part over gRPC to the ingester that holds the part's partitions (from the
+//! metadata database's `partition_leases`, refreshed every [`MAP_REFRESH`] and at once after
+//! a failure), and answers the client once every part is durable; an ingester holds its
+//! partitions under leases it renews every `partitions::RENEW` and admits only the parts
+//! routed to it at the epochs it holds.
+//!
+//! Failures are the client's to retry, never a silent drop: a partition with no live
+//! ingester, or a part an ingester did not take after one fresh attempt, answers
+//! UNAVAILABLE (HTTP 503) for the whole request. The parts that were taken stay taken, so
+//! a client's retry can store those spans twice (at least once, as OTLP promises).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flowscope_auth::TenantId;
+use flowscope_collector::route::{Forwarder, Routed, split_request};
+use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError};
+use flowscope_query::metadata::MetadataDb;
+use flowscope_query::{membership, partitions};
+use futures::future::BoxFuture;
+use http::{HeaderName, HeaderValue};
+use tokio::sync::Notify;
+
+use crate::config::Roles;
+
+/// How often a receiver reads the partition map when nothing failed.
+pub const MAP_REFRESH: Duration = Duration::from_secs(1);
+/// How long a forwarded part may take (the ingester's WAL sync included).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who holds a partition, as a receiver last read it.
+#[derive(Debug, Clone)]
+struct Holder {
+    node: String,
+    /// The ingester's OTLP/gRPC address.
+    addr: String,
+    epoch: i64,
+}
+
+/// The partition map: each partition's holder, `None` where no live ingester holds it.
+#[derive(Debug, Default)]
+struct RouteMap {
+    holders: Vec<Option<Holder>>,
+}
+
+/// This node's part in the cluster.
+pub struct ClusterNode {
+    node: String,
+    roles: Roles,
+    db: MetadataDb,
+    /// A receiver's map of the partitions.
+    map: RwLock<Arc<RouteMap>>,
+    /// Wakes the map's refresh before its time (after a failure).
+    stale: Notify,
+    /// An ingester's leases: partition → (epoch, lease end in unix ns).
+    held: RwLock<HashMap<u32, (i64, i64)>>,
+    /// Sends parts to the ingesters.
+    forwarder: Forwarder,
+}
+
+impl fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node", &self.node)
+            .field("roles", &self.roles.to_string())
+            .finish()
+    }
+}
+
+impl ClusterNode {
+    pub fn new(node: String, roles: Roles, db: MetadataDb) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            roles,
+            db,
+            map: RwLock::default(),
+            stale: Notify::new(),
+            held: RwLock::default(),
+            forwarder: Forwarder::new(FORWARD_TIMEOUT),
+        })
+    }
+
+    /// An ingester's leases: renewed and balanced every `partitions::RENEW` until `stop`,
+    /// then given back so that the other ingesters take them at once.
+    pub async fn hold_partitions(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(partitions::RENEW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        let mut had = 0usize;
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = tick.tick() => {
+                    let now = flowscope_base::clock::now_ns();
+                    let balanced = async {
+                        let live = partitions::live_ingesters(&self.db, now).await?;
+                        partitions::balance(&self.db, &self.node, live, now).await
+                    };
+                    match balanced.await {
+                        Ok(leases) => {
+                            if leases.len() != had {
+                                tracing::info!(partitions = leases.len(), of = partitions::PARTITIONS, "this ingester's partitions changed");
+                                had = leases.len();
+                            }
+                            *self.held.write().unwrap_or_else(PoisonError::into_inner) = leases
+                                .into_iter()
+                                .map(|lease| (lease.part, (lease.epoch, lease.until_ns)))
+                                .collect();
+                        }
+                        // The leases held end on their own at their time: admit checks it.
+                        Err(error) => tracing::warn!(%error, "cannot renew this ingester's partition leases in the metadata database; trying again"),
+                    }
+                }
+            }
+        }
+        self.held
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        if let Err(error) = partitions::release_all(&self.db, &self.node).await {
+            tracing::warn!(%error, "cannot give back this ingester's partitions; the others take them when the leases end");
+        }
+    }
+
+    /// A receiver's map: read every [`MAP_REFRESH`], or at once when a route failed.
+    pub async fn follow_map(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            if let Err(error) = self.refresh_map().await {
+                tracing::warn!(%error, "cannot read the partition map from the metadata database; routing with the last one");
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(MAP_REFRESH) => {}
+                () = self.stale.notified() => {}
+            }
+        }
+    }
+
+    async fn refresh_map(&self) -> Result<(), sqlx::Error> {
+        let now = flowscope_base::clock::now_ns();
+        let nodes: HashMap<String, membership::NodeRecord> = membership::list(&self.db)
+            .await?
+            .into_iter()
+            .filter(|node| node.state(now) == membership::NodeState::Up)
+            .map(|node| (node.node.clone(), node))
+            .collect();
+        let mut holders = vec![None; partitions::PARTITIONS as usize];
+        for lease in partitions::list(&self.db).await? {
+            if !lease.held_at(now) {
+                continue;
+            }
+            let Some(node) = lease.owner.as_deref().and_then(|owner| nodes.get(owner)) else {
+                continue;
+            };
+            let Some(addr) = node.otlp_grpc.clone() else {
+                continue;
+            };
+            if let Some(slot) = holders.get_mut(lease.part as usize) {
+                *slot = Some(Holder {
+                    node: node.node.clone(),
+                    addr,
+                    epoch: lease.epoch,
+                });
+            }
+        }
+        *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(RouteMap { holders });
+        Ok(())
+    }
+
+    /// Routes `request` with the current map: Ok with the rejected spans and their messages,
+    /// or the first failure and the bytes of every part that was not taken.
+    async fn route_once(
+        &self,
+        tenant: &TenantId,
+        headers: &[(HeaderName, HeaderValue)],
+        request: &Bytes,
+    ) -> (Routed, Result<(), (CollectorError, Vec<Bytes>)>) {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        // Destinations: one per ingester in the map, and the last for partitions nobody holds.
+        let mut nodes: Vec<&Holder> = Vec::new();
+        let mut index_of: HashMap<&str, usize> = HashMap::new();
+        let mut dest_of_part = vec![usize::MAX; map.holders.len()];
+        for (part, holder) in map.holders.iter().enumerate() {
+            if let Some(holder) = holder {
+                let next = nodes.len();
+                let index = *index_of.entry(holder.node.as_str()).or_insert(next);
+                if index == next {
+                    nodes.push(holder);
+                }
+                dest_of_part[part] = index;
+            }
+        }
+        let unheld = nodes.len();
+        let mut parts_of = vec![0u64; unheld + 1];
+        let split = split_request(request, unheld + 1, |trace_id| {
+            let part = partitions::partition_of(tenant.as_str(), trace_id);
+            let dest = match dest_of_part.get(part as usize) {
+                Some(&dest) if dest != usize::MAX => dest,
+                _ => unheld,
+            };
+            parts_of[dest] |= 1 << part;
+            dest
+        });
+        let parts = match split {
+            Ok(parts) => parts,
+            Err(error) => return (Routed::default(), Err((error, Vec::new()))),
+        };
+        if parts[unheld].is_some() {
+            let missing: Vec<String> = (0..partitions::PARTITIONS)
+                .filter(|p| parts_of[unheld] & (1 << p) != 0)
+                .map(|p| p.to_string())
+                .collect();
+            let error = CollectorError::Sink(SinkError::Unavailable(format!(
+                "no live ingester holds partition {} of this request's traces yet",
+                missing.join(", ")
+            )));
+            // Nothing was sent: all of it is routed again.
+            return (Routed::default(), Err((error, vec![request.clone()])));
+        }
+        let sends = parts.iter().enumerate().filter_map(|(dest, part)| {
+            let part = part.as_ref()?;
+            let holder = nodes[dest];
+            let route: Vec<String> = (0..partitions::PARTITIONS)
+                .filter(|p| parts_of[dest] & (1 << p) != 0)
+                .filter_map(|p| {
+                    map.holders[p as usize]
+                        .as_ref()
+                        .map(|h| format!("{p}:{}", h.epoch))
+                })
+                .collect();
+            let route = route.join(",");
+            Some(async move {
+                let answer = self
+                    .forwarder
+                    .forward(
+                        &holder.node,
+                        &holder.addr,
+                        &route,
+                        headers,
+                        part.request.clone(),
+                    )
+                    .await;
+                (part.request.clone(), answer)
+            })
+        });
+        let mut rejected = Routed::default();
+        let mut failed: Option<CollectorError> = None;
+        let mut untaken = Vec::new();
+        for (request, answer) in futures::future::join_all(sends).await {
+            match answer {
+                Ok(routed) => rejected.add(routed),
+                Err(error) => {
+                    untaken.push(request);
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        match failed {
+            None => (rejected, Ok(())),
+            Some(error) => (rejected, Err((error, untaken))),
+        }
+    }
+}
+
+/// The [`Cluster`] the receivers call: routes run as `'static` futures, so they hold the
+/// node's `Arc`.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle(pub Arc<ClusterNode>);
+
+impl Cluster for ClusterHandle {
+    /// A receiver routes what clients send it, and so does a node that holds no
+    /// partitions (a querier or compactor reached by a client); an ingester alone takes it.
+    fn routes(&self) -> bool {
+        super::node_routes(self.0.roles)
+    }
+
+    fn route(
+        &self,
+        tenant: &TenantId,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Routed, CollectorError>> {
+        let this = self.0.clone();
+        let tenant = tenant.clone();
+        Box::pin(async move {
+            let (mut rejected, first) = this.route_once(&tenant, &headers, &request).await;
+            let Err((error, untaken)) = first else {
+                return Ok(rejected);
+            };
+            if untaken.is_empty() {
+                return Err(error);
+            }
+            // The map may be out of date (a partition moved, an ingester stopped): read it
+            // again and route what was not taken once more.
+            this.stale.notify_one();
+            if let Err(error) = this.refresh_map().await {
+                tracing::warn!(%error, "cannot read the partition map");
+            }
+            for part in untaken {
+                let (more, again) = this.route_once(&tenant, &headers, &part).await;
+                rejected.add(more);
+                if let Err((error, _)) = again {
+                    return Err(error);
+                }
+            }
+            Ok(rejected)
+        })
+    }
+
+    fn admit(&self, route: &str) -> Result<(), CollectorError> {
+        self.0.admit(route)
+    }
+}
+
+impl ClusterNode {
+    fn admit(&self, route: &str) -> Result<(), CollectorError> {
+        if !self.roles.ingester {
+            return Err(CollectorError::Sink(SinkError::Unavailable(
+                "this node is not an ingester".into(),
+            )));
+        }
+        let now = flowscope_base::clock::now_ns();
+        let held = self.held.read().unwrap_or_else(PoisonError::into_inner);
+        for item in route.split(',').filter(|item| !item.is_empty()) {
+            let parsed = item.split_once(':').and_then(|(part, epoch)| {
+                Some((part.parse::<u32>().ok()?, epoch.parse::<i64>().ok()?))
+            });
+            let Some((part, epoch)) = parsed else {
+                return Err(CollectorError::InvalidRequest(format!(
+                    "{ROUTE_HEADER}: {item:?} is not partition:epoch"
+                )));
+            };
+            match held.get(&part) {
+                Some((held_epoch, until)) if *held_epoch == epoch && *until >= now => {}
+                _ => {
+                    return Err(CollectorError::Sink(SinkError::Unavailable(format!(
+                        "this ingester does not hold partition {part} at epoch {epoch}; route again"
+                    ))));
+                }
+            }
+        }
+        Ok(())
+    }
+}

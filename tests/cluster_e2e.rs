@@ -1,0 +1,276 @@
+//! A cluster on loopback (issue 24): a PostgreSQL of the test's own, s3s-fs, two ingesters
+//! and a receiver, each a real `flowscope serve --roles …` process. Spans sent to the
+//! receiver (OTLP/gRPC, OTLP/HTTP protobuf and JSON) land on the ingester that holds their
+//! trace's partition, every span of a trace on one ingester; an ingester killed with
+//! SIGKILL loses its partitions when its leases end, the other takes them and ingest goes
+//! on; back, it has every span it acknowledged.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::otlp::numbered_request;
+use common::postgres::Postgres;
+use common::s3::{BUCKET, Kind, S3};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use serde_json::Value;
+
+fn start(data: &Path, s3: &S3, metadata: &str, roles: &str) -> Server {
+    let env: Vec<(&str, String)> = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let object_store = format!("s3://{BUCKET}/cluster");
+    Server::start_with_env(
+        data,
+        &env,
+        &[
+            "--metadata",
+            metadata,
+            "--roles",
+            roles,
+            "--object-store",
+            &object_store,
+            "--flush-interval",
+            "2s",
+        ],
+    )
+}
+
+fn cluster(server: &Server) -> Value {
+    reqwest::blocking::get(format!("http://{}/api/cluster", server.api))
+        .expect("GET /api/cluster")
+        .json()
+        .expect("JSON")
+}
+
+/// Partitions held, by node id, as `/api/cluster` says.
+fn held(server: &Server) -> BTreeMap<String, u64> {
+    cluster(server)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["state"] == "up")
+        .map(|node| {
+            (
+                node["node"].as_str().unwrap().to_string(),
+                node["partitions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn node_id(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir.join("node-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The trace ids an ingester holds, with their span counts.
+fn traces(server: &Server) -> BTreeMap<String, i64> {
+    let answer = server.sql("SELECT trace_id, count(*) FROM spans GROUP BY trace_id");
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_str().unwrap().to_string(),
+                row[1].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `count` spans numbered from `first` under a service, sent to the receiver in requests
+/// of 200 over OTLP/gRPC, each retried on UNAVAILABLE (as exporters do) for up to 60 s.
+fn send(receiver: &Server, service: &str, first: u64, count: u64) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(receiver.grpc_url())
+            .await
+            .unwrap();
+        let mut next = first;
+        while next < first + count {
+            let size = 200.min(first + count - next);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match client.export(numbered_request(service, next, size)).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        assert!(answer.partial_success.is_none(), "{answer:?}");
+                        break;
+                    }
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        assert!(Instant::now() < deadline, "still unavailable: {status:?}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(status) => panic!("export refused: {status:?}"),
+                }
+            }
+            next += size;
+        }
+    });
+}
+
+fn post(receiver: &Server, content_type: &str, body: Vec<u8>) {
+    let response = reqwest::blocking::Client::new()
+        .post(receiver.traces_url())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+}
+
+#[test]
+fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() {
+    let mut pg = Postgres::start();
+    let metadata = pg.database("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let a = start(&dir.path().join("a"), &s3, &metadata, "ingester");
+    let b = start(&dir.path().join("b"), &s3, &metadata, "ingester,compactor");
+    let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
+    let (a_id, b_id) = (node_id(&a), node_id(&b));
+    wait_for(
+        "the ingesters to split the partitions",
+        Duration::from_secs(30),
+        || {
+            let held = held(&receiver);
+            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
+        },
+    );
+    let nodes = cluster(&receiver);
+    let roles: BTreeSet<String> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        ["ingester", "ingester,compactor", "receiver,querier"]
+            .map(String::from)
+            .into(),
+    );
+
+    // 4,000 spans of 500 traces over gRPC, then 400 more over HTTP (protobuf, then JSON).
+    send(&receiver, "orders", 0, 4_000);
+    post(
+        &receiver,
+        "application/x-protobuf",
+        numbered_request("orders", 4_000, 200).encode_to_vec(),
+    );
+    let json: ExportTraceServiceRequest = numbered_request("orders", 4_200, 200);
+    post(
+        &receiver,
+        "application/json",
+        serde_json::to_vec(&json).unwrap(),
+    );
+
+    let (on_a, on_b) = (traces(&a), traces(&b));
+    let spans = |t: &BTreeMap<String, i64>| t.values().sum::<i64>();
+    assert_eq!(
+        spans(&on_a) + spans(&on_b),
+        4_400,
+        "every span on one ingester"
+    );
+    assert!(
+        spans(&on_a) > 1_000 && spans(&on_b) > 1_000,
+        "both take a share: {} / {}",
+        spans(&on_a),
+        spans(&on_b)
+    );
+    assert!(
+        on_a.keys().all(|trace| !on_b.contains_key(trace)),
+        "no trace is split between ingesters"
+    );
+    assert!(
+        on_a.values().chain(on_b.values()).all(|&n| n == 8),
+        "every trace whole on its ingester"
+    );
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM spans"),
+        0,
+        "a receiver keeps nothing"
+    );
+
+    // b dies without a word: its partitions move to a when their leases end (15 s), and
+    // the receiver goes on routing, to a alone.
+    let b_dir = b.data_dir.clone();
+    let b_had = spans(&on_b);
+    b.kill();
+    let killed = Instant::now();
+    wait_for("a to take b's partitions", Duration::from_secs(40), || {
+        held(&receiver).get(&a_id) == Some(&64)
+    });
+    let moved_after = killed.elapsed();
+    assert!(
+        moved_after < Duration::from_secs(35),
+        "partitions moved {moved_after:?} after the kill"
+    );
+    send(&receiver, "payments", 10_000, 800);
+    assert_eq!(
+        a.count("SELECT count(*) FROM spans WHERE service_name = 'payments'"),
+        800,
+        "a takes every trace while b is away"
+    );
+
+    // b comes back on its data directory: every span it acknowledged is there (replayed
+    // from its WAL or read from its files), and the partitions split again.
+    let b = start(&b_dir, &s3, &metadata, "ingester,compactor");
+    assert_eq!(
+        b.count("SELECT count(*) FROM spans"),
+        b_had,
+        "b lost nothing it acknowledged"
+    );
+    wait_for(
+        "the partitions to split again",
+        Duration::from_secs(30),
+        || {
+            let held = held(&receiver);
+            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
+        },
+    );
+    send(&receiver, "billing", 20_000, 800);
+    let billing = |s: &Server| s.count("SELECT count(*) FROM spans WHERE service_name = 'billing'");
+    assert_eq!(billing(&a) + billing(&b), 800);
+    assert!(billing(&b) > 0, "b takes traces again");
+
+    // A clean stop gives the partitions back at once.
+    let stopped = Instant::now();
+    b.stop();
+    wait_for(
+        "a to take b's partitions after a clean stop",
+        Duration::from_secs(10),
+        || held(&receiver).get(&a_id) == Some(&64),
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    receiver.stop();
+    a.stop();
+    pg.stop();
+}
