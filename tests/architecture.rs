@@ -283,3 +283,21 @@ fn the_receive_path_calls_one_way() {
         }
     }
 }
+
+/// The distributed query engine's API changes between major versions: one crate depends on
+/// it (`flowscope-cluster`), and one file there names it (`cluster/src/sql.rs`).
+#[test]
+fn the_distributed_engine_stays_behind_one_module() {
+    for package in ["flowscope-query", "flowscope-web", "flowscope-alert", "flowscope-collector"] {
+        check_absent(package, &["datafusion-distributed"]);
+    }
+    let mut naming = Vec::new();
+    for dir in ["src", "cluster/src", "query/src", "web/src"] {
+        for file in rust_files(dir) {
+            if code_without_tests(&file).contains("datafusion_distributed") {
+                naming.push(file);
+            }
+        }
+    }
+    assert_eq!(naming, ["cluster/src/sql.rs"], "files that name datafusion_distributed");
+}

@@ -213,11 +213,40 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
         on_a.values().chain(on_b.values()).all(|&n| n == 8),
         "every trace whole on its ingester"
     );
+    // The receiver is a querier too: its `spans` is every ingester's, each span once,
+    // from their memory now and from their files after a flush.
+    assert_eq!(receiver.count("SELECT count(*) FROM spans"), 4_400);
+    let mut whole = on_a.clone();
+    whole.extend(on_b.clone());
+    assert_eq!(
+        traces(&receiver),
+        whole,
+        "the querier sees every trace whole, once"
+    );
+    // EXPLAIN shows the distributed plan: a stage of two tasks, each reading one ingester's
+    // memory on that ingester (and a share of the files).
+    let explain = receiver.sql("EXPLAIN SELECT service_name, count(*) FROM spans GROUP BY 1");
+    let explain = explain["rows"][1][1].as_str().unwrap().to_string();
+    assert!(
+        explain.contains("DistributedExec")
+            && explain.contains("tasks=2")
+            && explain.contains(&format!(
+                "t0: IngesterScanExec: tenant=default, ingesters=[{}",
+                a_id.clone().min(b_id.clone())
+            ))
+            && explain.contains(&format!(
+                "t1: IngesterScanExec: tenant=default, ingesters=[{}",
+                a_id.clone().max(b_id.clone())
+            )),
+        "the plan reads each ingester in a task of its own: {explain}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
         receiver.count("SELECT count(*) FROM spans"),
-        0,
-        "a receiver keeps nothing"
+        4_400,
+        "across a flush"
     );
+    assert_eq!(traces(&receiver), whole);
 
     // b dies without a word: its partitions move to a when their leases end (15 s), and
     // the receiver goes on routing, to a alone.

@@ -47,6 +47,11 @@ pub struct IngestArgs {
     /// sent to rotel discarding them (blackhole exporter), and the costs compared
     #[arg(long)]
     rotel: Option<PathBuf>,
+    /// A PostgreSQL database (postgres://…) for a cluster of two processes: an ingester and a
+    /// receiver (`--roles`), the spans sent to the receiver; the server figures are then the
+    /// two processes summed (the cost of routing, against a standalone run)
+    #[arg(long)]
+    cluster_metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -121,32 +126,80 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         WalSync::Never => "never",
     };
     let protocol = args.protocol.to_string();
-    let server = Server::start(&binary, data_dir.path(), &["--wal-sync", wal_sync])?;
+    let (server, receiver) = match &args.cluster_metadata {
+        None => (
+            Server::start(&binary, data_dir.path(), &["--wal-sync", wal_sync])?,
+            None,
+        ),
+        Some(url) => {
+            let ingester = Server::start(
+                &binary,
+                data_dir.path(),
+                &[
+                    "--wal-sync",
+                    wal_sync,
+                    "--metadata",
+                    url,
+                    "--roles",
+                    "ingester",
+                ],
+            )?;
+            let receiver = Server::start(
+                &binary,
+                &data_dir.path().join("receiver"),
+                &["--metadata", url, "--roles", "receiver"],
+            )?;
+            runtime.block_on(wait_for_partitions(&receiver))?;
+            eprintln!(
+                "cluster: receiver pid {} routes to ingester pid {}",
+                receiver.pid(),
+                ingester.pid()
+            );
+            (ingester, Some(receiver))
+        }
+    };
+    let target = receiver.as_ref().unwrap_or(&server);
+    let cluster_cpu = |server: &Server| -> anyhow::Result<f64> {
+        Ok(server.cpu_seconds()?
+            + match &receiver {
+                Some(receiver) => receiver.cpu_seconds()?,
+                None => 0.0,
+            })
+    };
     eprintln!(
         "sending to {} (pid {}) over {protocol} with {} connections, wal-sync {wal_sync} ...",
         binary.display(),
         server.pid(),
         args.connections
     );
-    let server_cpu_before = server.cpu_seconds()?;
+    let server_cpu_before = cluster_cpu(&server)?;
+    let receiver_cpu_before = match &receiver {
+        Some(receiver) => receiver.cpu_seconds()?,
+        None => 0.0,
+    };
     let client_cpu_before = server::own_cpu_seconds()?;
     // Kept for the references measured after the server's run (`Bytes` clones share).
     let kept_requests = requests.clone();
     let source = Source::ready(requests);
     let sent = runtime.block_on(send_all(
         args.protocol,
-        &server,
+        target,
         source,
         args.connections,
         args.spans,
     ))?;
-    let server_cpu = server.cpu_seconds()? - server_cpu_before;
+    let server_cpu = cluster_cpu(&server)? - server_cpu_before;
+    let receiver_cpu = match &receiver {
+        Some(receiver) => receiver.cpu_seconds()? - receiver_cpu_before,
+        None => 0.0,
+    };
     let client_cpu = server::own_cpu_seconds()? - client_cpu_before;
     let peak_rss = server.peak_rss_bytes()?;
     let rss = server::memory_bytes(server.pid(), "VmRSS")?;
 
     let http = server::http_client();
     let counted = runtime.block_on(server.count(&http, "SELECT count(*) FROM spans"))?;
+    let receiver_stopped = receiver.map(Server::stop).transpose()?;
     let stopped = server.stop()?;
     let (parquet_bytes, parquet_files) =
         server::dir_size(&data_dir.path().join("spans"), ".parquet")?;
@@ -187,6 +240,19 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         server_cpu,
         2,
     );
+    if let Some(receiver_stopped) = &receiver_stopped {
+        report.add_float(
+            "receiver_cpu_seconds",
+            "of which the receiver (s)",
+            receiver_cpu,
+            2,
+        );
+        report.add(
+            "receiver_warnings",
+            "receiver WARN lines",
+            receiver_stopped.log.warnings,
+        );
+    }
     report.add_float(
         "server_cores",
         "server cores busy (CPU/wall)",
@@ -340,6 +406,30 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits until the receiver's map has every partition held (the ingester took them all).
+async fn wait_for_partitions(receiver: &Server) -> anyhow::Result<()> {
+    let client = server::http_client();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let url = format!("http://{}/api/cluster", receiver.api);
+        let held: u64 = match server::get_json(&client, &url).await {
+            Ok(cluster) => cluster["nodes"].as_array().map_or(0, |nodes| {
+                nodes.iter().filter_map(|n| n["partitions"].as_u64()).sum()
+            }),
+            Err(_) => 0,
+        };
+        if held == 64 {
+            // The receiver reads the map every second.
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the ingester did not take the partitions within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// The same requests, same protocol and connections, to rotel discarding them: its spans per

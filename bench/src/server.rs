@@ -299,6 +299,16 @@ pub fn http_client() -> HttpClient {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// GETs `url` and returns its JSON answer.
+pub async fn get_json(client: &HttpClient, url: &str) -> anyhow::Result<Value> {
+    let request = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .with_context(|| format!("cannot build a request to {url}"))?;
+    let response = client.request(request).await?;
+    let body = response.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&body).with_context(|| format!("{url} did not answer JSON"))
+}
+
 /// POSTs `body` and returns the status and the whole answer.
 pub async fn post(
     client: &HttpClient,

@@ -42,14 +42,15 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Streams a client may open and reset before they are accepted (HTTP/2 rapid reset).
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 32;
 
-/// Serves OTLP/gRPC TraceService on the connections `incoming` yields until `shutdown`
-/// resolves. The caller accepts them: the binary's accept layer caps how many are open,
+/// Serves OTLP/gRPC TraceService, and the services of `others` (a cluster node's query
+/// worker), on the connections `incoming` yields until `shutdown` resolves. The caller accepts them: the binary's accept layer caps how many are open,
 /// closes idle ones and sets `TCP_NODELAY` (`Server::tcp_nodelay` is ignored with an
 /// incoming stream); tests pass a plain [`TcpIncoming`].
 pub async fn serve_grpc<I, IO, IE>(
     incoming: I,
     sink: Arc<dyn SpanSink>,
     config: CollectorConfig,
+    others: Option<tonic::service::Routes>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError>
 where
@@ -80,7 +81,7 @@ where
                 rewrite_codec_status(response, limit)
             },
         ))
-        .add_service(service)
+        .add_routes(others.unwrap_or_default().add_service(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
@@ -466,7 +467,7 @@ mod tests {
             let address = listener.local_addr().expect("address");
             let (stop, stopped) = oneshot::channel::<()>();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = tokio::spawn(serve_grpc(incoming, sink, config, async {
+            let server = tokio::spawn(serve_grpc(incoming, sink, config, None, async {
                 let _ = stopped.await;
             }));
             let channel = Channel::from_shared(format!("http://{address}"))

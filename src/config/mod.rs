@@ -575,7 +575,7 @@ impl ServeConfig {
         )?;
         let metadata = store::metadata(&settings, &store.data_dir)?;
         let roles = Roles::parse(settings.roles.as_deref())?;
-        roles.check(&metadata)?;
+        roles.check(&metadata, object_store.is_some())?;
         let demo = demo.transpose().context("--demo-topology")?;
         let (access, demo_token) =
             access::resolve(&settings, tokens_file, random_token, demo.is_some())?;

@@ -64,8 +64,14 @@ impl Roles {
         Ok(roles)
     }
 
-    /// Checks the roles against the metadata database: a cluster's nodes must share one.
-    pub fn check(&self, metadata: &str) -> anyhow::Result<()> {
+    /// Checks the roles against the metadata database and object storage: a cluster's nodes
+    /// must share one of each (a querier reads every ingester's files from the bucket).
+    pub fn check(&self, metadata: &str, object_store: bool) -> anyhow::Result<()> {
+        if self.clustered && (self.ingester || self.querier) && !object_store {
+            anyhow::bail!(
+                "--roles {self}: a cluster's ingesters write their files to, and its queriers                  read them from, one bucket: give --object-store s3://bucket/prefix (the same on                  every node)"
+            );
+        }
         if self.clustered && !metadata.contains("://") {
             anyhow::bail!(
                 "--roles makes this process one node of a cluster, and a cluster's nodes share \
@@ -121,15 +127,21 @@ mod tests {
             "{error}"
         );
         let error = receiver
-            .check("/var/lib/flowscope/metadata.sqlite")
+            .check("/var/lib/flowscope/metadata.sqlite", false)
             .unwrap_err();
         assert!(
             error.to_string().contains("--metadata postgres://"),
             "{error}"
         );
         receiver
-            .check("postgres://u:p@127.0.0.1:5432/flowscope")
+            .check("postgres://u:p@127.0.0.1:5432/flowscope", false)
             .unwrap();
-        Roles::STANDALONE.check("/x/metadata.sqlite").unwrap();
+        let ingester = Roles::parse(Some("ingester")).unwrap();
+        let error = ingester.check("postgres://u:p@h/db", false).unwrap_err();
+        assert!(error.to_string().contains("--object-store"), "{error}");
+        ingester.check("postgres://u:p@h/db", true).unwrap();
+        Roles::STANDALONE
+            .check("/x/metadata.sqlite", false)
+            .unwrap();
     }
 }

@@ -48,6 +48,15 @@ struct RouteMap {
     holders: Vec<Option<Holder>>,
 }
 
+/// What a querier's SQL engines need: the catalog, who serves queries, and the bucket
+/// every ingester writes to (registered in the SQL runtime).
+#[derive(Clone)]
+pub struct ClusterSql {
+    pub db: MetadataDb,
+    pub directory: Arc<flowscope_cluster::Directory>,
+    pub bucket: flowscope_query::store::objects::ObjectStorage,
+}
+
 /// This node's part in the cluster.
 pub struct ClusterNode {
     node: String,
@@ -57,6 +66,8 @@ pub struct ClusterNode {
     map: RwLock<Arc<RouteMap>>,
     /// Wakes the map's refresh before its time (after a failure).
     stale: Notify,
+    /// Who serves queries, for this node's SQL engines (refreshed with the map).
+    directory: Arc<flowscope_cluster::Directory>,
     /// An ingester's leases: partition → (epoch, lease end in unix ns).
     held: RwLock<HashMap<u32, (i64, i64)>>,
     /// Sends parts to the ingesters.
@@ -73,11 +84,17 @@ impl fmt::Debug for ClusterNode {
 }
 
 impl ClusterNode {
-    pub fn new(node: String, roles: Roles, db: MetadataDb) -> Arc<Self> {
+    pub fn new(
+        node: String,
+        roles: Roles,
+        db: MetadataDb,
+        directory: Arc<flowscope_cluster::Directory>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node,
             roles,
             db,
+            directory,
             map: RwLock::default(),
             stale: Notify::new(),
             held: RwLock::default(),
@@ -150,6 +167,24 @@ impl ClusterNode {
             .filter(|node| node.state(now) == membership::NodeState::Up)
             .map(|node| (node.node.clone(), node))
             .collect();
+        // Queries run on every live node that holds data or serves queries; the ingesters'
+        // own memory is read on them.
+        let mut snapshot = flowscope_cluster::Snapshot::default();
+        for node in nodes.values() {
+            let Some(addr) = node.otlp_grpc.as_deref() else {
+                continue;
+            };
+            let roles: Vec<&str> = node.roles.split(',').map(str::trim).collect();
+            let url = format!("http://{addr}");
+            if roles.contains(&"ingester") {
+                snapshot.ingesters.insert(node.node.clone(), url.clone());
+            }
+            if roles.contains(&"ingester") || roles.contains(&"querier") {
+                snapshot.workers.push(url);
+            }
+        }
+        snapshot.workers.sort();
+        self.directory.set(snapshot);
         let mut holders = vec![None; partitions::PARTITIONS as usize];
         for lease in partitions::list(&self.db).await? {
             if !lease.held_at(now) {

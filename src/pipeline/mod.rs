@@ -65,6 +65,11 @@ pub struct Opened {
     liveness: Arc<Liveness>,
     spaces: Vec<TenantSpace>,
     metadata: Metadata,
+    sql_resources: SqlResources,
+    /// The bucket of `--object-store`, for a cluster node's query worker.
+    bucket: Option<ObjectStorage>,
+    /// A cluster node's directory of who serves queries (`--roles`).
+    directory: Option<Arc<flowscope_cluster::Directory>>,
 }
 
 /// The serving pipeline, until [`Running::drain`].
@@ -202,6 +207,19 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         );
     }
     let metadata = Metadata::new(metadata_db);
+    // A cluster's nodes serve queries together: a querier plans `spans` over all of them.
+    let directory = config
+        .roles
+        .clustered
+        .then(flowscope_cluster::Directory::new);
+    let cluster_sql = match (&directory, &objects) {
+        (Some(directory), Some(objects)) if config.roles.querier => Some(cluster::ClusterSql {
+            db: metadata.db().clone(),
+            directory: directory.clone(),
+            bucket: objects.clone(),
+        }),
+        _ => None,
+    };
     let mut spaces = Vec::new();
     for tenant in config.access.tenants() {
         spaces.push(
@@ -213,6 +231,7 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
                 &node_id,
                 &sql_resources,
                 &liveness,
+                cluster_sql.as_ref(),
             )
             .await?,
         );
@@ -226,6 +245,9 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         liveness,
         spaces,
         metadata,
+        sql_resources,
+        bucket: objects,
+        directory,
     })
 }
 
@@ -284,6 +306,9 @@ impl Opened {
             liveness,
             spaces,
             metadata,
+            sql_resources,
+            bucket,
+            directory,
         } = self;
         let membership_db = metadata.db().clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -291,20 +316,37 @@ impl Opened {
         // (ingester) or follows who holds them (receiver).
         let mut config = config;
         let mut cluster_tasks = Vec::new();
-        if config.roles.clustered {
-            let node =
-                cluster::ClusterNode::new(node_id.clone(), config.roles, metadata.db().clone());
+        let mut worker = None;
+        if let Some(directory) = directory {
+            let node = cluster::ClusterNode::new(
+                node_id.clone(),
+                config.roles,
+                metadata.db().clone(),
+                directory,
+            );
             if config.roles.ingester {
                 cluster_tasks.push(tokio::spawn(
                     node.clone().hold_partitions(stopped(stop_rx.clone())),
                 ));
             }
-            if node_routes(config.roles) {
+            if node_routes(config.roles) || config.roles.querier {
                 cluster_tasks.push(tokio::spawn(
                     node.clone().follow_map(stopped(stop_rx.clone())),
                 ));
             }
             config.collector.cluster = Some(Arc::new(cluster::ClusterHandle(node)));
+            // Every node runs the query tasks queriers send it, on its gRPC port: an
+            // ingester reads its own memory there.
+            let stores = flowscope_cluster::LocalStores {
+                node: node_id.clone(),
+                stores: spaces
+                    .iter()
+                    .map(|space| (space.tenant.as_str().to_string(), space.store.clone()))
+                    .collect(),
+            };
+            let service = flowscope_cluster::worker(stores, sql_resources.clone(), bucket.as_ref())
+                .into_worker_server();
+            worker = Some(tonic::service::Routes::new(service));
         }
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces
             .iter()
@@ -385,6 +427,7 @@ impl Opened {
             grpc.incoming(),
             sink.clone(),
             config.collector.clone(),
+            worker,
             stopped(stop_rx.clone()),
         );
         // Its end is awaited only for the drain, as the other servers' are.

@@ -52,6 +52,8 @@ fn tenant_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
     }
 }
 
+// What every tenant shares, passed as it is: a struct of references would only rename it.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     config: &ServeConfig,
     tenant: TenantId,
@@ -60,6 +62,7 @@ pub async fn open(
     node_id: &str,
     sql_resources: &SqlResources,
     liveness: &Arc<Liveness>,
+    cluster_sql: Option<&super::cluster::ClusterSql>,
 ) -> anyhow::Result<TenantSpace> {
     let data_dir = tenant_dir(&config.store.data_dir, &tenant);
     std::fs::create_dir_all(&data_dir)
@@ -145,10 +148,20 @@ pub async fn open(
         config.sql.timeout,
     )
     .with_objectives(config.objectives.clone());
-    let engine = Arc::new(
-        SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone())
-            .context("cannot start the SQL engine")?,
-    );
+    // A cluster's querier plans `spans` over every node; any other node reads its own.
+    let engine = match cluster_sql {
+        Some(cluster) => flowscope_cluster::engine(
+            store.clone(),
+            config.sql.clone(),
+            sql_resources.clone(),
+            cluster.db.clone(),
+            tenant.as_str().to_string(),
+            cluster.directory.clone(),
+            &cluster.bucket,
+        ),
+        None => SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone()),
+    };
+    let engine = Arc::new(engine.context("cannot start the SQL engine")?);
     flowscope_query::graph::register(&engine, &graph)
         .context("cannot register the graph tables")?;
     Ok(TenantSpace {

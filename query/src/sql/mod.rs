@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -34,6 +34,8 @@ use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -138,6 +140,20 @@ impl SqlResources {
         })
     }
 
+    /// The runtime every query of these resources runs in (memory pool, object stores):
+    /// a cluster's worker runs its tasks in it too.
+    pub fn runtime_env(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime_env
+    }
+
+    /// Registers the functions every engine of these resources has (the id renderer, the
+    /// bounded string functions) in `context`: a cluster's worker must know every function
+    /// a plan it is sent may call.
+    pub fn register_functions(&self, context: &SessionContext) {
+        context.register_udf(HexId::udf().as_ref().clone());
+        bounded_functions::register(context, &self.limits);
+    }
+
     /// Permits free now, of the shared ones (for tests: a stopped query gives its back).
     pub fn available_permits(&self) -> usize {
         self.permits.available_permits()
@@ -229,6 +245,19 @@ impl SqlEngine {
         config: SqlConfig,
         resources: SqlResources,
     ) -> Result<Self, QueryError> {
+        let spans = Arc::new(SpansTable::new(store.clone()));
+        Self::with_session(store, config, resources, |builder| builder, spans)
+    }
+
+    /// An engine whose session `customize` finishes (a cluster's querier makes it plan
+    /// across nodes) and whose `spans` table is `spans`; `store` is this node's own.
+    pub fn with_session(
+        store: Arc<SpanStore>,
+        config: SqlConfig,
+        resources: SqlResources,
+        customize: impl FnOnce(SessionStateBuilder) -> SessionStateBuilder,
+        spans: Arc<dyn TableProvider>,
+    ) -> Result<Self, QueryError> {
         let internal = |e: &dyn std::fmt::Display| QueryError::Internal(e.to_string());
         let session_config = SessionConfig::new()
             .with_information_schema(true)
@@ -246,13 +275,12 @@ impl SqlEngine {
             .with_default_features()
             // Defence in depth: even if DDL were allowed, no file format could be registered.
             .with_table_factories(HashMap::new())
-            .with_table_function_list(table_functions)
-            .build();
+            .with_table_function_list(table_functions);
+        let state = customize(state).build();
         let context = SessionContext::new_with_state(state);
-        context.register_udf(HexId::udf().as_ref().clone());
-        bounded_functions::register(&context, &resources.limits);
+        resources.register_functions(&context);
         context
-            .register_table("spans", Arc::new(SpansTable::new(store.clone())))
+            .register_table("spans", spans)
             .map_err(|e| internal(&e))?;
         Ok(Self {
             context,
@@ -597,6 +625,19 @@ async fn plan(
     Ok(plan)
 }
 
+/// How `EXPLAIN` shows a physical plan, for an engine whose planner is not DataFusion's
+/// own (a session config extension; without it `EXPLAIN` is DataFusion's).
+pub struct PlanRenderer(pub Arc<RenderPlan>);
+
+/// Renders a physical plan as text.
+pub type RenderPlan = dyn Fn(&dyn ExecutionPlan) -> String + Send + Sync;
+
+impl std::fmt::Debug for PlanRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlanRenderer")
+    }
+}
+
 /// Plans, checks and runs `sql`, sending the schema and then each batch to `sender`;
 /// `Ok(truncated)` once done.
 async fn run(
@@ -612,13 +653,43 @@ async fn run(
     let optimized = state.optimize(&plan).map_err(|e| classify(e, config))?;
     check_constants(&optimized, limits)?;
     let schema = Arc::new(optimized.schema().as_arrow().clone());
-    let physical = state
-        .query_planner()
-        .create_physical_plan(&optimized, &state)
-        .await
-        .map_err(|e| classify(e, config))?;
-    let mut stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())
-        .map_err(|e| classify(e, config))?;
+    let stream = match (&optimized, state.config().get_extension::<PlanRenderer>()) {
+        // DataFusion's EXPLAIN plans with its own planner, not the session's: an engine that
+        // plans otherwise (a cluster's querier) shows the plan it really runs.
+        (LogicalPlan::Explain(explain), Some(renderer))
+            if explain.logical_optimization_succeeded =>
+        {
+            let physical = state
+                .query_planner()
+                .create_physical_plan(&explain.plan, &state)
+                .await
+                .map_err(|e| classify(e, config))?;
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(vec!["logical_plan", "physical_plan"])),
+                    Arc::new(StringArray::from(vec![
+                        explain.plan.display_indent().to_string(),
+                        (renderer.0)(physical.as_ref()),
+                    ])),
+                ],
+            )
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+            let stream = futures::stream::iter([Ok(batch)]);
+            Box::pin(RecordBatchStreamAdapter::new(schema.clone(), stream))
+                as datafusion::execution::SendableRecordBatchStream
+        }
+        _ => {
+            let physical = state
+                .query_planner()
+                .create_physical_plan(&optimized, &state)
+                .await
+                .map_err(|e| classify(e, config))?;
+            datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                .map_err(|e| classify(e, config))?
+        }
+    };
+    let mut stream = stream;
     let stopped = || QueryError::Internal("the caller stopped reading".into());
     sender
         .send(Piece::Schema(schema))

@@ -26,6 +26,7 @@ use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFacto
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::Column;
@@ -166,7 +167,7 @@ fn rewrite_or_keep(expr: &Expr) -> Option<Expr> {
 
 /// The time range (inclusive, ns) and services that every row passing `filters` must have.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Pruning {
+pub struct Pruning {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub services: Option<Vec<String>>,
@@ -193,7 +194,7 @@ fn is_column(expr: &Expr, name: &str) -> bool {
 }
 
 impl Pruning {
-    pub(crate) fn from_filters(filters: &[Expr]) -> Self {
+    pub fn from_filters(filters: &[Expr]) -> Self {
         let mut pruning = Self::default();
         for filter in filters {
             for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
@@ -272,16 +273,32 @@ impl Pruning {
         }
     }
 
-    fn keeps(&self, segment: &Segment) -> bool {
+    pub fn keeps(&self, segment: &Segment) -> bool {
         segment.overlaps(self.from, self.to)
             && self
                 .services
                 .as_ref()
                 .is_none_or(|services| segment.may_contain_service(services))
     }
+
+    /// Whether a file of spans starting in `[min_start_ns, max_start_ns]`, with `services`
+    /// (`None`: too many to list), may hold a row the filters keep.
+    pub fn keeps_file(
+        &self,
+        min_start_ns: i64,
+        max_start_ns: i64,
+        services: Option<&std::collections::BTreeSet<String>>,
+    ) -> bool {
+        self.from.is_none_or(|from| max_start_ns >= from)
+            && self.to.is_none_or(|to| min_start_ns <= to)
+            && match (&self.services, services) {
+                (Some(wanted), Some(listed)) => wanted.iter().any(|s| listed.contains(s)),
+                _ => true,
+            }
+    }
 }
 
-fn parquet_predicate(
+pub fn parquet_predicate(
     state: &dyn Session,
     filters: &[Expr],
 ) -> Result<Option<Arc<dyn PhysicalExpr>>> {
@@ -294,7 +311,7 @@ fn parquet_predicate(
     Ok(state.create_physical_expr(predicate, &df_schema).ok())
 }
 
-fn hex_projection(
+pub fn hex_projection(
     input: &Arc<dyn ExecutionPlan>,
     state: &dyn Session,
 ) -> Result<Vec<(Arc<dyn PhysicalExpr>, String)>> {
@@ -321,6 +338,43 @@ fn hex_projection(
             Ok((expr, field.name().clone()))
         })
         .collect()
+}
+
+/// A scan of stored span files (storage schema, `projection` of its columns) in the object
+/// store registered under `url`, in up to `partitions` groups, with `predicate` pushed
+/// into the Parquet reader: the one way a `spans` scan reads files, on one node or in a
+/// cluster.
+pub fn parquet_scan(
+    runtime: &Arc<RuntimeEnv>,
+    url: ObjectStoreUrl,
+    files: Vec<PartitionedFile>,
+    projection: &[usize],
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    partitions: usize,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // Footers and page indexes are read once per file and kept (bounded) in the runtime's
+    // metadata cache: a remote file's are two ranged GETs saved per query.
+    let reader = CachedParquetFileReaderFactory::new(
+        runtime.object_store(&url)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    );
+    let mut source =
+        ParquetSource::new(storage_schema()).with_parquet_file_reader_factory(Arc::new(reader));
+    if let Some(predicate) = predicate {
+        source = source.with_predicate(predicate);
+    }
+    let mut groups = vec![Vec::new(); partitions.max(1).min(files.len().max(1))];
+    for (i, file) in files.into_iter().enumerate() {
+        let slot = i % groups.len();
+        groups[slot].push(file);
+    }
+    let config = FileScanConfigBuilder::new(url, Arc::new(source))
+        .with_projection_indices(Some(projection.to_vec()))?
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 #[async_trait]
@@ -395,28 +449,15 @@ impl TableProvider for SpansTable {
             }
         }
         for (url, files) in places {
-            // Footers and page indexes are read once per file and kept (bounded) in the
-            // runtime's metadata cache: a remote file's are two ranged GETs saved per query.
-            let reader = CachedParquetFileReaderFactory::new(
-                state.runtime_env().object_store(&url)?,
-                state.runtime_env().cache_manager.get_file_metadata_cache(),
-            );
-            let mut source = ParquetSource::new(schema.clone())
-                .with_parquet_file_reader_factory(Arc::new(reader));
-            if let Some(predicate) = parquet_predicate(state, filters)? {
-                source = source.with_predicate(predicate);
-            }
-            let mut groups = vec![Vec::new(); partitions.min(files.len())];
-            for (i, file) in files.into_iter().enumerate() {
-                let slot = i % groups.len();
-                groups[slot].push(file);
-            }
-            let config = FileScanConfigBuilder::new(url, Arc::new(source))
-                .with_projection_indices(Some(projection.clone()))?
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_limit(if filters.is_empty() { limit } else { None })
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            inputs.push(parquet_scan(
+                state.runtime_env(),
+                url,
+                files,
+                &projection,
+                parquet_predicate(state, filters)?,
+                partitions,
+                if filters.is_empty() { limit } else { None },
+            )?);
         }
 
         let input: Arc<dyn ExecutionPlan> = if inputs.is_empty() {

@@ -483,6 +483,60 @@ async fn insert_spans_files(
 
 /// Runs `work` to completion on `runtime` from synchronous code, also when called from
 /// inside a runtime (where blocking on one directly would panic).
+/// One node's committed spans files of a tenant, as a cluster's querier sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFiles {
+    pub node: String,
+    /// [`LOCAL`], or the object store's address of the node's files (`s3://bucket/prefix`).
+    pub location: String,
+    /// The node's committed WAL position: its memory holds what is past it.
+    pub committed_wal_seq: u64,
+    pub files: Vec<CatalogFile>,
+}
+
+/// Every node's committed spans files of `tenant` (none dropped) with its committed WAL
+/// position, read in one statement: one consistent snapshot of the whole cluster's catalog,
+/// so that a file and the position it advanced are seen together or not at all.
+pub async fn cluster_files(db: &MetadataDb, tenant: &str) -> Result<Vec<NodeFiles>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.node, s.location, s.committed_wal_seq, f.path, f.min_start_ns,          f.max_start_ns, f.services, f.row_count, f.byte_count, f.wal_seq_min, f.wal_seq_max          FROM catalog_stores s LEFT JOIN catalog_files f ON f.node = s.node          AND f.tenant = s.tenant AND f.kind = $1 AND f.deleted_ns IS NULL          WHERE s.tenant = $2 ORDER BY s.node, f.min_start_ns, f.wal_seq_max",
+    )
+    .bind(KIND_SPANS)
+    .bind(tenant)
+    .fetch_all(db.pool())
+    .await?;
+    let mut nodes: Vec<NodeFiles> = Vec::new();
+    for row in rows {
+        let node: String = row.get(0);
+        if nodes.last().is_none_or(|last| last.node != node) {
+            nodes.push(NodeFiles {
+                node,
+                location: row.get(1),
+                committed_wal_seq: row.get::<i64, _>(2).max(0) as u64,
+                files: Vec::new(),
+            });
+        }
+        let Some(path) = row.get::<Option<String>, _>(3) else {
+            continue;
+        };
+        if let Some(last) = nodes.last_mut() {
+            last.files.push(CatalogFile {
+                path,
+                min_start_ns: row.get(4),
+                max_start_ns: row.get(5),
+                services: row
+                    .get::<Option<String>, _>(6)
+                    .and_then(|text| serde_json::from_str(&text).ok()),
+                rows: row.get::<i64, _>(7).max(0) as u64,
+                bytes: row.get::<i64, _>(8).max(0) as u64,
+                wal_seq_min: row.get::<i64, _>(9).max(0) as u64,
+                wal_seq_max: row.get::<i64, _>(10).max(0) as u64,
+            });
+        }
+    }
+    Ok(nodes)
+}
+
 fn run_on<T: Send>(
     runtime: &Handle,
     work: impl Future<Output = Result<T, sqlx::Error>> + Send,

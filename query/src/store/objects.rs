@@ -158,11 +158,11 @@ impl ObjectStorage {
         }
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
-    pub(crate) fn url(&self) -> &ObjectStoreUrl {
+    pub fn url(&self) -> &ObjectStoreUrl {
         &self.url
     }
 

@@ -1,0 +1,386 @@
+//! SQL across the cluster on datafusion-distributed: the only module that names the crate
+//! (its API changes between major versions; this is what to rewrite on an upgrade).
+//!
+//! A querier plans with the `spans` table of [`ClusterSpansTable`]: one Parquet scan of
+//! every node's committed files (one consistent snapshot of the catalog), and one
+//! [`IngesterScanExec`] of each live ingester's spans past its committed WAL position. The
+//! distributed planner cuts the plan into stages; the stage holding the scans gets one task
+//! per ingester, each task gets one ingester's scan ([`scale_up`]) and a share of the files,
+//! and runs on that ingester's worker ([`route`]). So every row is read once, without a
+//! deduplication pass. Every node serves [`worker`] on its OTLP/gRPC port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::SessionContext;
+use datafusion_distributed::{
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
+    RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+    SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver, display_plan_ascii,
+};
+use flowscope_model::{sql_schema, storage_schema};
+use flowscope_query::metadata::MetadataDb;
+use flowscope_query::sql::PlanRenderer;
+use flowscope_query::sql::spans_table::{Pruning, hex_projection, parquet_predicate, parquet_scan};
+use flowscope_query::store::catalog;
+use flowscope_query::store::objects::ObjectStorage;
+use flowscope_query::{QueryError, SpanStore, SqlConfig, SqlEngine, SqlResources};
+use url::Url;
+
+use crate::memtable::{IngesterScanCodec, IngesterScanExec, LocalStores, Target};
+
+/// Who serves queries: every live node's worker, and the live ingesters' by node id. The
+/// node refreshes it from the membership (every second); planning reads it without I/O.
+#[derive(Debug, Default)]
+pub struct Directory {
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every live node's worker (`http://host:port`, the OTLP/gRPC port).
+    pub workers: Vec<String>,
+    /// Each live ingester's worker, by node id.
+    pub ingesters: BTreeMap<String, String>,
+}
+
+impl Directory {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn set(&self, snapshot: Snapshot) {
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+    }
+
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+struct Resolver(Arc<Directory>);
+
+impl WorkerResolver for Resolver {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        let snapshot = self.0.get();
+        if snapshot.workers.is_empty() {
+            return Err(DataFusionError::Execution(
+                "no node of the cluster is up to run the query on".into(),
+            ));
+        }
+        snapshot.workers.iter().map(|url| parse_url(url)).collect()
+    }
+}
+
+fn parse_url(url: &str) -> Result<Url, DataFusionError> {
+    Url::parse(url).map_err(|e| DataFusionError::Execution(format!("worker address {url}: {e}")))
+}
+
+/// The `spans` table of a querier: every node's files and every live ingester's memory.
+#[derive(Debug)]
+pub struct ClusterSpansTable {
+    db: MetadataDb,
+    tenant: String,
+    directory: Arc<Directory>,
+    /// The bucket every ingester writes to (registered in the querier's runtime).
+    bucket: ObjectStoreUrl,
+}
+
+impl ClusterSpansTable {
+    /// What the scan reads: the files of the catalog snapshot (in the bucket) and one
+    /// target per live ingester, at its committed position in that snapshot.
+    async fn plan_inputs(
+        &self,
+        pruning: &Pruning,
+    ) -> Result<(Vec<PartitionedFile>, Vec<Target>), DataFusionError> {
+        let snapshot = catalog::cluster_files(&self.db, &self.tenant)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let directory = self.directory.get();
+        let bucket = self.bucket.as_str().trim_end_matches('/');
+        let mut files = Vec::new();
+        let mut targets = Vec::new();
+        let mut seen = BTreeSet::new();
+        for node in snapshot {
+            if let Some(url) = directory.ingesters.get(&node.node) {
+                targets.push(Target {
+                    node: node.node.clone(),
+                    url: url.clone(),
+                    since: node.committed_wal_seq,
+                });
+            }
+            seen.insert(node.node.clone());
+            let Some(root) = node.location.strip_prefix(bucket) else {
+                if !node.files.is_empty() {
+                    tracing::warn!(node = %node.node, location = %node.location, "a node's files are not in the cluster's bucket; queries skip them");
+                }
+                continue;
+            };
+            let root = root.trim_matches('/');
+            for file in node
+                .files
+                .iter()
+                .filter(|f| pruning.keeps_file(f.min_start_ns, f.max_start_ns, f.services.as_ref()))
+            {
+                let path = if root.is_empty() {
+                    file.path.clone()
+                } else {
+                    format!("{root}/{}", file.path)
+                };
+                files.push(PartitionedFile::new(path, file.bytes));
+            }
+        }
+        // Ingesters that have not committed a flush yet hold everything in memory.
+        for (node, url) in &directory.ingesters {
+            if !seen.contains(node) {
+                targets.push(Target {
+                    node: node.clone(),
+                    url: url.clone(),
+                    since: 0,
+                });
+            }
+        }
+        targets.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok((files, targets))
+    }
+}
+
+#[async_trait]
+impl TableProvider for ClusterSpansTable {
+    fn schema(&self) -> SchemaRef {
+        sql_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = storage_schema();
+        let projection: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let pruning = Pruning::from_filters(filters);
+        let (files, targets) = self.plan_inputs(&pruning).await?;
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            inputs.push(parquet_scan(
+                state.runtime_env(),
+                self.bucket.clone(),
+                files,
+                &projection,
+                parquet_predicate(state, filters)?,
+                state.config().target_partitions().max(1),
+                if filters.is_empty() { limit } else { None },
+            )?);
+        }
+        if !targets.is_empty() {
+            inputs.push(Arc::new(IngesterScanExec::try_new(
+                self.tenant.clone(),
+                projection.clone(),
+                targets,
+            )?));
+        }
+        let input: Arc<dyn ExecutionPlan> = match inputs.len() {
+            0 => Arc::new(EmptyExec::new(Arc::new(schema.project(&projection)?))),
+            1 => inputs.remove(0),
+            _ => UnionExec::try_new(inputs)?,
+        };
+        let exprs = hex_projection(&input, state)?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+    }
+}
+
+/// The ingesters' scan asks for one task per ingester, and no more: each task reads one.
+/// One ingester alone gets a second, empty task: a stage of one task is run by the querier
+/// itself, and that ingester's memory is not there.
+fn task_count(scan: &IngesterScanExec) -> usize {
+    scan.targets().len().max(2)
+}
+
+fn desired(ev: DesiredTaskCountEvent) -> Option<Result<DesiredTaskCountEventResponse>> {
+    let scan = ev.plan.downcast_ref::<IngesterScanExec>()?;
+    Some(Ok(DesiredTaskCountEventResponse::maximum(task_count(scan))))
+}
+
+fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let scan = ev.plan.downcast_ref::<IngesterScanExec>()?;
+    let built = (|| {
+        if ev.task_count < scan.targets().len() {
+            return Err(DataFusionError::Plan(format!(
+                "this query reads the spans of {} ingesters in a part of the plan that runs as {} task(s); rewrite it so that the spans are aggregated or filtered before they are joined with another table",
+                scan.targets().len(),
+                ev.task_count
+            )));
+        }
+        let mut variants: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for index in 0..ev.task_count {
+            let targets = scan.targets().get(index).cloned().into_iter().collect();
+            variants.push(Arc::new(IngesterScanExec::try_new(
+                scan.tenant().to_string(),
+                scan.projection().to_vec(),
+                targets,
+            )?));
+        }
+        DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
+            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf)))
+    })();
+    Some(built)
+}
+
+/// Sends each task of a stage holding the ingesters' scan to its ingester; a task without
+/// one (the padding of a lone ingester) to the first worker.
+fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
+    let mut variants: Option<Vec<Arc<dyn ExecutionPlan>>> = None;
+    let _ = ev.plan.apply(|node| {
+        if let Some(leaf) = node.downcast_ref::<DistributedLeafExec>()
+            && leaf.original().is::<IngesterScanExec>()
+        {
+            variants = Some(leaf.variants().to_vec());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let variants = variants?;
+    let routed = (|| {
+        let fallback = ev
+            .task_ctx
+            .session_config()
+            .get_extension::<FallbackWorker>()
+            .map(|worker| worker.0.get().workers.first().cloned())
+            .unwrap_or_default();
+        let mut urls = Vec::with_capacity(ev.task_count);
+        for index in 0..ev.task_count {
+            let target = variants
+                .get(index)
+                .and_then(|v| v.downcast_ref::<IngesterScanExec>())
+                .and_then(|scan| scan.targets().first())
+                .map(|target| target.url.clone())
+                .or_else(|| fallback.clone());
+            let Some(url) = target else {
+                return Err(DataFusionError::Execution(
+                    "no worker to run a part of the query on".into(),
+                ));
+            };
+            urls.push(parse_url(&url)?);
+        }
+        Ok(RouteTasksEventResponse::new(urls))
+    })();
+    Some(routed)
+}
+
+/// The directory, as a session extension the routing reads.
+#[derive(Debug)]
+struct FallbackWorker(Arc<Directory>);
+
+/// A querier's SQL engine for `tenant`: `spans` is the whole cluster's, planned by
+/// datafusion-distributed. `bucket` is the object store every ingester writes to;
+/// `store` is this node's own (for the engine's other tables).
+pub fn engine(
+    store: Arc<SpanStore>,
+    config: SqlConfig,
+    resources: SqlResources,
+    db: MetadataDb,
+    tenant: String,
+    directory: Arc<Directory>,
+    bucket: &ObjectStorage,
+) -> Result<SqlEngine, QueryError> {
+    // Every node's files are read through this node's client of the bucket (and its cache).
+    resources
+        .runtime_env()
+        .register_object_store(bucket.url().as_ref(), bucket.store().clone());
+    let spans = Arc::new(ClusterSpansTable {
+        db,
+        tenant,
+        directory: directory.clone(),
+        bucket: bucket.url().clone(),
+    });
+    let customize = move |builder: SessionStateBuilder| {
+        let mut builder = builder
+            .with_distributed_worker_resolver(Resolver(directory.clone()))
+            .with_distributed_user_codec(IngesterScanCodec)
+            .with_distributed_desired_task_count_handler(desired)
+            .with_distributed_scale_up_leaf_node_handler(scale_up)
+            .with_distributed_route_tasks_handler(route);
+        // A union of the files and the ingesters stays in one stage, whose tasks each
+        // read one ingester and a share of the files.
+        if let Err(error) = builder.set_distributed_children_isolator_unions(false) {
+            tracing::warn!(%error, "cannot keep unions whole in distributed plans");
+        }
+        if let Some(config) = builder.config().as_mut() {
+            config.set_extension(Arc::new(FallbackWorker(directory)));
+            // EXPLAIN shows the stages, their tasks and what each reads.
+            config.set_extension(Arc::new(PlanRenderer(Arc::new(
+                |plan: &dyn ExecutionPlan| display_plan_ascii(plan, false),
+            ))));
+        }
+        builder.with_distributed_planner()
+    };
+    SqlEngine::with_session(store, config, resources, customize, spans)
+}
+
+/// The worker every node serves on its OTLP/gRPC port: it runs the tasks queriers send,
+/// against `stores` (this node's, by tenant) for the ingesters' scans, with the functions
+/// of `resources` and in its runtime (memory pool, object stores: `bucket` is registered).
+pub fn worker(
+    stores: LocalStores,
+    resources: SqlResources,
+    bucket: Option<&ObjectStorage>,
+) -> Worker {
+    // The files a querier hands this worker are in the cluster's bucket.
+    if let Some(bucket) = bucket {
+        resources
+            .runtime_env()
+            .register_object_store(bucket.url().as_ref(), bucket.store().clone());
+    }
+    let stores = Arc::new(stores);
+    let runtime = resources.runtime_env().clone();
+    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+        let stores = stores.clone();
+        let resources = resources.clone();
+        async move {
+            let mut builder = ctx.builder;
+            if let Some(config) = builder.config().as_mut() {
+                config.set_distributed_user_codec(IngesterScanCodec);
+                config.set_extension(stores);
+            }
+            let context = SessionContext::new_with_state(builder.build());
+            resources.register_functions(&context);
+            Ok(context.state())
+        }
+    })
+    .with_runtime_env(runtime)
+}
