@@ -288,7 +288,12 @@ fn the_receive_path_calls_one_way() {
 /// it (`flowscope-cluster`), and one file there names it (`cluster/src/sql.rs`).
 #[test]
 fn the_distributed_engine_stays_behind_one_module() {
-    for package in ["flowscope-query", "flowscope-web", "flowscope-alert", "flowscope-collector"] {
+    for package in [
+        "flowscope-query",
+        "flowscope-web",
+        "flowscope-alert",
+        "flowscope-collector",
+    ] {
         check_absent(package, &["datafusion-distributed"]);
     }
     let mut naming = Vec::new();
@@ -299,5 +304,9 @@ fn the_distributed_engine_stays_behind_one_module() {
             }
         }
     }
-    assert_eq!(naming, ["cluster/src/sql.rs"], "files that name datafusion_distributed");
+    assert_eq!(
+        naming,
+        ["cluster/src/sql.rs"],
+        "files that name datafusion_distributed"
+    );
 }

@@ -11,132 +11,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::cluster::{cluster, held, node_id, post, send, start, traces, wait_for};
 use common::otlp::numbered_request;
 use common::postgres::Postgres;
-use common::s3::{BUCKET, Kind, S3};
+use common::s3::{Kind, S3};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use serde_json::Value;
-
-fn start(data: &Path, s3: &S3, metadata: &str, roles: &str) -> Server {
-    let env: Vec<(&str, String)> = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let object_store = format!("s3://{BUCKET}/cluster");
-    Server::start_with_env(
-        data,
-        &env,
-        &[
-            "--metadata",
-            metadata,
-            "--roles",
-            roles,
-            "--object-store",
-            &object_store,
-            "--flush-interval",
-            "2s",
-        ],
-    )
-}
-
-fn cluster(server: &Server) -> Value {
-    reqwest::blocking::get(format!("http://{}/api/cluster", server.api))
-        .expect("GET /api/cluster")
-        .json()
-        .expect("JSON")
-}
-
-/// Partitions held, by node id, as `/api/cluster` says.
-fn held(server: &Server) -> BTreeMap<String, u64> {
-    cluster(server)["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|node| node["state"] == "up")
-        .map(|node| {
-            (
-                node["node"].as_str().unwrap().to_string(),
-                node["partitions"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn node_id(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir.join("node-id"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The trace ids an ingester holds, with their span counts.
-fn traces(server: &Server) -> BTreeMap<String, i64> {
-    let answer = server.sql("SELECT trace_id, count(*) FROM spans GROUP BY trace_id");
-    answer["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            (
-                row[0].as_str().unwrap().to_string(),
-                row[1].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// `count` spans numbered from `first` under a service, sent to the receiver in requests
-/// of 200 over OTLP/gRPC, each retried on UNAVAILABLE (as exporters do) for up to 60 s.
-fn send(receiver: &Server, service: &str, first: u64, count: u64) {
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(receiver.grpc_url())
-            .await
-            .unwrap();
-        let mut next = first;
-        while next < first + count {
-            let size = 200.min(first + count - next);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match client.export(numbered_request(service, next, size)).await {
-                    Ok(answer) => {
-                        let answer = answer.into_inner();
-                        assert!(answer.partial_success.is_none(), "{answer:?}");
-                        break;
-                    }
-                    Err(status) if status.code() == tonic::Code::Unavailable => {
-                        assert!(Instant::now() < deadline, "still unavailable: {status:?}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(status) => panic!("export refused: {status:?}"),
-                }
-            }
-            next += size;
-        }
-    });
-}
-
-fn post(receiver: &Server, content_type: &str, body: Vec<u8>) {
-    let response = reqwest::blocking::Client::new()
-        .post(receiver.traces_url())
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-}
 
 #[test]
 fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() {

@@ -4,6 +4,7 @@
 
 pub mod alerting;
 pub mod city;
+pub mod cluster;
 pub mod ingest;
 pub mod otlp;
 pub mod ports;

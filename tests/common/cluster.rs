@@ -1,0 +1,136 @@
+//! A flowscope cluster on loopback for the tests (issue 24): nodes started with `--roles`
+//! over one PostgreSQL and one s3s-fs, and what tests ask of them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde_json::Value;
+
+use super::Server;
+use super::otlp::numbered_request;
+use super::s3::{BUCKET, S3};
+
+pub fn start(data: &Path, s3: &S3, metadata: &str, roles: &str) -> Server {
+    let env: Vec<(&str, String)> = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let object_store = format!("s3://{BUCKET}/cluster");
+    Server::start_with_env(
+        data,
+        &env,
+        &[
+            "--metadata",
+            metadata,
+            "--roles",
+            roles,
+            "--object-store",
+            &object_store,
+            "--flush-interval",
+            "2s",
+        ],
+    )
+}
+
+pub fn cluster(server: &Server) -> Value {
+    reqwest::blocking::get(format!("http://{}/api/cluster", server.api))
+        .expect("GET /api/cluster")
+        .json()
+        .expect("JSON")
+}
+
+/// Partitions held, by node id, as `/api/cluster` says.
+pub fn held(server: &Server) -> BTreeMap<String, u64> {
+    cluster(server)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["state"] == "up")
+        .map(|node| {
+            (
+                node["node"].as_str().unwrap().to_string(),
+                node["partitions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub fn node_id(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir.join("node-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The trace ids an ingester holds, with their span counts.
+pub fn traces(server: &Server) -> BTreeMap<String, i64> {
+    let answer = server.sql("SELECT trace_id, count(*) FROM spans GROUP BY trace_id");
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_str().unwrap().to_string(),
+                row[1].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sends `requests` to `receiver` over OTLP/gRPC one by one, each retried on UNAVAILABLE (as
+/// exporters do) for up to 60 s; each must be accepted whole.
+pub fn export_with_retry(receiver: &Server, requests: Vec<ExportTraceServiceRequest>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(receiver.grpc_url())
+            .await
+            .unwrap();
+        for request in requests {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match client.export(request.clone()).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        assert!(answer.partial_success.is_none(), "{answer:?}");
+                        break;
+                    }
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        assert!(Instant::now() < deadline, "still unavailable: {status:?}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(status) => panic!("export refused: {status:?}"),
+                }
+            }
+        }
+    });
+}
+
+/// `count` spans numbered from `first` under a service, sent to the receiver in requests
+/// of 200 (see [`export_with_retry`]).
+pub fn send(receiver: &Server, service: &str, first: u64, count: u64) {
+    let requests = (first..first + count)
+        .step_by(200)
+        .map(|at| numbered_request(service, at, 200.min(first + count - at)))
+        .collect();
+    export_with_retry(receiver, requests);
+}
+
+pub fn post(receiver: &Server, content_type: &str, body: Vec<u8>) {
+    let response = reqwest::blocking::Client::new()
+        .post(receiver.traces_url())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+}
