@@ -59,7 +59,7 @@ fn trace_spans(trace: u64) -> Vec<(&'static str, Span)> {
                 ..Span::default()
             }
         };
-    let failed = trace % 13 == 0;
+    let failed = trace.is_multiple_of(13);
     // Kinds: 2 SERVER, 3 CLIENT.
     vec![
         (
