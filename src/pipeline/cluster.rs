@@ -6,10 +6,11 @@
 //! partitions under leases it renews every `partitions::RENEW` and admits only the parts
 //! routed to it at the epochs it holds.
 //!
-//! Failures are the client's to retry, never a silent drop: a partition with no live
-//! ingester, or a part an ingester did not take after one fresh attempt, answers
-//! UNAVAILABLE (HTTP 503) for the whole request. The parts that were taken stay taken, so
-//! a client's retry can store those spans twice (at least once, as OTLP promises).
+//! Failures are never a silent drop: a part no ingester took (a partition with no live
+//! ingester, an ingester restarting) is routed again with a fresh map for up to
+//! `ROUTE_PATIENCE`, then the whole request is answered UNAVAILABLE (HTTP 503). The parts
+//! that were taken stay taken, so a client's retry can store those spans twice (at least
+//! once, as OTLP promises).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,8 +31,14 @@ use crate::config::Roles;
 
 /// How often a receiver reads the partition map when nothing failed.
 pub const MAP_REFRESH: Duration = Duration::from_secs(1);
+/// How long a receiver keeps routing the parts of a request its ingesters did not take
+/// (an ingester restarting, partitions moving) before it answers UNAVAILABLE: below the
+/// OTel SDKs' 10 s export timeout, so that the answer reaches the client.
+const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
+/// The pause between two rounds of routing what was not taken.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How long a forwarded part may take (the ingester's WAL sync included).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who holds a partition, as a receiver last read it.
 #[derive(Debug, Clone)]
@@ -328,27 +335,40 @@ impl Cluster for ClusterHandle {
         let this = self.0.clone();
         let tenant = tenant.clone();
         Box::pin(async move {
-            let (mut rejected, first) = this.route_once(&tenant, &headers, &request).await;
-            let Err((error, untaken)) = first else {
-                return Ok(rejected);
-            };
-            if untaken.is_empty() {
-                return Err(error);
-            }
-            // The map may be out of date (a partition moved, an ingester stopped): read it
-            // again and route what was not taken once more.
-            this.stale.notify_one();
-            if let Err(error) = this.refresh_map().await {
-                tracing::warn!(%error, "cannot read the partition map");
-            }
-            for part in untaken {
-                let (more, again) = this.route_once(&tenant, &headers, &part).await;
-                rejected.add(more);
-                if let Err((error, _)) = again {
+            let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
+            let mut routed = Routed::default();
+            let mut pending = vec![request];
+            loop {
+                let mut untaken = Vec::new();
+                let mut failure = None;
+                for part in pending {
+                    let (more, result) = this.route_once(&tenant, &headers, &part).await;
+                    routed.add(more);
+                    if let Err((error, parts)) = result {
+                        // A malformed part or refused credentials: retrying cannot help.
+                        if parts.is_empty() || error.retry_after().is_none() {
+                            return Err(error);
+                        }
+                        untaken.extend(parts);
+                        failure.get_or_insert(error);
+                    }
+                }
+                let Some(error) = failure else {
+                    return Ok(routed);
+                };
+                // An ingester restarting, or partitions moving: what was taken stays taken
+                // (a client's retry would store it twice), and what was not is routed again
+                // with a fresh map until the patience runs out.
+                if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
                     return Err(error);
                 }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                this.stale.notify_one();
+                if let Err(error) = this.refresh_map().await {
+                    tracing::warn!(%error, "cannot read the partition map");
+                }
+                pending = untaken;
             }
-            Ok(rejected)
         })
     }
 

@@ -12,13 +12,27 @@ use super::Server;
 use super::otlp::numbered_request;
 use super::s3::{BUCKET, S3};
 
+/// Starts a node with `roles` on `data`, over the cluster's `metadata` and bucket, flushing
+/// every 2 s.
 pub fn start(data: &Path, s3: &S3, metadata: &str, roles: &str) -> Server {
-    let env: Vec<(&str, String)> = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    start_with_env(data, s3, metadata, roles, &[])
+}
+
+/// Like [`start`] with `env` added to the node's environment (a test hook).
+pub fn start_with_env(
+    data: &Path,
+    s3: &S3,
+    metadata: &str,
+    roles: &str,
+    env: &[(&str, &str)],
+) -> Server {
+    let s3_env: Vec<(&str, String)> = s3.env();
+    let mut all: Vec<(&str, &str)> = s3_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(env);
     let object_store = format!("s3://{BUCKET}/cluster");
     Server::start_with_env(
         data,
-        &env,
+        &all,
         &[
             "--metadata",
             metadata,
@@ -89,12 +103,15 @@ pub fn traces(server: &Server) -> BTreeMap<String, i64> {
 /// Sends `requests` to `receiver` over OTLP/gRPC one by one, each retried on UNAVAILABLE (as
 /// exporters do) for up to 60 s; each must be accepted whole.
 pub fn export_with_retry(receiver: &Server, requests: Vec<ExportTraceServiceRequest>) {
+    export_to(&receiver.grpc_url(), requests);
+}
+
+/// [`export_with_retry`] to the OTLP/gRPC endpoint `url`.
+pub fn export_to(url: &str, requests: Vec<ExportTraceServiceRequest>) {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(receiver.grpc_url())
-            .await
-            .unwrap();
+        let mut client = TraceServiceClient::connect(url.to_string()).await.unwrap();
         for request in requests {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {

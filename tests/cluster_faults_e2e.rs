@@ -1,0 +1,106 @@
+//! Faults in a cluster (issue 24): an ingester killed with SIGKILL during ingest and
+//! restarted, another aborted inside its first flush (between the upload and the catalog
+//! commit) and restarted, while a client keeps sending through a receiver. Every span the
+//! receiver acknowledged is stored exactly once, as the querier counts them: the receiver
+//! routes again what an ingester did not take until it is back, and the restarted ingester
+//! replays its WAL.
+
+// Test helpers panic on purpose: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{held, node_id, start, start_with_env, wait_for};
+use common::otlp::numbered_request;
+use common::postgres::Postgres;
+use common::s3::{Kind, S3};
+
+#[test]
+fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
+    let mut pg = Postgres::start();
+    let metadata = pg.database("faults");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let a_dir = dir.path().join("a");
+    let b_dir = dir.path().join("b");
+    let a = start(&a_dir, &s3, &metadata, "ingester");
+    // b aborts itself inside its first flush, after uploading and before committing.
+    let b = start_with_env(
+        &b_dir,
+        &s3,
+        &metadata,
+        "ingester",
+        &[("FLOWSCOPE_TEST_CRASH_AT", "after-upload")],
+    );
+    let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
+    let (a_id, b_id) = (node_id(&a), node_id(&b));
+    wait_for(
+        "the ingesters to split the partitions",
+        Duration::from_secs(30),
+        || {
+            let held = held(&receiver);
+            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
+        },
+    );
+
+    // A client sends 100-span requests one after another (each retried on UNAVAILABLE, as
+    // exporters do) and counts what was acknowledged.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let grpc = receiver.grpc_url();
+    let sender = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut next = 0u64;
+            while !stop.load(Ordering::SeqCst) && next < 200_000 {
+                common::cluster::export_to(&grpc, vec![numbered_request("orders", next, 100)]);
+                next += 100;
+                acked.store(next, Ordering::SeqCst);
+            }
+        })
+    };
+    let at_least = |n: u64| {
+        wait_for(
+            "the client to get acknowledgements",
+            Duration::from_secs(60),
+            || acked.load(Ordering::SeqCst) >= n,
+        )
+    };
+    at_least(2_000);
+    // a dies in the middle of ingest and comes back on its data directory.
+    a.kill();
+    let a = start(&a_dir, &s3, &metadata, "ingester");
+    // b has aborted in its flush by now (every 2 s); it comes back without the hook.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut b = b;
+    while b.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "b did not abort inside its flush"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(b);
+    let b = start(&b_dir, &s3, &metadata, "ingester");
+    let now = acked.load(Ordering::SeqCst);
+    at_least(now + 2_000);
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    let acked = acked.load(Ordering::SeqCst);
+
+    let count = receiver.count("SELECT count(*) FROM spans");
+    let distinct = receiver.count("SELECT count(DISTINCT span_id) FROM spans");
+    assert_eq!(distinct as u64, acked, "every acknowledged span is stored");
+    assert_eq!(count, distinct, "and none twice");
+    // After both flush again, the files alone say the same.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(receiver.count("SELECT count(*) FROM spans") as u64, acked);
+    for server in [receiver, a, b] {
+        server.stop();
+    }
+    pg.stop();
+}
