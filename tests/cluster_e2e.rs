@@ -145,6 +145,22 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
         moved_after < Duration::from_secs(35),
         "partitions moved {moved_after:?} after the kill"
     );
+    // The querier still answers, from b's files in the bucket; what b held unflushed is
+    // unavailable until it returns, and /api/cluster says how much.
+    let b_row = cluster(&receiver)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == b_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(b_row["state"], "stale", "{b_row}");
+    let unavailable = b_row["unavailable_spans"].as_i64().unwrap();
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM spans WHERE service_name = 'orders'"),
+        4_400 - unavailable,
+        "every span but what b had not flushed"
+    );
     send(&receiver, "payments", 10_000, 800);
     assert_eq!(
         a.count("SELECT count(*) FROM spans WHERE service_name = 'payments'"),

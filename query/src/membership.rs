@@ -29,6 +29,8 @@ pub struct NodeRecord {
     pub started_ns: i64,
     pub heartbeat_ns: i64,
     pub left_ns: Option<i64>,
+    /// The spans it held unflushed at its last heartbeat.
+    pub unflushed_spans: i64,
 }
 
 /// A node's state as of `now_ns`.
@@ -88,13 +90,22 @@ pub async fn register(db: &MetadataDb, record: &NodeRecord) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Writes `node`'s heartbeat.
-pub async fn heartbeat(db: &MetadataDb, node: &str, now_ns: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE cluster_nodes SET heartbeat_ns = $1, left_ns = NULL WHERE node = $2")
-        .bind(now_ns)
-        .bind(node)
-        .execute(db.pool())
-        .await?;
+/// Writes `node`'s heartbeat, with the spans it holds unflushed.
+pub async fn heartbeat(
+    db: &MetadataDb,
+    node: &str,
+    now_ns: i64,
+    unflushed_spans: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE cluster_nodes SET heartbeat_ns = $1, left_ns = NULL, unflushed_spans = $2 \
+         WHERE node = $3",
+    )
+    .bind(now_ns)
+    .bind(unflushed_spans)
+    .bind(node)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -112,7 +123,7 @@ pub async fn leave(db: &MetadataDb, node: &str, now_ns: i64) -> Result<(), sqlx:
 pub async fn list(db: &MetadataDb) -> Result<Vec<NodeRecord>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT node, roles, otlp_grpc, otlp_http, api, version, started_ns, heartbeat_ns, \
-         left_ns FROM cluster_nodes ORDER BY started_ns, node",
+         left_ns, unflushed_spans FROM cluster_nodes ORDER BY started_ns, node",
     )
     .fetch_all(db.pool())
     .await?;
@@ -128,6 +139,7 @@ pub async fn list(db: &MetadataDb) -> Result<Vec<NodeRecord>, sqlx::Error> {
             started_ns: row.get(6),
             heartbeat_ns: row.get(7),
             left_ns: row.get(8),
+            unflushed_spans: row.get(9),
         })
         .collect())
 }
@@ -152,14 +164,16 @@ mod tests {
             started_ns: at,
             heartbeat_ns: at,
             left_ns: None,
+            unflushed_spans: 0,
         };
         register(&db, &record("a", 100 * second)).await.unwrap();
         register(&db, &record("b", 101 * second)).await.unwrap();
-        heartbeat(&db, "a", 120 * second).await.unwrap();
+        heartbeat(&db, "a", 120 * second, 42).await.unwrap();
         let nodes = list(&db).await.unwrap();
         assert_eq!(nodes.len(), 2);
         let now = 121 * second;
         assert_eq!(nodes[0].state(now), NodeState::Up, "a heartbeated 1 s ago");
+        assert_eq!(nodes[0].unflushed_spans, 42);
         assert_eq!(nodes[1].state(now), NodeState::Stale, "b 20 s ago");
         leave(&db, "a", now).await.unwrap();
         assert_eq!(list(&db).await.unwrap()[0].state(now), NodeState::Left);

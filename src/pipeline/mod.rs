@@ -253,10 +253,12 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
 
 /// Resolves once the pipeline is told to stop.
 /// Registers this node in the metadata database's membership, heartbeats every
-/// `membership::HEARTBEAT` until `stop`, then marks it left. A database that cannot be
+/// `membership::HEARTBEAT` (with the spans its `stores` hold unflushed) until `stop`, then
+/// marks it left. A database that cannot be
 /// reached is logged and tried again at the next beat: membership never stops the server.
 async fn membership(
     db: flowscope_query::metadata::MetadataDb,
+    stores: Vec<Arc<flowscope_query::SpanStore>>,
     record: flowscope_query::membership::NodeRecord,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -270,8 +272,9 @@ async fn membership(
             () = &mut stop => break,
             _ = beat.tick() => {
                 let now = flowscope_base::clock::now_ns();
+                let unflushed: u64 = stores.iter().map(|store| store.stats().spans_in_memory).sum();
                 let done = if registered {
-                    membership::heartbeat(&db, &record.node, now).await
+                    membership::heartbeat(&db, &record.node, now, i64::try_from(unflushed).unwrap_or(i64::MAX)).await
                 } else {
                     membership::register(&db, &record).await
                 };
@@ -522,6 +525,7 @@ impl Opened {
         }
         let membership = tokio::spawn(membership(
             membership_db,
+            spaces.iter().map(|space| space.store.clone()).collect(),
             flowscope_query::membership::NodeRecord {
                 node: node_id,
                 roles: config.roles.to_string(),
@@ -532,6 +536,7 @@ impl Opened {
                 started_ns: flowscope_base::clock::now_ns(),
                 heartbeat_ns: flowscope_base::clock::now_ns(),
                 left_ns: None,
+                unflushed_spans: 0,
             },
             stopped(stop_rx.clone()),
         ));

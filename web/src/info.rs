@@ -69,6 +69,13 @@ pub async fn get_cluster(
             "left_ms": node.left_ns.map(ms),
             "state": node.state(now).name(),
             "partitions": held_by(&node.node),
+            "unflushed_spans": node.unflushed_spans,
+            // Acknowledged by a node that stopped heartbeating and not flushed: not lost
+            // (its WAL has them), unavailable to queries until it returns.
+            "unavailable_spans": match node.state(now) {
+                flowscope_query::membership::NodeState::Stale => node.unflushed_spans,
+                _ => 0,
+            },
         })).collect::<Vec<_>>(),
         "partition_count": flowscope_query::partitions::PARTITIONS,
         "lease_s": flowscope_query::partitions::LEASE.as_secs(),
