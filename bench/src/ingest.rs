@@ -49,7 +49,8 @@ pub struct IngestArgs {
     rotel: Option<PathBuf>,
     /// A PostgreSQL database (postgres://…) for a cluster of two processes: an ingester and a
     /// receiver (`--roles`), the spans sent to the receiver; the server figures are then the
-    /// two processes summed (the cost of routing, against a standalone run)
+    /// two processes summed (the cost of routing, against a standalone run). A cluster's
+    /// ingester needs object storage: set FLOWSCOPE_OBJECT_STORE and the AWS_* variables
     #[arg(long)]
     cluster_metadata: Option<String>,
 }
@@ -132,6 +133,11 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             None,
         ),
         Some(url) => {
+            if std::env::var_os("FLOWSCOPE_OBJECT_STORE").is_none() {
+                bail!(
+                    "--cluster-metadata: a cluster's ingester writes to object storage; set FLOWSCOPE_OBJECT_STORE=s3://bucket/prefix and the AWS_* variables (BENCHMARKS.md shows s3s-fs on loopback)"
+                );
+            }
             let ingester = Server::start(
                 &binary,
                 data_dir.path(),

@@ -9,7 +9,8 @@
 //! | store writer (a tenant) | thread `flowscope-wal` | writes, a bounded command queue and the memory budget | the WAL and the active memtable | `SpanStore::close` |
 //! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, at most 4 (`FLUSH_QUEUE`: the writer freezes only below it) | Parquet files, their commit in the catalog, retention | after the writer, at `close` |
 //! | OTLP/gRPC, OTLP/HTTP, API | tasks | connections, `--max-connections` per port | their requests | stop signal, then 10 s to drain |
-//! | alert scheduler | task | the rules in the metadata database | rule evaluation, the outbox | stop signal, drained with the servers |
+//! | alert scheduler (querier role) | task | the rules in the metadata database | rule evaluation, the outbox | stop signal, drained with the servers |
+//! | cluster leases, map (`--roles`) | tasks | the metadata database, every 2 s / 1 s | an ingester's partition leases; a receiver's map and the query directory | stop signal; leases given back at drain |
 //! | delivery worker | task | the outbox | webhook requests | stop signal, after the servers |
 //! | demo (`--demo`) | task | its simulator | one OTLP client | stop signal |
 //!
@@ -450,17 +451,22 @@ impl Opened {
             .external_url
             .clone()
             .unwrap_or_else(|| format!("http://{api_addr}"));
-        let scheduler_task = tokio::spawn(flowscope_alert::scheduler::run(
-            metadata.clone(),
-            engines,
-            flowscope_alert::scheduler::SchedulerConfig {
-                liveness: liveness.clone(),
-                telemetry: telemetry.clone(),
-                owner: node_id.clone(),
-                ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
-            },
-            stopped(stop_rx.clone()),
-        ));
+        // Rules are evaluated by queriers only: in a cluster, another node's SQL sees only
+        // its own spans. Each rule is still evaluated by one querier at a time (its lease).
+        let mut servers = Vec::new();
+        if config.roles.querier {
+            servers.push(tokio::spawn(flowscope_alert::scheduler::run(
+                metadata.clone(),
+                engines,
+                flowscope_alert::scheduler::SchedulerConfig {
+                    liveness: liveness.clone(),
+                    telemetry: telemetry.clone(),
+                    owner: node_id.clone(),
+                    ..flowscope_alert::scheduler::SchedulerConfig::new(external_url.clone())
+                },
+                stopped(stop_rx.clone()),
+            )));
+        }
         // The delivery worker sends what is in the outbox, including what was left pending
         // when the last run was killed.
         let delivery = {
@@ -545,7 +551,10 @@ impl Opened {
         Ok(Running {
             stop: stop_tx,
             liveness,
-            servers: vec![grpc_task, http_task, api_task, scheduler_task],
+            servers: [grpc_task, http_task, api_task]
+                .into_iter()
+                .chain(servers)
+                .collect(),
             delivery,
             membership,
             cluster_tasks,
