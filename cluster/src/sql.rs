@@ -39,6 +39,7 @@ use flowscope_query::sql::spans_table::{Pruning, hex_projection, parquet_predica
 use flowscope_query::store::catalog;
 use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{QueryError, SpanStore, SqlConfig, SqlEngine, SqlResources};
+use http::{HeaderMap, HeaderValue};
 use url::Url;
 
 use crate::memtable::{IngesterScanCodec, IngesterScanExec, LocalStores, Target};
@@ -306,9 +307,38 @@ fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
 #[derive(Debug)]
 struct FallbackWorker(Arc<Directory>);
 
+/// The header every task sent to a worker carries: the cluster's secret
+/// (`membership::cluster_secret`). The worker listens on the OTLP/gRPC port, which clients
+/// reach; without the secret it runs nothing.
+const SECRET_HEADER: &str = "x-flowscope-cluster-secret";
+
+fn secret_headers(secret: &str) -> Result<HeaderMap, DataFusionError> {
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(secret)
+        .map_err(|e| DataFusionError::Configuration(format!("the cluster secret: {e}")))?;
+    headers.insert(SECRET_HEADER, value);
+    Ok(headers)
+}
+
+/// Whether `headers` carry `secret`, compared in constant time.
+fn carries_secret(headers: &HeaderMap, secret: &str) -> bool {
+    let Some(given) = headers.get(SECRET_HEADER) else {
+        return false;
+    };
+    let (given, secret) = (given.as_bytes(), secret.as_bytes());
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 /// A querier's SQL engine for `tenant`: `spans` is the whole cluster's, planned by
 /// datafusion-distributed. `bucket` is the object store every ingester writes to;
-/// `store` is this node's own (for the engine's other tables).
+/// `store` is this node's own (for the engine's other tables); `secret` goes with every
+/// task to the workers.
+#[allow(clippy::too_many_arguments)]
 pub fn engine(
     store: Arc<SpanStore>,
     config: SqlConfig,
@@ -317,7 +347,9 @@ pub fn engine(
     tenant: String,
     directory: Arc<Directory>,
     bucket: &ObjectStorage,
+    secret: &str,
 ) -> Result<SqlEngine, QueryError> {
+    let headers = secret_headers(secret).map_err(|e| QueryError::Internal(e.to_string()))?;
     // Every node's files are read through this node's client of the bucket (and its cache).
     resources
         .runtime_env()
@@ -340,6 +372,9 @@ pub fn engine(
         if let Err(error) = builder.set_distributed_children_isolator_unions(false) {
             tracing::warn!(%error, "cannot keep unions whole in distributed plans");
         }
+        if let Err(error) = builder.set_distributed_passthrough_headers(headers) {
+            tracing::error!(%error, "cannot send the cluster secret to the workers; their answers will be refusals");
+        }
         if let Some(config) = builder.config().as_mut() {
             config.set_extension(Arc::new(FallbackWorker(directory)));
             // EXPLAIN shows the stages, their tasks and what each reads.
@@ -355,10 +390,12 @@ pub fn engine(
 /// The worker every node serves on its OTLP/gRPC port: it runs the tasks queriers send,
 /// against `stores` (this node's, by tenant) for the ingesters' scans, with the functions
 /// of `resources` and in its runtime (memory pool, object stores: `bucket` is registered).
+/// It runs only tasks that carry `secret`.
 pub fn worker(
     stores: LocalStores,
     resources: SqlResources,
     bucket: Option<&ObjectStorage>,
+    secret: String,
 ) -> Worker {
     // The files a querier hands this worker are in the cluster's bucket.
     if let Some(bucket) = bucket {
@@ -371,11 +408,20 @@ pub fn worker(
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let stores = stores.clone();
         let resources = resources.clone();
+        let secret = secret.clone();
         async move {
+            // Before a byte of the plan is decoded: only the cluster's queriers may send one.
+            if !carries_secret(&ctx.headers, &secret) {
+                return Err(DataFusionError::Execution(
+                    "refused: this task does not carry the cluster's secret; query workers run tasks from the cluster's queriers only".into(),
+                ));
+            }
             let mut builder = ctx.builder;
             if let Some(config) = builder.config().as_mut() {
                 config.set_distributed_user_codec(IngesterScanCodec);
                 config.set_extension(stores);
+                // Tasks this one starts on other workers (shuffles) carry it on.
+                config.set_distributed_passthrough_headers(secret_headers(&secret)?)?;
             }
             let context = SessionContext::new_with_state(builder.build());
             resources.register_functions(&context);
@@ -383,4 +429,86 @@ pub fn worker(
         }
     })
     .with_runtime_env(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+
+    struct One(String);
+
+    impl WorkerResolver for One {
+        fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+            Ok(vec![parse_url(&self.0)?, parse_url(&self.0)?])
+        }
+    }
+
+    /// A coordinator whose every leaf asks for two tasks, so that the plan reaches the
+    /// worker at `url`, sending `secret` (or nothing).
+    async fn count_through(url: &str, secret: Option<&str>) -> Result<i64, DataFusionError> {
+        let mut builder = SessionStateBuilder::new()
+            .with_default_features()
+            .with_distributed_worker_resolver(One(url.to_string()))
+            .with_distributed_desired_task_count_handler(2usize);
+        if let Some(secret) = secret {
+            builder.set_distributed_passthrough_headers(secret_headers(secret)?)?;
+        }
+        let context = SessionContext::new_with_state(builder.with_distributed_planner().build());
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from((0..100).collect::<Vec<i64>>()))],
+        )?;
+        let table = MemTable::try_new(schema, vec![vec![batch.clone()], vec![batch]])?;
+        context.register_table("t", Arc::new(table))?;
+        let batches = context
+            .sql("SELECT n % 7 AS k, count(*) AS c FROM t GROUP BY 1")
+            .await?
+            .collect()
+            .await?;
+        Ok(batches.iter().map(|b| b.num_rows() as i64).sum())
+    }
+
+    #[tokio::test]
+    async fn a_worker_runs_no_task_without_the_clusters_secret() {
+        let resources = SqlResources::new(&SqlConfig::default()).unwrap();
+        let service = worker(LocalStores::default(), resources, None, "s3cret".repeat(8))
+            .into_worker_server();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let refused = count_through(&url, None).await.unwrap_err().to_string();
+        assert!(refused.contains("cluster's secret"), "{refused}");
+        let wrong = count_through(&url, Some(&"x".repeat(48)))
+            .await
+            .unwrap_err();
+        assert!(wrong.to_string().contains("cluster's secret"), "{wrong}");
+        assert_eq!(
+            count_through(&url, Some(&"s3cret".repeat(8)))
+                .await
+                .unwrap(),
+            7
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn workers_take_only_tasks_with_the_secret() {
+        let secret = "a".repeat(64);
+        let headers = secret_headers(&secret).unwrap();
+        assert!(carries_secret(&headers, &secret));
+        assert!(!carries_secret(&HeaderMap::new(), &secret));
+        let wrong = secret_headers(&"b".repeat(64)).unwrap();
+        assert!(!carries_secret(&wrong, &secret));
+        let short = secret_headers("a").unwrap();
+        assert!(!carries_secret(&short, &secret));
+    }
 }

@@ -119,6 +119,28 @@ pub async fn leave(db: &MetadataDb, node: &str, now_ns: i64) -> Result<(), sqlx:
     Ok(())
 }
 
+/// The cluster's shared secret: written once, at random, by the first node that asks;
+/// every node reads the same one. Query workers refuse tasks that do not carry it.
+pub async fn cluster_secret(db: &MetadataDb) -> Result<String, sqlx::Error> {
+    let fresh: String = {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    };
+    sqlx::query(
+        "INSERT INTO cluster_settings (name, value) VALUES ('secret', $1) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&fresh)
+    .execute(db.pool())
+    .await?;
+    let row = sqlx::query("SELECT value FROM cluster_settings WHERE name = 'secret'")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Every node ever registered, by start time.
 pub async fn list(db: &MetadataDb) -> Result<Vec<NodeRecord>, sqlx::Error> {
     let rows = sqlx::query(
@@ -187,5 +209,12 @@ mod tests {
             .unwrap();
         assert_eq!(a.state(131 * second), NodeState::Up);
         assert_eq!(a.started_ns, 130 * second);
+        let secret = cluster_secret(&db).await.unwrap();
+        assert_eq!(secret.len(), 64);
+        assert_eq!(
+            cluster_secret(&db).await.unwrap(),
+            secret,
+            "one secret for every node"
+        );
     }
 }

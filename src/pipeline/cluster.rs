@@ -62,6 +62,8 @@ pub struct ClusterSql {
     pub db: MetadataDb,
     pub directory: Arc<flowscope_cluster::Directory>,
     pub bucket: flowscope_query::store::objects::ObjectStorage,
+    /// The cluster's secret, which tasks sent to workers carry.
+    pub secret: String,
 }
 
 /// This node's part in the cluster.

@@ -71,6 +71,8 @@ pub struct Opened {
     bucket: Option<ObjectStorage>,
     /// A cluster node's directory of who serves queries (`--roles`).
     directory: Option<Arc<flowscope_cluster::Directory>>,
+    /// The cluster's secret, which its query workers ask of every task.
+    secret: Option<String>,
 }
 
 /// The serving pipeline, until [`Running::drain`].
@@ -213,12 +215,23 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         .roles
         .clustered
         .then(flowscope_cluster::Directory::new);
-    let cluster_sql = match (&directory, &objects) {
-        (Some(directory), Some(objects)) if config.roles.querier => Some(cluster::ClusterSql {
-            db: metadata.db().clone(),
-            directory: directory.clone(),
-            bucket: objects.clone(),
-        }),
+    let secret = match &directory {
+        Some(_) => Some(
+            flowscope_query::membership::cluster_secret(metadata.db())
+                .await
+                .context("cannot read the cluster's secret from the metadata database")?,
+        ),
+        None => None,
+    };
+    let cluster_sql = match (&directory, &objects, &secret) {
+        (Some(directory), Some(objects), Some(secret)) if config.roles.querier => {
+            Some(cluster::ClusterSql {
+                db: metadata.db().clone(),
+                directory: directory.clone(),
+                bucket: objects.clone(),
+                secret: secret.clone(),
+            })
+        }
         _ => None,
     };
     let mut spaces = Vec::new();
@@ -249,6 +262,7 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         sql_resources,
         bucket: objects,
         directory,
+        secret,
     })
 }
 
@@ -313,6 +327,7 @@ impl Opened {
             sql_resources,
             bucket,
             directory,
+            secret,
         } = self;
         let membership_db = metadata.db().clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -348,8 +363,13 @@ impl Opened {
                     .map(|space| (space.tenant.as_str().to_string(), space.store.clone()))
                     .collect(),
             };
-            let service = flowscope_cluster::worker(stores, sql_resources.clone(), bucket.as_ref())
-                .into_worker_server();
+            let service = flowscope_cluster::worker(
+                stores,
+                sql_resources.clone(),
+                bucket.as_ref(),
+                secret.clone().unwrap_or_default(),
+            )
+            .into_worker_server();
             worker = Some(tonic::service::Routes::new(service));
         }
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces

@@ -158,6 +158,7 @@ pub async fn open(
             tenant.as_str().to_string(),
             cluster.directory.clone(),
             &cluster.bucket,
+            &cluster.secret,
         ),
         None => SqlEngine::with_resources(store.clone(), config.sql.clone(), sql_resources.clone()),
     };
