@@ -15,8 +15,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -25,8 +23,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use flowscope_model::storage_schema;
 use flowscope_query::SpanStore;
-use flowscope_query::sql::spans_table::parquet_scan;
-use flowscope_query::store::segment::Location;
+use flowscope_query::sql::spans_table::{files_by_place, parquet_scan};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
@@ -113,28 +110,10 @@ impl IngesterScanExec {
         }
         let memory = futures::stream::iter(batches.into_iter().map(Ok));
         // Files committed after the querier's snapshot: read here, as the memory they were.
-        let mut places: Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> = Vec::new();
-        for segment in view.segments.iter().filter(|s| s.wal_seq > since) {
-            let (url, file) = match &segment.location {
-                Location::File(path) => (
-                    ObjectStoreUrl::local_filesystem(),
-                    PartitionedFile::new(path.to_string_lossy(), segment.bytes),
-                ),
-                Location::Object(objects, location) => {
-                    context
-                        .runtime_env()
-                        .register_object_store(objects.url().as_ref(), objects.store().clone());
-                    (
-                        objects.url().clone(),
-                        PartitionedFile::new(location.to_string(), segment.bytes),
-                    )
-                }
-            };
-            match places.iter_mut().find(|(known, _)| *known == url) {
-                Some((_, files)) => files.push(file),
-                None => places.push((url, vec![file])),
-            }
-        }
+        let places = files_by_place(
+            view.segments.iter().filter(|s| s.wal_seq > since),
+            &context.runtime_env(),
+        );
         let mut files = Vec::new();
         for (url, list) in places {
             let scan = parquet_scan(

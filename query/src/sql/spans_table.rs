@@ -340,6 +340,35 @@ pub fn hex_projection(
         .collect()
 }
 
+/// `segments` grouped by the place they are in, one scan each: the local disk, or a bucket
+/// (an object store, registered with `runtime` under its URL).
+pub fn files_by_place<'a>(
+    segments: impl Iterator<Item = &'a Arc<Segment>>,
+    runtime: &RuntimeEnv,
+) -> Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> {
+    let mut places: Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> = Vec::new();
+    for segment in segments {
+        let (url, file) = match &segment.location {
+            Location::File(path) => (
+                ObjectStoreUrl::local_filesystem(),
+                PartitionedFile::new(path.to_string_lossy(), segment.bytes),
+            ),
+            Location::Object(objects, location) => {
+                runtime.register_object_store(objects.url().as_ref(), objects.store().clone());
+                (
+                    objects.url().clone(),
+                    PartitionedFile::new(location.to_string(), segment.bytes),
+                )
+            }
+        };
+        match places.iter_mut().find(|(known, _)| *known == url) {
+            Some((_, files)) => files.push(file),
+            None => places.push((url, vec![file])),
+        }
+    }
+    places
+}
+
 /// A scan of stored span files (storage schema, `projection` of its columns) in the object
 /// store registered under `url`, in up to `partitions` groups, with `predicate` pushed
 /// into the Parquet reader: the one way a `spans` scan reads files, on one node or in a
@@ -424,30 +453,10 @@ impl TableProvider for SpansTable {
             )?);
         }
 
-        // One scan per place the kept segments are in: the local disk, or a bucket (an
-        // object store registered with the session's runtime under its URL).
-        let mut places: Vec<(ObjectStoreUrl, Vec<PartitionedFile>)> = Vec::new();
-        for segment in view.segments.iter().filter(|s| pruning.keeps(s)) {
-            let (url, file) = match &segment.location {
-                Location::File(path) => (
-                    ObjectStoreUrl::local_filesystem(),
-                    PartitionedFile::new(path.to_string_lossy(), segment.bytes),
-                ),
-                Location::Object(objects, location) => {
-                    state
-                        .runtime_env()
-                        .register_object_store(objects.url().as_ref(), objects.store().clone());
-                    (
-                        objects.url().clone(),
-                        PartitionedFile::new(location.to_string(), segment.bytes),
-                    )
-                }
-            };
-            match places.iter_mut().find(|(known, _)| *known == url) {
-                Some((_, files)) => files.push(file),
-                None => places.push((url, vec![file])),
-            }
-        }
+        let places = files_by_place(
+            view.segments.iter().filter(|s| pruning.keeps(s)),
+            state.runtime_env(),
+        );
         for (url, files) in places {
             inputs.push(parquet_scan(
                 state.runtime_env(),

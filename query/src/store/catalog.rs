@@ -231,18 +231,7 @@ impl Catalog {
         )?;
         Ok(rows
             .into_iter()
-            .map(|row| CatalogFile {
-                path: row.get(0),
-                min_start_ns: row.get(1),
-                max_start_ns: row.get(2),
-                services: row
-                    .get::<Option<String>, _>(3)
-                    .and_then(|text| serde_json::from_str(&text).ok()),
-                rows: row.get::<i64, _>(4).max(0) as u64,
-                bytes: row.get::<i64, _>(5).max(0) as u64,
-                wal_seq_min: row.get::<i64, _>(6).max(0) as u64,
-                wal_seq_max: row.get::<i64, _>(7).max(0) as u64,
-            })
+            .map(|row| catalog_file(&row, 0, row.get(0)))
             .collect())
     }
 
@@ -483,6 +472,23 @@ async fn insert_spans_files(
 
 /// Runs `work` to completion on `runtime` from synchronous code, also when called from
 /// inside a runtime (where blocking on one directly would panic).
+/// A file's row read from `row`, whose columns from `at` are: path, min and max start,
+/// services, rows, bytes, WAL sequence min and max (`path` is the one at `at`).
+fn catalog_file(row: &sqlx::any::AnyRow, at: usize, path: String) -> CatalogFile {
+    CatalogFile {
+        path,
+        min_start_ns: row.get(at + 1),
+        max_start_ns: row.get(at + 2),
+        services: row
+            .get::<Option<String>, _>(at + 3)
+            .and_then(|text| serde_json::from_str(&text).ok()),
+        rows: row.get::<i64, _>(at + 4).max(0) as u64,
+        bytes: row.get::<i64, _>(at + 5).max(0) as u64,
+        wal_seq_min: row.get::<i64, _>(at + 6).max(0) as u64,
+        wal_seq_max: row.get::<i64, _>(at + 7).max(0) as u64,
+    }
+}
+
 /// One node's committed spans files of a tenant, as a cluster's querier sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFiles {
@@ -520,18 +526,7 @@ pub async fn cluster_files(db: &MetadataDb, tenant: &str) -> Result<Vec<NodeFile
             continue;
         };
         if let Some(last) = nodes.last_mut() {
-            last.files.push(CatalogFile {
-                path,
-                min_start_ns: row.get(4),
-                max_start_ns: row.get(5),
-                services: row
-                    .get::<Option<String>, _>(6)
-                    .and_then(|text| serde_json::from_str(&text).ok()),
-                rows: row.get::<i64, _>(7).max(0) as u64,
-                bytes: row.get::<i64, _>(8).max(0) as u64,
-                wal_seq_min: row.get::<i64, _>(9).max(0) as u64,
-                wal_seq_max: row.get::<i64, _>(10).max(0) as u64,
-            });
+            last.files.push(catalog_file(&row, 3, path));
         }
     }
     Ok(nodes)
