@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::cluster::{cluster, held, node_id, post, send, start, traces, wait_for};
+use common::cluster::{
+    cluster, held, node_id, post, send, start, traces, wait_for, wait_for_split,
+};
 use common::otlp::numbered_request;
 use common::postgres::Postgres;
 use common::s3::{Kind, S3};
@@ -31,14 +33,7 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
     let b = start(&dir.path().join("b"), &s3, &metadata, "ingester,compactor");
     let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
     let (a_id, b_id) = (node_id(&a), node_id(&b));
-    wait_for(
-        "the ingesters to split the partitions",
-        Duration::from_secs(30),
-        || {
-            let held = held(&receiver);
-            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
-        },
-    );
+    wait_for_split(&receiver, &a, &b);
     let nodes = cluster(&receiver);
     let roles: BTreeSet<String> = nodes["nodes"]
         .as_array()
@@ -176,14 +171,7 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
         b_had,
         "b lost nothing it acknowledged"
     );
-    wait_for(
-        "the partitions to split again",
-        Duration::from_secs(30),
-        || {
-            let held = held(&receiver);
-            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
-        },
-    );
+    wait_for_split(&receiver, &a, &b);
     send(&receiver, "billing", 20_000, 800);
     let billing = |s: &Server| s.count("SELECT count(*) FROM spans WHERE service_name = 'billing'");
     assert_eq!(billing(&a) + billing(&b), 800);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{held, node_id, start, start_with_env, wait_for};
+use common::cluster::{start, start_with_env, wait_for, wait_for_split};
 use common::otlp::numbered_request;
 use common::postgres::Postgres;
 use common::s3::{Kind, S3};
@@ -38,15 +38,7 @@ fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
         &[("FLOWSCOPE_TEST_CRASH_AT", "after-upload")],
     );
     let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
-    let (a_id, b_id) = (node_id(&a), node_id(&b));
-    wait_for(
-        "the ingesters to split the partitions",
-        Duration::from_secs(30),
-        || {
-            let held = held(&receiver);
-            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
-        },
-    );
+    wait_for_split(&receiver, &a, &b);
 
     // A client sends 100-span requests one after another (each retried on UNAVAILABLE, as
     // exporters do) and counts what was acknowledged.

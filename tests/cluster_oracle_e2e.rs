@@ -11,13 +11,12 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use common::cluster::{export_with_retry, held, node_id, start, wait_for};
+use common::cluster::{export_with_retry, start, wait_for_split};
 use common::otlp::{base_time_ns, string_attribute};
 use common::postgres::Postgres;
 use common::s3::{Kind, S3};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
 
 /// A small, deterministic system: frontend → orders → inventory, orders → payments; every
@@ -105,17 +104,7 @@ fn request(spans: Vec<(&'static str, Span)>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![string_attribute("service.name", service)],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            })
+            .flat_map(|(service, spans)| common::otlp::request(service, spans).resource_spans)
             .collect(),
     }
 }
@@ -225,15 +214,7 @@ fn a_cluster_answers_sql_as_one_node_does() {
     let b = start(&dir.path().join("b"), &s3, &metadata, "ingester");
     let r1 = start(&dir.path().join("r1"), &s3, &metadata, "receiver,querier");
     let r2 = start(&dir.path().join("r2"), &s3, &metadata, "receiver");
-    let (a_id, b_id) = (node_id(&a), node_id(&b));
-    wait_for(
-        "the ingesters to split the partitions",
-        Duration::from_secs(30),
-        || {
-            let held = held(&r1);
-            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
-        },
-    );
+    wait_for_split(&r1, &a, &b);
 
     send_both(&one, [&r1, &r2], 0, 300);
     same_answers(&one, &r1, "from memory");

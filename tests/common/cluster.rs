@@ -151,3 +151,17 @@ pub fn post(receiver: &Server, content_type: &str, body: Vec<u8>) {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
 }
+
+/// Waits (up to 30 s) until `querier`'s `/api/cluster` shows `a` and `b` holding 32
+/// partitions each.
+pub fn wait_for_split(querier: &Server, a: &Server, b: &Server) {
+    let (a_id, b_id) = (node_id(a), node_id(b));
+    wait_for(
+        "the ingesters to split the partitions",
+        Duration::from_secs(30),
+        || {
+            let held = held(querier);
+            held.get(&a_id) == Some(&32) && held.get(&b_id) == Some(&32)
+        },
+    );
+}
