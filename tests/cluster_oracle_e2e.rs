@@ -150,7 +150,7 @@ fn send_both(one: &Server, receivers: [&Server; 2], from: u64, to: u64) {
     export_with_retry(receivers[1], right);
 }
 
-const QUERIES: [&str; 9] = [
+const QUERIES: [&str; 14] = [
     "SELECT count(*) FROM spans",
     "SELECT service_name, count(*) AS spans, sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors \
      FROM spans WHERE start_time > now() - INTERVAL '1 hour' GROUP BY service_name ORDER BY spans DESC, service_name",
@@ -170,6 +170,15 @@ const QUERIES: [&str; 9] = [
     "SELECT count(DISTINCT trace_id), min(start_time), max(end_time), sum(duration_ns) FROM spans",
     "SELECT attributes['http.route'] AS route, count(*) FROM spans WHERE status_code = 'ERROR' GROUP BY 1 ORDER BY 1",
     "SELECT trace_id, count(*) FROM spans GROUP BY trace_id HAVING count(*) <> 7",
+    // The graph, merged on the querier from both ingesters' buckets.
+    "SELECT source, target, kind, calls, errors, round(p50_ms, 1), round(p99_ms, 1) \
+     FROM edges_between(now() - INTERVAL '45 minutes', now()) ORDER BY source, target",
+    "SELECT id, kind, calls, errors, round(p99_ms, 1), health FROM nodes_between(now() - INTERVAL '45 minutes', now()) ORDER BY id",
+    "SELECT source, target, sum(calls), sum(errors) FROM edge_series('1m', now() - INTERVAL '45 minutes', now()) \
+     GROUP BY source, target ORDER BY source, target",
+    "SELECT source, target, metric, rule, count(*) FROM edge_anomalies('1m', '10m', 3, now() - INTERVAL '45 minutes', now()) \
+     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    "SELECT kind, count(*) FROM topology_events(now() - INTERVAL '45 minutes', now(), '5m') GROUP BY kind ORDER BY kind",
 ];
 
 /// The answers' rows, floats rounded to 6 significant digits (sums of floats may add in
@@ -194,13 +203,64 @@ fn same_answers(one: &Server, querier: &Server, when: &str) {
     for sql in QUERIES {
         let (expected, got) = (rows(one, sql), rows(querier, sql));
         assert!(
-            expected
-                .as_array()
-                .is_some_and(|r| !r.is_empty() || sql.contains("HAVING")),
+            expected.as_array().is_some_and(|r| !r.is_empty()
+                || sql.contains("HAVING")
+                || sql.contains("anomalies")
+                || sql.contains("topology_events")),
             "{sql}: the oracle answered nothing"
         );
         assert_eq!(got, expected, "{when}: {sql}");
     }
+    same_graph(one, querier, when);
+}
+
+/// `GET /api/graph` of the last 45 minutes: the same nodes, edges and loops, calls and
+/// errors exact, latency quantiles within the sketch's relative error (they are merged from
+/// two ingesters' sketches), health the same.
+fn same_graph(one: &Server, querier: &Server, when: &str) {
+    let graph = |server: &Server| server.get_json("/api/graph?from=45m&to=now");
+    let (expected, got) = (graph(one), graph(querier));
+    let listed = |graph: &Value, key: &str, id: &dyn Fn(&Value) -> String| {
+        let mut items: Vec<(String, Value)> = graph[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| (id(item), item.clone()))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        items
+    };
+    let edge_id = |e: &Value| format!("{} -> {} {}", e["source"], e["target"], e["kind"]);
+    let node_id = |n: &Value| format!("{} {}", n["id"], n["kind"]);
+    for (key, id) in [
+        ("edges", &edge_id as &dyn Fn(&Value) -> String),
+        ("nodes", &node_id),
+    ] {
+        let (expected, got) = (listed(&expected, key, id), listed(&got, key, id));
+        assert!(
+            !expected.is_empty(),
+            "{when}: the oracle's graph has no {key}"
+        );
+        assert_eq!(
+            got.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            expected.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "{when}: the {key} of the graph"
+        );
+        for ((id, got), (_, expected)) in got.iter().zip(&expected) {
+            let fields = got.as_object().unwrap();
+            for (field, value) in fields {
+                let want = &expected[field];
+                match (value.as_f64(), want.as_f64()) {
+                    (Some(a), Some(b)) if field.ends_with("_ms") => assert!(
+                        (a - b).abs() <= 0.02 * b.abs().max(1.0),
+                        "{when}: {key} {id} {field}: {a} against {b}"
+                    ),
+                    _ => assert_eq!(value, want, "{when}: {key} {id} {field}"),
+                }
+            }
+        }
+    }
+    assert_eq!(got["loops"], expected["loops"], "{when}: the graph's loops");
 }
 
 #[test]

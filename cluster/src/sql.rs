@@ -310,7 +310,7 @@ struct FallbackWorker(Arc<Directory>);
 /// The header every task sent to a worker carries: the cluster's secret
 /// (`membership::cluster_secret`). The worker listens on the OTLP/gRPC port, which clients
 /// reach; without the secret it runs nothing.
-const SECRET_HEADER: &str = "x-flowscope-cluster-secret";
+pub(crate) const SECRET_HEADER: &str = "x-flowscope-cluster-secret";
 
 fn secret_headers(secret: &str) -> Result<HeaderMap, DataFusionError> {
     let mut headers = HeaderMap::new();
@@ -321,7 +321,7 @@ fn secret_headers(secret: &str) -> Result<HeaderMap, DataFusionError> {
 }
 
 /// Whether `headers` carry `secret`, compared in constant time.
-fn carries_secret(headers: &HeaderMap, secret: &str) -> bool {
+pub(crate) fn carries_secret(headers: &HeaderMap, secret: &str) -> bool {
     let Some(given) = headers.get(SECRET_HEADER) else {
         return false;
     };

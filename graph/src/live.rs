@@ -67,6 +67,8 @@ impl std::fmt::Debug for LiveGraph {
 #[derive(Debug, Clone)]
 pub struct Window {
     pub(crate) buckets: Vec<Arc<Bucket>>,
+    /// Each bucket's start, in the order of `buckets`.
+    starts: Vec<i64>,
     from_ns: i64,
     to_ns: i64,
 }
@@ -105,23 +107,49 @@ impl Window {
 
     /// A window made of stored buckets: those starting in `[from_ns, to_ns)`.
     pub fn from_stored(from_ns: i64, to_ns: i64, stored: &[StoredBucket]) -> Window {
+        let (starts, buckets) = stored
+            .iter()
+            .filter(|b| (from_ns..to_ns).contains(&b.start_ns))
+            .map(|b| (b.start_ns, b.bucket.clone()))
+            .unzip();
         Window {
-            buckets: stored
-                .iter()
-                .filter(|b| (from_ns..to_ns).contains(&b.start_ns))
-                .map(|b| b.bucket.clone())
-                .collect(),
+            buckets,
+            starts,
             from_ns,
             to_ns,
         }
+    }
+
+    /// The window's buckets with their starts, shared, not copied: what a cluster's ingester
+    /// sends a querier, which merges them with the other ingesters' ([`Window::merge`]).
+    pub fn stored(&self) -> Vec<StoredBucket> {
+        self.starts
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&start_ns, bucket)| StoredBucket {
+                start_ns,
+                bucket: bucket.clone(),
+            })
+            .collect()
+    }
+
+    /// This window and `other` (the same window's buckets from another source, e.g.
+    /// another ingester of a cluster) as one: the buckets of both, so that merging them adds
+    /// the counters and merges the latency sketches of the same edge.
+    pub fn merge(mut self, other: Window) -> Window {
+        self.buckets.extend(other.buckets);
+        self.starts.extend(other.starts);
+        self
     }
 
     /// This window followed by `later` (which should start where this one ends): one window
     /// over both, e.g. an old part rebuilt from stored spans and a recent part from memory.
     pub fn join(mut self, later: Window) -> Window {
         self.buckets.extend(later.buckets);
+        self.starts.extend(later.starts);
         Window {
             buckets: self.buckets,
+            starts: self.starts,
             from_ns: self.from_ns,
             to_ns: later.to_ns,
         }
@@ -443,16 +471,17 @@ impl LiveGraph {
     /// merges, names and finds loops with [`Window::into_snapshot`] after letting go; the
     /// writer copies a bucket only if it must change one a reader still holds.
     pub fn window(&self, from_ns: i64, to_ns: i64) -> Window {
-        let buckets = if from_ns < to_ns {
+        let (starts, buckets) = if from_ns < to_ns {
             self.buckets
                 .range(from_ns..to_ns)
-                .map(|(_, b)| b.clone())
-                .collect()
+                .map(|(start, b)| (*start, b.clone()))
+                .unzip()
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         Window {
             buckets,
+            starts,
             from_ns,
             to_ns,
         }

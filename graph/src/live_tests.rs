@@ -1159,6 +1159,38 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A cluster's graph: each ingester's graph holds the traces routed to it, and a querier
+    /// merges their windows' buckets. With no link between traces (links across ingesters
+    /// are not paired), the merged window is the one graph of all the spans.
+    #[test]
+    fn windows_of_graphs_split_by_trace_merge_into_the_whole_graph(
+        seed in any::<u64>(),
+        traces in 1usize..8,
+    ) {
+        let spans: Vec<TestSpan> = Workload::traces(seed, traces)
+            .into_iter()
+            .map(|mut s| {
+                s.links.clear();
+                s
+            })
+            .collect();
+        let (even, odd): (Vec<TestSpan>, Vec<TestSpan>) =
+            spans.iter().cloned().partition(|s| s.trace % 2 == 0);
+        let reference = run(&spans);
+        let (a, b) = (run(&even), run(&odd));
+        for (from, to) in [EVERYTHING, (10 * SECOND, 30 * SECOND)] {
+            let merged = a.window(from, to).merge(b.window(from, to));
+            let stored = crate::Window::from_stored(from, to, &merged.stored());
+            let expected = reference.snapshot(from, to);
+            prop_assert_eq!(&merged.into_snapshot(), &expected);
+            prop_assert_eq!(&stored.into_snapshot(), &expected);
+        }
+    }
+}
+
 #[test]
 fn the_workload_generator_exercises_every_rule() {
     // Guards the property test against a generator that silently stops producing the

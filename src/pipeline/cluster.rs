@@ -64,6 +64,8 @@ pub struct ClusterSql {
     pub bucket: flowscope_query::store::objects::ObjectStorage,
     /// The cluster's secret, which tasks sent to workers carry.
     pub secret: String,
+    /// Asks the other ingesters for their graph buckets, which every window merges.
+    pub peers: Arc<flowscope_cluster::PeerClient>,
 }
 
 /// This node's part in the cluster.

@@ -230,6 +230,8 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
                 directory: directory.clone(),
                 bucket: objects.clone(),
                 secret: secret.clone(),
+                peers: flowscope_cluster::PeerClient::new(&node_id, directory.clone(), secret)
+                    .context("cannot start the client of the other ingesters' graphs")?,
             })
         }
         _ => None,
@@ -370,7 +372,18 @@ impl Opened {
                 secret.clone().unwrap_or_default(),
             )
             .into_worker_server();
-            worker = Some(tonic::service::Routes::new(service));
+            let mut routes = tonic::service::Routes::new(service);
+            // Beside it, each tenant's graph buckets, which queriers merge into one graph.
+            let graphs = flowscope_cluster::GraphServer::new(
+                spaces
+                    .iter()
+                    .map(|space| (space.tenant.as_str().to_string(), space.view.graph.clone()))
+                    .collect(),
+                secret.as_deref().unwrap_or_default(),
+            );
+            let router = std::mem::take(routes.axum_router_mut());
+            *routes.axum_router_mut() = router.merge(graphs.router());
+            worker = Some(routes);
         }
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces
             .iter()

@@ -148,6 +148,11 @@ pub async fn open(
         config.sql.timeout,
     )
     .with_objectives(config.objectives.clone());
+    // A cluster's querier merges the other ingesters' graphs into every window it reads.
+    let graph = match cluster_sql {
+        Some(cluster) => graph.with_peers(cluster.peers.for_tenant(tenant.as_str())),
+        None => graph,
+    };
     // A cluster's querier plans `spans` over every node; any other node reads its own.
     let engine = match cluster_sql {
         Some(cluster) => flowscope_cluster::engine(

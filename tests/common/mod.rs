@@ -210,6 +210,18 @@ impl Server {
         (status, response.json().expect("JSON body"))
     }
 
+    /// GETs an API path (`/api/...`) and returns its JSON; panics on an error status.
+    pub fn get_json(&self, path: &str) -> Value {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("http://{}{path}", self.api))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let body: Value = response.json().expect("JSON body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
     /// The single number a `SELECT count(*) ...` returns.
     pub fn count(&self, sql: &str) -> i64 {
         self.sql(sql)["rows"][0][0]

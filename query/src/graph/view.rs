@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{
-    Element, Figures, GraphConfig, GraphCounters, LiveGraph, Snapshot, Window, element_series,
+    Element, Figures, GraphConfig, GraphCounters, LiveGraph, Snapshot, StoredBucket, Window,
+    element_series,
 };
 
 use crate::error::QueryError;
@@ -42,6 +43,16 @@ const BASELINE_STEPS: i64 = 12;
 /// Baseline sub-windows kept, the newest: an hour's, plus a few for windows further back.
 const BASELINE_KEPT: usize = 16;
 
+/// The other ingesters of a cluster, as one tenant's graph sees them: each holds the graph of
+/// the traces routed to it, and a querier merges their buckets of a window with its own
+/// (counters add, latency sketches merge), so loops, health and incidents are found on the
+/// graph of the whole system. Blocking: graph reads run off the async runtime.
+pub trait GraphPeers: Send + Sync + std::fmt::Debug {
+    /// The buckets every other live ingester holds for `[from_ns, to_ns)` (live, kept or
+    /// rebuilt on that node), or why one of them could not answer.
+    fn buckets(&self, from_ns: i64, to_ns: i64) -> Result<Vec<StoredBucket>, QueryError>;
+}
+
 /// The live graph, shared by the graph stage (which writes it) and readers, plus what it
 /// takes to rebuild windows older than its horizon from the stored spans.
 #[derive(Debug, Clone)]
@@ -55,6 +66,8 @@ pub struct GraphView {
     baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
     /// The last incidents of the live window, shared by readers for a few seconds.
     pub(crate) live_incidents: Arc<Mutex<Option<crate::graph::incidents::LiveIncidents>>>,
+    /// A cluster querier's other ingesters, whose windows merge into every read.
+    peers: Option<Arc<dyn GraphPeers>>,
 }
 
 /// A judged window with the nodes' own verdicts and the baseline it was judged against.
@@ -126,7 +139,38 @@ impl GraphView {
             objectives: Arc::default(),
             baseline: Arc::default(),
             live_incidents: Arc::default(),
+            peers: None,
         }
+    }
+
+    /// Every window read also merges the buckets of `peers` (a cluster's querier).
+    pub fn with_peers(mut self, peers: Arc<dyn GraphPeers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// This node's own buckets of `[from_ns, to_ns)`, never its peers': what an ingester
+    /// answers a querier.
+    pub fn own_buckets(&self, from_ns: i64, to_ns: i64) -> Result<Vec<StoredBucket>, QueryError> {
+        Ok(self.own_window(from_ns, to_ns)?.stored())
+    }
+
+    /// The peers' buckets of `[from_ns, to_ns)` as a window (empty without peers).
+    fn peer_window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
+        let stored = match &self.peers {
+            Some(peers) => peers.buckets(from_ns, to_ns)?,
+            None => Vec::new(),
+        };
+        Ok(Window::from_stored(from_ns, to_ns, &stored))
+    }
+
+    /// [`GraphView::peer_window`] for readers that cannot fail (the live window, baselines):
+    /// a peer that cannot answer is left out, and said in the log.
+    fn peer_window_or_none(&self, from_ns: i64, to_ns: i64) -> Window {
+        self.peer_window(from_ns, to_ns).unwrap_or_else(|error| {
+            tracing::warn!(%error, "the graph leaves out the ingesters that did not answer");
+            Window::from_stored(from_ns, to_ns, &[])
+        })
     }
 
     /// Health also judges every element against these objectives.
@@ -165,12 +209,22 @@ impl GraphView {
         Ok(Arc::new(self.window(from_ns, to_ns)?.into_snapshot()))
     }
 
-    /// The buckets of `[from_ns, to_ns)`, as [`GraphView::snapshot`] merges them.
+    /// The buckets of `[from_ns, to_ns)`, as [`GraphView::snapshot`] merges them: this
+    /// node's and its peers'.
     fn window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
+        let own = self.own_window(from_ns, to_ns)?;
+        if self.peers.is_none() {
+            return Ok(own);
+        }
+        Ok(own.merge(self.peer_window(from_ns, to_ns)?))
+    }
+
+    /// This node's buckets of `[from_ns, to_ns)`: live, kept, or rebuilt from its spans.
+    fn own_window(&self, from_ns: i64, to_ns: i64) -> Result<Window, QueryError> {
         let history = &self.history;
         let covered = self.live_covers_from(history);
         if from_ns >= covered {
-            return Ok(self.live_window(from_ns, to_ns));
+            return Ok(self.own_live_window(from_ns, to_ns));
         }
         // The first whole bucket the live graph holds.
         let boundary = history.config.bucket_start_at_or_after(covered);
@@ -178,7 +232,7 @@ impl GraphView {
             return history.old_window(from_ns, to_ns);
         }
         let old = history.old_window(from_ns, boundary)?;
-        let recent = self.live_window(boundary, to_ns);
+        let recent = self.own_live_window(boundary, to_ns);
         Ok(old.join(recent))
     }
 
@@ -209,13 +263,32 @@ impl GraphView {
             Ok(graph) => in_memory(&graph),
             Err(poisoned) => in_memory(&poisoned.into_inner()),
         };
-        let windows = match live {
+        let mut windows: Vec<Window> = match live {
             Some(windows) => windows,
             None => starts
                 .iter()
-                .map(|&start| self.window(start, start.saturating_add(width)))
+                .map(|&start| self.own_window(start, start.saturating_add(width)))
                 .collect::<Result<_, _>>()?,
         };
+        // A cluster's peers are asked once for the whole span of the steps.
+        if let (Some(&first), Some(&last)) = (starts.iter().min(), starts.iter().max())
+            && self.peers.is_some()
+        {
+            let peers = self
+                .peer_window(first, last.saturating_add(width))?
+                .stored();
+            windows = windows
+                .into_iter()
+                .zip(starts)
+                .map(|(own, &start)| {
+                    own.merge(Window::from_stored(
+                        start,
+                        start.saturating_add(width),
+                        &peers,
+                    ))
+                })
+                .collect();
+        }
         Ok(element_series(&windows, element))
     }
 
@@ -261,12 +334,21 @@ impl GraphView {
         let ttl_ns = i64::try_from(self.history.config.pairing_ttl.as_nanos()).unwrap_or(i64::MAX);
         let settled_before = now_ns().saturating_sub(ttl_ns.saturating_mul(2));
         let mut found = Vec::new();
+        // A cluster's peers are asked once for the whole hour.
+        let peers = match &self.peers {
+            Some(_) => self
+                .peer_window_or_none(covered.max(end - BASELINE_STEPS * step), end)
+                .stored(),
+            None => Vec::new(),
+        };
         for back in (1..=BASELINE_STEPS).rev() {
             let start = end - back * step;
             if start < covered {
                 continue;
             }
-            let window = self.live_window(start, start + step);
+            let window = self
+                .own_live_window(start, start + step)
+                .merge(Window::from_stored(start, start + step, &peers));
             if let Some((buckets, figures)) = lock(&self.baseline).get(&start)
                 && buckets.same_buckets(&window)
             {
@@ -304,11 +386,20 @@ impl GraphView {
     /// Takes the window's buckets under the read lock (shared, not copied); merging them,
     /// naming nodes and finding loops happen after letting it go, so a big graph never holds
     /// up the graph stage.
-    fn live_window(&self, from_ns: i64, to_ns: i64) -> Window {
+    fn own_live_window(&self, from_ns: i64, to_ns: i64) -> Window {
         match self.live.read() {
             Ok(graph) => graph.window(from_ns, to_ns),
             Err(poisoned) => poisoned.into_inner().window(from_ns, to_ns),
         }
+    }
+
+    /// [`GraphView::own_live_window`] merged with the peers' buckets of the window.
+    fn live_window(&self, from_ns: i64, to_ns: i64) -> Window {
+        let own = self.own_live_window(from_ns, to_ns);
+        if self.peers.is_none() {
+            return own;
+        }
+        own.merge(self.peer_window_or_none(from_ns, to_ns))
     }
 
     /// The graph of the last `LIVE_WINDOW`, as of now, judged.
