@@ -3,8 +3,9 @@
 //! commit) and restarted, while a client keeps sending through a receiver. Every span the
 //! receiver acknowledged is stored, as the querier counts them: the receiver routes again
 //! what an ingester did not take until it is back, and the restarted ingester replays its
-//! WAL. A part made durable by an ingester that died before answering is stored twice (not
-//! deduplicated yet); the test bounds that by the requests in flight.
+//! WAL. Nothing is stored twice: a part made durable by an ingester that died before
+//! answering is routed again, and the restarted ingester, which learned the parts it stored
+//! from its WAL, takes it without storing it again (`flowscope_collector::dedup`).
 
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -89,17 +90,22 @@ fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
     let distinct = receiver.count("SELECT count(DISTINCT span_id) FROM spans");
     assert_eq!(distinct as u64, acked, "every acknowledged span is stored");
     // A part an ingester made durable and died before answering is routed again by the
-    // receiver, and its WAL has it too: stored twice. Not deduplicated yet (issue 24 says
-    // what is left); bounded by the requests in flight at the two faults, one at a time here.
+    // receiver, and its WAL has it too: the ingester knows it from its replay.
     let twice = count - distinct;
     eprintln!("{acked} spans acknowledged, {twice} stored twice");
-    assert!(
-        twice <= 200,
-        "{twice} spans stored twice: more than the parts in flight"
-    );
+    assert_eq!(twice, 0, "spans stored twice");
     // After both flush again, the files alone say the same.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(receiver.count("SELECT count(*) FROM spans"), count);
+    // A client that sends a request again (its answer lost) has it stored once.
+    let again = numbered_request("orders", 500_000, 100);
+    common::cluster::export_to(&receiver.grpc_url(), vec![again.clone()]);
+    common::cluster::export_to(&receiver.grpc_url(), vec![again]);
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM spans"),
+        count + 100,
+        "a request sent twice is stored once"
+    );
     for server in [receiver, a, b] {
         server.stop();
     }

@@ -25,7 +25,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use crate::decode::{
     DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
 };
-use crate::route::{Cluster, forwarded_headers, route_of};
+use crate::dedup::{RequestId, mark_part, part_mark};
+use crate::route::{Cluster, forwarded_headers, route_of, split_request};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError, DECODE_FACTOR};
 
@@ -111,10 +112,14 @@ impl Receiver {
     where
         B: FnOnce(&mut Reservation) -> Result<Bytes, CollectorError> + Send + 'static,
     {
+        let mut forwarded_to = None;
         if let Some(cluster) = &self.config.cluster {
             match &routing.forwarded {
                 // A part a receiver routed here: taken if this node holds its partitions.
-                Some(route) => cluster.admit(route)?,
+                Some(route) => {
+                    cluster.admit(route)?;
+                    forwarded_to = Some(cluster.clone());
+                }
                 None if cluster.routes() => {
                     return self
                         .route(
@@ -132,10 +137,22 @@ impl Receiver {
             }
         }
         let mut reservation = reservation;
+        let tenant = principal.tenant.clone();
+        let cluster = forwarded_to.clone();
         let decode = move || {
+            // A forwarded part keeps only the partitions this ingester has not stored yet.
+            let mut mark = None;
             let decoded = body(&mut reservation)
+                .and_then(|body| match &cluster {
+                    Some(cluster) => {
+                        let (body, fresh) = unseen_part(cluster.as_ref(), &tenant, body)?;
+                        mark = fresh;
+                        Ok(body)
+                    }
+                    None => Ok(body),
+                })
                 .and_then(|body| decode_reserved(body, encoding, &mut reservation));
-            (decoded, reservation)
+            (decoded.map(|decoded| (decoded, mark)), reservation)
         };
         let (decoded, mut reservation) = if inline {
             decode()
@@ -144,11 +161,14 @@ impl Receiver {
                 .await
                 .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
         };
-        let Decoded {
-            traces: mut decoded,
-            bytes: decoded_bytes,
-            protobuf,
-        } = decoded?;
+        let (
+            Decoded {
+                traces: mut decoded,
+                bytes: decoded_bytes,
+                protobuf,
+            },
+            mark,
+        ) = decoded?;
         refuse_expired(&mut decoded, self.config.retention)?;
         // The batch is what this request holds until the sink answers. A protobuf body kept for
         // the sink is counted by the store when it takes it, as its WAL record.
@@ -167,6 +187,9 @@ impl Receiver {
         let rejected = rejected_spans(&response).max(0) as u64;
         self.count_spans(&principal.tenant, spans, rejected, written.is_ok());
         written?;
+        if let (Some(cluster), Some((id, mask))) = (forwarded_to, mark) {
+            cluster.part_ids().note(id, mask);
+        }
         Ok(response)
     }
 
@@ -381,5 +404,119 @@ pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
         CollectorError::Sink(_) | CollectorError::Server(_) | CollectorError::Internal(_) => {
             "failed"
         }
+    }
+}
+
+/// A forwarded part without the partitions this ingester has already stored for the same
+/// client request (`crate::dedup`), and the (request, partitions) it is left with: the part
+/// as it came when none are, nothing when all are.
+fn unseen_part(
+    cluster: &dyn Cluster,
+    tenant: &TenantId,
+    body: Bytes,
+) -> Result<(Bytes, Option<(RequestId, u64)>), CollectorError> {
+    let Some((id, mask)) = part_mark(&body) else {
+        return Ok((body, None));
+    };
+    let seen = cluster.part_ids().seen(id) & mask;
+    if seen == 0 {
+        return Ok((body, Some((id, mask))));
+    }
+    if seen == mask {
+        tracing::debug!(%tenant, "a part stored here was sent again; answered without storing it twice");
+        return Ok((Bytes::new(), None));
+    }
+    // Partitions moved between two tries: part of this was stored here, part elsewhere.
+    let fresh = mask & !seen;
+    let parts = split_request(&body, 2, |trace_id| {
+        usize::from(seen & (1u64 << (cluster.partition_of(tenant, trace_id) % 64)) != 0)
+    })?;
+    Ok(match parts.into_iter().next().flatten() {
+        Some(part) => (mark_part(&part.request, id, fresh), Some((id, fresh))),
+        None => (Bytes::new(), None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::{PartIds, request_id};
+    use crate::route::Routed;
+    use crate::test_support::{request_with, valid_span};
+    use futures::future::BoxFuture;
+    use prost::Message as _;
+
+    /// An ingester's side of a cluster: each trace's partition is its id's last byte.
+    #[derive(Debug)]
+    struct Ingester(PartIds);
+
+    impl Cluster for Ingester {
+        fn routes(&self) -> bool {
+            false
+        }
+        fn route(
+            &self,
+            _: &TenantId,
+            _: Vec<(HeaderName, HeaderValue)>,
+            _: Bytes,
+        ) -> BoxFuture<'static, Result<Routed, CollectorError>> {
+            unreachable!("an ingester routes nothing")
+        }
+        fn admit(&self, _: &str) -> Result<(), CollectorError> {
+            Ok(())
+        }
+        fn part_ids(&self) -> &PartIds {
+            &self.0
+        }
+        fn partition_of(&self, _: &TenantId, trace_id: &[u8]) -> u32 {
+            u32::from(trace_id.last().copied().unwrap_or(0)) % 64
+        }
+    }
+
+    /// Spans of partitions 1, 2 and 3, two of each.
+    fn request() -> Bytes {
+        let spans = (0..6u8)
+            .map(|i| {
+                let mut span = valid_span(i + 1);
+                span.trace_id = vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 + i % 3];
+                span
+            })
+            .collect();
+        Bytes::from(request_with(spans).encode_to_vec())
+    }
+
+    fn spans_in(bytes: &[u8]) -> usize {
+        ExportTraceServiceRequest::decode(bytes)
+            .unwrap()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
+
+    #[test]
+    fn a_part_sent_again_keeps_only_the_partitions_not_stored_yet() {
+        let tenant = TenantId::default_tenant();
+        let cluster = Ingester(PartIds::new(16));
+        let request = request();
+        let id = request_id(tenant.as_str(), &request);
+        let part = mark_part(&request, id, 0b1110);
+        // Unknown: taken whole.
+        let (body, mark) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
+        assert_eq!((body, mark), (part.clone(), Some((id, 0b1110))));
+        // Partition 2 stored here before (the rest went elsewhere): the rest is taken.
+        cluster.0.note(id, 0b0100);
+        let (body, mark) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
+        assert_eq!(mark, Some((id, 0b1010)));
+        assert_eq!(spans_in(&body), 4);
+        assert_eq!(part_mark(&body), Some((id, 0b1010)));
+        // All stored: nothing is taken.
+        cluster.0.note(id, 0b1010);
+        let (body, mark) = unseen_part(&cluster, &tenant, part).unwrap();
+        assert_eq!((body.len(), mark), (0, None));
+        // An unmarked request is taken as it came.
+        let (body, mark) = unseen_part(&cluster, &tenant, request.clone()).unwrap();
+        assert_eq!((body, mark), (request, None));
     }
 }

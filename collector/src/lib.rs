@@ -23,6 +23,7 @@
 
 mod accept;
 pub mod decode;
+pub mod dedup;
 /// The fuzz targets' checks (`fuzz/`), shared with `tests/fuzz_corpus.rs`.
 #[doc(hidden)]
 pub mod fuzzing;

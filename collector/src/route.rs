@@ -49,6 +49,13 @@ pub trait Cluster: Send + Sync + Debug + 'static {
     /// Checks a forwarded part's [`ROUTE_HEADER`] value before it is taken: Err when this
     /// node is not an ingester or does not hold those partitions at those epochs.
     fn admit(&self, route: &str) -> Result<(), CollectorError>;
+
+    /// The forwarded parts this ingester has made durable (`crate::dedup`): a part sent
+    /// again is taken only for the partitions it has not stored.
+    fn part_ids(&self) -> &crate::dedup::PartIds;
+
+    /// The partition of `tenant`'s spans of trace `trace_id` (below 64).
+    fn partition_of(&self, tenant: &TenantId, trace_id: &[u8]) -> u32;
 }
 
 /// What the ingesters answered for a routed request: the spans they refused (partial

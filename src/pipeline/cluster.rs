@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowscope_auth::TenantId;
+use flowscope_collector::dedup::{PartIds, RequestId, mark_part, request_id};
 use flowscope_collector::route::{Forwarder, Routed, split_request};
 use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError};
 use flowscope_query::metadata::MetadataDb;
@@ -83,6 +84,8 @@ pub struct ClusterNode {
     held: RwLock<HashMap<u32, (i64, i64)>>,
     /// Sends parts to the ingesters.
     forwarder: Forwarder,
+    /// An ingester's stored parts, learned again from its WAL on replay.
+    part_ids: Arc<PartIds>,
 }
 
 impl fmt::Debug for ClusterNode {
@@ -100,6 +103,7 @@ impl ClusterNode {
         roles: Roles,
         db: MetadataDb,
         directory: Arc<flowscope_cluster::Directory>,
+        part_ids: Arc<PartIds>,
     ) -> Arc<Self> {
         Arc::new(Self {
             node,
@@ -110,6 +114,7 @@ impl ClusterNode {
             stale: Notify::new(),
             held: RwLock::default(),
             forwarder: Forwarder::new(FORWARD_TIMEOUT),
+            part_ids,
         })
     }
 
@@ -224,6 +229,7 @@ impl ClusterNode {
     async fn route_once(
         &self,
         tenant: &TenantId,
+        id: RequestId,
         headers: &[(HeaderName, HeaderValue)],
         request: &Bytes,
     ) -> (Routed, Result<(), (CollectorError, Vec<Bytes>)>) {
@@ -285,16 +291,11 @@ impl ClusterNode {
                 })
                 .collect();
             let route = route.join(",");
+            let marked = mark_part(&part.request, id, parts_of[dest]);
             Some(async move {
                 let answer = self
                     .forwarder
-                    .forward(
-                        &holder.node,
-                        &holder.addr,
-                        &route,
-                        headers,
-                        part.request.clone(),
-                    )
+                    .forward(&holder.node, &holder.addr, &route, headers, marked)
                     .await;
                 (part.request.clone(), answer)
             })
@@ -339,6 +340,9 @@ impl Cluster for ClusterHandle {
         let this = self.0.clone();
         let tenant = tenant.clone();
         Box::pin(async move {
+            // Every part of every try names the client's request, so an ingester stores
+            // each (request, partition) once however often it is sent.
+            let id = request_id(tenant.as_str(), &request);
             let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
             let mut routed = Routed::default();
             let mut pending = vec![request];
@@ -346,7 +350,7 @@ impl Cluster for ClusterHandle {
                 let mut untaken = Vec::new();
                 let mut failure = None;
                 for part in pending {
-                    let (more, result) = this.route_once(&tenant, &headers, &part).await;
+                    let (more, result) = this.route_once(&tenant, id, &headers, &part).await;
                     routed.add(more);
                     if let Err((error, parts)) = result {
                         // A malformed part or refused credentials: retrying cannot help.
@@ -378,6 +382,14 @@ impl Cluster for ClusterHandle {
 
     fn admit(&self, route: &str) -> Result<(), CollectorError> {
         self.0.admit(route)
+    }
+
+    fn part_ids(&self) -> &PartIds {
+        &self.0.part_ids
+    }
+
+    fn partition_of(&self, tenant: &TenantId, trace_id: &[u8]) -> u32 {
+        partitions::partition_of(tenant.as_str(), trace_id)
     }
 }
 

@@ -36,6 +36,7 @@ use flowscope_alert::Metadata;
 use flowscope_auth::TenantId;
 use flowscope_base::liveness::{Liveness, Stage};
 use flowscope_collector::SpanSink;
+use flowscope_collector::dedup::PartIds;
 use flowscope_query::SqlResources;
 use flowscope_query::metadata::MetadataDb;
 use flowscope_web::{ApiState, TenantView};
@@ -73,7 +74,13 @@ pub struct Opened {
     directory: Option<Arc<flowscope_cluster::Directory>>,
     /// The cluster's secret, which its query workers ask of every task.
     secret: Option<String>,
+    /// The forwarded parts this node has stored (an ingester's), learned again on replay.
+    part_ids: Arc<PartIds>,
 }
+
+/// Client requests whose stored parts an ingester remembers (about 40 bytes each): minutes
+/// of retries at hundreds of requests a second.
+const PART_IDS_KEPT: usize = 256 * 1024;
 
 /// The serving pipeline, until [`Running::drain`].
 pub struct Running {
@@ -140,6 +147,18 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
             api = %config.api_addr,
             "no tokens configured: anyone who reaches a port may send spans, and anyone who reaches the API is an admin, so the API listens on loopback only; give --tokens-file or --admin-token to open it to the network"
         );
+    }
+    // A cluster's ingester learns the parts it stored from its WAL as it replays it, so a
+    // part sent again after a crash is not stored twice (`flowscope_collector::dedup`).
+    let part_ids = Arc::new(PartIds::new(PART_IDS_KEPT));
+    if config.roles.clustered && config.roles.ingester {
+        let ids = part_ids.clone();
+        config.store.request_decoder = Some(flowscope_query::RequestDecoder::new(
+            move |request: &[u8]| {
+                ids.note_logged(request);
+                flowscope_collector::decode_logged_request(request)
+            },
+        ));
     }
     // One query memory pool, runtime and set of permits for all tenants together.
     let sql_resources =
@@ -265,6 +284,7 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<Opened> {
         bucket: objects,
         directory,
         secret,
+        part_ids,
     })
 }
 
@@ -330,6 +350,7 @@ impl Opened {
             bucket,
             directory,
             secret,
+            part_ids,
         } = self;
         let membership_db = metadata.db().clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -344,6 +365,7 @@ impl Opened {
                 config.roles,
                 metadata.db().clone(),
                 directory,
+                part_ids,
             );
             if config.roles.ingester {
                 cluster_tasks.push(tokio::spawn(
