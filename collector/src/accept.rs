@@ -226,7 +226,10 @@ impl Receiver {
             });
             (request, reservation)
         };
-        // The bytes are held until every part is answered.
+        // The bytes are held until every part is answered. A gRPC message is read already
+        // (tonic inflated it) and a protobuf body is only split on the wire: never worth a
+        // trip to the blocking pool. An HTTP body may still have to be inflated.
+        let inline = inline || (self.protocol == "grpc" && matches!(encoding, Encoding::Protobuf));
         let (request, _reservation) = if inline {
             read()
         } else {

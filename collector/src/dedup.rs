@@ -34,8 +34,18 @@ pub fn request_id(tenant: &str, request: &[u8]) -> RequestId {
 /// `part` with the field naming it: request `id`, the partitions of `mask` (bit `p` for
 /// partition `p`).
 pub fn mark_part(part: &[u8], id: RequestId, mask: u64) -> Bytes {
-    let mut out = BytesMut::with_capacity(part.len() + 4 + PART_LEN);
+    let mark = part_suffix(id, mask);
+    let mut out = BytesMut::with_capacity(part.len() + mark.len());
     out.put_slice(part);
+    out.put_slice(&mark);
+    out.freeze()
+}
+
+/// The field [`mark_part`] appends, alone: a part followed by it is the marked part (a
+/// message's fields may come in any order), for a sender that writes both without joining
+/// them first.
+pub fn part_suffix(id: RequestId, mask: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + PART_LEN);
     put_varint(&mut out, u64::from(PART_FIELD << 3 | 2));
     put_varint(&mut out, PART_LEN as u64);
     out.put_u128_le(id);

@@ -119,7 +119,8 @@ impl Forwarder {
         Ok(channel)
     }
 
-    /// Sends `request` (an `ExportTraceServiceRequest`'s bytes) to the ingester at `addr` with
+    /// Sends `request` (an `ExportTraceServiceRequest`'s bytes, followed by `suffix`: more
+    /// fields of it, the part's mark) to the ingester at `addr` with
     /// the client's `headers` and the [`ROUTE_HEADER`] `route`. An error names the ingester
     /// as `who`; anything but a malformed part or refused credentials is
     /// [`SinkError::Unavailable`], for the caller to route again or the client to retry.
@@ -130,6 +131,7 @@ impl Forwarder {
         route: &str,
         headers: &[(HeaderName, HeaderValue)],
         request: Bytes,
+        suffix: Bytes,
     ) -> Result<Routed, CollectorError> {
         let unavailable = |why: &str| {
             CollectorError::Sink(SinkError::Unavailable(format!(
@@ -140,7 +142,7 @@ impl Forwarder {
         grpc.ready()
             .await
             .map_err(|error| unavailable(&error.to_string()))?;
-        let mut call = tonic::Request::new(request);
+        let mut call = tonic::Request::new([request, suffix]);
         let metadata = call.metadata_mut();
         for (name, value) in headers {
             if let (Ok(key), Ok(value)) = (
@@ -185,7 +187,7 @@ impl Forwarder {
 struct ForwardCodec;
 
 impl Codec for ForwardCodec {
-    type Encode = Bytes;
+    type Encode = [Bytes; 2];
     type Decode = ExportTraceServiceResponse;
     type Encoder = BytesEncoder;
     type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
@@ -202,11 +204,15 @@ impl Codec for ForwardCodec {
 struct BytesEncoder;
 
 impl Encoder for BytesEncoder {
-    type Item = Bytes;
+    type Item = [Bytes; 2];
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
+    /// The message is its chunks one after the other: one copy into the frame buffer, as
+    /// any message takes.
+    fn encode(&mut self, item: [Bytes; 2], dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        for chunk in &item {
+            dst.put_slice(chunk);
+        }
         Ok(())
     }
 }
@@ -288,11 +294,14 @@ fn read_request<'a>(
         if tag == 1 {
             resources.push(read_container(field.message()?, |scope| {
                 read_container(scope, |span| {
+                    // Exporters write the trace id first: the rest of the span is skipped
+                    // (the ingester reads it), so routing costs little past the first field.
                     let mut trace_id: &[u8] = &[];
                     let mut fields = Reader::new(span);
                     while let Some((tag, field)) = fields.next()? {
                         if tag == 1 {
                             trace_id = field.bytes()?;
+                            break;
                         }
                     }
                     Ok(destination(trace_id))

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowscope_auth::TenantId;
-use flowscope_collector::dedup::{PartIds, RequestId, mark_part, request_id};
+use flowscope_collector::dedup::{PartIds, RequestId, part_suffix, request_id};
 use flowscope_collector::route::{Forwarder, Routed, split_request};
 use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError};
 use flowscope_query::metadata::MetadataDb;
@@ -254,8 +254,18 @@ impl ClusterNode {
         }
         let unheld = nodes.len();
         let mut parts_of = vec![0u64; unheld + 1];
+        let seed = partitions::tenant_seed(tenant.as_str());
+        // A request's spans come trace by trace: the last trace's partition is kept.
+        let mut last: ([u8; 16], u32) = ([0; 16], u32::MAX);
         let split = split_request(request, unheld + 1, |trace_id| {
-            let part = partitions::partition_of(tenant.as_str(), trace_id);
+            let part = match <[u8; 16]>::try_from(trace_id) {
+                Ok(id) if last.1 != u32::MAX && id == last.0 => last.1,
+                Ok(id) => {
+                    last = (id, partitions::partition_in(seed, trace_id));
+                    last.1
+                }
+                Err(_) => partitions::partition_in(seed, trace_id),
+            };
             let dest = match dest_of_part.get(part as usize) {
                 Some(&dest) if dest != usize::MAX => dest,
                 _ => unheld,
@@ -291,11 +301,18 @@ impl ClusterNode {
                 })
                 .collect();
             let route = route.join(",");
-            let marked = mark_part(&part.request, id, parts_of[dest]);
+            let mark = part_suffix(id, parts_of[dest]);
             Some(async move {
                 let answer = self
                     .forwarder
-                    .forward(&holder.node, &holder.addr, &route, headers, marked)
+                    .forward(
+                        &holder.node,
+                        &holder.addr,
+                        &route,
+                        headers,
+                        part.request.clone(),
+                        mark,
+                    )
                     .await;
                 (part.request.clone(), answer)
             })
