@@ -1,6 +1,7 @@
 //! Faults in a cluster (issue 24): an ingester killed with SIGKILL during ingest and
 //! restarted, another aborted inside its first flush (between the upload and the catalog
-//! commit) and restarted, while a client keeps sending through a receiver. Every span the
+//! commit) and restarted, then a receiver SIGKILLed, while a client keeps sending through
+//! the receivers (going on to the other when one fails). Every span the
 //! receiver acknowledged is stored, as the querier counts them: the receiver routes again
 //! what an ingester did not take until it is back, and the restarted ingester replays its
 //! WAL. Nothing is stored twice: a part made durable by an ingester that died before
@@ -22,7 +23,7 @@ use common::postgres::Postgres;
 use common::s3::{Kind, S3};
 
 #[test]
-fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
+fn nodes_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
     let mut pg = Postgres::start();
     let metadata = pg.database("faults");
     let dir = tempfile::tempdir().unwrap();
@@ -39,19 +40,21 @@ fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
         &[("FLOWSCOPE_TEST_CRASH_AT", "after-upload")],
     );
     let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
+    // The client prefers a second receiver, which is killed on the way.
+    let r2 = start(&dir.path().join("r2"), &s3, &metadata, "receiver");
     wait_for_split(&receiver, &a, &b);
 
     // A client sends 100-span requests one after another (each retried on UNAVAILABLE, as
     // exporters do) and counts what was acknowledged.
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let grpc = receiver.grpc_url();
+    let urls = [r2.grpc_url(), receiver.grpc_url()];
     let sender = {
         let (acked, stop) = (acked.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut next = 0u64;
             while !stop.load(Ordering::SeqCst) && next < 200_000 {
-                common::cluster::export_to(&grpc, vec![numbered_request("orders", next, 100)]);
+                common::cluster::export_to_any(&urls, numbered_request("orders", next, 100));
                 next += 100;
                 acked.store(next, Ordering::SeqCst);
             }
@@ -80,6 +83,11 @@ fn ingesters_killed_during_ingest_and_inside_a_flush_lose_and_repeat_nothing() {
     }
     drop(b);
     let b = start(&b_dir, &s3, &metadata, "ingester");
+    let now = acked.load(Ordering::SeqCst);
+    at_least(now + 2_000);
+    // The receiver the client prefers dies with requests in flight: the client sends them
+    // again to the other, and the parts the dead one had forwarded are not stored twice.
+    r2.kill();
     let now = acked.load(Ordering::SeqCst);
     at_least(now + 2_000);
     stop.store(true, Ordering::SeqCst);

@@ -132,6 +132,42 @@ pub fn export_to(url: &str, requests: Vec<ExportTraceServiceRequest>) {
     });
 }
 
+/// Sends `request` as an exporter behind a list of receivers does: to the first of `urls`
+/// that answers, going on to the next when one cannot be reached or answers UNAVAILABLE,
+/// until it is accepted (60 s at most).
+pub fn export_to_any(urls: &[String], request: ExportTraceServiceRequest) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for url in urls.iter().cycle() {
+            assert!(Instant::now() < deadline, "no receiver took the request");
+            let Ok(mut client) = TraceServiceClient::connect(url.clone()).await else {
+                continue;
+            };
+            match client.export(request.clone()).await {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    assert!(answer.partial_success.is_none(), "{answer:?}");
+                    return;
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(status) => panic!("export refused: {status:?}"),
+            }
+        }
+    });
+}
+
 /// `count` spans numbered from `first` under a service, sent to the receiver in requests
 /// of 200 (see [`export_with_retry`]).
 pub fn send(receiver: &Server, service: &str, first: u64, count: u64) {
