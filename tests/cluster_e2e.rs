@@ -34,6 +34,11 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
     let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
     let (a_id, b_id) = (node_id(&a), node_id(&b));
     wait_for_split(&receiver, &a, &b);
+    // An ingester's graph buckets, on its gRPC port (which clients reach), answer only the
+    // cluster's nodes: a request without the cluster's secret, or with another, is refused.
+    for secret in [None, Some("not-the-secret")] {
+        assert_eq!(graph_buckets_status(&a, secret), 401, "secret {secret:?}");
+    }
     let nodes = cluster(&receiver);
     let roles: BTreeSet<String> = nodes["nodes"]
         .as_array()
@@ -189,4 +194,30 @@ fn receivers_route_traces_to_their_ingester_and_partitions_move_when_one_dies() 
     receiver.stop();
     a.stop();
     pg.stop();
+}
+
+/// The HTTP status of a graph-buckets request to `node`'s gRPC port carrying `secret`.
+fn graph_buckets_status(node: &Server, secret: Option<&str>) -> u16 {
+    use tower::ServiceExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(node.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut request = http::Request::post(format!(
+            "{}/flowscope.cluster.v1.Graph/Buckets",
+            node.grpc_url()
+        ))
+        .header("content-type", "application/json");
+        if let Some(secret) = secret {
+            request = request.header("x-flowscope-cluster-secret", secret);
+        }
+        let request = request.body(tonic::body::Body::empty()).unwrap();
+        channel.oneshot(request).await.unwrap().status().as_u16()
+    })
 }
