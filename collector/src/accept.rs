@@ -28,7 +28,7 @@ use crate::decode::{
 use crate::dedup::{RequestId, mark_part, part_mark};
 use crate::route::{Cluster, forwarded_headers, route_of, split_request};
 use crate::sink::SpanSink;
-use crate::{CollectorConfig, CollectorError, DECODE_FACTOR};
+use crate::{CollectorConfig, CollectorError, DECODE_FACTOR, SinkError};
 
 /// What of a request's headers routing needs: whether it is a part forwarded by a
 /// receiver (its route), and the credentials a receiver forwards with its parts.
@@ -180,16 +180,29 @@ impl Receiver {
         );
         let response = decoded.export_response();
         let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+        // A copy of these partitions being written now (sent again by a receiver that gave
+        // up waiting) waits for the first to settle: answered "retry", then seen as stored.
+        let writing = match (&forwarded_to, mark) {
+            (Some(cluster), Some((id, mask))) => match cluster.part_ids().begin(id, mask) {
+                Some(writing) => Some(writing),
+                None => {
+                    return Err(CollectorError::Sink(SinkError::Unavailable(
+                        "a copy of this part is being stored now; retry".into(),
+                    )));
+                }
+            },
+            _ => None,
+        };
         let written = match decoded.batch {
             Some(batch) => self.write(principal, batch, decoded_bytes, protobuf).await,
             None => Ok(()),
         };
+        if let (Ok(()), Some(writing)) = (&written, writing) {
+            writing.stored();
+        }
         let rejected = rejected_spans(&response).max(0) as u64;
         self.count_spans(&principal.tenant, spans, rejected, written.is_ok());
         written?;
-        if let (Some(cluster), Some((id, mask))) = (forwarded_to, mark) {
-            cluster.part_ids().note(id, mask);
-        }
         Ok(response)
     }
 

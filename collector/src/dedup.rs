@@ -92,6 +92,64 @@ pub struct PartIds {
 struct Inner {
     masks: HashMap<RequestId, u64>,
     order: VecDeque<RequestId>,
+    /// Partitions of requests being written now: a copy arriving meanwhile (a receiver that
+    /// gave up waiting and routed it again) is turned away until the first is settled.
+    pending: HashMap<RequestId, u64>,
+}
+
+/// The partitions of a request being written by this ingester: [`PartIds::begin`] takes
+/// them, and dropping it gives them back (noted as stored only after [`Writing::stored`]).
+#[derive(Debug)]
+pub struct Writing<'a> {
+    ids: &'a PartIds,
+    id: RequestId,
+    mask: u64,
+    stored: bool,
+}
+
+impl Writing<'_> {
+    /// The partitions are durable: remembered as stored.
+    pub fn stored(mut self) {
+        self.stored = true;
+    }
+}
+
+impl Drop for Writing<'_> {
+    /// Notes the partitions (if stored) and gives them back under one lock, so that no copy
+    /// finds them neither pending nor stored.
+    fn drop(&mut self) {
+        let mut inner = self
+            .ids
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.stored {
+            inner.note(self.id, self.mask, self.ids.capacity);
+        }
+        if let Some(pending) = inner.pending.get_mut(&self.id) {
+            *pending &= !self.mask;
+            if *pending == 0 {
+                inner.pending.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn note(&mut self, id: RequestId, mask: u64, capacity: usize) {
+        match self.masks.get_mut(&id) {
+            Some(known) => *known |= mask,
+            None => {
+                self.masks.insert(id, mask);
+                self.order.push_back(id);
+                while self.order.len() > capacity {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.masks.remove(&oldest);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl PartIds {
@@ -109,21 +167,35 @@ impl PartIds {
         inner.masks.get(&id).copied().unwrap_or(0)
     }
 
+    /// Takes the partitions of `mask` of request `id` for a write, or `None` while a copy of
+    /// any of them is being written or was stored since the caller looked ([`PartIds::seen`]):
+    /// the caller answers "retry", and the retry finds them settled.
+    pub fn begin(&self, id: RequestId, mask: u64) -> Option<Writing<'_>> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner
+            .masks
+            .get(&id)
+            .is_some_and(|stored| stored & mask != 0)
+        {
+            return None;
+        }
+        let pending = inner.pending.entry(id).or_insert(0);
+        if *pending & mask != 0 {
+            return None;
+        }
+        *pending |= mask;
+        Some(Writing {
+            ids: self,
+            id,
+            mask,
+            stored: false,
+        })
+    }
+
     /// Records that the partitions of `mask` of request `id` are durable here.
     pub fn note(&self, id: RequestId, mask: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match inner.masks.get_mut(&id) {
-            Some(known) => *known |= mask,
-            None => {
-                inner.masks.insert(id, mask);
-                inner.order.push_back(id);
-                while inner.order.len() > self.capacity {
-                    if let Some(oldest) = inner.order.pop_front() {
-                        inner.masks.remove(&oldest);
-                    }
-                }
-            }
-        }
+        inner.note(id, mask, self.capacity);
     }
 
     /// Records the mark of a request read back from the WAL, if it has one.
@@ -186,5 +258,22 @@ mod tests {
         ids.note_logged(&mark_part(b"", 9, 4));
         assert_eq!(ids.seen(9), 4);
         assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn a_copy_arriving_while_the_first_is_written_is_turned_away() {
+        let ids = PartIds::new(8);
+        let first = ids.begin(5, 0b011).unwrap();
+        assert!(ids.begin(5, 0b010).is_none(), "overlapping partitions wait");
+        let other = ids.begin(5, 0b100).unwrap();
+        drop(other);
+        assert_eq!(ids.seen(5), 0, "not stored: given back, not noted");
+        first.stored();
+        assert_eq!(ids.seen(5), 0b011);
+        assert!(
+            ids.begin(5, 0b001).is_none(),
+            "stored since the caller looked: it retries, and then sees it stored"
+        );
+        assert!(ids.begin(5, 0b100).is_some());
     }
 }
