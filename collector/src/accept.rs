@@ -180,26 +180,33 @@ impl Receiver {
         );
         let response = decoded.export_response();
         let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-        // A copy of these partitions being written now (sent again by a receiver that gave
-        // up waiting) waits for the first to settle: answered "retry", then seen as stored.
-        let writing = match (&forwarded_to, mark) {
-            (Some(cluster), Some((id, mask))) => match cluster.part_ids().begin(id, mask) {
-                Some(writing) => Some(writing),
-                None => {
-                    return Err(CollectorError::Sink(SinkError::Unavailable(
-                        "a copy of this part is being stored now; retry".into(),
-                    )));
-                }
-            },
-            _ => None,
+        let written = match (decoded.batch, &forwarded_to, mark) {
+            // A forwarded part is written by a task of its own: a receiver that gives up
+            // waiting drops this call, but what reaches the WAL is still noted as stored, so
+            // the copy it routes again is not stored twice.
+            (Some(batch), Some(cluster), Some((id, mask))) => {
+                let (this, cluster, principal) = (self.clone(), cluster.clone(), principal.clone());
+                tokio::spawn(async move {
+                    // A copy being written now (or stored since it was looked at) waits for
+                    // the first to settle: answered "retry", then seen as stored.
+                    let Some(writing) = cluster.part_ids().begin(id, mask) else {
+                        return Err(CollectorError::Sink(SinkError::Unavailable(
+                            "a copy of this part is being stored now; retry".into(),
+                        )));
+                    };
+                    let written = this.write(&principal, batch, decoded_bytes, protobuf).await;
+                    if written.is_ok() {
+                        writing.stored();
+                    }
+                    written
+                })
+                .await
+                .map_err(|error| CollectorError::Internal(format!("write task failed: {error}")))
+                .and_then(|written| written)
+            }
+            (Some(batch), _, _) => self.write(principal, batch, decoded_bytes, protobuf).await,
+            (None, _, _) => Ok(()),
         };
-        let written = match decoded.batch {
-            Some(batch) => self.write(principal, batch, decoded_bytes, protobuf).await,
-            None => Ok(()),
-        };
-        if let (Ok(()), Some(writing)) = (&written, writing) {
-            writing.stored();
-        }
         let rejected = rejected_spans(&response).max(0) as u64;
         self.count_spans(&principal.tenant, spans, rejected, written.is_ok());
         written?;
