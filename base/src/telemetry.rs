@@ -94,7 +94,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// `(tenant, protocol, outcome)`: protocol `grpc` or `http`.
+/// `(tenant, protocol, outcome)`: protocol `grpc` or `http`, or `local` for a part a
+/// cluster node routed to its own ingester, taken in process.
 pub type IngestKey = (String, &'static str, &'static str);
 /// `(tenant, outcome)`.
 pub type TenantOutcome = (String, &'static str);

@@ -53,6 +53,18 @@ pub struct IngestArgs {
     /// ingester needs object storage: set FLOWSCOPE_OBJECT_STORE and the AWS_* variables
     #[arg(long)]
     cluster_metadata: Option<String>,
+    /// With --cluster-metadata: `split` is a receiver and an ingester (every span crosses
+    /// loopback gRPC); `combined` is two nodes that each receive and ingest
+    /// (`--roles receiver,ingester,querier`), the connections shared between them, so each
+    /// takes its own partitions' parts in process and forwards the rest to the other
+    #[arg(long, value_enum, default_value_t = ClusterLayout::Split)]
+    cluster_layout: ClusterLayout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterLayout {
+    Split,
+    Combined,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -138,26 +150,26 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
                     "--cluster-metadata: a cluster's ingester writes to object storage; set FLOWSCOPE_OBJECT_STORE=s3://bucket/prefix and the AWS_* variables (BENCHMARKS.md shows s3s-fs on loopback)"
                 );
             }
+            let (first, second, ingesters) = match args.cluster_layout {
+                ClusterLayout::Split => ("ingester", "receiver", 1),
+                ClusterLayout::Combined => {
+                    ("receiver,ingester,querier", "receiver,ingester,querier", 2)
+                }
+            };
             let ingester = Server::start(
                 &binary,
                 data_dir.path(),
-                &[
-                    "--wal-sync",
-                    wal_sync,
-                    "--metadata",
-                    url,
-                    "--roles",
-                    "ingester",
-                ],
+                &["--wal-sync", wal_sync, "--metadata", url, "--roles", first],
             )?;
             let receiver = Server::start(
                 &binary,
                 &data_dir.path().join("receiver"),
-                &["--metadata", url, "--roles", "receiver"],
+                &["--wal-sync", wal_sync, "--metadata", url, "--roles", second],
             )?;
-            runtime.block_on(wait_for_partitions(&receiver))?;
+            runtime.block_on(wait_for_partitions(&receiver, ingesters))?;
             eprintln!(
-                "cluster: receiver pid {} routes to ingester pid {}",
+                "cluster ({:?}): pid {} ({second}) and pid {} ({first})",
+                args.cluster_layout,
                 receiver.pid(),
                 ingester.pid()
             );
@@ -187,13 +199,48 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     // Kept for the references measured after the server's run (`Bytes` clones share).
     let kept_requests = requests.clone();
     let source = Source::ready(requests);
-    let sent = runtime.block_on(send_all(
-        args.protocol,
-        target,
-        source,
-        args.connections,
-        args.spans,
-    ))?;
+    let sent = match (&receiver, args.cluster_layout) {
+        (Some(receiver), ClusterLayout::Combined) => {
+            // Half the requests (and connections) to each node, as a client's load
+            // balancer would spread them.
+            let (mut left, mut right) = (Vec::new(), Vec::new());
+            for (index, request) in kept_requests.iter().enumerate() {
+                if index % 2 == 0 {
+                    left.push(request.clone());
+                } else {
+                    right.push(request.clone());
+                }
+            }
+            drop(source);
+            let half = (args.connections / 2).max(1);
+            let (a, b) = runtime.block_on(async {
+                tokio::join!(
+                    send_all(
+                        args.protocol,
+                        &server,
+                        Source::ready(left),
+                        half,
+                        args.spans / 2
+                    ),
+                    send_all(
+                        args.protocol,
+                        receiver,
+                        Source::ready(right),
+                        half,
+                        args.spans / 2
+                    ),
+                )
+            });
+            both(a?, b?)
+        }
+        _ => runtime.block_on(send_all(
+            args.protocol,
+            target,
+            source,
+            args.connections,
+            args.spans,
+        ))?,
+    };
     let server_cpu = cluster_cpu(&server)? - server_cpu_before;
     let receiver_cpu = match &receiver {
         Some(receiver) => receiver.cpu_seconds()? - receiver_cpu_before,
@@ -249,7 +296,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     if let Some(receiver_stopped) = &receiver_stopped {
         report.add_float(
             "receiver_cpu_seconds",
-            "of which the receiver (s)",
+            match args.cluster_layout {
+                ClusterLayout::Split => "of which the receiver (s)",
+                ClusterLayout::Combined => "of which the second node (s)",
+            },
             receiver_cpu,
             2,
         );
@@ -415,24 +465,29 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until the receiver's map has every partition held (the ingester took them all).
-async fn wait_for_partitions(receiver: &Server) -> anyhow::Result<()> {
+/// Waits until `ingesters` nodes hold the 64 partitions in equal shares.
+async fn wait_for_partitions(receiver: &Server, ingesters: u64) -> anyhow::Result<()> {
     let client = server::http_client();
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let url = format!("http://{}/api/cluster", receiver.api);
-        let held: u64 = match server::get_json(&client, &url).await {
-            Ok(cluster) => cluster["nodes"].as_array().map_or(0, |nodes| {
-                nodes.iter().filter_map(|n| n["partitions"].as_u64()).sum()
+        let held: Vec<u64> = match server::get_json(&client, &url).await {
+            Ok(cluster) => cluster["nodes"].as_array().map_or(Vec::new(), |nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| n["partitions"].as_u64())
+                    .filter(|held| *held > 0)
+                    .collect()
             }),
-            Err(_) => 0,
+            Err(_) => Vec::new(),
         };
-        if held == 64 {
+        if held.len() as u64 == ingesters && held.iter().all(|held| *held == 64 / ingesters) {
             // The receiver reads the map every second.
             tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the ingester did not take the partitions within 30 s");
+            bail!("the ingesters did not share the partitions within 30 s: {held:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -524,4 +579,34 @@ fn decode_only(
 
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Two halves of one run sent at once: totals added, the wall time the longer one.
+fn both(
+    a: flowscope_demo::send::Sent,
+    b: flowscope_demo::send::Sent,
+) -> flowscope_demo::send::Sent {
+    let (x, y) = (a.totals, b.totals);
+    let totals = flowscope_demo::send::Totals {
+        elapsed: x.elapsed.max(y.elapsed),
+        requests_sent: x.requests_sent + y.requests_sent,
+        requests_acked: x.requests_acked + y.requests_acked,
+        requests_refused: x.requests_refused + y.requests_refused,
+        retries: x.retries + y.retries,
+        requests_rejected: x.requests_rejected + y.requests_rejected,
+        requests_failed: x.requests_failed + y.requests_failed,
+        spans_sent: x.spans_sent + y.spans_sent,
+        spans_acked: x.spans_acked + y.spans_acked,
+        spans_rejected: x.spans_rejected + y.spans_rejected,
+        spans_failed: x.spans_failed + y.spans_failed,
+    };
+    let mut latencies = a.latencies;
+    latencies.extend(b.latencies);
+    latencies.sort_unstable();
+    flowscope_demo::send::Sent {
+        wall: a.wall.max(b.wall),
+        totals,
+        first_failure: a.first_failure.or(b.first_failure),
+        latencies,
+    }
 }

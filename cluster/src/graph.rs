@@ -290,35 +290,49 @@ impl GraphPeers for PeerGraphs {
         }
         drop(tx);
         let mut found = Vec::new();
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         // Every task sends once, each within its timeout: the loop ends when they all have.
+        // The cache is locked only to look up and to insert, never while waiting for a peer:
+        // concurrent readers of this tenant's graph must not queue behind a slow ingester.
         for (node, answer) in rx {
             let answer = answer.and_then(|bytes| decode(&bytes)).map_err(|error| {
                 QueryError::Internal(format!(
                     "ingester {node} did not give its graph buckets: {error}"
                 ))
             })?;
-            for (hash, bytes) in answer {
-                // The start is the first field after the magic: an unchanged bucket is not
-                // decoded again.
-                let start = bytes
-                    .get(4..12)
-                    .and_then(|start| <[u8; 8]>::try_from(start).ok())
-                    .map(i64::from_le_bytes);
-                let key = start.map(|start| (node.clone(), start));
-                if let Some((same, earlier)) = key.as_ref().and_then(|key| kept.get(key))
-                    && *same == hash
-                {
-                    found.push(earlier.clone());
-                    continue;
+            let mut fresh = Vec::new();
+            {
+                let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+                for (hash, bytes) in answer {
+                    // The start is the first field after the magic: an unchanged bucket is
+                    // not decoded again.
+                    let start = bytes
+                        .get(4..12)
+                        .and_then(|start| <[u8; 8]>::try_from(start).ok())
+                        .map(i64::from_le_bytes);
+                    let key = start.map(|start| (node.clone(), start));
+                    if let Some((same, earlier)) = key.as_ref().and_then(|key| kept.get(key))
+                        && *same == hash
+                    {
+                        found.push(earlier.clone());
+                        continue;
+                    }
+                    fresh.push((hash, bytes));
                 }
+            }
+            let mut decoded = Vec::with_capacity(fresh.len());
+            for (hash, bytes) in fresh {
                 let bucket = StoredBucket::decode(&bytes).map_err(|error| {
                     QueryError::Internal(format!("ingester {node} sent a bad bucket: {error}"))
                 })?;
+                decoded.push((hash, bucket));
+            }
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            for (hash, bucket) in decoded {
                 kept.insert((node.clone(), bucket.start_ns()), (hash, bucket.clone()));
                 found.push(bucket);
             }
         }
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if kept.len() > KEPT_BUCKETS {
             // Keep the newest half: readers ask mostly for recent windows.
             let mut starts: Vec<i64> = kept.keys().map(|(_, start)| *start).collect();

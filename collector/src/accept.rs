@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use flowscope_auth::{AuthError, Permission, Principal, TENANT_HEADER, TenantId};
 use flowscope_base::memory::Reservation;
 use flowscope_model::retention::retention_cutoff_ns;
+use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -26,7 +27,7 @@ use crate::decode::{
     DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
 };
 use crate::dedup::{RequestId, mark_part, part_mark};
-use crate::route::{Cluster, forwarded_headers, route_of, split_request};
+use crate::route::{Cluster, Routed, TakePart, forwarded_headers, route_of, split_request};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError, DECODE_FACTOR, SinkError};
 
@@ -257,8 +258,9 @@ impl Receiver {
                 .await
                 .map_err(|error| CollectorError::Internal(format!("decode task failed: {error}")))?
         };
+        let local: Arc<dyn TakePart> = Arc::new(self.clone());
         Ok(cluster
-            .route(&principal.tenant, headers, request?)
+            .route(&principal.tenant, headers, request?, local)
             .await?
             .response())
     }
@@ -460,13 +462,77 @@ fn unseen_part(
     })
 }
 
+impl TakePart for Receiver {
+    fn take(
+        &self,
+        who: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        route: String,
+        part: Bytes,
+        mark: Bytes,
+    ) -> BoxFuture<'static, Result<Routed, CollectorError>> {
+        // Counted as what it is: a part taken in process, not a request from a client.
+        let mut this = self.clone();
+        this.protocol = "local";
+        let who = who.to_string();
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            map.append(name.clone(), value.clone());
+        }
+        Box::pin(async move {
+            let result = async {
+                let principal = this.authorize(&map)?;
+                let reservation = this.config.memory.admit()?;
+                let len = part.len() + mark.len();
+                // The part and its mark, one after the other, as a remote ingester reads them.
+                let body = move |reservation: &mut Reservation| {
+                    reservation.grow(len)?;
+                    let mut joined = BytesMut::with_capacity(len);
+                    joined.extend_from_slice(&part);
+                    joined.extend_from_slice(&mark);
+                    Ok(joined.freeze())
+                };
+                let routing = Routing {
+                    forwarded: Some(route),
+                    headers: Vec::new(),
+                };
+                let inline = Encoding::Protobuf.decodes_inline(len);
+                let result = this
+                    .accept(
+                        routing,
+                        &principal,
+                        reservation,
+                        Encoding::Protobuf,
+                        inline,
+                        body,
+                    )
+                    .await;
+                this.count_answer(&principal.tenant, &result);
+                result
+            }
+            .await;
+            result.map(Routed::of_response).map_err(|error| match error {
+                CollectorError::InvalidRequest(_)
+                | CollectorError::TooLarge { .. }
+                | CollectorError::UnsupportedMediaType(_) => {
+                    CollectorError::InvalidRequest(error.to_string())
+                }
+                CollectorError::Auth(_) => CollectorError::Internal(format!(
+                    "ingester {who} (this node) refused the credentials its receiver accepted: {error}"
+                )),
+                error => CollectorError::Sink(SinkError::Unavailable(format!(
+                    "ingester {who} (this node) did not take its part: {error}"
+                ))),
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dedup::{PartIds, request_id};
-    use crate::route::Routed;
     use crate::test_support::{request_with, valid_span};
-    use futures::future::BoxFuture;
     use prost::Message as _;
 
     /// An ingester's side of a cluster: each trace's partition is its id's last byte.
@@ -482,6 +548,7 @@ mod tests {
             _: &TenantId,
             _: Vec<(HeaderName, HeaderValue)>,
             _: Bytes,
+            _: Arc<dyn TakePart>,
         ) -> BoxFuture<'static, Result<Routed, CollectorError>> {
             unreachable!("an ingester routes nothing")
         }

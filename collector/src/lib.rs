@@ -42,7 +42,7 @@ pub use decode::{
 };
 pub use grpc::serve_grpc;
 pub use http::{TRACES_PATH, http_router};
-pub use route::{Cluster, ROUTE_HEADER};
+pub use route::{Cluster, ROUTE_HEADER, TakePart};
 pub use sink::{SinkError, SpanSink, decode_logged_request};
 
 use std::sync::Arc;

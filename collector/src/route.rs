@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -39,11 +39,15 @@ pub trait Cluster: Send + Sync + Debug + 'static {
 
     /// Splits `request` (protobuf, inflated) of `tenant` by trace and forwards the parts
     /// with `headers` (the client's credentials), answering once every part is durable.
+    ///
+    /// `local` takes, in process, the parts of partitions this node holds itself (a node
+    /// that is both receiver and ingester): no loopback call for them.
     fn route(
         &self,
         tenant: &TenantId,
         headers: Vec<(HeaderName, HeaderValue)>,
         request: Bytes,
+        local: Arc<dyn TakePart>,
     ) -> BoxFuture<'static, Result<Routed, CollectorError>>;
 
     /// Checks a forwarded part's [`ROUTE_HEADER`] value before it is taken: Err when this
@@ -56,6 +60,25 @@ pub trait Cluster: Send + Sync + Debug + 'static {
 
     /// The partition of `tenant`'s spans of trace `trace_id` (below 64).
     fn partition_of(&self, tenant: &TenantId, trace_id: &[u8]) -> u32;
+}
+
+/// An ingester's way with a part routed to it, called in process by a node that routes
+/// to itself: what the gRPC call to its own receiver would do (the route checked with
+/// [`Cluster::admit`], the partitions already stored dropped, the rest decoded, rated,
+/// written and counted), without the loopback call. Errors are mapped as
+/// [`Forwarder::forward`] maps the answers of a remote ingester.
+pub trait TakePart: Send + Sync + 'static {
+    /// Takes `part` (an `ExportTraceServiceRequest`'s bytes, followed by `mark`) as if it
+    /// had come with the client's `headers` and the [`ROUTE_HEADER`] `route`; `who` names
+    /// this node in errors.
+    fn take(
+        &self,
+        who: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        route: String,
+        part: Bytes,
+        mark: Bytes,
+    ) -> BoxFuture<'static, Result<Routed, CollectorError>>;
 }
 
 /// What the ingesters answered for a routed request: the spans they refused (partial
@@ -71,6 +94,18 @@ impl Routed {
     pub fn add(&mut self, other: Routed) {
         self.rejected_spans += other.rejected_spans;
         self.messages.extend(other.messages);
+    }
+
+    /// An ingester's answer to a part: its partial success, if any.
+    pub(crate) fn of_response(response: ExportTraceServiceResponse) -> Self {
+        let mut routed = Routed::default();
+        if let Some(partial) = response.partial_success {
+            routed.rejected_spans = partial.rejected_spans;
+            if !partial.error_message.is_empty() {
+                routed.messages.push(partial.error_message);
+            }
+        }
+        routed
     }
 
     pub(crate) fn response(self) -> ExportTraceServiceResponse {
@@ -157,16 +192,7 @@ impl Forwarder {
         }
         let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
         match grpc.unary(call, path, ForwardCodec).await {
-            Ok(response) => {
-                let mut routed = Routed::default();
-                if let Some(partial) = response.into_inner().partial_success {
-                    routed.rejected_spans = partial.rejected_spans;
-                    if !partial.error_message.is_empty() {
-                        routed.messages.push(partial.error_message);
-                    }
-                }
-                Ok(routed)
-            }
+            Ok(response) => Ok(Routed::of_response(response.into_inner())),
             Err(status) => Err(match status.code() {
                 tonic::Code::InvalidArgument => {
                     CollectorError::InvalidRequest(status.message().to_string())

@@ -1,6 +1,7 @@
 //! This process as a node of a cluster (`--roles`, issue 24): the [`Cluster`] the OTLP
 //! receivers call. A receiver splits each request by trace (`flowscope_collector::route`),
-//! forwards each part over gRPC to the ingester that holds the part's partitions (from the
+//! forwards each part over gRPC to the ingester that holds the part's partitions (in
+//! process when that ingester is this node: [`TakePart`]; from the
 //! metadata database's `partition_leases`, refreshed every [`MAP_REFRESH`] and at once after
 //! a failure), and answers the client once every part is durable; an ingester holds its
 //! partitions under leases it renews every `partitions::RENEW` and admits only the parts
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use flowscope_auth::TenantId;
 use flowscope_collector::dedup::{PartIds, RequestId, part_suffix, request_id};
 use flowscope_collector::route::{Forwarder, Routed, split_request};
-use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError};
+use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError, TakePart};
 use flowscope_query::metadata::MetadataDb;
 use flowscope_query::{membership, partitions};
 use futures::future::BoxFuture;
@@ -232,6 +233,7 @@ impl ClusterNode {
         id: RequestId,
         headers: &[(HeaderName, HeaderValue)],
         request: &Bytes,
+        local: &Arc<dyn TakePart>,
     ) -> (Routed, Result<(), (CollectorError, Vec<Bytes>)>) {
         let map = self
             .map
@@ -302,18 +304,25 @@ impl ClusterNode {
                 .collect();
             let route = route.join(",");
             let mark = part_suffix(id, parts_of[dest]);
+            // This node's own partitions are taken in process: no loopback call.
+            let here = self.roles.ingester && holder.node == self.node;
             Some(async move {
-                let answer = self
-                    .forwarder
-                    .forward(
-                        &holder.node,
-                        &holder.addr,
-                        &route,
-                        headers,
-                        part.request.clone(),
-                        mark,
-                    )
-                    .await;
+                let answer = if here {
+                    local
+                        .take(&holder.node, headers, route, part.request.clone(), mark)
+                        .await
+                } else {
+                    self.forwarder
+                        .forward(
+                            &holder.node,
+                            &holder.addr,
+                            &route,
+                            headers,
+                            part.request.clone(),
+                            mark,
+                        )
+                        .await
+                };
                 (part.request.clone(), answer)
             })
         });
@@ -353,6 +362,7 @@ impl Cluster for ClusterHandle {
         tenant: &TenantId,
         headers: Vec<(HeaderName, HeaderValue)>,
         request: Bytes,
+        local: Arc<dyn TakePart>,
     ) -> BoxFuture<'static, Result<Routed, CollectorError>> {
         let this = self.0.clone();
         let tenant = tenant.clone();
@@ -367,7 +377,8 @@ impl Cluster for ClusterHandle {
                 let mut untaken = Vec::new();
                 let mut failure = None;
                 for part in pending {
-                    let (more, result) = this.route_once(&tenant, id, &headers, &part).await;
+                    let (more, result) =
+                        this.route_once(&tenant, id, &headers, &part, &local).await;
                     routed.add(more);
                     if let Err((error, parts)) = result {
                         // A malformed part or refused credentials: retrying cannot help.
