@@ -591,3 +591,181 @@ fn buckets_past_the_horizon_are_kept_and_answer_old_windows_like_the_live_graph(
         "{files:?}"
     );
 }
+
+/// GETs `/api/graph` with `query` and extra headers: status, headers, body bytes.
+fn get_graph(
+    server: &Server,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut request =
+        reqwest::blocking::Client::new().get(format!("http://{}/api/graph{query}", server.api));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().unwrap().to_vec())
+}
+
+fn ids(graph: &Value) -> Vec<String> {
+    graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn pairs(graph: &Value) -> Vec<(String, String)> {
+    graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn filters_and_graph_questions_answer_from_the_same_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "2s"]);
+    server.export(shop());
+    let whole = wait_for_graph(&server, |g| edges_of(g).len() == 6);
+    assert_eq!(whole["truncated"], false);
+    assert_eq!(whole["totals"]["nodes"], 6);
+    assert_eq!(whole["totals"]["edges"], 6);
+
+    // A neighbourhood, each way.
+    let up = server.get_json("/api/graph?focus=inventory&hops=1&direction=up");
+    assert_eq!(ids(&up), owned(&["inventory", "orders"]));
+    assert_eq!(pairs(&up), vec![("orders".into(), "inventory".into())]);
+    let down = server.get_json("/api/graph?focus=orders&hops=1&direction=down");
+    assert_eq!(
+        ids(&down),
+        owned(&["inventory", "order-events", "orders", "orders-db"])
+    );
+    assert_eq!(pairs(&down).len(), 3, "{down:#}");
+    assert!(down["loops"].as_array().unwrap().is_empty());
+    // Both ways, two hops from billing: what it calls and what calls it (not the gateway,
+    // three hops up), the whole loop, and so the loop itself.
+    let around = server.get_json("/api/graph?focus=billing&hops=2");
+    assert_eq!(
+        ids(&around),
+        owned(&[
+            "billing",
+            "inventory",
+            "order-events",
+            "orders",
+            "orders-db"
+        ])
+    );
+    assert_eq!(around["loops"].as_array().unwrap().len(), 1);
+    assert_eq!(around["totals"]["nodes"], 6);
+
+    // Kinds, top, the cap.
+    let services = server.get_json("/api/graph?kinds=service");
+    assert_eq!(
+        ids(&services),
+        owned(&["billing", "gateway", "inventory", "orders"])
+    );
+    assert!(
+        services["loops"].as_array().unwrap().is_empty(),
+        "the loop runs through a queue"
+    );
+    let failing = server.get_json("/api/graph?top=1&by=errors");
+    assert_eq!(ids(&failing), owned(&["inventory"]));
+    let capped = server.get_json("/api/graph?max_nodes=2");
+    assert_eq!(capped["truncated"], true);
+    assert_eq!(ids(&capped).len(), 2);
+    assert_eq!(capped["totals"]["nodes"], 6);
+
+    // Mistakes say what to do.
+    let (status, _, body) = get_graph(&server, "?focus=nope", &[]);
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("`nope`"));
+    for bad in [
+        "?focus=orders&direction=sideways",
+        "?kinds=lambda",
+        "?by=errors",
+        "?hops=2",
+    ] {
+        let (status, _, body) = get_graph(&server, bad, &[]);
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+
+    // A fixed window is cacheable: the same ETag, and 304 when the client has it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let fixed = format!("?from={}&to={}", now_ms - 3_600_000, now_ms + 60_000);
+    let (status, headers, plain) = get_graph(&server, &fixed, &[]);
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let (status, _, body) = get_graph(&server, &fixed, &[("if-none-match", &etag)]);
+    assert_eq!((status, body.len()), (304, 0));
+    // Gzipped for a client that accepts it, the same bytes once inflated.
+    let (status, headers, gzipped) = get_graph(&server, &fixed, &[("accept-encoding", "gzip")]);
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(gzipped.as_slice()),
+        &mut inflated,
+    )
+    .unwrap();
+    assert_eq!(inflated, plain);
+    assert!(gzipped.len() < plain.len());
+
+    // Graph questions, in SQL and the API, agree with the edges.
+    let rows = |sql: &str| server.sql(sql)["rows"].as_array().unwrap().clone();
+    let radius = rows("SELECT node, hops, via, calls FROM blast_radius('inventory', 3)");
+    let expected = serde_json::json!([
+        ["orders", 1, "inventory", TRACES],
+        ["billing", 2, "orders", TRACES],
+        ["gateway", 2, "orders", TRACES],
+        ["order-events", 3, "billing", TRACES],
+    ]);
+    assert_eq!(Value::Array(radius), expected);
+    let direct = rows("SELECT node FROM blast_radius('orders', 1) ORDER BY node");
+    let callers = rows("SELECT source FROM edges WHERE target = 'orders' ORDER BY source");
+    assert_eq!(direct, callers);
+    let deps = rows("SELECT node, hops FROM dependencies('gateway', 2) ORDER BY hops, node");
+    assert_eq!(
+        Value::Array(deps),
+        serde_json::json!([
+            ["orders", 1],
+            ["inventory", 2],
+            ["order-events", 2],
+            ["orders-db", 2]
+        ])
+    );
+    let paths = rows("SELECT nodes, hops, calls FROM paths('gateway', 'inventory', 4)");
+    assert_eq!(
+        Value::Array(paths),
+        serde_json::json!([[["gateway", "orders", "inventory"], 2, TRACES]])
+    );
+    let (status, body) = server.sql_status("SELECT * FROM blast_radius('nope', 2)");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`nope`"), "{body}");
+    let api = server.get_json("/api/graph/blast_radius?node=inventory&hops=3");
+    assert_eq!(api["callers"].as_array().unwrap().len(), 4, "{api:#}");
+    let api = server.get_json("/api/graph/paths?from_node=gateway&to_node=inventory");
+    assert_eq!(
+        api["paths"][0]["nodes"],
+        serde_json::json!(["gateway", "orders", "inventory"])
+    );
+
+    server.stop();
+}

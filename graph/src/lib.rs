@@ -88,9 +88,11 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 
 mod diff;
 mod figures;
+mod filter;
 mod live;
 mod loops;
 mod persist;
+mod reach;
 mod sketch;
 mod spans;
 mod trace_paths;
@@ -106,9 +108,14 @@ pub use diff::{
     ERROR_RATE_FLOOR, EdgeChange, GraphDelta, GraphDiff, LATENCY_FLOOR_MS, MIN_CALLS, delta, diff,
 };
 pub use figures::{Element, Figures, element_series};
+pub use filter::{
+    DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, FilterError, Filtered, Focus, GraphFilter,
+    Rank, filter, neighbourhood,
+};
 pub use live::{LiveGraph, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
 pub use persist::StoredBucket;
+pub use reach::{GraphPath, MAX_PATHS, Reach, blast_radius, dependencies, paths};
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};
 pub use types::{
     Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Health, HealthLevel, Node, NodeKind,

@@ -389,6 +389,9 @@ pub const SQL_TABLES: &[&str] = &[
     "edge_seasonal",
     "node_seasonal",
     "topology_events",
+    "blast_radius",
+    "dependencies",
+    "paths",
     "generate_series",
     "range",
 ];

@@ -11,6 +11,9 @@ use flowscope_query::QueryError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// What the request names does not exist (a node not in the window's graph).
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
@@ -23,6 +26,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Query(QueryError::Invalid(_)) => StatusCode::BAD_REQUEST,
             Self::Query(QueryError::NotAllowed(_)) => StatusCode::FORBIDDEN,
             Self::Query(QueryError::TooExpensive(_)) => StatusCode::UNPROCESSABLE_ENTITY,

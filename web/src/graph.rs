@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flowscope_base::clock::now_ns;
-use flowscope_graph::{Edge, EdgeChange, FeedbackLoop, GraphDelta, Node, Snapshot, delta, diff};
+use flowscope_graph::{
+    DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, Edge, EdgeChange, FeedbackLoop, Filtered,
+    Focus, GraphDelta, GraphFilter, Node, NodeKind, Rank, Snapshot, delta, diff,
+};
 use flowscope_query::QueryError;
 use flowscope_query::graph::LIVE_WINDOW;
 use futures::Stream;
@@ -211,14 +214,6 @@ pub(crate) fn nanos_json(ns: i64) -> Value {
     )
 }
 
-/// The snapshot's JSON text, written without a `Value` tree in between.
-pub fn snapshot_text(snapshot: &Snapshot) -> String {
-    serde_json::to_string(&SnapshotJson::from(snapshot)).unwrap_or_else(|e| {
-        // Only a map with non-string keys fails, and there is none here.
-        json!({"error": format!("could not write the graph as JSON: {e}")}).to_string()
-    })
-}
-
 fn change_json(change: &EdgeChange) -> Value {
     json!({ "before": edge_json(&change.before), "after": edge_json(&change.after), "reasons": change.reasons })
 }
@@ -235,16 +230,278 @@ fn delta_json(delta: &GraphDelta) -> Value {
     })
 }
 
+/// The size of the whole window beside what an answer shows.
+#[derive(Serialize)]
+struct TotalsJson {
+    nodes: usize,
+    edges: usize,
+}
+
+/// A filtered snapshot as the API writes it: the snapshot's fields, whether the cap cut it,
+/// and the whole window's size.
+#[derive(Serialize)]
+struct FilteredJson<'a> {
+    #[serde(flatten)]
+    snapshot: SnapshotJson<'a>,
+    truncated: bool,
+    totals: TotalsJson,
+}
+
+/// A filtered snapshot's JSON text.
+fn filtered_text(filtered: &Filtered) -> String {
+    let answer = FilteredJson {
+        snapshot: SnapshotJson::from(&filtered.snapshot),
+        truncated: filtered.truncated,
+        totals: TotalsJson {
+            nodes: filtered.total_nodes,
+            edges: filtered.total_edges,
+        },
+    };
+    serde_json::to_string(&answer).unwrap_or_else(|e| {
+        json!({"error": format!("could not write the graph as JSON: {e}")}).to_string()
+    })
+}
+
+/// `GET /api/graph` and `/api/graph/stream`: the window, and what to keep of it
+/// (`flowscope_graph::filter`'s steps, in that order).
+#[derive(Debug, Default, Deserialize)]
+pub struct GraphParams {
+    from: Option<String>,
+    to: Option<String>,
+    /// Comma-separated node kinds: service, database, queue, external.
+    kinds: Option<String>,
+    min_calls: Option<u64>,
+    /// A node's id: only its neighbourhood.
+    focus: Option<String>,
+    /// Edges away from `focus` [default: 2].
+    hops: Option<usize>,
+    /// up, down or both [default: both].
+    direction: Option<String>,
+    /// Only the first n nodes by `by`.
+    top: Option<usize>,
+    /// calls, errors, p99 or error_rate [default: calls].
+    by: Option<String>,
+    /// The cap [default: 5000 nodes, 50000 edges].
+    max_nodes: Option<usize>,
+    max_edges: Option<usize>,
+}
+
+/// The deepest neighbourhood asked for: past this, ask for the whole graph.
+const MAX_HOPS: usize = 32;
+
+impl GraphParams {
+    fn filter(&self) -> Result<GraphFilter, ApiError> {
+        let kinds = match &self.kinds {
+            None => None,
+            Some(text) => Some(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|kind| !kind.is_empty())
+                    .map(|kind| match kind {
+                        "service" => Ok(NodeKind::Service),
+                        "database" => Ok(NodeKind::Database),
+                        "queue" => Ok(NodeKind::Queue),
+                        "external" => Ok(NodeKind::External),
+                        other => Err(ApiError::BadRequest(format!(
+                            "`kinds`: `{other}` is not a node kind: use service, database, queue or external, comma separated"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let direction = match self.direction.as_deref() {
+            None => Direction::Both,
+            Some(text) => Direction::parse(text).ok_or_else(|| {
+                ApiError::BadRequest(format!("`direction`: `{text}` is not up, down or both"))
+            })?,
+        };
+        let hops = self.hops.unwrap_or(2);
+        if hops > MAX_HOPS {
+            return Err(ApiError::BadRequest(format!(
+                "`hops` is at most {MAX_HOPS}: leave out `focus` for the whole graph"
+            )));
+        }
+        let focus = self.focus.as_ref().map(|node| Focus {
+            node: node.clone(),
+            hops,
+            direction,
+        });
+        if focus.is_none() && (self.hops.is_some() || self.direction.is_some()) {
+            return Err(ApiError::BadRequest(
+                "`hops` and `direction` shape a neighbourhood: give its node with `focus`".into(),
+            ));
+        }
+        let rank = match self.by.as_deref() {
+            None => Rank::Calls,
+            Some(text) => Rank::parse(text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`by`: `{text}` is not calls, errors, p99 or error_rate"
+                ))
+            })?,
+        };
+        if self.by.is_some() && self.top.is_none() {
+            return Err(ApiError::BadRequest(
+                "`by` ranks the nodes `top` keeps: give `top` too, e.g. top=50&by=errors".into(),
+            ));
+        }
+        let positive = |name: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(ApiError::BadRequest(format!("`{name}` must be at least 1"))),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        };
+        Ok(GraphFilter {
+            kinds,
+            min_calls: self.min_calls.unwrap_or(0),
+            focus,
+            top: match self.top {
+                Some(n) => Some((positive("top", Some(n), n)?, rank)),
+                None => None,
+            },
+            max_nodes: positive("max_nodes", self.max_nodes, DEFAULT_MAX_NODES)?,
+            max_edges: positive("max_edges", self.max_edges, DEFAULT_MAX_EDGES)?,
+        })
+    }
+}
+
+/// Answers smaller than this are sent as they are.
+const COMPRESS_ABOVE: usize = 1_024;
+
+pub async fn get_graph(
+    Reader(caller): Reader,
+    Query(params): Query<GraphParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let graph = caller.view.graph.clone();
+    let (from, to) = match (params.from.as_deref(), params.to.as_deref()) {
+        // The live window ends at the next bucket boundary: the same buckets, and the same
+        // bytes (and ETag) for as long as nothing new arrives within a bucket.
+        (None, None) => {
+            let bucket = i64::try_from(graph.bucket().as_nanos()).unwrap_or(1).max(1);
+            let to = (now_ns() / bucket + 1) * bucket;
+            (to - LIVE_WINDOW.as_nanos() as i64, to)
+        }
+        (from, to) => window(from, to, LIVE_WINDOW, now_ns())?,
+    };
+    let filter = params.filter()?;
+    // Judged and written off the runtime: at 100,000 edges the text is tens of megabytes.
+    let text = tokio::task::spawn_blocking(move || {
+        let snapshot = graph.judged(from, to)?;
+        let filtered = flowscope_graph::filter(&snapshot, &filter)
+            .map_err(|error| ApiError::NotFound(error.to_string()))?;
+        Ok::<_, ApiError>(filtered_text(&filtered))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    json_answer(text, &headers).await
+}
+
+/// A JSON answer that a client can cache and revalidate (a strong ETag: a hash of the
+/// text; 304 when `If-None-Match` has it) and that is gzipped when the client accepts it.
+pub(crate) async fn json_answer(text: String, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let etag = format!(
+        "\"{:016x}\"",
+        twox_hash::XxHash3_64::oneshot(text.as_bytes())
+    );
+    let revalidated = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == etag
+        });
+    let common = [
+        (header::ETAG, etag),
+        (header::VARY, "accept-encoding".to_string()),
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+    ];
+    if revalidated {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let gzip = text.len() > COMPRESS_ABOVE
+        && headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|coding| {
+                let mut parts = coding.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f64>().ok())
+                        == Some(0.0)
+                });
+                name.eq_ignore_ascii_case("gzip") && !refused
+            });
+    if !gzip {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], common, text).into_response());
+    }
+    // The fastest level: most of the size goes at a fraction of the time of the default.
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(text.len() / 8),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(text.as_bytes())?;
+        encoder.finish()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("could not gzip the answer: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CONTENT_ENCODING, "gzip"),
+        ],
+        common,
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/graph/blast_radius` and `/api/graph/dependencies`.
 #[derive(Debug, Deserialize)]
-pub struct WindowParams {
+pub struct ReachParams {
+    node: Option<String>,
+    hops: Option<usize>,
     from: Option<String>,
     to: Option<String>,
 }
 
-pub async fn get_graph(
-    Reader(caller): Reader,
-    Query(params): Query<WindowParams>,
+/// The most links a question follows (as in SQL).
+const MAX_REACH_HOPS: usize = 32;
+
+#[derive(Serialize)]
+struct ReachJson<'a> {
+    node: &'a str,
+    kind: &'static str,
+    hops: usize,
+    via: &'a str,
+    calls: u64,
+    errors: u64,
+}
+
+async fn reach_answer(
+    caller: &crate::auth::Caller,
+    params: ReachParams,
+    headers: &HeaderMap,
+    up: bool,
 ) -> Result<Response, ApiError> {
+    let Some(node) = params.node else {
+        return Err(ApiError::BadRequest(
+            "give the node with `node`, e.g. ?node=checkout&hops=2".into(),
+        ));
+    };
+    let hops = params.hops.unwrap_or(2);
+    if !(1..=MAX_REACH_HOPS).contains(&hops) {
+        return Err(ApiError::BadRequest(format!(
+            "`hops` is from 1 to {MAX_REACH_HOPS}"
+        )));
+    }
     let (from, to) = window(
         params.from.as_deref(),
         params.to.as_deref(),
@@ -252,15 +509,127 @@ pub async fn get_graph(
         now_ns(),
     )?;
     let graph = caller.view.graph.clone();
-    // Judged and written off the runtime: at 100,000 edges the text is tens of megabytes.
     let text = tokio::task::spawn_blocking(move || {
-        graph
-            .judged(from, to)
-            .map(|snapshot| snapshot_text(&snapshot))
+        let snapshot = graph.snapshot(from, to)?;
+        let found = if up {
+            flowscope_graph::blast_radius(&snapshot, &node, hops)
+        } else {
+            flowscope_graph::dependencies(&snapshot, &node, hops)
+        }
+        .map_err(|error| ApiError::NotFound(error.to_string()))?;
+        let rows: Vec<ReachJson> = found
+            .iter()
+            .map(|r| ReachJson {
+                node: &r.node,
+                kind: r.kind.as_str(),
+                hops: r.hops,
+                via: &r.via,
+                calls: r.calls,
+                errors: r.errors,
+            })
+            .collect();
+        let key = if up { "callers" } else { "dependencies" };
+        Ok::<_, ApiError>(
+            json!({
+                "from": nanos_json(snapshot.from_ns),
+                "to": nanos_json(snapshot.to_ns),
+                "node": node,
+                "hops": hops,
+                key: rows,
+            })
+            .to_string(),
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    json_answer(text, headers).await
+}
+
+/// Who calls `node`, directly or through others: what is at stake if it fails.
+pub async fn get_blast_radius(
+    Reader(caller): Reader,
+    Query(params): Query<ReachParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    reach_answer(&caller, params, &headers, true).await
+}
+
+/// What `node` calls, directly or through others.
+pub async fn get_dependencies(
+    Reader(caller): Reader,
+    Query(params): Query<ReachParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    reach_answer(&caller, params, &headers, false).await
+}
+
+/// `GET /api/graph/paths`.
+#[derive(Debug, Deserialize)]
+pub struct PathsParams {
+    from_node: Option<String>,
+    to_node: Option<String>,
+    max_hops: Option<usize>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The longest path looked for (as in SQL).
+const MAX_PATH_HOPS: usize = 10;
+
+/// The simple paths from `from_node` to `to_node`, busiest first.
+pub async fn get_paths(
+    Reader(caller): Reader,
+    Query(params): Query<PathsParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (Some(from_node), Some(to_node)) = (params.from_node, params.to_node) else {
+        return Err(ApiError::BadRequest(
+            "give both ends with `from_node` and `to_node`, e.g. ?from_node=frontend&to_node=payments&max_hops=4".into(),
+        ));
+    };
+    let hops = params.max_hops.unwrap_or(4);
+    if !(1..=MAX_PATH_HOPS).contains(&hops) {
+        return Err(ApiError::BadRequest(format!(
+            "`max_hops` is from 1 to {MAX_PATH_HOPS}"
+        )));
+    }
+    let (from, to) = window(
+        params.from.as_deref(),
+        params.to.as_deref(),
+        LIVE_WINDOW,
+        now_ns(),
+    )?;
+    let graph = caller.view.graph.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let snapshot = graph.snapshot(from, to)?;
+        let found = flowscope_graph::paths(&snapshot, &from_node, &to_node, hops)
+            .map_err(|error| ApiError::NotFound(error.to_string()))?;
+        let paths: Vec<Value> = found
+            .iter()
+            .map(|p| {
+                json!({
+                    "nodes": p.nodes,
+                    "hops": p.nodes.len() - 1,
+                    "calls": p.calls,
+                    "errors": p.errors,
+                    "p99_ms": p.p99_ms,
+                })
+            })
+            .collect();
+        Ok::<_, ApiError>(
+            json!({
+                "from": nanos_json(snapshot.from_ns),
+                "to": nanos_json(snapshot.to_ns),
+                "from_node": from_node,
+                "to_node": to_node,
+                "paths": paths,
+            })
+            .to_string(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    json_answer(text, &headers).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,48 +696,76 @@ pub async fn get_diff(
 /// once a second whenever something changed. A stream opened with a session cookie ends
 /// within a period of its session ending (logged out, expired or evicted): the cookie no
 /// longer opens anything, so neither may a stream it opened.
+///
+/// It takes `/api/graph`'s filters (not its window: the stream is the live window): every
+/// snapshot is filtered before it is compared, so deltas are those of what is shown. A
+/// `focus` not in the graph yet gives an empty graph until it appears.
 pub async fn stream(
     State(state): State<ApiState>,
     Reader(caller): Reader,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    Query(params): Query<GraphParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if params.from.is_some() || params.to.is_some() {
+        return Err(ApiError::BadRequest(
+            "the stream is the live window: leave out `from` and `to` (GET /api/graph answers any window)".into(),
+        ));
+    }
+    let filter = Arc::new(params.filter()?);
     let graph = caller.view.graph.clone();
     let session = caller.session.map(|key| (state.sessions.clone(), key));
     let events = futures::stream::unfold(
         (None::<Arc<Snapshot>>, graph, session),
-        |(previous, graph, session)| async move {
-            loop {
-                if previous.is_some() {
-                    tokio::time::sleep(STREAM_PERIOD).await;
-                }
-                if let Some((sessions, key)) = &session
-                    && !sessions.is_live(key, Instant::now())
-                {
-                    return None;
-                }
-                let reader = graph.clone();
-                let next = match tokio::task::spawn_blocking(move || reader.live_shared()).await {
-                    Ok(next) => next,
-                    Err(_) => return None,
-                };
-                let event = match &previous {
-                    None => Event::default()
-                        .event("snapshot")
-                        .data(snapshot_text(&next)),
-                    Some(previous) => {
-                        let change = delta(previous, &next);
-                        if change.is_empty() {
-                            continue;
-                        }
-                        Event::default()
-                            .event("delta")
-                            .data(delta_json(&change).to_string())
+        move |(previous, graph, session)| {
+            let filter = filter.clone();
+            async move {
+                loop {
+                    if previous.is_some() {
+                        tokio::time::sleep(STREAM_PERIOD).await;
                     }
-                };
-                return Some((Ok(event), (Some(next), graph, session)));
+                    if let Some((sessions, key)) = &session
+                        && !sessions.is_live(key, Instant::now())
+                    {
+                        return None;
+                    }
+                    let (reader, filter) = (graph.clone(), filter.clone());
+                    let next = match tokio::task::spawn_blocking(move || {
+                        let live = reader.live_shared();
+                        flowscope_graph::filter(&live, &filter).unwrap_or_else(|_| Filtered {
+                            snapshot: Snapshot {
+                                from_ns: live.from_ns,
+                                to_ns: live.to_ns,
+                                ..Snapshot::default()
+                            },
+                            total_nodes: live.nodes.len(),
+                            total_edges: live.edges.len(),
+                            truncated: false,
+                        })
+                    })
+                    .await
+                    {
+                        Ok(next) => next,
+                        Err(_) => return None,
+                    };
+                    let event = match &previous {
+                        None => Event::default()
+                            .event("snapshot")
+                            .data(filtered_text(&next)),
+                        Some(previous) => {
+                            let change = delta(previous, &next.snapshot);
+                            if change.is_empty() {
+                                continue;
+                            }
+                            Event::default()
+                                .event("delta")
+                                .data(delta_json(&change).to_string())
+                        }
+                    };
+                    return Some((Ok(event), (Some(Arc::new(next.snapshot)), graph, session)));
+                }
             }
         },
     );
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]
@@ -392,7 +789,7 @@ mod tests {
     }
 
     /// The snapshot's text has every field, named and valued as the API has always written
-    /// them (the `Value` tree it replaced is spelled out here).
+    /// them (the `Value` tree it replaced is spelled out here), and the filter's two.
     #[test]
     fn a_snapshot_is_written_with_every_field() {
         use flowscope_graph::{EdgeKind, Health, HealthLevel, NodeKind};
@@ -460,7 +857,19 @@ mod tests {
                 "calls": 3, "trace_loops": 1,
             }],
         });
-        let written: Value = serde_json::from_str(&snapshot_text(&snapshot)).unwrap();
+        let filtered = Filtered {
+            snapshot: snapshot.clone(),
+            total_nodes: 7,
+            total_edges: 9,
+            truncated: true,
+        };
+        let mut written: Value = serde_json::from_str(&filtered_text(&filtered)).unwrap();
+        let written_map = written.as_object_mut().unwrap();
+        assert_eq!(written_map.remove("truncated"), Some(json!(true)));
+        assert_eq!(
+            written_map.remove("totals"),
+            Some(json!({"nodes": 7, "edges": 9}))
+        );
         assert_eq!(written, expected);
         assert_eq!(
             json!(NodeJson::from(&snapshot.nodes[0])),

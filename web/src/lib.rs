@@ -7,6 +7,7 @@
 //!  POST /api/sql  ──> SqlEngine ──> JSON {columns, rows, truncated} | CSV | Arrow IPC stream
 //!  GET  /api/graph[/diff|/stream] ──> GraphView (live graph) ──> JSON | server-sent events
 //!  GET  /api/graph/series ──> GraphView::element_series (one element's buckets) ──> JSON
+//!  GET  /api/graph/{blast_radius,dependencies,paths} ──> flowscope_graph::reach ──> JSON
 //!  GET  /api/traces/search ──> SQL over spans (built from the search, shown) ──> JSON traces
 //!  GET  /api/status, /metrics ──> store and graph counters ──> JSON | Prometheus text
 //!  /api/alert-rules[/{id}], GET /api/alerts ──> alert rules (SQL planned first) and state
@@ -135,6 +136,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/graph/diff", get(graph::get_diff))
         .route("/api/graph/stream", get(graph::stream))
         .route("/api/graph/series", get(series::get_series))
+        .route("/api/graph/blast_radius", get(graph::get_blast_radius))
+        .route("/api/graph/dependencies", get(graph::get_dependencies))
+        .route("/api/graph/paths", get(graph::get_paths))
         .route("/api/incidents", get(incidents::get_incidents))
         .route("/api/traces/search", get(search::search_traces))
         .route(

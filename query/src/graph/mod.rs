@@ -7,7 +7,8 @@
 //!  GraphView::snapshot(window) ──> live buckets ─┬─> merge, names, loops ──> health
 //!                                  rollups ──────┤
 //!                                  history ──────┘ (rebuilt from store::read_range)
-//!  SQL: nodes, edges, feedback_loops, *_between, anomaly functions, incidents ──> GraphView
+//!  SQL: nodes, edges, feedback_loops, *_between, anomaly functions, incidents,
+//!       blast_radius, dependencies, paths ──> GraphView
 //! ```
 //!
 //! The store knows nothing of this module, which reads the store only through `SpanStore`,
@@ -17,6 +18,7 @@ pub mod anomaly;
 pub mod health;
 pub mod history;
 pub mod incidents;
+pub mod questions;
 pub mod rollups;
 pub mod stage;
 pub mod tables;
@@ -32,5 +34,6 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
     tables::register(engine, graph)?;
     anomaly::register(engine, graph);
     incidents::register(engine, graph);
+    questions::register(engine, graph);
     Ok(())
 }

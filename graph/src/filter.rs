@@ -1,0 +1,575 @@
+//! Asking for less, server side (issue 25): a window's graph cut down to what one question
+//! needs before it is written, so that a 10,000-service system answers in kilobytes.
+//!
+//! The steps run in this order, each on what the one before kept; a node set is always
+//! answered with every kept edge between its nodes (the induced subgraph), and a loop only
+//! when all its edges are kept:
+//!
+//! 1. `kinds`: only nodes of these kinds;
+//! 2. `min_calls`: only edges with at least this many calls, and the nodes that are an end
+//!    of one of them or take at least this many calls themselves;
+//! 3. `focus`: the nodes within `hops` edges of the focus, following calls downstream
+//!    (`down`: what it calls), upstream (`up`: what calls it) or both (the union of the two);
+//! 4. `top`: the `n` nodes ranked first by calls, errors, p99 or error rate (ties by id);
+//! 5. the cap: at most `max_nodes` nodes (the busiest, by calls) and `max_edges` edges (the
+//!    busiest); `truncated` says the cap cut something.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::{Edge, Node, NodeKind, Snapshot};
+
+/// Which way a neighbourhood follows calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What calls the node, and what calls those.
+    Up,
+    /// What the node calls, and what those call.
+    Down,
+    /// Both of the above.
+    Both,
+}
+
+impl Direction {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "up" => Some(Self::Up),
+            "down" => Some(Self::Down),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+}
+
+/// What `top` ranks nodes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    Calls,
+    Errors,
+    P99,
+    ErrorRate,
+}
+
+impl Rank {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "calls" => Some(Self::Calls),
+            "errors" => Some(Self::Errors),
+            "p99" => Some(Self::P99),
+            "error_rate" => Some(Self::ErrorRate),
+            _ => None,
+        }
+    }
+
+    /// The node's figure; NaN (no duration measured) ranks last.
+    fn of(self, node: &Node) -> f64 {
+        let figure = match self {
+            Self::Calls => node.calls_in as f64,
+            Self::Errors => node.errors_in as f64,
+            Self::P99 => node.p99_ms,
+            Self::ErrorRate if node.calls_in == 0 => 0.0,
+            Self::ErrorRate => node.errors_in as f64 / node.calls_in as f64,
+        };
+        if figure.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            figure
+        }
+    }
+}
+
+/// A neighbourhood: the node, how many edges away, which way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Focus {
+    pub node: String,
+    pub hops: usize,
+    pub direction: Direction,
+}
+
+/// What to keep of a snapshot (see the module's documentation for the order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphFilter {
+    pub kinds: Option<Vec<NodeKind>>,
+    pub min_calls: u64,
+    pub focus: Option<Focus>,
+    pub top: Option<(usize, Rank)>,
+    pub max_nodes: usize,
+    pub max_edges: usize,
+}
+
+/// The default cap of an answer: a dashboard draws a few thousand nodes at most.
+pub const DEFAULT_MAX_NODES: usize = 5_000;
+/// The default cap of an answer's edges.
+pub const DEFAULT_MAX_EDGES: usize = 50_000;
+
+impl Default for GraphFilter {
+    fn default() -> Self {
+        Self {
+            kinds: None,
+            min_calls: 0,
+            focus: None,
+            top: None,
+            max_nodes: DEFAULT_MAX_NODES,
+            max_edges: DEFAULT_MAX_EDGES,
+        }
+    }
+}
+
+/// A snapshot cut down by a [`GraphFilter`], with the size of the whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filtered {
+    pub snapshot: Snapshot,
+    /// Nodes and edges of the whole window.
+    pub total_nodes: usize,
+    pub total_edges: usize,
+    /// The cap cut nodes or edges the other steps kept.
+    pub truncated: bool,
+}
+
+/// Why a filter cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error(
+        "node `{0}` is not in this window's graph: check its id (a queue or database whose name a service also uses is `queue:<name>`, `database:<name>`), or widen the window"
+    )]
+    UnknownNode(String),
+}
+
+/// Applies `filter` to `snapshot` (see the module's documentation).
+pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, FilterError> {
+    let mut keep: HashSet<&str> = snapshot
+        .nodes
+        .iter()
+        .filter(|node| filter.kinds.as_ref().is_none_or(|k| k.contains(&node.kind)))
+        .map(|node| node.id.as_str())
+        .collect();
+    let mut edges: Vec<&Edge> = snapshot
+        .edges
+        .iter()
+        .filter(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()))
+        .collect();
+    if filter.min_calls > 0 {
+        edges.retain(|edge| edge.calls >= filter.min_calls);
+        let ends: HashSet<&str> = edges
+            .iter()
+            .flat_map(|e| [e.source.as_str(), e.target.as_str()])
+            .collect();
+        keep = snapshot
+            .nodes
+            .iter()
+            .filter(|node| keep.contains(node.id.as_str()))
+            .filter(|node| node.calls_in >= filter.min_calls || ends.contains(node.id.as_str()))
+            .map(|node| node.id.as_str())
+            .collect();
+    }
+    if let Some(focus) = &filter.focus {
+        if !snapshot.nodes.iter().any(|node| node.id == focus.node) {
+            return Err(FilterError::UnknownNode(focus.node.clone()));
+        }
+        keep = if keep.contains(focus.node.as_str()) {
+            neighbourhood(&edges, &focus.node, focus.hops, focus.direction)
+                .into_keys()
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        edges.retain(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()));
+    }
+    let mut nodes: Vec<&Node> = snapshot
+        .nodes
+        .iter()
+        .filter(|node| keep.contains(node.id.as_str()))
+        .collect();
+    if let Some((n, rank)) = filter.top {
+        nodes = first(nodes, n, |node| rank.of(node));
+    }
+    let mut truncated = false;
+    if nodes.len() > filter.max_nodes {
+        nodes = first(nodes, filter.max_nodes, |node| node.calls_in as f64);
+        truncated = true;
+    }
+    let keep: HashSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
+    edges.retain(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()));
+    if edges.len() > filter.max_edges {
+        let mut busiest = edges.clone();
+        busiest.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| key(a).cmp(&key(b))));
+        busiest.truncate(filter.max_edges);
+        let kept: HashSet<_> = busiest.iter().map(|e| key(e)).collect();
+        edges.retain(|e| kept.contains(&key(e)));
+        truncated = true;
+    }
+    let kept_edges: HashSet<(&str, &str)> = edges
+        .iter()
+        .map(|e| (e.source.as_str(), e.target.as_str()))
+        .collect();
+    // Nodes and edges keep the snapshot's order (sorted), so the answer is stable.
+    Ok(Filtered {
+        snapshot: Snapshot {
+            from_ns: snapshot.from_ns,
+            to_ns: snapshot.to_ns,
+            nodes: nodes.into_iter().cloned().collect(),
+            edges: edges.into_iter().cloned().collect(),
+            loops: snapshot
+                .loops
+                .iter()
+                .filter(|l| {
+                    l.edges
+                        .iter()
+                        .all(|(s, t)| kept_edges.contains(&(s.as_str(), t.as_str())))
+                })
+                .cloned()
+                .collect(),
+        },
+        total_nodes: snapshot.nodes.len(),
+        total_edges: snapshot.edges.len(),
+        truncated,
+    })
+}
+
+fn key(edge: &Edge) -> (&str, &str, crate::EdgeKind) {
+    (edge.source.as_str(), edge.target.as_str(), edge.kind)
+}
+
+/// The `n` nodes ranked first by `figure` (highest first, ties by id), in their order.
+fn first(nodes: Vec<&Node>, n: usize, figure: impl Fn(&Node) -> f64) -> Vec<&Node> {
+    if nodes.len() <= n {
+        return nodes;
+    }
+    let mut ranked = nodes.clone();
+    ranked.sort_by(|a, b| {
+        figure(b)
+            .partial_cmp(&figure(a))
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let chosen: HashSet<&str> = ranked.iter().take(n).map(|node| node.id.as_str()).collect();
+    nodes
+        .into_iter()
+        .filter(|node| chosen.contains(node.id.as_str()))
+        .collect()
+}
+
+/// Every node within `hops` edges of `from` along `direction`, with its distance (the
+/// union of both ways for [`Direction::Both`], at the shorter distance).
+pub fn neighbourhood<'a>(
+    edges: &[&'a Edge],
+    from: &'a str,
+    hops: usize,
+    direction: Direction,
+) -> HashMap<&'a str, usize> {
+    let mut reached = HashMap::from([(from, 0)]);
+    for way in [Direction::Down, Direction::Up] {
+        if direction != Direction::Both && direction != way {
+            continue;
+        }
+        let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
+        for edge in edges {
+            let (a, b) = match way {
+                Direction::Up => (edge.target.as_str(), edge.source.as_str()),
+                _ => (edge.source.as_str(), edge.target.as_str()),
+            };
+            next.entry(a).or_default().push(b);
+        }
+        let mut seen = HashMap::from([(from, 0usize)]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(node) = queue.pop_front() {
+            let distance = seen[node];
+            if distance == hops {
+                continue;
+            }
+            for &to in next.get(node).map_or(&[][..], Vec::as_slice) {
+                if !seen.contains_key(to) {
+                    seen.insert(to, distance + 1);
+                    queue.push_back(to);
+                }
+            }
+        }
+        for (node, distance) in seen {
+            let slot = reached.entry(node).or_insert(distance);
+            *slot = (*slot).min(distance);
+        }
+    }
+    reached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EdgeKind, FeedbackLoop, Health};
+    use proptest::prelude::*;
+
+    fn node(id: usize, kind: NodeKind, calls: u64, errors: u64, p99: f64) -> Node {
+        Node {
+            id: format!("n{id:02}"),
+            kind,
+            calls_in: calls,
+            errors_in: errors.min(calls),
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: p99,
+            health: Health::default(),
+        }
+    }
+
+    fn edge(source: usize, target: usize, kind: EdgeKind, calls: u64) -> Edge {
+        Edge {
+            source: format!("n{source:02}"),
+            target: format!("n{target:02}"),
+            kind,
+            calls,
+            errors: 0,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: 0.0,
+            bytes: 0,
+            amplification: 1.0,
+            trace_loops: 0,
+            health: Health::default(),
+            amplified: false,
+        }
+    }
+
+    const KINDS: [NodeKind; 4] = [
+        NodeKind::Service,
+        NodeKind::Database,
+        NodeKind::Queue,
+        NodeKind::External,
+    ];
+
+    fn graphs() -> impl Strategy<Value = Snapshot> {
+        (2usize..14).prop_flat_map(|n| {
+            (
+                prop::collection::vec(
+                    (
+                        0usize..4,
+                        0u64..50,
+                        0u64..10,
+                        prop::option::of(0.0..500.0f64),
+                    ),
+                    n,
+                ),
+                prop::collection::vec((0..n, 0..n, any::<bool>(), 1u64..60), 0..3 * n),
+            )
+                .prop_map(move |(nodes, edges)| {
+                    let nodes: Vec<Node> = nodes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (k, calls, errors, p99))| {
+                            node(i, KINDS[k], calls, errors, p99.unwrap_or(f64::NAN))
+                        })
+                        .collect();
+                    let mut edges: Vec<Edge> = edges
+                        .into_iter()
+                        .map(|(s, t, sync, calls)| {
+                            let kind = if sync {
+                                EdgeKind::Sync
+                            } else {
+                                EdgeKind::Async
+                            };
+                            edge(s, t, kind, calls)
+                        })
+                        .collect();
+                    edges.sort_by(|a, b| key(a).cmp(&key(b)));
+                    edges.dedup_by(|a, b| key(a) == key(b));
+                    // Every 2-cycle is a loop, as the loop search would report it.
+                    let mut loops = Vec::new();
+                    for e in &edges {
+                        if e.source < e.target
+                            && edges
+                                .iter()
+                                .any(|f| f.source == e.target && f.target == e.source)
+                        {
+                            loops.push(FeedbackLoop {
+                                id: format!("{} -> {}", e.source, e.target),
+                                nodes: vec![e.source.clone(), e.target.clone()],
+                                edges: vec![
+                                    (e.source.clone(), e.target.clone()),
+                                    (e.target.clone(), e.source.clone()),
+                                ],
+                                calls: e.calls,
+                                trace_loops: 0,
+                            });
+                        }
+                    }
+                    Snapshot {
+                        from_ns: 0,
+                        to_ns: 1,
+                        nodes,
+                        edges,
+                        loops,
+                    }
+                })
+        })
+    }
+
+    fn filters(n: usize) -> impl Strategy<Value = GraphFilter> {
+        (
+            prop::option::of(prop::collection::vec(0usize..4, 1..3)),
+            prop_oneof![Just(0u64), 1u64..40],
+            prop::option::of((0..n.max(1) + 2, 0usize..4, 0usize..3)),
+            prop::option::of((1usize..10, 0usize..4)),
+            1usize..16,
+            1usize..40,
+        )
+            .prop_map(
+                |(kinds, min_calls, focus, top, max_nodes, max_edges)| GraphFilter {
+                    kinds: kinds.map(|k| k.into_iter().map(|k| KINDS[k]).collect()),
+                    min_calls,
+                    focus: focus.map(|(node, hops, direction)| Focus {
+                        node: format!("n{node:02}"),
+                        hops,
+                        direction: [Direction::Up, Direction::Down, Direction::Both][direction],
+                    }),
+                    top: top.map(|(n, rank)| {
+                        (
+                            n,
+                            [Rank::Calls, Rank::Errors, Rank::P99, Rank::ErrorRate][rank],
+                        )
+                    }),
+                    max_nodes,
+                    max_edges,
+                },
+            )
+    }
+
+    /// The filter worked out by hand: sets and fixed points, no adjacency lists.
+    fn by_hand(snapshot: &Snapshot, f: &GraphFilter) -> Option<(Vec<String>, Vec<Edge>, usize)> {
+        let mut nodes: Vec<&Node> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| f.kinds.as_ref().is_none_or(|k| k.contains(&n.kind)))
+            .collect();
+        let induced = |nodes: &[&Node], edges: &[Edge]| -> Vec<Edge> {
+            edges
+                .iter()
+                .filter(|e| {
+                    nodes.iter().any(|n| n.id == e.source) && nodes.iter().any(|n| n.id == e.target)
+                })
+                .cloned()
+                .collect()
+        };
+        let mut edges = induced(&nodes, &snapshot.edges);
+        if f.min_calls > 0 {
+            edges.retain(|e| e.calls >= f.min_calls);
+            nodes.retain(|n| {
+                n.calls_in >= f.min_calls
+                    || edges.iter().any(|e| e.source == n.id || e.target == n.id)
+            });
+        }
+        if let Some(focus) = &f.focus {
+            if !snapshot.nodes.iter().any(|n| n.id == focus.node) {
+                return None;
+            }
+            // Distances by relaxation until nothing changes.
+            let walk = |down: bool| {
+                let mut distance: HashMap<String, usize> = HashMap::new();
+                if nodes.iter().any(|n| n.id == focus.node) {
+                    distance.insert(focus.node.clone(), 0);
+                }
+                loop {
+                    let mut changed = false;
+                    for e in &edges {
+                        let (a, b) = if down {
+                            (&e.source, &e.target)
+                        } else {
+                            (&e.target, &e.source)
+                        };
+                        if let Some(&d) = distance.get(a)
+                            && d < focus.hops
+                            && distance.get(b).is_none_or(|&old| old > d + 1)
+                        {
+                            distance.insert(b.clone(), d + 1);
+                            changed = true;
+                        }
+                    }
+                    if !changed {
+                        return distance;
+                    }
+                }
+            };
+            let mut reached: HashSet<String> = HashSet::new();
+            if focus.direction != Direction::Up {
+                reached.extend(walk(true).into_keys());
+            }
+            if focus.direction != Direction::Down {
+                reached.extend(walk(false).into_keys());
+            }
+            nodes.retain(|n| reached.contains(&n.id));
+            edges = induced(&nodes, &edges);
+        }
+        let rank = |nodes: &mut Vec<&Node>, n: usize, by: &dyn Fn(&Node) -> f64| {
+            let mut sorted = nodes.clone();
+            sorted.sort_by(|a, b| {
+                by(b)
+                    .partial_cmp(&by(a))
+                    .unwrap()
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            sorted.truncate(n);
+            nodes.retain(|x| sorted.iter().any(|y| y.id == x.id));
+        };
+        if let Some((n, by)) = f.top {
+            rank(&mut nodes, n, &|node| by.of(node));
+        }
+        let cut_nodes = nodes.len() > f.max_nodes;
+        rank(&mut nodes, f.max_nodes, &|node| node.calls_in as f64);
+        let mut edges = induced(&nodes, &edges);
+        let cut_edges = edges.len() > f.max_edges;
+        let mut busiest = edges.clone();
+        busiest.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| key(a).cmp(&key(b))));
+        busiest.truncate(f.max_edges);
+        edges.retain(|e| busiest.contains(e));
+        Some((
+            nodes.iter().map(|n| n.id.clone()).collect(),
+            edges,
+            usize::from(cut_nodes || cut_edges),
+        ))
+    }
+
+    proptest! {
+        #[test]
+        fn every_filter_keeps_what_the_whole_graph_filtered_by_hand_keeps(
+            (snapshot, f) in graphs().prop_flat_map(|s| { let n = s.nodes.len(); (Just(s), filters(n)) })
+        ) {
+            let got = filter(&snapshot, &f);
+            match by_hand(&snapshot, &f) {
+                None => prop_assert!(matches!(got, Err(FilterError::UnknownNode(_)))),
+                Some((nodes, edges, truncated)) => {
+                    let got = got.unwrap();
+                    let ids: Vec<String> = got.snapshot.nodes.iter().map(|n| n.id.clone()).collect();
+                    prop_assert_eq!(ids, nodes);
+                    prop_assert_eq!(&got.snapshot.edges, &edges);
+                    prop_assert_eq!(usize::from(got.truncated), truncated);
+                    prop_assert_eq!(got.total_nodes, snapshot.nodes.len());
+                    for l in &got.snapshot.loops {
+                        for (s, t) in &l.edges {
+                            prop_assert!(edges.iter().any(|e| &e.source == s && &e.target == t));
+                        }
+                    }
+                    let expected_loops = snapshot.loops.iter().filter(|l| {
+                        l.edges.iter().all(|(s, t)| edges.iter().any(|e| &e.source == s && &e.target == t))
+                    }).count();
+                    prop_assert_eq!(got.snapshot.loops.len(), expected_loops);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_neighbourhood_follows_calls_the_way_asked() {
+        let edges = [
+            edge(0, 1, EdgeKind::Sync, 5),
+            edge(1, 2, EdgeKind::Sync, 5),
+            edge(2, 3, EdgeKind::Async, 5),
+            edge(4, 1, EdgeKind::Sync, 5),
+        ];
+        let refs: Vec<&Edge> = edges.iter().collect();
+        let down = neighbourhood(&refs, "n01", 2, Direction::Down);
+        assert_eq!(down.len(), 3, "{down:?}");
+        assert_eq!(down["n03"], 2);
+        let up = neighbourhood(&refs, "n01", 5, Direction::Up);
+        assert_eq!(up.len(), 3, "{up:?}");
+        let both = neighbourhood(&refs, "n01", 1, Direction::Both);
+        assert_eq!(both.len(), 4, "n0, n2, n4 and n1 itself: {both:?}");
+    }
+}
