@@ -221,3 +221,75 @@ fn graph_buckets_status(node: &Server, secret: Option<&str>) -> u16 {
         channel.oneshot(request).await.unwrap().status().as_u16()
     })
 }
+
+/// A receiver sends the parts of concurrent requests to one ingester together. When the
+/// ingester would refuse a span of such a call, it stores nothing and the receiver sends
+/// the parts one by one: each client learns exactly its own partial success, and every
+/// valid span is stored once.
+#[test]
+fn concurrent_requests_batched_to_an_ingester_each_get_their_own_answer() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let mut pg = Postgres::start();
+    let metadata = pg.database("batches");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let a = start(&dir.path().join("a"), &s3, &metadata, "ingester");
+    let receiver = start(&dir.path().join("r"), &s3, &metadata, "receiver,querier");
+    wait_for("a to hold every partition", Duration::from_secs(30), || {
+        held(&receiver).get(&node_id(&a)) == Some(&64)
+    });
+    let one_by_one = |server: &Server| -> f64 {
+        server
+            .metrics_text()
+            .lines()
+            .filter(|line| {
+                line.starts_with("flowscope_ingest_requests_total{")
+                    && line.contains("outcome=\"one_by_one\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = receiver.grpc_url();
+    let mut sent = 0u64;
+    let mut bursts = 0;
+    while one_by_one(&a) == 0.0 {
+        bursts += 1;
+        assert!(
+            bursts <= 5,
+            "no call carried several requests' parts in 5 bursts"
+        );
+        // 24 requests at once; the 6th has a span without a span id, which is refused.
+        let answers = runtime.block_on(futures::future::join_all((0..24u64).map(|i| {
+            let url = url.clone();
+            let first = 100_000 * bursts + i * 80;
+            async move {
+                let mut request = numbered_request("batched", first, 80);
+                if i == 5 {
+                    request.resource_spans[0].scope_spans[0].spans[3].span_id = Vec::new();
+                }
+                let mut client = TraceServiceClient::connect(url).await.unwrap();
+                client.export(request).await.unwrap().into_inner()
+            }
+        })));
+        for (i, answer) in answers.iter().enumerate() {
+            let rejected = answer
+                .partial_success
+                .as_ref()
+                .map_or(0, |p| p.rejected_spans);
+            assert_eq!(rejected, i64::from(i == 5), "request {i}: {answer:?}");
+        }
+        sent += 24 * 80 - 1;
+    }
+    // Counted after a flush: a query of a lone ingester's memory alone (no file yet) is
+    // not spread to it by the planner and fails (a known bug, noted in issue 24).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        receiver.count("SELECT count(*) FROM spans WHERE service_name = 'batched'"),
+        sent as i64,
+        "every valid span stored once"
+    );
+    receiver.stop();
+    a.stop();
+    pg.stop();
+}

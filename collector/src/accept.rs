@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use crate::decode::{
     DecodedTraces, INLINE_DECODE_BYTES, INLINE_DECODE_JSON_BYTES, decode_json, decode_protobuf,
 };
-use crate::dedup::{RequestId, mark_part, part_mark};
+use crate::dedup::{RequestId, part_suffix, segments};
 use crate::route::{Cluster, Routed, TakePart, forwarded_headers, route_of, split_request};
 use crate::sink::SpanSink;
 use crate::{CollectorConfig, CollectorError, DECODE_FACTOR, SinkError};
@@ -142,18 +142,18 @@ impl Receiver {
         let cluster = forwarded_to.clone();
         let decode = move || {
             // A forwarded part keeps only the partitions this ingester has not stored yet.
-            let mut mark = None;
+            let mut marks = Vec::new();
             let decoded = body(&mut reservation)
                 .and_then(|body| match &cluster {
                     Some(cluster) => {
                         let (body, fresh) = unseen_part(cluster.as_ref(), &tenant, body)?;
-                        mark = fresh;
+                        marks = fresh;
                         Ok(body)
                     }
                     None => Ok(body),
                 })
                 .and_then(|body| decode_reserved(body, encoding, &mut reservation));
-            (decoded.map(|decoded| (decoded, mark)), reservation)
+            (decoded.map(|decoded| (decoded, marks)), reservation)
         };
         let (decoded, mut reservation) = if inline {
             decode()
@@ -168,7 +168,7 @@ impl Receiver {
                 bytes: decoded_bytes,
                 protobuf,
             },
-            mark,
+            marks,
         ) = decoded?;
         refuse_expired(&mut decoded, self.config.retention)?;
         // The batch is what this request holds until the sink answers. A protobuf body kept for
@@ -180,24 +180,39 @@ impl Receiver {
                 .map_or(0, RecordBatch::get_array_memory_size),
         );
         let response = decoded.export_response();
+        if marks.len() > 1 && rejected_spans(&response) > 0 {
+            // Which request each refused span came from is not known here: nothing is
+            // stored, and the receiver sends each request's part alone.
+            return Err(CollectorError::OneByOne(format!(
+                "this call carries the parts of {} requests and {} of its spans are refused: send the parts one by one",
+                marks.len(),
+                rejected_spans(&response)
+            )));
+        }
         let spans = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-        let written = match (decoded.batch, &forwarded_to, mark) {
+        let written = match (decoded.batch, &forwarded_to, marks) {
             // A forwarded part is written by a task of its own: a receiver that gives up
             // waiting drops this call, but what reaches the WAL is still noted as stored, so
             // the copy it routes again is not stored twice.
-            (Some(batch), Some(cluster), Some((id, mask))) => {
+            (Some(batch), Some(cluster), marks) if !marks.is_empty() => {
                 let (this, cluster, principal) = (self.clone(), cluster.clone(), principal.clone());
                 tokio::spawn(async move {
                     // A copy being written now (or stored since it was looked at) waits for
                     // the first to settle: answered "retry", then seen as stored.
-                    let Some(writing) = cluster.part_ids().begin(id, mask) else {
-                        return Err(CollectorError::Sink(SinkError::Unavailable(
-                            "a copy of this part is being stored now; retry".into(),
-                        )));
-                    };
+                    let mut writing = Vec::with_capacity(marks.len());
+                    for (id, mask) in marks {
+                        let Some(guard) = cluster.part_ids().begin(id, mask) else {
+                            return Err(CollectorError::Sink(SinkError::Unavailable(
+                                "a copy of this part is being stored now; retry".into(),
+                            )));
+                        };
+                        writing.push(guard);
+                    }
                     let written = this.write(&principal, batch, decoded_bytes, protobuf).await;
                     if written.is_ok() {
-                        writing.stored();
+                        for guard in writing {
+                            guard.stored();
+                        }
                     }
                     written
                 })
@@ -421,6 +436,7 @@ pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
         | CollectorError::UnsupportedMediaType(_)
         | CollectorError::MethodNotAllowed(_) => "invalid",
         CollectorError::TooLarge { .. } => "too_large",
+        CollectorError::OneByOne(_) => "one_by_one",
         CollectorError::Auth(AuthError::Unauthenticated) => "unauthenticated",
         CollectorError::Auth(AuthError::Forbidden(_)) => "forbidden",
         CollectorError::RateLimited { .. } => "rate_limited",
@@ -432,34 +448,52 @@ pub(crate) fn outcome(result: Result<i64, &CollectorError>) -> &'static str {
     }
 }
 
-/// A forwarded part without the partitions this ingester has already stored for the same
-/// client request (`crate::dedup`), and the (request, partitions) it is left with: the part
-/// as it came when none are, nothing when all are.
+/// A forwarded call without the partitions this ingester has already stored for the same
+/// client requests (`crate::dedup`; a call may carry the parts of several requests, each
+/// followed by its mark), and the (request, partitions) it is left with: the call as it came
+/// when none are stored, nothing when all are.
 fn unseen_part(
     cluster: &dyn Cluster,
     tenant: &TenantId,
     body: Bytes,
-) -> Result<(Bytes, Option<(RequestId, u64)>), CollectorError> {
-    let Some((id, mask)) = part_mark(&body) else {
-        return Ok((body, None));
-    };
-    let seen = cluster.part_ids().seen(id) & mask;
-    if seen == 0 {
-        return Ok((body, Some((id, mask))));
+) -> Result<(Bytes, Vec<(RequestId, u64)>), CollectorError> {
+    let segments = segments(&body);
+    if segments.iter().all(|segment| segment.mark.is_none()) {
+        return Ok((body, Vec::new()));
     }
-    if seen == mask {
-        tracing::debug!(%tenant, "a part stored here was sent again; answered without storing it twice");
-        return Ok((Bytes::new(), None));
+    let mut kept = BytesMut::new();
+    let mut marks = Vec::with_capacity(segments.len());
+    let mut changed = false;
+    for segment in segments {
+        let bytes = body.slice(segment.range);
+        let Some((id, mask)) = segment.mark else {
+            kept.extend_from_slice(&bytes);
+            continue;
+        };
+        let seen = cluster.part_ids().seen(id) & mask;
+        if seen == 0 {
+            kept.extend_from_slice(&bytes);
+            kept.extend_from_slice(&part_suffix(id, mask));
+            marks.push((id, mask));
+            continue;
+        }
+        changed = true;
+        if seen == mask {
+            tracing::debug!(%tenant, "a part stored here was sent again; answered without storing it twice");
+            continue;
+        }
+        // Partitions moved between two tries: part of this was stored here, part elsewhere.
+        let fresh = mask & !seen;
+        let parts = split_request(&bytes, 2, |trace_id| {
+            usize::from(seen & (1u64 << (cluster.partition_of(tenant, trace_id) % 64)) != 0)
+        })?;
+        if let Some(part) = parts.into_iter().next().flatten() {
+            kept.extend_from_slice(&part.request);
+            kept.extend_from_slice(&part_suffix(id, fresh));
+            marks.push((id, fresh));
+        }
     }
-    // Partitions moved between two tries: part of this was stored here, part elsewhere.
-    let fresh = mask & !seen;
-    let parts = split_request(&body, 2, |trace_id| {
-        usize::from(seen & (1u64 << (cluster.partition_of(tenant, trace_id) % 64)) != 0)
-    })?;
-    Ok(match parts.into_iter().next().flatten() {
-        Some(part) => (mark_part(&part.request, id, fresh), Some((id, fresh))),
-        None => (Bytes::new(), None),
-    })
+    Ok((if changed { kept.freeze() } else { body }, marks))
 }
 
 impl TakePart for Receiver {
@@ -531,7 +565,7 @@ impl TakePart for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::{PartIds, request_id};
+    use crate::dedup::{PartIds, mark_part, part_mark, request_id};
     use crate::test_support::{request_with, valid_span};
     use prost::Message as _;
 
@@ -593,20 +627,59 @@ mod tests {
         let id = request_id(tenant.as_str(), &request);
         let part = mark_part(&request, id, 0b1110);
         // Unknown: taken whole.
-        let (body, mark) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
-        assert_eq!((body, mark), (part.clone(), Some((id, 0b1110))));
+        let (body, marks) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
+        assert_eq!((body, marks), (part.clone(), vec![(id, 0b1110)]));
         // Partition 2 stored here before (the rest went elsewhere): the rest is taken.
         cluster.0.note(id, 0b0100);
-        let (body, mark) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
-        assert_eq!(mark, Some((id, 0b1010)));
+        let (body, marks) = unseen_part(&cluster, &tenant, part.clone()).unwrap();
+        assert_eq!(marks, vec![(id, 0b1010)]);
         assert_eq!(spans_in(&body), 4);
         assert_eq!(part_mark(&body), Some((id, 0b1010)));
         // All stored: nothing is taken.
         cluster.0.note(id, 0b1010);
-        let (body, mark) = unseen_part(&cluster, &tenant, part).unwrap();
-        assert_eq!((body.len(), mark), (0, None));
+        let (body, marks) = unseen_part(&cluster, &tenant, part).unwrap();
+        assert_eq!((body.len(), marks), (0, vec![]));
         // An unmarked request is taken as it came.
-        let (body, mark) = unseen_part(&cluster, &tenant, request.clone()).unwrap();
-        assert_eq!((body, mark), (request, None));
+        let (body, marks) = unseen_part(&cluster, &tenant, request.clone()).unwrap();
+        assert_eq!((body, marks), (request, vec![]));
+    }
+
+    /// A receiver's batch: the parts of two requests in one call, each followed by its
+    /// mark. Only what this ingester has not stored of each is taken, and the WAL's copy
+    /// gives both marks back on replay.
+    #[test]
+    fn a_call_carrying_two_requests_parts_keeps_what_each_has_not_stored() {
+        let tenant = TenantId::default_tenant();
+        let cluster = Ingester(PartIds::new(16));
+        let (first, second) = (request(), {
+            let mut other = valid_span(9);
+            other.trace_id = vec![7; 16];
+            Bytes::from(request_with(vec![other]).encode_to_vec())
+        });
+        let (a, b) = (
+            request_id(tenant.as_str(), &first),
+            request_id(tenant.as_str(), &second),
+        );
+        let mut call = BytesMut::new();
+        call.extend_from_slice(&mark_part(&first, a, 0b1110));
+        call.extend_from_slice(&mark_part(&second, b, 1 << 7));
+        let call = call.freeze();
+        assert_eq!(
+            spans_in(&call),
+            7,
+            "a plain decoder reads every part's spans"
+        );
+        let (body, marks) = unseen_part(&cluster, &tenant, call.clone()).unwrap();
+        assert_eq!((&body, &marks), (&call, &vec![(a, 0b1110), (b, 1 << 7)]));
+        let replayed = PartIds::new(16);
+        replayed.note_logged(&call);
+        assert_eq!((replayed.seen(a), replayed.seen(b)), (0b1110, 1 << 7));
+        // The first request stored here before (its first try's answer was lost): only the
+        // second's part is left, with its mark.
+        cluster.0.note(a, 0b1110);
+        let (body, marks) = unseen_part(&cluster, &tenant, call).unwrap();
+        assert_eq!(marks, vec![(b, 1 << 7)]);
+        assert_eq!(spans_in(&body), 1);
+        assert_eq!(body, mark_part(&second, b, 1 << 7));
     }
 }

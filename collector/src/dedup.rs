@@ -72,6 +72,63 @@ pub fn part_mark(request: &[u8]) -> Option<(RequestId, u64)> {
     found
 }
 
+/// One client request's share of a forwarded call: the byte range of its fields and its
+/// mark. A receiver may send the parts of several requests in one call (each part followed
+/// by its mark); a mark closes the fields before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub range: std::ops::Range<usize>,
+    pub mark: Option<(RequestId, u64)>,
+}
+
+fn mark_of(bytes: &[u8]) -> Option<(RequestId, u64)> {
+    let bytes = <[u8; PART_LEN]>::try_from(bytes).ok()?;
+    let (id, mask) = bytes.split_at(16);
+    Some((
+        u128::from_le_bytes(id.try_into().ok()?),
+        u64::from_le_bytes(mask.try_into().ok()?),
+    ))
+}
+
+/// The segments of a forwarded call, in order: what follows the last mark (nothing, for a
+/// call a receiver sent) is a segment without one. Bytes that do not parse are one unmarked
+/// segment, for the decoder to refuse.
+pub fn segments(request: &[u8]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut fields = Reader::new(request);
+    let mut start = 0;
+    loop {
+        let before = request.len() - fields.rest().len();
+        match fields.next() {
+            Ok(Some((tag, field))) => {
+                if tag == PART_FIELD
+                    && let Some(mark) = field.bytes().ok().and_then(mark_of)
+                {
+                    out.push(Segment {
+                        range: start..before,
+                        mark: Some(mark),
+                    });
+                    start = request.len() - fields.rest().len();
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return vec![Segment {
+                    range: 0..request.len(),
+                    mark: None,
+                }];
+            }
+        }
+    }
+    if start < request.len() || out.is_empty() {
+        out.push(Segment {
+            range: start..request.len(),
+            mark: None,
+        });
+    }
+    out
+}
+
 fn put_varint(out: &mut BytesMut, mut value: u64) {
     while value >= 0x80 {
         out.put_u8((value as u8) | 0x80);
@@ -198,10 +255,13 @@ impl PartIds {
         inner.note(id, mask, self.capacity);
     }
 
-    /// Records the mark of a request read back from the WAL, if it has one.
+    /// Records the marks of a request read back from the WAL (one per client request whose
+    /// part it carried), if it has any.
     pub fn note_logged(&self, request: &[u8]) {
-        if let Some((id, mask)) = part_mark(request) {
-            self.note(id, mask);
+        for segment in segments(request) {
+            if let Some((id, mask)) = segment.mark {
+                self.note(id, mask);
+            }
         }
     }
 

@@ -355,6 +355,7 @@ fn grpc_status(error: &CollectorError) -> Status {
         }
         // Non-retryable: RESOURCE_EXHAUSTED without RetryInfo, as the OTLP spec requires.
         CollectorError::TooLarge { .. } => Code::ResourceExhausted,
+        CollectorError::OneByOne(_) => Code::FailedPrecondition,
         CollectorError::MethodNotAllowed(_) => Code::Unimplemented,
         CollectorError::Auth(AuthError::Unauthenticated) => Code::Unauthenticated,
         CollectorError::Auth(AuthError::Forbidden(_)) => Code::PermissionDenied,

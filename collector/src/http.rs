@@ -298,6 +298,7 @@ fn error_response(error: &CollectorError, encoding: Option<PayloadEncoding>) -> 
     use tonic::Code;
     let (status, code) = match error {
         CollectorError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+        CollectorError::OneByOne(_) => (StatusCode::CONFLICT, Code::FailedPrecondition),
         CollectorError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted),
         CollectorError::UnsupportedMediaType(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument)

@@ -138,6 +138,11 @@ pub enum CollectorError {
     /// decoded, and the client should retry.
     #[error("the receiver is at its memory limit ({0}): retry in {ms} ms", ms = .0.retry_after().as_millis())]
     Overloaded(Refusal),
+    /// A call that carries the parts of several client requests (a receiver's batch) would
+    /// refuse some of their spans: nothing was stored, and the receiver sends the parts one
+    /// by one so that each request learns its own partial success.
+    #[error("{0}")]
+    OneByOne(String),
     /// The sink did not take the batch; [`SinkError`] says whether retrying can help.
     #[error(transparent)]
     Sink(#[from] SinkError),

@@ -168,6 +168,22 @@ impl Forwarder {
         request: Bytes,
         suffix: Bytes,
     ) -> Result<Routed, CollectorError> {
+        self.forward_chunks(who, addr, route, headers, vec![request, suffix])
+            .await
+    }
+
+    /// Sends one call whose message is `chunks` one after the other (the parts of several
+    /// requests, each followed by its mark, for a [`Batcher`]); otherwise as
+    /// [`Forwarder::forward`]. An ingester that would refuse some of a batch's spans answers
+    /// [`CollectorError::OneByOne`].
+    pub async fn forward_chunks(
+        &self,
+        who: &str,
+        addr: &str,
+        route: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        chunks: Vec<Bytes>,
+    ) -> Result<Routed, CollectorError> {
         let unavailable = |why: &str| {
             CollectorError::Sink(SinkError::Unavailable(format!(
                 "ingester {who} ({addr}) did not take its part: {why}"
@@ -177,7 +193,7 @@ impl Forwarder {
         grpc.ready()
             .await
             .map_err(|error| unavailable(&error.to_string()))?;
-        let mut call = tonic::Request::new([request, suffix]);
+        let mut call = tonic::Request::new(chunks);
         let metadata = call.metadata_mut();
         for (name, value) in headers {
             if let (Ok(key), Ok(value)) = (
@@ -197,6 +213,9 @@ impl Forwarder {
                 tonic::Code::InvalidArgument => {
                     CollectorError::InvalidRequest(status.message().to_string())
                 }
+                tonic::Code::FailedPrecondition => {
+                    CollectorError::OneByOne(status.message().to_string())
+                }
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                     CollectorError::Internal(format!(
                         "ingester {who} refused the credentials this receiver accepted ({}): give every node the same tokens",
@@ -209,11 +228,217 @@ impl Forwarder {
     }
 }
 
+/// At most this many calls in flight from one receiver to one ingester: the parts that
+/// arrive meanwhile wait, and go together in the next call (a group commit). An ingester's
+/// cost per call is large against its cost per span (BENCHMARKS.md), so a receiver turns
+/// many small requests into a few large calls.
+const CALLS_IN_FLIGHT: usize = 1;
+/// The most bytes one batched call carries: well under any ingester's request limit.
+const BATCH_BYTES: usize = 4 << 20;
+/// The most requests' parts one call carries.
+const BATCH_PARTS: usize = 64;
+
+/// Sends the parts of concurrent client requests bound for one ingester together, in one
+/// call, each part followed by its mark (`crate::dedup::segments`), so that the ingester
+/// stores each request's partitions once however they travel. A part waits only while the
+/// call before it is in flight. When the ingester would refuse some spans of a batch
+/// ([`CollectorError::OneByOne`]) or finds it malformed, the parts go again one by one, so
+/// each request gets its own answer.
+#[derive(Debug)]
+pub struct Batcher {
+    forwarder: Forwarder,
+    queues: Mutex<HashMap<String, Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<Waiting>,
+    sending: usize,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    who: String,
+    route: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    part: Bytes,
+    mark: Bytes,
+    id: crate::dedup::RequestId,
+    answer: tokio::sync::oneshot::Sender<Result<Routed, CollectorError>>,
+}
+
+impl Waiting {
+    fn bytes(&self) -> usize {
+        self.part.len() + self.mark.len()
+    }
+}
+
+impl Batcher {
+    /// A batcher whose calls give up after `timeout`.
+    pub fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            forwarder: Forwarder::new(timeout),
+            queues: Mutex::default(),
+        })
+    }
+
+    /// Sends `part` (followed by `mark`, of client request `id`) to the ingester `who` at
+    /// `addr` with the client's `headers` and the [`ROUTE_HEADER`] `route`, with the other
+    /// parts waiting for the same ingester; answers as [`Forwarder::forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward(
+        self: &Arc<Self>,
+        who: &str,
+        addr: &str,
+        route: String,
+        headers: &[(HeaderName, HeaderValue)],
+        part: Bytes,
+        mark: Bytes,
+        id: crate::dedup::RequestId,
+    ) -> Result<Routed, CollectorError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let queue = queues.entry(addr.to_string()).or_default();
+            queue.waiting.push_back(Waiting {
+                who: who.to_string(),
+                route,
+                headers: headers.to_vec(),
+                part,
+                mark,
+                id,
+                answer,
+            });
+            let start = queue.sending < CALLS_IN_FLIGHT;
+            if start {
+                queue.sending += 1;
+            }
+            start
+        };
+        if start {
+            let (this, addr) = (self.clone(), addr.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let batch = this.take(&addr);
+                    if batch.is_empty() {
+                        return;
+                    }
+                    this.send(&addr, batch).await;
+                }
+            });
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(CollectorError::Sink(SinkError::Unavailable(format!(
+                "ingester {who} ({addr}): the call carrying this part was dropped"
+            ))))
+        })
+    }
+
+    /// The next call's parts: the first waiting, and those after it with the same
+    /// credentials, of other requests, up to the limits. Empty when none wait (the sender
+    /// then stops).
+    fn take(&self, addr: &str) -> Vec<Waiting> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queues.get_mut(addr) else {
+            return Vec::new();
+        };
+        let Some(first) = queue.waiting.pop_front() else {
+            queue.sending = queue.sending.saturating_sub(1);
+            if queue.sending == 0 {
+                queues.remove(addr);
+            }
+            return Vec::new();
+        };
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        let mut index = 0;
+        while index < queue.waiting.len() && batch.len() < BATCH_PARTS {
+            let next = &queue.waiting[index];
+            if next.headers == batch[0].headers
+                && bytes + next.bytes() <= BATCH_BYTES
+                && batch.iter().all(|taken| taken.id != next.id)
+                && let Some(next) = queue.waiting.remove(index)
+            {
+                bytes += next.bytes();
+                batch.push(next);
+            } else {
+                index += 1;
+            }
+        }
+        batch
+    }
+
+    async fn send(&self, addr: &str, mut batch: Vec<Waiting>) {
+        if batch.len() == 1
+            && let Some(one) = batch.pop()
+        {
+            let answer = self
+                .forwarder
+                .forward(&one.who, addr, &one.route, &one.headers, one.part, one.mark)
+                .await;
+            let _ = one.answer.send(answer);
+            return;
+        }
+        let mut route: Vec<&str> = batch
+            .iter()
+            .flat_map(|w| w.route.split(','))
+            .filter(|item| !item.is_empty())
+            .collect();
+        route.sort_unstable();
+        route.dedup();
+        let route = route.join(",");
+        let chunks: Vec<Bytes> = batch
+            .iter()
+            .flat_map(|w| [w.part.clone(), w.mark.clone()])
+            .collect();
+        let (who, headers) = (&batch[0].who, &batch[0].headers);
+        match self
+            .forwarder
+            .forward_chunks(who, addr, &route, headers, chunks)
+            .await
+        {
+            Ok(routed) => {
+                // An ingester refuses no span of a batch (it answers OneByOne instead).
+                let mut routed = Some(routed);
+                for waiting in batch {
+                    let _ = waiting.answer.send(Ok(routed.take().unwrap_or_default()));
+                }
+            }
+            Err(CollectorError::OneByOne(_) | CollectorError::InvalidRequest(_)) => {
+                let sends = batch.into_iter().map(|one| async move {
+                    let answer = self
+                        .forwarder
+                        .forward(&one.who, addr, &one.route, &one.headers, one.part, one.mark)
+                        .await;
+                    let _ = one.answer.send(answer);
+                });
+                futures::future::join_all(sends).await;
+            }
+            Err(error) => {
+                for waiting in batch {
+                    let _ = waiting.answer.send(Err(copy_error(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// The same failure for each part of a batch.
+fn copy_error(error: &CollectorError) -> CollectorError {
+    match error {
+        CollectorError::Internal(message) => CollectorError::Internal(message.clone()),
+        CollectorError::Sink(SinkError::Unavailable(message)) => {
+            CollectorError::Sink(SinkError::Unavailable(message.clone()))
+        }
+        other => CollectorError::Sink(SinkError::Unavailable(other.to_string())),
+    }
+}
+
 /// Parts go as their bytes; answers are decoded by prost.
 struct ForwardCodec;
 
 impl Codec for ForwardCodec {
-    type Encode = [Bytes; 2];
+    type Encode = Vec<Bytes>;
     type Decode = ExportTraceServiceResponse;
     type Encoder = BytesEncoder;
     type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
@@ -230,12 +455,12 @@ impl Codec for ForwardCodec {
 struct BytesEncoder;
 
 impl Encoder for BytesEncoder {
-    type Item = [Bytes; 2];
+    type Item = Vec<Bytes>;
     type Error = tonic::Status;
 
     /// The message is its chunks one after the other: one copy into the frame buffer, as
     /// any message takes.
-    fn encode(&mut self, item: [Bytes; 2], dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(&mut self, item: Vec<Bytes>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
         for chunk in &item {
             dst.put_slice(chunk);
         }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use flowscope_auth::TenantId;
 use flowscope_collector::dedup::{PartIds, RequestId, part_suffix, request_id};
-use flowscope_collector::route::{Forwarder, Routed, split_request};
+use flowscope_collector::route::{Batcher, Routed, split_request};
 use flowscope_collector::{Cluster, CollectorError, ROUTE_HEADER, SinkError, TakePart};
 use flowscope_query::metadata::MetadataDb;
 use flowscope_query::{membership, partitions};
@@ -83,8 +83,9 @@ pub struct ClusterNode {
     directory: Arc<flowscope_cluster::Directory>,
     /// An ingester's leases: partition → (epoch, lease end in unix ns).
     held: RwLock<HashMap<u32, (i64, i64)>>,
-    /// Sends parts to the ingesters.
-    forwarder: Forwarder,
+    /// Sends parts to the ingesters, the parts of concurrent requests to one ingester
+    /// together.
+    batcher: Arc<Batcher>,
     /// An ingester's stored parts, learned again from its WAL on replay.
     part_ids: Arc<PartIds>,
 }
@@ -114,7 +115,7 @@ impl ClusterNode {
             map: RwLock::default(),
             stale: Notify::new(),
             held: RwLock::default(),
-            forwarder: Forwarder::new(FORWARD_TIMEOUT),
+            batcher: Batcher::new(FORWARD_TIMEOUT),
             part_ids,
         })
     }
@@ -312,14 +313,15 @@ impl ClusterNode {
                         .take(&holder.node, headers, route, part.request.clone(), mark)
                         .await
                 } else {
-                    self.forwarder
+                    self.batcher
                         .forward(
                             &holder.node,
                             &holder.addr,
-                            &route,
+                            route,
                             headers,
                             part.request.clone(),
                             mark,
+                            id,
                         )
                         .await
                 };
