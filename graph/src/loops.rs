@@ -12,7 +12,11 @@
 //! cycles, and the first ones found (smallest start node first, neighbours in id order) are
 //! the ones kept. The result is sorted by id, so it does not depend on the order of `edges`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use foldhash::fast::RandomState;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -23,9 +27,72 @@ use crate::types::{Edge, FeedbackLoop};
 /// Bound on the cycles listed for one strongly connected component.
 pub const MAX_CYCLES_PER_COMPONENT: usize = 100;
 
+/// How many edge sets' cycles are kept ([`feedback_loops`]).
+const CACHED_EDGE_SETS: usize = 8;
+
+/// The cycles of the last edge sets asked about, by a 128-bit hash of their (source, target)
+/// pairs (seeded at random per process). The cycle search is the costly part of a large
+/// graph's snapshot (0.8 s at 100,000 edges) and depends only on which edges exist, which
+/// changes far less often than a system's graph is read; the loops' figures are computed
+/// afresh from the edges every time.
+static CYCLES: Mutex<VecDeque<(u128, Cycles)>> = Mutex::new(VecDeque::new());
+
+/// Cycles, each its nodes in cycle order.
+type Cycles = Arc<Vec<Vec<String>>>;
+
+fn edge_set_key(edges: &[Edge]) -> u128 {
+    static SEEDS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+    let (one, two) = SEEDS.get_or_init(|| (RandomState::default(), RandomState::default()));
+    let mut pairs: Vec<(&str, &str)> = edges
+        .iter()
+        .map(|e| (e.source.as_str(), e.target.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (mut a, mut b) = (one.build_hasher(), two.build_hasher());
+    for (source, target) in pairs {
+        for hasher in [&mut a, &mut b] {
+            hasher.write(source.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(target.as_bytes());
+            hasher.write_u8(0xfe);
+        }
+    }
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
 /// The feedback loops of any edge set: sync and async edges alike, self-loops included.
 /// `trace_loops` is left at 0 (it comes from traces, not from edges).
 pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
+    let key = edge_set_key(edges);
+    let cached = CYCLES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(known, _)| *known == key)
+        .map(|(_, cycles)| cycles.clone());
+    let cycles = match cached {
+        Some(cycles) => cycles,
+        None => {
+            let cycles = Arc::new(cycles_of(edges));
+            let mut kept = CYCLES.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.push_front((key, cycles.clone()));
+            kept.truncate(CACHED_EDGE_SETS);
+            cycles
+        }
+    };
+    let calls = pair_calls(edges);
+    let mut loops: Vec<FeedbackLoop> = cycles
+        .iter()
+        .map(|nodes| loop_of_cycle(nodes.clone(), &calls))
+        .collect();
+    loops.sort_by(|a, b| a.id.cmp(&b.id));
+    loops
+}
+
+/// Every elementary cycle of the edges (at most [`MAX_CYCLES_PER_COMPONENT`] per
+/// component), each as its nodes in cycle order.
+fn cycles_of(edges: &[Edge]) -> Vec<Vec<String>> {
     let ids: Vec<&str> = edges
         .iter()
         .flat_map(|e| [e.source.as_str(), e.target.as_str()])
@@ -46,8 +113,7 @@ pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
         neighbours.dedup();
     }
 
-    let calls = pair_calls(edges);
-    let mut loops: Vec<FeedbackLoop> = Vec::new();
+    let mut cycles: Vec<Vec<String>> = Vec::new();
     for mut members in strongly_connected(&adjacency, |_| true) {
         if !is_cyclic(&adjacency, &members) {
             continue;
@@ -66,12 +132,10 @@ pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
             })
             .collect();
         for cycle in elementary_cycles(&component) {
-            let nodes = cycle.iter().map(|i| ids[members[*i]].to_string()).collect();
-            loops.push(loop_of_cycle(nodes, &calls));
+            cycles.push(cycle.iter().map(|i| ids[members[*i]].to_string()).collect());
         }
     }
-    loops.sort_by(|a, b| a.id.cmp(&b.id));
-    loops
+    cycles
 }
 
 /// Strongly connected components of the nodes `allowed` keeps (petgraph's Kosaraju).
@@ -251,6 +315,28 @@ mod tests {
             health: Default::default(),
             amplified: false,
         }
+    }
+
+    /// The cycles of an edge set are kept, its figures never: the same edges with other
+    /// calls give the same loops with the new calls, and another edge set its own loops.
+    #[test]
+    fn loops_of_an_edge_set_seen_before_carry_the_new_figures() {
+        let first = [edge("a", "b", 3), edge("b", "a", 4), edge("b", "c", 1)];
+        let loops = feedback_loops(&first);
+        assert_eq!(loops.len(), 1);
+        assert_eq!(loops[0].calls, 3);
+        let busier = [edge("a", "b", 30), edge("b", "a", 40), edge("b", "c", 1)];
+        let loops = feedback_loops(&busier);
+        assert_eq!(loops.len(), 1);
+        assert_eq!(loops[0].calls, 30, "{loops:?}");
+        let more = [
+            edge("a", "b", 3),
+            edge("b", "a", 4),
+            edge("b", "c", 1),
+            edge("c", "a", 1),
+        ];
+        assert_eq!(feedback_loops(&more).len(), 2);
+        assert_eq!(feedback_loops(&first).len(), 1);
     }
 
     /// `edges` as "a>b:calls", loops rendered as "id (calls)".
