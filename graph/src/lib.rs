@@ -113,7 +113,7 @@ pub use filter::{
     Rank, filter, neighbourhood,
 };
 pub use live::{LiveGraph, Window};
-pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops};
+pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops, feedback_loops_searched};
 pub use persist::StoredBucket;
 pub use reach::{GraphPath, MAX_PATHS, Reach, blast_radius, dependencies, paths};
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};

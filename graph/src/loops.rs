@@ -81,6 +81,16 @@ pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
             cycles
         }
     };
+    loops_of(&cycles, edges)
+}
+
+/// [`feedback_loops`] with the cycles searched every time, never kept (for benchmarks).
+pub fn feedback_loops_searched(edges: &[Edge]) -> Vec<FeedbackLoop> {
+    loops_of(&cycles_of(edges), edges)
+}
+
+/// The loops of `cycles`, with the figures of `edges`, sorted by id.
+fn loops_of(cycles: &[Vec<String>], edges: &[Edge]) -> Vec<FeedbackLoop> {
     let calls = pair_calls(edges);
     let mut loops: Vec<FeedbackLoop> = cycles
         .iter()
