@@ -22,6 +22,7 @@ use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::NodeFiltered;
 
+use crate::FastMap;
 use crate::types::{Edge, FeedbackLoop};
 
 /// Bound on the cycles listed for one strongly connected component.
@@ -47,7 +48,10 @@ fn edge_set_key(edges: &[Edge]) -> u128 {
         .iter()
         .map(|e| (e.source.as_str(), e.target.as_str()))
         .collect();
-    pairs.sort_unstable();
+    // A snapshot's edges come sorted by (source, target, kind).
+    if !pairs.is_sorted() {
+        pairs.sort_unstable();
+    }
     pairs.dedup();
     let (mut a, mut b) = (one.build_hasher(), two.build_hasher());
     for (source, target) in pairs {
@@ -178,11 +182,11 @@ fn is_cyclic(adjacency: &[Vec<usize>], component: &[usize]) -> bool {
 }
 
 /// Calls from one node to another, sync and async added: the traffic a loop can carry.
-pub(crate) fn pair_calls(edges: &[Edge]) -> HashMap<(String, String), u64> {
-    let mut calls: HashMap<(String, String), u64> = HashMap::new();
+pub(crate) fn pair_calls(edges: &[Edge]) -> FastMap<(&str, &str), u64> {
+    let mut calls: FastMap<(&str, &str), u64> = FastMap::default();
     for edge in edges {
         *calls
-            .entry((edge.source.clone(), edge.target.clone()))
+            .entry((edge.source.as_str(), edge.target.as_str()))
             .or_default() += edge.calls;
     }
     calls
@@ -191,7 +195,7 @@ pub(crate) fn pair_calls(edges: &[Edge]) -> HashMap<(String, String), u64> {
 /// The loop through `nodes` (distinct, in cycle order, starting anywhere).
 pub(crate) fn loop_of_cycle(
     mut nodes: Vec<String>,
-    pair_calls: &HashMap<(String, String), u64>,
+    pair_calls: &FastMap<(&str, &str), u64>,
 ) -> FeedbackLoop {
     let smallest = nodes
         .iter()
@@ -206,7 +210,12 @@ pub(crate) fn loop_of_cycle(
         .collect();
     let calls = edges
         .iter()
-        .map(|pair| pair_calls.get(pair).copied().unwrap_or(0))
+        .map(|(a, b)| {
+            pair_calls
+                .get(&(a.as_str(), b.as_str()))
+                .copied()
+                .unwrap_or(0)
+        })
         .min()
         .unwrap_or(0);
     FeedbackLoop {

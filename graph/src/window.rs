@@ -240,21 +240,39 @@ fn attach_trace_loops(
         .into_iter()
         .map(|l| (l.id.clone(), l))
         .collect();
-    let calls = pair_calls(edges);
-    let mut edges_by_pair: HashMap<(String, String), Vec<usize>> = HashMap::new();
-    for (position, edge) in edges.iter().enumerate() {
-        edges_by_pair
-            .entry((edge.source.clone(), edge.target.clone()))
-            .or_default()
-            .push(position);
+    if trace_loops.is_empty() {
+        return loops.into_values().collect();
     }
-    for (cycle, count) in trace_loops {
-        let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
-        for pair in &found.edges {
-            for position in edges_by_pair.get(pair).into_iter().flatten() {
-                edges[*position].trace_loops += count;
-            }
+    // The maps borrow the edges' names; the counts are added to the edges after.
+    let mut counted: Vec<(usize, u64)> = Vec::new();
+    let mut found_loops: Vec<(FeedbackLoop, u64)> = Vec::with_capacity(trace_loops.len());
+    {
+        let calls = pair_calls(edges);
+        let mut edges_by_pair: FastMap<(&str, &str), Vec<usize>> = FastMap::default();
+        for (position, edge) in edges.iter().enumerate() {
+            edges_by_pair
+                .entry((edge.source.as_str(), edge.target.as_str()))
+                .or_default()
+                .push(position);
         }
+        for (cycle, count) in trace_loops {
+            let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
+            for (source, target) in &found.edges {
+                for position in edges_by_pair
+                    .get(&(source.as_str(), target.as_str()))
+                    .into_iter()
+                    .flatten()
+                {
+                    counted.push((*position, *count));
+                }
+            }
+            found_loops.push((found, *count));
+        }
+    }
+    for (position, count) in counted {
+        edges[position].trace_loops += count;
+    }
+    for (found, count) in found_loops {
         loops.entry(found.id.clone()).or_insert(found).trace_loops += count;
     }
     loops.into_values().collect()
