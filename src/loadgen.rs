@@ -32,7 +32,7 @@ pub struct LoadgenArgs {
     /// OTLP endpoint [default: http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for http]
     #[arg(long)]
     endpoint: Option<String>,
-    /// A preset (shop, city) or the path of a topology file (see demo/README.md)
+    /// A preset (shop, city), generated:N, or the path of a topology file (see demo/README.md)
     #[arg(long, default_value = "shop")]
     topology: String,
     /// grpc or http

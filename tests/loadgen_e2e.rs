@@ -149,7 +149,10 @@ fn json_over_grpc_and_unknown_topologies_are_refused_before_sending() {
     let output = loadgen(&["--topology", "no-such-preset"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("not a preset (shop, city)"), "{stderr}");
+    assert!(
+        stderr.contains("not a preset (shop, city, generated:N)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Topology {
     pub(crate) incidents: Vec<Incident>,
     /// Resource attributes every service has, before its own.
     pub(crate) resource: Vec<(String, String)>,
+    /// The edges leaving each node, by the node's index: a large generated system has
+    /// 100,000 edges, and a span must not look at every one.
+    pub(crate) leaving: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,10 +172,27 @@ impl Topology {
         Self::parse(text, &format!("{name}.toml"))
     }
 
-    /// A preset name, or else the path of a topology file.
+    /// A preset name, `generated:N`, or else the path of a topology file.
     pub fn load(preset_or_path: &str) -> Result<Self, Error> {
         if Self::preset_names().any(|name| name == preset_or_path) {
             return Self::preset(preset_or_path);
+        }
+        if let Some(count) = preset_or_path.strip_prefix("generated:") {
+            let error = |message: String| Error::Topology {
+                file: preset_or_path.to_string(),
+                message,
+            };
+            let services: usize = count.parse().map_err(|_| {
+                error(format!(
+                    "'{count}' is not a number of services: write generated:N, e.g. generated:10000"
+                ))
+            })?;
+            if !(GENERATED_MIN..=GENERATED_MAX).contains(&services) {
+                return Err(error(format!(
+                    "a generated system has {GENERATED_MIN} to {GENERATED_MAX} services, not {services}"
+                )));
+            }
+            return resolve(generate(services)).map_err(error);
         }
         match std::fs::read_to_string(preset_or_path) {
             Ok(text) => Self::parse(&text, preset_or_path),
@@ -260,7 +280,154 @@ impl Topology {
 }
 
 fn preset_list() -> String {
-    Topology::preset_names().collect::<Vec<_>>().join(", ")
+    Topology::preset_names()
+        .chain(["generated:N"])
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sizes `generated:N` takes.
+const GENERATED_MIN: usize = 10;
+const GENERATED_MAX: usize = 100_000;
+/// Layers of a generated system: entry services call the next layer, and so on down.
+const GENERATED_LAYERS: usize = 6;
+/// Services per namespace.
+const GENERATED_NAMESPACE: usize = 50;
+/// Operations a generated service serves (besides its queues'), and the calls each makes.
+const GENERATED_OPERATIONS: usize = 5;
+const GENERATED_CALLS_PER_OPERATION: usize = 2;
+
+/// `generated:N`: a seeded system of `services` services in namespaces of 50, in six layers
+/// (each service's operations call two services of the next layer), a database per
+/// namespace that every fourth service queries, and about one loop per 2,000 services
+/// through a queue (a leaf service publishes, a service of the second layer that reaches it
+/// consumes). The same N gives the same system.
+fn generate(services: usize) -> FileFormat {
+    // xorshift64*, seeded by the size: no dependency, the same system every time.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ services as u64;
+    let mut next = move |below: usize| -> usize {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % below.max(1)
+    };
+    let name = |i: usize| format!("s{i:05}");
+    let namespace = |i: usize| format!("ns-{:03}", i / GENERATED_NAMESPACE);
+    let layer_of = |i: usize| i * GENERATED_LAYERS / services;
+    let mut layers: Vec<Vec<usize>> = vec![Vec::new(); GENERATED_LAYERS];
+    for i in 0..services {
+        layers[layer_of(i)].push(i);
+    }
+    let mut raw = FileFormat {
+        name: Some(format!("generated:{services}")),
+        resource: BTreeMap::from([("deployment.environment.name".into(), "generated".into())]),
+        traffic: TrafficFormat {
+            rate: Some((services as f64 / 20.0).max(20.0)),
+        },
+        entries: Vec::new(),
+        services: (0..services)
+            .map(|i| ServiceFormat {
+                name: name(i),
+                version: None,
+                resource: BTreeMap::from([
+                    ("service.namespace".into(), namespace(i)),
+                    ("k8s.namespace.name".into(), namespace(i)),
+                ]),
+            })
+            .collect(),
+        databases: (0..services.div_ceil(GENERATED_NAMESPACE))
+            .map(|n| DatabaseFormat {
+                name: format!("db-{:03}", n),
+                system: "postgresql".into(),
+            })
+            .collect(),
+        externals: Vec::new(),
+        queues: Vec::new(),
+        edges: Vec::new(),
+        incidents: Vec::new(),
+    };
+    let edge = |edge: String, when: Option<String>, operation: Option<String>| EdgeFormat {
+        edge,
+        when,
+        operation,
+        protocol: None,
+        latency: Some("2ms".into()),
+        spread: None,
+        errors: None,
+        count: None,
+        chance: None,
+        retries: None,
+        delay: None,
+        batch: None,
+    };
+    // What each service serves, filled layer by layer from its callers' edges.
+    let mut served: Vec<Vec<String>> = vec![Vec::new(); services];
+    let mut calls: Vec<Vec<usize>> = vec![Vec::new(); services];
+    for &entry in &layers[0] {
+        for operation in ["GET /home", "GET /search"] {
+            raw.entries.push(EntryFormat {
+                service: name(entry),
+                operation: operation.into(),
+                protocol: None,
+                weight: Some(1.0),
+                latency: Some("3ms".into()),
+                spread: None,
+            });
+            served[entry].push(operation.into());
+        }
+    }
+    for layer in 0..GENERATED_LAYERS - 1 {
+        let below = &layers[layer + 1];
+        for &from in &layers[layer] {
+            for when in served[from].clone() {
+                for _ in 0..GENERATED_CALLS_PER_OPERATION {
+                    let to = below[next(below.len())];
+                    let operation = format!("GET /op{}", next(GENERATED_OPERATIONS));
+                    if !served[to].contains(&operation) {
+                        served[to].push(operation.clone());
+                    }
+                    calls[from].push(to);
+                    raw.edges.push(edge(
+                        format!("{} -> {}", name(from), name(to)),
+                        Some(when.clone()),
+                        Some(operation),
+                    ));
+                }
+            }
+            if from % 4 == 0
+                && let Some(when) = served[from].first().cloned()
+            {
+                raw.edges.push(edge(
+                    format!("{} -> db-{:03}", name(from), from / GENERATED_NAMESPACE),
+                    Some(when),
+                    Some("SELECT items".into()),
+                ));
+            }
+        }
+    }
+    // Loops through queues: down from a second-layer service to a leaf, back by a queue.
+    for k in 0..(services / 2_000).max(1) {
+        let Some(&start) = layers[1].get(next(layers[1].len())) else {
+            break;
+        };
+        let mut at = start;
+        while !calls[at].is_empty() {
+            at = calls[at][next(calls[at].len())];
+        }
+        let (Some(when), true) = (served[at].first().cloned(), at != start) else {
+            continue;
+        };
+        let queue = format!("loop-{k}");
+        raw.queues.push(QueueFormat {
+            name: queue.clone(),
+            system: "kafka".into(),
+        });
+        raw.edges
+            .push(edge(format!("{} -> {queue}", name(at)), Some(when), None));
+        raw.edges
+            .push(edge(format!("{queue} -> {}", name(start)), None, None));
+    }
+    raw
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
@@ -550,6 +717,10 @@ fn resolve(raw: FileFormat) -> Result<Topology, String> {
     if !(traces_per_second.is_finite() && traces_per_second > 0.0) {
         return Err("[traffic] rate must be above 0 root traces per second".into());
     }
+    let mut leaving = vec![Vec::new(); nodes.len()];
+    for (index, edge) in edges.iter().enumerate() {
+        leaving[edge.from].push(index);
+    }
     let topology = Topology {
         name: raw.name.unwrap_or_else(|| "topology".into()),
         traces_per_second,
@@ -558,6 +729,7 @@ fn resolve(raw: FileFormat) -> Result<Topology, String> {
         entries,
         incidents,
         resource: raw.resource.into_iter().collect(),
+        leaving,
     };
     check_operations(&topology)?;
     Ok(topology)
@@ -762,9 +934,15 @@ pub(crate) fn firing<'a>(
     service: usize,
     operation: &'a str,
 ) -> impl Iterator<Item = (usize, &'a Edge)> + 'a {
-    topology.edges.iter().enumerate().filter(move |(_, edge)| {
-        edge.from == service && edge.when.as_deref().is_none_or(|when| when == operation)
-    })
+    topology
+        .leaving
+        .get(service)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(move |index| (*index, &topology.edges[*index]))
+        .filter(move |(_, edge)| {
+            edge.from == service && edge.when.as_deref().is_none_or(|when| when == operation)
+        })
 }
 
 /// Every `when` names an operation its service serves, no chain of calls comes back to an
@@ -918,6 +1096,52 @@ system = "kafka"
             error.starts_with("topology.toml: ") && error.contains(expected),
             "expected `{expected}` in `{error}`"
         );
+    }
+
+    /// `generated:N`: N services in namespaces, a database per namespace, loops through
+    /// queues, the same system for the same N, and sizes outside the range refused.
+    #[test]
+    fn a_generated_system_has_its_size_namespaces_and_loops() {
+        let started = std::time::Instant::now();
+        let big = Topology::load("generated:10000").unwrap_or_else(|error| panic!("{error}"));
+        let took = started.elapsed();
+        let services = big
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Service { .. }))
+            .count();
+        assert_eq!(services, 10_000);
+        let edges = big.graph_edges();
+        assert!(edges.len() > 40_000, "{} edges", edges.len());
+        let namespaces: std::collections::BTreeSet<&str> = big
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Service { resource, .. } => resource
+                    .iter()
+                    .find(|(k, _)| k == "k8s.namespace.name")
+                    .map(|(_, v)| v.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(namespaces.len(), 200);
+        // Each loop's queue is consumed by a service that reaches its publisher.
+        let queues: Vec<&(String, String, &str)> = edges
+            .iter()
+            .filter(|(from, _, _)| from.starts_with("loop-"))
+            .collect();
+        assert_eq!(queues.len(), 5, "{queues:?}");
+        let again = Topology::load("generated:10000").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            again.graph_edges(),
+            edges,
+            "the same N gives the same system"
+        );
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        for bad in ["generated:5", "generated:many", "generated:1000000"] {
+            let error = Topology::load(bad).unwrap_err().to_string();
+            assert!(error.contains("generated"), "{bad}: {error}");
+        }
     }
 
     #[test]
@@ -1082,7 +1306,7 @@ system = "kafka"
         assert!(
             error
                 .as_deref()
-                .is_some_and(|e| e.contains("not a preset (shop, city)")),
+                .is_some_and(|e| e.contains("not a preset (shop, city, generated:N)")),
             "{error:?}"
         );
         assert!(Topology::load("shop").is_ok());

@@ -41,8 +41,8 @@ pub struct ServeArgs {
     /// scheduled incident) that sends its traces to this server over OTLP/gRPC
     #[arg(long, env = "FLOWSCOPE_DEMO")]
     demo: bool,
-    /// The system `--demo` simulates: a preset (shop, city) or a topology file; implies
-    /// `--demo` [default: shop]
+    /// The system `--demo` simulates: a preset (shop, city), generated:N or a topology
+    /// file; implies `--demo` [default: shop]
     #[arg(long, env = "FLOWSCOPE_DEMO_TOPOLOGY")]
     demo_topology: Option<String>,
     /// TOML file with any of the settings below (snake_case keys, e.g. `data_dir = "/var/lib/flowscope"`).
