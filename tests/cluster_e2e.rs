@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use common::cluster::{
-    cluster, held, node_id, post, send, start, traces, wait_for, wait_for_split,
+    cluster, export_with_retry, held, node_id, post, send, start, start_with_env, traces, wait_for,
+    wait_for_split,
 };
 use common::otlp::numbered_request;
 use common::postgres::Postgres;
@@ -281,15 +282,49 @@ fn concurrent_requests_batched_to_an_ingester_each_get_their_own_answer() {
         }
         sent += 24 * 80 - 1;
     }
-    // Counted after a flush: a query of a lone ingester's memory alone (no file yet) is
-    // not spread to it by the planner and fails (a known bug, noted in issue 24).
-    std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
         receiver.count("SELECT count(*) FROM spans WHERE service_name = 'batched'"),
         sent as i64,
         "every valid span stored once"
     );
     receiver.stop();
+    a.stop();
+    pg.stop();
+}
+
+/// One ingester and a separate querier: the querier reads the ingester's memory before the
+/// ingester has written any file (the planner must send the scan to the ingester even when
+/// it is the plan's only leaf and holds one partition).
+#[test]
+fn a_querier_reads_a_lone_ingesters_memory_before_its_first_flush() {
+    let mut pg = Postgres::start();
+    let metadata = pg.database("lone");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let a = start_with_env(
+        &dir.path().join("a"),
+        &s3,
+        &metadata,
+        "ingester",
+        &[("FLOWSCOPE_TEST_FLUSH_INTERVAL", "10m")],
+    );
+    let querier = start(&dir.path().join("q"), &s3, &metadata, "receiver,querier");
+    wait_for("a to hold every partition", Duration::from_secs(30), || {
+        held(&querier).get(&node_id(&a)) == Some(&64)
+    });
+    export_with_retry(&querier, vec![numbered_request("lone", 0, 300)]);
+    for sql in [
+        "SELECT count(*) FROM spans",
+        "SELECT count(*) FROM spans WHERE service_name = 'lone'",
+        "SELECT count(DISTINCT span_id) FROM spans",
+    ] {
+        assert_eq!(querier.count(sql), 300, "{sql}");
+    }
+    let rows = querier.sql("SELECT span_id FROM spans ORDER BY span_id LIMIT 5");
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 5, "{rows}");
+    let grouped = querier.sql("SELECT service_name, count(*) FROM spans GROUP BY 1");
+    assert_eq!(grouped["rows"][0][1], 300, "{grouped}");
+    querier.stop();
     a.stop();
     pg.stop();
 }

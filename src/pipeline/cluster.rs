@@ -88,6 +88,8 @@ pub struct ClusterNode {
     batcher: Arc<Batcher>,
     /// An ingester's stored parts, learned again from its WAL on replay.
     part_ids: Arc<PartIds>,
+    /// This node's own query worker (`http://` its advertised OTLP/gRPC address).
+    own_worker: String,
 }
 
 impl fmt::Debug for ClusterNode {
@@ -106,6 +108,7 @@ impl ClusterNode {
         db: MetadataDb,
         directory: Arc<flowscope_cluster::Directory>,
         part_ids: Arc<PartIds>,
+        own_worker: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             node,
@@ -117,6 +120,7 @@ impl ClusterNode {
             held: RwLock::default(),
             batcher: Batcher::new(FORWARD_TIMEOUT),
             part_ids,
+            own_worker,
         })
     }
 
@@ -200,6 +204,21 @@ impl ClusterNode {
             if roles.contains(&"ingester") || roles.contains(&"querier") {
                 snapshot.workers.push(url);
             }
+        }
+        // This node serves its own queries from its first moment, before its registration
+        // is read back: a querier that started a moment ago would otherwise see the one
+        // ingester as the only worker, and a plan of one worker is not spread, so that
+        // ingester's memory would be read on the querier, where it is not.
+        if self.roles.ingester {
+            snapshot
+                .ingesters
+                .entry(self.node.clone())
+                .or_insert_with(|| self.own_worker.clone());
+        }
+        if (self.roles.ingester || self.roles.querier)
+            && !snapshot.workers.contains(&self.own_worker)
+        {
+            snapshot.workers.push(self.own_worker.clone());
         }
         snapshot.workers.sort();
         self.directory.set(snapshot);

@@ -366,6 +366,7 @@ impl Opened {
                 metadata.db().clone(),
                 directory,
                 part_ids,
+                format!("http://{}", advertised(grpc.local_addr()?)),
             );
             if config.roles.ingester {
                 cluster_tasks.push(tokio::spawn(

@@ -41,9 +41,17 @@ pub fn start_with_env(
             "--object-store",
             &object_store,
             "--flush-interval",
-            "2s",
+            flush_interval(env),
         ],
     )
+}
+
+/// The flush interval of a test node: 2 s, or `FLOWSCOPE_TEST_FLUSH_INTERVAL` in `env`
+/// (a node that must keep its spans in memory for the whole test).
+fn flush_interval<'a>(env: &[(&str, &'a str)]) -> &'a str {
+    env.iter()
+        .find(|(key, _)| *key == "FLOWSCOPE_TEST_FLUSH_INTERVAL")
+        .map_or("2s", |(_, value)| *value)
 }
 
 pub fn cluster(server: &Server) -> Value {
