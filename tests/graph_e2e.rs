@@ -769,3 +769,153 @@ fn filters_and_graph_questions_answer_from_the_same_graph() {
 
     server.stop();
 }
+
+/// Nodes carry their services' namespace (and other placement attributes) as the spans'
+/// resources say, and `group_by` folds them into one node per namespace, each expandable.
+#[test]
+fn nodes_carry_their_namespace_and_group_by_folds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--graph-pairing-ttl", "2s"]);
+    let mut requests = shop();
+    for request in &mut requests {
+        for resource_spans in &mut request.resource_spans {
+            let resource = resource_spans.resource.as_mut().unwrap();
+            let service = resource.attributes[0]
+                .value
+                .as_ref()
+                .and_then(|v| match &v.value {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let namespace = match service.as_str() {
+                "gateway" => "edge",
+                "billing" => "finance",
+                _ => "shop",
+            };
+            resource.attributes.push(common::otlp::string_attribute(
+                "service.namespace",
+                namespace,
+            ));
+            resource.attributes.push(common::otlp::string_attribute(
+                "cloud.availability_zone",
+                "eu-west-1a",
+            ));
+        }
+    }
+    server.export(requests);
+    let whole = wait_for_graph(&server, |g| edges_of(g).len() == 6);
+    let orders = whole["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "orders")
+        .unwrap();
+    assert_eq!(
+        orders["attributes"]["service.namespace"], "shop",
+        "{orders}"
+    );
+    assert_eq!(
+        orders["attributes"]["cloud.availability_zone"],
+        "eu-west-1a"
+    );
+    let db = whole["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "orders-db")
+        .unwrap();
+    assert!(
+        db.get("attributes").is_none(),
+        "a database sends no spans: {db}"
+    );
+
+    let grouped = server.get_json("/api/graph?group_by=service.namespace");
+    assert_eq!(
+        ids(&grouped),
+        owned(&[
+            "group:edge",
+            "group:finance",
+            "group:shop",
+            "order-events",
+            "orders-db"
+        ])
+    );
+    let shop_group = grouped["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "group:shop")
+        .unwrap();
+    assert_eq!(shop_group["kind"], "group");
+    assert_eq!(shop_group["group"]["value"], "shop");
+    assert_eq!(
+        shop_group["group"]["members"],
+        serde_json::json!(["inventory", "orders"])
+    );
+    let calls_of = |graph: &Value, id: &str| -> u64 {
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        calls_of(&grouped, "group:shop"),
+        calls_of(&whole, "orders") + calls_of(&whole, "inventory")
+    );
+    // orders → inventory is inside the group; the other five edges fold to the groups.
+    let mut folded = pairs(&grouped);
+    folded.sort();
+    assert_eq!(
+        folded,
+        vec![
+            ("group:edge".into(), "group:shop".into()),
+            ("group:finance".into(), "group:shop".into()),
+            ("group:shop".into(), "order-events".into()),
+            ("group:shop".into(), "orders-db".into()),
+            ("order-events".into(), "group:finance".into()),
+        ]
+    );
+    let whole_edges = edges_of(&whole);
+    let gateway_calls = whole_edges[&("gateway".into(), "orders".into(), "sync".into())].0;
+    assert_eq!(
+        edges_of(&grouped)[&("group:edge".into(), "group:shop".into(), "sync".into())].0,
+        gateway_calls
+    );
+    assert_eq!(
+        grouped["loops"].as_array().unwrap().len(),
+        1,
+        "the loop through the queue runs between groups: {grouped:#}"
+    );
+    assert_eq!(grouped["totals"]["nodes"], 6);
+
+    // A group opened in place.
+    let open = server.get_json("/api/graph?group_by=service.namespace&expand=shop");
+    assert_eq!(
+        ids(&open),
+        owned(&[
+            "group:edge",
+            "group:finance",
+            "inventory",
+            "order-events",
+            "orders",
+            "orders-db"
+        ])
+    );
+    // By zone: everything that sends spans is in one.
+    let zones = server.get_json("/api/graph?group_by=cloud.availability_zone&kinds=service");
+    assert_eq!(ids(&zones), owned(&["group:eu-west-1a"]));
+
+    for bad in ["?group_by=team", "?expand=shop"] {
+        let (status, _, body) = get_graph(&server, bad, &[]);
+        assert_eq!(status, 400, "{bad}");
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert!(text.contains("group_by"), "{bad}: {text}");
+    }
+}

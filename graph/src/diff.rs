@@ -271,6 +271,8 @@ mod tests {
                 p95_ms: 0.0,
                 p99_ms: 0.0,
                 health: Default::default(),
+                attributes: Default::default(),
+                group: None,
             })
             .collect();
         let loops = crate::loops::feedback_loops(&edges);

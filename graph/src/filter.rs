@@ -11,7 +11,14 @@
 //! 3. `focus`: the nodes within `hops` edges of the focus, following calls downstream
 //!    (`down`: what it calls), upstream (`up`: what calls it) or both (the union of the two);
 //! 4. `top`: the `n` nodes ranked first by calls, errors, p99 or error rate (ties by id);
-//! 5. the cap: at most `max_nodes` nodes (the busiest, by calls) and `max_edges` edges (the
+//! 5. `group_by`: the nodes that carry this attribute (services: `service.namespace`,
+//!    `k8s.namespace.name`, ...) folded into one node per value, `group:<value>`, except the
+//!    groups named in `expand`, whose members stay; nodes without the attribute stay as they
+//!    are. A group takes its members' calls and errors (summed) and their worst p50/p95/p99
+//!    and health; edges between groups add up (calls, errors, bytes, trace loops; worst
+//!    latency and amplification); edges inside one group are left out, and so is a loop
+//!    that no longer has an edge between two nodes of the answer;
+//! 6. the cap: at most `max_nodes` nodes (the busiest, by calls) and `max_edges` edges (the
 //!    busiest); `truncated` says the cap cut something.
 
 use std::cmp::Ordering;
@@ -86,6 +93,18 @@ pub struct Focus {
     pub direction: Direction,
 }
 
+/// `group_by` and `expand`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupBy {
+    pub key: String,
+    pub expand: Vec<String>,
+}
+
+/// The id of the group of `value`.
+pub fn group_id(value: &str) -> String {
+    format!("group:{value}")
+}
+
 /// What to keep of a snapshot (see the module's documentation for the order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphFilter {
@@ -93,6 +112,8 @@ pub struct GraphFilter {
     pub min_calls: u64,
     pub focus: Option<Focus>,
     pub top: Option<(usize, Rank)>,
+    /// A node attribute to fold nodes by, and the values whose groups stay unfolded.
+    pub group_by: Option<GroupBy>,
     pub max_nodes: usize,
     pub max_edges: usize,
 }
@@ -109,6 +130,7 @@ impl Default for GraphFilter {
             min_calls: 0,
             focus: None,
             top: None,
+            group_by: None,
             max_nodes: DEFAULT_MAX_NODES,
             max_edges: DEFAULT_MAX_EDGES,
         }
@@ -183,6 +205,22 @@ pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, Fil
     if let Some((n, rank)) = filter.top {
         nodes = first(nodes, n, |node| rank.of(node));
     }
+    let grouped;
+    if let Some(group_by) = &filter.group_by {
+        let kept: HashSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
+        edges.retain(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str()));
+        grouped = Snapshot {
+            from_ns: snapshot.from_ns,
+            to_ns: snapshot.to_ns,
+            ..fold_groups(&nodes, &edges, &snapshot.loops, group_by)
+        };
+        return Ok(cap(
+            &grouped,
+            filter,
+            snapshot.nodes.len(),
+            snapshot.edges.len(),
+        ));
+    }
     let mut truncated = false;
     if nodes.len() > filter.max_nodes {
         nodes = first(nodes, filter.max_nodes, |node| node.calls_in as f64);
@@ -224,6 +262,188 @@ pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, Fil
         total_edges: snapshot.edges.len(),
         truncated,
     })
+}
+
+/// The cap (the last step) of an answer already folded into groups.
+fn cap(
+    grouped: &Snapshot,
+    filter: &GraphFilter,
+    total_nodes: usize,
+    total_edges: usize,
+) -> Filtered {
+    let plain = GraphFilter {
+        max_nodes: filter.max_nodes,
+        max_edges: filter.max_edges,
+        ..GraphFilter::default()
+    };
+    match self::filter(grouped, &plain) {
+        Ok(mut capped) => {
+            capped.total_nodes = total_nodes;
+            capped.total_edges = total_edges;
+            capped
+        }
+        // No focus is asked of the plain filter, so nothing is unknown.
+        Err(_) => Filtered {
+            snapshot: grouped.clone(),
+            total_nodes,
+            total_edges,
+            truncated: false,
+        },
+    }
+}
+
+/// Folds `nodes` by the value of `group_by.key` (see the module's documentation, step 5).
+fn fold_groups(
+    nodes: &[&Node],
+    edges: &[&Edge],
+    loops: &[crate::FeedbackLoop],
+    group_by: &GroupBy,
+) -> Snapshot {
+    use std::collections::BTreeMap;
+    // Each node's id in the answer.
+    let mut id_of: HashMap<&str, String> = HashMap::new();
+    let mut groups: BTreeMap<String, Vec<&Node>> = BTreeMap::new();
+    let mut answer: Vec<Node> = Vec::new();
+    for node in nodes {
+        match node.attributes.get(&group_by.key) {
+            Some(value) if !group_by.expand.iter().any(|e| e == value) => {
+                id_of.insert(node.id.as_str(), group_id(value));
+                groups.entry(value.clone()).or_default().push(node);
+            }
+            _ => {
+                id_of.insert(node.id.as_str(), node.id.clone());
+                answer.push((*node).clone());
+            }
+        }
+    }
+    for (value, members) in groups {
+        let worst = |figure: fn(&Node) -> f64| {
+            members
+                .iter()
+                .map(|m| figure(m))
+                .filter(|f| !f.is_nan())
+                .fold(0.0f64, f64::max)
+        };
+        let level = members
+            .iter()
+            .map(|m| m.health.level)
+            .max()
+            .unwrap_or_default();
+        let reasons = members
+            .iter()
+            .filter(|m| m.health.level == level && level != crate::HealthLevel::default())
+            .flat_map(|m| {
+                m.health
+                    .reasons
+                    .iter()
+                    .map(move |r| format!("{}: {r}", m.id))
+            })
+            .take(5)
+            .collect();
+        let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        answer.push(Node {
+            id: group_id(&value),
+            kind: NodeKind::Group,
+            calls_in: members.iter().map(|m| m.calls_in).sum(),
+            errors_in: members.iter().map(|m| m.errors_in).sum(),
+            p50_ms: worst(|m| m.p50_ms),
+            p95_ms: worst(|m| m.p95_ms),
+            p99_ms: worst(|m| m.p99_ms),
+            health: crate::Health { level, reasons },
+            attributes: std::sync::Arc::new(
+                [(group_by.key.clone(), value.clone())]
+                    .into_iter()
+                    .collect(),
+            ),
+            group: Some(crate::types::NodeGroup {
+                key: group_by.key.clone(),
+                value,
+                members: ids,
+            }),
+        });
+    }
+    answer.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut folded: BTreeMap<(String, String, crate::EdgeKind), Edge> = BTreeMap::new();
+    for edge in edges {
+        let (Some(source), Some(target)) = (
+            id_of.get(edge.source.as_str()),
+            id_of.get(edge.target.as_str()),
+        ) else {
+            continue;
+        };
+        if source == target && source != &edge.source {
+            continue;
+        }
+        match folded.entry((source.clone(), target.clone(), edge.kind)) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let mut first = (*edge).clone();
+                first.source = source.clone();
+                first.target = target.clone();
+                slot.insert(first);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let sum = slot.get_mut();
+                sum.calls += edge.calls;
+                sum.errors += edge.errors;
+                sum.bytes += edge.bytes;
+                sum.trace_loops += edge.trace_loops;
+                sum.p50_ms = sum.p50_ms.max(edge.p50_ms);
+                sum.p95_ms = sum.p95_ms.max(edge.p95_ms);
+                sum.p99_ms = sum.p99_ms.max(edge.p99_ms);
+                sum.amplification = sum.amplification.max(edge.amplification);
+                sum.amplified |= edge.amplified;
+                if edge.health.level > sum.health.level {
+                    sum.health = edge.health.clone();
+                }
+            }
+        }
+    }
+    let pairs: HashSet<(&str, &str)> = folded
+        .keys()
+        .map(|(s, t, _)| (s.as_str(), t.as_str()))
+        .collect();
+    let folded_loops = loops
+        .iter()
+        .filter_map(|l| {
+            let mut mapped = l.clone();
+            mapped.edges = Vec::new();
+            for (s, t) in &l.edges {
+                let (Some(s2), Some(t2)) = (id_of.get(s.as_str()), id_of.get(t.as_str())) else {
+                    return None;
+                };
+                if s2 == t2 && s2 != s {
+                    continue;
+                }
+                if !mapped.edges.contains(&(s2.clone(), t2.clone())) {
+                    mapped.edges.push((s2.clone(), t2.clone()));
+                }
+            }
+            if mapped.edges.is_empty()
+                || !mapped
+                    .edges
+                    .iter()
+                    .all(|(s, t)| pairs.contains(&(s.as_str(), t.as_str())))
+            {
+                return None;
+            }
+            let mut seen = HashSet::new();
+            mapped.nodes = l
+                .nodes
+                .iter()
+                .filter_map(|n| id_of.get(n.as_str()).cloned())
+                .filter(|n| seen.insert(n.clone()))
+                .collect();
+            Some(mapped)
+        })
+        .collect();
+    Snapshot {
+        from_ns: 0,
+        to_ns: 0,
+        nodes: answer,
+        edges: folded.into_values().collect(),
+        loops: folded_loops,
+    }
 }
 
 fn key(edge: &Edge) -> (&str, &str, crate::EdgeKind) {
@@ -308,6 +528,8 @@ mod tests {
             p95_ms: 0.0,
             p99_ms: p99,
             health: Health::default(),
+            attributes: Default::default(),
+            group: None,
         }
     }
 
@@ -426,6 +648,7 @@ mod tests {
                             [Rank::Calls, Rank::Errors, Rank::P99, Rank::ErrorRate][rank],
                         )
                     }),
+                    group_by: None,
                     max_nodes,
                     max_edges,
                 },
@@ -550,6 +773,82 @@ mod tests {
                         l.edges.iter().all(|(s, t)| edges.iter().any(|e| &e.source == s && &e.target == t))
                     }).count();
                     prop_assert_eq!(got.snapshot.loops.len(), expected_loops);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Grouping loses no traffic: each group holds exactly the nodes of its value and
+        /// their calls; every edge not inside one folded group is in the answer, summed by
+        /// the ends it folds to; expanded groups and nodes without the value stay as they are.
+        #[test]
+        fn groups_hold_their_members_and_every_call_between_them(
+            snapshot in graphs(),
+            values in prop::collection::vec(prop::option::of(0usize..3), 14),
+            expand in prop::option::of(0usize..3),
+        ) {
+            let mut snapshot = snapshot;
+            let key = "service.namespace";
+            for (node, value) in snapshot.nodes.iter_mut().zip(&values) {
+                if let Some(v) = value {
+                    node.attributes = std::sync::Arc::new(
+                        [(key.to_string(), format!("ns{v}"))].into_iter().collect(),
+                    );
+                }
+            }
+            let expand: Vec<String> = expand.map(|v| format!("ns{v}")).into_iter().collect();
+            let f = GraphFilter {
+                group_by: Some(GroupBy { key: key.into(), expand: expand.clone() }),
+                ..GraphFilter::default()
+            };
+            let got = filter(&snapshot, &f).unwrap().snapshot;
+            // By hand: where each node goes.
+            let to = |id: &str| -> String {
+                let node = snapshot.nodes.iter().find(|n| n.id == id).unwrap();
+                match node.attributes.get(key) {
+                    Some(v) if !expand.contains(v) => format!("group:{v}"),
+                    _ => id.to_string(),
+                }
+            };
+            let mut expected_nodes: Vec<String> =
+                snapshot.nodes.iter().map(|n| to(&n.id)).collect();
+            expected_nodes.sort();
+            expected_nodes.dedup();
+            let ids: Vec<String> = got.nodes.iter().map(|n| n.id.clone()).collect();
+            prop_assert_eq!(&ids, &expected_nodes);
+            for node in &got.nodes {
+                let members: Vec<&Node> =
+                    snapshot.nodes.iter().filter(|n| to(&n.id) == node.id).collect();
+                prop_assert_eq!(node.calls_in, members.iter().map(|m| m.calls_in).sum::<u64>());
+                prop_assert_eq!(node.errors_in, members.iter().map(|m| m.errors_in).sum::<u64>());
+                match &node.group {
+                    Some(group) => {
+                        prop_assert_eq!(node.kind, NodeKind::Group);
+                        let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+                        ids.sort();
+                        prop_assert_eq!(&group.members, &ids);
+                    }
+                    None => prop_assert_eq!(members.len(), 1),
+                }
+            }
+            let mut expected: HashMap<(String, String, EdgeKind), u64> = HashMap::new();
+            for e in &snapshot.edges {
+                let (s, t) = (to(&e.source), to(&e.target));
+                if s == t && s.starts_with("group:") {
+                    continue;
+                }
+                *expected.entry((s, t, e.kind)).or_default() += e.calls;
+            }
+            let got_edges: HashMap<(String, String, EdgeKind), u64> = got
+                .edges
+                .iter()
+                .map(|e| ((e.source.clone(), e.target.clone(), e.kind), e.calls))
+                .collect();
+            prop_assert_eq!(got_edges, expected);
+            for l in &got.loops {
+                for (s, t) in &l.edges {
+                    prop_assert!(got.edges.iter().any(|e| &e.source == s && &e.target == t));
                 }
             }
         }

@@ -86,6 +86,7 @@
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+mod attributes;
 mod diff;
 mod figures;
 mod filter;
@@ -104,13 +105,14 @@ mod live_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use attributes::{NODE_ATTRIBUTE_KEYS, NodeAttributes};
 pub use diff::{
     ERROR_RATE_FLOOR, EdgeChange, GraphDelta, GraphDiff, LATENCY_FLOOR_MS, MIN_CALLS, delta, diff,
 };
 pub use figures::{Element, Figures, element_series};
 pub use filter::{
     DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, FilterError, Filtered, Focus, GraphFilter,
-    Rank, filter, neighbourhood,
+    GroupBy, Rank, filter, group_id, neighbourhood,
 };
 pub use live::{LiveGraph, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops, feedback_loops_searched};
@@ -118,6 +120,6 @@ pub use persist::StoredBucket;
 pub use reach::{GraphPath, MAX_PATHS, Reach, blast_radius, dependencies, paths};
 pub use sketch::{LatencySketch, RELATIVE_ACCURACY};
 pub use types::{
-    Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Health, HealthLevel, Node, NodeKind,
-    Snapshot,
+    Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Health, HealthLevel, Node, NodeGroup,
+    NodeKind, Snapshot,
 };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::attributes::{AttributeTable, NodeAttributes};
 use crate::persist::StoredBucket;
 use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, SpanRow, TraceId};
 use crate::trace_paths::{
@@ -52,6 +53,8 @@ pub struct LiveGraph {
     fold: Option<(i64, i64)>,
     /// Buckets trimmed by the horizon since the last `take_trimmed`.
     trimmed: Vec<StoredBucket>,
+    /// Each service's most frequent namespace, environment, zone, ...
+    attributes: AttributeTable,
 }
 
 impl std::fmt::Debug for LiveGraph {
@@ -71,6 +74,8 @@ pub struct Window {
     starts: Vec<i64>,
     from_ns: i64,
     to_ns: i64,
+    /// The services' most frequent resource attributes when the window was taken.
+    attributes: Arc<FastMap<Arc<str>, NodeAttributes>>,
 }
 
 impl Window {
@@ -80,7 +85,24 @@ impl Window {
         for bucket in &self.buckets {
             stats.add(bucket);
         }
-        stats.into_snapshot(self.from_ns, self.to_ns)
+        let mut snapshot = stats.into_snapshot(self.from_ns, self.to_ns);
+        self.attach_attributes(&mut snapshot);
+        snapshot
+    }
+
+    /// Gives each service node its attributes (databases, queues and external nodes send no
+    /// spans and have none).
+    fn attach_attributes(&self, snapshot: &mut Snapshot) {
+        if self.attributes.is_empty() {
+            return;
+        }
+        for node in &mut snapshot.nodes {
+            if node.kind == NodeKind::Service
+                && let Some(values) = self.attributes.get(node.id.as_str())
+            {
+                node.attributes = values.clone();
+            }
+        }
     }
 
     /// Whether both windows hold the very same buckets: a bucket the graph stage changed
@@ -102,7 +124,9 @@ impl Window {
         for bucket in &self.buckets {
             stats.add(bucket);
         }
-        stats.into_figures(self.from_ns, self.to_ns)
+        let mut snapshot = stats.into_figures(self.from_ns, self.to_ns);
+        self.attach_attributes(&mut snapshot);
+        snapshot
     }
 
     /// A window made of stored buckets: those starting in `[from_ns, to_ns)`.
@@ -117,6 +141,7 @@ impl Window {
             starts,
             from_ns,
             to_ns,
+            attributes: Arc::default(),
         }
     }
 
@@ -139,6 +164,7 @@ impl Window {
     pub fn merge(mut self, other: Window) -> Window {
         self.buckets.extend(other.buckets);
         self.starts.extend(other.starts);
+        self.attributes = merged_attributes(self.attributes, other.attributes);
         self
     }
 
@@ -152,8 +178,25 @@ impl Window {
             starts: self.starts,
             from_ns: self.from_ns,
             to_ns: later.to_ns,
+            attributes: merged_attributes(self.attributes, later.attributes),
         }
     }
+}
+
+/// Both tables of attributes, `first`'s values where both know a service.
+fn merged_attributes(
+    first: Arc<FastMap<Arc<str>, NodeAttributes>>,
+    second: Arc<FastMap<Arc<str>, NodeAttributes>>,
+) -> Arc<FastMap<Arc<str>, NodeAttributes>> {
+    if second.is_empty() {
+        return first;
+    }
+    if first.is_empty() {
+        return second;
+    }
+    let mut merged = (*second).clone();
+    merged.extend(first.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Arc::new(merged)
 }
 
 struct StoredSpan {
@@ -383,6 +426,7 @@ impl LiveGraph {
             counters: GraphCounters::default(),
             fold: None,
             trimmed: Vec::new(),
+            attributes: AttributeTable::default(),
         }
     }
 
@@ -412,12 +456,35 @@ impl LiveGraph {
             self.counters.rows_rejected += batch.num_rows() as u64;
             return;
         };
-        for row in 0..columns.len() {
+        // A node's resource attributes, read once per run of one service's rows and
+        // counted for every span of the run.
+        let mut run: Option<(&str, usize)> = None;
+        let mut values = Vec::new();
+        for row in 0..=columns.len() {
+            let service = (row < columns.len())
+                .then(|| columns.service(row))
+                .flatten();
+            if let Some((first, at)) = run
+                && (row == columns.len() || service != Some(first))
+            {
+                columns.node_attributes(at, &mut values);
+                let name = self.intern(first);
+                self.attributes
+                    .note(&name, &values, (row - at) as u64, now_ns);
+                run = None;
+            }
+            if row == columns.len() {
+                break;
+            }
+            if run.is_none() {
+                run = service.map(|service| (service, row));
+            }
             match columns.row(row) {
                 Some(span) => self.add_span(span, now_ns),
                 None => self.counters.rows_rejected += 1,
             }
         }
+        self.attributes.refresh();
     }
 
     /// Finalizes traces idle for the pairing TTL (an unpaired CLIENT becomes an edge to a
@@ -453,6 +520,8 @@ impl LiveGraph {
                     .map(|(start_ns, bucket)| StoredBucket { start_ns, bucket }),
             );
         }
+        self.attributes
+            .forget(now_ns.saturating_sub(self.horizon_ns));
         self.recent_names = Default::default();
         self.names.retain(|name| Arc::strong_count(name) > 1);
         // Give back what a burst took: hash tables never shrink by themselves.
@@ -484,6 +553,7 @@ impl LiveGraph {
             starts,
             from_ns,
             to_ns,
+            attributes: self.attributes.top(),
         }
     }
 

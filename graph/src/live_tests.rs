@@ -1311,3 +1311,63 @@ fn a_damaged_bucket_is_refused_not_misread() {
     wrong[0] = b'X';
     assert!(crate::StoredBucket::decode(&wrong).is_err());
 }
+
+#[test]
+fn service_nodes_carry_their_resources_most_frequent_namespace_and_zone() {
+    use flowscope_model::{SpanBatchBuilder, SpanRecord};
+    let mut builder = SpanBatchBuilder::default();
+    for (i, (service, namespace)) in [("a", "shop"), ("a", "shop"), ("b", "billing"), ("a", "old")]
+        .into_iter()
+        .enumerate()
+    {
+        let trace = crate::test_support::trace_id(i as u8 + 1);
+        let id = crate::test_support::span_id(1);
+        let record = SpanRecord {
+            trace_id: &trace,
+            span_id: &id,
+            name: "op",
+            kind: "SERVER",
+            service_name: service,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            status_code: "UNSET",
+            ..SpanRecord::default()
+        };
+        builder
+            .append(
+                &record,
+                &[] as &[(&str, &str)],
+                &[
+                    ("service.name", service),
+                    ("service.namespace", namespace),
+                    ("cloud.availability_zone", "z1"),
+                    ("unrelated", "x"),
+                ],
+                &[],
+                &[],
+            )
+            .unwrap();
+    }
+    let batch = builder.finish().unwrap();
+    let mut graph = LiveGraph::new(GraphConfig::default());
+    graph.ingest(&batch, 1_000_000_000);
+    graph.advance(1_000_000_000);
+    let snapshot = graph.snapshot(0, i64::MAX);
+    let a = snapshot.nodes.iter().find(|n| n.id == "a").unwrap();
+    assert_eq!(
+        a.attributes.get("service.namespace").map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(
+        a.attributes
+            .get("cloud.availability_zone")
+            .map(String::as_str),
+        Some("z1")
+    );
+    assert!(!a.attributes.contains_key("unrelated"));
+    let b = snapshot.nodes.iter().find(|n| n.id == "b").unwrap();
+    assert_eq!(
+        b.attributes.get("service.namespace").map(String::as_str),
+        Some("billing")
+    );
+}

@@ -154,6 +154,8 @@ fn put_node(out: &mut Vec<u8>, node: &NodeKey) {
         NodeKind::Database => 1,
         NodeKind::Queue => 2,
         NodeKind::External => 3,
+        // Groups exist only in answers, never in a bucket.
+        NodeKind::Group => 4,
     });
     put_str(out, &node.name);
 }

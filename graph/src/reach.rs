@@ -288,6 +288,8 @@ mod tests {
                     p95_ms: 0.0,
                     p99_ms: 0.0,
                     health: Health::default(),
+                    attributes: Default::default(),
+                    group: None,
                 })
                 .collect(),
             edges,

@@ -102,6 +102,8 @@ pub(crate) struct SpanColumns<'a> {
     /// The attribute map's keys and values, when they are text (as the storage schema has them).
     attribute_text: Option<(&'a StringArray, &'a StringArray)>,
     links: &'a ListArray,
+    /// The resource attribute map with its text keys and values, when present.
+    resource: Option<(&'a MapArray, &'a StringArray, &'a StringArray)>,
 }
 
 impl<'a> SpanColumns<'a> {
@@ -125,7 +127,49 @@ impl<'a> SpanColumns<'a> {
             attributes,
             attribute_text,
             links: column(columns::LINKS)?.as_list_opt::<i32>()?,
+            resource: column(columns::RESOURCE_ATTRIBUTES)
+                .and_then(|c| c.as_map_opt())
+                .and_then(|map: &MapArray| {
+                    Some((
+                        map,
+                        map.keys().as_string_opt::<i32>()?,
+                        map.values().as_string_opt::<i32>()?,
+                    ))
+                }),
         })
+    }
+
+    /// The service name at `row` (no other column read).
+    pub fn service(&self, row: usize) -> Option<&'a str> {
+        text(self.service_name, row)
+    }
+
+    /// The resource attributes of `row` a node carries
+    /// ([`crate::attributes::NODE_ATTRIBUTE_KEYS`]), as (key index, value), into `out`.
+    pub fn node_attributes(&self, row: usize, out: &mut Vec<(u8, &'a str)>) {
+        out.clear();
+        let Some((map, names, values)) = self.resource else {
+            return;
+        };
+        if map.is_null(row) {
+            return;
+        }
+        let offsets = map.value_offsets();
+        let (first, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        for entry in first..end {
+            let Some(name) = text(names, entry) else {
+                continue;
+            };
+            let Some(key) = crate::attributes::NODE_ATTRIBUTE_KEYS
+                .iter()
+                .position(|k| *k == name)
+            else {
+                continue;
+            };
+            if let Some(value) = text(values, entry).filter(|v| !v.is_empty()) {
+                out.push((key as u8, value));
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -10,6 +10,8 @@ pub enum NodeKind {
     Database,
     Queue,
     External,
+    /// Nodes folded together by `group_by` (never in a bucket, only in an answer).
+    Group,
 }
 
 impl NodeKind {
@@ -19,6 +21,7 @@ impl NodeKind {
             NodeKind::Database => "database",
             NodeKind::Queue => "queue",
             NodeKind::External => "external",
+            NodeKind::Group => "group",
         }
     }
 }
@@ -83,6 +86,21 @@ pub struct Node {
     pub p99_ms: f64,
     /// Its own figures and those of the calls it makes, judged.
     pub health: Health,
+    /// Services: the most frequent value of each resource attribute of
+    /// [`crate::NODE_ATTRIBUTE_KEYS`] they send; empty for the other kinds.
+    pub attributes: crate::NodeAttributes,
+    /// A group's attribute, value and members (`group_by`); `None` for any other node.
+    pub group: Option<NodeGroup>,
+}
+
+/// What a group node stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroup {
+    /// The attribute grouped by, e.g. `service.namespace`.
+    pub key: String,
+    pub value: String,
+    /// The ids of the nodes folded into it, sorted.
+    pub members: Vec<String>,
 }
 
 /// One edge of a window's graph: all calls from `source` to `target` of one kind.

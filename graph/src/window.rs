@@ -202,6 +202,8 @@ impl WindowStats {
                         p95_ms: 0.0,
                         p99_ms: 0.0,
                         health: Health::default(),
+                        attributes: Default::default(),
+                        group: None,
                     };
                 }
                 let stats = self.services.get(&key.name).unwrap_or(&no_stats);
@@ -214,6 +216,8 @@ impl WindowStats {
                     p95_ms: stats.latency.quantile_ms(0.95),
                     p99_ms: stats.latency.quantile_ms(0.99),
                     health: Health::default(),
+                    attributes: Default::default(),
+                    group: None,
                 }
             })
             .collect();

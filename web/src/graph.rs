@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{
     DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, Edge, EdgeChange, FeedbackLoop, Filtered,
-    Focus, GraphDelta, GraphFilter, Node, NodeKind, Rank, Snapshot, delta, diff,
+    Focus, GraphDelta, GraphFilter, GroupBy, NODE_ATTRIBUTE_KEYS, Node, NodeKind, Rank, Snapshot,
+    delta, diff,
 };
 use flowscope_query::QueryError;
 use flowscope_query::graph::LIVE_WINDOW;
@@ -83,6 +84,19 @@ struct NodeJson<'a> {
     p99_ms: f64,
     health: &'static str,
     health_reasons: &'a [String],
+    /// Services: their most frequent namespace, environment, zone, ... (left out when none).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    attributes: &'a std::collections::BTreeMap<String, String>,
+    /// Groups (`group_by`): the attribute, its value and the member ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    key: &'a str,
+    value: &'a str,
+    members: &'a [String],
 }
 
 impl<'a> From<&'a Node> for NodeJson<'a> {
@@ -97,6 +111,12 @@ impl<'a> From<&'a Node> for NodeJson<'a> {
             p99_ms: node.p99_ms,
             health: node.health.level.as_str(),
             health_reasons: &node.health.reasons,
+            attributes: &node.attributes,
+            group: node.group.as_ref().map(|group| GroupJson {
+                key: &group.key,
+                value: &group.value,
+                members: &group.members,
+            }),
         }
     }
 }
@@ -284,6 +304,11 @@ pub struct GraphParams {
     /// The cap [default: 5000 nodes, 50000 edges].
     max_nodes: Option<usize>,
     max_edges: Option<usize>,
+    /// A node attribute (`service.namespace`, `k8s.namespace.name`, ...): nodes folded into
+    /// one group per value.
+    group_by: Option<String>,
+    /// Comma-separated values of `group_by` whose groups are shown as their members.
+    expand: Option<String>,
 }
 
 /// The deepest neighbourhood asked for: past this, ask for the whole graph.
@@ -349,8 +374,37 @@ impl GraphParams {
             Some(value) => Ok(value),
             None => Ok(default),
         };
+        let group_by = match self.group_by.as_deref().map(str::trim) {
+            None | Some("") => {
+                if self.expand.is_some() {
+                    return Err(ApiError::BadRequest(
+                        "`expand` opens groups of `group_by`: give `group_by` too, e.g. group_by=service.namespace&expand=payments".into(),
+                    ));
+                }
+                None
+            }
+            Some(key) if NODE_ATTRIBUTE_KEYS.contains(&key) => Some(GroupBy {
+                key: key.to_string(),
+                expand: self
+                    .expand
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            }),
+            Some(key) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`group_by`: nodes carry no attribute `{key}`; use one of {}",
+                    NODE_ATTRIBUTE_KEYS.join(", ")
+                )));
+            }
+        };
         Ok(GraphFilter {
             kinds,
+            group_by,
             min_calls: self.min_calls.unwrap_or(0),
             focus,
             top: match self.top {
@@ -809,6 +863,8 @@ mod tests {
                 p95_ms: f64::NAN,
                 p99_ms: 3.0,
                 health: slow.clone(),
+                attributes: Default::default(),
+                group: None,
             }],
             edges: vec![Edge {
                 source: "checkout".into(),

@@ -1009,6 +1009,8 @@ mod tests {
             p95_ms: 2.0,
             p99_ms: 3.0,
             health: Health::default(),
+            attributes: Default::default(),
+            group: None,
         }
     }
 

@@ -330,6 +330,8 @@ mod tests {
             p95_ms: 1.0,
             p99_ms: 1.0,
             health: Default::default(),
+            attributes: Default::default(),
+            group: None,
         }
     }
 
