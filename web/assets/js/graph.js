@@ -4,10 +4,9 @@
 //   /api/graph?from&to ──> first picture + layout (dagre, or layout.js when big)
 //   /api/graph/stream  ──> deltas merged in place; new nodes placed beside a neighbour
 //   /api/graph/diff    ──> "compare with": appeared / vanished / grew / shrank classes
-//   /api/sql           ──> environment and namespace of each service (resource attributes)
 
 import cytoscape from '../vendor/cytoscape/cytoscape.esm.min.mjs';
-import {getJson, records, sql} from './api.js';
+import {getJson} from './api.js';
 import {
   formatCount,
   formatMs,
@@ -16,7 +15,6 @@ import {
   h,
   parseAgo,
   replace,
-  sqlTime,
 } from './dom.js';
 import {crossingEdges, detours, layeredPositions, overlappingLabels} from './layout.js';
 import {openPanel, closePanel, refreshPanel} from './panel.js';
@@ -445,7 +443,7 @@ export class GraphView {
     if (live) this.incidents.start();
     else this.incidents.stop();
     if (this.params.focus) this.focus(this.params.focus);
-    this.loadServiceLabels(w);
+    this.loadServiceLabels(snapshot);
   }
 
   horizonNotice(w) {
@@ -1248,19 +1246,18 @@ export class GraphView {
     this.fitAll();
   }
 
-  /** Environment and namespace come from the spans' resource attributes, not the graph. */
-  async loadServiceLabels(w) {
-    const query = `SELECT service_name,
-  max(coalesce(resource_attributes['deployment.environment.name'], resource_attributes['deployment.environment'])) AS environment,
-  max(resource_attributes['service.namespace']) AS namespace
-FROM spans WHERE start_time >= ${sqlTime(Math.max(w.from, w.to - 15 * 60e3))} AND start_time < ${sqlTime(w.to)}
-GROUP BY service_name`;
-    let rows;
-    try {
-      rows = records(await sql(query));
-    } catch {
-      return;
-    }
+  /**
+   * Environment and namespace of each service: the graph's nodes carry their resources'
+   * most frequent values (`attributes`), so no query of the spans is needed.
+   */
+  loadServiceLabels(snapshot) {
+    const rows = (snapshot.nodes || [])
+      .filter((n) => n.kind === 'service' && n.attributes)
+      .map((n) => ({
+        service_name: n.id,
+        environment: n.attributes['deployment.environment.name'] || n.attributes['deployment.environment'] || null,
+        namespace: n.attributes['service.namespace'] || n.attributes['k8s.namespace.name'] || null,
+      }));
     this.state.services = new Map(rows.map((r) => [r.service_name, r]));
     const fill = (select, field, label) => {
       const values = [...new Set(rows.map((r) => r[field]).filter((v) => v))].sort();
