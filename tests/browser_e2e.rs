@@ -1027,3 +1027,62 @@ fn an_alert_rule_made_on_the_alerts_page_fires_is_silenced_and_its_deliveries_ar
         );
     }
 }
+
+/// A generated system of 150 services in three namespaces, opened folded by namespace: a
+/// group node per namespace, a click opens one in place (its members drawn, the others still
+/// folded), and the search box finds a service inside another group by opening it.
+#[test]
+fn a_system_folded_by_namespace_opens_a_group_in_place_and_search_finds_a_member() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--demo",
+            "--demo-topology",
+            "generated:150",
+            "--graph-pairing-ttl",
+            "2s",
+        ],
+    );
+    let url = format!("http://{}", server.api);
+    let result = drive("groups", &url, |what| panic!("unexpected wait for {what}"));
+    assert!(result.get("failure").is_none(), "{result:#}");
+    assert_eq!(result["page_errors"], json!([]), "{result:#}");
+    let grouped = &result["grouped"];
+    let groups = grouped["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "three namespaces of 50: {grouped:#}");
+    assert_eq!(grouped["select"], "service.namespace", "{grouped:#}");
+    assert_eq!(
+        grouped["services"], 0,
+        "every service sends its namespace, so none is drawn alone: {grouped:#}"
+    );
+    for group in groups {
+        let members = group["members"].as_array().unwrap().len();
+        assert!((1..=50).contains(&members), "{group}");
+        assert!(
+            group["label"]
+                .as_str()
+                .unwrap()
+                .starts_with(group["value"].as_str().unwrap()),
+            "{group}"
+        );
+    }
+    let first_members = groups[0]["members"].as_array().unwrap().len() as u64;
+    let expanded = &result["expanded"];
+    assert_eq!(expanded["members_shown"], first_members, "{expanded:#}");
+    assert_eq!(
+        expanded["groups"], 2,
+        "the other groups stay folded: {expanded:#}"
+    );
+    let searched = &result["searched"];
+    assert_eq!(searched["group_gone"], true, "{searched:#}");
+    assert!(
+        searched["hash"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("focus={}", searched["target"].as_str().unwrap())),
+        "{searched:#}"
+    );
+    server.stop();
+}

@@ -417,6 +417,7 @@ fn against_server(
         server.api
     );
     let focus_url = format!("http://{}/api/graph?focus=svc-00042&hops=2", server.api);
+    let grouped_url = format!("http://{}/api/graph?group_by=service.namespace", server.api);
     let waited = Instant::now();
     loop {
         let body = runtime.block_on(get(&http, &all_url))?;
@@ -449,6 +450,7 @@ fn against_server(
     let (latencies, size) = timed(&graph_url)?;
     let (whole_latencies, whole_size) = timed(&whole_url)?;
     let (focus_latencies, focus_size) = timed(&focus_url)?;
+    let (grouped_latencies, grouped_size) = timed(&grouped_url)?;
 
     // Incidents: a window given explicitly is computed on every request; the live one (no
     // window) is computed at most every 5 s and shared, so it is timed after a first call.
@@ -547,6 +549,17 @@ fn against_server(
         "api_graph_focus_bytes",
         "GET /api/graph?focus=…&hops=2 response bytes",
         focus_size as u64,
+    );
+    report.add_float(
+        "api_graph_grouped_p50_ms",
+        "GET /api/graph?group_by=service.namespace, median of 5 (ms)",
+        quantile(&grouped_latencies, 50.0),
+        1,
+    );
+    report.add(
+        "api_graph_grouped_bytes",
+        "GET /api/graph?group_by=service.namespace response bytes",
+        grouped_size as u64,
     );
     report.add_float(
         "api_incidents_computed_p50_ms",
@@ -836,13 +849,12 @@ fn encode_request<'a>(spans: &[GenSpan], name: impl Fn(u64) -> &'a str) -> Encod
         .into_iter()
         .map(|(service, spans)| ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(name(service).into())),
-                    }),
-                    ..KeyValue::default()
-                }],
+                attributes: vec![
+                    text_attribute("service.name", name(service)),
+                    // Namespaces of 50 services, as a large system is split into teams'.
+                    text_attribute("service.namespace", &format!("ns-{:03}", service / 50)),
+                    text_attribute("deployment.environment.name", "bench"),
+                ],
                 ..Resource::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -938,4 +950,15 @@ fn has_edge(body: &[u8], source: &str, target: &str) -> anyhow::Result<bool> {
     Ok(edges_of(body)?
         .iter()
         .any(|edge| edge["source"] == source && edge["target"] == target))
+}
+
+/// A resource attribute with a text value.
+fn text_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..KeyValue::default()
+    }
 }

@@ -436,7 +436,28 @@ fn fold_groups(
                 .collect();
             Some(mapped)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Loops that fold to the same edges are one loop of the answer: the busiest one's
+    // figures, under the id of its folded nodes.
+    let mut by_edges: BTreeMap<Vec<(String, String)>, crate::FeedbackLoop> = BTreeMap::new();
+    for mut l in folded_loops {
+        let mut key = l.edges.clone();
+        key.sort();
+        l.id = l.nodes.join(" -> ");
+        match by_edges.entry(key) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(l);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let kept = slot.get_mut();
+                kept.trace_loops = kept.trace_loops.max(l.trace_loops);
+                if l.calls > kept.calls {
+                    kept.calls = l.calls;
+                }
+            }
+        }
+    }
+    let folded_loops: Vec<crate::FeedbackLoop> = by_edges.into_values().collect();
     Snapshot {
         from_ns: 0,
         to_ns: 0,
@@ -846,10 +867,14 @@ mod tests {
                 .map(|e| ((e.source.clone(), e.target.clone(), e.kind), e.calls))
                 .collect();
             prop_assert_eq!(got_edges, expected);
+            let mut edge_sets = HashSet::new();
             for l in &got.loops {
                 for (s, t) in &l.edges {
                     prop_assert!(got.edges.iter().any(|e| &e.source == s && &e.target == t));
                 }
+                let mut set = l.edges.clone();
+                set.sort();
+                prop_assert!(edge_sets.insert(set), "loops that fold alike are one: {:?}", got.loops);
             }
         }
     }

@@ -89,6 +89,7 @@ try {
   else if (scenario === 'incident') await incident(page);
   else if (scenario === 'search') await searchFlow(page);
   else if (scenario === 'alerts') await alertsFlow(page);
+  else if (scenario === 'groups') await groupsFlow(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -879,3 +880,60 @@ async function alertsFlow(page) {
   }));
   await page.screenshot({path: join(artefacts, 'alerts-deleted.png')});
 }
+
+/**
+ * A system folded by namespace: group nodes drawn for the namespaces, one opened in place
+ * by a click, and a service of another group found by the search box (its group opens).
+ */
+async function groupsFlow(page) {
+  step('groups');
+  await page.goto(`${baseUrl}/#/graph?group=service.namespace`);
+  await graphReady(page);
+  await page.waitForFunction(() => window.flowscope.cy.nodes('[kind = "group"]').length >= 3, null, {timeout: 60000});
+  const groupsOf = () =>
+    page.evaluate(() =>
+      window.flowscope.cy
+        .nodes('[kind = "group"]')
+        .map((n) => ({id: n.id(), label: n.data('label'), members: n.data('members'), value: n.data('group_value')}))
+        .sort((a, b) => (a.id < b.id ? -1 : 1)),
+    );
+  const groups = await groupsOf();
+  result.grouped = {
+    groups,
+    services: await page.evaluate(() => window.flowscope.cy.nodes('[kind = "service"]').length),
+    select: await page.evaluate(() => document.getElementById('group').value),
+  };
+  await page.screenshot({path: join(artefacts, 'graph-groups.png')});
+  const first = groups[0];
+  await page.evaluate((id) => window.flowscope.cy.getElementById(id).emit('tap'), first.id);
+  await page.waitForFunction(
+    (id) => location.hash.includes('expand=') && window.flowscope.state.graph.ready === true && window.flowscope.cy.getElementById(id).empty(),
+    first.id,
+  );
+  result.expanded = await page.evaluate(
+    (members) => ({
+      hash: decodeURIComponent(location.hash),
+      members_shown: members.filter((m) => !window.flowscope.cy.getElementById(m).empty()).length,
+      groups: window.flowscope.cy.nodes('[kind = "group"]').length,
+    }),
+    first.members,
+  );
+  const second = groups[1];
+  const target = second.members[0];
+  await page.fill('#search', target);
+  await page.press('#search', 'Enter');
+  await page.waitForFunction(
+    (name) => window.flowscope.state.graph.ready === true && !window.flowscope.cy.getElementById(name).empty() && window.flowscope.state.graph.focus === name,
+    target,
+  );
+  result.searched = await page.evaluate(
+    ([name, id]) => ({
+      target: name,
+      hash: decodeURIComponent(location.hash),
+      group_gone: window.flowscope.cy.getElementById(id).empty(),
+      faded: window.flowscope.cy.nodes('.faded').length,
+    }),
+    [target, second.id],
+  );
+}
+

@@ -4,6 +4,7 @@
 //   /api/graph?from&to ──> first picture + layout (dagre, or layout.js when big)
 //   /api/graph/stream  ──> deltas merged in place; new nodes placed beside a neighbour
 //   /api/graph/diff    ──> "compare with": appeared / vanished / grew / shrank classes
+//   ?group_by&expand   ──> a big system opens folded by namespace; a group opens in place
 
 import cytoscape from '../vendor/cytoscape/cytoscape.esm.min.mjs';
 import {getJson} from './api.js';
@@ -48,6 +49,14 @@ const COLLAPSED_PREFIX = '\u0000collapsed:';
 const EDGE_DETAIL_LIMIT = 400;
 
 export const WINDOWS = ['5m', '15m', '1h', '24h'];
+/** What the graph can be folded by: the resource attributes its nodes carry. */
+const GROUPINGS = [
+  ['none', 'not grouped'],
+  ['service.namespace', 'group by namespace'],
+  ['k8s.namespace.name', 'group by k8s namespace'],
+  ['deployment.environment.name', 'group by environment'],
+  ['cloud.availability_zone', 'group by zone'],
+];
 
 const STYLE = [
   {
@@ -77,6 +86,10 @@ const STYLE = [
   {
     selector: 'node[kind = "external"]',
     style: {shape: 'hexagon', 'background-color': '#5c6370', 'border-style': 'dashed'},
+  },
+  {
+    selector: 'node[kind = "group"]',
+    style: {shape: 'round-rectangle', width: 64, height: 40, 'background-color': '#3b4f6b', 'border-style': 'double', 'border-width': 4},
   },
   {
     selector: 'node[?collapsed]',
@@ -277,6 +290,11 @@ export class GraphView {
     );
     this.environmentSelect = h('select', {id: 'environment', class: 'hidden', onchange: () => this.applyFilter()});
     this.namespaceSelect = h('select', {id: 'namespace', class: 'hidden', onchange: () => this.applyFilter()});
+    this.groupSelect = h(
+      'select',
+      {id: 'group', title: 'fold nodes into groups by a resource attribute', onchange: () => this.navigate({group: this.groupSelect.value, expand: undefined})},
+      GROUPINGS.map(([value, label]) => h('option', {value}, label)),
+    );
     this.liveBadge = h('span', {id: 'live', class: 'badge'}, '');
     this.notice = h('div', {id: 'graph-notice', class: 'notice hidden'});
     this.tooltip = h('div', {id: 'tooltip', class: 'tooltip hidden'});
@@ -321,6 +339,7 @@ export class GraphView {
         h('button', {id: 'clear-focus', onclick: () => this.clearFocus()}, 'show all'),
         this.environmentSelect,
         this.namespaceSelect,
+        this.groupSelect,
         h('span', {class: 'grow'}),
         this.liveBadge,
       ),
@@ -343,8 +362,8 @@ export class GraphView {
   async show(params) {
     const previous = this.params;
     this.params = params;
-    const key = `${params.from || ''}|${params.to || ''}|${params.compare || ''}`;
-    const previousKey = `${previous.from || ''}|${previous.to || ''}|${previous.compare || ''}`;
+    const key = `${params.from || ''}|${params.to || ''}|${params.compare || ''}|${params.group || ''}|${params.expand || ''}`;
+    const previousKey = `${previous.from || ''}|${previous.to || ''}|${previous.compare || ''}|${previous.group || ''}|${previous.expand || ''}`;
     this.syncControls();
     if (this.cy && key === previousKey) {
       if ((params.focus || '') !== (this.state.focus || '')) this.focus(params.focus || '');
@@ -369,6 +388,27 @@ export class GraphView {
       this.customTo.value = toLocalInput(w.to);
     }
     this.compareSelect.value = p.compare || '';
+    this.groupSelect.value = this.grouping() || 'none';
+  }
+
+  /** The attribute the graph is folded by, or null (hash `group`: a key, or `none`). */
+  grouping() {
+    const group = this.params.group;
+    return group && group !== 'none' ? group : null;
+  }
+
+  /** `group_by` and `expand` for the graph's requests, when folded. */
+  groupQuery() {
+    const group = this.grouping();
+    if (!group) return {};
+    return this.params.expand ? {group_by: group, expand: this.params.expand} : {group_by: group};
+  }
+
+  /** Opens group `value` in place: its members are drawn instead of it. */
+  expandGroup(value) {
+    const open = (this.params.expand || '').split(',').filter((v) => v);
+    if (!open.includes(value)) open.push(value);
+    this.navigate({expand: open.join(',')});
   }
 
   navigate(change) {
@@ -417,9 +457,19 @@ export class GraphView {
     const {from, to, live, window: w} = this.apiWindow();
     let snapshot;
     try {
-      snapshot = await getJson('/api/graph', {from, to});
+      snapshot = await getJson('/api/graph', {from, to, ...this.groupQuery()});
     } catch (error) {
       this.showNotice(`cannot load the graph: ${error.message}`);
+      return;
+    }
+    // A system too big to draw node by node opens folded by namespace, when its services
+    // say theirs (choose "not grouped" to see every node).
+    if (
+      this.params.group === undefined &&
+      (snapshot.totals?.nodes || 0) > MAX_NODES &&
+      snapshot.nodes.some((n) => n.attributes && n.attributes['service.namespace'])
+    ) {
+      if (loadId === this.state.loads) this.navigate({group: 'service.namespace'});
       return;
     }
     if (snapshot.nodes.length && snapshot.nodes.length <= DAGRE_LIMIT) await loadDagre();
@@ -623,7 +673,13 @@ export class GraphView {
     const errorRate = n.calls ? n.errors / n.calls : 0;
     return {
       id: n.id,
-      label: collapsed ? `${formatCount(n.members.length)} quieter ${n.kind} nodes` : shortLabel(n.id),
+      label: collapsed
+        ? `${formatCount(n.members.length)} quieter ${n.kind} nodes`
+        : n.group
+          ? `${n.group.value} (${formatCount(n.group.members.length)})`
+          : shortLabel(n.id),
+      group_value: n.group ? n.group.value : null,
+      members: n.group ? n.group.members : null,
       kind: n.kind,
       calls: n.calls || 0,
       errors: n.errors || 0,
@@ -666,7 +722,11 @@ export class GraphView {
 
   bindEvents() {
     const cy = this.cy;
-    cy.on('tap', 'node, edge', (event) => openPanel(this, event.target));
+    cy.on('tap', 'node, edge', (event) => {
+      const group = event.target.data('group_value');
+      if (group) this.expandGroup(group);
+      else openPanel(this, event.target);
+    });
     cy.on('tap', (event) => {
       if (event.target === cy) closePanel(this);
     });
@@ -866,8 +926,9 @@ export class GraphView {
     this.detailFresh = false;
     this.state.nodes = cy.nodes().not('.vanished').length;
     this.state.edges = cy.edges().not('.vanished').length;
-    const names = cy.nodes().map((n) => n.id()).filter((id) => !id.startsWith(COLLAPSED_PREFIX));
+    const names = cy.nodes().map((n) => n.id()).filter((id) => !id.startsWith(COLLAPSED_PREFIX) && !id.startsWith('group:'));
     for (const members of this.state.collapsed.values()) names.push(...members);
+    for (const group of cy.nodes('[kind = "group"]')) names.push(...(group.data('members') || []));
     names.sort();
     replace(this.datalist, ...names.slice(0, 5000).map((name) => h('option', {value: name})));
     this.showEmptyIfNeeded();
@@ -884,7 +945,8 @@ export class GraphView {
 
   startLive() {
     this.stopLive();
-    const source = new EventSource('/api/graph/stream');
+    const query = new URLSearchParams(this.groupQuery()).toString();
+    const source = new EventSource(query ? `/api/graph/stream?${query}` : '/api/graph/stream');
     this.source = source;
     const followsLiveWindow = (this.params.from || LIVE_WINDOW) === LIVE_WINDOW && !this.params.compare;
     source.addEventListener('snapshot', (event) => {
@@ -950,7 +1012,7 @@ export class GraphView {
   async refreshNow() {
     const {from, to} = this.apiWindow();
     try {
-      const snapshot = await getJson('/api/graph', {from, to});
+      const snapshot = await getJson('/api/graph', {from, to, ...this.groupQuery()});
       this.state.window = resolveWindow(this.params);
       this.merge(snapshot.nodes, snapshot.edges, snapshot.loops, true);
       if (this.params.compare) await this.applyCompare();
@@ -1180,6 +1242,12 @@ export class GraphView {
     if (!name) return;
     const start = cy.getElementById(name);
     if (start.empty()) {
+      // A member of a folded group: the group opens in place, and the focus follows it.
+      const folded = cy.nodes('[kind = "group"]').filter((n) => (n.data('members') || []).includes(name));
+      if (folded.nonempty()) {
+        this.expandGroup(folded.first().data('group_value'));
+        return;
+      }
       const group = [...this.state.collapsed.entries()].find(([, members]) => members.includes(name));
       this.showNotice(
         group
