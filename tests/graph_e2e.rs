@@ -832,6 +832,16 @@ fn nodes_carry_their_namespace_and_group_by_folds_them() {
         "a database sends no spans: {db}"
     );
 
+    // The same attributes in SQL, typed like the spans' resource attributes.
+    let by_namespace = server.sql(
+        "SELECT attributes['service.namespace'] AS namespace, count(*) AS services \
+         FROM nodes WHERE kind = 'service' GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        by_namespace["rows"],
+        serde_json::json!([["edge", 1], ["finance", 1], ["shop", 2]]),
+        "{by_namespace}"
+    );
     let grouped = server.get_json("/api/graph?group_by=service.namespace");
     assert_eq!(
         ids(&grouped),

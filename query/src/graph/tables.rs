@@ -72,6 +72,13 @@ fn schema_of(which: Which) -> SchemaRef {
             ],
             figure_fields(),
             health_fields(),
+            // A service's most frequent namespace, environment, zone, ... (empty for the
+            // other kinds), typed as `spans.resource_attributes`.
+            vec![Field::new(
+                "attributes",
+                flowscope_model::schema::attribute_map_type(),
+                false,
+            )],
         ]
         .concat(),
         Which::Edges => [
@@ -132,6 +139,27 @@ fn floats(values: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(values))
 }
 
+/// One map per node, in the type of `spans.resource_attributes`.
+fn attribute_maps<'a>(
+    maps: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>>,
+) -> Result<ArrayRef> {
+    use arrow::array::{MapBuilder, MapFieldNames};
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "keys".into(),
+        value: "values".into(),
+    };
+    let mut builder = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for map in maps {
+        for (key, value) in map {
+            builder.keys().append_value(key);
+            builder.values().append_value(value);
+        }
+        builder.append(true)?;
+    }
+    Ok(Arc::new(builder.finish()))
+}
+
 fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
     let schema = schema_of(which);
     let mut columns: Vec<ArrayRef> = match which {
@@ -148,6 +176,7 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
                 floats(n.iter().map(|x| x.p99_ms)),
                 strings(n.iter().map(|x| x.health.level.as_str())),
                 texts(n.iter().map(|x| x.health.reasons.join("; "))),
+                attribute_maps(n.iter().map(|x| x.attributes.as_ref()))?,
             ]
         }
         Which::Edges => {
