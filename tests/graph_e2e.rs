@@ -922,6 +922,14 @@ fn nodes_carry_their_namespace_and_group_by_folds_them() {
     let zones = server.get_json("/api/graph?group_by=cloud.availability_zone&kinds=service");
     assert_eq!(ids(&zones), owned(&["group:eu-west-1a"]));
 
+    let too_many: Vec<String> = (0..1001).map(|i| format!("ns{i}")).collect();
+    let (status, _, body) = get_graph(
+        &server,
+        &format!("?group_by=service.namespace&expand={}", too_many.join(",")),
+        &[],
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("at most 1000 groups"));
     for bad in ["?group_by=team", "?expand=shop"] {
         let (status, _, body) = get_graph(&server, bad, &[]);
         assert_eq!(status, 400, "{bad}");

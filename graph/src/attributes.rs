@@ -145,15 +145,24 @@ impl AttributeTable {
         if self.changed.is_empty() {
             return;
         }
-        let top = Arc::make_mut(&mut self.top);
+        // Only values that differ replace the shared map's (a copy of it when a window
+        // still holds it): in the steady state a batch changes counts, not the winners.
+        let mut updates = Vec::new();
         for name in self.changed.drain() {
             let Some(counts) = self.counts.get(&name) else {
                 continue;
             };
             let values = counts.top();
-            if top.get(&name).is_none_or(|old| **old != values) {
-                top.insert(name, Arc::new(values));
+            if self.top.get(&name).is_none_or(|old| **old != values) {
+                updates.push((name, values));
             }
+        }
+        if updates.is_empty() {
+            return;
+        }
+        let top = Arc::make_mut(&mut self.top);
+        for (name, values) in updates {
+            top.insert(name, Arc::new(values));
         }
     }
 

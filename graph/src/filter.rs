@@ -304,9 +304,10 @@ fn fold_groups(
     let mut id_of: HashMap<&str, String> = HashMap::new();
     let mut groups: BTreeMap<String, Vec<&Node>> = BTreeMap::new();
     let mut answer: Vec<Node> = Vec::new();
+    let expand: HashSet<&str> = group_by.expand.iter().map(String::as_str).collect();
     for node in nodes {
         match node.attributes.get(&group_by.key) {
-            Some(value) if !group_by.expand.iter().any(|e| e == value) => {
+            Some(value) if !expand.contains(value.as_str()) => {
                 id_of.insert(node.id.as_str(), group_id(value));
                 groups.entry(value.clone()).or_default().push(node);
             }

@@ -311,6 +311,9 @@ pub struct GraphParams {
     expand: Option<String>,
 }
 
+/// The most groups `expand` may open at once.
+const MAX_EXPANDED: usize = 1_000;
+
 /// The deepest neighbourhood asked for: past this, ask for the whole graph.
 const MAX_HOPS: usize = 32;
 
@@ -383,9 +386,8 @@ impl GraphParams {
                 }
                 None
             }
-            Some(key) if NODE_ATTRIBUTE_KEYS.contains(&key) => Some(GroupBy {
-                key: key.to_string(),
-                expand: self
+            Some(key) if NODE_ATTRIBUTE_KEYS.contains(&key) => {
+                let expand: Vec<String> = self
                     .expand
                     .as_deref()
                     .unwrap_or("")
@@ -393,8 +395,17 @@ impl GraphParams {
                     .map(str::trim)
                     .filter(|v| !v.is_empty())
                     .map(str::to_string)
-                    .collect(),
-            }),
+                    .collect();
+                if expand.len() > MAX_EXPANDED {
+                    return Err(ApiError::BadRequest(format!(
+                        "`expand` opens at most {MAX_EXPANDED} groups: to see every node, leave out `group_by`"
+                    )));
+                }
+                Some(GroupBy {
+                    key: key.to_string(),
+                    expand,
+                })
+            }
             Some(key) => {
                 return Err(ApiError::BadRequest(format!(
                     "`group_by`: nodes carry no attribute `{key}`; use one of {}",
