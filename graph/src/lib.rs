@@ -114,7 +114,7 @@ pub use filter::{
     DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, FilterError, Filtered, Focus, GraphFilter,
     GroupBy, Rank, filter, group_id, neighbourhood,
 };
-pub use live::{LiveGraph, Window};
+pub use live::{LiveGraph, MergedWindow, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops, feedback_loops_searched};
 pub use persist::StoredBucket;
 pub use reach::{GraphPath, MAX_PATHS, Reach, blast_radius, dependencies, paths};

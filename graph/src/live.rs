@@ -105,6 +105,11 @@ impl Window {
         }
     }
 
+    /// How many buckets the window holds.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
     /// Whether both windows hold the very same buckets: a bucket the graph stage changed
     /// since `other` was taken is a new allocation (it copies a bucket a reader holds before
     /// changing it), so a cached result of `other` is still exact when this is true.
@@ -180,6 +185,128 @@ impl Window {
             to_ns: later.to_ns,
             attributes: merged_attributes(self.attributes, later.attributes),
         }
+    }
+}
+
+/// A window's buckets merged, kept to answer a later window of mostly the same buckets at
+/// the cost of what changed: a live window that slid by a bucket, or whose newest buckets
+/// took new spans (the graph stage copies a bucket a reader holds before it changes it, so a
+/// changed bucket is a new allocation), takes the old buckets away and adds the new ones,
+/// instead of merging every bucket again. The result equals a fresh merge of the window
+/// (the property test in `live_tests.rs`).
+#[derive(Debug, Default)]
+pub struct MergedWindow {
+    /// The merged buckets with their starts, by address (each bucket is merged once).
+    members: FastMap<usize, (i64, Arc<Bucket>)>,
+    stats: WindowStats,
+}
+
+fn address(bucket: &Arc<Bucket>) -> usize {
+    Arc::as_ptr(bucket) as usize
+}
+
+/// The buckets to take away (by address) and to add (with their starts).
+type Changes = (Vec<usize>, Vec<(i64, Arc<Bucket>)>);
+
+impl MergedWindow {
+    /// The window's buckets merged from scratch.
+    pub fn new(window: &Window) -> Self {
+        let mut merged = MergedWindow::default();
+        for (start, bucket) in window.starts.iter().zip(&window.buckets) {
+            if merged
+                .members
+                .insert(address(bucket), (*start, bucket.clone()))
+                .is_none()
+            {
+                merged.stats.add(bucket);
+            }
+        }
+        merged
+    }
+
+    /// The buckets to take away and to add to turn this into `window`; `None` when doing so
+    /// costs more than merging `window` from scratch.
+    fn changes(&self, window: &Window) -> Option<Changes> {
+        let wanted: FastSet<usize> = window.buckets.iter().map(address).collect();
+        let added: Vec<(i64, Arc<Bucket>)> = window
+            .starts
+            .iter()
+            .zip(&window.buckets)
+            .filter(|(_, b)| !self.members.contains_key(&address(b)))
+            .map(|(start, b)| (*start, b.clone()))
+            .collect();
+        let removed: Vec<usize> = self
+            .members
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        (removed.len() + added.len() < wanted.len().max(1)).then_some((removed, added))
+    }
+
+    /// How many buckets [`MergedWindow::update`] would take away and add for `window`, or
+    /// `None` when it would merge from scratch: for choosing among kept windows.
+    pub fn distance(&self, window: &Window) -> Option<usize> {
+        self.changes(window)
+            .map(|(removed, added)| removed.len() + added.len())
+    }
+
+    /// Brings the merge up to date with `window`: by taking away and adding the buckets
+    /// that differ, or from scratch when most of them do. A bucket that took new spans is
+    /// taken away and its grown copy (same start) added: the copy is passed along as its
+    /// successor, so a latency range it still holds is not searched for in every bucket.
+    pub fn update(&mut self, window: &Window) {
+        let Some((removed, added)) = self.changes(window) else {
+            *self = MergedWindow::new(window);
+            return;
+        };
+        let gone: Vec<(i64, Arc<Bucket>)> = removed
+            .iter()
+            .filter_map(|a| self.members.remove(a))
+            .collect();
+        if !gone.is_empty() {
+            let kept: Vec<&Bucket> = self.members.values().map(|(_, b)| &**b).collect();
+            for (start, bucket) in &gone {
+                let successors: Vec<&Bucket> = added
+                    .iter()
+                    .filter(|(s, _)| s == start)
+                    .map(|(_, b)| &**b)
+                    .collect();
+                self.stats.remove(bucket, &kept, &successors);
+            }
+        }
+        for (start, bucket) in added {
+            let merged = bucket.clone();
+            if self
+                .members
+                .insert(address(&bucket), (start, merged))
+                .is_none()
+            {
+                self.stats.add(&bucket);
+            }
+        }
+    }
+
+    /// The snapshot of `window` (which this was last brought up to date with): what
+    /// [`Window::into_snapshot`] gives.
+    pub fn snapshot(&self, window: &Window) -> Snapshot {
+        let mut snapshot = self.stats.snapshot(window.from_ns, window.to_ns);
+        window.attach_attributes(&mut snapshot);
+        snapshot
+    }
+
+    /// Whether the kept figures are exactly those of a fresh merge of `window`, down to the
+    /// latency sketches' ranges, which no snapshot shows directly.
+    #[cfg(test)]
+    pub(crate) fn equals_a_fresh_merge_of(&self, window: &Window) -> bool {
+        self.stats == MergedWindow::new(window).stats
+    }
+
+    /// [`MergedWindow::snapshot`] without the loops: what [`Window::figures`] gives.
+    pub fn figures(&self, window: &Window) -> Snapshot {
+        let mut snapshot = self.stats.figures_only(window.from_ns, window.to_ns);
+        window.attach_attributes(&mut snapshot);
+        snapshot
     }
 }
 

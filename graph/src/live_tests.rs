@@ -1191,6 +1191,62 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A kept merge brought up to date from window to window (buckets taken away, changed by
+    /// new spans, added) answers what a fresh merge of each window answers, ranges of the
+    /// latency sketches included.
+    #[test]
+    fn a_merged_window_brought_up_to_date_equals_a_fresh_merge(
+        seed in any::<u64>(),
+        traces in 1usize..8,
+        shuffle_seed in any::<u64>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+        windows in prop::collection::vec((0i64..50, 1i64..50), 1..6),
+    ) {
+        let mut spans = Workload::traces(seed, traces);
+        let mut random = Random(shuffle_seed);
+        for i in (1..spans.len()).rev() {
+            let j = random.below(i as u64 + 1) as usize;
+            spans.swap(i, j);
+        }
+        let mut cuts: Vec<usize> = cuts
+            .iter()
+            .map(|c| c % (spans.len() + 1))
+            .chain([0, spans.len()])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut graph = LiveGraph::new(GraphConfig::default());
+        let mut merged: Option<crate::MergedWindow> = None;
+        let mut now = NOW;
+        for (step, pair) in cuts.windows(2).enumerate() {
+            graph.ingest(&batch(&spans[pair[0]..pair[1]]), now);
+            now += SECOND / 2;
+            graph.advance(now);
+            // The random windows, then windows sliding a bucket at a time (which take one
+            // bucket away and add one).
+            let slides = (0..4).map(|k| (k * 10, 30));
+            for (from_s, width_s) in windows.iter().copied().skip(step % windows.len()).chain(slides) {
+                let window = graph.window(from_s * SECOND, (from_s + width_s) * SECOND);
+                let kept = merged.get_or_insert_with(|| crate::MergedWindow::new(&window));
+                kept.update(&window);
+                prop_assert!(kept.equals_a_fresh_merge_of(&window));
+                prop_assert_eq!(kept.snapshot(&window), window.clone().into_snapshot());
+                prop_assert_eq!(kept.figures(&window), window.figures());
+            }
+        }
+        graph.advance(now + TTL);
+        let window = graph.window(EVERYTHING.0, EVERYTHING.1);
+        if let Some(kept) = merged.as_mut() {
+            kept.update(&window);
+            prop_assert!(kept.equals_a_fresh_merge_of(&window));
+            prop_assert_eq!(kept.snapshot(&window), window.into_snapshot());
+        }
+    }
+}
+
 #[test]
 fn the_workload_generator_exercises_every_rule() {
     // Guards the property test against a generator that silently stops producing the

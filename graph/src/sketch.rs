@@ -99,6 +99,29 @@ impl Bins {
         }
     }
 
+    /// Takes `count` away from bin `index` (a count [`Bins::add`] gave it): a sparse bin
+    /// that reaches zero goes; a dense one stays as a zero, which [`Bins::iter`] skips.
+    fn sub(&mut self, index: i32, count: u32) {
+        match self {
+            Bins::Sparse(entries) => {
+                if let Ok(found) = entries.binary_search_by_key(&index, |(i, _)| *i) {
+                    entries[found].1 = entries[found].1.saturating_sub(count);
+                    if entries[found].1 == 0 {
+                        entries.remove(found);
+                    }
+                }
+            }
+            Bins::Dense { offset, counts } => {
+                if let Some(slot) = usize::try_from(index - *offset)
+                    .ok()
+                    .and_then(|slot| counts.get_mut(slot))
+                {
+                    *slot = slot.saturating_sub(count);
+                }
+            }
+        }
+    }
+
     fn densify_if_smaller(&mut self) {
         let Bins::Sparse(entries) = self else {
             return;
@@ -208,6 +231,38 @@ impl LatencySketch {
         self.max_ns = self.max_ns.max(other.max_ns);
         for (index, count) in other.bins.iter() {
             self.bins.add(index, count);
+        }
+    }
+
+    /// Takes away a sketch that was merged into this one, as a window that slides takes
+    /// away the bucket it leaves: counts and bins exactly. The range (fastest and slowest
+    /// value) cannot be taken back: it stays as it was, a bound that may be wider than the
+    /// values left, until [`LatencySketch::set_range`] narrows it.
+    pub(crate) fn subtract(&mut self, other: &LatencySketch) {
+        if other.count == 0 {
+            return;
+        }
+        self.count = self.count.saturating_sub(other.count);
+        if self.count == 0 {
+            *self = LatencySketch::default();
+            return;
+        }
+        self.zero_count = self.zero_count.saturating_sub(other.zero_count);
+        for (index, count) in other.bins.iter() {
+            self.bins.sub(index, count);
+        }
+    }
+
+    /// The fastest and the slowest value, when there is one.
+    pub(crate) fn range(&self) -> Option<(i64, i64)> {
+        (self.count > 0).then_some((self.min_ns, self.max_ns))
+    }
+
+    /// Sets the fastest and slowest value (of a non-empty sketch), after a subtraction.
+    pub(crate) fn set_range(&mut self, min_ns: i64, max_ns: i64) {
+        if self.count > 0 {
+            self.min_ns = min_ns;
+            self.max_ns = max_ns;
         }
     }
 
@@ -362,6 +417,23 @@ mod tests {
             merged.merge(&sketch_of(&right));
             let union: Vec<i64> = left.iter().chain(&right).copied().collect();
             prop_assert_eq!(merged, sketch_of(&union));
+        }
+
+        #[test]
+        fn subtracting_a_merged_sketch_gives_back_the_counts_and_bins(
+            left in prop::collection::vec(-10i64..1_000_000_000, 0..200),
+            right in prop::collection::vec(-10i64..1_000_000_000, 0..200),
+        ) {
+            let mut merged = sketch_of(&left);
+            merged.merge(&sketch_of(&right));
+            merged.subtract(&sketch_of(&right));
+            let expected = sketch_of(&left);
+            // The range is the one thing a subtraction cannot know: it is set back by hand.
+            // Equality holds whatever the layout (the merged sketch may have turned dense).
+            if let Some((min, max)) = expected.range() {
+                merged.set_range(min, max);
+            }
+            prop_assert_eq!(merged, expected);
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Statistics per time bucket (calls, errors, latency sketches, bytes, amplification and
 //! per-trace loops), and the merge of a window's buckets into a [`Snapshot`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::FastMap;
 use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
 use crate::sketch::LatencySketch;
 use crate::types::{Edge, EdgeKind, FeedbackLoop, Health, Node, NodeKind, Snapshot};
+use crate::{FastMap, FastSet};
 
 /// A node before display names are chosen: a queue and a service may share a name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +60,15 @@ impl EdgeStats {
         self.amplified_calls += other.amplified_calls;
         self.callers += other.callers;
     }
+
+    fn subtract(&mut self, other: &EdgeStats) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.latency.subtract(&other.latency);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+        self.amplified_calls = self.amplified_calls.saturating_sub(other.amplified_calls);
+        self.callers = self.callers.saturating_sub(other.callers);
+    }
 }
 
 /// A service's own SERVER and CONSUMER spans. Any span of the service creates the entry,
@@ -76,6 +85,64 @@ impl NodeStats {
         self.calls_in += other.calls_in;
         self.errors_in += other.errors_in;
         self.latency.merge(&other.latency);
+    }
+
+    fn subtract(&mut self, other: &NodeStats) {
+        self.calls_in = self.calls_in.saturating_sub(other.calls_in);
+        self.errors_in = self.errors_in.saturating_sub(other.errors_in);
+        self.latency.subtract(&other.latency);
+    }
+}
+
+/// A merged figure and the number of buckets it was merged from: a bucket taken away
+/// ([`WindowStats::remove`]) removes the entry with the last of them, so the entries are
+/// exactly those a fresh merge of the remaining buckets would have.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Counted<T> {
+    pub value: T,
+    members: u32,
+}
+
+/// Where a merged sketch's range lies: the buckets that hold the entry's own sketch.
+fn range_of<'a>(sketches: impl Iterator<Item = &'a LatencySketch>) -> Option<(i64, i64)> {
+    sketches
+        .filter_map(LatencySketch::range)
+        .reduce(|(min, max), (lo, hi)| (min.min(lo), max.max(hi)))
+}
+
+/// Takes `removed` away from `entry`. When `removed` held an end of the entry's range, the
+/// range is found again from the `kept` buckets' own sketches (`kept_sketch` finds the
+/// entry's in one), unless a successor (the same bucket grown by new spans, which is added
+/// next) holds that same end: then the range stays, and adding the successor leaves it
+/// exact. Either way, once the successors are added, the result equals a fresh merge.
+#[allow(clippy::too_many_arguments)]
+fn take_away<'a, T>(
+    entry: &mut Counted<T>,
+    removed: &T,
+    sketch: impl Fn(&T) -> &LatencySketch,
+    sketch_mut: impl Fn(&mut T) -> &mut LatencySketch,
+    subtract: impl Fn(&mut T, &T),
+    kept: &[&'a Bucket],
+    successors: &[&'a Bucket],
+    kept_sketch: impl Fn(&'a Bucket) -> Option<&'a LatencySketch>,
+) {
+    let ends = match (sketch(removed).range(), sketch(&entry.value).range()) {
+        (Some((lo, hi)), Some((min, max))) if lo == min || hi == max => {
+            Some((lo == min, hi == max, min, max))
+        }
+        _ => None,
+    };
+    subtract(&mut entry.value, removed);
+    let Some((min_gone, max_gone, min, max)) = ends else {
+        return;
+    };
+    let held_by_successor = range_of(successors.iter().filter_map(|b| kept_sketch(b)))
+        .is_some_and(|(lo, hi)| (!min_gone || lo == min) && (!max_gone || hi == max));
+    if held_by_successor {
+        return;
+    }
+    if let Some((min, max)) = range_of(kept.iter().filter_map(|b| kept_sketch(b))) {
+        sketch_mut(&mut entry.value).set_range(min, max);
     }
 }
 
@@ -109,28 +176,97 @@ impl Bucket {
     }
 }
 
-/// The buckets of one window, merged.
-#[derive(Debug, Default)]
+/// The buckets of one window, merged. Buckets can also be taken away again
+/// ([`WindowStats::remove`]), so a window that slides by a bucket, or whose newest buckets
+/// changed, is brought up to date at the cost of what changed (`MergedWindow` in live.rs).
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct WindowStats {
-    edges: BTreeMap<EdgeKey, EdgeStats>,
-    services: BTreeMap<Arc<str>, NodeStats>,
-    trace_loops: BTreeMap<Cycle, u64>,
+    edges: BTreeMap<EdgeKey, Counted<EdgeStats>>,
+    services: BTreeMap<Arc<str>, Counted<NodeStats>>,
+    trace_loops: BTreeMap<Cycle, Counted<u64>>,
 }
 
 impl WindowStats {
     pub fn add(&mut self, bucket: &Bucket) {
         for (key, stats) in &bucket.edges {
-            self.edges.entry(key.clone()).or_default().merge(stats);
+            let entry = self.edges.entry(key.clone()).or_default();
+            entry.value.merge(stats);
+            entry.members += 1;
         }
         for (name, stats) in &bucket.services {
-            self.services.entry(name.clone()).or_default().merge(stats);
+            let entry = self.services.entry(name.clone()).or_default();
+            entry.value.merge(stats);
+            entry.members += 1;
         }
         for (cycle, count) in &bucket.trace_loops {
-            *self.trace_loops.entry(cycle.clone()).or_default() += count;
+            let entry = self.trace_loops.entry(cycle.clone()).or_default();
+            entry.value += count;
+            entry.members += 1;
+        }
+    }
+
+    /// Takes away a bucket [`WindowStats::add`] added; `kept` are the buckets that stay
+    /// merged (where the ranges of latency sketches are found again when the removed bucket
+    /// held one of their ends), `successors` those that replace it and are added next.
+    pub fn remove(&mut self, bucket: &Bucket, kept: &[&Bucket], successors: &[&Bucket]) {
+        for (key, stats) in &bucket.edges {
+            let Some(entry) = self.edges.get_mut(key) else {
+                continue;
+            };
+            entry.members = entry.members.saturating_sub(1);
+            if entry.members == 0 {
+                self.edges.remove(key);
+                continue;
+            }
+            take_away(
+                entry,
+                stats,
+                |s| &s.latency,
+                |s| &mut s.latency,
+                EdgeStats::subtract,
+                kept,
+                successors,
+                |b| b.edges.get(key).map(|s| &s.latency),
+            );
+        }
+        for (name, stats) in &bucket.services {
+            let Some(entry) = self.services.get_mut(name) else {
+                continue;
+            };
+            entry.members = entry.members.saturating_sub(1);
+            if entry.members == 0 {
+                self.services.remove(name);
+                continue;
+            }
+            take_away(
+                entry,
+                stats,
+                |s| &s.latency,
+                |s| &mut s.latency,
+                NodeStats::subtract,
+                kept,
+                successors,
+                |b| b.services.get(name).map(|s| &s.latency),
+            );
+        }
+        for (cycle, count) in &bucket.trace_loops {
+            let Some(entry) = self.trace_loops.get_mut(cycle) else {
+                continue;
+            };
+            entry.members = entry.members.saturating_sub(1);
+            entry.value = entry.value.saturating_sub(*count);
+            if entry.members == 0 {
+                self.trace_loops.remove(cycle);
+            }
         }
     }
 
     pub fn into_snapshot(self, from_ns: i64, to_ns: i64) -> Snapshot {
+        self.snapshot(from_ns, to_ns)
+    }
+
+    /// [`WindowStats::into_snapshot`] keeping the merged figures.
+    pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
         let (mut snapshot, names) = self.figures(from_ns, to_ns);
         snapshot.loops = attach_trace_loops(&mut snapshot.edges, &self.trace_loops, &names);
         snapshot
@@ -139,6 +275,11 @@ impl WindowStats {
     /// The snapshot without its loops (finding them is the costly part on a big graph), for
     /// readers that need only the figures, such as a health baseline.
     pub fn into_figures(self, from_ns: i64, to_ns: i64) -> Snapshot {
+        self.figures(from_ns, to_ns).0
+    }
+
+    /// [`WindowStats::into_figures`] keeping the merged figures.
+    pub fn figures_only(&self, from_ns: i64, to_ns: i64) -> Snapshot {
         self.figures(from_ns, to_ns).0
     }
 
@@ -158,7 +299,7 @@ impl WindowStats {
         let mut edges: Vec<Edge> = self
             .edges
             .iter()
-            .map(|(key, stats)| Edge {
+            .map(|(key, Counted { value: stats, .. })| Edge {
                 source: names.of(&key.source),
                 target: names.of(&key.target),
                 kind: key.kind,
@@ -180,8 +321,8 @@ impl WindowStats {
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));
 
-        let mut incoming: HashMap<&NodeKey, (u64, u64)> = HashMap::new();
-        for (key, stats) in &self.edges {
+        let mut incoming: FastMap<&NodeKey, (u64, u64)> = FastMap::default();
+        for (key, Counted { value: stats, .. }) in &self.edges {
             let entry = incoming.entry(&key.target).or_default();
             entry.0 += stats.calls;
             entry.1 += stats.errors;
@@ -206,7 +347,10 @@ impl WindowStats {
                         group: None,
                     };
                 }
-                let stats = self.services.get(&key.name).unwrap_or(&no_stats);
+                let stats = self
+                    .services
+                    .get(&key.name)
+                    .map_or(&no_stats, |counted| &counted.value);
                 Node {
                     id,
                     kind: key.kind,
@@ -237,7 +381,7 @@ impl WindowStats {
 /// edges. A per-trace loop whose edges are not all in the window still gets its entry.
 fn attach_trace_loops(
     edges: &mut [Edge],
-    trace_loops: &BTreeMap<Cycle, u64>,
+    trace_loops: &BTreeMap<Cycle, Counted<u64>>,
     names: &DisplayNames,
 ) -> Vec<FeedbackLoop> {
     let mut loops: BTreeMap<String, FeedbackLoop> = feedback_loops(edges)
@@ -259,7 +403,7 @@ fn attach_trace_loops(
                 .or_default()
                 .push(position);
         }
-        for (cycle, count) in trace_loops {
+        for (cycle, Counted { value: count, .. }) in trace_loops {
             let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
             for (source, target) in &found.edges {
                 for position in edges_by_pair
@@ -283,15 +427,17 @@ fn attach_trace_loops(
 }
 
 /// Ids for a window's nodes: a service keeps its name; another node whose name is also
-/// used by a node of the window is prefixed with its kind (`"queue:orders"`).
+/// used by a node of the window is prefixed with its kind (`"queue:orders"`). Hashed, not
+/// ordered: a 15-minute window of a big system names hundreds of thousands of edge ends,
+/// and the nodes are sorted by id afterwards anyway.
 struct DisplayNames {
-    ids: BTreeMap<NodeKey, String>,
+    ids: FastMap<NodeKey, String>,
 }
 
 impl DisplayNames {
     fn new(keys: impl Iterator<Item = NodeKey>) -> Self {
-        let keys: BTreeSet<NodeKey> = keys.collect();
-        let mut uses: HashMap<&str, usize> = HashMap::new();
+        let keys: FastSet<NodeKey> = keys.collect();
+        let mut uses: FastMap<&str, usize> = FastMap::default();
         for key in &keys {
             *uses.entry(&key.name).or_default() += 1;
         }

@@ -437,20 +437,29 @@ pub async fn get_graph(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let graph = caller.view.graph.clone();
-    let (from, to) = match (params.from.as_deref(), params.to.as_deref()) {
+    let (from, to, live) = match (params.from.as_deref(), params.to.as_deref()) {
         // The live window ends at the next bucket boundary: the same buckets, and the same
         // bytes (and ETag) for as long as nothing new arrives within a bucket.
         (None, None) => {
             let bucket = i64::try_from(graph.bucket().as_nanos()).unwrap_or(1).max(1);
             let to = (now_ns() / bucket + 1) * bucket;
-            (to - LIVE_WINDOW.as_nanos() as i64, to)
+            (to - LIVE_WINDOW.as_nanos() as i64, to, true)
         }
-        (from, to) => window(from, to, LIVE_WINDOW, now_ns())?,
+        (from, to) => {
+            let (from, to) = window(from, to, LIVE_WINDOW, now_ns())?;
+            (from, to, false)
+        }
     };
     let filter = params.filter()?;
     // Judged and written off the runtime: at 100,000 edges the text is tens of megabytes.
     let text = tokio::task::spawn_blocking(move || {
-        let snapshot = graph.judged(from, to)?;
+        // The live window's judged snapshot is shared by the questions asked within half a
+        // second (the event stream shares it the same way); an explicit window is computed.
+        let snapshot = if live {
+            graph.judged_shared(from, to)?
+        } else {
+            graph.judged(from, to)?
+        };
         let filtered = flowscope_graph::filter(&snapshot, &filter)
             .map_err(|error| ApiError::NotFound(error.to_string()))?;
         Ok::<_, ApiError>(filtered_text(&filtered))

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{
-    Element, Figures, GraphConfig, GraphCounters, LiveGraph, Snapshot, StoredBucket, Window,
-    element_series,
+    Element, Figures, GraphConfig, GraphCounters, LiveGraph, MergedWindow, Snapshot, StoredBucket,
+    Window, element_series,
 };
 
 use crate::error::QueryError;
@@ -42,6 +42,13 @@ pub(crate) const BASELINE_STEP: Duration = Duration::from_secs(5 * 60);
 const BASELINE_STEPS: i64 = 12;
 /// Baseline sub-windows kept, the newest: an hour's, plus a few for windows further back.
 const BASELINE_KEPT: usize = 16;
+/// Merged windows kept to be brought up to date by the next read (`MergedWindow`): the
+/// dashboard's 15 minutes, a shorter window polled beside it, the incidents' window. Each
+/// holds its merged figures (about what one bucket of every edge costs) and its buckets.
+const MERGED_KEPT: usize = 3;
+/// A window of fewer buckets than this is merged afresh and not kept: that costs little,
+/// and keeping it would push out (and free, on the reader's time) a big window's merge.
+const MERGED_MIN_BUCKETS: usize = 6;
 
 /// The other ingesters of a cluster, as one tenant's graph sees them: each holds the graph of
 /// the traces routed to it, and a querier merges their buckets of a window with its own
@@ -60,10 +67,16 @@ pub struct GraphView {
     live: Arc<RwLock<LiveGraph>>,
     history: Arc<History>,
     last_live: Arc<Mutex<Option<Computed>>>,
+    /// The last judged window `GET /api/graph` asked for, by its bounds.
+    last_judged: Arc<Mutex<Option<JudgedAt>>>,
     objectives: Arc<Objectives>,
     /// Health's baseline sub-windows by start, once they have settled: the buckets they were
     /// computed from (to tell whether they changed since) and their figures.
     baseline: Arc<Mutex<BTreeMap<i64, KeptBaseline>>>,
+    /// Recent windows' merges, least recently used first: a read takes the one closest to
+    /// its window, brings it up to date at the cost of the buckets that changed, and puts it
+    /// back.
+    merged: Arc<Mutex<Vec<MergedWindow>>>,
     /// The last incidents of the live window, shared by readers for a few seconds.
     pub(crate) live_incidents: Arc<Mutex<Option<crate::graph::incidents::LiveIncidents>>>,
     /// A cluster querier's other ingesters, whose windows merge into every read.
@@ -80,6 +93,8 @@ pub(crate) struct Judged {
 
 /// A snapshot and when it was computed.
 type Computed = (Instant, Arc<Snapshot>);
+/// A judged snapshot, when it was computed and its window's bounds.
+type JudgedAt = (Instant, (i64, i64), Arc<Snapshot>);
 /// A baseline sub-window's buckets and the figures computed from them.
 type KeptBaseline = (Window, Arc<BaselineFigures>);
 /// A rebuilt window by its `(from_ns, to_ns)`.
@@ -136,8 +151,10 @@ impl GraphView {
                 from_spans: AtomicU64::new(0),
             }),
             last_live: Arc::default(),
+            last_judged: Arc::default(),
             objectives: Arc::default(),
             baseline: Arc::default(),
+            merged: Arc::default(),
             live_incidents: Arc::default(),
             peers: None,
         }
@@ -206,7 +223,45 @@ impl GraphView {
     /// the async runtime). A window across the boundary joins the two at a bucket edge, so
     /// every call is counted once and by the same bucket rule as a live window.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
-        Ok(Arc::new(self.window(from_ns, to_ns)?.into_snapshot()))
+        Ok(Arc::new(self.merged(&self.window(from_ns, to_ns)?, true)))
+    }
+
+    /// The window's snapshot (with its loops when `loops`, else its figures only), merged
+    /// from the kept merge closest to it: a window that slid by a bucket or whose newest
+    /// buckets took spans costs what changed, not a merge of all its buckets.
+    fn merged(&self, window: &Window, loops: bool) -> Snapshot {
+        let closest = {
+            let mut kept = lock(&self.merged);
+            kept.iter()
+                .enumerate()
+                .filter_map(|(at, merged)| Some((merged.distance(window)?, at)))
+                .min()
+                .map(|(_, at)| kept.remove(at))
+        };
+        let merged = match closest {
+            Some(mut merged) => {
+                merged.update(window);
+                merged
+            }
+            None => MergedWindow::new(window),
+        };
+        let snapshot = if loops {
+            merged.snapshot(window)
+        } else {
+            merged.figures(window)
+        };
+        if window.bucket_count() < MERGED_MIN_BUCKETS {
+            return snapshot;
+        }
+        let evicted = {
+            let mut kept = lock(&self.merged);
+            kept.push(merged);
+            let excess = kept.len().saturating_sub(MERGED_KEPT);
+            kept.drain(..excess).collect::<Vec<_>>()
+        };
+        // Freed after the lock is let go: a 100,000-edge merge takes milliseconds to free.
+        drop(evicted);
+        snapshot
     }
 
     /// The buckets of `[from_ns, to_ns)`, as [`GraphView::snapshot`] merges them: this
@@ -300,6 +355,25 @@ impl GraphView {
         Ok(Arc::new(self.judge(snapshot)))
     }
 
+    /// [`GraphView::judged`], with a result for the same bounds computed less than
+    /// `LIVE_REUSE` ago shared: for the live window as `GET /api/graph` asks for it (ending at
+    /// the next bucket boundary, so its bounds stay the same within a bucket), where a
+    /// dashboard's questions come together (the whole graph, a neighbourhood, a group, the
+    /// busiest edges) and each should cost a filter, not a judged snapshot. Readers that
+    /// arrive while it is computed wait for it rather than compute it again.
+    pub fn judged_shared(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
+        let mut last = lock(&self.last_judged);
+        if let Some((at, bounds, snapshot)) = last.as_ref()
+            && *bounds == (from_ns, to_ns)
+            && at.elapsed() < LIVE_REUSE
+        {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = self.judged(from_ns, to_ns)?;
+        *last = Some((Instant::now(), (from_ns, to_ns), snapshot.clone()));
+        Ok(snapshot)
+    }
+
     fn judge(&self, mut snapshot: Snapshot) -> Snapshot {
         let baseline = self.baseline_before(snapshot.from_ns);
         health::judge_snapshot(&mut snapshot, &baseline, &self.objectives);
@@ -310,7 +384,7 @@ impl GraphView {
     /// and the baseline sub-windows the window was judged against.
     pub(crate) fn judged_in_detail(&self, from_ns: i64, to_ns: i64) -> Result<Judged, QueryError> {
         // Figures only: incidents need no loops, and finding them is the costly part.
-        let mut snapshot = self.window(from_ns, to_ns)?.figures();
+        let mut snapshot = self.merged(&self.window(from_ns, to_ns)?, false);
         let baseline = self.baseline_before(snapshot.from_ns);
         let own = health::judge_snapshot(&mut snapshot, &baseline, &self.objectives);
         Ok(Judged {
@@ -405,9 +479,10 @@ impl GraphView {
     /// The graph of the last `LIVE_WINDOW`, as of now, judged.
     pub fn live(&self) -> Arc<Snapshot> {
         let now = now_ns();
-        let snapshot = self
-            .live_window(now - LIVE_WINDOW.as_nanos() as i64, now + 1)
-            .into_snapshot();
+        let snapshot = self.merged(
+            &self.live_window(now - LIVE_WINDOW.as_nanos() as i64, now + 1),
+            true,
+        );
         Arc::new(self.judge(snapshot))
     }
 
