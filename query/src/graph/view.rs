@@ -230,6 +230,17 @@ impl GraphView {
     /// from the kept merge closest to it: a window that slid by a bucket or whose newest
     /// buckets took spans costs what changed, not a merge of all its buckets.
     fn merged(&self, window: &Window, loops: bool) -> Snapshot {
+        // A cluster querier's windows hold its peers' buckets, decoded afresh on every read:
+        // their merges could never be brought up to date, so they are not kept (keeping one
+        // would only push out another, and make the reader pay for freeing it).
+        if window.bucket_count() < MERGED_MIN_BUCKETS || self.peers.is_some() {
+            let merged = MergedWindow::new(window);
+            return if loops {
+                merged.snapshot(window)
+            } else {
+                merged.figures(window)
+            };
+        }
         let closest = {
             let mut kept = lock(&self.merged);
             kept.iter()
@@ -250,9 +261,6 @@ impl GraphView {
         } else {
             merged.figures(window)
         };
-        if window.bucket_count() < MERGED_MIN_BUCKETS {
-            return snapshot;
-        }
         let evicted = {
             let mut kept = lock(&self.merged);
             kept.push(merged);
