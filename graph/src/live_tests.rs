@@ -1102,9 +1102,12 @@ impl Workload {
     }
 }
 
-/// The spans shuffled, cut into batches at `cuts`, arriving over a few seconds with
-/// `advance` calls in between (all within the TTL), then past the TTL.
-fn run_shuffled(spans: &[TestSpan], shuffle_seed: u64, cuts: &[usize]) -> LiveGraph {
+/// The spans shuffled, and the batch boundaries `cuts` sorted, with both ends.
+fn shuffled_and_cut(
+    spans: &[TestSpan],
+    shuffle_seed: u64,
+    cuts: &[usize],
+) -> (Vec<TestSpan>, Vec<usize>) {
     let mut shuffled = spans.to_vec();
     let mut random = Random(shuffle_seed);
     for i in (1..shuffled.len()).rev() {
@@ -1118,6 +1121,13 @@ fn run_shuffled(spans: &[TestSpan], shuffle_seed: u64, cuts: &[usize]) -> LiveGr
         .collect();
     cuts.sort_unstable();
     cuts.dedup();
+    (shuffled, cuts)
+}
+
+/// The spans shuffled, cut into batches at `cuts`, arriving over a few seconds with
+/// `advance` calls in between (all within the TTL), then past the TTL.
+fn run_shuffled(spans: &[TestSpan], shuffle_seed: u64, cuts: &[usize]) -> LiveGraph {
+    let (shuffled, cuts) = shuffled_and_cut(spans, shuffle_seed, cuts);
     let mut graph = LiveGraph::new(GraphConfig::default());
     let mut now = NOW;
     for pair in cuts.windows(2) {
@@ -1205,19 +1215,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..6),
         windows in prop::collection::vec((0i64..50, 1i64..50), 1..6),
     ) {
-        let mut spans = Workload::traces(seed, traces);
-        let mut random = Random(shuffle_seed);
-        for i in (1..spans.len()).rev() {
-            let j = random.below(i as u64 + 1) as usize;
-            spans.swap(i, j);
-        }
-        let mut cuts: Vec<usize> = cuts
-            .iter()
-            .map(|c| c % (spans.len() + 1))
-            .chain([0, spans.len()])
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
+        let (spans, cuts) = shuffled_and_cut(&Workload::traces(seed, traces), shuffle_seed, &cuts);
         let mut graph = LiveGraph::new(GraphConfig::default());
         let mut merged: Option<crate::MergedWindow> = None;
         let mut now = NOW;

@@ -110,39 +110,84 @@ fn range_of<'a>(sketches: impl Iterator<Item = &'a LatencySketch>) -> Option<(i6
         .reduce(|(min, max), (lo, hi)| (min.min(lo), max.max(hi)))
 }
 
-/// Takes `removed` away from `entry`. When `removed` held an end of the entry's range, the
-/// range is found again from the `kept` buckets' own sketches (`kept_sketch` finds the
-/// entry's in one), unless a successor (the same bucket grown by new spans, which is added
-/// next) holds that same end: then the range stays, and adding the successor leaves it
-/// exact. Either way, once the successors are added, the result equals a fresh merge.
-#[allow(clippy::too_many_arguments)]
-fn take_away<'a, T>(
-    entry: &mut Counted<T>,
-    removed: &T,
-    sketch: impl Fn(&T) -> &LatencySketch,
-    sketch_mut: impl Fn(&mut T) -> &mut LatencySketch,
-    subtract: impl Fn(&mut T, &T),
-    kept: &[&'a Bucket],
-    successors: &[&'a Bucket],
-    kept_sketch: impl Fn(&'a Bucket) -> Option<&'a LatencySketch>,
-) {
-    let ends = match (sketch(removed).range(), sketch(&entry.value).range()) {
-        (Some((lo, hi)), Some((min, max))) if lo == min || hi == max => {
-            Some((lo == min, hi == max, min, max))
-        }
-        _ => None,
-    };
-    subtract(&mut entry.value, removed);
-    let Some((min_gone, max_gone, min, max)) = ends else {
-        return;
-    };
-    let held_by_successor = range_of(successors.iter().filter_map(|b| kept_sketch(b)))
-        .is_some_and(|(lo, hi)| (!min_gone || lo == min) && (!max_gone || hi == max));
-    if held_by_successor {
-        return;
+/// Figures that a window merges and can take away again, with their latency sketch.
+trait Subtractable {
+    fn subtract(&mut self, other: &Self);
+    fn latency(&self) -> &LatencySketch;
+    fn latency_mut(&mut self) -> &mut LatencySketch;
+}
+
+impl Subtractable for EdgeStats {
+    fn subtract(&mut self, other: &Self) {
+        EdgeStats::subtract(self, other);
     }
-    if let Some((min, max)) = range_of(kept.iter().filter_map(|b| kept_sketch(b))) {
-        sketch_mut(&mut entry.value).set_range(min, max);
+    fn latency(&self) -> &LatencySketch {
+        &self.latency
+    }
+    fn latency_mut(&mut self) -> &mut LatencySketch {
+        &mut self.latency
+    }
+}
+
+impl Subtractable for NodeStats {
+    fn subtract(&mut self, other: &Self) {
+        NodeStats::subtract(self, other);
+    }
+    fn latency(&self) -> &LatencySketch {
+        &self.latency
+    }
+    fn latency_mut(&mut self) -> &mut LatencySketch {
+        &mut self.latency
+    }
+}
+
+/// Takes a bucket's entries (`removed`) away from the merged `map`; `entries_of` finds the
+/// same table in another bucket. An entry goes with the last bucket that had it. When a
+/// removed entry held an end of the merged range, the range is found again from the `kept`
+/// buckets' own sketches, unless a successor (the same bucket grown by new spans, which is
+/// added next) holds that same end: then the range stays, and adding the successor leaves it
+/// exact. Either way, once the successors are added, the result equals a fresh merge.
+fn take_away<K: Ord + Eq + std::hash::Hash, T: Subtractable>(
+    map: &mut BTreeMap<K, Counted<T>>,
+    removed: &FastMap<K, T>,
+    kept: &[&Bucket],
+    successors: &[&Bucket],
+    entries_of: impl Fn(&Bucket) -> &FastMap<K, T>,
+) {
+    for (key, stats) in removed {
+        let Some(entry) = map.get_mut(key) else {
+            continue;
+        };
+        entry.members = entry.members.saturating_sub(1);
+        if entry.members == 0 {
+            map.remove(key);
+            continue;
+        }
+        let ends = match (stats.latency().range(), entry.value.latency().range()) {
+            (Some((lo, hi)), Some((min, max))) if lo == min || hi == max => {
+                Some((lo == min, hi == max, min, max))
+            }
+            _ => None,
+        };
+        entry.value.subtract(stats);
+        let Some((min_gone, max_gone, min, max)) = ends else {
+            continue;
+        };
+        let sketches = |buckets: &[&Bucket]| {
+            range_of(
+                buckets
+                    .iter()
+                    .filter_map(|b| entries_of(b).get(key).map(Subtractable::latency)),
+            )
+        };
+        let held_by_successor = sketches(successors)
+            .is_some_and(|(lo, hi)| (!min_gone || lo == min) && (!max_gone || hi == max));
+        if held_by_successor {
+            continue;
+        }
+        if let Some((min, max)) = sketches(kept) {
+            entry.value.latency_mut().set_range(min, max);
+        }
     }
 }
 
@@ -209,46 +254,16 @@ impl WindowStats {
     /// merged (where the ranges of latency sketches are found again when the removed bucket
     /// held one of their ends), `successors` those that replace it and are added next.
     pub fn remove(&mut self, bucket: &Bucket, kept: &[&Bucket], successors: &[&Bucket]) {
-        for (key, stats) in &bucket.edges {
-            let Some(entry) = self.edges.get_mut(key) else {
-                continue;
-            };
-            entry.members = entry.members.saturating_sub(1);
-            if entry.members == 0 {
-                self.edges.remove(key);
-                continue;
-            }
-            take_away(
-                entry,
-                stats,
-                |s| &s.latency,
-                |s| &mut s.latency,
-                EdgeStats::subtract,
-                kept,
-                successors,
-                |b| b.edges.get(key).map(|s| &s.latency),
-            );
-        }
-        for (name, stats) in &bucket.services {
-            let Some(entry) = self.services.get_mut(name) else {
-                continue;
-            };
-            entry.members = entry.members.saturating_sub(1);
-            if entry.members == 0 {
-                self.services.remove(name);
-                continue;
-            }
-            take_away(
-                entry,
-                stats,
-                |s| &s.latency,
-                |s| &mut s.latency,
-                NodeStats::subtract,
-                kept,
-                successors,
-                |b| b.services.get(name).map(|s| &s.latency),
-            );
-        }
+        take_away(&mut self.edges, &bucket.edges, kept, successors, |b| {
+            &b.edges
+        });
+        take_away(
+            &mut self.services,
+            &bucket.services,
+            kept,
+            successors,
+            |b| &b.services,
+        );
         for (cycle, count) in &bucket.trace_loops {
             let Some(entry) = self.trace_loops.get_mut(cycle) else {
                 continue;
