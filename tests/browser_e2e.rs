@@ -1086,3 +1086,146 @@ fn a_system_folded_by_namespace_opens_a_group_in_place_and_search_finds_a_member
     );
     server.stop();
 }
+
+/// The giant graph in a real browser (issue 25): `--demo-topology generated:10000` (10,000
+/// services in 200 namespaces, with databases and queues), once the server's graph holds
+/// them all. The page opens folded by namespace by itself and answers a click within 2 s of
+/// navigation (scaled by the load average, as the 2,000-node test is); a group opens in place;
+/// a member found by search is focused; "who depends on it" highlights its blast radius (every
+/// caller the server names, by its group when folded); and a path from one of its callers is
+/// drawn from that caller's panel.
+#[test]
+fn a_10000_service_system_opens_folded_and_shows_a_blast_radius_and_a_path() {
+    let _browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--demo",
+            "--demo-topology",
+            "generated:10000",
+            // No Parquet flush during the test: the debug build's flusher would take a core
+            // from the page's server, and only the graph is under test here.
+            "--flush-rows",
+            "100000000",
+            "--flush-interval",
+            "1h",
+        ],
+    );
+    let url = format!("http://{}", server.api);
+    // The demo reaches every service within seconds; wait until the graph holds them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let graph: Value = reqwest::blocking::get(format!(
+            "{url}/api/graph?group_by=service.namespace&max_nodes=1&max_edges=1"
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+        if graph["totals"]["nodes"].as_u64().unwrap_or(0) >= 10_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the generated system did not reach 10,000 nodes: {}",
+            graph["totals"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The best of two runs where the first misses the bound, as for 2,000 nodes.
+    let bound = 2000.0 * contention();
+    let mut result = drive("giant", &url, |what| panic!("unexpected wait for {what}"));
+    let ready = |result: &Value| {
+        result["opened"]["page_navigation_to_ready_ms"]
+            .as_f64()
+            .unwrap_or(f64::MAX)
+    };
+    if ready(&result) >= bound && result.get("failure").is_none() {
+        let again = drive("giant", &url, |what| panic!("unexpected wait for {what}"));
+        if ready(&again) < ready(&result) || again.get("failure").is_some() {
+            result = again;
+        }
+    }
+    assert!(result.get("failure").is_none(), "{result:#}");
+    assert_eq!(result["page_errors"], json!([]), "{result:#}");
+
+    let opened = &result["opened"];
+    eprintln!("10,000 services, folded: {opened}");
+    assert!(
+        opened["hash"]
+            .as_str()
+            .unwrap()
+            .contains("group=service.namespace"),
+        "the page folds a 10,000-node system by itself: {opened:#}"
+    );
+    assert!(opened["groups"].as_u64().unwrap() >= 100, "{opened:#}");
+    assert!(opened["nodes"].as_u64().unwrap() < 2_000, "{opened:#}");
+    let ready_ms = ready(&result);
+    assert!(
+        ready_ms < bound,
+        "10,000 services took {ready_ms:.0} ms from navigation to interactive (goal: 2,000 ms on an idle machine, {bound:.0} ms at this load): {opened:#}"
+    );
+
+    let expanded = &result["expanded"];
+    assert_eq!(expanded["shown"], expanded["members"], "{expanded:#}");
+    assert!(
+        expanded["callers_drawn"].as_u64().unwrap() >= 1,
+        "{expanded:#}"
+    );
+    let node = expanded["node"].as_str().unwrap();
+    let focused = &result["focused"];
+    assert!(
+        focused["hash"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("focus={node}")),
+        "{focused:#}"
+    );
+    assert!(focused["faded"].as_u64().unwrap() > 0, "{focused:#}");
+
+    let blast = &result["blast"];
+    assert_eq!(blast["node"], node, "{blast:#}");
+    let callers = blast["nodes"].as_array().unwrap().len() - 1;
+    assert!(callers >= 1, "{blast:#}");
+    assert_eq!(blast["start_marked"], true, "{blast:#}");
+    assert_eq!(blast["faded_highlighted"], 0, "{blast:#}");
+    assert_eq!(
+        blast["highlighted_nodes"], blast["drawn_nodes"],
+        "{blast:#}"
+    );
+    assert!(
+        blast["highlighted_edges"].as_u64().unwrap() >= 1,
+        "{blast:#}"
+    );
+    // Every caller is drawn, by itself or by its folded group: as many distinct nodes as
+    // callers once folded members are counted by their group.
+    let drawn = blast["drawn_nodes"].as_u64().unwrap();
+    let hidden = blast["hidden_in_groups"].as_u64().unwrap();
+    assert!(drawn >= 2 && drawn <= callers as u64 + 1, "{blast:#}");
+    assert!(drawn + hidden > callers as u64, "{blast:#}");
+    assert_eq!(
+        blast["listed"].as_u64().unwrap(),
+        callers.min(12) as u64,
+        "{blast:#}"
+    );
+
+    let path = &result["path"];
+    assert_eq!(path["to"], node, "{path:#}");
+    assert!(path["paths"].as_u64().unwrap() >= 1, "{path:#}");
+    let nodes = path["nodes"].as_array().unwrap();
+    assert_eq!(nodes.first().unwrap(), &path["from"], "{path:#}");
+    assert_eq!(nodes.last().unwrap(), node, "{path:#}");
+    assert!(path["highlighted_edges"].as_u64().unwrap() >= 1, "{path:#}");
+    assert_eq!(path["listed"], path["paths"], "{path:#}");
+    for shot in [
+        "graph-10000-folded",
+        "graph-10000-blast-radius",
+        "graph-10000-path",
+    ] {
+        assert!(
+            artefacts().join(format!("{shot}.png")).exists(),
+            "{shot}.png"
+        );
+    }
+    server.stop();
+}

@@ -11,7 +11,10 @@
 // a click), `search` (trace search, the critical path, folding, events, multi-line
 // attributes and linked traces), `alerts` (a webhook, a rule made and previewed on the alerts
 // page, firing, silenced and expired there, deliveries with the receiver's answer, the rule's
-// own link, the refresh stopping when the page is left).
+// own link, the refresh stopping when the page is left), `groups` (a system folded by
+// namespace: a group opened in place, a member found by search), `giant` (a 10,000-service
+// system: opened folded by itself, time to interactive, a group opened, a node focused, its
+// blast radius and a path to it drawn).
 // It reports what the page itself holds (window.flowscope, the DOM), never pixels: lines
 // `STEP <name>` as it goes, `WAIT <what>` when the Rust side must act (it answers a line on
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
@@ -90,6 +93,7 @@ try {
   else if (scenario === 'search') await searchFlow(page);
   else if (scenario === 'alerts') await alertsFlow(page);
   else if (scenario === 'groups') await groupsFlow(page);
+  else if (scenario === 'giant') await giantFlow(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (error) {
   result.failure = String(error && error.stack ? error.stack : error);
@@ -937,3 +941,137 @@ async function groupsFlow(page) {
   );
 }
 
+
+/**
+ * A 10,000-service system as the server itself answers it: the page folds it by namespace by
+ * itself, a click is answered, a group opens in place, a member is focused from the search
+ * box, "who depends on it" highlights its blast radius, and a path from one of its callers to
+ * it is drawn from the caller's panel.
+ */
+async function giantFlow(page) {
+  step('giant');
+  const started = Date.now();
+  await page.goto(`${baseUrl}/#/graph`);
+  await page.waitForFunction(() => window.flowscope?.state?.graph?.ready === true && location.hash.includes('group=service.namespace'), null, {timeout: 60000});
+  const readyAt = Date.now();
+  // Interactive: a click on a drawn node opens its panel.
+  const clickable = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const node = cy.nodes('[kind != "group"]').first();
+    const box = cy.container().getBoundingClientRect();
+    const p = node.renderedPosition();
+    return {id: node.id(), x: box.left + p.x, y: box.top + p.y};
+  });
+  await page.mouse.click(clickable.x, clickable.y);
+  await page.waitForFunction((id) => window.flowscope.state.graph.panel?.id === id, clickable.id);
+  const clickedAt = Date.now();
+  result.opened = await page.evaluate(() => {
+    const cy = window.flowscope.cy;
+    const graph = window.flowscope.state.graph;
+    return {
+      hash: decodeURIComponent(location.hash),
+      groups: cy.nodes('[kind = "group"]').length,
+      nodes: cy.nodes().length,
+      edges_drawn_at_ready: cy.edges().length,
+      page_navigation_to_ready_ms: graph.navigationToReadyMs,
+      fetch_ms: graph.fetchMs,
+      timings: graph.timings,
+    };
+  });
+  result.opened.navigation_to_ready_ms = readyAt - started;
+  result.opened.navigation_to_click_answered_ms = clickedAt - started;
+  await page.waitForFunction(() => window.flowscope.state.graph.complete === true, null, {timeout: 60000});
+  await page.screenshot({path: join(artefacts, 'graph-10000-folded.png')});
+
+  // Open the group most called from the rest of the system in place.
+  const group = await page.evaluate(() =>
+    window.flowscope.cy
+      .nodes('[kind = "group"]')
+      .map((n) => ({id: n.id(), members: n.data('members'), value: n.data('group_value'), callers: n.indegree(false)}))
+      .sort((a, b) => b.callers - a.callers || (a.id < b.id ? -1 : 1))[0],
+  );
+  await page.evaluate((id) => window.flowscope.cy.getElementById(id).emit('tap'), group.id);
+  await page.waitForFunction(
+    (id) => location.hash.includes('expand=') && window.flowscope.state.graph.ready === true && window.flowscope.cy.getElementById(id).empty(),
+    group.id,
+    {timeout: 60000},
+  );
+  await page.waitForFunction(() => window.flowscope.state.graph.complete === true, null, {timeout: 60000});
+  // The member most called from the rest of the system: the one whose failure matters.
+  const target = await page.evaluate((members) => {
+    const cy = window.flowscope.cy;
+    const shown = members.filter((m) => cy.getElementById(m).nonempty());
+    shown.sort((a, b) => cy.getElementById(b).indegree() - cy.getElementById(a).indegree() || (a < b ? -1 : 1));
+    return {shown: shown.length, node: shown[0], callers_drawn: cy.getElementById(shown[0]).indegree()};
+  }, group.members);
+  result.expanded = {group: group.id, members: group.members.length, ...target};
+
+  // Focus it from the search box, as a user would.
+  await page.fill('#search', target.node);
+  await page.press('#search', 'Enter');
+  await page.waitForFunction(
+    (name) => window.flowscope.state.graph.focus === name && window.flowscope.state.graph.panel?.id === name,
+    target.node,
+  );
+  result.focused = await page.evaluate(() => ({
+    hash: decodeURIComponent(location.hash),
+    faded: window.flowscope.cy.elements('.faded').length,
+    panel: document.querySelector('#panel h2')?.textContent,
+  }));
+
+  // What breaks if it fails.
+  await page.click('#blast-radius');
+  await page.waitForFunction(() => window.flowscope.state.graph.reach?.kind === 'blast_radius', null, {timeout: 30000});
+  result.blast = await page.evaluate(() => {
+    const reach = window.flowscope.state.graph.reach;
+    const cy = window.flowscope.cy;
+    return {
+      node: reach.node,
+      hops: reach.hops,
+      nodes: reach.nodes,
+      edges: reach.edges,
+      callers: reach.callers,
+      drawn_nodes: reach.drawn_nodes,
+      drawn_edges: reach.drawn_edges,
+      hidden_in_groups: reach.hidden_in_groups,
+      highlighted_nodes: cy.nodes('.reach').length,
+      highlighted_edges: cy.edges('.reach').length,
+      start_marked: cy.getElementById(reach.node).hasClass('reach-start'),
+      faded_highlighted: cy.elements('.reach.faded').length,
+      listed: document.querySelectorAll('#panel .reach-list li').length,
+      summary: document.querySelector('#panel .reach-summary')?.textContent,
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'graph-10000-blast-radius.png')});
+
+  // A path from a caller two calls away (or the farthest one) to the node, drawn from the
+  // caller's panel.
+  const callers = result.blast.callers;
+  if (!callers.length) throw new Error(`no caller of ${result.blast.node} to draw a path from`);
+  const from = (callers.find((c) => c.hops === 2) || callers[callers.length - 1]).node;
+  await page.fill('#search', from);
+  await page.press('#search', 'Enter');
+  await page.waitForFunction(
+    (name) => window.flowscope.state.graph.focus === name && window.flowscope.state.graph.panel?.id === name && window.flowscope.state.graph.ready === true,
+    from,
+    {timeout: 60000},
+  );
+  await page.fill('#path-to', result.blast.node);
+  await page.press('#path-to', 'Enter');
+  await page.waitForFunction(() => window.flowscope.state.graph.reach?.kind === 'paths', null, {timeout: 30000});
+  result.path = await page.evaluate(() => {
+    const reach = window.flowscope.state.graph.reach;
+    const cy = window.flowscope.cy;
+    return {
+      from: reach.from,
+      to: reach.to,
+      paths: reach.paths,
+      nodes: reach.nodes,
+      drawn_nodes: reach.drawn_nodes,
+      drawn_edges: reach.drawn_edges,
+      highlighted_edges: cy.edges('.reach').length,
+      listed: document.querySelectorAll('#panel .reach-list.paths li').length,
+    };
+  });
+  await page.screenshot({path: join(artefacts, 'graph-10000-path.png')});
+}

@@ -35,6 +35,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     asset!("js/layout.js"),
     asset!("js/main.js"),
     asset!("js/panel.js"),
+    asset!("js/reach.js"),
     asset!("js/search.js"),
     asset!("js/sql.js"),
     asset!("js/trace.js"),

@@ -16,7 +16,7 @@ use flowscope_graph::{
     delta, diff,
 };
 use flowscope_query::QueryError;
-use flowscope_query::graph::LIVE_WINDOW;
+use flowscope_query::graph::{GraphView, LIVE_WINDOW};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -46,6 +46,57 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {
         format!("time `{text}` is not RFC 3339 (2026-11-29T06:00:00Z), Unix milliseconds, `now` or a duration ago such as `15m`")
     })
+}
+
+/// The window a graph question asks about, and whether it is live.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    from: i64,
+    to: i64,
+    live: bool,
+}
+
+impl Asked {
+    /// A window that ends now and starts a duration ago (`from` absent or like `15m`, `to`
+    /// absent or `now`) is live: it ends at the next bucket boundary, so it covers the same
+    /// buckets, and gives the same bytes (and ETag), for as long as nothing new arrives
+    /// within a bucket. Any other window is taken as written.
+    fn of(graph: &GraphView, from: Option<&str>, to: Option<&str>) -> Result<Self, ApiError> {
+        let now = now_ns();
+        let ends_now = to.is_none_or(|to| to.trim() == "now");
+        let length = match from.map(str::trim) {
+            None => Some(LIVE_WINDOW),
+            Some(text) if text.parse::<i64>().is_err() => flowscope_base::parse_duration(text).ok(),
+            Some(_) => None,
+        };
+        if let (true, Some(length)) = (ends_now, length) {
+            let bucket = i64::try_from(graph.bucket().as_nanos()).unwrap_or(1).max(1);
+            let to = (now / bucket + 1) * bucket;
+            let length = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
+            return Ok(Self {
+                from: to.saturating_sub(length),
+                to,
+                live: true,
+            });
+        }
+        let (from, to) = window(from, to, LIVE_WINDOW, now)?;
+        Ok(Self {
+            from,
+            to,
+            live: false,
+        })
+    }
+
+    /// The judged snapshot of the window. A live window's is shared by the questions
+    /// asked within half a second (a dashboard asks several at once, and the event stream
+    /// shares it the same way); any other window is computed.
+    fn judged(&self, graph: &GraphView) -> Result<Arc<Snapshot>, ApiError> {
+        Ok(if self.live {
+            graph.judged_shared(self.from, self.to)?
+        } else {
+            graph.judged(self.from, self.to)?
+        })
+    }
 }
 
 pub(crate) fn window(
@@ -437,29 +488,11 @@ pub async fn get_graph(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let graph = caller.view.graph.clone();
-    let (from, to, live) = match (params.from.as_deref(), params.to.as_deref()) {
-        // The live window ends at the next bucket boundary: the same buckets, and the same
-        // bytes (and ETag) for as long as nothing new arrives within a bucket.
-        (None, None) => {
-            let bucket = i64::try_from(graph.bucket().as_nanos()).unwrap_or(1).max(1);
-            let to = (now_ns() / bucket + 1) * bucket;
-            (to - LIVE_WINDOW.as_nanos() as i64, to, true)
-        }
-        (from, to) => {
-            let (from, to) = window(from, to, LIVE_WINDOW, now_ns())?;
-            (from, to, false)
-        }
-    };
+    let asked = Asked::of(&graph, params.from.as_deref(), params.to.as_deref())?;
     let filter = params.filter()?;
     // Judged and written off the runtime: at 100,000 edges the text is tens of megabytes.
     let text = tokio::task::spawn_blocking(move || {
-        // The live window's judged snapshot is shared by the questions asked within half a
-        // second (the event stream shares it the same way); an explicit window is computed.
-        let snapshot = if live {
-            graph.judged_shared(from, to)?
-        } else {
-            graph.judged(from, to)?
-        };
+        let snapshot = asked.judged(&graph)?;
         let filtered = flowscope_graph::filter(&snapshot, &filter)
             .map_err(|error| ApiError::NotFound(error.to_string()))?;
         Ok::<_, ApiError>(filtered_text(&filtered))
@@ -576,15 +609,10 @@ async fn reach_answer(
             "`hops` is from 1 to {MAX_REACH_HOPS}"
         )));
     }
-    let (from, to) = window(
-        params.from.as_deref(),
-        params.to.as_deref(),
-        LIVE_WINDOW,
-        now_ns(),
-    )?;
     let graph = caller.view.graph.clone();
+    let asked = Asked::of(&graph, params.from.as_deref(), params.to.as_deref())?;
     let text = tokio::task::spawn_blocking(move || {
-        let snapshot = graph.snapshot(from, to)?;
+        let snapshot = asked.judged(&graph)?;
         let found = if up {
             flowscope_graph::blast_radius(&snapshot, &node, hops)
         } else {
@@ -667,15 +695,10 @@ pub async fn get_paths(
             "`max_hops` is from 1 to {MAX_PATH_HOPS}"
         )));
     }
-    let (from, to) = window(
-        params.from.as_deref(),
-        params.to.as_deref(),
-        LIVE_WINDOW,
-        now_ns(),
-    )?;
     let graph = caller.view.graph.clone();
+    let asked = Asked::of(&graph, params.from.as_deref(), params.to.as_deref())?;
     let text = tokio::task::spawn_blocking(move || {
-        let snapshot = graph.snapshot(from, to)?;
+        let snapshot = asked.judged(&graph)?;
         let found = flowscope_graph::paths(&snapshot, &from_node, &to_node, hops)
             .map_err(|error| ApiError::NotFound(error.to_string()))?;
         let paths: Vec<Value> = found

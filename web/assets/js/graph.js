@@ -38,6 +38,9 @@ const DAGRE_LIMIT = 150;
 export const MAX_NODES = 2000;
 /** Above this many nodes, drawing trades detail for speed while panning. */
 const BIG_GRAPH = 400;
+/** Edges past which a graph is drawn as a big one too (a 10,000-service system folded by
+ * namespace is a few hundred groups with thousands of edges between them). */
+const BIG_EDGES = 2000;
 /** Edges added per task while a big graph loads (about 50 ms each on a busy 2-core machine). */
 const EDGE_SLICE = 500;
 /** The live stream describes this window (the server's live window). */
@@ -168,6 +171,12 @@ const STYLE = [
   {selector: 'edge.shrank', style: {'line-color': '#d29922', 'target-arrow-color': '#d29922'}},
   {selector: 'node.appeared', style: {'border-color': '#3fb950', 'border-width': 4}},
   {selector: 'node.vanished', style: {'border-style': 'dotted', opacity: 0.55}},
+  // A blast radius or a path (reach.js): drawn over the faded rest.
+  {
+    selector: '.reach',
+    style: {'underlay-color': '#f0883e', 'underlay-opacity': 0.55, 'underlay-padding': 6},
+  },
+  {selector: 'node.reach-start', style: {'underlay-color': '#f85149', 'underlay-opacity': 0.8, 'underlay-padding': 9}},
   {selector: '.faded', style: {opacity: 0.1, 'underlay-opacity': 0}},
   {selector: '.hidden', style: {display: 'none'}},
   {selector: 'node:selected', style: {'border-color': '#ffffff', 'border-width': 4}},
@@ -455,21 +464,34 @@ export class GraphView {
     closePanel(this);
     const started = performance.now();
     const {from, to, live, window: w} = this.apiWindow();
+    // A system too big to draw node by node opens folded by namespace, when its services
+    // say theirs (choose "not grouped" to see every node). So when the grouping is not
+    // chosen, the first question is the folded one: at 10,000 services the unfolded answer
+    // is megabytes the page would throw away. A system without namespaces gets the same
+    // answer either way; a small one with namespaces asks again, unfolded (the server shares
+    // the window's snapshot between the two questions).
+    const probing = this.params.group === undefined;
+    const prefetched = this.prefetched;
+    this.prefetched = null;
     let snapshot;
     try {
-      snapshot = await getJson('/api/graph', {from, to, ...this.groupQuery()});
+      if (prefetched && prefetched.key === `${from}|${to}|${JSON.stringify(this.groupQuery())}` && performance.now() - prefetched.at < 2000) {
+        snapshot = prefetched.snapshot;
+      } else {
+        snapshot = await getJson('/api/graph', {from, to, ...(probing ? {group_by: 'service.namespace'} : this.groupQuery())});
+      }
+      if (probing && snapshot.nodes.some((n) => n.kind === 'group')) {
+        if ((snapshot.totals?.nodes || 0) > MAX_NODES) {
+          if (loadId === this.state.loads) {
+            this.prefetched = {key: `${from}|${to}|${JSON.stringify({group_by: 'service.namespace'})}`, at: performance.now(), snapshot};
+            this.navigate({group: 'service.namespace'});
+          }
+          return;
+        }
+        snapshot = await getJson('/api/graph', {from, to});
+      }
     } catch (error) {
       this.showNotice(`cannot load the graph: ${error.message}`);
-      return;
-    }
-    // A system too big to draw node by node opens folded by namespace, when its services
-    // say theirs (choose "not grouped" to see every node).
-    if (
-      this.params.group === undefined &&
-      (snapshot.totals?.nodes || 0) > MAX_NODES &&
-      snapshot.nodes.some((n) => n.attributes && n.attributes['service.namespace'])
-    ) {
-      if (loadId === this.state.loads) this.navigate({group: 'service.namespace'});
       return;
     }
     if (snapshot.nodes.length && snapshot.nodes.length <= DAGRE_LIMIT) await loadDagre();
@@ -524,8 +546,10 @@ export class GraphView {
     const timings = {};
     this.state.timings = timings;
     const {nodes, edges} = this.collapse(snapshot.nodes, snapshot.edges);
-    const big = nodes.length > BIG_GRAPH;
-    const nodeElements = nodes.map((n) => ({group: 'nodes', data: this.nodeData(n), classes: big ? '' : 'lbl'}));
+    // Labels on every node while there are few; edges in slices, plain, while there are many.
+    const manyNodes = nodes.length > BIG_GRAPH;
+    const big = manyNodes || edges.length > BIG_EDGES;
+    const nodeElements = nodes.map((n) => ({group: 'nodes', data: this.nodeData(n), classes: manyNodes ? '' : 'lbl'}));
     const edgeElements = edges.map((e) => ({group: 'edges', data: this.edgeData(e), classes: big ? 'fast' : ''}));
     // A big graph draws its nodes first and adds its edges in slices between frames, so the
     // page answers clicks while they arrive instead of freezing until all are in.
@@ -554,6 +578,7 @@ export class GraphView {
     });
     this.app.cy = this.cy;
     this.big = big;
+    this.manyNodes = manyNodes;
     timings.cytoscape = performance.now() - t0;
     if (!positions && nodes.length) {
       this.cy
@@ -734,7 +759,7 @@ export class GraphView {
     cy.on('mouseout', 'node, edge', () => this.tooltip.classList.add('hidden'));
     cy.on('viewport', () => {
       this.tooltip.classList.add('hidden');
-      if (this.big) this.labelVisibleSoon();
+      if (this.manyNodes) this.labelVisibleSoon();
     });
   }
 
@@ -1096,7 +1121,7 @@ export class GraphView {
   }
 
   addNode(data, classes = '') {
-    return this.cy.add({group: 'nodes', data, classes: `${classes} ${this.big ? '' : 'lbl'}`.trim()});
+    return this.cy.add({group: 'nodes', data, classes: `${classes} ${this.manyNodes ? '' : 'lbl'}`.trim()});
   }
 
   /** Puts new nodes beside a neighbour already on screen; nothing else moves. */
@@ -1239,6 +1264,7 @@ export class GraphView {
       this.app.replaceParams('graph', this.params);
     }
     cy.elements().removeClass('faded');
+    this.clearReach();
     if (!name) return;
     const start = cy.getElementById(name);
     if (start.empty()) {
@@ -1302,12 +1328,60 @@ export class GraphView {
     this.fitTo(keep, 60);
   }
 
+  /**
+   * Highlights nodes (ids) and the calls between them (`[source, target]` pairs), the rest
+   * faded; `start` is marked. An id not drawn is shown by the group or the bubble it is
+   * folded into. Returns what was drawn, for the page's state.
+   */
+  highlightReach(ids, pairs, start) {
+    const cy = this.cy;
+    if (!cy) return {drawn_nodes: 0, drawn_edges: 0, hidden_in_groups: 0};
+    this.clearReach();
+    const folded = new Map();
+    cy.nodes('[kind = "group"]').forEach((g) => {
+      for (const member of g.data('members') || []) folded.set(member, g);
+    });
+    for (const [bubble, members] of this.state.collapsed.entries()) {
+      for (const member of members) folded.set(member, cy.getElementById(bubble));
+    }
+    let hidden = 0;
+    const drawnOf = (id) => {
+      const node = cy.getElementById(id);
+      if (node.nonempty()) return node;
+      const holder = folded.get(id);
+      if (holder && holder.nonempty()) {
+        hidden += 1;
+        return holder;
+      }
+      return cy.collection();
+    };
+    let keep = cy.collection();
+    for (const id of ids) keep = keep.union(drawnOf(id));
+    for (const [source, target] of pairs) {
+      const a = cy.getElementById(source).nonempty() ? cy.getElementById(source) : folded.get(source);
+      const b = cy.getElementById(target).nonempty() ? cy.getElementById(target) : folded.get(target);
+      if (a && b && a.nonempty() && b.nonempty() && a.id() !== b.id()) keep = keep.union(a.edgesTo(b));
+    }
+    cy.elements().removeClass('faded');
+    cy.elements().not(keep).addClass('faded');
+    keep.addClass('reach');
+    drawnOf(start).addClass('reach-start');
+    if (keep.nonempty()) this.fitTo(keep, 60);
+    return {drawn_nodes: keep.nodes().length, drawn_edges: keep.edges().length, hidden_in_groups: hidden};
+  }
+
+  clearReach() {
+    this.state.reach = null;
+    if (this.cy) this.cy.elements('.reach, .reach-start').removeClass('reach reach-start');
+  }
+
   clearFocus() {
     this.state.focus = '';
     this.params = {...this.params, focus: undefined};
     this.app.replaceParams('graph', this.params);
     this.searchInput.value = '';
     if (!this.cy) return;
+    this.clearReach();
     this.cy.elements().removeClass('faded loop-selected incident-cause');
     this.state.focusedPath = null;
     for (const item of this.loopList.querySelectorAll('.loop-item')) item.classList.remove('selected');

@@ -5,6 +5,7 @@
 
 import {getJson, records, sql} from './api.js';
 import {sparkline} from './chart.js';
+import {reachSection} from './reach.js';
 import {
   formatCount,
   formatMs,
@@ -62,6 +63,7 @@ function draw(view, element, withQueries) {
     h('div', {class: 'muted kind'}, `${d.kind}${group === 'edge' ? ' call' : ''}`),
     figuresOf(view, d, group),
     d.diff ? h('div', {class: 'diff'}, `compared with the other window: ${d.diff}`) : null,
+    group === 'node' ? reachSection(view, d) : null,
     h('h3', {}, 'Over the window'),
     series,
     h('h3', {}, 'Feedback loops'),
