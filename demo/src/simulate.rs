@@ -834,7 +834,7 @@ mod tests {
             .loops
             .iter()
             .map(|l| {
-                let mut nodes = l.nodes.clone();
+                let mut nodes = l.nodes.to_vec();
                 nodes.sort();
                 nodes
             })

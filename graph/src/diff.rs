@@ -461,6 +461,6 @@ mod tests {
         assert!(!result.is_empty());
         let loops = result.loops.expect("a loop appeared");
         assert_eq!(loops.len(), 1);
-        assert_eq!(loops[0].id, "b -> d");
+        assert_eq!(&*loops[0].id, "b -> d");
     }
 }

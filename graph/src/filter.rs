@@ -409,7 +409,7 @@ fn fold_groups(
             // The loop's edges in the answer's ids, each once, in the loop's order.
             let mut loop_edges: Vec<(&str, &str)> = Vec::new();
             let mut seen_edges: HashSet<(&str, &str)> = HashSet::new();
-            for (s, t) in &l.edges {
+            for (s, t) in l.edges.iter() {
                 let (Some(s2), Some(t2)) = (id_of.get(s.as_str()), id_of.get(t.as_str())) else {
                     return None;
                 };
@@ -433,7 +433,7 @@ fn fold_groups(
                 .collect();
             Some(crate::FeedbackLoop {
                 id: l.id.clone(),
-                nodes,
+                nodes: nodes.into(),
                 edges: loop_edges
                     .into_iter()
                     .map(|(s, t)| (s.to_string(), t.to_string()))
@@ -447,9 +447,9 @@ fn fold_groups(
     // figures, under the id of its folded nodes.
     let mut by_edges: BTreeMap<Vec<(String, String)>, crate::FeedbackLoop> = BTreeMap::new();
     for mut l in folded_loops {
-        let mut key = l.edges.clone();
+        let mut key = l.edges.to_vec();
         key.sort();
-        l.id = l.nodes.join(" -> ");
+        l.id = l.nodes.join(" -> ").into();
         match by_edges.entry(key) {
             std::collections::btree_map::Entry::Vacant(slot) => {
                 slot.insert(l);
@@ -631,12 +631,13 @@ mod tests {
                                 .any(|f| f.source == e.target && f.target == e.source)
                         {
                             loops.push(FeedbackLoop {
-                                id: format!("{} -> {}", e.source, e.target),
-                                nodes: vec![e.source.clone(), e.target.clone()],
+                                id: format!("{} -> {}", e.source, e.target).into(),
+                                nodes: vec![e.source.clone(), e.target.clone()].into(),
                                 edges: vec![
                                     (e.source.clone(), e.target.clone()),
                                     (e.target.clone(), e.source.clone()),
-                                ],
+                                ]
+                                .into(),
                                 calls: e.calls,
                                 trace_loops: 0,
                             });
@@ -794,7 +795,7 @@ mod tests {
                     prop_assert_eq!(usize::from(got.truncated), truncated);
                     prop_assert_eq!(got.total_nodes, snapshot.nodes.len());
                     for l in &got.snapshot.loops {
-                        for (s, t) in &l.edges {
+                        for (s, t) in l.edges.iter() {
                             prop_assert!(edges.iter().any(|e| &e.source == s && &e.target == t));
                         }
                     }
@@ -877,10 +878,10 @@ mod tests {
             prop_assert_eq!(got_edges, expected);
             let mut edge_sets = HashSet::new();
             for l in &got.loops {
-                for (s, t) in &l.edges {
+                for (s, t) in l.edges.iter() {
                     prop_assert!(got.edges.iter().any(|e| &e.source == s && &e.target == t));
                 }
-                let mut set = l.edges.clone();
+                let mut set = l.edges.to_vec();
                 set.sort();
                 prop_assert!(edge_sets.insert(set), "loops that fold alike are one: {:?}", got.loops);
             }

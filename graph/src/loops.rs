@@ -31,15 +31,16 @@ pub const MAX_CYCLES_PER_COMPONENT: usize = 100;
 /// How many edge sets' cycles are kept ([`feedback_loops`]).
 const CACHED_EDGE_SETS: usize = 8;
 
-/// The cycles of the last edge sets asked about, by a 128-bit hash of their (source, target)
+/// The loops of the last edge sets asked about, by a 128-bit hash of their (source, target)
 /// pairs (seeded at random per process). The cycle search is the costly part of a large
 /// graph's snapshot (0.8 s at 100,000 edges) and depends only on which edges exist, which
-/// changes far less often than a system's graph is read; the loops' figures are computed
-/// afresh from the edges every time.
-static CYCLES: Mutex<VecDeque<(u128, Cycles)>> = Mutex::new(VecDeque::new());
+/// changes far less often than a system's graph is read; so does building the loops' node
+/// and edge lists (170 ms for 100 loops thousands of nodes long), which every read then
+/// shares. The loops' figures are computed afresh from the edges every time.
+static CYCLES: Mutex<VecDeque<(u128, Shapes)>> = Mutex::new(VecDeque::new());
 
-/// Cycles, each its nodes in cycle order.
-type Cycles = Arc<Vec<Vec<String>>>;
+/// Loops without their figures (`calls` and `trace_loops` are 0), sorted by id.
+type Shapes = Arc<Vec<FeedbackLoop>>;
 
 fn edge_set_key(edges: &[Edge]) -> u128 {
     static SEEDS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
@@ -75,33 +76,59 @@ pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
         .iter()
         .find(|(known, _)| *known == key)
         .map(|(_, cycles)| cycles.clone());
-    let cycles = match cached {
-        Some(cycles) => cycles,
+    let shapes = match cached {
+        Some(shapes) => shapes,
         None => {
-            let cycles = Arc::new(cycles_of(edges));
+            let shapes = Arc::new(shapes_of(cycles_of(edges)));
             let mut kept = CYCLES.lock().unwrap_or_else(PoisonError::into_inner);
-            kept.push_front((key, cycles.clone()));
+            kept.push_front((key, shapes.clone()));
             kept.truncate(CACHED_EDGE_SETS);
-            cycles
+            shapes
         }
     };
-    loops_of(&cycles, edges)
+    with_figures(&shapes, edges)
 }
 
 /// [`feedback_loops`] with the cycles searched every time, never kept (for benchmarks).
 pub fn feedback_loops_searched(edges: &[Edge]) -> Vec<FeedbackLoop> {
-    loops_of(&cycles_of(edges), edges)
+    with_figures(&shapes_of(cycles_of(edges)), edges)
 }
 
-/// The loops of `cycles`, with the figures of `edges`, sorted by id.
-fn loops_of(cycles: &[Vec<String>], edges: &[Edge]) -> Vec<FeedbackLoop> {
-    let calls = pair_calls(edges);
-    let mut loops: Vec<FeedbackLoop> = cycles
-        .iter()
-        .map(|nodes| loop_of_cycle(nodes.clone(), &calls))
+/// The loops through `cycles`, without figures, sorted by id.
+fn shapes_of(cycles: Vec<Vec<String>>) -> Vec<FeedbackLoop> {
+    let none = FastMap::default();
+    let mut shapes: Vec<FeedbackLoop> = cycles
+        .into_iter()
+        .map(|nodes| loop_of_cycle(nodes, &none))
         .collect();
-    loops.sort_by(|a, b| a.id.cmp(&b.id));
-    loops
+    shapes.sort_by(|a, b| a.id.cmp(&b.id));
+    shapes
+}
+
+/// The loops of `shapes` (sharing their lists) with the figures of `edges`.
+fn with_figures(shapes: &[FeedbackLoop], edges: &[Edge]) -> Vec<FeedbackLoop> {
+    let calls = pair_calls(edges);
+    shapes
+        .iter()
+        .map(|shape| FeedbackLoop {
+            calls: calls_round(&shape.edges, &calls),
+            ..shape.clone()
+        })
+        .collect()
+}
+
+/// The traffic round a loop: the smallest call count of its edges.
+fn calls_round(edges: &[(String, String)], pair_calls: &FastMap<(&str, &str), u64>) -> u64 {
+    edges
+        .iter()
+        .map(|(a, b)| {
+            pair_calls
+                .get(&(a.as_str(), b.as_str()))
+                .copied()
+                .unwrap_or(0)
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Every elementary cycle of the edges (at most [`MAX_CYCLES_PER_COMPONENT`] per
@@ -208,20 +235,11 @@ pub(crate) fn loop_of_cycle(
         .zip(nodes.iter().cycle().skip(1))
         .map(|(a, b)| (a.clone(), b.clone()))
         .collect();
-    let calls = edges
-        .iter()
-        .map(|(a, b)| {
-            pair_calls
-                .get(&(a.as_str(), b.as_str()))
-                .copied()
-                .unwrap_or(0)
-        })
-        .min()
-        .unwrap_or(0);
+    let calls = calls_round(&edges, pair_calls);
     FeedbackLoop {
-        id: nodes.join(" -> "),
-        nodes,
-        edges,
+        id: nodes.join(" -> ").into(),
+        nodes: nodes.into(),
+        edges: edges.into(),
         calls,
         trace_loops: 0,
     }
@@ -409,7 +427,7 @@ mod tests {
             edge("topic", "billing", 8),
             edge("billing", "orders", 3),
         ]);
-        assert_eq!(loops[0].nodes, ["billing", "orders", "topic"]);
+        assert_eq!(*loops[0].nodes, ["billing", "orders", "topic"]);
         let pairs: Vec<(&str, &str)> = loops[0]
             .edges
             .iter()
@@ -463,7 +481,7 @@ mod tests {
         }
         let loops = feedback_loops(&edges);
         assert_eq!(loops.len(), MAX_CYCLES_PER_COMPONENT);
-        assert!(loops.iter().any(|l| l.id == "n0 -> n1"));
+        assert!(loops.iter().any(|l| &*l.id == "n0 -> n1"));
     }
 
     #[test]

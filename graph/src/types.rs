@@ -1,6 +1,7 @@
 //! The graph as callers see it: nodes, edges, feedback loops, the snapshot of a window and
 //! the counters of the live builder. Plain values, no serde: JSON is made in `web`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a node stands for. Only services send spans; the other kinds are inferred.
@@ -137,11 +138,14 @@ impl Edge {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackLoop {
     /// The nodes joined by `" -> "`, starting from the smallest id: stable across windows.
-    pub id: String,
+    /// The id and the lists are shared (`Arc`) between the reads of one edge set: a loop can
+    /// be thousands of nodes long, and a big graph is read far more often than its edge set
+    /// changes.
+    pub id: Arc<str>,
     /// In cycle order, starting from the smallest id; a self-loop has one node.
-    pub nodes: Vec<String>,
+    pub nodes: Arc<[String]>,
     /// `(nodes[0], nodes[1])`, ..., `(nodes[last], nodes[0])`.
-    pub edges: Vec<(String, String)>,
+    pub edges: Arc<[(String, String)]>,
     /// Traffic round the loop: the smallest call count of its edges (sync and async calls
     /// between the same two nodes are added), 0 when one of its edges is not in the window.
     pub calls: u64,

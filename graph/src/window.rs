@@ -399,7 +399,7 @@ fn attach_trace_loops(
     trace_loops: &BTreeMap<Cycle, Counted<u64>>,
     names: &DisplayNames,
 ) -> Vec<FeedbackLoop> {
-    let mut loops: BTreeMap<String, FeedbackLoop> = feedback_loops(edges)
+    let mut loops: BTreeMap<Arc<str>, FeedbackLoop> = feedback_loops(edges)
         .into_iter()
         .map(|l| (l.id.clone(), l))
         .collect();
@@ -420,7 +420,7 @@ fn attach_trace_loops(
         }
         for (cycle, Counted { value: count, .. }) in trace_loops {
             let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
-            for (source, target) in &found.edges {
+            for (source, target) in found.edges.iter() {
                 for position in edges_by_pair
                     .get(&(source.as_str(), target.as_str()))
                     .into_iter()

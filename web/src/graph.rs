@@ -926,11 +926,12 @@ mod tests {
             }],
             loops: vec![FeedbackLoop {
                 id: "checkout -> inventory".into(),
-                nodes: vec!["checkout".into(), "inventory".into()],
+                nodes: vec!["checkout".into(), "inventory".into()].into(),
                 edges: vec![
                     ("checkout".into(), "inventory".into()),
                     ("inventory".into(), "checkout".into()),
-                ],
+                ]
+                .into(),
                 calls: 3,
                 trace_loops: 1,
             }],

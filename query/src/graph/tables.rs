@@ -203,13 +203,13 @@ fn batch_of(which: Which, snapshot: &Snapshot) -> Result<RecordBatch> {
             let l = &snapshot.loops;
             let mut nodes = ListBuilder::new(StringBuilder::new());
             for lp in l {
-                for node in &lp.nodes {
+                for node in lp.nodes.iter() {
                     nodes.values().append_value(node);
                 }
                 nodes.append(true);
             }
             vec![
-                strings(l.iter().map(|x| x.id.as_str())),
+                strings(l.iter().map(|x| &*x.id)),
                 Arc::new(nodes.finish()),
                 ints(l.iter().map(|x| x.nodes.len() as u64)),
                 ints(l.iter().map(|x| x.calls)),

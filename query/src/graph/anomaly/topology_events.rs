@@ -199,9 +199,9 @@ fn step_events(
             .collect::<BTreeMap<_, _>>()
     };
     let (was, is) = (loops(before), loops(after));
-    let loop_event = |event, id: &String, b, a| Event {
+    let loop_event = |event, id: &std::sync::Arc<str>, b, a| Event {
         event,
-        subject: id.clone(),
+        subject: id.to_string(),
         kind: None,
         source: None,
         target: None,
@@ -362,9 +362,9 @@ mod tests {
             loops: loops
                 .iter()
                 .map(|id| FeedbackLoop {
-                    id: id.to_string(),
-                    nodes: vec![],
-                    edges: vec![],
+                    id: (*id).into(),
+                    nodes: Vec::new().into(),
+                    edges: Vec::new().into(),
                     calls: 4,
                     trace_loops: 0,
                 })
