@@ -451,6 +451,16 @@ export class GraphView {
     this.notice.classList.toggle('hidden', !text);
   }
 
+  /**
+   * The window as the graph's own requests give it: nothing for the live 15 minutes, which the
+   * server shares among the questions of the same half second (the page's graph, its blast
+   * radius, the event stream), `from`/`to` otherwise.
+   */
+  graphWindow() {
+    const {from, to, live} = this.apiWindow();
+    return live && from === LIVE_WINDOW ? {} : {from, to};
+  }
+
   apiWindow() {
     const w = resolveWindow(this.params);
     if (w.live) return {from: w.fromText, to: 'now', live: true, window: w};
@@ -478,7 +488,7 @@ export class GraphView {
       if (prefetched && prefetched.key === `${from}|${to}|${JSON.stringify(this.groupQuery())}` && performance.now() - prefetched.at < 2000) {
         snapshot = prefetched.snapshot;
       } else {
-        snapshot = await getJson('/api/graph', {from, to, ...(probing ? {group_by: 'service.namespace'} : this.groupQuery())});
+        snapshot = await getJson('/api/graph', {...this.graphWindow(), ...(probing ? {group_by: 'service.namespace'} : this.groupQuery())});
       }
       if (probing && snapshot.nodes.some((n) => n.kind === 'group')) {
         if ((snapshot.totals?.nodes || 0) > MAX_NODES) {
@@ -488,7 +498,7 @@ export class GraphView {
           }
           return;
         }
-        snapshot = await getJson('/api/graph', {from, to});
+        snapshot = await getJson('/api/graph', this.graphWindow());
       }
     } catch (error) {
       this.showNotice(`cannot load the graph: ${error.message}`);
@@ -1035,9 +1045,8 @@ export class GraphView {
 
   /** Re-reads the window and merges it in place. */
   async refreshNow() {
-    const {from, to} = this.apiWindow();
     try {
-      const snapshot = await getJson('/api/graph', {from, to, ...this.groupQuery()});
+      const snapshot = await getJson('/api/graph', {...this.graphWindow(), ...this.groupQuery()});
       this.state.window = resolveWindow(this.params);
       this.merge(snapshot.nodes, snapshot.edges, snapshot.loops, true);
       if (this.params.compare) await this.applyCompare();

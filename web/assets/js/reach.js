@@ -162,6 +162,5 @@ function startAsking(view, out) {
 }
 
 function windowOf(view) {
-  const {from, to} = view.apiWindow();
-  return {from, to};
+  return view.graphWindow();
 }
