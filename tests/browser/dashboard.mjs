@@ -20,25 +20,11 @@
 // stdin), and one final `RESULT <json>` line that the Rust test asserts on. Screenshots of
 // each view go to the artefact directory.
 
-import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
+import {mkdirSync, rmSync} from 'node:fs';
 import {join} from 'node:path';
 import {createInterface} from 'node:readline';
-import {chromium} from 'playwright-core';
+import {launch} from './chromium.mjs';
 
-const CHROMIUM = process.env.FLOWSCOPE_CHROMIUM || '/usr/bin/chromium';
-// Without the background-networking flags the sandbox this runs in refuses chromium's
-// connections; --no-sandbox because tests run as root.
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const TIMEOUT = 20000;
 
 const [scenario, baseUrl, artefacts] = process.argv.slice(2);
@@ -63,13 +49,7 @@ function step(name) {
   console.log(`STEP ${name}`);
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'flowscope-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ARGS,
-  viewport: {width: 1400, height: 860},
-});
+const {context, profile} = await launch();
 const result = {scenario, dialogs: [], page_errors: [], console_errors: []};
 try {
   const page = context.pages()[0] || (await context.newPage());

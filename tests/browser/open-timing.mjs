@@ -7,10 +7,8 @@
 //
 // Prints one JSON line per run; `graph_bytes` is what `/api/graph` sent on the wire (gzipped).
 
-import {mkdtempSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
-import {chromium} from 'playwright-core';
+import {rmSync} from 'node:fs';
+import {launch} from './chromium.mjs';
 
 const [baseUrl, runsText] = process.argv.slice(2);
 if (!baseUrl) {
@@ -18,13 +16,7 @@ if (!baseUrl) {
   process.exit(2);
 }
 const runs = Number(runsText || 3);
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'flowscope-chromium-')), {
-  executablePath: process.env.FLOWSCOPE_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: {width: 1400, height: 860},
-});
+const {context, profile} = await launch();
 try {
   for (let run = 0; run < runs; run++) {
     const page = await context.newPage();
@@ -76,4 +68,5 @@ try {
   }
 } finally {
   await context.close();
+  rmSync(profile, {recursive: true, force: true});
 }

@@ -5,23 +5,15 @@
 //
 // An element id is a node id (`payments`) or an edge `source->target`. Prints one JSON line.
 
-import {mkdtempSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
-import {chromium} from 'playwright-core';
+import {rmSync} from 'node:fs';
+import {launch} from './chromium.mjs';
 
 const [baseUrl, ...elements] = process.argv.slice(2);
 if (!baseUrl || elements.length === 0) {
   console.error('usage: node panel-timing.mjs <dashboard url> <node id | source->target>...');
   process.exit(2);
 }
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'flowscope-chromium-')), {
-  executablePath: process.env.FLOWSCOPE_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: {width: 1400, height: 860},
-});
+const {context, profile} = await launch();
 try {
   const page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(30000);
@@ -54,4 +46,5 @@ try {
   console.log(JSON.stringify(timings));
 } finally {
   await context.close();
+  rmSync(profile, {recursive: true, force: true});
 }
