@@ -289,7 +289,12 @@ export class GraphView {
       onkeydown: (event) => {
         if (event.key === 'Enter') this.focus(this.searchInput.value.trim());
       },
-      onchange: () => this.focus(this.searchInput.value.trim()),
+      // Leaving the box fires `change` after Enter already focused the name: focusing it
+      // again would redraw the panel under a click on its buttons, and lose the click.
+      onchange: () => {
+        const name = this.searchInput.value.trim();
+        if (name !== this.state.focus) this.focus(name);
+      },
     });
     this.datalist = h('datalist', {id: 'node-names'});
     this.hopsSelect = h(
