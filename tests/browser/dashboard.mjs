@@ -956,6 +956,13 @@ async function giantFlow(page) {
       page_navigation_to_ready_ms: graph.navigationToReadyMs,
       fetch_ms: graph.fetchMs,
       timings: graph.timings,
+      // The page's first question to the server, as the browser timed it (ms since
+      // navigation): the server's share of the opening, apart from the page's own work.
+      graph_request: performance
+        .getEntriesByType('resource')
+        .filter((e) => e.name.includes('/api/graph?'))
+        .slice(0, 1)
+        .map((e) => ({started_ms: e.startTime, first_byte_ms: e.responseStart, answered_ms: e.responseEnd, bytes: e.transferSize}))[0],
     };
   });
   result.opened.navigation_to_ready_ms = readyAt - started;

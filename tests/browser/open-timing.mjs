@@ -3,16 +3,19 @@
 // says it is ready (`navigationToReadyMs`: the nodes drawn, a click answered from then on),
 // then a node's blast radius from its panel. For BENCHMARKS.md, run by hand:
 //
-//   node tests/browser/open-timing.mjs <dashboard url> [runs]
+//   node tests/browser/open-timing.mjs <dashboard url> [runs] [hash, #/graph by default]
+//
+// `#/graph?from=15m` asks the same question as `#/graph` but after the page's modules, not
+// from early.js: the opening before early.js, for comparison.
 //
 // Prints one JSON line per run; `graph_bytes` is what `/api/graph` sent on the wire (gzipped).
 
 import {rmSync} from 'node:fs';
 import {launch} from './chromium.mjs';
 
-const [baseUrl, runsText] = process.argv.slice(2);
+const [baseUrl, runsText, hash = '#/graph'] = process.argv.slice(2);
 if (!baseUrl) {
-  console.error('usage: node open-timing.mjs <dashboard url> [runs]');
+  console.error('usage: node open-timing.mjs <dashboard url> [runs] [hash]');
   process.exit(2);
 }
 const runs = Number(runsText || 3);
@@ -28,7 +31,7 @@ try {
         graphBytes.push((await response.request().sizes()).responseBodySize);
       }
     });
-    await page.goto(`${baseUrl}/#/graph`);
+    await page.goto(`${baseUrl}/${hash}`);
     await page.waitForFunction(() => {
       const graph = window.flowscope?.state?.graph;
       return graph?.ready === true && graph.navigationToReadyMs;

@@ -33,6 +33,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     asset!("js/graph.js"),
     asset!("js/incidents.js"),
     asset!("js/layout.js"),
+    asset!("js/early.js"),
     asset!("js/main.js"),
     asset!("js/panel.js"),
     asset!("js/reach.js"),

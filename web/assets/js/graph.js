@@ -220,6 +220,17 @@ export function edgeId(source, target, kind) {
 
 
 /** The window of the hash parameters as absolute milliseconds, and whether it follows now. */
+/**
+ * The answer early.js asked for while the modules loaded (the live graph folded by namespace),
+ * once, if it is at most 10 s old and was accepted; null otherwise.
+ */
+async function takeEarlyGraph() {
+  const early = window.flowscopeEarlyGraph;
+  window.flowscopeEarlyGraph = null;
+  if (!early || performance.now() - early.at > 10000) return null;
+  return early.answer;
+}
+
 export function resolveWindow(params, now = Date.now()) {
   const toText = params.to || 'now';
   const fromText = params.from || LIVE_WINDOW;
@@ -493,7 +504,8 @@ export class GraphView {
       if (prefetched && prefetched.key === `${from}|${to}|${JSON.stringify(this.groupQuery())}` && performance.now() - prefetched.at < 2000) {
         snapshot = prefetched.snapshot;
       } else {
-        snapshot = await getJson('/api/graph', {...this.graphWindow(), ...(probing ? {group_by: 'service.namespace'} : this.groupQuery())});
+        snapshot = probing && Object.keys(this.graphWindow()).length === 0 ? await takeEarlyGraph() : null;
+        snapshot ??= await getJson('/api/graph', {...this.graphWindow(), ...(probing ? {group_by: 'service.namespace'} : this.groupQuery())});
       }
       if (probing && snapshot.nodes.some((n) => n.kind === 'group')) {
         if ((snapshot.totals?.nodes || 0) > MAX_NODES) {
