@@ -14,7 +14,6 @@
   if (view !== 'graph' || params.has('group') || params.has('from') || params.has('to')) return;
   const url = '/api/graph?group_by=service.namespace';
   window.flowscopeEarlyGraph = {
-    url,
     at: performance.now(),
     answer: fetch(url, {headers: {accept: 'application/json'}})
       .then((response) => (response.ok ? response.json() : null))

@@ -218,8 +218,6 @@ export function edgeId(source, target, kind) {
   return `${source}\u2192${target}\u00b7${kind}`;
 }
 
-
-/** The window of the hash parameters as absolute milliseconds, and whether it follows now. */
 /**
  * The answer early.js asked for while the modules loaded (the live graph folded by namespace),
  * once, if it is at most 10 s old and was accepted; null otherwise.
@@ -231,6 +229,7 @@ async function takeEarlyGraph() {
   return early.answer;
 }
 
+/** The window of the hash parameters as absolute milliseconds, and whether it follows now. */
 export function resolveWindow(params, now = Date.now()) {
   const toText = params.to || 'now';
   const fromText = params.from || LIVE_WINDOW;
