@@ -3,7 +3,8 @@
 //! receiver (OTLP/gRPC, OTLP/HTTP protobuf and JSON) land on the ingester that holds their
 //! trace's partition, every span of a trace on one ingester; an ingester killed with
 //! SIGKILL loses its partitions when its leases end, the other takes them and ingest goes
-//! on; back, it has every span it acknowledged.
+//! on; back, it has every span it acknowledged. With two queriers, the files are read by
+//! the queriers, a share each, and each ingester's memory on that ingester.
 
 // Test helpers panic on purpose: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -326,5 +327,96 @@ fn a_querier_reads_a_lone_ingesters_memory_before_its_first_flush() {
     assert_eq!(grouped["rows"][0][1], 300, "{grouped}");
     querier.stop();
     a.stop();
+    pg.stop();
+}
+
+/// Reads of Parquet a node made (answered by its disk cache or by the bucket).
+fn parquet_reads(node: &Server) -> u64 {
+    node.metrics_text()
+        .lines()
+        .filter(|line| {
+            line.starts_with("flowscope_cache_hits_total")
+                || line.starts_with("flowscope_cache_misses_total")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Spans an ingester has in committed files.
+fn spans_in_files(node: &Server) -> u64 {
+    node.metrics_text()
+        .lines()
+        .filter(|line| line.starts_with("flowscope_store_spans_in_segments"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn the_files_are_read_by_the_queriers_each_file_once_and_the_memory_on_its_ingester() {
+    let mut pg = Postgres::start();
+    let metadata = pg.database("queriers");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let a = start(&dir.path().join("a"), &s3, &metadata, "ingester");
+    let b = start(&dir.path().join("b"), &s3, &metadata, "ingester");
+    let q1 = start(&dir.path().join("q1"), &s3, &metadata, "receiver,querier");
+    let q2 = start(&dir.path().join("q2"), &s3, &metadata, "querier");
+    wait_for_split(&q1, &a, &b);
+    send(&q1, "files", 0, 4_000);
+    wait_for(
+        "both ingesters to flush every span to the bucket",
+        Duration::from_secs(30),
+        || {
+            let (on_a, on_b) = (spans_in_files(&a), spans_in_files(&b));
+            on_a > 0 && on_b > 0 && on_a + on_b == 4_000
+        },
+    );
+    // The files' share of the stage reading spans runs as a task on each querier (q1 has
+    // seen q2 join: its directory is refreshed every second).
+    let explain = || {
+        let answer = q1.sql("EXPLAIN SELECT count(DISTINCT span_id) FROM spans");
+        answer["rows"][1][1].as_str().unwrap().to_string()
+    };
+    wait_for(
+        "q1 to plan with both queriers",
+        Duration::from_secs(15),
+        || explain().contains("c0(1/2)"),
+    );
+    let plan = explain();
+    assert!(
+        plan.contains("DistributedUnionExec") && plan.contains("IngesterScanExec"),
+        "{plan}"
+    );
+
+    let nodes = [&a, &b, &q1, &q2];
+    let before: Vec<u64> = nodes.iter().map(|n| parquet_reads(n)).collect();
+    for querier in [&q1, &q2] {
+        assert_eq!(
+            querier.count("SELECT count(DISTINCT span_id) FROM spans"),
+            4_000
+        );
+        assert_eq!(querier.count("SELECT count(*) FROM spans"), 4_000);
+    }
+    let after: Vec<u64> = nodes.iter().map(|n| parquet_reads(n)).collect();
+    assert_eq!(
+        (after[0], after[1]),
+        (before[0], before[1]),
+        "the ingesters read no file: {before:?} → {after:?}\n{plan}"
+    );
+    assert!(
+        after[2] > before[2] && after[3] > before[3],
+        "each querier read a share of the files: {before:?} → {after:?}\n{plan}"
+    );
+
+    // Spans that arrive after the flush are read from the ingesters' memory, with the files.
+    send(&q1, "memory", 10_000, 800);
+    assert_eq!(q2.count("SELECT count(*) FROM spans"), 4_800);
+    assert_eq!(
+        q2.count("SELECT count(*) FROM spans WHERE service_name = 'memory'"),
+        800
+    );
+    for node in [q2, q1, b, a] {
+        node.stop();
+    }
     pg.stop();
 }

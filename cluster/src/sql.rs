@@ -4,10 +4,12 @@
 //! A querier plans with the `spans` table of [`ClusterSpansTable`]: one Parquet scan of
 //! every node's committed files (one consistent snapshot of the catalog), and one
 //! [`IngesterScanExec`] of each live ingester's spans past its committed WAL position. The
-//! distributed planner cuts the plan into stages; the stage holding the scans gets one task
-//! per ingester, each task gets one ingester's scan ([`scale_up`]) and a share of the files,
-//! and runs on that ingester's worker ([`route`]). So every row is read once, without a
-//! deduplication pass. Every node serves [`worker`] on its OTLP/gRPC port.
+//! distributed planner cuts the plan into stages and spreads the union of the two over the
+//! tasks of its stage: one task per ingester, each with that ingester's scan ([`scale_up`]),
+//! run on that ingester's worker, and one task per querier (at most one per file), each with
+//! a share of the files, run on a querier's worker ([`route`]). So every row is read once,
+//! without a deduplication pass, and ingesters spend no CPU on the files. Every node serves
+//! [`worker`] on its OTLP/gRPC port.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,22 +17,24 @@ use std::sync::{Arc, PoisonError, RwLock};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
-    RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
-    SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver, display_plan_ascii,
+    NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent,
+    ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker, WorkerQueryContext,
+    WorkerResolver, display_plan_ascii,
 };
 use flowscope_model::{sql_schema, storage_schema};
 use flowscope_query::metadata::MetadataDb;
@@ -57,6 +61,8 @@ pub struct Snapshot {
     pub workers: Vec<String>,
     /// Each live ingester's worker, by node id.
     pub ingesters: BTreeMap<String, String>,
+    /// Every live querier's worker: the Parquet scans run there.
+    pub queriers: Vec<String>,
 }
 
 impl Directory {
@@ -82,14 +88,26 @@ impl Directory {
 struct Resolver(Arc<Directory>);
 
 impl WorkerResolver for Resolver {
+    /// The queriers, then the ingesters: a node with both roles is listed twice, because
+    /// the planner caps a stage's tasks at this list's length and the stage reading spans
+    /// wants a task per querier (files) and one per ingester (memory).
     fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
         let snapshot = self.0.get();
-        if snapshot.workers.is_empty() {
+        let urls: Vec<&String> = if snapshot.queriers.is_empty() && snapshot.ingesters.is_empty() {
+            snapshot.workers.iter().collect()
+        } else {
+            snapshot
+                .queriers
+                .iter()
+                .chain(snapshot.ingesters.values())
+                .collect()
+        };
+        if urls.is_empty() {
             return Err(DataFusionError::Execution(
                 "no node of the cluster is up to run the query on".into(),
             ));
         }
-        snapshot.workers.iter().map(|url| parse_url(url)).collect()
+        urls.into_iter().map(|url| parse_url(url)).collect()
     }
 }
 
@@ -232,11 +250,32 @@ fn task_count(scan: &IngesterScanExec) -> usize {
     scan.targets().len().max(2)
 }
 
-fn desired(ev: DesiredTaskCountEvent) -> Option<Result<DesiredTaskCountEventResponse>> {
-    let scan = ev.plan.downcast_ref::<IngesterScanExec>()?;
-    Some(Ok(DesiredTaskCountEventResponse::maximum(task_count(scan))))
+/// The Parquet scan of the bucket, if `plan` is one.
+fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
 }
 
+fn desired(ev: DesiredTaskCountEvent) -> Option<Result<DesiredTaskCountEventResponse>> {
+    if let Some(scan) = ev.plan.downcast_ref::<IngesterScanExec>() {
+        return Some(Ok(DesiredTaskCountEventResponse::maximum(task_count(scan))));
+    }
+    // The files are spread over the queriers, a share each (at most a task per file).
+    let files: usize = file_scan(ev.plan)?
+        .file_groups
+        .iter()
+        .map(|group| group.len())
+        .sum();
+    let queriers = ev
+        .session_config
+        .get_extension::<FallbackWorker>()
+        .map(|directory| directory.0.get().queriers.len())
+        .unwrap_or(1);
+    Some(Ok(DesiredTaskCountEventResponse::maximum(
+        queriers.min(files).max(1),
+    )))
+}
 fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
     let scan = ev.plan.downcast_ref::<IngesterScanExec>()?;
     let built = (|| {
@@ -262,45 +301,142 @@ fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventRespo
     Some(built)
 }
 
-/// Sends each task of a stage holding the ingesters' scan to its ingester; a task without
-/// one (the padding of a lone ingester) to the first worker.
+/// What one task of a stage reads, found by walking its plan as the task will run it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TaskReads {
+    /// The ingester whose memory it reads (its worker).
+    ingester: Option<String>,
+    /// Its share of the files: the index among the file scan's tasks.
+    files: Option<usize>,
+}
+
+/// Sends each task of a stage that reads spans where its data is: a task reading an
+/// ingester's memory to that ingester, a task reading a share of the files to a querier (the
+/// shares round the queriers), and a task reading neither to a querier. Stages that read no
+/// spans keep the engine's own routing.
 fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
-    let mut variants: Option<Vec<Arc<dyn ExecutionPlan>>> = None;
-    let _ = ev.plan.apply(|node| {
-        if let Some(leaf) = node.downcast_ref::<DistributedLeafExec>()
-            && leaf.original().is::<IngesterScanExec>()
-        {
-            variants = Some(leaf.variants().to_vec());
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    let variants = variants?;
     let routed = (|| {
-        let fallback = ev
+        let mut reads = Vec::with_capacity(ev.task_count);
+        for index in 0..ev.task_count {
+            let mut task = TaskReads::default();
+            task_reads(ev.plan, index, &mut task)?;
+            reads.push(task);
+        }
+        if reads
+            .iter()
+            .all(|task| task.ingester.is_none() && task.files.is_none())
+        {
+            return Ok(None);
+        }
+        let directory = ev
             .task_ctx
             .session_config()
             .get_extension::<FallbackWorker>()
-            .map(|worker| worker.0.get().workers.first().cloned())
+            .map(|worker| worker.0.get())
             .unwrap_or_default();
+        let queriers: &[String] = if directory.queriers.is_empty() {
+            &directory.workers
+        } else {
+            &directory.queriers
+        };
         let mut urls = Vec::with_capacity(ev.task_count);
-        for index in 0..ev.task_count {
-            let target = variants
-                .get(index)
-                .and_then(|v| v.downcast_ref::<IngesterScanExec>())
-                .and_then(|scan| scan.targets().first())
-                .map(|target| target.url.clone())
-                .or_else(|| fallback.clone());
-            let Some(url) = target else {
+        for (index, task) in reads.into_iter().enumerate() {
+            let url = match (task.ingester, task.files) {
+                (Some(ingester), _) => Some(ingester),
+                (None, Some(share)) => queriers.get(share % queriers.len().max(1)).cloned(),
+                (None, None) => queriers.get(index % queriers.len().max(1)).cloned(),
+            };
+            let Some(url) = url else {
                 return Err(DataFusionError::Execution(
-                    "no worker to run a part of the query on".into(),
+                    "no querier is up to run a part of the query on".into(),
                 ));
             };
             urls.push(parse_url(&url)?);
         }
-        Ok(RouteTasksEventResponse::new(urls))
+        Ok(Some(RouteTasksEventResponse::new(urls)))
     })();
-    Some(routed)
+    routed.transpose()
+}
+
+/// Walks `plan` as task `index` runs it (down to the stage's network boundaries), noting
+/// what it reads into `reads`.
+fn task_reads(plan: &Arc<dyn ExecutionPlan>, index: usize, reads: &mut TaskReads) -> Result<()> {
+    if let Some(leaf) = plan.downcast_ref::<DistributedLeafExec>() {
+        let variant = leaf.variants().get(index).unwrap_or(leaf.original());
+        return task_reads(variant, index, reads);
+    }
+    if let Some(scan) = plan.downcast_ref::<IngesterScanExec>() {
+        if let Some(target) = scan.targets().first() {
+            reads.ingester.get_or_insert_with(|| target.url.clone());
+        }
+        return Ok(());
+    }
+    if file_scan(plan).is_some() {
+        reads.files.get_or_insert(index);
+        return Ok(());
+    }
+    if plan.name() == "ChildrenIsolatorUnionExec" {
+        let children = plan.children();
+        let tasks = isolated_children(plan)?;
+        let Some(mine) = tasks.get(index) else {
+            return Err(DataFusionError::Internal(format!(
+                "a union spread over {} tasks has no part for task {index}",
+                tasks.len()
+            )));
+        };
+        for &(child, child_index, _) in mine {
+            if let Some(child) = children.get(child) {
+                task_reads(child, child_index, reads)?;
+            }
+        }
+        return Ok(());
+    }
+    for child in plan.children() {
+        if !child.is_network_boundary() {
+            task_reads(child, index, reads)?;
+        }
+    }
+    Ok(())
+}
+
+/// Which children each task of a union spread over tasks (the engine's
+/// `ChildrenIsolatorUnionExec`) runs, as (child, its task index, its task count). The
+/// engine keeps that map to itself and shows it only in the plan's text, `t0:[c0(0/2), c1]
+/// t1:[c0(1/2)]`; a test below holds this reading to the engine's output.
+fn isolated_children(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Vec<(usize, usize, usize)>>> {
+    let text = displayable(plan.as_ref()).one_line().to_string();
+    let unreadable = || {
+        DataFusionError::Internal(format!(
+            "cannot read the tasks of a union from its description: {text}"
+        ))
+    };
+    let mut tasks = Vec::new();
+    for group in text.split('[').skip(1) {
+        let inner = group.split(']').next().ok_or_else(unreadable)?;
+        let mut children = Vec::new();
+        for item in inner.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let item = item.strip_prefix('c').ok_or_else(unreadable)?;
+            let (child, share) = match item.split_once('(') {
+                Some((child, share)) => (child, Some(share.trim_end_matches(')'))),
+                None => (item, None),
+            };
+            let child: usize = child.parse().map_err(|_| unreadable())?;
+            let (index, count) = match share.and_then(|s| s.split_once('/')) {
+                Some((i, n)) => (
+                    i.parse().map_err(|_| unreadable())?,
+                    n.parse().map_err(|_| unreadable())?,
+                ),
+                None if share.is_none() => (0, 1),
+                None => return Err(unreadable()),
+            };
+            children.push((child, index, count));
+        }
+        tasks.push(children);
+    }
+    if tasks.is_empty() {
+        return Err(unreadable());
+    }
+    Ok(tasks)
 }
 
 /// The directory, as a session extension the routing reads.
@@ -367,10 +503,10 @@ pub fn engine(
             .with_distributed_desired_task_count_handler(desired)
             .with_distributed_scale_up_leaf_node_handler(scale_up)
             .with_distributed_route_tasks_handler(route);
-        // A union of the files and the ingesters stays in one stage, whose tasks each
-        // read one ingester and a share of the files.
-        if let Err(error) = builder.set_distributed_children_isolator_unions(false) {
-            tracing::warn!(%error, "cannot keep unions whole in distributed plans");
+        // The union of the files and the ingesters is spread over its stage's tasks: a
+        // task reads one ingester's memory (on it) or a share of the files (on a querier).
+        if let Err(error) = builder.set_distributed_children_isolator_unions(true) {
+            tracing::warn!(%error, "cannot spread unions over tasks in distributed plans");
         }
         if let Err(error) = builder.set_distributed_passthrough_headers(headers) {
             tracing::error!(%error, "cannot send the cluster secret to the workers; their answers will be refusals");
@@ -498,6 +634,93 @@ mod tests {
             7
         );
         server.abort();
+    }
+
+    struct Four;
+
+    impl WorkerResolver for Four {
+        fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+            (0..4)
+                .map(|port| parse_url(&format!("http://127.0.0.1:{}", 1000 + port)))
+                .collect()
+        }
+    }
+
+    /// The reading of a spread union's tasks holds to what this version of the engine
+    /// plans: every child's shares are there, each once, in the tasks the stage has.
+    #[tokio::test]
+    async fn the_tasks_of_a_spread_union_are_read_from_the_engines_plan() {
+        let mut builder = SessionStateBuilder::new()
+            .with_default_features()
+            .with_distributed_worker_resolver(Four)
+            .with_distributed_desired_task_count_handler(2usize);
+        builder
+            .set_distributed_children_isolator_unions(true)
+            .unwrap();
+        let context = SessionContext::new_with_state(builder.with_distributed_planner().build());
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from((0..100).collect::<Vec<i64>>()))],
+        )
+        .unwrap();
+        for name in ["t", "u"] {
+            let table = MemTable::try_new(
+                schema.clone(),
+                vec![vec![batch.clone()], vec![batch.clone()]],
+            )
+            .unwrap();
+            context.register_table(name, Arc::new(table)).unwrap();
+        }
+        let plan = context
+            .sql("SELECT n % 7 AS k, count(*) FROM (SELECT n FROM t UNION ALL SELECT n FROM u) GROUP BY 1")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let plan_copy = plan.clone();
+        let mut unions = Vec::new();
+        let mut stack = vec![plan];
+        while let Some(node) = stack.pop() {
+            if node.name() == "ChildrenIsolatorUnionExec"
+                && !unions.iter().any(|u| Arc::ptr_eq(u, &node))
+            {
+                unions.push(node.clone());
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        assert_eq!(
+            unions.len(),
+            1,
+            "one spread union: {}",
+            display_plan_ascii(plan_copy.as_ref(), false)
+        );
+        let tasks = isolated_children(&unions[0]).unwrap();
+        // Each table wants two tasks, and four workers let the union have them.
+        assert_eq!(tasks.len(), 4, "{tasks:?}");
+        for child in 0..2 {
+            let shares: Vec<(usize, usize)> = tasks
+                .iter()
+                .flatten()
+                .filter(|(c, _, _)| *c == child)
+                .map(|&(_, index, count)| (index, count))
+                .collect();
+            let count = shares.first().map(|s| s.1).unwrap();
+            let mut indices: Vec<usize> = shares.iter().map(|s| s.0).collect();
+            indices.sort();
+            assert_eq!(
+                indices,
+                (0..count).collect::<Vec<_>>(),
+                "child {child}: {tasks:?}"
+            );
+            assert!(shares.iter().all(|s| s.1 == count));
+        }
+        assert_eq!(
+            isolated_children(&unions[0]).unwrap(),
+            tasks,
+            "the same reading twice"
+        );
     }
 
     #[test]

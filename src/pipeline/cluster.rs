@@ -201,6 +201,9 @@ impl ClusterNode {
             if roles.contains(&"ingester") {
                 snapshot.ingesters.insert(node.node.clone(), url.clone());
             }
+            if roles.contains(&"querier") {
+                snapshot.queriers.push(url.clone());
+            }
             if roles.contains(&"ingester") || roles.contains(&"querier") {
                 snapshot.workers.push(url);
             }
@@ -220,7 +223,11 @@ impl ClusterNode {
         {
             snapshot.workers.push(self.own_worker.clone());
         }
+        if self.roles.querier && !snapshot.queriers.contains(&self.own_worker) {
+            snapshot.queriers.push(self.own_worker.clone());
+        }
         snapshot.workers.sort();
+        snapshot.queriers.sort();
         self.directory.set(snapshot);
         let mut holders = vec![None; partitions::PARTITIONS as usize];
         for lease in partitions::list(&self.db).await? {
