@@ -420,3 +420,123 @@ fn the_files_are_read_by_the_queriers_each_file_once_and_the_memory_on_its_inges
     }
     pg.stop();
 }
+
+/// Parquet files an ingester's store lists (all tenants).
+fn files_of(node: &Server) -> u64 {
+    node.metrics_text()
+        .lines()
+        .filter(|line| line.starts_with("flowscope_store_segments"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `count` numbered spans of `service` from `first`, moved to the middle of the hour
+/// two hours ago: an hour long ended, whose small files are merged.
+fn two_hours_ago(service: &str, first: u64, count: u64) -> Vec<ExportTraceServiceRequest> {
+    const HOUR: u64 = 3_600_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let middle = (now / HOUR - 2) * HOUR + HOUR / 2;
+    let base = common::otlp::base_time_ns();
+    (first..first + count)
+        .step_by(200)
+        .map(|at| {
+            let mut request = numbered_request(service, at, 200.min(first + count - at));
+            for span in request
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| r.scope_spans.iter_mut())
+                .flat_map(|s| s.spans.iter_mut())
+            {
+                span.start_time_unix_nano = middle + (span.start_time_unix_nano - base);
+                span.end_time_unix_nano = middle + (span.end_time_unix_nano - base);
+            }
+            request
+        })
+        .collect()
+}
+
+#[test]
+fn the_compactor_merges_every_ingesters_small_files_and_the_ingesters_merge_none() {
+    let mut pg = Postgres::start();
+    let metadata = pg.database("compactor");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(Kind::S3sFs, dir.path());
+    let fast = [
+        ("FLOWSCOPE_TEST_FLUSH_INTERVAL", "1s"),
+        ("FLOWSCOPE_COMPACT_INTERVAL", "1s"),
+    ];
+    let a = start_with_env(&dir.path().join("a"), &s3, &metadata, "ingester", &fast);
+    let b = start_with_env(&dir.path().join("b"), &s3, &metadata, "ingester", &fast);
+    let q = start_with_env(
+        &dir.path().join("q"),
+        &s3,
+        &metadata,
+        "receiver,querier",
+        &fast,
+    );
+    wait_for_split(&q, &a, &b);
+    // Five flushes on each ingester, of spans of an hour long ended.
+    let mut sent = 0;
+    for round in 0..5 {
+        let before = (spans_in_files(&a), spans_in_files(&b));
+        export_with_retry(&q, two_hours_ago("late", round * 1_000, 1_000));
+        sent += 1_000;
+        wait_for("both ingesters to flush", Duration::from_secs(20), || {
+            let (on_a, on_b) = (spans_in_files(&a), spans_in_files(&b));
+            on_a > before.0 && on_b > before.1 && on_a + on_b == sent
+        });
+    }
+    let (files_a, files_b) = (files_of(&a), files_of(&b));
+    assert!(files_a >= 5 && files_b >= 5, "{files_a} / {files_b}");
+    // No node has the compactor role: with a compaction interval of 1 s, nothing merges.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!((files_of(&a), files_of(&b)), (files_a, files_b));
+
+    // A compactor joins: each ingester's files of that hour become one, swapped in its
+    // catalog rows; each ingester takes the swap in, and nothing is lost or doubled.
+    let c = start_with_env(&dir.path().join("c"), &s3, &metadata, "compactor", &fast);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(files_of(&a) == 1 && files_of(&b) == 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the compactor did not merge both ingesters' files ({} / {}); its log:\n{}",
+            files_of(&a),
+            files_of(&b),
+            c.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(q.count("SELECT count(*) FROM spans"), 5_000);
+    assert_eq!(q.count("SELECT count(DISTINCT span_id) FROM spans"), 5_000);
+    assert_eq!(
+        a.count("SELECT count(*) FROM spans") + b.count("SELECT count(*) FROM spans"),
+        5_000,
+        "each ingester reads its merged file"
+    );
+    // The old files stay in the bucket for the grace period (queries that started before
+    // the swap may read them); the merged one is under the owner's prefix.
+    let mut keys = s3.keys("cluster/nodes/");
+    keys.retain(|k| k.ends_with(".parquet"));
+    let merged: Vec<&String> = keys.iter().filter(|k| k.contains("-c0")).collect();
+    assert_eq!(merged.len(), 2, "{keys:?}");
+    for id in [node_id(&a), node_id(&b)] {
+        assert!(
+            merged.iter().any(|k| k.contains(&format!("nodes/{id}/"))),
+            "{id}: {keys:?}"
+        );
+    }
+    // Restarted, an ingester opens on the catalog's files: the merged one.
+    let a_dir = a.data_dir.clone();
+    a.stop();
+    let a = start_with_env(&a_dir, &s3, &metadata, "ingester", &fast);
+    assert_eq!(files_of(&a), 1);
+    wait_for_split(&q, &a, &b);
+    assert_eq!(q.count("SELECT count(*) FROM spans"), 5_000);
+    for node in [c, q, b, a] {
+        node.stop();
+    }
+    pg.stop();
+}

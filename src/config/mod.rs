@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Flush in-memory spans to Parquet once this many are waiting [default: 262144]
     #[arg(long, env = "FLOWSCOPE_FLUSH_ROWS")]
     flush_rows: Option<usize>,
+    /// How often small Parquet files of past hours are merged (by the store itself, or in a
+    /// cluster by the nodes with the `compactor` role) [default: 5m]
+    #[arg(long, env = "FLOWSCOPE_COMPACT_INTERVAL")]
+    compact_interval: Option<String>,
     /// The memory ceiling, e.g. 2GiB: the request budget (1/8), the ingest buffer (1/8) and
     /// SQL memory (1/4, unless given) and the RSS high-water mark (85%) are derived from
     /// it; past them ingest answers 503 / UNAVAILABLE with a retry delay
@@ -232,6 +236,7 @@ struct Settings {
     wal_sync: Option<String>,
     flush_interval: Option<String>,
     flush_rows: Option<usize>,
+    compact_interval: Option<String>,
     memory_limit: Option<String>,
     ingest_buffer: Option<String>,
     sql_timeout: Option<String>,
@@ -285,6 +290,7 @@ impl Settings {
             wal_sync: args.wal_sync.or(file.wal_sync),
             flush_interval: args.flush_interval.or(file.flush_interval),
             flush_rows: args.flush_rows.or(file.flush_rows),
+            compact_interval: args.compact_interval.or(file.compact_interval),
             memory_limit: args.memory_limit.or(file.memory_limit),
             ingest_buffer: args.ingest_buffer.or(file.ingest_buffer),
             sql_timeout: args.sql_timeout.or(file.sql_timeout),

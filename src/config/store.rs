@@ -37,6 +37,11 @@ pub(super) fn resolve(
         store.flush_interval,
     )?;
     store.flush_rows = settings.flush_rows.unwrap_or(store.flush_rows);
+    store.compact_every = duration(
+        "compact-interval",
+        settings.compact_interval.clone(),
+        store.compact_every,
+    )?;
     let memory_limit = size(
         "memory-limit",
         settings.memory_limit.clone(),
@@ -63,6 +68,9 @@ pub(super) fn resolve(
     );
     if store.flush_rows == 0 || store.flush_interval.is_zero() {
         bail!("--flush-rows and --flush-interval must be greater than zero");
+    }
+    if store.compact_every < Duration::from_secs(1) {
+        bail!("--compact-interval must be at least 1s");
     }
     if store.retention < Duration::from_secs(60) {
         bail!("--retention must be at least 1m");

@@ -479,3 +479,42 @@ impl ClusterNode {
         Ok(())
     }
 }
+
+/// Starts the compactor of a node with the `compactor` role on a thread of its own: a
+/// round over every node's files every `every` (`--compact-interval`), the first one
+/// `every` after the start, until `stop`.
+pub fn start_compactor(
+    compactor: flowscope_query::store::compactor::ClusterCompactor,
+    every: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::thread::Builder::new()
+        .name("flowscope-compactor".into())
+        .spawn(move || {
+            let tick = Duration::from_millis(200).min(every);
+            let mut waited = Duration::ZERO;
+            while !*stop.borrow() {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited < every {
+                    continue;
+                }
+                waited = Duration::ZERO;
+                match compactor.round() {
+                    Ok(round) if round.merged > 0 || round.failed > 0 => tracing::info!(
+                        merged = round.merged,
+                        files = round.files,
+                        failed = round.failed,
+                        "compactor: round done"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "compactor: cannot read the catalog; trying again next round")
+                    }
+                }
+            }
+        })
+        .context("cannot start the compactor")?;
+    Ok(())
+}

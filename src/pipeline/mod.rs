@@ -407,6 +407,22 @@ impl Opened {
             let router = std::mem::take(routes.axum_router_mut());
             *routes.axum_router_mut() = router.merge(graphs.router());
             worker = Some(routes);
+            if config.roles.compactor
+                && let Some(bucket) = bucket.clone()
+            {
+                cluster::start_compactor(
+                    flowscope_query::store::compactor::ClusterCompactor::new(
+                        metadata.db().clone(),
+                        bucket,
+                        config.store.data_dir.join("compactor"),
+                        config.store.flush_rows as u64,
+                        config.store.flush_interval,
+                        tokio::runtime::Handle::current(),
+                    ),
+                    config.store.compact_every,
+                    stop_rx.clone(),
+                )?;
+            }
         }
         let tenant_views: BTreeMap<TenantId, TenantView> = spaces
             .iter()

@@ -79,6 +79,9 @@ pub async fn open(
             objects.child(&format!("tenants/{}", tenant.as_str()))
         }
     });
+    // A cluster's files in the bucket are merged by its compactor (the `compactor` role),
+    // not by each ingester: the store takes the merges in from the catalog.
+    store_config.compacted_elsewhere = config.roles.clustered && objects.is_some();
     // Each tenant's files are its rows in the one catalog of the metadata database.
     store_config.catalog = Some(Catalog::new(
         metadata.db().clone(),

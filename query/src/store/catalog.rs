@@ -282,15 +282,15 @@ impl Catalog {
 
     /// Swaps compacted files in: `new` spans files become visible and `old` ones are
     /// dropped (deleted after the grace period), in one transaction, the WAL position
-    /// untouched.
-    pub fn swap(&self, new: &[CatalogFile], old: &[String]) -> Result<(), StoreError> {
+    /// untouched. Returns false, and changes nothing, when one of `old` is no longer live
+    /// (retention or another compactor dropped it first).
+    pub fn swap(&self, new: &[CatalogFile], old: &[String]) -> Result<bool, StoreError> {
         let (db, node, tenant) = (&self.db, &self.node, &self.tenant);
         self.run(async move {
             let now = now_ns();
             let mut tx = db.begin_write().await?;
-            insert_spans_files(&mut tx, node, tenant, new, now).await?;
             for path in old {
-                sqlx::query(
+                let dropped = sqlx::query(
                     "UPDATE catalog_files SET deleted_ns = $1 \
                      WHERE node = $2 AND tenant = $3 AND kind = $4 AND path = $5 \
                      AND deleted_ns IS NULL",
@@ -302,8 +302,14 @@ impl Catalog {
                 .bind(path)
                 .execute(&mut *tx)
                 .await?;
+                if dropped.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
             }
-            tx.commit().await
+            insert_spans_files(&mut tx, node, tenant, new, now).await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -498,6 +504,14 @@ pub struct NodeFiles {
     /// The node's committed WAL position: its memory holds what is past it.
     pub committed_wal_seq: u64,
     pub files: Vec<CatalogFile>,
+}
+
+/// The tenants any node has stored spans for.
+pub async fn tenants(db: &MetadataDb) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT DISTINCT tenant FROM catalog_stores ORDER BY tenant")
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(|row| row.get::<String, _>(0)).collect())
 }
 
 /// Every node's committed spans files of `tenant` (none dropped) with its committed WAL

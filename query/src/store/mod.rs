@@ -18,12 +18,14 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod compactor;
 pub mod counted;
 pub mod objects;
 pub(crate) mod read;
 pub mod segment;
 pub mod wal;
 
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,6 +80,11 @@ pub struct StoreConfig {
     pub catalog: Option<catalog::Catalog>,
     /// How often the flusher looks for small files to merge (compaction).
     pub compact_every: Duration,
+    /// Another process merges this store's small files: a cluster's compactor (the
+    /// `compactor` role, [`compactor::ClusterCompactor`]). The flusher then merges none, and
+    /// every `compact_every` reads its catalog rows instead, to take in the files the
+    /// compactor swapped in and let go of those it swapped out.
+    pub compacted_elsewhere: bool,
 }
 
 /// Decodes the protobuf request a WAL record holds into the batch it was written with:
@@ -121,6 +128,7 @@ impl StoreConfig {
             objects: None,
             catalog: None,
             compact_every: COMPACT_EVERY,
+            compacted_elsewhere: false,
         }
     }
 }
@@ -1110,6 +1118,46 @@ const COMPACT_MIN_FILES: usize = 4;
 /// Merges a compaction round does at most.
 const COMPACT_GROUPS: usize = 4;
 
+/// The groups of small files a compaction round merges: files of an hour that ended before
+/// `settled_before`, each under a quarter of `max_rows` rows, in WAL order, cut into groups of
+/// at most `max_rows` rows; groups of fewer than [`COMPACT_MIN_FILES`] are left, and at most
+/// [`COMPACT_GROUPS`] are returned. `facts` gives a file's (rows, first start, WAL sequence).
+pub(crate) fn compaction_groups<T: Clone>(
+    files: &[T],
+    facts: impl Fn(&T) -> (u64, i64, u64),
+    max_rows: u64,
+    settled_before: i64,
+) -> Vec<Vec<T>> {
+    let mut by_hour: std::collections::BTreeMap<i64, Vec<&T>> = Default::default();
+    for file in files {
+        let (rows, start, _) = facts(file);
+        let hour = start.div_euclid(segment::NANOS_PER_HOUR);
+        let ends = (hour + 1).saturating_mul(segment::NANOS_PER_HOUR);
+        if rows < max_rows / 4 && ends < settled_before {
+            by_hour.entry(hour).or_default().push(file);
+        }
+    }
+    let mut groups = Vec::new();
+    for (_, mut small) in by_hour {
+        small.sort_by_key(|file| facts(file).2);
+        let mut group: Vec<T> = Vec::new();
+        let mut rows = 0;
+        for file in small {
+            let file_rows = facts(file).0;
+            if rows + file_rows > max_rows && !group.is_empty() {
+                groups.push(std::mem::take(&mut group));
+                rows = 0;
+            }
+            rows += file_rows;
+            group.push(file.clone());
+        }
+        groups.push(group);
+    }
+    groups.retain(|group| group.len() >= COMPACT_MIN_FILES);
+    groups.truncate(COMPACT_GROUPS);
+    groups
+}
+
 impl Flusher {
     /// Runs until the writer is gone; `_alive` is dropped with the thread, also by a panic.
     fn run(mut self, jobs: Receiver<FlushJob>, _alive: StageGuard) {
@@ -1126,7 +1174,11 @@ impl Flusher {
                 last_retention = Instant::now();
             }
             if last_compaction.elapsed() >= compact_every {
-                self.compact();
+                if self.shared.config.compacted_elsewhere {
+                    self.refresh_from_catalog();
+                } else {
+                    self.compact();
+                }
                 last_compaction = Instant::now();
             }
             match jobs.recv_timeout(RETENTION_CHECK.min(compact_every)) {
@@ -1208,33 +1260,12 @@ impl Flusher {
         );
         let groups: Vec<Vec<Arc<Segment>>> = {
             let view = read_view(&self.shared).clone();
-            let mut by_hour: std::collections::BTreeMap<i64, Vec<Arc<Segment>>> =
-                Default::default();
-            for segment in &view.segments {
-                let hour = segment.min_start_ns.div_euclid(segment::NANOS_PER_HOUR);
-                let ends = (hour + 1).saturating_mul(segment::NANOS_PER_HOUR);
-                if segment.rows < max_rows / 4 && ends < settled_before {
-                    by_hour.entry(hour).or_default().push(segment.clone());
-                }
-            }
-            let mut groups = Vec::new();
-            for (_, mut small) in by_hour {
-                small.sort_by_key(|segment| segment.wal_seq);
-                let mut group: Vec<Arc<Segment>> = Vec::new();
-                let mut rows = 0;
-                for segment in small {
-                    if rows + segment.rows > max_rows && !group.is_empty() {
-                        groups.push(std::mem::take(&mut group));
-                        rows = 0;
-                    }
-                    rows += segment.rows;
-                    group.push(segment);
-                }
-                groups.push(group);
-            }
-            groups.retain(|group| group.len() >= COMPACT_MIN_FILES);
-            groups.truncate(COMPACT_GROUPS);
-            groups
+            compaction_groups(
+                &view.segments,
+                |segment| (segment.rows, segment.min_start_ns, segment.wal_seq),
+                max_rows,
+                settled_before,
+            )
         };
         for group in groups {
             let started = Instant::now();
@@ -1281,8 +1312,16 @@ impl Flusher {
             .iter()
             .map(|segment| self.place.relative(&segment.location))
             .collect();
-        self.catalog
-            .swap(&[self.place.catalog_file(&merged, wal_min)], &old)?;
+        if !self
+            .catalog
+            .swap(&[self.place.catalog_file(&merged, wal_min)], &old)?
+        {
+            // Retention dropped one of them meanwhile: the merged file is not wanted.
+            let _ = self.place.delete(&merged);
+            return Err(StoreError::Internal(
+                "a file to merge was dropped meanwhile; the merge is discarded".into(),
+            ));
+        }
         let merged = Arc::new(merged);
         {
             let mut view = write_view(&self.shared);
@@ -1291,6 +1330,45 @@ impl Flusher {
             view.segments.push(merged.clone());
         }
         Ok((*merged).clone())
+    }
+
+    /// Takes in the catalog's view of this store's files when a cluster's compactor merges
+    /// them: files it swapped in join the view, files it swapped out leave it (their
+    /// objects stay for [`DELETE_GRACE`], then [`Flusher::delete_dropped`] deletes them).
+    /// Flushes, retention and this run on this thread, so the view never misses a flush.
+    fn refresh_from_catalog(&mut self) {
+        let files = match self.catalog.files() {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the catalog to see the compactor's merges; trying again later");
+                return;
+            }
+        };
+        let live: HashSet<&str> = files.iter().map(|file| file.path.as_str()).collect();
+        let mut view = write_view(&self.shared);
+        let before = view.segments.len();
+        view.segments
+            .retain(|segment| live.contains(self.place.relative(&segment.location).as_str()));
+        let kept: HashSet<String> = view
+            .segments
+            .iter()
+            .map(|segment| self.place.relative(&segment.location))
+            .collect();
+        let mut added = 0;
+        for file in files {
+            if !kept.contains(&file.path) {
+                view.segments.push(Arc::new(self.place.segment(file)));
+                added += 1;
+            }
+        }
+        let dropped = before + added - view.segments.len();
+        if added > 0 || dropped > 0 {
+            tracing::info!(
+                added,
+                dropped,
+                "took in the compactor's merges of this store's files"
+            );
+        }
     }
 
     fn apply_retention(&self) {

@@ -148,6 +148,21 @@ impl ObjectStorage {
         }
     }
 
+    /// The same bucket at `address` (`s3://bucket/prefix`, as [`Self::describe`] writes
+    /// it): another node's files in a cluster. `None` when it is another bucket.
+    pub fn at(&self, address: &str) -> Option<Self> {
+        let base = self.url.as_str().trim_end_matches('/');
+        let rest = address.strip_prefix(base)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        let root = ObjectPath::from(rest.trim_matches('/'));
+        Some(Self {
+            root,
+            ..self.clone()
+        })
+    }
+
     /// `s3://bucket/prefix`, for logs and errors.
     pub fn describe(&self) -> String {
         let base = self.url.as_str().trim_end_matches('/');

@@ -234,7 +234,9 @@ impl Place {
 
     /// Deletes every segment file (and temporary file) under this place that `known` (the
     /// catalog's paths) does not name: files of a flush or upload that was never
-    /// committed. Returns how many went.
+    /// committed. A merged file younger than [`ORPHAN_MERGE_AGE`] stays: a cluster's
+    /// compactor may be about to swap it in (it gives up on a merge older than half that).
+    /// Returns how many went.
     pub fn sweep_orphans(&self, known: &BTreeSet<String>) -> Result<usize, StoreError> {
         let mut removed = 0;
         match self {
@@ -246,9 +248,18 @@ impl Place {
                         .file_name()
                         .and_then(|n| n.to_str())
                         .unwrap_or_default();
+                    let location = Location::File(path.clone());
+                    let young = || {
+                        fs::metadata(&path)
+                            .and_then(|meta| meta.modified())
+                            .ok()
+                            .and_then(|at| at.elapsed().ok())
+                            .is_none_or(|age| age < ORPHAN_MERGE_AGE)
+                    };
                     let orphan = name.ends_with(".tmp")
                         || (name.ends_with(".parquet")
-                            && !known.contains(&self.relative(&Location::File(path.clone()))));
+                            && !known.contains(&self.relative(&location))
+                            && !(compacted_range(&location).is_some() && young()));
                     if orphan {
                         tracing::info!(path = %path.display(), "removing a file no committed flush names; its spans are replayed from the WAL");
                         fs::remove_file(&path)?;
@@ -264,7 +275,14 @@ impl Place {
                     let relative = objects
                         .relative(&object.location)
                         .unwrap_or_else(|| object.location.to_string());
-                    if !known.contains(&relative) {
+                    let age = chrono::Utc::now().signed_duration_since(object.last_modified);
+                    let merging = compacted_range(&Location::Object(
+                        objects.clone(),
+                        object.location.clone(),
+                    ))
+                    .is_some()
+                        && age.to_std().is_ok_and(|age| age < ORPHAN_MERGE_AGE);
+                    if !known.contains(&relative) && !merging {
                         tracing::info!(location = %object.location, "removing an object no committed flush names; its spans are replayed from the WAL");
                         objects.delete(&object.location)?;
                         removed += 1;
@@ -481,6 +499,10 @@ fn write_committed(spans_dir: &Path, wal_seq: u64) -> io::Result<()> {
 /// Finds every committed segment under `spans_dir`, deleting leftovers of an interrupted
 /// flush (temporary files, files of an uncommitted flush).
 /// The WAL range `(min, max)` a compacted file's name (`part-<max>-c<min>.parquet`) holds.
+/// How old an uncommitted merged file must be before a store sweeps it away as an orphan:
+/// the store's own interrupted compaction left it, or a cluster's compactor that gave up.
+pub const ORPHAN_MERGE_AGE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 pub(crate) fn compacted_range(location: &Location) -> Option<(u64, u64)> {
     let name = match location {
         Location::File(path) => path.file_name()?.to_str()?.to_string(),
