@@ -22,7 +22,9 @@
 //!    busiest); `truncated` says the cap cut something.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::{FastMap, FastSet};
 
 use crate::{Edge, Node, NodeKind, Snapshot};
 
@@ -159,20 +161,31 @@ pub enum FilterError {
 
 /// Applies `filter` to `snapshot` (see the module's documentation).
 pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, FilterError> {
-    let mut keep: HashSet<&str> = snapshot
-        .nodes
-        .iter()
-        .filter(|node| filter.kinds.as_ref().is_none_or(|k| k.contains(&node.kind)))
-        .map(|node| node.id.as_str())
-        .collect();
-    let mut edges: Vec<&Edge> = snapshot
-        .edges
-        .iter()
-        .filter(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()))
-        .collect();
+    // Without kinds, min_calls or focus every node stays: no set of ids to look 100,000
+    // edges up in (the grouped view's usual question).
+    let narrowed = filter.kinds.is_some() || filter.min_calls > 0 || filter.focus.is_some();
+    let mut keep: FastSet<&str> = if narrowed {
+        snapshot
+            .nodes
+            .iter()
+            .filter(|node| filter.kinds.as_ref().is_none_or(|k| k.contains(&node.kind)))
+            .map(|node| node.id.as_str())
+            .collect()
+    } else {
+        FastSet::default()
+    };
+    let mut edges: Vec<&Edge> = if narrowed {
+        snapshot
+            .edges
+            .iter()
+            .filter(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()))
+            .collect()
+    } else {
+        snapshot.edges.iter().collect()
+    };
     if filter.min_calls > 0 {
         edges.retain(|edge| edge.calls >= filter.min_calls);
-        let ends: HashSet<&str> = edges
+        let ends: FastSet<&str> = edges
             .iter()
             .flat_map(|e| [e.source.as_str(), e.target.as_str()])
             .collect();
@@ -193,22 +206,30 @@ pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, Fil
                 .into_keys()
                 .collect()
         } else {
-            HashSet::new()
+            FastSet::default()
         };
         edges.retain(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()));
     }
-    let mut nodes: Vec<&Node> = snapshot
-        .nodes
-        .iter()
-        .filter(|node| keep.contains(node.id.as_str()))
-        .collect();
+    let mut nodes: Vec<&Node> = if narrowed {
+        snapshot
+            .nodes
+            .iter()
+            .filter(|node| keep.contains(node.id.as_str()))
+            .collect()
+    } else {
+        snapshot.nodes.iter().collect()
+    };
     if let Some((n, rank)) = filter.top {
         nodes = first(nodes, n, |node| rank.of(node));
     }
     let grouped;
     if let Some(group_by) = &filter.group_by {
-        let kept: HashSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
-        edges.retain(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str()));
+        // (The fold drops edges whose ends are not among `nodes` anyway; narrowing first
+        // only spares it work.)
+        if narrowed || filter.top.is_some() {
+            let kept: FastSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
+            edges.retain(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str()));
+        }
         grouped = Snapshot {
             from_ns: snapshot.from_ns,
             to_ns: snapshot.to_ns,
@@ -226,17 +247,17 @@ pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, Fil
         nodes = first(nodes, filter.max_nodes, |node| node.calls_in as f64);
         truncated = true;
     }
-    let keep: HashSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
+    let keep: FastSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
     edges.retain(|e| keep.contains(e.source.as_str()) && keep.contains(e.target.as_str()));
     if edges.len() > filter.max_edges {
         let mut busiest = edges.clone();
         busiest.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| key(a).cmp(&key(b))));
         busiest.truncate(filter.max_edges);
-        let kept: HashSet<_> = busiest.iter().map(|e| key(e)).collect();
+        let kept: FastSet<_> = busiest.iter().map(|e| key(e)).collect();
         edges.retain(|e| kept.contains(&key(e)));
         truncated = true;
     }
-    let kept_edges: HashSet<(&str, &str)> = edges
+    let kept_edges: FastSet<(&str, &str)> = edges
         .iter()
         .map(|e| (e.source.as_str(), e.target.as_str()))
         .collect();
@@ -301,10 +322,10 @@ fn fold_groups(
 ) -> Snapshot {
     use std::collections::BTreeMap;
     // Each node's id in the answer.
-    let mut id_of: HashMap<&str, String> = HashMap::new();
+    let mut id_of: FastMap<&str, String> = FastMap::default();
     let mut groups: BTreeMap<String, Vec<&Node>> = BTreeMap::new();
     let mut answer: Vec<Node> = Vec::new();
-    let expand: HashSet<&str> = group_by.expand.iter().map(String::as_str).collect();
+    let expand: FastSet<&str> = group_by.expand.iter().map(String::as_str).collect();
     for node in nodes {
         match node.attributes.get(&group_by.key) {
             Some(value) if !expand.contains(value.as_str()) => {
@@ -367,7 +388,7 @@ fn fold_groups(
     answer.sort_by(|a, b| a.id.cmp(&b.id));
     // Keys borrow the answer's ids from `id_of`: no copy of two strings per edge of a
     // 100,000-edge graph to find where it folds.
-    let mut folded: HashMap<(&str, &str, crate::EdgeKind), Edge> = HashMap::new();
+    let mut folded: FastMap<(&str, &str, crate::EdgeKind), Edge> = FastMap::default();
     for edge in edges {
         let (Some(source), Some(target)) = (
             id_of.get(edge.source.as_str()),
@@ -402,13 +423,13 @@ fn fold_groups(
             }
         }
     }
-    let pairs: HashSet<(&str, &str)> = folded.keys().map(|(s, t, _)| (*s, *t)).collect();
+    let pairs: FastSet<(&str, &str)> = folded.keys().map(|(s, t, _)| (*s, *t)).collect();
     let folded_loops = loops
         .iter()
         .filter_map(|l| {
             // The loop's edges in the answer's ids, each once, in the loop's order.
             let mut loop_edges: Vec<(&str, &str)> = Vec::new();
-            let mut seen_edges: HashSet<(&str, &str)> = HashSet::new();
+            let mut seen_edges: FastSet<(&str, &str)> = FastSet::default();
             for (s, t) in l.edges.iter() {
                 let (Some(s2), Some(t2)) = (id_of.get(s.as_str()), id_of.get(t.as_str())) else {
                     return None;
@@ -423,7 +444,7 @@ fn fold_groups(
             if loop_edges.is_empty() || !loop_edges.iter().all(|pair| pairs.contains(pair)) {
                 return None;
             }
-            let mut seen = HashSet::new();
+            let mut seen = FastSet::default();
             let nodes: Vec<String> = l
                 .nodes
                 .iter()
@@ -491,7 +512,7 @@ fn first(nodes: Vec<&Node>, n: usize, figure: impl Fn(&Node) -> f64) -> Vec<&Nod
             .unwrap_or(Ordering::Equal)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let chosen: HashSet<&str> = ranked.iter().take(n).map(|node| node.id.as_str()).collect();
+    let chosen: FastSet<&str> = ranked.iter().take(n).map(|node| node.id.as_str()).collect();
     nodes
         .into_iter()
         .filter(|node| chosen.contains(node.id.as_str()))
@@ -500,18 +521,18 @@ fn first(nodes: Vec<&Node>, n: usize, figure: impl Fn(&Node) -> f64) -> Vec<&Nod
 
 /// Every node within `hops` edges of `from` along `direction`, with its distance (the
 /// union of both ways for [`Direction::Both`], at the shorter distance).
-pub fn neighbourhood<'a>(
+pub(crate) fn neighbourhood<'a>(
     edges: &[&'a Edge],
     from: &'a str,
     hops: usize,
     direction: Direction,
-) -> HashMap<&'a str, usize> {
-    let mut reached = HashMap::from([(from, 0)]);
+) -> FastMap<&'a str, usize> {
+    let mut reached = FastMap::from_iter([(from, 0)]);
     for way in [Direction::Down, Direction::Up] {
         if direction != Direction::Both && direction != way {
             continue;
         }
-        let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut next: FastMap<&str, Vec<&str>> = FastMap::default();
         for edge in edges {
             let (a, b) = match way {
                 Direction::Up => (edge.target.as_str(), edge.source.as_str()),
@@ -519,7 +540,7 @@ pub fn neighbourhood<'a>(
             };
             next.entry(a).or_default().push(b);
         }
-        let mut seen = HashMap::from([(from, 0usize)]);
+        let mut seen = FastMap::from_iter([(from, 0usize)]);
         let mut queue = VecDeque::from([from]);
         while let Some(node) = queue.pop_front() {
             let distance = seen[node];
@@ -546,6 +567,7 @@ mod tests {
     use super::*;
     use crate::{EdgeKind, FeedbackLoop, Health};
     use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
 
     fn node(id: usize, kind: NodeKind, calls: u64, errors: u64, p99: f64) -> Node {
         Node {

@@ -112,7 +112,7 @@ pub use diff::{
 pub use figures::{Element, Figures, element_series};
 pub use filter::{
     DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, FilterError, Filtered, Focus, GraphFilter,
-    GroupBy, Rank, filter, group_id, neighbourhood,
+    GroupBy, Rank, filter, group_id,
 };
 pub use live::{LiveGraph, MergedWindow, Window};
 pub use loops::{MAX_CYCLES_PER_COMPONENT, feedback_loops, feedback_loops_searched};
