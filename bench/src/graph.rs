@@ -928,6 +928,8 @@ fn arrow_batch(topology: &Topology, spans: &[GenSpan]) -> anyhow::Result<RecordB
         let (trace, id) = (trace_id(span.trace), span_id(span.span));
         let parent = span.parent.map(span_id);
         let service = topology.name(span.service);
+        // The namespace the spans sent to the server carry too (`otlp_request`).
+        let namespace = format!("ns-{:03}", span.service / 50);
         let record = SpanRecord {
             trace_id: &trace,
             span_id: &id,
@@ -947,7 +949,7 @@ fn arrow_batch(topology: &Topology, spans: &[GenSpan]) -> anyhow::Result<RecordB
             .append(
                 &record,
                 &no_attributes,
-                &[("service.name", service)],
+                &[("service.name", service), ("service.namespace", &namespace)],
                 &[],
                 &[],
             )
