@@ -534,6 +534,11 @@ fn the_compactor_merges_every_ingesters_small_files_and_the_ingesters_merge_none
     let a = start_with_env(&a_dir, &s3, &metadata, "ingester", &fast);
     assert_eq!(files_of(&a), 1);
     wait_for_split(&q, &a, &b);
+    // (The querier learns a's new address with its next look at the membership, each
+    // second.)
+    wait_for("q to reach a again", Duration::from_secs(10), || {
+        q.sql_status("SELECT count(*) FROM spans").0 == 200
+    });
     assert_eq!(q.count("SELECT count(*) FROM spans"), 5_000);
     for node in [c, q, b, a] {
         node.stop();

@@ -90,6 +90,9 @@ pub struct ClusterNode {
     part_ids: Arc<PartIds>,
     /// This node's own query worker (`http://` its advertised OTLP/gRPC address).
     own_worker: String,
+    /// When this node started, and whether it has said that no node compacts.
+    started: std::time::Instant,
+    warned_no_compactor: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for ClusterNode {
@@ -121,7 +124,30 @@ impl ClusterNode {
             batcher: Batcher::new(FORWARD_TIMEOUT),
             part_ids,
             own_worker,
+            started: std::time::Instant::now(),
+            warned_no_compactor: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Warns, once a minute has passed since this node started and until one appears, when
+    /// ingesters are up and no live node has the `compactor` role: ingesters of a cluster
+    /// merge none of their small files themselves.
+    fn check_compactors(&self, nodes: &HashMap<String, membership::NodeRecord>) {
+        use std::sync::atomic::Ordering;
+        let has = |node: &membership::NodeRecord, role: &str| {
+            node.roles.split(',').any(|r| r.trim() == role)
+        };
+        let compactor = self.roles.compactor || nodes.values().any(|n| has(n, "compactor"));
+        let ingesters = nodes.values().any(|n| has(n, "ingester"));
+        if compactor || !ingesters {
+            self.warned_no_compactor.store(false, Ordering::Relaxed);
+        } else if self.started.elapsed() > Duration::from_secs(60)
+            && !self.warned_no_compactor.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "no live node of the cluster has the compactor role: ingesters do not merge their small files themselves, so they pile up in the bucket and queries slow down; start a node with --roles compactor (or add it to one's roles)"
+            );
+        }
     }
 
     /// An ingester's leases: renewed and balanced every `partitions::RENEW` until `stop`,
@@ -228,6 +254,7 @@ impl ClusterNode {
         }
         snapshot.workers.sort();
         snapshot.queriers.sort();
+        self.check_compactors(&nodes);
         self.directory.set(snapshot);
         let mut holders = vec![None; partitions::PARTITIONS as usize];
         for lease in partitions::list(&self.db).await? {
