@@ -531,6 +531,13 @@ fn the_compactor_merges_every_ingesters_small_files_and_the_ingesters_merge_none
     // Restarted, an ingester opens on the catalog's files: the merged one.
     let a_dir = a.data_dir.clone();
     a.stop();
+    // Asked at once, before the querier's next look at the membership: a node that does not
+    // answer is a retryable 503 that says so, never the query's fault (400).
+    let (status, body) = q.sql_status("SELECT count(*) FROM spans");
+    assert!(
+        status == 200 || (status == 503 && body.to_string().contains("did not answer")),
+        "{status}: {body}"
+    );
     let a = start_with_env(&a_dir, &s3, &metadata, "ingester", &fast);
     assert_eq!(files_of(&a), 1);
     wait_for_split(&q, &a, &b);

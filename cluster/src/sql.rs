@@ -38,8 +38,8 @@ use datafusion_distributed::{
 };
 use flowscope_model::{sql_schema, storage_schema};
 use flowscope_query::metadata::MetadataDb;
-use flowscope_query::sql::PlanRenderer;
 use flowscope_query::sql::spans_table::{Pruning, hex_projection, parquet_predicate, parquet_scan};
+use flowscope_query::sql::{ErrorClassifier, PlanRenderer};
 use flowscope_query::store::catalog;
 use flowscope_query::store::objects::ObjectStorage;
 use flowscope_query::{QueryError, SpanStore, SqlConfig, SqlEngine, SqlResources};
@@ -439,6 +439,21 @@ fn isolated_children(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Vec<(usize, us
     Ok(tasks)
 }
 
+/// A worker the query could not reach (refused, reset, gone): a retryable answer (503)
+/// that says why, where the engine would call it the query's fault (400).
+fn unreachable_node(error: &DataFusionError) -> Option<QueryError> {
+    let DataFusionError::External(inner) = error.find_root() else {
+        return None;
+    };
+    let status = inner.downcast_ref::<tonic::Status>()?;
+    (status.code() == tonic::Code::Unavailable).then(|| {
+        QueryError::Busy(format!(
+            "a node of the cluster did not answer ({}); it may be restarting or have left (GET /api/cluster lists the nodes): retry in a few seconds",
+            status.message()
+        ))
+    })
+}
+
 /// The directory, as a session extension the routing reads.
 #[derive(Debug)]
 struct FallbackWorker(Arc<Directory>);
@@ -513,6 +528,8 @@ pub fn engine(
         }
         if let Some(config) = builder.config().as_mut() {
             config.set_extension(Arc::new(FallbackWorker(directory)));
+            // A node that does not answer is the cluster's state, not the query's fault.
+            config.set_extension(Arc::new(ErrorClassifier(Arc::new(unreachable_node))));
             // EXPLAIN shows the stages, their tasks and what each reads.
             config.set_extension(Arc::new(PlanRenderer(Arc::new(
                 |plan: &dyn ExecutionPlan| display_plan_ascii(plan, false),
@@ -721,6 +738,23 @@ mod tests {
             tasks,
             "the same reading twice"
         );
+    }
+
+    #[test]
+    fn a_node_that_does_not_answer_is_a_retryable_error() {
+        let refused =
+            DataFusionError::External(Box::new(tonic::Status::unavailable("tcp connect error")));
+        let wrapped = DataFusionError::Context("stage 1".into(), Box::new(refused));
+        match unreachable_node(&wrapped) {
+            Some(QueryError::Busy(message)) => {
+                assert!(message.contains("tcp connect error"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused_secret =
+            DataFusionError::External(Box::new(tonic::Status::permission_denied("no secret")));
+        assert!(unreachable_node(&refused_secret).is_none());
+        assert!(unreachable_node(&DataFusionError::Plan("no such column".into())).is_none());
     }
 
     #[test]

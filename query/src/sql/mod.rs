@@ -625,6 +625,31 @@ async fn plan(
     Ok(plan)
 }
 
+/// Names errors only an engine's own parts know (a session config extension): a cluster's
+/// querier says a node did not answer, where [`classify`] would call it the query's fault.
+pub struct ErrorClassifier(pub Arc<ClassifyError>);
+
+/// Classifies an error, or leaves it to [`classify`] with `None`.
+pub type ClassifyError = dyn Fn(&DataFusionError) -> Option<QueryError> + Send + Sync;
+
+impl std::fmt::Debug for ErrorClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorClassifier")
+    }
+}
+
+/// [`classify`], after the session's own [`ErrorClassifier`] when it has one.
+fn classify_with(
+    error: DataFusionError,
+    config: &SqlConfig,
+    own: Option<&ErrorClassifier>,
+) -> QueryError {
+    match own.and_then(|own| (own.0)(&error)) {
+        Some(classified) => classified,
+        None => classify(error, config),
+    }
+}
+
 /// How `EXPLAIN` shows a physical plan, for an engine whose planner is not DataFusion's
 /// own (a session config extension; without it `EXPLAIN` is DataFusion's).
 pub struct PlanRenderer(pub Arc<RenderPlan>);
@@ -650,7 +675,9 @@ async fn run(
 ) -> Result<bool, QueryError> {
     let plan = plan(context, sql, config).await?;
     let state = context.state();
-    let optimized = state.optimize(&plan).map_err(|e| classify(e, config))?;
+    let own = state.config().get_extension::<ErrorClassifier>();
+    let classify = |e| classify_with(e, config, own.as_deref());
+    let optimized = state.optimize(&plan).map_err(classify)?;
     check_constants(&optimized, limits)?;
     let schema = Arc::new(optimized.schema().as_arrow().clone());
     let stream = match (&optimized, state.config().get_extension::<PlanRenderer>()) {
@@ -663,7 +690,7 @@ async fn run(
                 .query_planner()
                 .create_physical_plan(&explain.plan, &state)
                 .await
-                .map_err(|e| classify(e, config))?;
+                .map_err(classify)?;
             let batch = RecordBatch::try_new(
                 schema.clone(),
                 vec![
@@ -684,9 +711,9 @@ async fn run(
                 .query_planner()
                 .create_physical_plan(&optimized, &state)
                 .await
-                .map_err(|e| classify(e, config))?;
+                .map_err(classify)?;
             datafusion::physical_plan::execute_stream(physical, state.task_ctx())
-                .map_err(|e| classify(e, config))?
+                .map_err(classify)?
         }
     };
     let mut stream = stream;
@@ -697,7 +724,7 @@ async fn run(
         .map_err(|_| stopped())?;
     let mut rows = 0usize;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| classify(e, config))?;
+        let batch = batch.map_err(classify)?;
         if rows + batch.num_rows() > max_rows {
             let rest = batch.slice(0, max_rows - rows);
             if rest.num_rows() > 0 {
