@@ -904,6 +904,43 @@ fn nodes_carry_their_namespace_and_group_by_folds_them() {
         "the loop through the queue runs between groups: {grouped:#}"
     );
     assert_eq!(grouped["totals"]["nodes"], 6);
+    // The same fold in SQL: the groups' rows and the edges between them.
+    let sql_nodes =
+        server.sql("SELECT id, kind, calls FROM nodes_grouped('service.namespace') ORDER BY id");
+    let sql_ids: Vec<String> = sql_nodes["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sql_ids, ids(&grouped), "{sql_nodes}");
+    let shop_row = sql_nodes["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row[0] == "group:shop")
+        .unwrap();
+    assert_eq!(shop_row[1], "group");
+    assert_eq!(shop_row[2].as_u64(), Some(calls_of(&grouped, "group:shop")));
+    let sql_edges = server.sql(
+        "SELECT source, target, calls FROM edges_grouped('service.namespace', \
+         now() - INTERVAL '15 minutes', now()) ORDER BY 1, 2",
+    );
+    let sql_pairs: Vec<(String, String)> = sql_edges["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_str().unwrap().to_string(),
+                row[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sql_pairs, folded, "{sql_edges}");
+    let (status, body) = server.sql_status("SELECT * FROM nodes_grouped(42)");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("'service.namespace'"), "{body}");
 
     // A group opened in place.
     let open = server.get_json("/api/graph?group_by=service.namespace&expand=shop");

@@ -392,6 +392,8 @@ pub const SQL_TABLES: &[&str] = &[
     "blast_radius",
     "dependencies",
     "paths",
+    "nodes_grouped",
+    "edges_grouped",
     "generate_series",
     "range",
 ];

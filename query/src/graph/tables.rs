@@ -306,7 +306,51 @@ pub(crate) fn window_arguments(args: &[Expr], usage: &str) -> Result<(i64, i64)>
     Ok((from, to))
 }
 
-/// Registers `nodes`, `edges`, `feedback_loops` and their `*_between` table functions.
+/// One table of the graph folded by the resource attribute `key` (as `GET /api/graph?
+/// group_by=key` folds it, uncapped), over the live window or `(from, to)`.
+fn grouped_table(
+    which: Which,
+    graph: &GraphView,
+    key: String,
+    window: Option<(i64, i64)>,
+) -> Arc<ComputedTable> {
+    let graph = graph.clone();
+    ComputedTable::new(schema_of(which), move || {
+        let snapshot = match window {
+            None => graph.live(),
+            Some((from, to)) => graph.judged(from, to)?,
+        };
+        let fold = flowscope_graph::GraphFilter {
+            group_by: Some(flowscope_graph::GroupBy {
+                key: key.clone(),
+                expand: Vec::new(),
+            }),
+            max_nodes: usize::MAX,
+            max_edges: usize::MAX,
+            ..flowscope_graph::GraphFilter::default()
+        };
+        let folded = flowscope_graph::filter(&snapshot, &fold)
+            .map_err(|e| QueryError::Invalid(e.to_string()))?;
+        batch_of(which, &folded.snapshot).map_err(|e| QueryError::Internal(e.to_string()))
+    })
+}
+
+/// A constant text argument, such as a resource attribute's name.
+fn text_argument(expr: &Expr, name: &str, example: &str) -> Result<String> {
+    let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_current_time().build());
+    match simplifier.simplify(expr.clone())? {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)),
+            _,
+        ) if !text.is_empty() => Ok(text),
+        other => plan_err!("{name} must be a constant text such as {example}, not {other}"),
+    }
+}
+
+/// Registers `nodes`, `edges`, `feedback_loops` and their `*_between` table functions, and
+/// `nodes_grouped` and `edges_grouped`.
 pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError> {
     for (name, which) in [
         ("nodes", Which::Nodes),
@@ -320,6 +364,29 @@ pub fn register(engine: &SqlEngine, graph: &GraphView) -> Result<(), QueryError>
             Ok(graph_table(which, graph, Some(window)))
         });
         engine.register_table_function(&format!("{name}_between"), function);
+    }
+    // `nodes_grouped(key [, from, to])`, `edges_grouped(...)`: the graph folded into the
+    // groups of a resource attribute (namespace, team, zone ...), as the dashboard opens a
+    // large system; the same columns as `nodes` and `edges`, a group's id `group:<value>`.
+    for (name, which) in [
+        ("nodes_grouped", Which::Nodes),
+        ("edges_grouped", Which::Edges),
+    ] {
+        let function = graph_function(graph, move |graph, args| {
+            let usage =
+                format!("{name} takes (key) or (key, from, to), e.g. {name}('service.namespace')");
+            let [key, window @ ..] = args else {
+                return plan_err!("{usage}");
+            };
+            let key = text_argument(key, "key", "'service.namespace'")?;
+            let window = match window {
+                [] => None,
+                [_, _] => Some(window_arguments(window, &usage)?),
+                _ => return plan_err!("{usage}"),
+            };
+            Ok(grouped_table(which, graph, key, window) as _)
+        });
+        engine.register_table_function(name, function);
     }
     Ok(())
 }
