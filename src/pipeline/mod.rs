@@ -7,7 +7,8 @@
 //! | RSS watchdog | thread `flowscope-rss` | `/proc/self/status`, every 100 ms | the budget's RSS figure | with the process |
 //! | graph stage (a tenant) | thread `flowscope-graph` | committed batches, 256 queued (the store's writer waits) | writes to the `LiveGraph`; its `Keeper` writes rollups | when the store's writer, its only sender, is gone |
 //! | store writer (a tenant) | thread `flowscope-wal` | writes, a bounded command queue and the memory budget | the WAL and the active memtable | `SpanStore::close` |
-//! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, at most 4 (`FLUSH_QUEUE`: the writer freezes only below it) | Parquet files, their commit in the catalog, retention | after the writer, at `close` |
+//! | flusher (a tenant) | thread `flowscope-flush` | frozen memtables, at most 4 (`FLUSH_QUEUE`: the writer freezes only below it) | Parquet files, their commit in the catalog, retention, compaction (in a cluster: taking the compactor's merges in) | after the writer, at `close` |
+//! | compactor (`compactor` role) | thread `flowscope-compactor` | every node's catalog rows, every `--compact-interval`; at most 4 groups of `--flush-rows` rows per node and tenant a round | merged files and their swap into the owners' catalog rows | stop signal (looked at every 200 ms), between rounds |
 //! | OTLP/gRPC, OTLP/HTTP, API | tasks | connections, `--max-connections` per port | their requests | stop signal, then 10 s to drain |
 //! | alert scheduler (querier role) | task | the rules in the metadata database | rule evaluation, the outbox | stop signal, drained with the servers |
 //! | cluster leases, map (`--roles`) | tasks | the metadata database, every 2 s / 1 s | an ingester's partition leases; a receiver's map and the query directory | stop signal; leases given back at drain |
