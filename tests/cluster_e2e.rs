@@ -330,25 +330,26 @@ fn a_querier_reads_a_lone_ingesters_memory_before_its_first_flush() {
     pg.stop();
 }
 
-/// Reads of Parquet a node made (answered by its disk cache or by the bucket).
-fn parquet_reads(node: &Server) -> u64 {
+/// The sum of a node's metrics whose lines start with any of `names` (all labels).
+fn metric_sum(node: &Server, names: &[&str]) -> u64 {
     node.metrics_text()
         .lines()
-        .filter(|line| {
-            line.starts_with("flowscope_cache_hits_total")
-                || line.starts_with("flowscope_cache_misses_total")
-        })
+        .filter(|line| names.iter().any(|name| line.starts_with(name)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
 
+/// Reads of Parquet a node made (answered by its disk cache or by the bucket).
+fn parquet_reads(node: &Server) -> u64 {
+    metric_sum(
+        node,
+        &["flowscope_cache_hits_total", "flowscope_cache_misses_total"],
+    )
+}
+
 /// Spans an ingester has in committed files.
 fn spans_in_files(node: &Server) -> u64 {
-    node.metrics_text()
-        .lines()
-        .filter(|line| line.starts_with("flowscope_store_spans_in_segments"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric_sum(node, &["flowscope_store_spans_in_segments"])
 }
 
 #[test]
@@ -423,11 +424,7 @@ fn the_files_are_read_by_the_queriers_each_file_once_and_the_memory_on_its_inges
 
 /// Parquet files an ingester's store lists (all tenants).
 fn files_of(node: &Server) -> u64 {
-    node.metrics_text()
-        .lines()
-        .filter(|line| line.starts_with("flowscope_store_segments"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric_sum(node, &["flowscope_store_segments"])
 }
 
 /// `count` numbered spans of `service` from `first`, moved to the middle of the hour

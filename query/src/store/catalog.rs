@@ -546,7 +546,8 @@ pub async fn cluster_files(db: &MetadataDb, tenant: &str) -> Result<Vec<NodeFile
     Ok(nodes)
 }
 
-fn run_on<T: Send>(
+/// Runs a catalog call on `runtime` from any thread (inside a runtime, on a scoped thread).
+pub(crate) fn run_on<T: Send>(
     runtime: &Handle,
     work: impl Future<Output = Result<T, sqlx::Error>> + Send,
 ) -> Result<T, StoreError> {

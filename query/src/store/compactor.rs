@@ -70,12 +70,7 @@ impl ClusterCompactor {
     /// One pass over every tenant and node. Errors reading the catalog end the round;
     /// a failed merge is counted and the round goes on.
     pub fn round(&self) -> Result<Round, StoreError> {
-        let unavailable =
-            |e: sqlx::Error| StoreError::Unavailable(format!("the catalog, for compaction: {e}"));
-        let db = self.db.clone();
-        let tenants = self
-            .block_on(async move { catalog::tenants(&db).await })
-            .map_err(unavailable)?;
+        let tenants = catalog::run_on(&self.runtime, catalog::tenants(&self.db))?;
         let settled_before = flowscope_base::clock::now_ns().saturating_sub(
             i64::try_from((self.flush_interval * 2).as_nanos()).unwrap_or(i64::MAX),
         );
@@ -87,11 +82,7 @@ impl ClusterCompactor {
         })?;
         let mut round = Round::default();
         for tenant in tenants {
-            let db = self.db.clone();
-            let of_tenant = tenant.clone();
-            let nodes = self
-                .block_on(async move { catalog::cluster_files(&db, &of_tenant).await })
-                .map_err(unavailable)?;
+            let nodes = catalog::run_on(&self.runtime, catalog::cluster_files(&self.db, &tenant))?;
             for node in nodes {
                 // Files on a node's local disk (a node outside the bucket) are its own.
                 let Some(objects) = self.bucket.at(&node.location) else {
@@ -134,22 +125,6 @@ impl ClusterCompactor {
             }
         }
         Ok(round)
-    }
-
-    fn block_on<F: std::future::Future + Send>(&self, future: F) -> F::Output
-    where
-        F::Output: Send,
-    {
-        if Handle::try_current().is_ok() {
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| self.runtime.block_on(future))
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-        } else {
-            self.runtime.block_on(future)
-        }
     }
 }
 
