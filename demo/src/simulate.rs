@@ -834,7 +834,7 @@ mod tests {
             .loops
             .iter()
             .map(|l| {
-                let mut nodes = l.nodes.to_vec();
+                let mut nodes: Vec<String> = l.nodes.iter().map(|n| n.to_string()).collect();
                 nodes.sort();
                 nodes
             })

@@ -23,6 +23,7 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::{FastMap, FastSet};
 
@@ -274,7 +275,7 @@ pub fn filter(snapshot: &Snapshot, filter: &GraphFilter) -> Result<Filtered, Fil
                 .filter(|l| {
                     l.edges
                         .iter()
-                        .all(|(s, t)| kept_edges.contains(&(s.as_str(), t.as_str())))
+                        .all(|(s, t)| kept_edges.contains(&(&**s, &**t)))
                 })
                 .cloned()
                 .collect(),
@@ -431,10 +432,10 @@ fn fold_groups(
             let mut loop_edges: Vec<(&str, &str)> = Vec::new();
             let mut seen_edges: FastSet<(&str, &str)> = FastSet::default();
             for (s, t) in l.edges.iter() {
-                let (Some(s2), Some(t2)) = (id_of.get(s.as_str()), id_of.get(t.as_str())) else {
+                let (Some(s2), Some(t2)) = (id_of.get(&**s), id_of.get(&**t)) else {
                     return None;
                 };
-                if s2 == t2 && s2 != s {
+                if s2 == t2 && s2.as_str() != &**s {
                     continue;
                 }
                 if seen_edges.insert((s2.as_str(), t2.as_str())) {
@@ -445,19 +446,19 @@ fn fold_groups(
                 return None;
             }
             let mut seen = FastSet::default();
-            let nodes: Vec<String> = l
+            let nodes: Vec<Arc<str>> = l
                 .nodes
                 .iter()
-                .filter_map(|n| id_of.get(n.as_str()))
+                .filter_map(|n| id_of.get(&**n))
                 .filter(|n| seen.insert(n.as_str()))
-                .cloned()
+                .map(|n| Arc::from(n.as_str()))
                 .collect();
             Some(crate::FeedbackLoop {
                 id: l.id.clone(),
                 nodes: nodes.into(),
                 edges: loop_edges
                     .into_iter()
-                    .map(|(s, t)| (s.to_string(), t.to_string()))
+                    .map(|(s, t)| (Arc::from(s), Arc::from(t)))
                     .collect(),
                 calls: l.calls,
                 trace_loops: l.trace_loops,
@@ -466,7 +467,7 @@ fn fold_groups(
         .collect::<Vec<_>>();
     // Loops that fold to the same edges are one loop of the answer: the busiest one's
     // figures, under the id of its folded nodes.
-    let mut by_edges: BTreeMap<Vec<(String, String)>, crate::FeedbackLoop> = BTreeMap::new();
+    let mut by_edges: BTreeMap<LoopEdges, crate::FeedbackLoop> = BTreeMap::new();
     for mut l in folded_loops {
         let mut key = l.edges.to_vec();
         key.sort();
@@ -495,6 +496,9 @@ fn fold_groups(
         loops: folded_loops,
     }
 }
+
+/// A folded loop's edges, sorted: loops that fold to the same edges are one.
+type LoopEdges = Vec<(Arc<str>, Arc<str>)>;
 
 fn key(edge: &Edge) -> (&str, &str, crate::EdgeKind) {
     (edge.source.as_str(), edge.target.as_str(), edge.kind)
@@ -654,10 +658,14 @@ mod tests {
                         {
                             loops.push(FeedbackLoop {
                                 id: format!("{} -> {}", e.source, e.target).into(),
-                                nodes: vec![e.source.clone(), e.target.clone()].into(),
+                                nodes: vec![
+                                    Arc::from(e.source.as_str()),
+                                    Arc::from(e.target.as_str()),
+                                ]
+                                .into(),
                                 edges: vec![
-                                    (e.source.clone(), e.target.clone()),
-                                    (e.target.clone(), e.source.clone()),
+                                    (Arc::from(e.source.as_str()), Arc::from(e.target.as_str())),
+                                    (Arc::from(e.target.as_str()), Arc::from(e.source.as_str())),
                                 ]
                                 .into(),
                                 calls: e.calls,
@@ -818,11 +826,11 @@ mod tests {
                     prop_assert_eq!(got.total_nodes, snapshot.nodes.len());
                     for l in &got.snapshot.loops {
                         for (s, t) in l.edges.iter() {
-                            prop_assert!(edges.iter().any(|e| &e.source == s && &e.target == t));
+                            prop_assert!(edges.iter().any(|e| e.source.as_str() == &**s && e.target.as_str() == &**t));
                         }
                     }
                     let expected_loops = snapshot.loops.iter().filter(|l| {
-                        l.edges.iter().all(|(s, t)| edges.iter().any(|e| &e.source == s && &e.target == t))
+                        l.edges.iter().all(|(s, t)| edges.iter().any(|e| e.source.as_str() == &**s && e.target.as_str() == &**t))
                     }).count();
                     prop_assert_eq!(got.snapshot.loops.len(), expected_loops);
                 }
@@ -901,7 +909,7 @@ mod tests {
             let mut edge_sets = HashSet::new();
             for l in &got.loops {
                 for (s, t) in l.edges.iter() {
-                    prop_assert!(got.edges.iter().any(|e| &e.source == s && &e.target == t));
+                    prop_assert!(got.edges.iter().any(|e| e.source.as_str() == &**s && e.target.as_str() == &**t));
                 }
                 let mut set = l.edges.to_vec();
                 set.sort();

@@ -427,7 +427,14 @@ fn a_loop_through_a_queue_is_found_with_its_nodes_in_order() {
         ],
     );
     let snapshot = whole(&run(&spans));
-    assert_eq!(*snapshot.loops[0].nodes, ["billing", "orders", "topic"]);
+    assert_eq!(
+        snapshot.loops[0]
+            .nodes
+            .iter()
+            .map(|n| &**n)
+            .collect::<Vec<_>>(),
+        ["billing", "orders", "topic"]
+    );
 }
 
 /// orders -> topic -> billing -> orders as one flow over two traces: billing's CONSUMER

@@ -11,8 +11,14 @@
 //! [`MAX_CYCLES_PER_COMPONENT`] per component: a dense component can hold exponentially many
 //! cycles, and the first ones found (smallest start node first, neighbours in id order) are
 //! the ones kept. The result is sorted by id, so it does not depend on the order of `edges`.
+//!
+//! The search works on the edge set's distinct (source, target) pairs, sorted, with node
+//! numbers in id order; names are `Arc<str>` shared by every loop through a node. Each loop
+//! keeps the positions of its edges among those pairs, so a read of an edge set seen before
+//! sums the calls per pair once and takes each loop's smallest by position: no string is
+//! hashed or compared per loop edge (100 loops thousands of nodes long cost 56 ms that way).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -32,151 +38,251 @@ pub const MAX_CYCLES_PER_COMPONENT: usize = 100;
 const CACHED_EDGE_SETS: usize = 8;
 
 /// The loops of the last edge sets asked about, by a 128-bit hash of their (source, target)
-/// pairs (seeded at random per process). The cycle search is the costly part of a large
-/// graph's snapshot (0.8 s at 100,000 edges) and depends only on which edges exist, which
-/// changes far less often than a system's graph is read; so does building the loops' node
-/// and edge lists (170 ms for 100 loops thousands of nodes long), which every read then
-/// shares. The loops' figures are computed afresh from the edges every time.
-static CYCLES: Mutex<VecDeque<(u128, Shapes)>> = Mutex::new(VecDeque::new());
+/// pairs (seeded at random per process). The cycle search depends only on which edges
+/// exist, which changes far less often than a system's graph is read; so does building the
+/// loops' node and edge lists, which every read then shares. The loops' figures are
+/// computed afresh from the edges every time.
+static CYCLES: Mutex<VecDeque<(u128, Arc<Shapes>)>> = Mutex::new(VecDeque::new());
 
-/// Loops without their figures (`calls` and `trace_loops` are 0), sorted by id.
-type Shapes = Arc<Vec<FeedbackLoop>>;
+/// Loops without their figures (`calls` and `trace_loops` are 0), sorted by id, and for each
+/// the positions of its edges among the edge set's sorted pairs ([`Pairs`]).
+struct Shapes {
+    loops: Vec<FeedbackLoop>,
+    positions: Vec<Vec<u32>>,
+}
 
-fn edge_set_key(edges: &[Edge]) -> u128 {
-    static SEEDS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
-    let (one, two) = SEEDS.get_or_init(|| (RandomState::default(), RandomState::default()));
-    let mut pairs: Vec<(&str, &str)> = edges
-        .iter()
-        .map(|e| (e.source.as_str(), e.target.as_str()))
-        .collect();
-    // A snapshot's edges come sorted by (source, target, kind).
-    if !pairs.is_sorted() {
-        pairs.sort_unstable();
-    }
-    pairs.dedup();
-    let (mut a, mut b) = (one.build_hasher(), two.build_hasher());
-    for (source, target) in pairs {
-        for hasher in [&mut a, &mut b] {
-            hasher.write(source.as_bytes());
-            hasher.write_u8(0xff);
-            hasher.write(target.as_bytes());
-            hasher.write_u8(0xfe);
+/// An edge set's distinct (source, target) pairs, sorted, with the calls of each (sync and
+/// async calls between the same two nodes added).
+struct Pairs<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    calls: Vec<u64>,
+}
+
+impl<'a> Pairs<'a> {
+    fn of(edges: &'a [Edge]) -> Self {
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(edges.len());
+        let mut calls: Vec<u64> = Vec::with_capacity(edges.len());
+        // A snapshot's edges come sorted by (source, target, kind): one pass then.
+        for edge in edges {
+            let pair = (edge.source.as_str(), edge.target.as_str());
+            match pairs.last() {
+                Some(last) if *last == pair => {
+                    if let Some(sum) = calls.last_mut() {
+                        *sum += edge.calls;
+                    }
+                }
+                Some(last) if *last > pair => return Self::unsorted(edges),
+                _ => {
+                    pairs.push(pair);
+                    calls.push(edge.calls);
+                }
+            }
         }
+        Self { pairs, calls }
     }
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+
+    fn unsorted(edges: &'a [Edge]) -> Self {
+        let mut all: Vec<((&str, &str), u64)> = edges
+            .iter()
+            .map(|e| ((e.source.as_str(), e.target.as_str()), e.calls))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(all.len());
+        let mut calls: Vec<u64> = Vec::with_capacity(all.len());
+        for (pair, count) in all {
+            if pairs.last() == Some(&pair) {
+                if let Some(sum) = calls.last_mut() {
+                    *sum += count;
+                }
+            } else {
+                pairs.push(pair);
+                calls.push(count);
+            }
+        }
+        Self { pairs, calls }
+    }
+
+    fn key(&self) -> u128 {
+        static SEEDS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (one, two) = SEEDS.get_or_init(|| (RandomState::default(), RandomState::default()));
+        let (mut a, mut b) = (one.build_hasher(), two.build_hasher());
+        for (source, target) in &self.pairs {
+            for hasher in [&mut a, &mut b] {
+                hasher.write(source.as_bytes());
+                hasher.write_u8(0xff);
+                hasher.write(target.as_bytes());
+                hasher.write_u8(0xfe);
+            }
+        }
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
 }
 
 /// The feedback loops of any edge set: sync and async edges alike, self-loops included.
 /// `trace_loops` is left at 0 (it comes from traces, not from edges).
 pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
-    let key = edge_set_key(edges);
+    let pairs = Pairs::of(edges);
+    let key = pairs.key();
     let cached = CYCLES
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .find(|(known, _)| *known == key)
-        .map(|(_, cycles)| cycles.clone());
+        .map(|(_, shapes)| shapes.clone());
     let shapes = match cached {
         Some(shapes) => shapes,
         None => {
-            let shapes = Arc::new(shapes_of(cycles_of(edges)));
+            let shapes = Arc::new(shapes_of(&pairs.pairs));
             let mut kept = CYCLES.lock().unwrap_or_else(PoisonError::into_inner);
             kept.push_front((key, shapes.clone()));
             kept.truncate(CACHED_EDGE_SETS);
             shapes
         }
     };
-    with_figures(&shapes, edges)
+    with_figures(&shapes, &pairs.calls)
 }
 
 /// [`feedback_loops`] with the cycles searched every time, never kept (for benchmarks).
 pub fn feedback_loops_searched(edges: &[Edge]) -> Vec<FeedbackLoop> {
-    with_figures(&shapes_of(cycles_of(edges)), edges)
+    let pairs = Pairs::of(edges);
+    with_figures(&shapes_of(&pairs.pairs), &pairs.calls)
 }
 
-/// The loops through `cycles`, without figures, sorted by id.
-fn shapes_of(cycles: Vec<Vec<String>>) -> Vec<FeedbackLoop> {
-    let none = FastMap::default();
-    let mut shapes: Vec<FeedbackLoop> = cycles
-        .into_iter()
-        .map(|nodes| loop_of_cycle(nodes, &none))
-        .collect();
-    shapes.sort_by(|a, b| a.id.cmp(&b.id));
+/// The loops of `shapes` (sharing their lists) with the calls of their pairs.
+fn with_figures(shapes: &Shapes, calls: &[u64]) -> Vec<FeedbackLoop> {
     shapes
-}
-
-/// The loops of `shapes` (sharing their lists) with the figures of `edges`.
-fn with_figures(shapes: &[FeedbackLoop], edges: &[Edge]) -> Vec<FeedbackLoop> {
-    let calls = pair_calls(edges);
-    shapes
+        .loops
         .iter()
-        .map(|shape| FeedbackLoop {
-            calls: calls_round(&shape.edges, &calls),
+        .zip(&shapes.positions)
+        .map(|(shape, positions)| FeedbackLoop {
+            calls: positions
+                .iter()
+                .map(|&p| calls.get(p as usize).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0),
             ..shape.clone()
         })
         .collect()
 }
 
 /// The traffic round a loop: the smallest call count of its edges.
-fn calls_round(edges: &[(String, String)], pair_calls: &FastMap<(&str, &str), u64>) -> u64 {
+fn calls_round(edges: &[(Arc<str>, Arc<str>)], pair_calls: &FastMap<(&str, &str), u64>) -> u64 {
     edges
         .iter()
-        .map(|(a, b)| {
-            pair_calls
-                .get(&(a.as_str(), b.as_str()))
-                .copied()
-                .unwrap_or(0)
-        })
+        .map(|(a, b)| pair_calls.get(&(&**a, &**b)).copied().unwrap_or(0))
         .min()
         .unwrap_or(0)
 }
 
-/// Every elementary cycle of the edges (at most [`MAX_CYCLES_PER_COMPONENT`] per
-/// component), each as its nodes in cycle order.
-fn cycles_of(edges: &[Edge]) -> Vec<Vec<String>> {
-    let ids: Vec<&str> = edges
+/// Every elementary cycle of the sorted, distinct `pairs` (at most
+/// [`MAX_CYCLES_PER_COMPONENT`] per component), as loops sorted by id.
+fn shapes_of<'a>(pairs: &[(&'a str, &'a str)]) -> Shapes {
+    // Node numbers in id order: first as met, then renumbered after sorting the names.
+    let mut met: FastMap<&'a str, u32> = FastMap::default();
+    let mut names: Vec<&'a str> = Vec::new();
+    let mut number = |name: &'a str| -> u32 {
+        *met.entry(name).or_insert_with(|| {
+            names.push(name);
+            (names.len() - 1) as u32
+        })
+    };
+    let ends: Vec<(u32, u32)> = pairs
         .iter()
-        .flat_map(|e| [e.source.as_str(), e.target.as_str()])
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|(source, target)| (number(source), number(target)))
         .collect();
-    let index_of: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut adjacency: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
-    for edge in edges {
-        let (source, target) = (
-            index_of[edge.source.as_str()],
-            index_of[edge.target.as_str()],
-        );
-        adjacency[source].push(target);
+    let mut order: Vec<u32> = (0..names.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| names[i as usize]);
+    let mut rank = vec![0u32; names.len()];
+    for (position, &i) in order.iter().enumerate() {
+        rank[i as usize] = position as u32;
     }
-    for neighbours in &mut adjacency {
-        neighbours.sort_unstable();
-        neighbours.dedup();
+    // Neighbours in id order, each with the position of its pair.
+    let mut adjacency: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    let mut pair_at: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
+    {
+        let mut out: Vec<Vec<(usize, u32)>> = vec![Vec::new(); names.len()];
+        for (position, (source, target)) in ends.iter().enumerate() {
+            out[rank[*source as usize] as usize]
+                .push((rank[*target as usize] as usize, position as u32));
+        }
+        for (node, mut neighbours) in out.into_iter().enumerate() {
+            neighbours.sort_unstable();
+            adjacency[node] = neighbours.iter().map(|(n, _)| *n).collect();
+            pair_at[node] = neighbours.iter().map(|(_, p)| *p).collect();
+        }
     }
+    let sorted_names: Vec<&str> = order.iter().map(|&i| names[i as usize]).collect();
+    let mut shared: Vec<Option<Arc<str>>> = vec![None; sorted_names.len()];
+    let mut name_of = |node: usize| -> Arc<str> {
+        shared[node]
+            .get_or_insert_with(|| Arc::from(sorted_names[node]))
+            .clone()
+    };
 
-    let mut cycles: Vec<Vec<String>> = Vec::new();
+    let mut found: Vec<(FeedbackLoop, Vec<u32>)> = Vec::new();
     for mut members in strongly_connected(&adjacency, |_| true) {
         if !is_cyclic(&adjacency, &members) {
             continue;
         }
         // The component on its own, nodes renumbered in id order.
         members.sort_unstable();
-        let local: HashMap<usize, usize> =
-            members.iter().enumerate().map(|(i, m)| (*m, i)).collect();
+        let mut local = vec![usize::MAX; adjacency.len()];
+        for (i, m) in members.iter().enumerate() {
+            local[*m] = i;
+        }
         let component: Vec<Vec<usize>> = members
             .iter()
             .map(|m| {
                 adjacency[*m]
                     .iter()
-                    .filter_map(|n| local.get(n).copied())
+                    .map(|n| local[*n])
+                    .filter(|n| *n != usize::MAX)
                     .collect()
             })
             .collect();
         for cycle in elementary_cycles(&component) {
-            cycles.push(cycle.iter().map(|i| ids[members[*i]].to_string()).collect());
+            // Found from its smallest node, so it starts there already.
+            let nodes: Vec<usize> = cycle.iter().map(|i| members[*i]).collect();
+            let positions: Vec<u32> = nodes
+                .iter()
+                .zip(nodes.iter().cycle().skip(1))
+                .map(|(a, b)| {
+                    adjacency[*a]
+                        .binary_search(b)
+                        .map_or(u32::MAX, |at| pair_at[*a][at])
+                })
+                .collect();
+            let names: Vec<Arc<str>> = nodes.iter().map(|n| name_of(*n)).collect();
+            found.push((shape(names), positions));
         }
     }
-    cycles
+    found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let (loops, positions) = found.into_iter().unzip();
+    Shapes { loops, positions }
+}
+
+/// The loop through `nodes` (distinct, in cycle order, starting at the smallest), without
+/// figures.
+fn shape(nodes: Vec<Arc<str>>) -> FeedbackLoop {
+    let edges: Vec<(Arc<str>, Arc<str>)> = nodes
+        .iter()
+        .zip(nodes.iter().cycle().skip(1))
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .collect();
+    let mut id = String::with_capacity(nodes.iter().map(|n| n.len() + 4).sum());
+    for (i, node) in nodes.iter().enumerate() {
+        if i > 0 {
+            id.push_str(" -> ");
+        }
+        id.push_str(node);
+    }
+    FeedbackLoop {
+        id: id.into(),
+        nodes: nodes.into(),
+        edges: edges.into(),
+        calls: 0,
+        trace_loops: 0,
+    }
 }
 
 /// Strongly connected components of the nodes `allowed` keeps (petgraph's Kosaraju).
@@ -221,7 +327,7 @@ pub(crate) fn pair_calls(edges: &[Edge]) -> FastMap<(&str, &str), u64> {
 
 /// The loop through `nodes` (distinct, in cycle order, starting anywhere).
 pub(crate) fn loop_of_cycle(
-    mut nodes: Vec<String>,
+    mut nodes: Vec<Arc<str>>,
     pair_calls: &FastMap<(&str, &str), u64>,
 ) -> FeedbackLoop {
     let smallest = nodes
@@ -230,19 +336,9 @@ pub(crate) fn loop_of_cycle(
         .min_by(|a, b| a.1.cmp(b.1))
         .map_or(0, |(i, _)| i);
     nodes.rotate_left(smallest);
-    let edges: Vec<(String, String)> = nodes
-        .iter()
-        .zip(nodes.iter().cycle().skip(1))
-        .map(|(a, b)| (a.clone(), b.clone()))
-        .collect();
-    let calls = calls_round(&edges, pair_calls);
-    FeedbackLoop {
-        id: nodes.join(" -> ").into(),
-        nodes: nodes.into(),
-        edges: edges.into(),
-        calls,
-        trace_loops: 0,
-    }
+    let mut found = shape(nodes);
+    found.calls = calls_round(&found.edges, pair_calls);
+    found
 }
 
 /// Johnson's algorithm on one strongly connected component (nodes numbered in id order),
@@ -427,12 +523,11 @@ mod tests {
             edge("topic", "billing", 8),
             edge("billing", "orders", 3),
         ]);
-        assert_eq!(*loops[0].nodes, ["billing", "orders", "topic"]);
-        let pairs: Vec<(&str, &str)> = loops[0]
-            .edges
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
+        assert_eq!(
+            loops[0].nodes.iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["billing", "orders", "topic"]
+        );
+        let pairs: Vec<(&str, &str)> = loops[0].edges.iter().map(|(a, b)| (&**a, &**b)).collect();
         assert_eq!(
             pairs,
             [

@@ -143,9 +143,9 @@ pub struct FeedbackLoop {
     /// changes.
     pub id: Arc<str>,
     /// In cycle order, starting from the smallest id; a self-loop has one node.
-    pub nodes: Arc<[String]>,
+    pub nodes: Arc<[Arc<str>]>,
     /// `(nodes[0], nodes[1])`, ..., `(nodes[last], nodes[0])`.
-    pub edges: Arc<[(String, String)]>,
+    pub edges: Arc<[(Arc<str>, Arc<str>)]>,
     /// Traffic round the loop: the smallest call count of its edges (sync and async calls
     /// between the same two nodes are added), 0 when one of its edges is not in the window.
     pub calls: u64,

@@ -419,10 +419,10 @@ fn attach_trace_loops(
                 .push(position);
         }
         for (cycle, Counted { value: count, .. }) in trace_loops {
-            let found = loop_of_cycle(cycle.iter().map(|k| names.of(k)).collect(), &calls);
+            let found = loop_of_cycle(cycle.iter().map(|k| names.of(k).into()).collect(), &calls);
             for (source, target) in found.edges.iter() {
                 for position in edges_by_pair
-                    .get(&(source.as_str(), target.as_str()))
+                    .get(&(&**source, &**target))
                     .into_iter()
                     .flatten()
                 {

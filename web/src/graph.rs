@@ -227,7 +227,7 @@ impl<'a> From<&'a Edge> for EdgeJson<'a> {
 #[derive(Serialize)]
 struct LoopJson<'a> {
     id: &'a str,
-    nodes: &'a [String],
+    nodes: Vec<&'a str>,
     edges: Vec<[&'a str; 2]>,
     calls: u64,
     trace_loops: u64,
@@ -237,12 +237,8 @@ impl<'a> From<&'a FeedbackLoop> for LoopJson<'a> {
     fn from(feedback: &'a FeedbackLoop) -> Self {
         Self {
             id: &feedback.id,
-            nodes: &feedback.nodes,
-            edges: feedback
-                .edges
-                .iter()
-                .map(|(s, t)| [s.as_str(), t.as_str()])
-                .collect(),
+            nodes: feedback.nodes.iter().map(|n| &**n).collect(),
+            edges: feedback.edges.iter().map(|(s, t)| [&**s, &**t]).collect(),
             calls: feedback.calls,
             trace_loops: feedback.trace_loops,
         }
