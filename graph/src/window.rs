@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
 use crate::sketch::LatencySketch;
 use crate::types::{Edge, EdgeKind, FeedbackLoop, Health, Node, NodeKind, Snapshot};
-use crate::{FastMap, FastSet};
 
 /// A node before display names are chosen: a queue and a service may share a name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -299,16 +299,12 @@ impl WindowStats {
     }
 
     fn figures(&self, from_ns: i64, to_ns: i64) -> (Snapshot, DisplayNames) {
+        let services: Vec<NodeKey> = self.services.keys().map(NodeKey::service).collect();
         let names = DisplayNames::new(
-            self.services
-                .keys()
-                .map(NodeKey::service)
-                .chain(
-                    self.edges
-                        .keys()
-                        .flat_map(|e| [e.source.clone(), e.target.clone()]),
-                )
-                .chain(self.trace_loops.keys().flatten().cloned()),
+            services
+                .iter()
+                .chain(self.edges.keys().flat_map(|e| [&e.source, &e.target]))
+                .chain(self.trace_loops.keys().flatten()),
         );
 
         let mut edges: Vec<Edge> = self
@@ -336,19 +332,26 @@ impl WindowStats {
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));
 
-        let mut incoming: FastMap<&NodeKey, (u64, u64)> = FastMap::default();
+        let mut incoming: Vec<(u64, u64)> = vec![(0, 0); names.keys.len()];
         for (key, Counted { value: stats, .. }) in &self.edges {
-            let entry = incoming.entry(&key.target).or_default();
-            entry.0 += stats.calls;
-            entry.1 += stats.errors;
+            if let Some(entry) = names
+                .position(&key.target)
+                .and_then(|at| incoming.get_mut(at))
+            {
+                entry.0 += stats.calls;
+                entry.1 += stats.errors;
+            }
         }
         let no_stats = NodeStats::default();
         let mut nodes: Vec<Node> = names
-            .keys()
-            .map(|key| {
-                let id = names.of(key);
+            .keys
+            .iter()
+            .zip(&names.ids)
+            .zip(&incoming)
+            .map(|((key, id), (calls_in, errors_in))| {
+                let id = id.clone();
                 if key.kind != NodeKind::Service {
-                    let (calls_in, errors_in) = incoming.get(key).copied().unwrap_or_default();
+                    let (calls_in, errors_in) = (*calls_in, *errors_in);
                     return Node {
                         id,
                         kind: key.kind,
@@ -442,16 +445,42 @@ fn attach_trace_loops(
 }
 
 /// Ids for a window's nodes: a service keeps its name; another node whose name is also
-/// used by a node of the window is prefixed with its kind (`"queue:orders"`). Hashed, not
-/// ordered: a 15-minute window of a big system names hundreds of thousands of edge ends,
-/// and the nodes are sorted by id afterwards anyway.
+/// used by a node of the window is prefixed with its kind (`"queue:orders"`). A 15-minute
+/// window of a big system names hundreds of thousands of edge ends: they are told apart by
+/// the address of their name (the graph interns names, so one name is one allocation but
+/// for buckets read back from disk), which is far cheaper to hash than the name, and only
+/// the distinct keys (a few thousand) are hashed by value.
 struct DisplayNames {
-    ids: FastMap<NodeKey, String>,
+    /// The distinct keys, and each one's id.
+    keys: Vec<NodeKey>,
+    ids: Vec<String>,
+    /// Every key's place in `keys`, by its kind and the address of its name.
+    by_address: FastMap<(NodeKind, usize), usize>,
+}
+
+fn address(key: &NodeKey) -> (NodeKind, usize) {
+    (key.kind, Arc::as_ptr(&key.name).cast::<u8>() as usize)
 }
 
 impl DisplayNames {
-    fn new(keys: impl Iterator<Item = NodeKey>) -> Self {
-        let keys: FastSet<NodeKey> = keys.collect();
+    fn new<'a>(all: impl Iterator<Item = &'a NodeKey>) -> Self {
+        let mut first_of: FastMap<(NodeKind, usize), &'a NodeKey> = FastMap::default();
+        for key in all {
+            first_of.entry(address(key)).or_insert(key);
+        }
+        let mut place: FastMap<&'a NodeKey, usize> = FastMap::default();
+        let mut distinct: Vec<&'a NodeKey> = Vec::new();
+        let by_address = first_of
+            .into_iter()
+            .map(|(at, key)| {
+                let position = *place.entry(key).or_insert_with(|| {
+                    distinct.push(key);
+                    distinct.len() - 1
+                });
+                (at, position)
+            })
+            .collect();
+        let keys: Vec<NodeKey> = distinct.into_iter().cloned().collect();
         let mut uses: FastMap<&str, usize> = FastMap::default();
         for key in &keys {
             *uses.entry(&key.name).or_default() += 1;
@@ -460,25 +489,101 @@ impl DisplayNames {
             .iter()
             .map(|key| {
                 let shared = uses.get(&*key.name).copied().unwrap_or(0) > 1;
-                let id = if key.kind == NodeKind::Service || !shared {
+                if key.kind == NodeKind::Service || !shared {
                     key.name.to_string()
                 } else {
                     format!("{}:{}", key.kind.as_str(), key.name)
-                };
-                (key.clone(), id)
+                }
             })
             .collect();
-        Self { ids }
+        Self {
+            keys,
+            ids,
+            by_address,
+        }
     }
 
-    fn keys(&self) -> impl Iterator<Item = &NodeKey> {
-        self.ids.keys()
+    /// `key`'s place among the distinct keys (every key given to `new` has one).
+    fn position(&self, key: &NodeKey) -> Option<usize> {
+        self.by_address
+            .get(&address(key))
+            .copied()
+            .or_else(|| self.keys.iter().position(|known| known == key))
     }
 
     fn of(&self, key: &NodeKey) -> String {
-        self.ids
-            .get(key)
+        self.position(key)
+            .and_then(|at| self.ids.get(at))
             .cloned()
             .unwrap_or_else(|| key.name.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(source: NodeKey, target: NodeKey, calls: u64) -> (EdgeKey, EdgeStats) {
+        (
+            EdgeKey {
+                source,
+                target,
+                kind: EdgeKind::Async,
+            },
+            EdgeStats {
+                calls,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Names are told apart by address first: one name in two allocations (a bucket read
+    /// back from disk beside live ones) is still one node, and a queue named as a service
+    /// is still prefixed.
+    #[test]
+    fn one_name_in_two_allocations_is_one_node() {
+        let (orders, orders_again) = (Arc::<str>::from("orders"), Arc::<str>::from("orders"));
+        let billing = Arc::<str>::from("billing");
+        let mut first = Bucket::default();
+        first
+            .edges
+            .extend([edge(NodeKey::service(&orders), NodeKey::queue(&billing), 3)]);
+        first.services.insert(billing.clone(), NodeStats::default());
+        let mut second = Bucket::default();
+        second.edges.extend([
+            edge(NodeKey::queue(&billing), NodeKey::service(&orders_again), 4),
+            edge(NodeKey::service(&billing), NodeKey::queue(&orders_again), 5),
+        ]);
+        let mut stats = WindowStats::default();
+        stats.add(&first);
+        stats.add(&second);
+        let snapshot = stats.figures_only(0, 1);
+        let nodes: Vec<(&str, u64)> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.calls_in))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("billing", 0),
+                ("orders", 0),
+                ("queue:billing", 3),
+                ("queue:orders", 5)
+            ]
+        );
+        let edges: Vec<(&str, &str)> = snapshot
+            .edges
+            .iter()
+            .map(|e| (e.source.as_str(), e.target.as_str()))
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                ("billing", "queue:orders"),
+                ("orders", "queue:billing"),
+                ("queue:billing", "orders")
+            ]
+        );
     }
 }
