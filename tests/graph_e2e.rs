@@ -672,6 +672,32 @@ fn filters_and_graph_questions_answer_from_the_same_graph() {
     );
     assert_eq!(around["loops"].as_array().unwrap().len(), 1);
     assert_eq!(around["totals"]["nodes"], 6);
+    // The live window's judged snapshot was shared above (`wait_for_graph` asked for it); an
+    // explicit window never is, so its neighbourhoods are cut from the part of the window
+    // they need, and must answer the same.
+    for (query, shared) in [
+        ("focus=inventory&hops=1&direction=up", &up),
+        ("focus=orders&hops=1&direction=down", &down),
+        ("focus=billing&hops=2", &around),
+    ] {
+        let computed = server.get_json(&format!("/api/graph?{query}&from=1h"));
+        assert_eq!(ids(&computed), ids(shared), "{query}");
+        assert_eq!(pairs(&computed), pairs(shared), "{query}");
+        assert_eq!(computed["loops"], shared["loops"], "{query}");
+        assert_eq!(computed["totals"], shared["totals"], "{query}");
+        let calls = |g: &Value| -> Vec<Value> {
+            g["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["calls"].clone())
+                .collect()
+        };
+        assert_eq!(calls(&computed), calls(shared), "{query}");
+    }
+    let (status, _, body) = get_graph(&server, "?focus=nope&from=1h", &[]);
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("`nope`"));
 
     // Kinds, top, the cap.
     let services = server.get_json("/api/graph?kinds=service");

@@ -123,3 +123,4 @@ pub use types::{
     Edge, EdgeKind, FeedbackLoop, GraphConfig, GraphCounters, Health, HealthLevel, Node, NodeGroup,
     NodeKind, Snapshot,
 };
+pub use window::Around;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 
 use crate::attributes::{AttributeTable, NodeAttributes};
+use crate::filter::Focus;
 use crate::persist::StoredBucket;
 use crate::spans::{GraphAttributes, SpanColumns, SpanId, SpanKey, SpanKind, SpanRow, TraceId};
 use crate::trace_paths::{
     CallRecord, Entered, Path, Seed, TraceSpan, caller_groups, keep_distinct, walk_trace,
 };
 use crate::types::{EdgeKind, GraphConfig, GraphCounters, NodeKind, Snapshot};
-use crate::window::{Bucket, EdgeKey, NodeKey, WindowStats};
+use crate::window::{Around, Bucket, EdgeKey, NodeKey, WindowStats};
 use crate::{FastMap, FastSet};
 
 /// The live dependency graph. One instance sees every span of a trace (route by trace id
@@ -300,6 +301,15 @@ impl MergedWindow {
     #[cfg(test)]
     pub(crate) fn equals_a_fresh_merge_of(&self, window: &Window) -> bool {
         self.stats == MergedWindow::new(window).stats
+    }
+
+    /// The part of `window`'s snapshot (which this was last brought up to date with) that a
+    /// neighbourhood of `focus` needs ([`crate::filter`] it with that focus), or `None` when
+    /// the window has no node of that id.
+    pub fn around(&self, window: &Window, focus: &Focus) -> Option<Around> {
+        let mut around = self.stats.around(window.from_ns, window.to_ns, focus)?;
+        window.attach_attributes(&mut around.snapshot);
+        Some(around)
     }
 
     /// [`MergedWindow::snapshot`] without the loops: what [`Window::figures`] gives.

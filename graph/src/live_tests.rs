@@ -1432,3 +1432,46 @@ fn service_nodes_carry_their_resources_most_frequent_namespace_and_zone() {
         Some("billing")
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A neighbourhood filtered from the part of the window that `around` gives is what the
+    /// same filter cuts from the whole snapshot: nodes, edges, loops, figures and totals.
+    #[test]
+    fn a_neighbourhood_from_around_equals_the_whole_snapshot_filtered(
+        seed in any::<u64>(),
+        traces in 1usize..30,
+        pick in any::<prop::sample::Index>(),
+        hops in 0usize..4,
+        direction in prop::sample::select(vec![
+            crate::Direction::Up, crate::Direction::Down, crate::Direction::Both,
+        ]),
+        min_calls in prop::sample::select(vec![0u64, 0, 2]),
+        top in prop::option::of(1usize..6),
+        services_only in any::<bool>(),
+    ) {
+        let graph = run(&Workload::traces(seed, traces));
+        let window = graph.window(EVERYTHING.0, EVERYTHING.1);
+        let whole = window.clone().into_snapshot();
+        prop_assume!(!whole.nodes.is_empty());
+        let node = whole.nodes[pick.index(whole.nodes.len())].id.clone();
+        let filter = crate::GraphFilter {
+            kinds: services_only.then(|| vec![crate::NodeKind::Service]),
+            min_calls,
+            focus: Some(crate::Focus { node: node.clone(), hops, direction }),
+            top: top.map(|n| (n, crate::Rank::Calls)),
+            ..crate::GraphFilter::default()
+        };
+        let kept = crate::MergedWindow::new(&window);
+        let around = kept.around(&window, filter.focus.as_ref().expect("focus"));
+        let around = around.expect("the node is in the window");
+        let mut got = crate::filter(&around.snapshot, &filter).expect("filter");
+        got.total_nodes = around.total_nodes;
+        got.total_edges = around.total_edges;
+        let expected = crate::filter(&whole, &filter).expect("filter");
+        prop_assert_eq!(got, expected);
+        let unknown = crate::Focus { node: "no-such-node".into(), hops, direction };
+        prop_assert!(kept.around(&window, &unknown).is_none());
+    }
+}

@@ -53,39 +53,56 @@ struct Shapes {
 
 /// An edge set's distinct (source, target) pairs, sorted, with the calls of each (sync and
 /// async calls between the same two nodes added).
-struct Pairs<'a> {
+pub(crate) struct Pairs<'a> {
     pairs: Vec<(&'a str, &'a str)>,
     calls: Vec<u64>,
 }
 
 impl<'a> Pairs<'a> {
     fn of(edges: &'a [Edge]) -> Self {
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(edges.len());
-        let mut calls: Vec<u64> = Vec::with_capacity(edges.len());
+        Self::of_calls(
+            edges
+                .iter()
+                .map(|e| (e.source.as_str(), e.target.as_str(), e.calls)),
+        )
+    }
+
+    /// The pairs of (source, target, calls) triples, in any order.
+    pub(crate) fn of_calls(edges: impl Iterator<Item = (&'a str, &'a str, u64)> + Clone) -> Self {
+        let (low, _) = edges.size_hint();
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(low);
+        let mut calls: Vec<u64> = Vec::with_capacity(low);
         // A snapshot's edges come sorted by (source, target, kind): one pass then.
-        for edge in edges {
-            let pair = (edge.source.as_str(), edge.target.as_str());
+        for (source, target, count) in edges.clone() {
+            let pair = (source, target);
             match pairs.last() {
                 Some(last) if *last == pair => {
                     if let Some(sum) = calls.last_mut() {
-                        *sum += edge.calls;
+                        *sum += count;
                     }
                 }
                 Some(last) if *last > pair => return Self::unsorted(edges),
                 _ => {
                     pairs.push(pair);
-                    calls.push(edge.calls);
+                    calls.push(count);
                 }
             }
         }
         Self { pairs, calls }
     }
 
-    fn unsorted(edges: &'a [Edge]) -> Self {
-        let mut all: Vec<((&str, &str), u64)> = edges
-            .iter()
-            .map(|e| ((e.source.as_str(), e.target.as_str()), e.calls))
-            .collect();
+    /// Calls from `source` to `target`, sync and async added.
+    pub(crate) fn calls(&self, source: &str, target: &str) -> u64 {
+        self.pairs
+            .binary_search(&(source, target))
+            .ok()
+            .and_then(|at| self.calls.get(at))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn unsorted(edges: impl Iterator<Item = (&'a str, &'a str, u64)>) -> Self {
+        let mut all: Vec<((&str, &str), u64)> = edges.map(|(s, t, c)| ((s, t), c)).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(all.len());
         let mut calls: Vec<u64> = Vec::with_capacity(all.len());
@@ -121,7 +138,11 @@ impl<'a> Pairs<'a> {
 /// The feedback loops of any edge set: sync and async edges alike, self-loops included.
 /// `trace_loops` is left at 0 (it comes from traces, not from edges).
 pub fn feedback_loops(edges: &[Edge]) -> Vec<FeedbackLoop> {
-    let pairs = Pairs::of(edges);
+    loops_of(&Pairs::of(edges))
+}
+
+/// [`feedback_loops`] of an edge set's pairs.
+pub(crate) fn loops_of(pairs: &Pairs<'_>) -> Vec<FeedbackLoop> {
     let key = pairs.key();
     let cached = CYCLES
         .lock()
@@ -163,15 +184,6 @@ fn with_figures(shapes: &Shapes, calls: &[u64]) -> Vec<FeedbackLoop> {
             ..shape.clone()
         })
         .collect()
-}
-
-/// The traffic round a loop: the smallest call count of its edges.
-fn calls_round(edges: &[(Arc<str>, Arc<str>)], pair_calls: &FastMap<(&str, &str), u64>) -> u64 {
-    edges
-        .iter()
-        .map(|(a, b)| pair_calls.get(&(&**a, &**b)).copied().unwrap_or(0))
-        .min()
-        .unwrap_or(0)
 }
 
 /// Every elementary cycle of the sorted, distinct `pairs` (at most
@@ -314,22 +326,9 @@ fn is_cyclic(adjacency: &[Vec<usize>], component: &[usize]) -> bool {
     }
 }
 
-/// Calls from one node to another, sync and async added: the traffic a loop can carry.
-pub(crate) fn pair_calls(edges: &[Edge]) -> FastMap<(&str, &str), u64> {
-    let mut calls: FastMap<(&str, &str), u64> = FastMap::default();
-    for edge in edges {
-        *calls
-            .entry((edge.source.as_str(), edge.target.as_str()))
-            .or_default() += edge.calls;
-    }
-    calls
-}
-
-/// The loop through `nodes` (distinct, in cycle order, starting anywhere).
-pub(crate) fn loop_of_cycle(
-    mut nodes: Vec<Arc<str>>,
-    pair_calls: &FastMap<(&str, &str), u64>,
-) -> FeedbackLoop {
+/// The loop through `nodes` (distinct, in cycle order, starting anywhere), its calls those
+/// of its least busy pair.
+pub(crate) fn loop_of_cycle(mut nodes: Vec<Arc<str>>, pairs: &Pairs<'_>) -> FeedbackLoop {
     let smallest = nodes
         .iter()
         .enumerate()
@@ -337,7 +336,12 @@ pub(crate) fn loop_of_cycle(
         .map_or(0, |(i, _)| i);
     nodes.rotate_left(smallest);
     let mut found = shape(nodes);
-    found.calls = calls_round(&found.edges, pair_calls);
+    found.calls = found
+        .edges
+        .iter()
+        .map(|(a, b)| pairs.calls(a, b))
+        .min()
+        .unwrap_or(0);
     found
 }
 

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::FastMap;
-use crate::loops::{feedback_loops, loop_of_cycle, pair_calls};
+use crate::filter::{Direction, Focus};
+use crate::loops::{Pairs, loop_of_cycle, loops_of};
 use crate::sketch::LatencySketch;
 use crate::types::{Edge, EdgeKind, FeedbackLoop, Health, Node, NodeKind, Snapshot};
 
@@ -283,8 +284,85 @@ impl WindowStats {
     /// [`WindowStats::into_snapshot`] keeping the merged figures.
     pub fn snapshot(&self, from_ns: i64, to_ns: i64) -> Snapshot {
         let (mut snapshot, names) = self.figures(from_ns, to_ns);
-        snapshot.loops = attach_trace_loops(&mut snapshot.edges, &self.trace_loops, &names);
+        let pairs = Pairs::of_calls(
+            snapshot
+                .edges
+                .iter()
+                .map(|e| (e.source.as_str(), e.target.as_str(), e.calls)),
+        );
+        let (loops, counted) = trace_loops_on(loops_of(&pairs), &pairs, &self.trace_loops, &names);
+        for (source, target, count) in counted {
+            count_on(&mut snapshot.edges, &source, &target, count);
+        }
+        snapshot.loops = loops;
         snapshot
+    }
+
+    /// The part of the window's snapshot that a neighbourhood of `focus` needs: every node
+    /// within its hops (following calls down, up or both, as [`crate::filter`] does, over
+    /// all of the window's edges), every edge that touches one of them, with their ends, and
+    /// every loop of the window. Filtering it by a filter with that focus gives what
+    /// filtering the whole snapshot gives (a node's health is judged from its own figures and
+    /// the calls it makes, which are all here), at the cost of the neighbourhood, not of
+    /// naming and figuring every edge. `None` when no node of the window has that id.
+    pub fn around(&self, from_ns: i64, to_ns: i64, focus: &Focus) -> Option<Around> {
+        let names = self.names();
+        let start = names.ids.iter().position(|id| *id == focus.node)?;
+        let count = names.keys.len();
+        let ends: Vec<(usize, usize)> = self
+            .edges
+            .keys()
+            .filter_map(|key| Some((names.position(&key.source)?, names.position(&key.target)?)))
+            .collect();
+        let mut inside = vec![false; count];
+        inside[start] = true;
+        for way in [Direction::Down, Direction::Up] {
+            if focus.direction != Direction::Both && focus.direction != way {
+                continue;
+            }
+            let mut next: Vec<Vec<usize>> = vec![Vec::new(); count];
+            for &(source, target) in &ends {
+                match way {
+                    Direction::Up => next[target].push(source),
+                    _ => next[source].push(target),
+                }
+            }
+            let mut distance: Vec<Option<usize>> = vec![None; count];
+            distance[start] = Some(0);
+            let mut queue = std::collections::VecDeque::from([start]);
+            while let Some(node) = queue.pop_front() {
+                let Some(at) = distance[node] else { continue };
+                if at == focus.hops {
+                    continue;
+                }
+                for &to in &next[node] {
+                    if distance[to].is_none() {
+                        distance[to] = Some(at + 1);
+                        inside[to] = true;
+                        queue.push_back(to);
+                    }
+                }
+            }
+        }
+        let mut snapshot = self.figures_with(&names, from_ns, to_ns, Some(&inside));
+        // The window's loops need all of its pairs (their ids only, no figures).
+        let pairs = Pairs::of_calls(self.edges.iter().filter_map(|(key, counted)| {
+            Some((
+                names.ids.get(names.position(&key.source)?)?.as_str(),
+                names.ids.get(names.position(&key.target)?)?.as_str(),
+                counted.value.calls,
+            ))
+        }));
+        let (loops, counted) = trace_loops_on(loops_of(&pairs), &pairs, &self.trace_loops, &names);
+        for (source, target, count) in counted {
+            count_on(&mut snapshot.edges, &source, &target, count);
+        }
+        snapshot.loops = loops;
+        Some(Around {
+            snapshot,
+            total_nodes: count,
+            total_edges: self.edges.len(),
+        })
     }
 
     /// The snapshot without its loops (finding them is the costly part on a big graph), for
@@ -298,18 +376,55 @@ impl WindowStats {
         self.figures(from_ns, to_ns).0
     }
 
-    fn figures(&self, from_ns: i64, to_ns: i64) -> (Snapshot, DisplayNames) {
+    fn names(&self) -> DisplayNames {
         let services: Vec<NodeKey> = self.services.keys().map(NodeKey::service).collect();
-        let names = DisplayNames::new(
+        DisplayNames::new(
             services
                 .iter()
                 .chain(self.edges.keys().flat_map(|e| [&e.source, &e.target]))
                 .chain(self.trace_loops.keys().flatten()),
-        );
+        )
+    }
+
+    fn figures(&self, from_ns: i64, to_ns: i64) -> (Snapshot, DisplayNames) {
+        let names = self.names();
+        let snapshot = self.figures_with(&names, from_ns, to_ns, None);
+        (snapshot, names)
+    }
+
+    /// The figures of every node and edge, or with `inside` (by place among the distinct
+    /// keys) of the edges that touch a node inside and of their ends.
+    fn figures_with(
+        &self,
+        names: &DisplayNames,
+        from_ns: i64,
+        to_ns: i64,
+        inside: Option<&[bool]>,
+    ) -> Snapshot {
+        let mut shown: Vec<bool> = inside.map_or_else(Vec::new, <[bool]>::to_vec);
+        let is_inside = |key: &NodeKey| {
+            names
+                .position(key)
+                .is_some_and(|at| inside.is_some_and(|i| i[at]))
+        };
 
         let mut edges: Vec<Edge> = self
             .edges
             .iter()
+            .filter(|(key, _)| {
+                if inside.is_none() {
+                    return true;
+                }
+                let touches = is_inside(&key.source) || is_inside(&key.target);
+                if touches {
+                    for end in [&key.source, &key.target] {
+                        if let Some(at) = names.position(end) {
+                            shown[at] = true;
+                        }
+                    }
+                }
+                touches
+            })
             .map(|(key, Counted { value: stats, .. })| Edge {
                 source: names.of(&key.source),
                 target: names.of(&key.target),
@@ -348,7 +463,9 @@ impl WindowStats {
             .iter()
             .zip(&names.ids)
             .zip(&incoming)
-            .map(|((key, id), (calls_in, errors_in))| {
+            .enumerate()
+            .filter(|(at, _)| inside.is_none() || shown[*at])
+            .map(|(_, ((key, id), (calls_in, errors_in)))| {
                 let id = id.clone();
                 if key.kind != NodeKind::Service {
                     let (calls_in, errors_in) = (*calls_in, *errors_in);
@@ -384,64 +501,61 @@ impl WindowStats {
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let snapshot = Snapshot {
+        Snapshot {
             from_ns,
             to_ns,
             nodes,
             edges,
             loops: Vec::new(),
-        };
-        (snapshot, names)
+        }
     }
 }
 
-/// The graph's loops, plus the per-trace loops: counted on their loop and on each of its
-/// edges. A per-trace loop whose edges are not all in the window still gets its entry.
-fn attach_trace_loops(
-    edges: &mut [Edge],
+/// Trace loops to add to the edges from a source to a target.
+type PairCount = (Arc<str>, Arc<str>, u64);
+
+/// The graph's loops, plus the per-trace loops: counted on their loop, and (the second
+/// result) on each of its (source, target) pairs, which the caller adds to the edges it
+/// holds. A per-trace loop whose edges are not all in the window still gets its entry.
+fn trace_loops_on(
+    graph_loops: Vec<FeedbackLoop>,
+    pairs: &Pairs<'_>,
     trace_loops: &BTreeMap<Cycle, Counted<u64>>,
     names: &DisplayNames,
-) -> Vec<FeedbackLoop> {
-    let mut loops: BTreeMap<Arc<str>, FeedbackLoop> = feedback_loops(edges)
-        .into_iter()
-        .map(|l| (l.id.clone(), l))
-        .collect();
-    if trace_loops.is_empty() {
-        return loops.into_values().collect();
-    }
-    // The maps borrow the edges' names; the counts are added to the edges after.
-    let mut counted: Vec<(usize, u64)> = Vec::new();
-    let mut found_loops: Vec<(FeedbackLoop, u64)> = Vec::with_capacity(trace_loops.len());
-    {
-        let calls = pair_calls(edges);
-        let mut edges_by_pair: FastMap<(&str, &str), Vec<usize>> = FastMap::default();
-        for (position, edge) in edges.iter().enumerate() {
-            edges_by_pair
-                .entry((edge.source.as_str(), edge.target.as_str()))
-                .or_default()
-                .push(position);
+) -> (Vec<FeedbackLoop>, Vec<PairCount>) {
+    let mut loops: BTreeMap<Arc<str>, FeedbackLoop> =
+        graph_loops.into_iter().map(|l| (l.id.clone(), l)).collect();
+    let mut counted = Vec::new();
+    for (cycle, Counted { value: count, .. }) in trace_loops {
+        let found = loop_of_cycle(cycle.iter().map(|k| names.of(k).into()).collect(), pairs);
+        for (source, target) in found.edges.iter() {
+            counted.push((source.clone(), target.clone(), *count));
         }
-        for (cycle, Counted { value: count, .. }) in trace_loops {
-            let found = loop_of_cycle(cycle.iter().map(|k| names.of(k).into()).collect(), &calls);
-            for (source, target) in found.edges.iter() {
-                for position in edges_by_pair
-                    .get(&(&**source, &**target))
-                    .into_iter()
-                    .flatten()
-                {
-                    counted.push((*position, *count));
-                }
-            }
-            found_loops.push((found, *count));
-        }
-    }
-    for (position, count) in counted {
-        edges[position].trace_loops += count;
-    }
-    for (found, count) in found_loops {
         loops.entry(found.id.clone()).or_insert(found).trace_loops += count;
     }
-    loops.into_values().collect()
+    (loops.into_values().collect(), counted)
+}
+
+/// Adds `count` trace loops to every edge from `source` to `target` (sync and async) among
+/// `edges`, which are sorted by (source, target, kind).
+fn count_on(edges: &mut [Edge], source: &str, target: &str, count: u64) {
+    let first =
+        edges.partition_point(|e| (e.source.as_str(), e.target.as_str()) < (source, target));
+    for edge in edges.iter_mut().skip(first) {
+        if (edge.source.as_str(), edge.target.as_str()) != (source, target) {
+            break;
+        }
+        edge.trace_loops += count;
+    }
+}
+
+/// A neighbourhood's part of a window's snapshot ([`WindowStats::around`]), with the size
+/// of the whole window's graph.
+#[derive(Debug, Clone)]
+pub struct Around {
+    pub snapshot: Snapshot,
+    pub total_nodes: usize,
+    pub total_edges: usize,
 }
 
 /// Ids for a window's nodes: a service keeps its name; another node whose name is also

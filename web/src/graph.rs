@@ -11,9 +11,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{
-    DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, Edge, EdgeChange, FeedbackLoop, Filtered,
-    Focus, GraphDelta, GraphFilter, GroupBy, NODE_ATTRIBUTE_KEYS, Node, NodeKind, Rank, Snapshot,
-    delta, diff,
+    DEFAULT_MAX_EDGES, DEFAULT_MAX_NODES, Direction, Edge, EdgeChange, FeedbackLoop, FilterError,
+    Filtered, Focus, GraphDelta, GraphFilter, GroupBy, NODE_ATTRIBUTE_KEYS, Node, NodeKind, Rank,
+    Snapshot, delta, diff,
 };
 use flowscope_query::QueryError;
 use flowscope_query::graph::{GraphView, LIVE_WINDOW};
@@ -81,6 +81,12 @@ impl Asked {
         })
     }
 
+    /// Whether a judged snapshot of this (live) window is shared right now, so a question
+    /// costs only its filter.
+    fn shared_now(&self, graph: &GraphView) -> bool {
+        self.live && graph.judged_shared_if_fresh(self.from, self.to).is_some()
+    }
+
     /// The judged snapshot of the window. A live window's is shared by the questions
     /// asked within half a second (a dashboard asks several at once, and the event stream
     /// shares it the same way); any other window is computed.
@@ -91,6 +97,27 @@ impl Asked {
             graph.judged(self.from, self.to)?
         })
     }
+}
+
+/// A neighbourhood's answer cut from the part of the window it needs, judged
+/// ([`GraphView::judged_around`]): the same answer as the judged snapshot filtered, without
+/// naming and judging the whole graph (at 100,000 edges most of a computed answer's time).
+fn around_text(
+    graph: &GraphView,
+    asked: &Asked,
+    focus: &Focus,
+    filter: &GraphFilter,
+) -> Result<String, ApiError> {
+    let around = graph
+        .judged_around(asked.from, asked.to, focus)?
+        .ok_or_else(|| {
+            ApiError::NotFound(FilterError::UnknownNode(focus.node.clone()).to_string())
+        })?;
+    let mut filtered = flowscope_graph::filter(&around.snapshot, filter)
+        .map_err(|error| ApiError::NotFound(error.to_string()))?;
+    filtered.total_nodes = around.total_nodes;
+    filtered.total_edges = around.total_edges;
+    Ok(filtered_text(&filtered))
 }
 
 pub(crate) fn window(
@@ -493,6 +520,11 @@ pub async fn get_graph(
     let filter = params.filter()?;
     // Judged and written off the runtime: at 100,000 edges the text is tens of megabytes.
     let text = tokio::task::spawn_blocking(move || {
+        if let Some(focus) = &filter.focus
+            && !asked.shared_now(&graph)
+        {
+            return around_text(&graph, &asked, focus, &filter);
+        }
         let snapshot = asked.judged(&graph)?;
         let filtered = flowscope_graph::filter(&snapshot, &filter)
             .map_err(|error| ApiError::NotFound(error.to_string()))?;

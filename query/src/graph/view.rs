@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use flowscope_base::clock::now_ns;
 use flowscope_graph::{
-    Element, Figures, GraphConfig, GraphCounters, LiveGraph, MergedWindow, Snapshot, StoredBucket,
-    Window, element_series,
+    Around, Element, Figures, Focus, GraphConfig, GraphCounters, LiveGraph, MergedWindow, Snapshot,
+    StoredBucket, Window, element_series,
 };
 
 use crate::error::QueryError;
@@ -230,16 +230,23 @@ impl GraphView {
     /// from the kept merge closest to it: a window that slid by a bucket or whose newest
     /// buckets took spans costs what changed, not a merge of all its buckets.
     fn merged(&self, window: &Window, loops: bool) -> Snapshot {
+        self.merged_with(window, |merged, window| {
+            if loops {
+                merged.snapshot(window)
+            } else {
+                merged.figures(window)
+            }
+        })
+    }
+
+    /// What `read` takes from the window's merge, brought up to date from the kept merge
+    /// closest to it (see [`GraphView::merged`]).
+    fn merged_with<T>(&self, window: &Window, read: impl FnOnce(&MergedWindow, &Window) -> T) -> T {
         // A cluster querier's windows hold its peers' buckets, decoded afresh on every read:
         // their merges could never be brought up to date, so they are not kept (keeping one
         // would only push out another, and make the reader pay for freeing it).
         if window.bucket_count() < MERGED_MIN_BUCKETS || self.peers.is_some() {
-            let merged = MergedWindow::new(window);
-            return if loops {
-                merged.snapshot(window)
-            } else {
-                merged.figures(window)
-            };
+            return read(&MergedWindow::new(window), window);
         }
         let closest = {
             let mut kept = lock(&self.merged);
@@ -256,11 +263,7 @@ impl GraphView {
             }
             None => MergedWindow::new(window),
         };
-        let snapshot = if loops {
-            merged.snapshot(window)
-        } else {
-            merged.figures(window)
-        };
+        let answer = read(&merged, window);
         let evicted = {
             let mut kept = lock(&self.merged);
             kept.push(merged);
@@ -269,7 +272,7 @@ impl GraphView {
         };
         // Freed after the lock is let go: a 100,000-edge merge takes milliseconds to free.
         drop(evicted);
-        snapshot
+        answer
     }
 
     /// The buckets of `[from_ns, to_ns)`, as [`GraphView::snapshot`] merges them: this
@@ -361,6 +364,35 @@ impl GraphView {
     pub fn judged(&self, from_ns: i64, to_ns: i64) -> Result<Arc<Snapshot>, QueryError> {
         let snapshot = Arc::unwrap_or_clone(self.snapshot(from_ns, to_ns)?);
         Ok(Arc::new(self.judge(snapshot)))
+    }
+
+    /// The part of the window's snapshot that a neighbourhood of `focus` needs
+    /// ([`MergedWindow::around`]), judged as [`GraphView::judged`] judges the whole:
+    /// filtering it with that focus answers what filtering the judged snapshot answers, at
+    /// the cost of the neighbourhood. `None` when the window has no node of that id.
+    pub fn judged_around(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        focus: &Focus,
+    ) -> Result<Option<Around>, QueryError> {
+        let window = self.window(from_ns, to_ns)?;
+        let Some(mut around) =
+            self.merged_with(&window, |merged, window| merged.around(window, focus))
+        else {
+            return Ok(None);
+        };
+        around.snapshot = self.judge(around.snapshot);
+        Ok(Some(around))
+    }
+
+    /// The live window's judged snapshot if one for these bounds was computed less than
+    /// `LIVE_REUSE` ago ([`GraphView::judged_shared`]), without computing one.
+    pub fn judged_shared_if_fresh(&self, from_ns: i64, to_ns: i64) -> Option<Arc<Snapshot>> {
+        let last = lock(&self.last_judged);
+        last.as_ref()
+            .filter(|(at, bounds, _)| *bounds == (from_ns, to_ns) && at.elapsed() < LIVE_REUSE)
+            .map(|(_, _, snapshot)| snapshot.clone())
     }
 
     /// [`GraphView::judged`], with a result for the same bounds computed less than
