@@ -309,11 +309,7 @@ impl WindowStats {
         let names = self.names();
         let start = names.ids.iter().position(|id| *id == focus.node)?;
         let count = names.keys.len();
-        let ends: Vec<(usize, usize)> = self
-            .edges
-            .keys()
-            .filter_map(|key| Some((names.position(&key.source)?, names.position(&key.target)?)))
-            .collect();
+        let ends = names.ends(&self.edges);
         let mut inside = vec![false; count];
         inside[start] = true;
         for way in [Direction::Down, Direction::Up] {
@@ -344,15 +340,17 @@ impl WindowStats {
                 }
             }
         }
-        let mut snapshot = self.figures_with(&names, from_ns, to_ns, Some(&inside));
+        let mut snapshot = self.figures_with(&names, &ends, from_ns, to_ns, Some(&inside));
         // The window's loops need all of its pairs (their ids only, no figures).
-        let pairs = Pairs::of_calls(self.edges.iter().filter_map(|(key, counted)| {
-            Some((
-                names.ids.get(names.position(&key.source)?)?.as_str(),
-                names.ids.get(names.position(&key.target)?)?.as_str(),
-                counted.value.calls,
-            ))
-        }));
+        let pairs = Pairs::of_calls(self.edges.values().zip(&ends).map(
+            |(counted, (source, target))| {
+                (
+                    names.ids[*source].as_str(),
+                    names.ids[*target].as_str(),
+                    counted.value.calls,
+                )
+            },
+        ));
         let (loops, counted) = trace_loops_on(loops_of(&pairs), &pairs, &self.trace_loops, &names);
         for (source, target, count) in counted {
             count_on(&mut snapshot.edges, &source, &target, count);
@@ -388,7 +386,8 @@ impl WindowStats {
 
     fn figures(&self, from_ns: i64, to_ns: i64) -> (Snapshot, DisplayNames) {
         let names = self.names();
-        let snapshot = self.figures_with(&names, from_ns, to_ns, None);
+        let ends = names.ends(&self.edges);
+        let snapshot = self.figures_with(&names, &ends, from_ns, to_ns, None);
         (snapshot, names)
     }
 
@@ -397,65 +396,56 @@ impl WindowStats {
     fn figures_with(
         &self,
         names: &DisplayNames,
+        ends: &[(usize, usize)],
         from_ns: i64,
         to_ns: i64,
         inside: Option<&[bool]>,
     ) -> Snapshot {
         let mut shown: Vec<bool> = inside.map_or_else(Vec::new, <[bool]>::to_vec);
-        let is_inside = |key: &NodeKey| {
-            names
-                .position(key)
-                .is_some_and(|at| inside.is_some_and(|i| i[at]))
-        };
-
+        let id = |at: usize| names.ids.get(at).cloned().unwrap_or_default();
         let mut edges: Vec<Edge> = self
             .edges
             .iter()
-            .filter(|(key, _)| {
-                if inside.is_none() {
+            .zip(ends)
+            .filter(|(_, (source, target))| {
+                let Some(inside) = inside else {
                     return true;
-                }
-                let touches = is_inside(&key.source) || is_inside(&key.target);
+                };
+                let touches = inside[*source] || inside[*target];
                 if touches {
-                    for end in [&key.source, &key.target] {
-                        if let Some(at) = names.position(end) {
-                            shown[at] = true;
-                        }
-                    }
+                    shown[*source] = true;
+                    shown[*target] = true;
                 }
                 touches
             })
-            .map(|(key, Counted { value: stats, .. })| Edge {
-                source: names.of(&key.source),
-                target: names.of(&key.target),
-                kind: key.kind,
-                calls: stats.calls,
-                errors: stats.errors,
-                p50_ms: stats.latency.quantile_ms(0.50),
-                p95_ms: stats.latency.quantile_ms(0.95),
-                p99_ms: stats.latency.quantile_ms(0.99),
-                bytes: stats.bytes,
-                amplification: if stats.callers == 0 {
-                    0.0
-                } else {
-                    stats.amplified_calls as f64 / stats.callers as f64
+            .map(
+                |((key, Counted { value: stats, .. }), (source, target))| Edge {
+                    source: id(*source),
+                    target: id(*target),
+                    kind: key.kind,
+                    calls: stats.calls,
+                    errors: stats.errors,
+                    p50_ms: stats.latency.quantile_ms(0.50),
+                    p95_ms: stats.latency.quantile_ms(0.95),
+                    p99_ms: stats.latency.quantile_ms(0.99),
+                    bytes: stats.bytes,
+                    amplification: if stats.callers == 0 {
+                        0.0
+                    } else {
+                        stats.amplified_calls as f64 / stats.callers as f64
+                    },
+                    trace_loops: 0,
+                    health: Health::default(),
+                    amplified: false,
                 },
-                trace_loops: 0,
-                health: Health::default(),
-                amplified: false,
-            })
+            )
             .collect();
         edges.sort_by(|a, b| a.key().cmp(&b.key()));
 
         let mut incoming: Vec<(u64, u64)> = vec![(0, 0); names.keys.len()];
-        for (key, Counted { value: stats, .. }) in &self.edges {
-            if let Some(entry) = names
-                .position(&key.target)
-                .and_then(|at| incoming.get_mut(at))
-            {
-                entry.0 += stats.calls;
-                entry.1 += stats.errors;
-            }
+        for (Counted { value: stats, .. }, (_, target)) in self.edges.values().zip(ends) {
+            incoming[*target].0 += stats.calls;
+            incoming[*target].1 += stats.errors;
         }
         let no_stats = NodeStats::default();
         let mut nodes: Vec<Node> = names
@@ -615,6 +605,21 @@ impl DisplayNames {
             ids,
             by_address,
         }
+    }
+
+    /// The places of each edge's ends, in the order of `edges` (whose keys were given to
+    /// `new`).
+    fn ends<T>(&self, edges: &BTreeMap<EdgeKey, T>) -> Vec<(usize, usize)> {
+        edges
+            .keys()
+            .map(|key| (self.place(&key.source), self.place(&key.target)))
+            .collect()
+    }
+
+    /// [`DisplayNames::position`] of a key given to `new`.
+    fn place(&self, key: &NodeKey) -> usize {
+        self.position(key)
+            .unwrap_or_else(|| unreachable!("every key of the window is among its display names"))
     }
 
     /// `key`'s place among the distinct keys (every key given to `new` has one).
