@@ -323,18 +323,28 @@ fn fold_groups(
 ) -> Snapshot {
     use std::collections::BTreeMap;
     // Each node's id in the answer.
-    let mut id_of: FastMap<&str, String> = FastMap::default();
+    // Each node's id in the answer, one allocation per distinct id (a group's is shared by
+    // its members), so two ends fold to the same id exactly when they are the same `Arc`:
+    // the loops below compare and hash hundreds of thousands of them by address.
+    let mut interned: FastMap<String, Arc<str>> = FastMap::default();
+    let mut intern = |id: String| -> Arc<str> {
+        interned
+            .entry(id)
+            .or_insert_with_key(|id| Arc::from(id.as_str()))
+            .clone()
+    };
+    let mut id_of: FastMap<&str, Arc<str>> = FastMap::default();
     let mut groups: BTreeMap<String, Vec<&Node>> = BTreeMap::new();
     let mut answer: Vec<Node> = Vec::new();
     let expand: FastSet<&str> = group_by.expand.iter().map(String::as_str).collect();
     for node in nodes {
         match node.attributes.get(&group_by.key) {
             Some(value) if !expand.contains(value.as_str()) => {
-                id_of.insert(node.id.as_str(), group_id(value));
+                id_of.insert(node.id.as_str(), intern(group_id(value)));
                 groups.entry(value.clone()).or_default().push(node);
             }
             _ => {
-                id_of.insert(node.id.as_str(), node.id.clone());
+                id_of.insert(node.id.as_str(), intern(node.id.clone()));
                 answer.push((*node).clone());
             }
         }
@@ -397,14 +407,14 @@ fn fold_groups(
         ) else {
             continue;
         };
-        if source == target && source != &edge.source {
+        if Arc::ptr_eq(source, target) && **source != *edge.source {
             continue;
         }
-        match folded.entry((source.as_str(), target.as_str(), edge.kind)) {
+        match folded.entry((&**source, &**target, edge.kind)) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 let mut first = (*edge).clone();
-                first.source = source.clone();
-                first.target = target.clone();
+                first.source = source.to_string();
+                first.target = target.to_string();
                 slot.insert(first);
             }
             std::collections::hash_map::Entry::Occupied(mut slot) => {
@@ -428,37 +438,57 @@ fn fold_groups(
     let folded_loops = loops
         .iter()
         .filter_map(|l| {
+            // Each node's answer id, looked up once: a loop's edges are its nodes in turn
+            // (checked by address), so an edge's ends are found by position.
+            let mapped: Vec<Option<&Arc<str>>> = l.nodes.iter().map(|n| id_of.get(&**n)).collect();
+            let count = l.nodes.len();
+            let in_turn = l.edges.len() == count;
             // The loop's edges in the answer's ids, each once, in the loop's order.
-            let mut loop_edges: Vec<(&str, &str)> = Vec::new();
-            let mut seen_edges: FastSet<(&str, &str)> = FastSet::default();
-            for (s, t) in l.edges.iter() {
-                let (Some(s2), Some(t2)) = (id_of.get(&**s), id_of.get(&**t)) else {
+            let mut loop_edges: Vec<(&Arc<str>, &Arc<str>)> = Vec::new();
+            let mut seen_edges: FastSet<(usize, usize)> = FastSet::default();
+            for (at, (s, t)) in l.edges.iter().enumerate() {
+                let by_position = in_turn
+                    && Arc::ptr_eq(s, &l.nodes[at])
+                    && Arc::ptr_eq(t, &l.nodes[(at + 1) % count]);
+                let ends = if by_position {
+                    (mapped[at], mapped[(at + 1) % count])
+                } else {
+                    (id_of.get(&**s), id_of.get(&**t))
+                };
+                let (Some(s2), Some(t2)) = ends else {
                     return None;
                 };
-                if s2 == t2 && s2.as_str() != &**s {
+                if Arc::ptr_eq(s2, t2) && **s2 != **s {
                     continue;
                 }
-                if seen_edges.insert((s2.as_str(), t2.as_str())) {
-                    loop_edges.push((s2.as_str(), t2.as_str()));
+                let key = (
+                    Arc::as_ptr(s2).cast::<u8>() as usize,
+                    Arc::as_ptr(t2).cast::<u8>() as usize,
+                );
+                if seen_edges.insert(key) {
+                    loop_edges.push((s2, t2));
                 }
             }
-            if loop_edges.is_empty() || !loop_edges.iter().all(|pair| pairs.contains(pair)) {
+            if loop_edges.is_empty()
+                || !loop_edges
+                    .iter()
+                    .all(|(s2, t2)| pairs.contains(&(&***s2, &***t2)))
+            {
                 return None;
             }
             let mut seen = FastSet::default();
-            let nodes: Vec<Arc<str>> = l
-                .nodes
-                .iter()
-                .filter_map(|n| id_of.get(&**n))
-                .filter(|n| seen.insert(n.as_str()))
-                .map(|n| Arc::from(n.as_str()))
+            let nodes: Vec<Arc<str>> = mapped
+                .into_iter()
+                .flatten()
+                .filter(|n| seen.insert(Arc::as_ptr(n).cast::<u8>() as usize))
+                .cloned()
                 .collect();
             Some(crate::FeedbackLoop {
                 id: l.id.clone(),
                 nodes: nodes.into(),
                 edges: loop_edges
                     .into_iter()
-                    .map(|(s, t)| (Arc::from(s), Arc::from(t)))
+                    .map(|(s, t)| (s.clone(), t.clone()))
                     .collect(),
                 calls: l.calls,
                 trace_loops: l.trace_loops,
