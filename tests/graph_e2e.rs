@@ -787,6 +787,22 @@ fn filters_and_graph_questions_answer_from_the_same_graph() {
     assert!(body["error"].as_str().unwrap().contains("`nope`"), "{body}");
     let api = server.get_json("/api/graph/blast_radius?node=inventory&hops=3");
     assert_eq!(api["callers"].as_array().unwrap().len(), 4, "{api:#}");
+    // An explicit window is never shared: its answer comes from the part of the window
+    // within the hops (`judged_around`), and must be the same, each way.
+    let computed = server.get_json("/api/graph/blast_radius?node=inventory&hops=3&from=1h");
+    assert_eq!(computed["callers"], api["callers"], "{computed:#}");
+    let shared = server.get_json("/api/graph/dependencies?node=gateway&hops=2");
+    let computed = server.get_json("/api/graph/dependencies?node=gateway&hops=2&from=1h");
+    assert!(
+        !shared["dependencies"].as_array().unwrap().is_empty(),
+        "{shared:#}"
+    );
+    assert_eq!(
+        computed["dependencies"], shared["dependencies"],
+        "{computed:#}"
+    );
+    let (status, _, _) = get_graph(&server, "/blast_radius?node=nope&hops=2&from=1h", &[]);
+    assert_eq!(status, 404);
     let api = server.get_json("/api/graph/paths?from_node=gateway&to_node=inventory");
     assert_eq!(
         api["paths"][0]["nodes"],

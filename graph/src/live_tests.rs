@@ -1475,3 +1475,36 @@ proptest! {
         prop_assert!(kept.around(&window, &unknown).is_none());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Blast radius and dependencies answered from the part of the window `around` gives
+    /// for that way and those hops are what the whole snapshot answers.
+    #[test]
+    fn reach_from_around_equals_reach_over_the_whole_snapshot(
+        seed in any::<u64>(),
+        traces in 1usize..30,
+        pick in any::<prop::sample::Index>(),
+        hops in 1usize..5,
+        up in any::<bool>(),
+    ) {
+        let graph = run(&Workload::traces(seed, traces));
+        let window = graph.window(EVERYTHING.0, EVERYTHING.1);
+        let whole = window.clone().into_snapshot();
+        prop_assume!(!whole.nodes.is_empty());
+        let node = whole.nodes[pick.index(whole.nodes.len())].id.clone();
+        let direction = if up { crate::Direction::Up } else { crate::Direction::Down };
+        let focus = crate::Focus { node: node.clone(), hops, direction };
+        let kept = crate::MergedWindow::new(&window);
+        let part = kept.around(&window, &focus).expect("the node is in the window").snapshot;
+        let reach = |snapshot: &Snapshot| {
+            if up {
+                crate::blast_radius(snapshot, &node, hops)
+            } else {
+                crate::dependencies(snapshot, &node, hops)
+            }
+        };
+        prop_assert_eq!(reach(&part), reach(&whole));
+    }
+}

@@ -645,7 +645,23 @@ async fn reach_answer(
     let graph = caller.view.graph.clone();
     let asked = Asked::of(&graph, params.from.as_deref(), params.to.as_deref())?;
     let text = tokio::task::spawn_blocking(move || {
-        let snapshot = asked.judged(&graph)?;
+        // Who is within `hops` of the node needs only that part of the window, unless a
+        // judged snapshot of it is shared already (as for `focus`).
+        let snapshot = if asked.shared_now(&graph) {
+            asked.judged(&graph)?
+        } else {
+            let focus = Focus {
+                node: node.clone(),
+                hops,
+                direction: if up { Direction::Up } else { Direction::Down },
+            };
+            let around = graph
+                .judged_around(asked.from, asked.to, &focus)?
+                .ok_or_else(|| {
+                    ApiError::NotFound(FilterError::UnknownNode(node.clone()).to_string())
+                })?;
+            Arc::new(around.snapshot)
+        };
         let found = if up {
             flowscope_graph::blast_radius(&snapshot, &node, hops)
         } else {
