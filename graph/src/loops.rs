@@ -102,21 +102,9 @@ impl<'a> Pairs<'a> {
     }
 
     fn unsorted(edges: impl Iterator<Item = (&'a str, &'a str, u64)>) -> Self {
-        let mut all: Vec<((&str, &str), u64)> = edges.map(|(s, t, c)| ((s, t), c)).collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(all.len());
-        let mut calls: Vec<u64> = Vec::with_capacity(all.len());
-        for (pair, count) in all {
-            if pairs.last() == Some(&pair) {
-                if let Some(sum) = calls.last_mut() {
-                    *sum += count;
-                }
-            } else {
-                pairs.push(pair);
-                calls.push(count);
-            }
-        }
-        Self { pairs, calls }
+        let mut all: Vec<(&str, &str, u64)> = edges.collect();
+        all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        Self::of_calls(all.into_iter())
     }
 
     fn key(&self) -> u128 {

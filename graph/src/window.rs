@@ -291,10 +291,7 @@ impl WindowStats {
                 .map(|e| (e.source.as_str(), e.target.as_str(), e.calls)),
         );
         let (loops, counted) = trace_loops_on(loops_of(&pairs), &pairs, &self.trace_loops, &names);
-        for (source, target, count) in counted {
-            count_on(&mut snapshot.edges, &source, &target, count);
-        }
-        snapshot.loops = loops;
+        attach(&mut snapshot, loops, counted);
         snapshot
     }
 
@@ -352,10 +349,7 @@ impl WindowStats {
             },
         ));
         let (loops, counted) = trace_loops_on(loops_of(&pairs), &pairs, &self.trace_loops, &names);
-        for (source, target, count) in counted {
-            count_on(&mut snapshot.edges, &source, &target, count);
-        }
-        snapshot.loops = loops;
+        attach(&mut snapshot, loops, counted);
         Some(Around {
             snapshot,
             total_nodes: count,
@@ -524,6 +518,14 @@ fn trace_loops_on(
         loops.entry(found.id.clone()).or_insert(found).trace_loops += count;
     }
     (loops.into_values().collect(), counted)
+}
+
+/// Gives a snapshot its loops and adds the trace loops counted per pair to its edges.
+fn attach(snapshot: &mut Snapshot, loops: Vec<FeedbackLoop>, counted: Vec<PairCount>) {
+    for (source, target, count) in counted {
+        count_on(&mut snapshot.edges, &source, &target, count);
+    }
+    snapshot.loops = loops;
 }
 
 /// Adds `count` trace loops to every edge from `source` to `target` (sync and async) among
